@@ -1,0 +1,370 @@
+/* config: settings from defaults, an INI file, the environment and flags. */
+#include "config.h"
+
+#include "error.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Every setting either program knows. Keep README's table in step
+ * (`sayin-publisher config-reference` prints it). */
+typedef struct setting {
+	const char *name;    /* flag: --name */
+	const char *section; /* INI [section] */
+	const char *key;     /* INI key */
+	const char *env;
+	const char *def;     /* NULL: unset unless derived (see the help) */
+	const char *help;
+} setting;
+
+static const setting settings[] = {
+	{ "data", "store", "data", "SAYIN_DATA", "./var/store", "store directory (the LMDB environment)" },
+	{ "map-size", "store", "map_size", "SAYIN_MAP_SIZE", "64G",
+	  "LMDB map size: the most the store may hold (address space, not disk)" },
+	{ "listen", "origin", "listen", "SAYIN_LISTEN", "127.0.0.1:8080", "origin listen address" },
+	{ "public-url", "publisher", "public_url", "SAYIN_PUBLIC_URL", NULL,
+	  "base of every URL in feeds and pages (the CDN); default: http://LISTEN" },
+	{ "bitrate", "media", "bitrate", "SAYIN_BITRATE", "32000", "Opus bitrate, bits/s (6000-510000)" },
+	{ "feed-items", "feed", "items", "SAYIN_FEED_ITEMS", "20", "items in an author's feed.json" },
+	{ "log-level", "log", "level", "SAYIN_LOG_LEVEL", "info", "error, warn, info or debug" },
+};
+#define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+struct config {
+	char *values[N_SETTINGS];
+	const config_arg *args;
+	size_t nargs;
+	char **arg_values;
+	char **positional;
+	size_t npositional;
+};
+
+static int set_value(char **slot, const char *value)
+{
+	char *copy = strdup(value);
+	if (copy == NULL)
+		return -ENOMEM;
+	free(*slot);
+	*slot = copy;
+	return 0;
+}
+
+struct ini_state {
+	config *cfg;
+	char *err;
+	size_t errlen;
+	int failed;
+};
+
+static int on_ini_entry(void *user, const char *section, const char *key, const char *value)
+{
+	struct ini_state *st = user;
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		if (strcmp(settings[i].section, section) == 0 && strcmp(settings[i].key, key) == 0) {
+			if (set_value(&st->cfg->values[i], value) != 0)
+				return 0;
+			return 1;
+		}
+	}
+	/* An unknown key is a typo until proven otherwise: refuse it. */
+	snprintf(st->err, st->errlen, "unknown setting [%s] %s", section, key);
+	st->failed = 1;
+	return 0;
+}
+
+static int load_file(config *cfg, const char *path, char *err, size_t errlen)
+{
+	struct ini_state st = { cfg, err, errlen, 0 };
+	FILE *f = fopen(path, "r");
+	int rc;
+
+	if (f == NULL) {
+		snprintf(err, errlen, "cannot open config file %s: %s", path, strerror(errno));
+		return SAYIN_ECONFIG;
+	}
+	rc = ini_parse_file(f, on_ini_entry, &st);
+	fclose(f);
+	if (rc != 0) {
+		if (st.failed) {
+			size_t used = strlen(err);
+			snprintf(err + used, errlen - used, " (%s line %d)", path, rc);
+		} else {
+			snprintf(err, errlen, "config file %s: syntax error on line %d", path, rc);
+		}
+		return SAYIN_ECONFIG;
+	}
+	return 0;
+}
+
+static const setting *find_setting(const char *name, size_t len, size_t *index)
+{
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		if (strlen(settings[i].name) == len && strncmp(settings[i].name, name, len) == 0) {
+			*index = i;
+			return &settings[i];
+		}
+	}
+	return NULL;
+}
+
+static const config_arg *find_arg(const config *cfg, const char *name, size_t len, size_t *index)
+{
+	for (size_t i = 0; i < cfg->nargs; i++) {
+		if (strlen(cfg->args[i].name) == len && strncmp(cfg->args[i].name, name, len) == 0) {
+			*index = i;
+			return &cfg->args[i];
+		}
+	}
+	return NULL;
+}
+
+/* Finds --config in argv before anything else, since the file comes first. */
+static const char *config_file_arg(int argc, char **argv)
+{
+	const char *path = getenv("SAYIN_CONFIG");
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+			path = argv[i + 1];
+		else if (strncmp(argv[i], "--config=", 9) == 0)
+			path = argv[i] + 9;
+	}
+	return path;
+}
+
+static int parse_flags(config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+	int only_positional = 0;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *name, *eq, *value = NULL;
+		size_t len, idx;
+		char **slot;
+		int is_switch = 0;
+
+		if (only_positional || a[0] != '-' || a[1] == '\0') {
+			cfg->positional[cfg->npositional++] = argv[i];
+			continue;
+		}
+		if (strcmp(a, "--") == 0) {
+			only_positional = 1;
+			continue;
+		}
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+			return 1;
+		if (a[1] != '-') {
+			snprintf(err, errlen, "unknown option %s (options are --long)", a);
+			return SAYIN_ECONFIG;
+		}
+		name = a + 2;
+		eq = strchr(name, '=');
+		len = eq != NULL ? (size_t)(eq - name) : strlen(name);
+		if (len == 6 && strncmp(name, "config", 6) == 0) {
+			if (eq == NULL)
+				i++; /* value already read by config_file_arg */
+			continue;
+		}
+		if (find_setting(name, len, &idx) != NULL) {
+			slot = &cfg->values[idx];
+		} else if (find_arg(cfg, name, len, &idx) != NULL) {
+			slot = &cfg->arg_values[idx];
+			is_switch = cfg->args[idx].is_switch;
+		} else {
+			snprintf(err, errlen, "unknown option --%.*s", (int)len, name);
+			return SAYIN_ECONFIG;
+		}
+		if (is_switch) {
+			if (eq != NULL) {
+				snprintf(err, errlen, "option --%.*s takes no value", (int)len, name);
+				return SAYIN_ECONFIG;
+			}
+			value = "1";
+		} else if (eq != NULL) {
+			value = eq + 1;
+		} else if (i + 1 < argc) {
+			value = argv[++i];
+		} else {
+			snprintf(err, errlen, "option --%.*s needs a value", (int)len, name);
+			return SAYIN_ECONFIG;
+		}
+		if (set_value(slot, value) != 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+int config_load(int argc, char **argv, const config_arg *args, size_t nargs, config **out,
+                char *err, size_t errlen)
+{
+	config *cfg = calloc(1, sizeof(*cfg));
+	const char *file;
+	int rc = -ENOMEM;
+
+	if (cfg == NULL)
+		return -ENOMEM;
+	cfg->args = args;
+	cfg->nargs = nargs;
+	cfg->arg_values = calloc(nargs + 1, sizeof(char *));
+	cfg->positional = calloc((size_t)argc + 1, sizeof(char *));
+	if (cfg->arg_values == NULL || cfg->positional == NULL)
+		goto fail;
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		if (settings[i].def != NULL && set_value(&cfg->values[i], settings[i].def) != 0)
+			goto fail;
+	}
+	file = config_file_arg(argc, argv);
+	if (file != NULL) {
+		rc = load_file(cfg, file, err, errlen);
+		if (rc != 0)
+			goto fail;
+	}
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		const char *v = getenv(settings[i].env);
+		if (v != NULL && set_value(&cfg->values[i], v) != 0) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+	}
+	rc = parse_flags(cfg, argc, argv, err, errlen);
+	if (rc < 0)
+		goto fail;
+	*out = cfg;
+	return rc;
+fail:
+	if (rc == -ENOMEM)
+		snprintf(err, errlen, "out of memory");
+	config_free(cfg);
+	return rc;
+}
+
+void config_free(config *cfg)
+{
+	if (cfg == NULL)
+		return;
+	for (size_t i = 0; i < N_SETTINGS; i++)
+		free(cfg->values[i]);
+	if (cfg->arg_values != NULL) {
+		for (size_t i = 0; i < cfg->nargs; i++)
+			free(cfg->arg_values[i]);
+	}
+	free(cfg->arg_values);
+	free(cfg->positional);
+	free(cfg);
+}
+
+const char *config_get(const config *cfg, const char *name)
+{
+	size_t idx, len = strlen(name);
+	if (find_setting(name, len, &idx) != NULL)
+		return cfg->values[idx];
+	if (find_arg(cfg, name, len, &idx) != NULL)
+		return cfg->arg_values[idx];
+	return NULL;
+}
+
+static int parse_u64(const char *s, int allow_suffix, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	if (s == NULL || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0)
+		return -1;
+	if (allow_suffix && *end != '\0' && end[1] == '\0') {
+		switch (*end) {
+		case 'K': case 'k': shift = 10; break;
+		case 'M': case 'm': shift = 20; break;
+		case 'G': case 'g': shift = 30; break;
+		case 'T': case 't': shift = 40; break;
+		default: return -1;
+		}
+		end++;
+	}
+	if (*end != '\0' || (shift != 0 && v > (UINT64_MAX >> shift)))
+		return -1;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+static int get_number(const config *cfg, const char *name, int allow_suffix, uint64_t min,
+                      uint64_t max, uint64_t *out, char *err, size_t errlen)
+{
+	const char *v = config_get(cfg, name);
+	uint64_t n;
+
+	if (parse_u64(v, allow_suffix, &n) != 0) {
+		snprintf(err, errlen, "--%s: '%s' is not a %s", name, v ? v : "",
+		         allow_suffix ? "size (e.g. 512M, 64G)" : "number");
+		return SAYIN_ECONFIG;
+	}
+	if (n < min || n > max) {
+		snprintf(err, errlen, "--%s: %s is outside %llu..%llu", name, v,
+		         (unsigned long long)min, (unsigned long long)max);
+		return SAYIN_ECONFIG;
+	}
+	*out = n;
+	return 0;
+}
+
+int config_get_u64(const config *cfg, const char *name, uint64_t min, uint64_t max, uint64_t *out,
+                   char *err, size_t errlen)
+{
+	return get_number(cfg, name, 0, min, max, out, err, errlen);
+}
+
+int config_get_size(const config *cfg, const char *name, uint64_t min, uint64_t max,
+                    uint64_t *out, char *err, size_t errlen)
+{
+	return get_number(cfg, name, 1, min, max, out, err, errlen);
+}
+
+size_t config_positional_count(const config *cfg)
+{
+	return cfg->npositional;
+}
+
+const char *config_positional(const config *cfg, size_t i)
+{
+	return i < cfg->npositional ? cfg->positional[i] : NULL;
+}
+
+void config_usage(FILE *out, const config_arg *args, size_t nargs, const char *const *names)
+{
+	size_t idx;
+
+	if (nargs > 0)
+		fprintf(out, "\nArguments:\n");
+	for (size_t i = 0; i < nargs; i++) {
+		char flag[64];
+		snprintf(flag, sizeof(flag), "--%s%s%s", args[i].name, args[i].metavar ? " " : "",
+		         args[i].metavar ? args[i].metavar : "");
+		fprintf(out, "  %-24s %s\n", flag, args[i].help);
+	}
+	fprintf(out, "\nSettings (flag > environment > --config FILE > default):\n");
+	for (; names != NULL && *names != NULL; names++) {
+		const setting *s = find_setting(*names, strlen(*names), &idx);
+		if (s == NULL)
+			continue;
+		fprintf(out, "  --%-22s %s\n  %24s [%s] %s, $%s, default: %s\n", s->name, s->help, "",
+		        s->section, s->key, s->env, s->def ? s->def : "(see above)");
+	}
+	fprintf(out, "  --%-22s %s\n", "config FILE", "INI file of settings (also $SAYIN_CONFIG)");
+}
+
+void config_print_reference(FILE *out)
+{
+	fprintf(out, "| flag | INI | environment | default | meaning |\n|---|---|---|---|---|\n");
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		const setting *s = &settings[i];
+		fprintf(out, "| `--%s` | `[%s] %s` | `%s` | %s | %s |\n", s->name, s->section, s->key,
+		        s->env, s->def ? s->def : "(derived)", s->help);
+	}
+}

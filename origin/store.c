@@ -1,0 +1,519 @@
+/* store: objects, names, posts and authors in one LMDB environment. */
+#include "store.h"
+
+#include "error.h"
+#include "log.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define STORE_NAME_MAX 400      /* below LMDB's 511-byte key limit */
+#define STORE_ID_MAX 64
+#define STORE_HANDLE_MAX 64
+#define OBJECT_MAGIC 0x424f5953u /* "SYOB" */
+#define OBJECT_VERSION 1
+
+/* An object's value: this header, then the bytes. The bytes stay contiguous
+ * in the data file, so they can be written straight from the map. */
+struct object_header {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t reserved;
+	uint64_t size;
+	int64_t created;
+	char content_type[STORE_CTYPE_MAX + 1];
+};
+
+struct name_value {
+	uint8_t hash[STORE_HASH_LEN];
+	int64_t updated;
+};
+
+struct store {
+	MDB_env *env;
+	MDB_dbi objects;      /* sha256 -> object_header + bytes */
+	MDB_dbi names;        /* path -> name_value */
+	MDB_dbi posts;        /* id -> record */
+	MDB_dbi author_posts; /* handle -> id (dupsort: ids sort in time order) */
+	MDB_dbi authors;      /* handle -> record */
+	int read_only;
+};
+
+struct store_txn {
+	store *st;
+	MDB_txn *txn;
+};
+
+/* Translates an LMDB code at the module's edge, logging LMDB's own words. */
+static int store_error(int rc, const char *what)
+{
+	switch (rc) {
+	case MDB_SUCCESS: return 0;
+	case MDB_NOTFOUND: return SAYIN_ENOTFOUND;
+	case MDB_MAP_FULL:
+		log_error("store: %s: %s", what, mdb_strerror(rc));
+		return SAYIN_ESTOREFULL;
+	case MDB_READERS_FULL:
+		log_warn("store: %s: %s", what, mdb_strerror(rc));
+		return SAYIN_EREADERS;
+	case MDB_KEYEXIST: return -EEXIST;
+	case MDB_CORRUPTED:
+	case MDB_PAGE_NOTFOUND:
+	case MDB_INVALID:
+	case MDB_VERSION_MISMATCH:
+		log_error("store: %s: %s", what, mdb_strerror(rc));
+		return SAYIN_ECORRUPT;
+	default: break;
+	}
+	if (rc > 0 && rc < 1000) {
+		/* LMDB passes errno values through. */
+		if (rc != ENOENT)
+			log_error("store: %s: %s", what, mdb_strerror(rc));
+		return -rc;
+	}
+	log_error("store: %s: %s", what, mdb_strerror(rc));
+	return SAYIN_ESTORE;
+}
+
+static int store_open_dbis(store *st)
+{
+	static const struct {
+		const char *name;
+		unsigned flags;
+		size_t offset;
+	} dbs[] = {
+		{ "objects", 0, offsetof(store, objects) },
+		{ "names", 0, offsetof(store, names) },
+		{ "posts", 0, offsetof(store, posts) },
+		{ "author_posts", MDB_DUPSORT, offsetof(store, author_posts) },
+		{ "authors", 0, offsetof(store, authors) },
+	};
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(st->env, NULL, st->read_only ? MDB_RDONLY : 0, &txn);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "begin (open databases)");
+	for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
+		unsigned flags = dbs[i].flags | (st->read_only ? 0 : MDB_CREATE);
+		MDB_dbi *dbi = (MDB_dbi *)((char *)st + dbs[i].offset);
+		rc = mdb_dbi_open(txn, dbs[i].name, flags, dbi);
+		if (rc != MDB_SUCCESS) {
+			mdb_txn_abort(txn);
+			/* A read-only opener of a store no publisher has written yet. */
+			if (rc == MDB_NOTFOUND)
+				return -ENOENT;
+			return store_error(rc, "open database");
+		}
+	}
+	rc = mdb_txn_commit(txn);
+	return store_error(rc, "commit (open databases)");
+}
+
+int store_open(const char *dir, const store_options *opt, store **out)
+{
+	store_options defaults = { 0 };
+	store *st;
+	int rc;
+
+	if (opt == NULL)
+		opt = &defaults;
+	if (!opt->read_only && mkdir(dir, 0750) != 0 && errno != EEXIST) {
+		rc = -errno;
+		log_error("store: cannot create %s: %s", dir, sayin_strerror(rc));
+		return rc;
+	}
+	st = calloc(1, sizeof(*st));
+	if (st == NULL)
+		return -ENOMEM;
+	st->read_only = opt->read_only;
+	rc = mdb_env_create(&st->env);
+	if (rc != MDB_SUCCESS) {
+		free(st);
+		return store_error(rc, "env create");
+	}
+	mdb_env_set_maxdbs(st->env, 8);
+	mdb_env_set_maxreaders(st->env, opt->max_readers ? opt->max_readers : 4096);
+	if (opt->map_size != 0)
+		mdb_env_set_mapsize(st->env, opt->map_size);
+	else if (!opt->read_only)
+		mdb_env_set_mapsize(st->env, STORE_DEFAULT_MAP_SIZE);
+	/* MDB_NOTLS: a thread may hold several read transactions (one per
+	 * response in flight), and they are not tied to thread-local slots. */
+	rc = mdb_env_open(st->env, dir, MDB_NOTLS | (opt->read_only ? MDB_RDONLY : 0), 0640);
+	if (rc != MDB_SUCCESS) {
+		rc = store_error(rc, dir);
+		mdb_env_close(st->env);
+		free(st);
+		return rc;
+	}
+	if (!opt->read_only && opt->map_size == 0) {
+		/* Keep a store created with a larger map at its size. */
+		MDB_envinfo info;
+		mdb_env_info(st->env, &info);
+		if (info.me_mapsize < STORE_DEFAULT_MAP_SIZE)
+			mdb_env_set_mapsize(st->env, STORE_DEFAULT_MAP_SIZE);
+	}
+	rc = store_open_dbis(st);
+	if (rc != 0) {
+		mdb_env_close(st->env);
+		free(st);
+		return rc;
+	}
+	*out = st;
+	return 0;
+}
+
+void store_close(store *st)
+{
+	if (st == NULL)
+		return;
+	mdb_env_close(st->env);
+	free(st);
+}
+
+int store_txn_begin(store *st, int write, store_txn **out)
+{
+	store_txn *t;
+	int rc;
+
+	if (write && st->read_only)
+		return SAYIN_EREADONLY;
+	t = malloc(sizeof(*t));
+	if (t == NULL)
+		return -ENOMEM;
+	t->st = st;
+	rc = mdb_txn_begin(st->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+	if (rc == MDB_MAP_RESIZED) {
+		/* Another process grew the map. Adopting its size is safe here
+		 * only because this process holds no other transaction: callers
+		 * that keep transactions open across requests retry later. */
+		if (mdb_env_set_mapsize(st->env, 0) == MDB_SUCCESS)
+			rc = mdb_txn_begin(st->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+	}
+	if (rc != MDB_SUCCESS) {
+		free(t);
+		return store_error(rc, "begin");
+	}
+	*out = t;
+	return 0;
+}
+
+int store_txn_commit(store_txn *t)
+{
+	int rc = mdb_txn_commit(t->txn);
+	free(t);
+	return store_error(rc, "commit");
+}
+
+void store_txn_abort(store_txn *t)
+{
+	if (t == NULL)
+		return;
+	mdb_txn_abort(t->txn);
+	free(t);
+}
+
+static int sha256(const void *bytes, size_t len, uint8_t out[STORE_HASH_LEN])
+{
+	unsigned int n = 0;
+	if (EVP_Digest(bytes, len, out, &n, EVP_sha256(), NULL) != 1 || n != STORE_HASH_LEN) {
+		log_error("store: SHA-256 failed");
+		return SAYIN_ESTORE;
+	}
+	return 0;
+}
+
+int store_put_object(store_txn *t, const void *bytes, size_t len, const char *content_type,
+                     int64_t now, uint8_t hash_out[STORE_HASH_LEN], int *is_new)
+{
+	struct object_header h;
+	uint8_t hash[STORE_HASH_LEN];
+	MDB_val key, val;
+	size_t ctype_len = strlen(content_type);
+	int rc;
+
+	if (ctype_len > STORE_CTYPE_MAX)
+		return SAYIN_EINVAL;
+	rc = sha256(bytes, len, hash);
+	if (rc != 0)
+		return rc;
+	memcpy(hash_out, hash, sizeof(hash));
+	key.mv_data = hash;
+	key.mv_size = sizeof(hash);
+	val.mv_size = sizeof(h) + len;
+	/* MDB_RESERVE lets us write header and bytes straight into the page:
+	 * one copy, not two. MDB_NOOVERWRITE keeps an existing object. */
+	rc = mdb_put(t->txn, t->st->objects, &key, &val, MDB_NOOVERWRITE | MDB_RESERVE);
+	if (rc == MDB_KEYEXIST) {
+		if (is_new != NULL)
+			*is_new = 0;
+		return 0;
+	}
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "put object");
+	memset(&h, 0, sizeof(h));
+	h.magic = OBJECT_MAGIC;
+	h.version = OBJECT_VERSION;
+	h.size = len;
+	h.created = now;
+	memcpy(h.content_type, content_type, ctype_len);
+	memcpy(val.mv_data, &h, sizeof(h));
+	if (len > 0)
+		memcpy((char *)val.mv_data + sizeof(h), bytes, len);
+	if (is_new != NULL)
+		*is_new = 1;
+	return 0;
+}
+
+int store_delete_object(store_txn *t, const uint8_t hash[STORE_HASH_LEN])
+{
+	MDB_val key = { STORE_HASH_LEN, (void *)hash };
+	return store_error(mdb_del(t->txn, t->st->objects, &key, NULL), "delete object");
+}
+
+int store_get_object(store_txn *t, const uint8_t hash[STORE_HASH_LEN], store_object *out)
+{
+	struct object_header h;
+	MDB_val key = { STORE_HASH_LEN, (void *)hash }, val;
+	int rc = mdb_get(t->txn, t->st->objects, &key, &val);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "get object");
+	if (val.mv_size < sizeof(h))
+		return SAYIN_ECORRUPT;
+	memcpy(&h, val.mv_data, sizeof(h));
+	if (h.magic != OBJECT_MAGIC || h.version != OBJECT_VERSION ||
+	    h.size != val.mv_size - sizeof(h))
+		return SAYIN_ECORRUPT;
+	memcpy(out->hash, hash, STORE_HASH_LEN);
+	out->data = (const char *)val.mv_data + sizeof(h);
+	out->size = h.size;
+	/* The NUL-terminated type inside the map, valid as long as the txn. */
+	out->content_type = (const char *)val.mv_data + offsetof(struct object_header, content_type);
+	out->created = h.created;
+	return 0;
+}
+
+int store_set_name(store_txn *t, const char *name, const uint8_t hash[STORE_HASH_LEN], int64_t now)
+{
+	struct name_value nv;
+	MDB_val key, val, obj;
+	MDB_val hkey = { STORE_HASH_LEN, (void *)hash };
+	size_t len = strlen(name);
+	int rc;
+
+	if (len == 0 || len > STORE_NAME_MAX)
+		return SAYIN_EINVAL;
+	rc = mdb_get(t->txn, t->st->objects, &hkey, &obj);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "set name: object");
+	memset(&nv, 0, sizeof(nv));
+	memcpy(nv.hash, hash, STORE_HASH_LEN);
+	nv.updated = now;
+	key.mv_data = (void *)name;
+	key.mv_size = len;
+	val.mv_data = &nv;
+	val.mv_size = sizeof(nv);
+	rc = mdb_put(t->txn, t->st->names, &key, &val, 0);
+	return store_error(rc, "set name");
+}
+
+int store_get_name(store_txn *t, const char *name, store_name *out)
+{
+	struct name_value nv;
+	MDB_val key = { strlen(name), (void *)name }, val;
+	int rc;
+
+	if (key.mv_size == 0 || key.mv_size > STORE_NAME_MAX)
+		return SAYIN_ENOTFOUND;
+	rc = mdb_get(t->txn, t->st->names, &key, &val);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "get name");
+	if (val.mv_size != sizeof(nv))
+		return SAYIN_ECORRUPT;
+	memcpy(&nv, val.mv_data, sizeof(nv));
+	memcpy(out->hash, nv.hash, STORE_HASH_LEN);
+	out->updated = nv.updated;
+	return 0;
+}
+
+static int valid_key(const char *s, size_t max)
+{
+	size_t len = strlen(s);
+	return len > 0 && len <= max;
+}
+
+int store_put_post(store_txn *t, const char *id, const char *author, const void *record, size_t len)
+{
+	MDB_val key = { strlen(id), (void *)id }, val = { len, (void *)record };
+	MDB_val akey = { strlen(author), (void *)author };
+	int rc;
+
+	if (!valid_key(id, STORE_ID_MAX) || !valid_key(author, STORE_HANDLE_MAX))
+		return SAYIN_EINVAL;
+	rc = mdb_put(t->txn, t->st->posts, &key, &val, MDB_NOOVERWRITE);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "put post");
+	rc = mdb_put(t->txn, t->st->author_posts, &akey, &key, MDB_NODUPDATA);
+	return store_error(rc, "index post");
+}
+
+int store_get_post(store_txn *t, const char *id, const void **record, size_t *len)
+{
+	MDB_val key = { strlen(id), (void *)id }, val;
+	int rc;
+
+	if (!valid_key(id, STORE_ID_MAX))
+		return SAYIN_ENOTFOUND;
+	rc = mdb_get(t->txn, t->st->posts, &key, &val);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "get post");
+	*record = val.mv_data;
+	*len = val.mv_size;
+	return 0;
+}
+
+int store_author_posts(store_txn *t, const char *author, size_t limit, store_post_fn fn, void *arg)
+{
+	MDB_cursor *cur;
+	MDB_val akey = { strlen(author), (void *)author }, id;
+	char idbuf[STORE_ID_MAX + 1];
+	size_t seen = 0;
+	int rc, stop = 0;
+
+	if (!valid_key(author, STORE_HANDLE_MAX))
+		return SAYIN_EINVAL;
+	rc = mdb_cursor_open(t->txn, t->st->author_posts, &cur);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "cursor");
+	rc = mdb_cursor_get(cur, &akey, &id, MDB_SET);
+	if (rc == MDB_SUCCESS)
+		rc = mdb_cursor_get(cur, &akey, &id, MDB_LAST_DUP);
+	while (rc == MDB_SUCCESS && (limit == 0 || seen < limit)) {
+		MDB_val val;
+		if (id.mv_size > STORE_ID_MAX) {
+			stop = SAYIN_ECORRUPT;
+			break;
+		}
+		memcpy(idbuf, id.mv_data, id.mv_size);
+		idbuf[id.mv_size] = '\0';
+		rc = mdb_get(t->txn, t->st->posts, &id, &val);
+		if (rc != MDB_SUCCESS) {
+			stop = rc == MDB_NOTFOUND ? SAYIN_ECORRUPT : store_error(rc, "get post");
+			break;
+		}
+		stop = fn(arg, idbuf, val.mv_data, val.mv_size);
+		if (stop != 0)
+			break;
+		seen++;
+		rc = mdb_cursor_get(cur, &akey, &id, MDB_PREV_DUP);
+	}
+	mdb_cursor_close(cur);
+	if (stop != 0)
+		return stop;
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+		return store_error(rc, "walk posts");
+	return 0;
+}
+
+int store_author_post_count(store_txn *t, const char *author, size_t *count)
+{
+	MDB_cursor *cur;
+	MDB_val akey = { strlen(author), (void *)author }, id;
+	size_t n = 0;
+	int rc;
+
+	rc = mdb_cursor_open(t->txn, t->st->author_posts, &cur);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "cursor");
+	rc = mdb_cursor_get(cur, &akey, &id, MDB_SET);
+	if (rc == MDB_SUCCESS)
+		rc = mdb_cursor_count(cur, &n);
+	mdb_cursor_close(cur);
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+		return store_error(rc, "count posts");
+	*count = n;
+	return 0;
+}
+
+int store_put_author(store_txn *t, const char *handle, const void *record, size_t len)
+{
+	MDB_val key = { strlen(handle), (void *)handle }, val = { len, (void *)record };
+	if (!valid_key(handle, STORE_HANDLE_MAX))
+		return SAYIN_EINVAL;
+	return store_error(mdb_put(t->txn, t->st->authors, &key, &val, 0), "put author");
+}
+
+int store_get_author(store_txn *t, const char *handle, const void **record, size_t *len)
+{
+	MDB_val key = { strlen(handle), (void *)handle }, val;
+	int rc;
+
+	if (!valid_key(handle, STORE_HANDLE_MAX))
+		return SAYIN_ENOTFOUND;
+	rc = mdb_get(t->txn, t->st->authors, &key, &val);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "get author");
+	*record = val.mv_data;
+	*len = val.mv_size;
+	return 0;
+}
+
+int store_stats_get(store_txn *t, store_stats *out)
+{
+	MDB_envinfo info;
+	MDB_stat env_stat, s;
+	int rc;
+
+	mdb_env_info(t->st->env, &info);
+	mdb_env_stat(t->st->env, &env_stat);
+	out->map_size = info.me_mapsize;
+	out->map_used = (uint64_t)(info.me_last_pgno + 1) * env_stat.ms_psize;
+	rc = mdb_stat(t->txn, t->st->objects, &s);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "stat");
+	out->objects = s.ms_entries;
+	rc = mdb_stat(t->txn, t->st->names, &s);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "stat");
+	out->names = s.ms_entries;
+	rc = mdb_stat(t->txn, t->st->posts, &s);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "stat");
+	out->posts = s.ms_entries;
+	return 0;
+}
+
+void store_hash_to_hex(const uint8_t hash[STORE_HASH_LEN], char *hex)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < STORE_HASH_LEN; i++) {
+		hex[2 * i] = digits[hash[i] >> 4];
+		hex[2 * i + 1] = digits[hash[i] & 15];
+	}
+	hex[STORE_HASH_HEX_LEN] = '\0';
+}
+
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+int store_hash_from_hex(const char *hex, size_t len, uint8_t hash[STORE_HASH_LEN])
+{
+	if (len != STORE_HASH_HEX_LEN)
+		return SAYIN_EINVAL;
+	for (size_t i = 0; i < STORE_HASH_LEN; i++) {
+		int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return SAYIN_EINVAL;
+		hash[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}

@@ -1,0 +1,125 @@
+/* store: the one module that touches LMDB. One environment (a directory),
+ * named databases for content-addressed objects, names (mutable pointers to
+ * objects, like git refs), posts, the per-author post index and authors.
+ *
+ * Transactions: everything happens inside a store_txn. A write transaction is
+ * all-or-nothing: readers see all of it after store_txn_commit() or none of
+ * it. LMDB allows one writer (process or thread) at a time: store_txn_begin
+ * for writing blocks until the current writer finishes. Readers never block
+ * and see every commit made before their transaction began.
+ *
+ * Threading: a store may be shared by threads; a store_txn belongs to the
+ * thread that began it (read transactions may be carried across callbacks on
+ * that thread: the store is opened with MDB_NOTLS).
+ *
+ * Lifetimes: every pointer the store returns into its data (object bytes,
+ * content types, records) points into LMDB's memory map and is valid ONLY
+ * until its transaction ends (commit, abort, or a write in the same write
+ * transaction). Never free these pointers.
+ *
+ * Errors: 0 on success; SAYIN_ENOTFOUND, SAYIN_ESTOREFULL, SAYIN_EREADONLY,
+ * SAYIN_EREADERS, SAYIN_ECORRUPT, SAYIN_EINVAL, SAYIN_ESTORE (LMDB's own
+ * message is logged) or a negative errno. After an error inside a write
+ * transaction the transaction can only be aborted. */
+#ifndef SAYIN_STORE_H
+#define SAYIN_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_HASH_LEN 32        /* SHA-256 */
+#define STORE_HASH_HEX_LEN 64
+#define STORE_CTYPE_MAX 47       /* longest content type an object may record */
+#define STORE_DEFAULT_MAP_SIZE (64ull << 30) /* 64 GiB of address space, not disk */
+
+typedef struct store store;
+typedef struct store_txn store_txn;
+
+typedef struct store_options {
+	uint64_t map_size;  /* bytes; 0 = keep the environment's current size, or the default */
+	int read_only;      /* open with MDB_RDONLY: no write transaction can ever begin */
+	unsigned max_readers; /* concurrent read transactions; 0 = 4096 */
+} store_options;
+
+/* Opens (and, unless read_only, creates) the environment in dir.
+ * Returns 0 and *out, or -ENOENT (read_only and no store there), -EACCES,
+ * SAYIN_ESTORE. */
+int store_open(const char *dir, const store_options *opt, store **out);
+void store_close(store *st);
+
+/* Begins a transaction. A read-only store refuses write = 1 with
+ * SAYIN_EREADONLY. Returns SAYIN_EREADERS when the reader table is full. */
+int store_txn_begin(store *st, int write, store_txn **out);
+/* Commits and frees txn. On failure (e.g. SAYIN_ESTOREFULL) nothing of the
+ * transaction is visible, and txn is freed all the same. */
+int store_txn_commit(store_txn *txn);
+/* Discards and frees txn. */
+void store_txn_abort(store_txn *txn);
+
+typedef struct store_object {
+	uint8_t hash[STORE_HASH_LEN];
+	const void *data;          /* points into the map: valid until the txn ends */
+	uint64_t size;
+	const char *content_type;  /* likewise */
+	int64_t created;           /* unix seconds */
+} store_object;
+
+/* Stores bytes under their SHA-256 (written to hash_out). If an object with
+ * that hash exists it is kept as it is (identical bytes are stored once) and
+ * *is_new (if not NULL) is set to 0. content_type must be at most
+ * STORE_CTYPE_MAX bytes. */
+int store_put_object(store_txn *txn, const void *bytes, size_t len, const char *content_type,
+                     int64_t now, uint8_t hash_out[STORE_HASH_LEN], int *is_new);
+/* Removes an object. The caller guarantees no name or post still refers to
+ * it. SAYIN_ENOTFOUND if absent. */
+int store_delete_object(store_txn *txn, const uint8_t hash[STORE_HASH_LEN]);
+/* Looks an object up by hash; SAYIN_ENOTFOUND if absent. */
+int store_get_object(store_txn *txn, const uint8_t hash[STORE_HASH_LEN], store_object *out);
+
+typedef struct store_name {
+	uint8_t hash[STORE_HASH_LEN]; /* the object the name points at */
+	int64_t updated;             /* unix seconds of the last store_set_name */
+} store_name;
+
+/* Points name (a URL path such as "/u/demo/feed.json", at most 400 bytes) at
+ * an existing object. SAYIN_ENOTFOUND if the object is absent. */
+int store_set_name(store_txn *txn, const char *name, const uint8_t hash[STORE_HASH_LEN],
+                   int64_t now);
+int store_get_name(store_txn *txn, const char *name, store_name *out);
+
+/* Post records are opaque bytes to the store (JSON to the publisher). Post ids
+ * sort in time order. store_put_post also indexes the post under its author.
+ * Creating an id that exists fails with -EEXIST. */
+int store_put_post(store_txn *txn, const char *id, const char *author, const void *record,
+                   size_t len);
+int store_get_post(store_txn *txn, const char *id, const void **record, size_t *len);
+
+/* Calls fn for the author's posts, newest first, at most limit of them
+ * (0 = all). fn returns 0 to go on, anything else to stop; that value is then
+ * returned. Records are valid only during the call. */
+typedef int (*store_post_fn)(void *arg, const char *id, const void *record, size_t len);
+int store_author_posts(store_txn *txn, const char *author, size_t limit, store_post_fn fn,
+                       void *arg);
+/* Number of posts indexed under author. */
+int store_author_post_count(store_txn *txn, const char *author, size_t *count);
+
+/* Author records: opaque bytes keyed by handle. */
+int store_put_author(store_txn *txn, const char *handle, const void *record, size_t len);
+int store_get_author(store_txn *txn, const char *handle, const void **record, size_t *len);
+
+typedef struct store_stats {
+	uint64_t map_size;    /* bytes reserved for the map */
+	uint64_t map_used;    /* bytes of the map in use (last page used) */
+	uint64_t objects;
+	uint64_t names;
+	uint64_t posts;
+} store_stats;
+
+int store_stats_get(store_txn *txn, store_stats *out);
+
+/* Hex helpers for hashes: hex must hold STORE_HASH_HEX_LEN + 1 bytes.
+ * store_hash_from_hex returns 0 or SAYIN_EINVAL (lowercase hex only). */
+void store_hash_to_hex(const uint8_t hash[STORE_HASH_LEN], char *hex);
+int store_hash_from_hex(const char *hex, size_t len, uint8_t hash[STORE_HASH_LEN]);
+
+#endif

@@ -1,0 +1,270 @@
+/* feed: JSON Feed 1.1 with jansson, and small static HTML pages. */
+#include "feed.h"
+
+#include "error.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* prefix + arg + suffix into buf, or -ENOSPC. */
+static int path_fmt(char *buf, size_t len, const char *prefix, const char *arg, const char *suffix)
+{
+	int n = snprintf(buf, len, "%s%s%s", prefix, arg, suffix);
+	return n < 0 || (size_t)n >= len ? -ENOSPC : 0;
+}
+
+int feed_path_audio(char *buf, size_t len, const char *sha256_hex)
+{
+	return path_fmt(buf, len, "/a/", sha256_hex, ".opus");
+}
+
+int feed_path_feed(char *buf, size_t len, const char *handle)
+{
+	return path_fmt(buf, len, "/u/", handle, "/feed.json");
+}
+
+int feed_path_author(char *buf, size_t len, const char *handle)
+{
+	return path_fmt(buf, len, "/u/", handle, "/");
+}
+
+int feed_path_post(char *buf, size_t len, const char *id)
+{
+	return path_fmt(buf, len, "/p/", id, "");
+}
+
+/* base_url + path as a new JSON string; NULL on failure. */
+static json_t *url_json(const char *base_url, const char *path)
+{
+	size_t len = strlen(base_url) + strlen(path) + 1;
+	char *s = malloc(len);
+	json_t *j;
+
+	if (s == NULL)
+		return NULL;
+	snprintf(s, len, "%s%s", base_url, path);
+	j = json_string(s);
+	free(s);
+	return j;
+}
+
+struct post_view {
+	const char *id;
+	const char *text;
+	const char *date;
+	const char *sha256;
+	const char *mime;
+	json_int_t size;
+	double duration;
+};
+
+static int post_view_read(const json_t *post, struct post_view *v)
+{
+	const json_t *audio = json_object_get(post, "audio");
+	v->id = json_string_value(json_object_get(post, "id"));
+	v->text = json_string_value(json_object_get(post, "text"));
+	v->date = json_string_value(json_object_get(post, "date_published"));
+	v->sha256 = json_string_value(json_object_get(audio, "sha256"));
+	v->mime = json_string_value(json_object_get(audio, "mime_type"));
+	v->size = json_integer_value(json_object_get(audio, "size_in_bytes"));
+	v->duration = json_number_value(json_object_get(audio, "duration_in_seconds"));
+	if (v->id == NULL || v->date == NULL || v->sha256 == NULL || v->mime == NULL)
+		return SAYIN_ECORRUPT;
+	if (v->text == NULL)
+		v->text = "";
+	return 0;
+}
+
+static json_t *feed_item(const char *base_url, const json_t *post)
+{
+	struct post_view v;
+	char path[256];
+	json_t *item, *att, *atts;
+
+	if (post_view_read(post, &v) != 0)
+		return NULL;
+	item = json_object();
+	att = json_object();
+	atts = json_array();
+	if (item == NULL || att == NULL || atts == NULL)
+		goto fail;
+	if (feed_path_post(path, sizeof(path), v.id) != 0 ||
+	    json_object_set_new(item, "id", json_string(v.id)) != 0 ||
+	    json_object_set_new(item, "url", url_json(base_url, path)) != 0 ||
+	    json_object_set_new(item, "content_text", json_string(v.text)) != 0 ||
+	    json_object_set_new(item, "date_published", json_string(v.date)) != 0)
+		goto fail;
+	if (feed_path_audio(path, sizeof(path), v.sha256) != 0 ||
+	    json_object_set_new(att, "url", url_json(base_url, path)) != 0 ||
+	    json_object_set_new(att, "mime_type", json_string(v.mime)) != 0 ||
+	    json_object_set_new(att, "size_in_bytes", json_integer(v.size)) != 0 ||
+	    json_object_set_new(att, "duration_in_seconds", json_real(v.duration)) != 0)
+		goto fail;
+	if (json_array_append_new(atts, att) != 0) {
+		att = NULL;
+		goto fail;
+	}
+	att = NULL;
+	if (json_object_set_new(item, "attachments", atts) != 0) {
+		atts = NULL;
+		goto fail;
+	}
+	return item;
+fail:
+	json_decref(item);
+	json_decref(att);
+	json_decref(atts);
+	return NULL;
+}
+
+static int dump(json_t *doc, char **out, size_t *out_len)
+{
+	/* Compact, key order as built: the same records give the same bytes. */
+	char *s = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+	if (s == NULL)
+		return -ENOMEM;
+	*out = s;
+	*out_len = strlen(s);
+	return 0;
+}
+
+int feed_author_json(const char *base_url, const feed_author *author, json_t *const *posts,
+                     size_t n_posts, char **out, size_t *out_len)
+{
+	char path[256], title[256];
+	json_t *doc = json_object(), *items = json_array(), *authors = json_array(), *a = json_object();
+	int rc = -ENOMEM;
+
+	if (doc == NULL || items == NULL || authors == NULL || a == NULL)
+		goto done;
+	snprintf(title, sizeof(title), "%s on sayin", author->name);
+	if (json_object_set_new(doc, "version", json_string(FEED_VERSION)) != 0 ||
+	    json_object_set_new(doc, "title", json_string(title)) != 0)
+		goto done;
+	if (feed_path_author(path, sizeof(path), author->handle) != 0 ||
+	    json_object_set_new(doc, "home_page_url", url_json(base_url, path)) != 0 ||
+	    json_object_set_new(a, "url", url_json(base_url, path)) != 0 ||
+	    json_object_set_new(a, "name", json_string(author->name)) != 0)
+		goto done;
+	if (feed_path_feed(path, sizeof(path), author->handle) != 0 ||
+	    json_object_set_new(doc, "feed_url", url_json(base_url, path)) != 0)
+		goto done;
+	if (json_array_append(authors, a) != 0 || json_object_set(doc, "authors", authors) != 0)
+		goto done;
+	json_object_set_new(doc, "language", json_string("und"));
+	for (size_t i = 0; i < n_posts; i++) {
+		json_t *item = feed_item(base_url, posts[i]);
+		if (item == NULL) {
+			rc = SAYIN_ECORRUPT;
+			goto done;
+		}
+		if (json_array_append_new(items, item) != 0)
+			goto done;
+	}
+	if (json_object_set(doc, "items", items) != 0)
+		goto done;
+	rc = dump(doc, out, out_len);
+done:
+	json_decref(a);
+	json_decref(authors);
+	json_decref(items);
+	json_decref(doc);
+	return rc;
+}
+
+/* A growable string for HTML. */
+struct buf {
+	char *data;
+	size_t len, cap;
+	int failed;
+};
+
+static void buf_put(struct buf *b, const char *s, size_t n)
+{
+	if (b->failed)
+		return;
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 1024;
+		char *p;
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		p = realloc(b->data, cap);
+		if (p == NULL) {
+			b->failed = 1;
+			return;
+		}
+		b->data = p;
+		b->cap = cap;
+	}
+	memcpy(b->data + b->len, s, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
+static void buf_str(struct buf *b, const char *s)
+{
+	buf_put(b, s, strlen(s));
+}
+
+/* Escapes text for HTML element content and quoted attribute values. */
+static void buf_html(struct buf *b, const char *s)
+{
+	for (; *s != '\0'; s++) {
+		switch (*s) {
+		case '&': buf_str(b, "&amp;"); break;
+		case '<': buf_str(b, "&lt;"); break;
+		case '>': buf_str(b, "&gt;"); break;
+		case '"': buf_str(b, "&quot;"); break;
+		case '\'': buf_str(b, "&#39;"); break;
+		default: buf_put(b, s, 1); break;
+		}
+	}
+}
+
+int feed_post_html(const char *base_url, const feed_author *author, const json_t *post,
+                   char **out, size_t *out_len)
+{
+	struct post_view v;
+	struct buf b = { 0 };
+	char path[256];
+
+	if (post_view_read(post, &v) != 0)
+		return SAYIN_ECORRUPT;
+	buf_str(&b, "<!doctype html>\n<html lang=\"und\"><head><meta charset=\"utf-8\">\n"
+	            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>");
+	buf_html(&b, author->name);
+	buf_str(&b, " on sayin</title>\n");
+	feed_path_feed(path, sizeof(path), author->handle);
+	buf_str(&b, "<link rel=\"alternate\" type=\"application/feed+json\" href=\"");
+	buf_html(&b, base_url);
+	buf_html(&b, path);
+	buf_str(&b, "\">\n</head><body>\n<main>\n<h1><a href=\"");
+	feed_path_author(path, sizeof(path), author->handle);
+	buf_html(&b, base_url);
+	buf_html(&b, path);
+	buf_str(&b, "\">");
+	buf_html(&b, author->name);
+	buf_str(&b, "</a></h1>\n<p>");
+	buf_html(&b, v.text);
+	buf_str(&b, "</p>\n<p><time datetime=\"");
+	buf_html(&b, v.date);
+	buf_str(&b, "\">");
+	buf_html(&b, v.date);
+	buf_str(&b, "</time></p>\n<audio controls preload=\"metadata\" aria-label=\"Voice post\">"
+	            "<source src=\"");
+	feed_path_audio(path, sizeof(path), v.sha256);
+	buf_html(&b, base_url);
+	buf_html(&b, path);
+	buf_str(&b, "\" type=\"");
+	buf_html(&b, v.mime);
+	buf_str(&b, "\"></audio>\n</main>\n</body></html>\n");
+	if (b.failed) {
+		free(b.data);
+		return -ENOMEM;
+	}
+	*out = b.data;
+	*out_len = b.len;
+	return 0;
+}

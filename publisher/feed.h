@@ -1,0 +1,42 @@
+/* feed: JSON Feed 1.1 documents and post pages built from post records.
+ * Pure: records in, bytes out; no store, no network, no clock.
+ *
+ * A post record is the JSON object publish stores for every post:
+ *   { "id", "author", "text", "date_published" (RFC 3339),
+ *     "audio": { "sha256", "mime_type", "size_in_bytes", "duration_in_seconds" },
+ *     "input": { "format", "sample_rate", "channels", "duration_in_seconds" } }
+ *
+ * Threading: no shared state. Errors: 0, -ENOMEM, or SAYIN_ECORRUPT when a
+ * record lacks a field the output needs. Output buffers are malloc'd and
+ * owned by the caller (free()). */
+#ifndef SAYIN_FEED_H
+#define SAYIN_FEED_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define FEED_VERSION "https://jsonfeed.org/version/1.1"
+#define FEED_CONTENT_TYPE "application/feed+json"
+#define FEED_HTML_TYPE "text/html; charset=utf-8"
+
+typedef struct feed_author {
+	const char *handle;
+	const char *name;  /* display name */
+} feed_author;
+
+/* URL paths (no base): written into buf of size len; returns 0 or -ENOSPC. */
+int feed_path_audio(char *buf, size_t len, const char *sha256_hex);
+int feed_path_feed(char *buf, size_t len, const char *handle);
+int feed_path_author(char *buf, size_t len, const char *handle);
+int feed_path_post(char *buf, size_t len, const char *id);
+
+/* The author's feed.json: posts are records, newest first. base_url has no
+ * trailing slash ("https://cdn.example.com"). */
+int feed_author_json(const char *base_url, const feed_author *author, json_t *const *posts,
+                     size_t n_posts, char **out, size_t *out_len);
+
+/* The post's HTML page: the author, the text, the date and an audio player. */
+int feed_post_html(const char *base_url, const feed_author *author, const json_t *post,
+                   char **out, size_t *out_len);
+
+#endif

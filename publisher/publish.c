@@ -1,0 +1,287 @@
+/* publish: one write transaction per post: audio object, record, feed, page, names. */
+#include "publish.h"
+
+#include "error.h"
+#include "feed.h"
+#include "log.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+int publish_valid_handle(const char *handle)
+{
+	size_t len = strlen(handle);
+	if (len < 1 || len > PUBLISH_HANDLE_MAX)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		char c = handle[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+			return 0;
+	}
+	return 1;
+}
+
+int publish_new_id(int64_t now_ms, char id[PUBLISH_ID_LEN + 1])
+{
+	static const char digits[] = "0123456789abcdefghjkmnpqrstvwxyz"; /* Crockford */
+	uint8_t rnd[10];
+	uint64_t t = (uint64_t)now_ms;
+	ssize_t got = getrandom(rnd, sizeof(rnd), 0);
+
+	if (got != (ssize_t)sizeof(rnd))
+		return got < 0 ? -errno : -EIO;
+	for (int i = 9; i >= 0; i--) {
+		id[i] = digits[t & 31];
+		t >>= 5;
+	}
+	/* 80 random bits as 16 five-bit digits. */
+	for (int i = 0; i < 16; i++) {
+		int bit = i * 5, byte = bit / 8, shift = bit % 8;
+		unsigned v = (unsigned)rnd[byte] << 8 | (byte + 1 < 10 ? rnd[byte + 1] : 0);
+		id[10 + i] = digits[(v >> (11 - shift)) & 31];
+	}
+	id[PUBLISH_ID_LEN] = '\0';
+	return 0;
+}
+
+void publish_format_time(int64_t now_ms, char *buf, size_t len)
+{
+	time_t secs = (time_t)(now_ms / 1000);
+	struct tm tm;
+	gmtime_r(&secs, &tm);
+	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(now_ms % 1000));
+}
+
+/* Loads or creates the author record; *name_out points into *record_out. */
+static int ensure_author(store_txn *txn, const char *handle, int64_t now_ms, json_t **record_out)
+{
+	const void *rec;
+	size_t len;
+	json_t *j;
+	char *s;
+	int rc = store_get_author(txn, handle, &rec, &len);
+
+	if (rc == 0) {
+		j = json_loadb(rec, len, 0, NULL);
+		if (j == NULL || json_string_value(json_object_get(j, "name")) == NULL) {
+			json_decref(j);
+			return SAYIN_ECORRUPT;
+		}
+		*record_out = j;
+		return 0;
+	}
+	if (rc != SAYIN_ENOTFOUND)
+		return rc;
+	/* First post of a new handle: its display name is the handle until an
+	 * operator sets one. */
+	j = json_pack("{s:s, s:s, s:I}", "handle", handle, "name", handle, "created_ms",
+	              (json_int_t)now_ms);
+	if (j == NULL)
+		return -ENOMEM;
+	s = json_dumps(j, JSON_COMPACT);
+	if (s == NULL) {
+		json_decref(j);
+		return -ENOMEM;
+	}
+	rc = store_put_author(txn, handle, s, strlen(s));
+	free(s);
+	if (rc != 0) {
+		json_decref(j);
+		return rc;
+	}
+	log_info("publish: new author %s", handle);
+	*record_out = j;
+	return 0;
+}
+
+struct post_list {
+	json_t **items;
+	size_t n, cap;
+};
+
+static int collect_post(void *arg, const char *id, const void *record, size_t len)
+{
+	struct post_list *l = arg;
+	json_t *j = json_loadb(record, len, 0, NULL);
+	if (j == NULL) {
+		log_error("publish: post %s has a corrupt record", id);
+		return SAYIN_ECORRUPT;
+	}
+	if (l->n == l->cap) {
+		json_decref(j);
+		return -ENOSPC;
+	}
+	l->items[l->n++] = j;
+	return 0;
+}
+
+/* Stores bytes as an object and points name at it. The object the name
+ * pointed at before is deleted: names own their generated documents (a
+ * feed or page embeds its own URL, so no other name can share its bytes). */
+static int put_named(store_txn *txn, const char *name, const char *bytes, size_t len,
+                     const char *ctype, int64_t now)
+{
+	uint8_t hash[STORE_HASH_LEN];
+	store_name old;
+	int had_old = store_get_name(txn, name, &old) == 0;
+	int rc = store_put_object(txn, bytes, len, ctype, now, hash, NULL);
+
+	if (rc == 0)
+		rc = store_set_name(txn, name, hash, now);
+	if (rc == 0 && had_old && memcmp(old.hash, hash, STORE_HASH_LEN) != 0) {
+		rc = store_delete_object(txn, old.hash);
+		if (rc == SAYIN_ENOTFOUND)
+			rc = 0;
+	}
+	return rc;
+}
+
+static int write_feed(store_txn *txn, const publish_settings *set, const feed_author *author,
+                      int64_t now)
+{
+	struct post_list list = { 0 };
+	char path[256], *doc = NULL;
+	size_t len;
+	int rc;
+
+	list.cap = set->feed_items;
+	list.items = calloc(list.cap ? list.cap : 1, sizeof(json_t *));
+	if (list.items == NULL)
+		return -ENOMEM;
+	rc = store_author_posts(txn, author->handle, set->feed_items, collect_post, &list);
+	if (rc == 0)
+		rc = feed_author_json(set->base_url, author, list.items, list.n, &doc, &len);
+	if (rc == 0)
+		rc = feed_path_feed(path, sizeof(path), author->handle);
+	if (rc == 0)
+		rc = put_named(txn, path, doc, len, FEED_CONTENT_TYPE, now);
+	for (size_t i = 0; i < list.n; i++)
+		json_decref(list.items[i]);
+	free(list.items);
+	free(doc);
+	return rc;
+}
+
+static int write_page(store_txn *txn, const publish_settings *set, const feed_author *author,
+                      const json_t *post, const char *id, int64_t now)
+{
+	char path[256], *doc = NULL;
+	size_t len;
+	int rc = feed_post_html(set->base_url, author, post, &doc, &len);
+	if (rc == 0)
+		rc = feed_path_post(path, sizeof(path), id);
+	if (rc == 0)
+		rc = put_named(txn, path, doc, len, FEED_HTML_TYPE, now);
+	free(doc);
+	return rc;
+}
+
+static json_t *post_record(const publish_input *in, const publish_result *res, const char *date)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:I, s:{s:s, s:s, s:I, s:f}, s:{s:s, s:i, s:i}}",
+	                 "id", res->id, "author", in->author, "text", in->text ? in->text : "",
+	                 "date_published", date, "created_ms", (json_int_t)in->now_ms,
+	                 "audio", "sha256", res->audio_hex, "mime_type", PUBLISH_OPUS_TYPE,
+	                 "size_in_bytes", (json_int_t)in->audio_len, "duration_in_seconds",
+	                 in->duration, "input", "format",
+	                 in->input_format ? in->input_format : "unknown", "sample_rate",
+	                 (int)in->input_rate, "channels", (int)in->input_channels);
+}
+
+int publish_post(store *st, const publish_settings *set, const publish_input *in,
+                 publish_result *out, char *err, size_t errlen)
+{
+	store_txn *txn = NULL;
+	json_t *author_rec = NULL, *post = NULL;
+	feed_author author;
+	uint8_t hash[STORE_HASH_LEN];
+	char date[40], *record = NULL;
+	int64_t now = in->now_ms / 1000;
+	const char *stage = "begin";
+	int rc;
+
+	if (!publish_valid_handle(in->author)) {
+		snprintf(err, errlen, "invalid author handle '%s': use 1-32 of a-z, 0-9, _", in->author);
+		return SAYIN_EINVAL;
+	}
+	memset(out, 0, sizeof(*out));
+	rc = publish_new_id(in->now_ms, out->id);
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot make a post id: %s", sayin_strerror(rc));
+		return rc;
+	}
+	publish_format_time(in->now_ms, date, sizeof(date));
+
+	rc = store_txn_begin(st, 1, &txn);
+	if (rc != 0)
+		goto fail;
+	stage = "author";
+	rc = ensure_author(txn, in->author, in->now_ms, &author_rec);
+	if (rc != 0)
+		goto fail;
+	author.handle = in->author;
+	author.name = json_string_value(json_object_get(author_rec, "name"));
+
+	stage = "audio object";
+	rc = store_put_object(txn, in->audio, in->audio_len, PUBLISH_OPUS_TYPE, now, hash,
+	                      &out->audio_was_new);
+	if (rc != 0)
+		goto fail;
+	store_hash_to_hex(hash, out->audio_hex);
+	out->audio_size = in->audio_len;
+	out->duration = in->duration;
+
+	stage = "post record";
+	post = post_record(in, out, date);
+	if (post == NULL) {
+		/* jansson refuses text that is not valid UTF-8. */
+		snprintf(err, errlen, "post text is not valid UTF-8");
+		rc = SAYIN_EINVAL;
+		goto fail_quiet;
+	}
+	record = json_dumps(post, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (record == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = store_put_post(txn, out->id, in->author, record, strlen(record));
+	if (rc != 0)
+		goto fail;
+
+	stage = "feed";
+	rc = write_feed(txn, set, &author, now);
+	if (rc != 0)
+		goto fail;
+	stage = "post page";
+	rc = write_page(txn, set, &author, post, out->id, now);
+	if (rc != 0)
+		goto fail;
+
+	stage = "commit";
+	rc = store_txn_commit(txn);
+	txn = NULL;
+	if (rc != 0)
+		goto fail;
+	log_info("publish: post %s by %s committed (audio %s, %llu bytes%s)", out->id, in->author,
+	         out->audio_hex, (unsigned long long)out->audio_size,
+	         out->audio_was_new ? "" : ", already stored");
+	json_decref(author_rec);
+	json_decref(post);
+	free(record);
+	return 0;
+
+fail:
+	snprintf(err, errlen, "publish failed at %s: %s", stage, sayin_strerror(rc));
+fail_quiet:
+	store_txn_abort(txn);
+	json_decref(author_rec);
+	json_decref(post);
+	free(record);
+	return rc;
+}

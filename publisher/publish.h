@@ -1,0 +1,62 @@
+/* publish: the publish transaction. A post's objects (audio, feed, page), its
+ * names and its record are written in ONE store write transaction, so a
+ * reader sees all of a post or none of it, and a failure leaves nothing.
+ *
+ * Threading: any thread; the store serializes writers. Media work (decoding,
+ * encoding) happens before, outside the transaction. */
+#ifndef SAYIN_PUBLISH_H
+#define SAYIN_PUBLISH_H
+
+#include "store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PUBLISH_ID_LEN 26       /* time-ordered, URL-safe: see publish_new_id */
+#define PUBLISH_HANDLE_MAX 32
+#define PUBLISH_OPUS_TYPE "audio/ogg; codecs=opus"
+
+typedef struct publish_settings {
+	const char *base_url;   /* public base of every URL, no trailing slash */
+	size_t feed_items;      /* items in feed.json */
+} publish_settings;
+
+typedef struct publish_input {
+	const char *author;       /* handle; created on first post */
+	const char *text;         /* UTF-8 or NULL */
+	const void *audio;        /* the encoded Ogg Opus stream */
+	size_t audio_len;
+	double duration;          /* seconds */
+	const char *input_format; /* e.g. "wav/pcm_s16le" */
+	unsigned input_rate;
+	unsigned input_channels;
+	int64_t now_ms;           /* publication time, unix ms */
+} publish_input;
+
+typedef struct publish_result {
+	char id[PUBLISH_ID_LEN + 1];
+	char audio_hex[STORE_HASH_HEX_LEN + 1];
+	uint64_t audio_size;
+	double duration;
+	int audio_was_new;        /* 0: identical audio was already stored */
+} publish_result;
+
+/* Publishes one post. Returns 0, or SAYIN_EINVAL (bad handle or text: err
+ * says which), SAYIN_ESTOREFULL, or another store error; on any error nothing
+ * was written. */
+int publish_post(store *st, const publish_settings *set, const publish_input *in,
+                 publish_result *out, char *err, size_t errlen);
+
+/* 1 if handle is 1..32 of [a-z0-9_], else 0. */
+int publish_valid_handle(const char *handle);
+
+/* A new post id: 10 Crockford base-32 digits of milliseconds since the epoch
+ * then 16 of randomness from the OS (80 bits), lowercase. Ids sort in time
+ * order; two in the same millisecond collide with odds of 2^-80.
+ * Returns 0 or a negative errno when the OS has no randomness to give. */
+int publish_new_id(int64_t now_ms, char id[PUBLISH_ID_LEN + 1]);
+
+/* RFC 3339 UTC timestamp with milliseconds; buf holds at least 32 bytes. */
+void publish_format_time(int64_t now_ms, char *buf, size_t len);
+
+#endif
