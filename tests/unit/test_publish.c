@@ -1,0 +1,191 @@
+/* test_publish: the publish transaction is all-or-nothing, ids sort in time,
+ * feeds list the newest posts first. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "error.h"
+#include "publish.h"
+#include "store.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fixture {
+	char dir[64];
+	store *st;
+};
+
+static int setup_map(void **state, uint64_t map_size)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	store_options opt = { .map_size = map_size };
+	snprintf(f->dir, sizeof(f->dir), "/tmp/sayin-publish-XXXXXX");
+	if (mkdtemp(f->dir) == NULL || store_open(f->dir, &opt, &f->st) != 0)
+		return -1;
+	*state = f;
+	return 0;
+}
+
+static int setup(void **state)
+{
+	return setup_map(state, 0);
+}
+
+static int setup_small(void **state)
+{
+	return setup_map(state, 1 << 20);
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[128];
+	store_close(f->st);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	if (system(cmd) != 0)
+		return -1;
+	free(f);
+	return 0;
+}
+
+static const publish_settings settings = { "https://cdn.example", 2 };
+
+static int post(store *st, const char *author, const char *text, const void *audio, size_t len,
+                int64_t now_ms, publish_result *res)
+{
+	char err[256];
+	publish_input in = { .author = author, .text = text, .audio = audio, .audio_len = len,
+		             .duration = 1.5, .input_format = "wav/pcm_s16le", .input_rate = 48000,
+		             .input_channels = 1, .now_ms = now_ms };
+	return publish_post(st, &settings, &in, res, err, sizeof(err));
+}
+
+/* The named document's bytes as JSON, or NULL. */
+static json_t *load_name(store *st, const char *name)
+{
+	store_txn *txn;
+	store_name n;
+	store_object obj;
+	json_t *j = NULL;
+	assert_int_equal(store_txn_begin(st, 0, &txn), 0);
+	if (store_get_name(txn, name, &n) == 0 && store_get_object(txn, n.hash, &obj) == 0)
+		j = json_loadb(obj.data, obj.size, 0, NULL);
+	store_txn_abort(txn);
+	return j;
+}
+
+static store_stats stats(store *st)
+{
+	store_txn *txn;
+	store_stats s;
+	assert_int_equal(store_txn_begin(st, 0, &txn), 0);
+	assert_int_equal(store_stats_get(txn, &s), 0);
+	store_txn_abort(txn);
+	return s;
+}
+
+static void test_ids_are_time_ordered_and_url_safe(void **state)
+{
+	(void)state;
+	char a[PUBLISH_ID_LEN + 1], b[PUBLISH_ID_LEN + 1], c[PUBLISH_ID_LEN + 1];
+	assert_int_equal(publish_new_id(1700000000000, a), 0);
+	assert_int_equal(publish_new_id(1700000000001, b), 0);
+	assert_int_equal(publish_new_id(1700000000001, c), 0);
+	assert_true(strcmp(a, b) < 0);
+	assert_true(strcmp(a, c) < 0);
+	assert_string_not_equal(b, c);
+	assert_int_equal(strlen(a), PUBLISH_ID_LEN);
+	assert_int_equal(strspn(a, "0123456789abcdefghjkmnpqrstvwxyz"), PUBLISH_ID_LEN);
+}
+
+static void test_handles(void **state)
+{
+	(void)state;
+	assert_true(publish_valid_handle("ann_99"));
+	assert_true(publish_valid_handle("a"));
+	assert_false(publish_valid_handle(""));
+	assert_false(publish_valid_handle("Ann"));
+	assert_false(publish_valid_handle("a-b"));
+	assert_false(publish_valid_handle("abcdefghijklmnopqrstuvwxyz0123456"));
+}
+
+static void test_feed_newest_first_and_limited(void **state)
+{
+	struct fixture *f = *state;
+	publish_result r1, r2, r3;
+	json_t *feed, *items;
+
+	assert_int_equal(post(f->st, "ann", "one", "AUDIO1", 6, 1000, &r1), 0);
+	assert_int_equal(post(f->st, "ann", "two", "AUDIO2", 6, 2000, &r2), 0);
+	assert_int_equal(post(f->st, "ann", "three", "AUDIO3", 6, 3000, &r3), 0);
+	feed = load_name(f->st, "/u/ann/feed.json");
+	assert_non_null(feed);
+	items = json_object_get(feed, "items");
+	assert_int_equal(json_array_size(items), 2); /* feed_items = 2 */
+	assert_string_equal(json_string_value(json_object_get(json_array_get(items, 0), "id")), r3.id);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(items, 1), "id")), r2.id);
+	json_decref(feed);
+	/* Three audio objects, one feed, three pages: superseded feeds are gone. */
+	assert_int_equal(stats(f->st).objects, 7);
+	assert_int_equal(stats(f->st).posts, 3);
+}
+
+static void test_identical_audio_shared(void **state)
+{
+	struct fixture *f = *state;
+	publish_result r1, r2;
+	assert_int_equal(post(f->st, "ann", "x", "SAME", 4, 1000, &r1), 0);
+	assert_int_equal(post(f->st, "bob", "y", "SAME", 4, 2000, &r2), 0);
+	assert_string_equal(r1.audio_hex, r2.audio_hex);
+	assert_int_equal(r1.audio_was_new, 1);
+	assert_int_equal(r2.audio_was_new, 0);
+}
+
+static void test_bad_text_stores_nothing(void **state)
+{
+	struct fixture *f = *state;
+	publish_result r;
+	store_stats before = stats(f->st);
+	assert_int_equal(post(f->st, "ann", "bad \xff utf-8", "AUDIO", 5, 1000, &r), SAYIN_EINVAL);
+	assert_int_equal(post(f->st, "Not-A-Handle", "x", "AUDIO", 5, 1000, &r), SAYIN_EINVAL);
+	assert_int_equal(stats(f->st).objects, before.objects);
+	assert_int_equal(stats(f->st).posts, 0);
+	assert_null(load_name(f->st, "/u/ann/feed.json"));
+}
+
+static void test_store_full_leaves_nothing(void **state)
+{
+	struct fixture *f = *state;
+	publish_result r;
+	size_t big = 2 << 20;
+	unsigned char *audio = calloc(1, big);
+	json_t *feed;
+
+	assert_int_equal(post(f->st, "ann", "small", "AUDIO", 5, 1000, &r), 0);
+	store_stats before = stats(f->st);
+	assert_int_equal(post(f->st, "ann", "too big", audio, big, 2000, &r), SAYIN_ESTOREFULL);
+	assert_int_equal(stats(f->st).objects, before.objects);
+	assert_int_equal(stats(f->st).posts, 1);
+	feed = load_name(f->st, "/u/ann/feed.json");
+	assert_int_equal(json_array_size(json_object_get(feed, "items")), 1);
+	json_decref(feed);
+	free(audio);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_ids_are_time_ordered_and_url_safe),
+		cmocka_unit_test(test_handles),
+		cmocka_unit_test_setup_teardown(test_feed_newest_first_and_limited, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_identical_audio_shared, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_text_stores_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_full_leaves_nothing, setup_small, teardown),
+	};
+	return cmocka_run_group_tests_name("publish", tests, NULL, NULL);
+}
