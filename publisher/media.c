@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -99,7 +100,6 @@ struct wav_format {
 struct wav_file {
 	int fd;
 	uint64_t size;
-	const char *path;
 };
 
 /* Reads up to len bytes at off; *got < len only at end of file.
@@ -415,6 +415,11 @@ static int decode_data(const struct wav_file *f, uint64_t off, const struct wav_
 	}
 	/* round(input_frames * 48000 / input_rate), in integers */
 	want = (out->input_frames * MEDIA_RATE + fmt->rate / 2) / fmt->rate;
+	if (want == 0) {
+		/* e.g. a single frame at 192 kHz rounds to nothing */
+		set_err(err, errlen, "WAV file is too short to yield a sample at %d Hz", MEDIA_RATE);
+		return SAYIN_EEMPTY;
+	}
 	if (want > SIZE_MAX / sizeof(float)) {
 		set_err(err, errlen, "recording is too long to hold in memory");
 		return -ENOMEM;
@@ -424,22 +429,25 @@ static int decode_data(const struct wav_file *f, uint64_t off, const struct wav_
 	raw = malloc((size_t)WAV_CHUNK_FRAMES * fmt->block_align);
 	mono = malloc(WAV_CHUNK_FRAMES * sizeof(float));
 	if (rs.out == NULL || raw == NULL || mono == NULL) {
-		set_err(err, errlen, "out of memory decoding %s", f->path);
+		set_err(err, errlen, "out of memory decoding the WAV data");
 		rc = -ENOMEM;
 		goto out;
 	}
 	if (fmt->rate != MEDIA_RATE) {
 		soxr_error_t e = NULL;
+		/* HQ (20-bit) is already beyond what 32 kb/s Opus keeps. One
+		 * thread: a decode never starts threads behind its caller's back. */
 		soxr_quality_spec_t q = soxr_quality_spec(SOXR_HQ, 0);
+		soxr_runtime_spec_t run = soxr_runtime_spec(1);
 
 		rs.scratch_len = WAV_CHUNK_FRAMES * (MEDIA_RATE / WAV_MIN_RATE) + 1024;
 		rs.scratch = malloc(rs.scratch_len * sizeof(float));
 		if (rs.scratch == NULL) {
-			set_err(err, errlen, "out of memory decoding %s", f->path);
+			set_err(err, errlen, "out of memory decoding the WAV data");
 			rc = -ENOMEM;
 			goto out;
 		}
-		rs.soxr = soxr_create(fmt->rate, MEDIA_RATE, 1, &e, NULL, &q, NULL);
+		rs.soxr = soxr_create(fmt->rate, MEDIA_RATE, 1, &e, NULL, &q, &run);
 		if (rs.soxr == NULL || e != NULL) {
 			log_error("media: soxr_create(%u -> %d) failed: %s", fmt->rate, MEDIA_RATE,
 			          e != NULL ? e : "unknown error");
@@ -456,12 +464,12 @@ static int decode_data(const struct wav_file *f, uint64_t off, const struct wav_
 
 		rc = read_at(f, off + done * fmt->block_align, raw, bytes, &got);
 		if (rc < 0) {
-			set_err(err, errlen, "cannot read %s: %s", f->path, strerror(-rc));
+			set_err(err, errlen, "read failed: %s", strerror(-rc));
 			goto out;
 		}
 		if (got < bytes) {
 			/* The file shrank after we measured it. */
-			set_err(err, errlen, "%s ends before its data chunk does", f->path);
+			set_err(err, errlen, "the file ends before its data chunk does");
 			rc = SAYIN_ETRUNCATED;
 			goto out;
 		}
@@ -513,18 +521,17 @@ static int check_riff_header(const struct wav_file *f, uint32_t *riff_size, char
 	int rc = read_at(f, 0, hdr, sizeof(hdr), &got);
 
 	if (rc < 0) {
-		set_err(err, errlen, "cannot read %s: %s", f->path, strerror(-rc));
+		set_err(err, errlen, "read failed: %s", strerror(-rc));
 		return rc;
 	}
 	if (got < sizeof(hdr)) {
 		size_t n = got < 4 ? got : 4;
 
 		if (memcmp(hdr, "RIFF", n) == 0) {
-			set_err(err, errlen, "%s ends inside the RIFF header (%zu bytes)", f->path,
-			        got);
+			set_err(err, errlen, "the file ends inside the RIFF header (%zu bytes)", got);
 			return SAYIN_ETRUNCATED;
 		}
-		set_err(err, errlen, "%s is not a WAV file (%zu bytes)", f->path, got);
+		set_err(err, errlen, "not a WAV file (%zu bytes)", got);
 		return SAYIN_EFORMAT;
 	}
 	if (memcmp(hdr, "RIFF", 4) != 0) {
@@ -535,14 +542,14 @@ static int check_riff_header(const struct wav_file *f, uint32_t *riff_size, char
 		}
 		other = sniff_other_format(hdr, got);
 		if (other != NULL)
-			set_err(err, errlen, "%s looks like %s; only WAV is accepted", f->path, other);
+			set_err(err, errlen, "not a WAV file: looks like %s", other);
 		else
-			set_err(err, errlen, "%s is not a RIFF/WAVE file", f->path);
+			set_err(err, errlen, "not a RIFF/WAVE file");
 		return SAYIN_EFORMAT;
 	}
 	if (memcmp(hdr + 8, "WAVE", 4) != 0) {
 		fourcc_text(hdr + 8, id);
-		set_err(err, errlen, "%s is a RIFF file of type '%s', not WAVE", f->path, id);
+		set_err(err, errlen, "a RIFF file of type '%s', not WAVE", id);
 		return SAYIN_EFORMAT;
 	}
 	*riff_size = get_le32(hdr + 4);
@@ -576,21 +583,21 @@ static int decode_wav(const struct wav_file *f, media_audio *out, char *err, siz
 			if (riff_size != 0 && riff_size != WAV_SIZE_STREAMED &&
 			    (uint64_t)riff_size + 8 > f->size) {
 				set_err(err, errlen,
-				        "%s ends before its %s chunk (%llu of %llu bytes)", f->path,
+				        "the file ends before its %s chunk (%llu of %llu bytes)",
 				        missing, (unsigned long long)f->size,
 				        (unsigned long long)riff_size + 8);
 				return SAYIN_ETRUNCATED;
 			}
-			set_err(err, errlen, "%s has no %s chunk", f->path, missing);
+			set_err(err, errlen, "WAV file has no %s chunk", missing);
 			return SAYIN_EFORMAT;
 		}
 		rc = read_at(f, off, hdr, sizeof(hdr), &got);
 		if (rc < 0) {
-			set_err(err, errlen, "cannot read %s: %s", f->path, strerror(-rc));
+			set_err(err, errlen, "read failed: %s", strerror(-rc));
 			return rc;
 		}
 		if (got < sizeof(hdr)) {
-			set_err(err, errlen, "%s ends inside a chunk header at offset %llu", f->path,
+			set_err(err, errlen, "the file ends inside a chunk header at offset %llu",
 			        (unsigned long long)off);
 			return SAYIN_ETRUNCATED;
 		}
@@ -605,21 +612,20 @@ static int decode_wav(const struct wav_file *f, media_audio *out, char *err, siz
 		}
 
 		if (size > left) {
-			set_err(err, errlen, "%s: chunk '%s' claims %u bytes but only %llu remain",
-			        f->path, id, size, (unsigned long long)left);
+			set_err(err, errlen, "WAV chunk '%s' claims %u bytes but only %llu remain", id, size, (unsigned long long)left);
 			return SAYIN_ETRUNCATED;
 		}
 		if (memcmp(hdr, "fmt ", 4) == 0) {
 			unsigned char body[64];
 
 			if (have_fmt) {
-				set_err(err, errlen, "%s has two fmt chunks", f->path);
+				set_err(err, errlen, "WAV file has two fmt chunks");
 				return SAYIN_EFORMAT;
 			}
 			/* Bytes past the 40 of WAVE_FORMAT_EXTENSIBLE carry nothing we use. */
 			rc = read_at(f, off, body, size < sizeof(body) ? size : sizeof(body), &got);
 			if (rc < 0) {
-				set_err(err, errlen, "cannot read %s: %s", f->path, strerror(-rc));
+				set_err(err, errlen, "read failed: %s", strerror(-rc));
 				return rc;
 			}
 			rc = parse_fmt(body, got, &fmt, err, errlen);
@@ -632,7 +638,7 @@ static int decode_wav(const struct wav_file *f, media_audio *out, char *err, siz
 	}
 
 	if (!have_fmt) {
-		set_err(err, errlen, "%s: data chunk comes before the fmt chunk", f->path);
+		set_err(err, errlen, "WAV data chunk comes before the fmt chunk");
 		return SAYIN_EFORMAT;
 	}
 	if (data_size == WAV_SIZE_STREAMED || (data_size == WAV_SIZE_ESPEAK && data_size > left)) {
@@ -640,24 +646,24 @@ static int decode_wav(const struct wav_file *f, media_audio *out, char *err, siz
 	} else if (data_size == 0 && left > 0) {
 		rc = chunks_follow(f, off);
 		if (rc < 0) {
-			set_err(err, errlen, "cannot read %s: %s", f->path, strerror(-rc));
+			set_err(err, errlen, "read failed: %s", strerror(-rc));
 			return rc;
 		}
 		data_bytes = rc == 1 ? 0 : left;
 	} else if (data_size > left) {
-		set_err(err, errlen, "%s: data chunk claims %u bytes but only %llu remain", f->path,
+		set_err(err, errlen, "WAV data chunk claims %u bytes but only %llu remain",
 		        data_size, (unsigned long long)left);
 		return SAYIN_ETRUNCATED;
 	} else {
 		data_bytes = data_size;
 	}
 	if (data_bytes % fmt.block_align != 0) {
-		set_err(err, errlen, "%s: data ends inside a sample frame (%llu bytes, %u per frame)",
-		        f->path, (unsigned long long)data_bytes, fmt.block_align);
+		set_err(err, errlen, "WAV data ends inside a sample frame (%llu bytes, %u per frame)",
+		        (unsigned long long)data_bytes, fmt.block_align);
 		return SAYIN_ETRUNCATED;
 	}
 	if (data_bytes == 0) {
-		set_err(err, errlen, "%s has no samples (empty data chunk)", f->path);
+		set_err(err, errlen, "WAV file has no samples (empty data chunk)");
 		return SAYIN_EEMPTY;
 	}
 	out->input_rate = fmt.rate;
@@ -665,4 +671,426 @@ static int decode_wav(const struct wav_file *f, media_audio *out, char *err, siz
 	out->input_frames = data_bytes / fmt.block_align;
 	snprintf(out->input_format, sizeof(out->input_format), "%s", fmt.name);
 	return decode_data(f, off, &fmt, out, err, errlen);
+}
+
+int media_decode_file(const char *path, media_audio *out, char *err, size_t errlen)
+{
+	struct wav_file f = { .fd = -1 };
+	struct stat st;
+	int rc;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (out != NULL)
+		memset(out, 0, sizeof(*out));
+	if (path == NULL || out == NULL) {
+		set_err(err, errlen, "media_decode_file: no path or no output");
+		return SAYIN_EINVAL;
+	}
+	f.fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (f.fd < 0) {
+		rc = -errno;
+		set_err(err, errlen, "cannot open: %s", strerror(-rc));
+		return rc;
+	}
+	if (fstat(f.fd, &st) < 0) {
+		rc = -errno;
+		set_err(err, errlen, "cannot stat: %s", strerror(-rc));
+		goto out;
+	}
+	/* The reader needs the file's size to spot truncation. */
+	if (S_ISDIR(st.st_mode)) {
+		rc = -EISDIR;
+		set_err(err, errlen, "cannot read: %s", strerror(EISDIR));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		rc = -EINVAL;
+		set_err(err, errlen, "cannot read: not a regular file");
+		goto out;
+	}
+	f.size = (uint64_t)st.st_size;
+	if (f.size == 0) {
+		rc = SAYIN_EEMPTY;
+		set_err(err, errlen, "the file is empty");
+		goto out;
+	}
+	rc = decode_wav(&f, out, err, errlen);
+out:
+	close(f.fd);
+	if (rc != 0)
+		memset(out, 0, sizeof(*out));
+	return rc;
+}
+
+void media_audio_free(media_audio *audio)
+{
+	if (audio == NULL)
+		return;
+	free(audio->samples);
+	memset(audio, 0, sizeof(*audio));
+}
+
+double media_audio_duration(const media_audio *audio)
+{
+	if (audio == NULL || audio->input_rate == 0)
+		return 0.0;
+	return (double)audio->input_frames / (double)audio->input_rate;
+}
+
+/* ---- Ogg Opus encoding ------------------------------------------------- */
+
+/* OPUS_APPLICATION_VOIP rather than AUDIO: the input is one person talking
+ * into a phone. VOIP mode high-passes below the voice band (handling noise,
+ * rumble) and tunes its analysis for intelligibility, which is where bits
+ * matter at 32 kb/s; AUDIO mode aims at faithful music, which we never
+ * carry. Both have the same lookahead (2.5 ms + 4 ms at 48 kHz). */
+#define OPUS_APP OPUS_APPLICATION_VOIP
+#define OPUS_FRAME 960            /* 20 ms at 48 kHz */
+#define OPUS_MAX_PACKET 4000      /* libopus's recommended output buffer */
+#define OPUS_DEFAULT_BITRATE 32000
+#define OPUS_DEFAULT_COMPLEXITY 10
+/* Audio pages are cut after at most this many samples even when the 4 KiB
+ * that ogg_stream_pageout waits for has not filled (low bitrates), so a
+ * player can seek and start within about a second. */
+#define OGG_MAX_PAGE_SAMPLES 48000
+
+struct byte_buf {
+	unsigned char *data;
+	size_t len;
+	size_t cap;
+};
+
+/* Returns 0 or -ENOMEM; the buffer is unchanged on failure. */
+static int buf_append(struct byte_buf *b, const void *p, size_t n)
+{
+	if (n > SIZE_MAX - b->len)
+		return -ENOMEM;
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap : 16384;
+		unsigned char *d;
+
+		while (cap < b->len + n) {
+			if (cap > SIZE_MAX / 2)
+				return -ENOMEM;
+			cap *= 2;
+		}
+		d = realloc(b->data, cap);
+		if (d == NULL)
+			return -ENOMEM;
+		b->data = d;
+		b->cap = cap;
+	}
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+static int write_page(struct byte_buf *b, const ogg_page *og)
+{
+	int rc = buf_append(b, og->header, (size_t)og->header_len);
+
+	if (rc == 0)
+		rc = buf_append(b, og->body, (size_t)og->body_len);
+	return rc;
+}
+
+/* Writes every complete page (flush: every buffered packet). Sets *granule
+ * to the granule position of the last page written that ends a packet. */
+static int drain_pages(ogg_stream_state *os, struct byte_buf *b, bool flush, int64_t *granule)
+{
+	ogg_page og;
+
+	while (flush ? ogg_stream_flush(os, &og) : ogg_stream_pageout(os, &og)) {
+		int rc = write_page(b, &og);
+
+		if (rc < 0)
+			return rc;
+		if (ogg_page_granulepos(&og) >= 0)
+			*granule = ogg_page_granulepos(&og);
+	}
+	return 0;
+}
+
+/* Vorbis comment field names: printable ASCII without '='. */
+static bool comment_key_ok(const char *key)
+{
+	if (key == NULL || key[0] == '\0')
+		return false;
+	for (const char *p = key; *p != '\0'; p++) {
+		if (*p < 0x20 || *p > 0x7d || *p == '=')
+			return false;
+	}
+	return true;
+}
+
+/* Builds the OpusTags packet (RFC 7845 section 5.2). */
+static int build_tags(const media_opus_options *opt, struct byte_buf *b, char *err,
+                      size_t errlen)
+{
+	const char *version = opus_get_version_string();
+	const char *prefix = "sayin ";
+	unsigned char le[4];
+	size_t vendor_len = strlen(prefix) + strlen(version);
+	int rc;
+
+	if (opt->n_comments > UINT32_MAX) {
+		set_err(err, errlen, "too many comments");
+		return SAYIN_EINVAL;
+	}
+	put_le32(le, (uint32_t)vendor_len);
+	rc = buf_append(b, "OpusTags", 8);
+	if (rc == 0)
+		rc = buf_append(b, le, 4);
+	if (rc == 0)
+		rc = buf_append(b, prefix, strlen(prefix));
+	if (rc == 0)
+		rc = buf_append(b, version, strlen(version));
+	put_le32(le, (uint32_t)opt->n_comments);
+	if (rc == 0)
+		rc = buf_append(b, le, 4);
+	for (size_t i = 0; rc == 0 && i < opt->n_comments; i++) {
+		const media_comment *c = &opt->comments[i];
+		size_t klen = strlen(c->key), vlen = strlen(c->value);
+
+		if (klen + 1 + vlen > UINT32_MAX) {
+			set_err(err, errlen, "comment %s is too long", c->key);
+			return SAYIN_EINVAL;
+		}
+		put_le32(le, (uint32_t)(klen + 1 + vlen));
+		rc = buf_append(b, le, 4);
+		if (rc == 0)
+			rc = buf_append(b, c->key, klen);
+		if (rc == 0)
+			rc = buf_append(b, "=", 1);
+		if (rc == 0)
+			rc = buf_append(b, c->value, vlen);
+	}
+	if (rc < 0)
+		set_err(err, errlen, "out of memory building OpusTags");
+	return rc;
+}
+
+/* Resolves defaults and checks the options. Returns 0 or SAYIN_EINVAL. */
+static int check_options(const media_opus_options *opt, int *bitrate, int *complexity,
+                         char *err, size_t errlen)
+{
+	*bitrate = opt->bitrate == 0 ? OPUS_DEFAULT_BITRATE : opt->bitrate;
+	*complexity = opt->complexity == -1 ? OPUS_DEFAULT_COMPLEXITY : opt->complexity;
+	if (*bitrate < 6000 || *bitrate > 510000) {
+		set_err(err, errlen, "Opus bitrate %d is outside 6000..510000", opt->bitrate);
+		return SAYIN_EINVAL;
+	}
+	if (*complexity < 0 || *complexity > 10) {
+		set_err(err, errlen, "Opus complexity %d is outside 0..10", opt->complexity);
+		return SAYIN_EINVAL;
+	}
+	if (opt->n_comments > 0 && opt->comments == NULL) {
+		set_err(err, errlen, "%zu comments but no comment array", opt->n_comments);
+		return SAYIN_EINVAL;
+	}
+	for (size_t i = 0; i < opt->n_comments; i++) {
+		if (!comment_key_ok(opt->comments[i].key)) {
+			set_err(err, errlen, "comment %zu has an invalid key", i);
+			return SAYIN_EINVAL;
+		}
+		if (opt->comments[i].value == NULL) {
+			set_err(err, errlen, "comment %s has no value", opt->comments[i].key);
+			return SAYIN_EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* Creates and configures the encoder. Returns 0 or SAYIN_EENCODE (logged). */
+static int create_encoder(int bitrate, int complexity, OpusEncoder **enc, int *lookahead,
+                          char *err, size_t errlen)
+{
+	int oerr = OPUS_OK;
+
+	*enc = opus_encoder_create(MEDIA_RATE, 1, OPUS_APP, &oerr);
+	if (*enc == NULL || oerr != OPUS_OK) {
+		log_error("media: opus_encoder_create: %s", opus_strerror(oerr));
+		set_err(err, errlen, "cannot create the Opus encoder: %s", opus_strerror(oerr));
+		*enc = NULL;
+		return SAYIN_EENCODE;
+	}
+	/* Unconstrained VBR: a file has no channel buffer to respect, so let
+	 * hard passages take the bits. */
+	oerr = opus_encoder_ctl(*enc, OPUS_SET_BITRATE(bitrate));
+	if (oerr == OPUS_OK)
+		oerr = opus_encoder_ctl(*enc, OPUS_SET_VBR(1));
+	if (oerr == OPUS_OK)
+		oerr = opus_encoder_ctl(*enc, OPUS_SET_VBR_CONSTRAINT(0));
+	if (oerr == OPUS_OK)
+		oerr = opus_encoder_ctl(*enc, OPUS_SET_COMPLEXITY(complexity));
+	if (oerr == OPUS_OK)
+		oerr = opus_encoder_ctl(*enc, OPUS_SET_SIGNAL(OPUS_SIGNAL_VOICE));
+	if (oerr == OPUS_OK)
+		oerr = opus_encoder_ctl(*enc, OPUS_GET_LOOKAHEAD(lookahead));
+	if (oerr == OPUS_OK && (*lookahead < 0 || *lookahead > UINT16_MAX))
+		oerr = OPUS_INTERNAL_ERROR;
+	if (oerr != OPUS_OK) {
+		log_error("media: opus_encoder_ctl: %s", opus_strerror(oerr));
+		set_err(err, errlen, "cannot configure the Opus encoder: %s", opus_strerror(oerr));
+		opus_encoder_destroy(*enc);
+		*enc = NULL;
+		return SAYIN_EENCODE;
+	}
+	return 0;
+}
+
+/* Queues a packet; libogg fails only when it cannot allocate. */
+static int put_packet(ogg_stream_state *os, unsigned char *data, long len, int bos, int eos,
+                      int64_t granule, int64_t packetno, char *err, size_t errlen)
+{
+	ogg_packet op = {
+		.packet = data,
+		.bytes = len,
+		.b_o_s = bos,
+		.e_o_s = eos,
+		.granulepos = granule,
+		.packetno = packetno,
+	};
+
+	if (ogg_stream_packetin(os, &op) != 0) {
+		log_error("media: ogg_stream_packetin failed (out of memory?)");
+		set_err(err, errlen, "the Ogg muxer failed");
+		return SAYIN_EENCODE;
+	}
+	return 0;
+}
+
+int media_encode_opus(const media_audio *audio, const media_opus_options *opt, media_buffer *out,
+                      char *err, size_t errlen)
+{
+	static const media_opus_options defaults = { .bitrate = 0, .complexity = -1 };
+	OpusEncoder *enc = NULL;
+	ogg_stream_state os;
+	bool os_live = false;
+	struct byte_buf file = { 0 }, tags = { 0 };
+	unsigned char head[19];
+	unsigned char packet[OPUS_MAX_PACKET];
+	float pcm[OPUS_FRAME];
+	int bitrate, complexity, lookahead = 0, rc;
+	int64_t page_granule = 0;
+	uint64_t n_packets, end_granule;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (out != NULL)
+		memset(out, 0, sizeof(*out));
+	if (audio == NULL || out == NULL) {
+		set_err(err, errlen, "media_encode_opus: no audio or no output");
+		return SAYIN_EINVAL;
+	}
+	if (opt == NULL)
+		opt = &defaults;
+	if (audio->frames == 0 || audio->samples == NULL) {
+		set_err(err, errlen, "no samples to encode");
+		return SAYIN_EEMPTY;
+	}
+	/* Granule positions are signed 64-bit. */
+	if ((uint64_t)audio->frames > (uint64_t)INT64_MAX - 2 * OPUS_FRAME - UINT16_MAX) {
+		set_err(err, errlen, "too many samples to encode");
+		return SAYIN_EINVAL;
+	}
+	rc = check_options(opt, &bitrate, &complexity, err, errlen);
+	if (rc != 0)
+		return rc;
+	rc = create_encoder(bitrate, complexity, &enc, &lookahead, err, errlen);
+	if (rc != 0)
+		return rc;
+	if (ogg_stream_init(&os, (int)opt->serial) != 0) {
+		log_error("media: ogg_stream_init failed (out of memory?)");
+		set_err(err, errlen, "the Ogg muxer failed");
+		rc = SAYIN_EENCODE;
+		goto out;
+	}
+	os_live = true;
+
+	/* OpusHead (RFC 7845 section 5.1), alone on the first page. */
+	memcpy(head, "OpusHead", 8);
+	head[8] = 1;                              /* version */
+	head[9] = 1;                              /* channels */
+	put_le16(head + 10, (uint16_t)lookahead); /* pre-skip */
+	put_le32(head + 12, audio->input_rate);   /* original rate, informational */
+	put_le16(head + 16, 0);                   /* output gain */
+	head[18] = 0;                             /* mapping family: mono/stereo */
+	rc = put_packet(&os, head, sizeof(head), 1, 0, 0, 0, err, errlen);
+	if (rc == 0)
+		rc = drain_pages(&os, &file, true, &page_granule);
+
+	/* OpusTags, flushed so that audio starts on a fresh page. */
+	if (rc == 0)
+		rc = build_tags(opt, &tags, err, errlen);
+	if (rc == 0 && tags.len > LONG_MAX) {
+		set_err(err, errlen, "OpusTags is too large");
+		rc = SAYIN_EINVAL;
+	}
+	if (rc == 0)
+		rc = put_packet(&os, tags.data, (long)tags.len, 0, 0, 0, 1, err, errlen);
+	if (rc == 0)
+		rc = drain_pages(&os, &file, true, &page_granule);
+	if (rc == -ENOMEM)
+		set_err(err, errlen, "out of memory writing Ogg pages");
+	if (rc != 0)
+		goto out;
+
+	/* Encode pre-skip extra samples of silence so the encoder's lookahead
+	 * flushes the real tail out; the last page's granule then trims the
+	 * padding so a decoder yields exactly audio->frames samples. */
+	n_packets = ((uint64_t)audio->frames + (uint64_t)lookahead + OPUS_FRAME - 1) / OPUS_FRAME;
+	end_granule = (uint64_t)lookahead + audio->frames;
+	for (uint64_t k = 0; k < n_packets; k++) {
+		uint64_t start = k * OPUS_FRAME;
+		size_t n = 0;
+		bool last = k + 1 == n_packets;
+		int64_t granule = last ? (int64_t)end_granule : (int64_t)((k + 1) * OPUS_FRAME);
+		opus_int32 len;
+
+		if (start < audio->frames) {
+			n = audio->frames - (size_t)start;
+			if (n > OPUS_FRAME)
+				n = OPUS_FRAME;
+			memcpy(pcm, audio->samples + start, n * sizeof(float));
+		}
+		memset(pcm + n, 0, (OPUS_FRAME - n) * sizeof(float));
+		len = opus_encode_float(enc, pcm, OPUS_FRAME, packet, sizeof(packet));
+		if (len < 0) {
+			log_error("media: opus_encode_float: %s", opus_strerror(len));
+			set_err(err, errlen, "the Opus encoder failed: %s", opus_strerror(len));
+			rc = SAYIN_EENCODE;
+			goto out;
+		}
+		rc = put_packet(&os, packet, len, 0, last, granule, (int64_t)(2 + k), err, errlen);
+		if (rc != 0)
+			goto out;
+		/* The EOS packet forces out the final page. */
+		rc = drain_pages(&os, &file,
+		                 last || granule - page_granule >= OGG_MAX_PAGE_SAMPLES, &page_granule);
+		if (rc != 0) {
+			set_err(err, errlen, "out of memory writing Ogg pages");
+			goto out;
+		}
+	}
+	out->data = file.data;
+	out->len = file.len;
+	file.data = NULL;
+out:
+	if (os_live)
+		ogg_stream_clear(&os);
+	opus_encoder_destroy(enc);
+	free(tags.data);
+	free(file.data);
+	return rc;
+}
+
+void media_buffer_free(media_buffer *buf)
+{
+	if (buf == NULL)
+		return;
+	free(buf->data);
+	buf->data = NULL;
+	buf->len = 0;
 }

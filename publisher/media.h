@@ -28,11 +28,15 @@ typedef struct media_audio {
  * Issue-2 scope: RIFF/WAVE with PCM 16- or 24-bit integer or 32-bit float
  * (also WAVE_FORMAT_EXTENSIBLE), 1..8 channels, 8000..192000 Hz.
  * Returns 0, or:
- *   -errno            the file could not be opened or read
- *   SAYIN_EFORMAT     not a format we accept (not RIFF/WAVE)
+ *   -errno            the file could not be opened or read (-EISDIR, -EINVAL
+ *                     for a non-regular file), or -ENOMEM
+ *   SAYIN_EFORMAT     not a format we accept (not RIFF/WAVE), or a WAV whose
+ *                     headers contradict themselves
  *   SAYIN_ETRUNCATED  the data ends before the header says it should
- *   SAYIN_EUNSUPPORTED a WAV with another encoding, bit depth or rate
- *   SAYIN_EEMPTY      no samples
+ *   SAYIN_EUNSUPPORTED a WAV with another encoding, bit depth, channel count or rate
+ *   SAYIN_EEMPTY      no samples (also an empty file)
+ *   SAYIN_EENCODE     the resampler failed (logged)
+ *   SAYIN_EINVAL      path or out is NULL
  * On error, err (if not NULL) receives one line naming the problem, and out
  * is left zeroed. */
 int media_decode_file(const char *path, media_audio *out, char *err, size_t errlen);
