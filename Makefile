@@ -53,7 +53,7 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BIN)/%,$(wildcard tests/unit/test_*.c)
 # bin/ always holds the binaries of the last build (release or sanitizer), so
 # scripts, tests and README name one path.
 all: $(BIN)/sayin-origin $(BIN)/sayin-publisher
-	@mkdir -p bin && cp $^ bin/
+	@mkdir -p bin && cp --remove-destination $^ bin/
 
 $(BIN)/sayin-origin: $(ORIGIN_OBJS) $(BUILD)/libcore.a
 	@mkdir -p $(@D)

@@ -98,7 +98,10 @@ int main(int argc, char **argv)
 		rc = 1;
 		goto done;
 	}
-	rc = http_server_start(o.loop, config_get(cfg, "listen"), 0, NULL, serve_http_handler(sh),
+	/* Bodies up to 64 KiB are read and dropped so the handler can answer a
+	 * POST with 405 and a GET with a body with 400, rather than 413. */
+	http_limits limits = { .max_body = 64 * 1024 };
+	rc = http_server_start(o.loop, config_get(cfg, "listen"), 0, &limits, serve_http_handler(sh),
 	                       &o.server);
 	if (rc != 0) {
 		fprintf(stderr, "sayin-origin: cannot listen on %s: %s\n", config_get(cfg, "listen"),

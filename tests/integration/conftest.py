@@ -1,0 +1,127 @@
+"""Fixtures for sayin's integration tests.
+
+Run: SAYIN_BIN=$PWD/bin /usr/bin/python3 -m pytest -q -n 2 tests/integration
+
+Every test gets its own directory (tmp_path), its own store and its own
+port; every process it starts is killed at teardown, also on failure.
+"""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+import sayin_helpers as H
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+@pytest.fixture(scope="session")
+def bin_dir():
+    d = os.environ.get("SAYIN_BIN") or os.path.join(REPO, "bin")
+    missing = [p for p in ("sayin-publisher", "sayin-origin")
+               if not os.access(os.path.join(d, p), os.X_OK)]
+    if missing:
+        pytest.fail("%s missing in %s: run `make` (or set SAYIN_BIN)" % (", ".join(missing), d))
+    return d
+
+
+@pytest.fixture
+def sayin(bin_dir, tmp_path):
+    s = H.Sayin(bin_dir, str(tmp_path))
+    yield s
+    s.cleanup()
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A store directory path that does not exist yet."""
+    return tmp_path / "store"
+
+
+def require_tool(name):
+    if not H.tool_available(name):
+        pytest.fail("%s is not installed (run scripts/bootstrap)" % name)
+
+
+@pytest.fixture(scope="session")
+def opus_tools():
+    for t in ("opusinfo", "opusdec", "opusenc", "ffprobe", "ffmpeg"):
+        require_tool(t)
+
+
+@pytest.fixture(scope="session")
+def lmdb_tools():
+    for t in ("mdb_stat", "mdb_dump"):
+        require_tool(t)
+
+
+@pytest.fixture(scope="session")
+def libopus_lookahead(tmp_path_factory, opus_tools):
+    """The pre-skip libopus reports at 48 kHz (OPUS_GET_LOOKAHEAD), read from
+    a reference stream made by opusenc (which writes the lookahead as
+    pre-skip when it does not resample) and cross-checked with opusinfo."""
+    d = tmp_path_factory.mktemp("lookahead")
+    wav, opus = d / "ref.wav", d / "ref.opus"
+    H.write_wav_module(wav, 48000, 1, seconds=0.2)
+    r = subprocess.run(["opusenc", "--quiet", str(wav), str(opus)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    pages = H.ogg_pages(opus.read_bytes())
+    head = H.OpusHead(H.ogg_packets(pages)[0][0])
+    info = subprocess.run(["opusinfo", str(opus)], capture_output=True, text=True, timeout=60)
+    assert "Pre-skip: %d" % head.preskip in info.stdout, info.stdout
+    return head.preskip
+
+
+@pytest.fixture
+def short_wav(tmp_path):
+    """A 0.4 s 16-bit mono 16 kHz WAV."""
+    p = tmp_path / "short.wav"
+    H.write_wav_module(p, 16000, 1, seconds=0.4)
+    return p
+
+
+@pytest.fixture
+def wav_factory(tmp_path):
+    """make(name, rate=16000, channels=1, seconds=0.4, seed=1) -> path of a
+    16-bit WAV whose signal depends on seed (different seeds: different
+    recordings)."""
+    def make(name, rate=16000, channels=1, seconds=0.4, seed=1):
+        p = tmp_path / name
+        frames = int(round(rate * seconds))
+        H.write_wav_module(p, rate, channels,
+                           samples=H.make_signal(rate, channels, frames, seed=seed))
+        return p
+    return make
+
+
+@pytest.fixture(scope="session")
+def espeak_wav(tmp_path_factory):
+    """A real spoken clip synthesized by espeak-ng (22.05 kHz mono 16-bit)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    p = tmp_path_factory.mktemp("espeak") / "spoken.wav"
+    r = subprocess.run(["espeak-ng", "-w", str(p), "Hello fans, this is my first voice post."],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and p.exists(), r.stderr
+    return p
+
+
+@pytest.fixture(scope="session")
+def long_noise_wav(tmp_path_factory):
+    """Ten minutes of 48 kHz 16-bit mono white noise (about 55 MiB): takes
+    the publisher seconds to encode, long enough to kill it mid-work."""
+    p = tmp_path_factory.mktemp("long") / "noise-10min.wav"
+    H.write_noise_wav(p, 48000, 600)
+    return p
+
+
+@pytest.fixture(scope="session")
+def big_noise_wav(tmp_path_factory):
+    """80 s of 48 kHz noise: at 510 kb/s (libopus gives mono ~250 kb/s) its
+    Opus stream is over 2 MiB."""
+    p = tmp_path_factory.mktemp("big") / "noise-80s.wav"
+    H.write_noise_wav(p, 48000, 80)
+    return p

@@ -1,0 +1,225 @@
+"""Settings: a flag beats the environment, which beats the INI file
+(--config FILE or SAYIN_CONFIG), which beats the default. Unknown INI keys
+are refused. --help everywhere."""
+
+import socket
+
+import pytest
+
+import sayin_helpers as H
+
+
+def write_ini(path, sections):
+    lines = []
+    for section, values in sections.items():
+        lines.append("[%s]" % section)
+        lines += ["%s = %s" % kv for kv in values.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_public_url_flag_beats_env_beats_file(sayin, tmp_path, short_wav):
+    ini = write_ini(tmp_path / "sayin.ini", {"publisher": {"public_url": "https://ini.example"}})
+    cfg = ["--config", str(ini)]
+
+    j = sayin.post(tmp_path / "s1", "alice", short_wav).json
+    assert j["feed_url"] == "http://127.0.0.1:8080/u/alice/feed.json", "default"
+    j = sayin.post(tmp_path / "s2", "alice", short_wav, args=cfg).json
+    assert j["feed_url"] == "https://ini.example/u/alice/feed.json", "file"
+    j = sayin.post(tmp_path / "s3", "alice", short_wav,
+                   env={"SAYIN_CONFIG": str(ini)}).json
+    assert j["feed_url"] == "https://ini.example/u/alice/feed.json", "SAYIN_CONFIG"
+    env = {"SAYIN_PUBLIC_URL": "https://env.example"}
+    j = sayin.post(tmp_path / "s4", "alice", short_wav, args=cfg, env=env).json
+    assert j["feed_url"] == "https://env.example/u/alice/feed.json", "env beats file"
+    j = sayin.post(tmp_path / "s5", "alice", short_wav, env=env,
+                   args=cfg + ["--public-url", "https://flag.example"]).json
+    assert j["feed_url"] == "https://flag.example/u/alice/feed.json", "flag beats env"
+    assert j["audio_url"].startswith("https://flag.example/a/")
+    # The stored feed agrees with what the command printed.
+    origin = sayin.start_origin(tmp_path / "s5")
+    assert origin.get("/u/alice/feed.json").json()["feed_url"] == j["feed_url"]
+
+
+def test_listen_sets_the_default_public_url(sayin, tmp_path, short_wav):
+    ini = write_ini(tmp_path / "sayin.ini", {"origin": {"listen": "127.0.0.1:7001"}})
+    cfg = ["--config", str(ini)]
+    assert sayin.post(tmp_path / "s", "a", short_wav, args=cfg).json["url"].startswith(
+        "http://127.0.0.1:7001/p/")
+    env = {"SAYIN_LISTEN": "127.0.0.1:7002"}
+    assert sayin.post(tmp_path / "s", "a", short_wav, args=cfg, env=env).json["url"].startswith(
+        "http://127.0.0.1:7002/p/")
+    j = sayin.post(tmp_path / "s", "a", short_wav, env=env,
+                   args=cfg + ["--listen", "127.0.0.1:7003"]).json
+    assert j["url"].startswith("http://127.0.0.1:7003/p/")
+
+
+def test_data_dir_flag_beats_env_beats_file(sayin, tmp_path, short_wav, lmdb_tools):
+    ini = write_ini(tmp_path / "sayin.ini", {"store": {"data": str(tmp_path / "ini-store")}})
+    cfg = ["--config", str(ini)]
+    env = {"SAYIN_DATA": str(tmp_path / "env-store")}
+
+    sayin.post(None, "alice", short_wav, args=cfg)
+    assert H.store_counts(tmp_path / "ini-store")["posts"] == 1
+    sayin.post(None, "alice", short_wav, args=cfg, env=env)
+    assert H.store_counts(tmp_path / "env-store")["posts"] == 1
+    sayin.post(None, "alice", short_wav, env=env,
+               args=cfg + ["--data", str(tmp_path / "flag-store")])
+    assert H.store_counts(tmp_path / "flag-store")["posts"] == 1
+    # Each post went to exactly one store.
+    assert H.store_counts(tmp_path / "ini-store")["posts"] == 1
+    assert H.store_counts(tmp_path / "env-store")["posts"] == 1
+
+
+def test_feed_items_flag_beats_env_beats_file(sayin, store, tmp_path, wav_factory):
+    ini = write_ini(tmp_path / "sayin.ini", {"feed": {"items": "1"}})
+    cfg = ["--config", str(ini)]
+    for i in range(3):
+        sayin.post(store, "alice", wav_factory("%d.wav" % i, seconds=0.1, seed=i), args=cfg)
+    origin = sayin.start_origin(store)
+    assert len(origin.get("/u/alice/feed.json").json()["items"]) == 1, "file"
+    env = {"SAYIN_FEED_ITEMS": "2"}
+    sayin.post(store, "alice", wav_factory("3.wav", seconds=0.1, seed=3), args=cfg, env=env)
+    assert len(origin.get("/u/alice/feed.json").json()["items"]) == 2, "env beats file"
+    sayin.post(store, "alice", wav_factory("4.wav", seconds=0.1, seed=4), env=env,
+               args=cfg + ["--feed-items", "4"])
+    assert len(origin.get("/u/alice/feed.json").json()["items"]) == 4, "flag beats env"
+
+
+def test_bitrate_flag_beats_env_beats_file(sayin, tmp_path):
+    wav = tmp_path / "noise.wav"
+    H.write_noise_wav(wav, 48000, 2)
+    ini = write_ini(tmp_path / "sayin.ini", {"media": {"bitrate": "96000"}})
+    cfg = ["--config", str(ini)]
+    low_env = {"SAYIN_BITRATE": "8000"}
+    file_size = sayin.post(tmp_path / "a", "a", wav, args=cfg).json["size_in_bytes"]
+    env_size = sayin.post(tmp_path / "b", "a", wav, args=cfg, env=low_env).json["size_in_bytes"]
+    flag_size = sayin.post(tmp_path / "c", "a", wav, env=low_env,
+                           args=cfg + ["--bitrate", "96000"]).json["size_in_bytes"]
+    assert file_size > 4 * env_size, (file_size, env_size)
+    assert flag_size == file_size, (flag_size, file_size)
+
+
+def test_map_size_from_file_and_env(sayin, tmp_path, big_noise_wav):
+    ini = write_ini(tmp_path / "sayin.ini", {"store": {"map_size": "1M"},
+                                             "media": {"bitrate": "510000"}})
+    cfg = ["--config", str(ini)]
+    r = sayin.post(tmp_path / "a", "a", big_noise_wav, args=cfg, check=False)
+    assert r.returncode == H.EXIT_STORE_FULL, r.describe()
+    r = sayin.post(tmp_path / "b", "a", big_noise_wav, args=cfg + ["--map-size", "1G"],
+                   env={"SAYIN_MAP_SIZE": "1M"})
+    assert r.json["size_in_bytes"] > 1 << 20
+
+
+def test_origin_listen_flag_beats_env_beats_file(sayin, store, tmp_path, short_wav):
+    sayin.post(store, "alice", short_wav)
+    p_file, p_env, p_flag = H.free_port(), H.free_port(), H.free_port()
+    ini = write_ini(tmp_path / "origin.ini", {"origin": {"listen": "127.0.0.1:%d" % p_file},
+                                              "store": {"data": str(store)}})
+    cfg = ["--config", str(ini)]
+
+    o = sayin.start_origin(None, args=cfg, listen=False, port=p_file)
+    assert o.get("/u/alice/feed.json").status == 200, "data and listen from the file"
+    assert o.stop() == 0
+
+    env = {"SAYIN_LISTEN": "127.0.0.1:%d" % p_env}
+    o = sayin.start_origin(None, args=cfg, env=env, listen=False, port=p_env)
+    assert not listening(p_file), "env must beat the file"
+    assert o.stop() == 0
+
+    o = sayin.start_origin(None, args=cfg + ["--listen", "127.0.0.1:%d" % p_flag], env=env,
+                           listen=False, port=p_flag)
+    assert not listening(p_env) and not listening(p_file), "the flag must beat env"
+    assert o.get("/u/alice/feed.json").status == 200
+    assert o.stop() == 0
+
+
+def test_origin_data_from_env(sayin, store, tmp_path, short_wav):
+    sayin.post(store, "alice", short_wav)
+    o = sayin.start_origin(None, env={"SAYIN_DATA": str(store)})
+    assert o.get("/u/alice/feed.json").status == 200
+
+
+@pytest.mark.parametrize("program", ["publisher", "origin"])
+@pytest.mark.parametrize("ini,named", [
+    ({"store": {"data": "x", "colour": "blue"}}, "colour"),
+    ({"nosuchsection": {"data": "x"}}, "nosuchsection"),
+    ({"media": {"bitrat": "32000"}}, "bitrat"),
+])
+def test_unknown_ini_key_is_refused(sayin, tmp_path, short_wav, program, ini, named):
+    path = write_ini(tmp_path / "bad.ini", ini)
+    store = tmp_path / "store"
+    if program == "publisher":
+        r = sayin.run(sayin.publisher, ["post", "--config", str(path), "--data", str(store),
+                                        "--author", "alice", str(short_wav)])
+    else:
+        r = sayin.run(sayin.origin_bin, ["--config", str(path), "--data", str(store),
+                                         "--listen", "127.0.0.1:%d" % H.free_port()],
+                      timeout=10)
+    assert r.returncode == H.EXIT_USAGE, "exit %d: %s" % (r.returncode, r.stderr)
+    assert named in r.stderr, "the message does not name %r: %r" % (named, r.stderr)
+    assert not store.exists()
+
+
+def test_unknown_ini_key_via_sayin_config(sayin, tmp_path, short_wav):
+    path = write_ini(tmp_path / "bad.ini", {"log": {"lvl": "debug"}})
+    r = sayin.run(sayin.publisher, ["post", "--data", str(tmp_path / "s"), "--author", "a",
+                                    str(short_wav)], env={"SAYIN_CONFIG": str(path)})
+    assert r.returncode == H.EXIT_USAGE and "lvl" in r.stderr, r
+
+
+def test_missing_config_file_is_an_error(sayin, tmp_path, short_wav):
+    missing = tmp_path / "nope.ini"
+    r = sayin.run(sayin.publisher, ["post", "--config", str(missing), "--data",
+                                    str(tmp_path / "s"), "--author", "a", str(short_wav)])
+    assert r.returncode != 0 and str(missing) in r.stderr, r
+    r = sayin.run(sayin.origin_bin, ["--config", str(missing)], timeout=10)
+    assert r.returncode != 0 and str(missing) in r.stderr, r
+
+
+def test_invalid_setting_values_exit_2(sayin, tmp_path, short_wav):
+    for env in ({"SAYIN_BITRATE": "loud"}, {"SAYIN_LOG_LEVEL": "chatty"},
+                {"SAYIN_MAP_SIZE": "huge"}, {"SAYIN_FEED_ITEMS": "-1"}):
+        r = sayin.post(tmp_path / "s", "a", short_wav, env=env, check=False)
+        assert r.returncode == H.EXIT_USAGE, "%s: %s" % (env, r.describe())
+        assert r.stderr.strip()
+    r = sayin.run(sayin.origin_bin, ["--data", str(tmp_path / "s")],
+                  env={"SAYIN_LOG_LEVEL": "chatty"}, timeout=10)
+    assert r.returncode == 2, r
+
+
+def test_log_level_flag_beats_env(sayin, tmp_path, wav_factory):
+    quiet = sayin.post(tmp_path / "s", "a", wav_factory("1.wav", seed=1),
+                       env={"SAYIN_LOG_LEVEL": "error"})
+    assert quiet.stderr == "", "log level error still logs: %r" % quiet.stderr
+    chatty = sayin.post(tmp_path / "s", "a", wav_factory("2.wav", seed=2),
+                        env={"SAYIN_LOG_LEVEL": "error"}, args=["--log-level", "debug"])
+    assert chatty.stderr.strip(), "--log-level debug did not beat SAYIN_LOG_LEVEL=error"
+
+
+@pytest.mark.parametrize("argv,must_mention", [
+    (["publisher", "--help"], ["post"]),
+    (["publisher", "help"], ["post"]),
+    (["publisher", "post", "--help"], ["--author", "--text", "--data", "--public-url",
+                                        "--bitrate", "--map-size", "--feed-items", "--config"]),
+    (["origin", "--help"], ["--data", "--listen", "--config"]),
+])
+def test_help_exits_0_and_prints_usage(sayin, tmp_path, argv, must_mention):
+    program = sayin.publisher if argv[0] == "publisher" else sayin.origin_bin
+    store = tmp_path / "store"
+    extra = ["--data", str(store)] if argv[-1] == "--help" else []
+    r = sayin.run(program, argv[1:] + extra, timeout=10)
+    assert r.returncode == 0, r
+    assert "usage" in r.stdout.lower(), r.stdout
+    for word in must_mention:
+        assert word in r.stdout, "%s --help does not mention %s" % (" ".join(argv), word)
+    assert not store.exists()

@@ -1,0 +1,151 @@
+"""A post is all or nothing: killing the publisher mid-work or filling the
+store leaves no partial post and no stray files, and the store stays usable."""
+
+import signal
+import time
+
+import pytest
+
+import sayin_helpers as H
+
+
+def snapshot(store):
+    return (H.store_counts(store), H.mdb_keys(store, "objects"), H.mdb_keys(store, "names"),
+            H.mdb_keys(store, "posts"), H.store_files(store))
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.5])
+def test_killed_post_leaves_no_partial_post(sayin, store, short_wav, long_noise_wav, delay,
+                                            lmdb_tools):
+    before_post = sayin.post(store, "other", short_wav, text="kept").json
+    before = snapshot(store)
+    assert before[4] == ["data.mdb", "lock.mdb"], before[4]
+
+    proc = sayin.popen_post(store, "victim", long_noise_wav, text="never published")
+    time.sleep(delay)  # let it get into decoding/encoding (the work takes seconds)
+    assert proc.poll() is None, (
+        "post finished in under %.1f s, too fast to kill mid-work (exit %s, stderr %r)"
+        % (delay, proc.returncode, proc.stderr.read()))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+    after = snapshot(store)
+    assert after[0] == before[0], "store counts changed: %s -> %s" % (before[0], after[0])
+    assert after[1] == before[1], "objects changed"
+    assert after[2] == before[2], "names changed"
+    assert after[3] == before[3], "posts changed"
+    assert after[4] == ["data.mdb", "lock.mdb"], "files left in the store: %s" % after[4]
+    origin = sayin.start_origin(store)
+    assert origin.get("/u/victim/feed.json").status == 404
+    items = origin.get("/u/other/feed.json").json()["items"]
+    assert [i["id"] for i in items] == [before_post["id"]]
+    # The store still takes posts.
+    again = sayin.post(store, "victim", short_wav, text="now for real").json
+    assert origin.get("/u/victim/feed.json").status == 200
+    assert origin.get_url(again["audio_url"]).status == 200
+
+
+def test_killed_post_into_a_new_store_leaves_nothing(sayin, store, long_noise_wav):
+    proc = sayin.popen_post(store, "victim", long_noise_wav)
+    time.sleep(0.3)
+    assert proc.poll() is None, "post finished too fast to kill"
+    proc.kill()
+    proc.wait(10)
+    if store.exists():
+        assert set(H.store_files(store)) <= {"data.mdb", "lock.mdb"}, H.store_files(store)
+        if (store / "data.mdb").exists():
+            c = H.store_counts(store)
+            assert c["posts"] == 0 and c["objects"] == 0 and c["names"] == 0, c
+
+
+def test_store_full_is_a_clear_error_and_keeps_earlier_posts(sayin, store, tmp_path, short_wav,
+                                                             big_noise_wav, lmdb_tools):
+    small = ["--map-size", "1M"]
+    first = sayin.post(store, "alice", short_wav, text="fits", args=small).json
+    before = snapshot(store)
+
+    res = sayin.post(store, "alice", big_noise_wav, text="too big",
+                     args=small + ["--bitrate", "510000"], check=False)
+    assert res.returncode == H.EXIT_STORE_FULL, "expected exit 4:\n" + res.describe()
+    assert "store full" in res.stderr.lower(), res.stderr
+    assert res.stdout == ""
+
+    after = snapshot(store)
+    assert after == before, "a failed post changed the store:\n%s\n%s" % (before, after)
+    origin = sayin.start_origin(store)
+    r = origin.get_url(first["audio_url"])
+    assert r.status == 200 and H.sha256_hex(r.body) == H.url_path(first["audio_url"])[3:67]
+    items = origin.get("/u/alice/feed.json").json()["items"]
+    assert [i["id"] for i in items] == [first["id"]]
+    assert origin.get_url(first["url"]).status == 200
+
+    # The full store still takes a small post ...
+    second = sayin.post(store, "alice", short_wav, text="still fits", args=small).json
+    assert origin.get_url(second["audio_url"]).status == 200
+    # ... and the same big recording publishes into a store of normal size.
+    fresh = tmp_path / "fresh"
+    big = sayin.post(fresh, "alice", big_noise_wav, text="too big",
+                     args=["--bitrate", "510000"]).json
+    assert big["size_in_bytes"] > 1 << 20, big
+    origin2 = sayin.start_origin(fresh)
+    r = origin2.get_url(big["audio_url"])
+    assert r.status == 200 and len(r.body) == big["size_in_bytes"]
+
+
+def test_store_full_from_a_fresh_store(sayin, store, big_noise_wav, lmdb_tools):
+    res = sayin.post(store, "alice", big_noise_wav, args=["--map-size", "1M",
+                                                           "--bitrate", "510000"], check=False)
+    assert res.returncode == H.EXIT_STORE_FULL, res.describe()
+    assert "store full" in res.stderr.lower()
+    if (store / "data.mdb").exists():
+        c = H.store_counts(store)
+        assert c["posts"] == 0 and c["objects"] == 0, c
+
+
+def test_post_killed_at_any_moment_is_all_or_nothing(sayin, store, tmp_path, short_wav,
+                                                     lmdb_tools):
+    """Kills posts at moments spread over a whole post's run time, up to and
+    past its commit: after each kill the post is either fully there (record,
+    feed item, page, audio) or not there at all."""
+    wav = tmp_path / "noise.wav"
+    H.write_noise_wav(wav, 48000, 20)
+    sayin.post(store, "other", short_wav)
+    t0 = time.monotonic()
+    sayin.post(tmp_path / "timing", "victim", wav)
+    run_time = time.monotonic() - t0
+
+    origin = sayin.start_origin(store)
+    published = []
+    outcomes = []
+    for frac in (0.5, 0.8, 0.9, 0.95, 0.98, 1.0, 1.02, 1.1):
+        before = H.store_counts(store)
+        posts_before = set(H.mdb_keys(store, "posts"))
+        proc = sayin.popen_post(store, "victim", wav, text="kill %.2f" % frac)
+        time.sleep(run_time * frac)
+        proc.kill()
+        proc.wait(10)
+        after = H.store_counts(store)
+        assert H.store_files(store) == ["data.mdb", "lock.mdb"], H.store_files(store)
+        new = set(H.mdb_keys(store, "posts")) - posts_before
+        if not new:
+            assert after == before, "no new post, yet the store changed: %s -> %s" % (
+                before, after)
+            outcomes.append("none")
+            continue
+        assert len(new) == 1, new
+        pid = bytes.fromhex(new.pop()).decode("ascii")
+        assert after["posts"] == before["posts"] + 1
+        assert after["author_posts"] == before["author_posts"] + 1
+        published.append(pid)
+        outcomes.append("all")
+        feed = origin.get("/u/victim/feed.json")
+        assert feed.status == 200, "post %s stored without its feed" % pid
+        items = feed.json()["items"]
+        assert items[0]["id"] == pid, "post %s stored but not first in the feed" % pid
+        assert origin.get("/p/" + pid).status == 200, "post %s stored without its page" % pid
+        audio = origin.get_url(items[0]["attachments"][0]["url"])
+        assert audio.status == 200 and len(audio.body) == \
+            items[0]["attachments"][0]["size_in_bytes"], "post %s without its audio" % pid
+    if not published:
+        assert origin.get("/u/victim/feed.json").status == 404
+    print("run time %.2f s, outcomes %s" % (run_time, outcomes))
