@@ -1,0 +1,1341 @@
+/* http: the HTTP/1.1 server core: connections, llhttp parsing, limits,
+ * timeouts and zero-copy response writes on one libuv loop. */
+#include "http.h"
+
+#include "error.h"
+#include "log.h"
+
+#include <llhttp.h>
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_MAX_HEADER_BYTES 16384
+#define DEFAULT_MAX_HEADERS 64
+#define DEFAULT_MAX_URI 4096
+#define DEFAULT_MAX_CONNECTIONS 10000
+#define DEFAULT_IDLE_TIMEOUT_MS 60000
+#define DEFAULT_HEADER_TIMEOUT_MS 10000
+#define DEFAULT_WRITE_TIMEOUT_MS 30000
+
+#define LISTEN_BACKLOG 511
+/* Input kept per connection. While a response is pending, reading stops once
+ * this much of the next pipelined request(s) is buffered. */
+#define IN_BUF_SIZE 16384
+/* After a response with "Connection: close" the write side is shut down and
+ * input is discarded this long, so the kernel does not reset the connection
+ * (and destroy the response) because of unread request bytes. */
+#define LINGER_MS 2000
+#define REFUSE_LOG_INTERVAL_MS 10000
+
+enum conn_phase {
+	PH_IDLE,    /* waiting for the first byte of a request: idle timer */
+	PH_HEAD,    /* request line and headers: header timer from the first byte */
+	PH_BODY,    /* body being read and discarded: idle timer per body read */
+	PH_HANDLER, /* request given to the handler, no response yet: no timer */
+	PH_WRITE,   /* response being written: write-stall timer */
+	PH_LINGER,  /* write side shut down, discarding input until EOF */
+	PH_CLOSED   /* uv_close() called on the handles */
+};
+
+enum span_kind { SPAN_NONE, SPAN_URL, SPAN_FIELD, SPAN_VALUE };
+
+/* A header field as offsets into the request arena. */
+struct header_span {
+	size_t name;
+	size_t value;
+};
+
+struct http_conn {
+	http_request req; /* handed to the handler; the conn is found from it */
+	http_server *server;
+	struct http_conn *prev, *next;
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	uv_write_t write_req;
+	uv_shutdown_t shutdown_req;
+	llhttp_t parser;
+	enum conn_phase phase;
+	int handles_open;      /* tcp and timer until their close callbacks ran */
+	int handler_pending;   /* on_request called, http_respond not yet */
+	int reading;           /* uv_read_start active */
+	int eof;               /* the client half-closed */
+
+	/* Unparsed input: bytes [in_off, in_len) of in. */
+	char *in;
+	size_t in_len;
+	size_t in_off;
+	size_t head_bytes; /* bytes fed to the parser before headers completed */
+
+	/* Request being parsed. One block holds the header spans, then the
+	 * strings; it never moves, so pointers into it stay valid. */
+	char *block;
+	struct header_span *headers;
+	char *arena;
+	size_t arena_len;
+	size_t arena_cap;
+	size_t n_headers;
+	enum span_kind span;
+	size_t url_off;
+	size_t url_len;
+	uint64_t body_bytes;
+	int headers_done;
+	int message_done;
+	int keep_alive;
+	int upgrade;
+	int is_head;
+	int error_status; /* set by a parser callback that rejects the request */
+
+	/* Response being written. */
+	char *out_head;
+	size_t out_bytes;
+	http_release_fn release;
+	void *release_arg;
+	int close_after_write;
+	size_t write_queue_seen;
+};
+
+struct http_server {
+	uv_loop_t *loop;
+	uv_tcp_t listener;
+	uv_timer_t grace_timer;
+	http_handler *handler;
+	http_limits limits;
+	int port;
+	struct http_conn *conns;
+	size_t n_conns; /* allocated, including closed ones a handler still holds */
+	http_stats stats;
+	time_t date_sec;
+	char date[40];
+	uint64_t last_refuse_log;
+	int handles_open;
+	int stopping;
+	int listener_open;
+	int finishing;
+	void (*on_stopped)(void *arg);
+	void *stopped_arg;
+};
+
+static const char refuse_response[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                                      "Content-Length: 0\r\n"
+                                      "Connection: close\r\n\r\n";
+
+static void conn_close(struct http_conn *conn);
+static void conn_parse(struct http_conn *conn);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+static struct http_conn *conn_of(const http_request *req)
+{
+	return (struct http_conn *)(void *)((char *)(uintptr_t)req - offsetof(struct http_conn, req));
+}
+
+/* ---- timers and reading ---- */
+
+static void on_conn_timer(uv_timer_t *timer)
+{
+	struct http_conn *conn = timer->data;
+	http_stats *stats = &conn->server->stats;
+	size_t queued;
+
+	switch (conn->phase) {
+	case PH_IDLE:
+	case PH_BODY:
+		stats->timeouts_idle++;
+		conn_close(conn);
+		break;
+	case PH_HEAD:
+		stats->timeouts_header++;
+		log_debug("http: header timeout");
+		conn_close(conn);
+		break;
+	case PH_WRITE:
+		/* libuv reports no progress, so compare the queue with the last
+		 * check: a stall is detected between one and two periods after the
+		 * last byte left. An empty queue means the callback is due. */
+		queued = uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp);
+		if (queued == 0 || queued < conn->write_queue_seen) {
+			conn->write_queue_seen = queued;
+			uv_timer_start(&conn->timer, on_conn_timer,
+			               conn->server->limits.write_timeout_ms, 0);
+			break;
+		}
+		stats->timeouts_write++;
+		log_debug("http: write timeout");
+		conn_close(conn);
+		break;
+	case PH_LINGER:
+		conn_close(conn);
+		break;
+	case PH_HANDLER:
+	case PH_CLOSED:
+		break;
+	}
+}
+
+static void conn_arm(struct http_conn *conn, uint64_t ms)
+{
+	uv_timer_start(&conn->timer, on_conn_timer, ms, 0);
+}
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+	struct http_conn *conn = handle->data;
+
+	(void)suggested;
+	if (conn->in == NULL) {
+		conn->in = malloc(IN_BUF_SIZE);
+		conn->in_len = 0;
+		conn->in_off = 0;
+	}
+	if (conn->in == NULL) {
+		*buf = uv_buf_init(NULL, 0); /* read_cb gets UV_ENOBUFS */
+		return;
+	}
+	if (conn->phase == PH_LINGER)
+		conn->in_len = 0;
+	*buf = uv_buf_init(conn->in + conn->in_len, (unsigned)(IN_BUF_SIZE - conn->in_len));
+}
+
+static void conn_read_start(struct http_conn *conn)
+{
+	if (conn->reading || conn->eof || conn->phase == PH_CLOSED)
+		return;
+	if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) != 0) {
+		conn_close(conn);
+		return;
+	}
+	conn->reading = 1;
+}
+
+static void conn_read_stop(struct http_conn *conn)
+{
+	if (!conn->reading)
+		return;
+	uv_read_stop((uv_stream_t *)&conn->tcp);
+	conn->reading = 0;
+}
+
+/* ---- lifetime ---- */
+
+static void server_check_stopped(http_server *server);
+
+static void conn_free(struct http_conn *conn)
+{
+	http_server *server = conn->server;
+
+	if (conn->prev != NULL)
+		conn->prev->next = conn->next;
+	else
+		server->conns = conn->next;
+	if (conn->next != NULL)
+		conn->next->prev = conn->prev;
+	server->n_conns--;
+	free(conn->in);
+	free(conn->block);
+	free(conn);
+	server_check_stopped(server);
+}
+
+static void on_conn_handle_closed(uv_handle_t *handle)
+{
+	struct http_conn *conn = handle->data;
+
+	conn->handles_open--;
+	/* A handler that still holds the request frees the conn in http_respond. */
+	if (conn->handles_open == 0 && !conn->handler_pending)
+		conn_free(conn);
+}
+
+/* Closes the socket at once. A write in flight is cancelled; its callback
+ * still runs (before the handle's close callback) and calls release. */
+static void conn_close(struct http_conn *conn)
+{
+	if (conn->phase == PH_CLOSED)
+		return;
+	conn->phase = PH_CLOSED;
+	conn->reading = 0;
+	conn->server->stats.connections_open--;
+	uv_close((uv_handle_t *)&conn->tcp, on_conn_handle_closed);
+	uv_close((uv_handle_t *)&conn->timer, on_conn_handle_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+	struct http_conn *conn = req->data;
+
+	if (conn->phase != PH_LINGER)
+		return; /* closed meanwhile */
+	if (status < 0 || conn->eof || conn->server->stopping) {
+		conn_close(conn);
+		return;
+	}
+	conn_arm(conn, LINGER_MS);
+	conn_read_start(conn);
+}
+
+/* Graceful close after a complete response: FIN, then discard input. */
+static void conn_shutdown(struct http_conn *conn)
+{
+	conn->phase = PH_LINGER;
+	uv_timer_stop(&conn->timer);
+	conn->shutdown_req.data = conn;
+	if (uv_shutdown(&conn->shutdown_req, (uv_stream_t *)&conn->tcp, on_shutdown) != 0)
+		conn_close(conn);
+}
+
+/* ---- request arena ---- */
+
+/* Allocates the arena for one request. Its size bounds everything the
+ * parser can store: the request line and headers are capped at
+ * max_header_bytes of input, the path is a copy of at most max_uri bytes. */
+static int conn_arena_init(struct http_conn *conn)
+{
+	const http_limits *limits = &conn->server->limits;
+	size_t spans = limits->max_headers * sizeof(struct header_span);
+
+	if (conn->block == NULL) {
+		conn->arena_cap = limits->max_header_bytes + limits->max_uri + 64;
+		conn->block = malloc(spans + conn->arena_cap);
+		if (conn->block == NULL)
+			return -1;
+		conn->headers = (struct header_span *)(void *)conn->block;
+		conn->arena = conn->block + spans;
+	}
+	conn->arena_len = 0;
+	conn->n_headers = 0;
+	conn->span = SPAN_NONE;
+	conn->url_off = 0;
+	conn->url_len = 0;
+	conn->body_bytes = 0;
+	conn->error_status = 0;
+	memset(&conn->req, 0, sizeof(conn->req));
+	return 0;
+}
+
+/* Appends bytes; on overflow the request is rejected with 431. */
+static int arena_append(struct http_conn *conn, const char *at, size_t len)
+{
+	if (len >= conn->arena_cap - conn->arena_len) {
+		conn->error_status = 431;
+		return -1;
+	}
+	memcpy(conn->arena + conn->arena_len, at, len);
+	conn->arena_len += len;
+	return 0;
+}
+
+static int arena_terminate(struct http_conn *conn)
+{
+	if (conn->arena_len >= conn->arena_cap) {
+		conn->error_status = 431;
+		return -1;
+	}
+	conn->arena[conn->arena_len++] = '\0';
+	return 0;
+}
+
+/* ---- llhttp callbacks ---- */
+
+static int on_message_begin(llhttp_t *parser)
+{
+	struct http_conn *conn = parser->data;
+
+	if (conn_arena_init(conn) != 0) {
+		conn->error_status = 503;
+		return -1;
+	}
+	if (conn->phase == PH_IDLE) {
+		conn->phase = PH_HEAD;
+		conn_arm(conn, conn->server->limits.header_timeout_ms);
+	}
+	return 0;
+}
+
+static int on_url(llhttp_t *parser, const char *at, size_t len)
+{
+	struct http_conn *conn = parser->data;
+
+	if (conn->span != SPAN_URL) {
+		conn->span = SPAN_URL;
+		conn->url_off = conn->arena_len;
+	}
+	conn->url_len += len;
+	if (conn->url_len > conn->server->limits.max_uri) {
+		conn->error_status = 414;
+		return -1;
+	}
+	return arena_append(conn, at, len);
+}
+
+static int on_url_complete(llhttp_t *parser)
+{
+	struct http_conn *conn = parser->data;
+
+	if (conn->span != SPAN_URL)
+		conn->url_off = conn->arena_len;
+	conn->span = SPAN_NONE;
+	return arena_terminate(conn);
+}
+
+static int header_begin(struct http_conn *conn)
+{
+	if (conn->n_headers >= conn->server->limits.max_headers) {
+		conn->error_status = 431;
+		return -1;
+	}
+	conn->headers[conn->n_headers].name = conn->arena_len;
+	conn->span = SPAN_FIELD;
+	return 0;
+}
+
+/* Chunked trailers arrive through the same callbacks after the headers;
+ * they are not exposed to handlers (RFC 9110 6.5.1), so they are skipped. */
+static int on_header_field(llhttp_t *parser, const char *at, size_t len)
+{
+	struct http_conn *conn = parser->data;
+
+	if (conn->headers_done)
+		return 0;
+	if (conn->span != SPAN_FIELD && header_begin(conn) != 0)
+		return -1;
+	return arena_append(conn, at, len);
+}
+
+/* RFC 9110 5.6.2 tchar. */
+static int is_token_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static int on_header_field_complete(llhttp_t *parser)
+{
+	struct http_conn *conn = parser->data;
+	size_t start;
+
+	if (conn->headers_done)
+		return 0;
+	if (conn->span != SPAN_FIELD && header_begin(conn) != 0)
+		return -1;
+	/* llhttp 8 lets an unknown name contain spaces ("Bad Name: x");
+	 * RFC 9112 5.1 requires a 400, and proxies may read it differently. */
+	start = conn->headers[conn->n_headers].name;
+	if (start == conn->arena_len) {
+		conn->error_status = 400;
+		return -1;
+	}
+	for (size_t i = start; i < conn->arena_len; i++) {
+		if (!is_token_char((unsigned char)conn->arena[i])) {
+			conn->error_status = 400;
+			return -1;
+		}
+	}
+	if (arena_terminate(conn) != 0)
+		return -1;
+	conn->headers[conn->n_headers].value = conn->arena_len;
+	conn->span = SPAN_VALUE;
+	return 0;
+}
+
+/* The value span starts right after the name's NUL (set above), so bytes
+ * split across reads simply accumulate. */
+static int on_header_value(llhttp_t *parser, const char *at, size_t len)
+{
+	struct http_conn *conn = parser->data;
+
+	if (conn->headers_done)
+		return 0;
+	if (conn->span != SPAN_VALUE) {
+		conn->error_status = 400;
+		return -1;
+	}
+	return arena_append(conn, at, len);
+}
+
+static int on_header_value_complete(llhttp_t *parser)
+{
+	struct http_conn *conn = parser->data;
+	size_t start;
+
+	if (conn->headers_done)
+		return 0;
+	if (conn->span != SPAN_VALUE) {
+		conn->error_status = 400;
+		return -1;
+	}
+	start = conn->headers[conn->n_headers].value;
+	while (conn->arena_len > start &&
+	       (conn->arena[conn->arena_len - 1] == ' ' || conn->arena[conn->arena_len - 1] == '\t'))
+		conn->arena_len--;
+	if (arena_terminate(conn) != 0)
+		return -1;
+	conn->n_headers++;
+	conn->span = SPAN_NONE;
+	return 0;
+}
+
+static int on_headers_complete(llhttp_t *parser)
+{
+	struct http_conn *conn = parser->data;
+	const char *target;
+	size_t path_len;
+
+	/* A value with no on_header_value_complete means a parser we do not
+	 * understand: refuse rather than guess. */
+	if (conn->span != SPAN_NONE) {
+		conn->error_status = 400;
+		return -1;
+	}
+	/* Smuggling: llhttp already refuses most of these, but a length
+	 * over max_body must not turn a 400 into a 413. */
+	if ((parser->flags & F_CONTENT_LENGTH) && (parser->flags & F_TRANSFER_ENCODING)) {
+		conn->error_status = 400;
+		return -1;
+	}
+	if ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > conn->server->limits.max_body) {
+		conn->error_status = 413;
+		return -1;
+	}
+	target = conn->arena + conn->url_off;
+	path_len = strcspn(target, "?#");
+	conn->req.target = target;
+	conn->req.path = conn->arena + conn->arena_len;
+	if (arena_append(conn, target, path_len) != 0 || arena_terminate(conn) != 0)
+		return -1;
+	conn->req.method = llhttp_method_name((llhttp_method_t)parser->method);
+	conn->req.version_major = parser->http_major;
+	conn->req.version_minor = parser->http_minor;
+	conn->keep_alive = llhttp_should_keep_alive(parser);
+	conn->upgrade = parser->upgrade;
+	conn->is_head = parser->method == HTTP_HEAD;
+	conn->headers_done = 1;
+	if (conn->phase == PH_HEAD) {
+		conn->phase = PH_BODY;
+		conn_arm(conn, conn->server->limits.idle_timeout_ms);
+	}
+	return 0;
+}
+
+static int on_body(llhttp_t *parser, const char *at, size_t len)
+{
+	struct http_conn *conn = parser->data;
+
+	(void)at;
+	conn->body_bytes += len;
+	if (conn->body_bytes > conn->server->limits.max_body) {
+		conn->error_status = 413;
+		return -1;
+	}
+	/* Only body bytes count as progress: chunk framing, trailers or
+	 * whitespace cannot keep a connection alive on their own. */
+	conn_arm(conn, conn->server->limits.idle_timeout_ms);
+	return 0;
+}
+
+/* Pauses so the request is handled, and the next one parsed only after the
+ * response has been written. */
+static int on_message_complete(llhttp_t *parser)
+{
+	struct http_conn *conn = parser->data;
+
+	conn->message_done = 1;
+	return HPE_PAUSED;
+}
+
+static const llhttp_settings_t parser_settings = {
+	.on_message_begin = on_message_begin,
+	.on_url = on_url,
+	.on_url_complete = on_url_complete,
+	.on_header_field = on_header_field,
+	.on_header_field_complete = on_header_field_complete,
+	.on_header_value = on_header_value,
+	.on_header_value_complete = on_header_value_complete,
+	.on_headers_complete = on_headers_complete,
+	.on_body = on_body,
+	.on_message_complete = on_message_complete,
+};
+
+/* ---- responses ---- */
+
+static const char *server_date(http_server *server)
+{
+	static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+	static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+		                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (now == server->date_sec && server->date[0] != '\0')
+		return server->date;
+	if (gmtime_r(&now, &tm) == NULL)
+		return server->date;
+	snprintf(server->date, sizeof(server->date), "%s, %02d %s %04d %02d:%02d:%02d GMT",
+	         days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900,
+	         tm.tm_hour, tm.tm_min, tm.tm_sec);
+	server->date_sec = now;
+	return server->date;
+}
+
+/* Headers the core writes itself; a handler's copies are dropped. */
+static int header_is_reserved(const char *name)
+{
+	return strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Connection") == 0 ||
+	       strcasecmp(name, "Transfer-Encoding") == 0 || strcasecmp(name, "Date") == 0;
+}
+
+struct out_buf {
+	char *p;
+	size_t len;
+};
+
+static void out_put(struct out_buf *out, const char *s, size_t len)
+{
+	memcpy(out->p + out->len, s, len);
+	out->len += len;
+}
+
+static void out_str(struct out_buf *out, const char *s)
+{
+	out_put(out, s, strlen(s));
+}
+
+static void on_write(uv_write_t *req, int status);
+
+/* Queues status line, headers and body. The caller has set release; on
+ * failure nothing is queued and the caller releases and closes. */
+static int conn_send(struct http_conn *conn, int status, const http_header *headers,
+                     size_t n_headers, const void *body, size_t body_len, int send_body,
+                     int close_after)
+{
+	http_server *server = conn->server;
+	const char *reason = http_status_text(status);
+	const char *date = server_date(server);
+	const char *connection = NULL;
+	int closing, with_length;
+	char status_line[64], length[32];
+	struct out_buf out;
+	uv_buf_t bufs[2];
+	unsigned n_bufs = 1;
+	size_t size;
+	int err;
+
+	closing = close_after || !conn->keep_alive || conn->upgrade || server->stopping;
+	if (closing)
+		connection = "Connection: close\r\n";
+	else if (conn->req.version_major == 1 && conn->req.version_minor == 0)
+		connection = "Connection: keep-alive\r\n";
+
+	/* RFC 9110 8.6: no Content-Length on 1xx or 204; a 304 carries the
+	 * length of the representation, which only the handler knows. */
+	with_length = !(status < 200 || status == 204 || (status == 304 && body_len == 0));
+	if (conn->is_head || status < 200 || status == 204 || status == 304)
+		send_body = 0;
+	if (send_body && body_len > 0 && body == NULL)
+		return UV_EINVAL;
+
+	snprintf(status_line, sizeof(status_line), "HTTP/1.1 %03d ", status);
+	snprintf(length, sizeof(length), "Content-Length: %zu\r\n", body_len);
+	size = strlen(status_line) + strlen(reason) + strlen("\r\nDate: ") + strlen(date) + 2 + 2;
+	if (with_length)
+		size += strlen(length);
+	if (connection != NULL)
+		size += strlen(connection);
+	for (size_t i = 0; i < n_headers; i++) {
+		if (headers[i].name == NULL || headers[i].value == NULL ||
+		    strpbrk(headers[i].name, "\r\n:") != NULL || strpbrk(headers[i].value, "\r\n") != NULL) {
+			log_error("http: handler passed an invalid response header");
+			return UV_EINVAL;
+		}
+		size += strlen(headers[i].name) + strlen(headers[i].value) + 4;
+	}
+
+	out.p = malloc(size);
+	out.len = 0;
+	if (out.p == NULL)
+		return UV_ENOMEM;
+	out_str(&out, status_line);
+	out_str(&out, reason);
+	out_put(&out, "\r\nDate: ", 8);
+	out_str(&out, date);
+	out_put(&out, "\r\n", 2);
+	if (with_length)
+		out_str(&out, length);
+	if (connection != NULL)
+		out_str(&out, connection);
+	for (size_t i = 0; i < n_headers; i++) {
+		if (header_is_reserved(headers[i].name))
+			continue;
+		out_str(&out, headers[i].name);
+		out_put(&out, ": ", 2);
+		out_str(&out, headers[i].value);
+		out_put(&out, "\r\n", 2);
+	}
+	out_put(&out, "\r\n", 2);
+
+	bufs[0] = uv_buf_init(out.p, (unsigned)out.len);
+	if (send_body && body_len > 0) {
+		if (body_len > UINT32_MAX) {
+			free(out.p);
+			return UV_E2BIG;
+		}
+		/* Zero-copy: libuv writes straight from the caller's memory. */
+		bufs[1] = uv_buf_init((char *)(uintptr_t)body, (unsigned)body_len);
+		n_bufs = 2;
+	}
+	conn->out_head = out.p;
+	conn->out_bytes = out.len + (n_bufs == 2 ? body_len : 0);
+	conn->close_after_write = closing;
+	conn->write_req.data = conn;
+	err = uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, bufs, n_bufs, on_write);
+	if (err != 0) {
+		conn->out_head = NULL;
+		free(out.p);
+		return err;
+	}
+	conn->phase = PH_WRITE;
+	conn->write_queue_seen = uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp);
+	conn_arm(conn, server->limits.write_timeout_ms);
+	return 0;
+}
+
+/* The core answers a request the handler never sees, then closes. */
+static void conn_reject(struct http_conn *conn, int status)
+{
+	if (status < 500)
+		conn->server->stats.bad_requests++;
+	conn->release = NULL;
+	conn->release_arg = NULL;
+	conn->req.version_major = 1;
+	conn->req.version_minor = 1;
+	conn->is_head = 0;
+	conn_read_stop(conn);
+	if (conn_send(conn, status, NULL, 0, NULL, 0, 0, 1) != 0)
+		conn_close(conn);
+}
+
+/* After a keep-alive response: the next request may already be buffered. */
+static void conn_next_request(struct http_conn *conn)
+{
+	conn->headers_done = 0;
+	conn->head_bytes = 0;
+	conn->upgrade = 0;
+	conn->is_head = 0;
+	conn->phase = PH_IDLE;
+	conn_arm(conn, conn->server->limits.idle_timeout_ms);
+	llhttp_resume(&conn->parser);
+	conn_read_start(conn);
+	if (conn->in_off < conn->in_len) {
+		conn_parse(conn);
+		return;
+	}
+	if (conn->eof) {
+		conn_close(conn);
+		return;
+	}
+	/* Idle keep-alive connections hold no buffers. */
+	free(conn->in);
+	conn->in = NULL;
+	conn->in_len = 0;
+	conn->in_off = 0;
+	free(conn->block);
+	conn->block = NULL;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+	struct http_conn *conn = req->data;
+	http_release_fn release = conn->release;
+	void *release_arg = conn->release_arg;
+
+	free(conn->out_head);
+	conn->out_head = NULL;
+	conn->release = NULL;
+	conn->release_arg = NULL;
+	if (release != NULL)
+		release(release_arg);
+
+	if (conn->phase == PH_CLOSED)
+		return; /* cancelled by conn_close */
+	if (status < 0) {
+		log_debug("http: write failed: %s", uv_strerror(status));
+		conn_close(conn);
+		return;
+	}
+	conn->server->stats.bytes_sent += conn->out_bytes;
+	if (conn->close_after_write || conn->server->stopping) {
+		conn_shutdown(conn);
+		return;
+	}
+	conn_next_request(conn);
+}
+
+int http_respond(http_request *req, int status, const http_header *headers, size_t n_headers,
+                 const void *body, size_t body_len, int send_body, int close_after,
+                 http_release_fn release, void *release_arg)
+{
+	struct http_conn *conn = conn_of(req);
+	int err;
+
+	if (!conn->handler_pending) {
+		log_error("http: http_respond called twice for one request");
+		if (release != NULL)
+			release(release_arg);
+		return UV_EINVAL;
+	}
+	conn->handler_pending = 0;
+	if (conn->phase == PH_CLOSED) {
+		/* The client went away while the handler worked. */
+		if (release != NULL)
+			release(release_arg);
+		if (conn->handles_open == 0)
+			conn_free(conn);
+		return UV_ECONNRESET;
+	}
+	if (status < 200 || status > 599) {
+		err = UV_EINVAL;
+	} else {
+		conn->release = release;
+		conn->release_arg = release_arg;
+		err = conn_send(conn, status, headers, n_headers, body, body_len, send_body, close_after);
+	}
+	if (err != 0) {
+		conn->release = NULL;
+		conn->release_arg = NULL;
+		if (release != NULL)
+			release(release_arg);
+		conn_close(conn);
+	}
+	return err;
+}
+
+/* ---- parsing ---- */
+
+static void conn_dispatch(struct http_conn *conn)
+{
+	http_server *server = conn->server;
+
+	conn->message_done = 0;
+	conn->phase = PH_HANDLER;
+	uv_timer_stop(&conn->timer);
+	conn->req.has_body = conn->body_bytes > 0;
+	conn->req.data = NULL;
+	conn->handler_pending = 1;
+	server->stats.requests++;
+	/* The conn outlives this call: it is freed only from a close callback
+	 * or a later http_respond, never synchronously here. */
+	server->handler->on_request(server->handler, &conn->req);
+}
+
+/* Feeds buffered input to the parser until a request completes, more input
+ * is needed, or the request is rejected. */
+static void conn_parse(struct http_conn *conn)
+{
+	const http_limits *limits = &conn->server->limits;
+
+	while (conn->in_off < conn->in_len &&
+	       (conn->phase == PH_IDLE || conn->phase == PH_HEAD || conn->phase == PH_BODY)) {
+		const char *start = conn->in + conn->in_off;
+		size_t n = conn->in_len - conn->in_off;
+		size_t consumed;
+		int in_head = !conn->headers_done;
+		llhttp_errno_t err;
+
+		/* Feed no more than the header budget, so an endless header is
+		 * cut off at exactly max_header_bytes. */
+		if (in_head && n > limits->max_header_bytes - conn->head_bytes)
+			n = limits->max_header_bytes - conn->head_bytes;
+		err = llhttp_execute(&conn->parser, start, n);
+		if (err == HPE_OK)
+			consumed = n;
+		else
+			consumed = (size_t)(llhttp_get_error_pos(&conn->parser) - start);
+		conn->in_off += consumed;
+		if (in_head)
+			conn->head_bytes += consumed;
+
+		if (conn->message_done && (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)) {
+			conn_dispatch(conn);
+			break;
+		}
+		if (err != HPE_OK) {
+			log_debug("http: bad request: %s (%s)", llhttp_errno_name(err),
+			          llhttp_get_error_reason(&conn->parser));
+			/* A callback's own verdict (413, 414, 431) or a parse error. */
+			conn_reject(conn, conn->error_status != 0 ? conn->error_status : 400);
+			return;
+		}
+		if (!conn->headers_done && conn->head_bytes >= limits->max_header_bytes) {
+			conn_reject(conn, 431);
+			return;
+		}
+	}
+	if (conn->phase == PH_CLOSED)
+		return;
+	/* Keep only the unparsed tail. */
+	if (conn->in_off > 0) {
+		memmove(conn->in, conn->in + conn->in_off, conn->in_len - conn->in_off);
+		conn->in_len -= conn->in_off;
+		conn->in_off = 0;
+	}
+	if (conn->eof && (conn->phase == PH_IDLE || conn->phase == PH_HEAD || conn->phase == PH_BODY))
+		conn_close(conn); /* a request cut short can never complete */
+	else if (conn->in_len >= IN_BUF_SIZE)
+		conn_read_stop(conn); /* full of pipelined requests: wait */
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+	struct http_conn *conn = stream->data;
+
+	(void)buf;
+	if (nread == 0)
+		return;
+	if (nread < 0) {
+		if (nread == UV_ENOBUFS && conn->in != NULL) {
+			conn_read_stop(conn); /* buffer full; resumed after the response */
+			return;
+		}
+		if (nread == UV_EOF && (conn->phase == PH_HANDLER || conn->phase == PH_WRITE)) {
+			/* Half-close: still answer what was sent. */
+			conn->eof = 1;
+			conn_read_stop(conn);
+			return;
+		}
+		conn_close(conn);
+		return;
+	}
+	if (conn->phase == PH_LINGER) {
+		conn->in_len = 0;
+		return;
+	}
+	conn->in_len += (size_t)nread;
+	switch (conn->phase) {
+	case PH_IDLE:
+	case PH_HEAD:
+	case PH_BODY:
+		conn_parse(conn);
+		break;
+	case PH_HANDLER:
+	case PH_WRITE:
+		/* Pipelined input waits; stop reading once the buffer is full. */
+		if (conn->in_len >= IN_BUF_SIZE)
+			conn_read_stop(conn);
+		break;
+	case PH_LINGER:
+	case PH_CLOSED:
+		break;
+	}
+}
+
+/* ---- accepting ---- */
+
+static void on_refused_closed(uv_handle_t *handle)
+{
+	free(handle);
+}
+
+/* Over max_connections: accept, say 503 if the socket takes it, close. */
+static void conn_refuse(http_server *server)
+{
+	uv_tcp_t *tcp = malloc(sizeof(*tcp));
+	uint64_t now = uv_now(server->loop);
+	uv_os_fd_t fd;
+	char drain[4096];
+
+	server->stats.connections_refused++;
+	if (server->last_refuse_log == 0 || now - server->last_refuse_log >= REFUSE_LOG_INTERVAL_MS) {
+		log_warn("http: over %u connections, refusing", server->limits.max_connections);
+		server->last_refuse_log = now;
+	}
+	if (tcp == NULL) {
+		log_error("http: out of memory refusing a connection");
+		return;
+	}
+	uv_tcp_init(server->loop, tcp);
+	if (uv_accept((uv_stream_t *)&server->listener, (uv_stream_t *)tcp) == 0) {
+		uv_buf_t b = uv_buf_init((char *)(uintptr_t)refuse_response, sizeof(refuse_response) - 1);
+		(void)uv_try_write((uv_stream_t *)tcp, &b, 1);
+		/* Unread input would turn our close into a reset that can destroy
+		 * the 503 at the client: take what has arrived. */
+		if (uv_fileno((uv_handle_t *)tcp, &fd) == 0) {
+			for (int i = 0; i < 4 && recv(fd, drain, sizeof(drain), MSG_DONTWAIT) > 0; i++)
+				;
+		}
+	}
+	uv_close((uv_handle_t *)tcp, on_refused_closed);
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+	http_server *server = listener->data;
+	struct http_conn *conn;
+	int err;
+
+	if (status < 0) {
+		log_warn("http: accept failed: %s", uv_strerror(status));
+		return;
+	}
+	if (server->stats.connections_open >= server->limits.max_connections) {
+		conn_refuse(server);
+		return;
+	}
+	conn = calloc(1, sizeof(*conn));
+	if (conn == NULL) {
+		conn_refuse(server);
+		return;
+	}
+	conn->server = server;
+	uv_tcp_init(server->loop, &conn->tcp);
+	uv_timer_init(server->loop, &conn->timer);
+	conn->tcp.data = conn;
+	conn->timer.data = conn;
+	conn->handles_open = 2;
+	conn->phase = PH_IDLE;
+	conn->next = server->conns;
+	if (server->conns != NULL)
+		server->conns->prev = conn;
+	server->conns = conn;
+	server->n_conns++;
+	server->stats.connections_open++;
+	llhttp_init(&conn->parser, HTTP_REQUEST, &parser_settings);
+	conn->parser.data = conn;
+
+	err = uv_accept(listener, (uv_stream_t *)&conn->tcp);
+	if (err != 0) {
+		log_warn("http: accept failed: %s", uv_strerror(err));
+		conn_close(conn);
+		return;
+	}
+	server->stats.connections_accepted++;
+	uv_tcp_nodelay(&conn->tcp, 1);
+	conn_arm(conn, server->limits.idle_timeout_ms);
+	conn_read_start(conn);
+}
+
+/* ---- requests: header access ---- */
+
+const char *http_request_header(const http_request *req, const char *name)
+{
+	const struct http_conn *conn = conn_of(req);
+
+	for (size_t i = 0; i < conn->n_headers; i++) {
+		if (strcasecmp(conn->arena + conn->headers[i].name, name) == 0)
+			return conn->arena + conn->headers[i].value;
+	}
+	return NULL;
+}
+
+size_t http_request_header_count(const http_request *req)
+{
+	return conn_of(req)->n_headers;
+}
+
+http_header http_request_header_at(const http_request *req, size_t i)
+{
+	const struct http_conn *conn = conn_of(req);
+	http_header h = { NULL, NULL };
+
+	if (i < conn->n_headers) {
+		h.name = conn->arena + conn->headers[i].name;
+		h.value = conn->arena + conn->headers[i].value;
+	}
+	return h;
+}
+
+const char *http_status_text(int status)
+{
+	switch (status) {
+	case 100: return "Continue";
+	case 101: return "Switching Protocols";
+	case 200: return "OK";
+	case 201: return "Created";
+	case 202: return "Accepted";
+	case 203: return "Non-Authoritative Information";
+	case 204: return "No Content";
+	case 206: return "Partial Content";
+	case 301: return "Moved Permanently";
+	case 302: return "Found";
+	case 303: return "See Other";
+	case 304: return "Not Modified";
+	case 307: return "Temporary Redirect";
+	case 308: return "Permanent Redirect";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 406: return "Not Acceptable";
+	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 410: return "Gone";
+	case 411: return "Length Required";
+	case 412: return "Precondition Failed";
+	case 413: return "Content Too Large";
+	case 414: return "URI Too Long";
+	case 415: return "Unsupported Media Type";
+	case 416: return "Range Not Satisfiable";
+	case 417: return "Expectation Failed";
+	case 421: return "Misdirected Request";
+	case 422: return "Unprocessable Content";
+	case 426: return "Upgrade Required";
+	case 428: return "Precondition Required";
+	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	case 505: return "HTTP Version Not Supported";
+	default: return "Unknown";
+	}
+}
+
+/* ---- server ---- */
+
+/* Splits "host:port" or "[v6]:port" and fills a socket address. */
+static int parse_listen_addr(const char *text, struct sockaddr_storage *sa)
+{
+	char host[64];
+	const char *colon, *port_text, *host_start;
+	size_t host_len;
+	unsigned long port;
+	char *end;
+	int v6 = 0;
+
+	if (text == NULL)
+		return SAYIN_ECONFIG;
+	if (text[0] == '[') {
+		const char *bracket = strchr(text, ']');
+		if (bracket == NULL || bracket[1] != ':')
+			return SAYIN_ECONFIG;
+		host_start = text + 1;
+		host_len = (size_t)(bracket - host_start);
+		port_text = bracket + 2;
+		v6 = 1;
+	} else {
+		colon = strrchr(text, ':');
+		if (colon == NULL)
+			return SAYIN_ECONFIG;
+		host_start = text;
+		host_len = (size_t)(colon - text);
+		port_text = colon + 1;
+	}
+	if (host_len == 0 || host_len >= sizeof(host))
+		return SAYIN_ECONFIG;
+	memcpy(host, host_start, host_len);
+	host[host_len] = '\0';
+	if (port_text[0] < '0' || port_text[0] > '9')
+		return SAYIN_ECONFIG;
+	errno = 0;
+	port = strtoul(port_text, &end, 10);
+	if (errno != 0 || *end != '\0' || port > 65535)
+		return SAYIN_ECONFIG;
+	memset(sa, 0, sizeof(*sa));
+	if (v6) {
+		if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)sa) != 0)
+			return SAYIN_ECONFIG;
+	} else {
+		if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)sa) != 0)
+			return SAYIN_ECONFIG;
+	}
+	return 0;
+}
+
+/* Binds and listens on a socket of our own: libuv 1.44 cannot set
+ * SO_REUSEPORT. Returns the fd, or a negative errno with nothing open. */
+static int listen_socket(const struct sockaddr_storage *sa, int reuseport, int *port)
+{
+	socklen_t len = sa->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+	                                          : sizeof(struct sockaddr_in);
+	struct sockaddr_storage bound;
+	socklen_t bound_len = sizeof(bound);
+	int one = 1;
+	int fd, err;
+
+	fd = socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)
+		goto fail;
+	if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+		goto fail;
+	if (bind(fd, (const struct sockaddr *)sa, len) != 0)
+		goto fail;
+	if (listen(fd, LISTEN_BACKLOG) != 0)
+		goto fail;
+	if (getsockname(fd, (struct sockaddr *)&bound, &bound_len) != 0)
+		goto fail;
+	if (bound.ss_family == AF_INET6)
+		*port = ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
+	else
+		*port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+	return fd;
+fail:
+	err = -errno;
+	close(fd);
+	return err;
+}
+
+static void on_server_handle_closed(uv_handle_t *handle)
+{
+	http_server *server = handle->data;
+	void (*on_stopped)(void *arg) = server->on_stopped;
+	void *arg = server->stopped_arg;
+
+	server->handles_open--;
+	if (server->handles_open > 0) {
+		if (handle == (uv_handle_t *)&server->listener) {
+			server->listener_open = 0;
+			server_check_stopped(server);
+		}
+		return;
+	}
+	free(server);
+	if (on_stopped != NULL)
+		on_stopped(arg);
+}
+
+static void server_check_stopped(http_server *server)
+{
+	if (!server->stopping || server->finishing || server->listener_open || server->n_conns > 0)
+		return;
+	server->finishing = 1;
+	uv_close((uv_handle_t *)&server->grace_timer, on_server_handle_closed);
+}
+
+static void with_default(size_t *value, size_t def)
+{
+	if (*value == 0)
+		*value = def;
+}
+
+static void with_default_ms(uint64_t *value, uint64_t def)
+{
+	if (*value == 0)
+		*value = def;
+}
+
+int http_server_start(uv_loop_t *loop, const char *listen_addr, int reuseport,
+                      const http_limits *limits, http_handler *handler, http_server **out)
+{
+	struct sockaddr_storage sa;
+	http_server *server;
+	int fd, port = 0, err;
+
+	if (loop == NULL || handler == NULL || handler->on_request == NULL || out == NULL)
+		return SAYIN_EINVAL;
+	err = parse_listen_addr(listen_addr, &sa);
+	if (err != 0) {
+		log_error("http: bad listen address '%s' (want host:port or [v6]:port)",
+		          listen_addr != NULL ? listen_addr : "");
+		return err;
+	}
+	server = calloc(1, sizeof(*server));
+	if (server == NULL)
+		return UV_ENOMEM;
+	if (limits != NULL)
+		server->limits = *limits;
+	with_default(&server->limits.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
+	with_default(&server->limits.max_headers, DEFAULT_MAX_HEADERS);
+	with_default(&server->limits.max_uri, DEFAULT_MAX_URI);
+	if (server->limits.max_connections == 0)
+		server->limits.max_connections = DEFAULT_MAX_CONNECTIONS;
+	with_default_ms(&server->limits.idle_timeout_ms, DEFAULT_IDLE_TIMEOUT_MS);
+	with_default_ms(&server->limits.header_timeout_ms, DEFAULT_HEADER_TIMEOUT_MS);
+	with_default_ms(&server->limits.write_timeout_ms, DEFAULT_WRITE_TIMEOUT_MS);
+
+	fd = listen_socket(&sa, reuseport, &port);
+	if (fd < 0) {
+		log_error("http: cannot listen on %s: %s", listen_addr, uv_strerror(fd));
+		free(server);
+		return fd;
+	}
+	server->loop = loop;
+	server->handler = handler;
+	server->port = port;
+	uv_tcp_init(loop, &server->listener);
+	uv_timer_init(loop, &server->grace_timer);
+	server->listener.data = server;
+	server->grace_timer.data = server;
+	server->handles_open = 2;
+	server->listener_open = 1;
+
+	err = uv_tcp_open(&server->listener, fd);
+	if (err != 0)
+		close(fd);
+	else
+		err = uv_listen((uv_stream_t *)&server->listener, LISTEN_BACKLOG, on_connection);
+	if (err != 0) {
+		/* The handles close on the next loop turn; the server is freed there. */
+		log_error("http: cannot listen on %s: %s", listen_addr, uv_strerror(err));
+		server->finishing = 1;
+		uv_close((uv_handle_t *)&server->listener, on_server_handle_closed);
+		uv_close((uv_handle_t *)&server->grace_timer, on_server_handle_closed);
+		return err;
+	}
+	*out = server;
+	return 0;
+}
+
+int http_server_port(const http_server *server)
+{
+	return server->port;
+}
+
+static void server_close_all(http_server *server)
+{
+	struct http_conn *conn = server->conns;
+
+	while (conn != NULL) {
+		struct http_conn *next = conn->next;
+		conn_close(conn);
+		conn = next;
+	}
+}
+
+static void on_grace_timer(uv_timer_t *timer)
+{
+	http_server *server = timer->data;
+
+	if (server->n_conns > 0)
+		log_warn("http: closing %zu busy connection(s) at shutdown", server->n_conns);
+	server_close_all(server);
+}
+
+void http_server_stop(http_server *server, uint64_t grace_ms, void (*on_stopped)(void *arg),
+                      void *arg)
+{
+	struct http_conn *conn;
+
+	if (server->stopping)
+		return;
+	server->stopping = 1;
+	server->on_stopped = on_stopped;
+	server->stopped_arg = arg;
+	uv_close((uv_handle_t *)&server->listener, on_server_handle_closed);
+	/* Idle connections go at once; busy ones finish their response, which
+	 * then carries "Connection: close". conn_close never frees
+	 * synchronously, so walking the list is safe. */
+	for (conn = server->conns; conn != NULL; conn = conn->next) {
+		if (conn->phase == PH_IDLE || conn->phase == PH_LINGER)
+			conn_close(conn);
+	}
+	if (grace_ms == 0)
+		server_close_all(server);
+	else
+		uv_timer_start(&server->grace_timer, on_grace_timer, grace_ms, 0);
+	server_check_stopped(server);
+}
+
+void http_server_stats(const http_server *server, http_stats *out)
+{
+	*out = server->stats;
+}

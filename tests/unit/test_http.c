@@ -1,0 +1,1339 @@
+/* test_http: the HTTP core against real sockets on 127.0.0.1.
+ *
+ * Each test runs a server on its own uv loop in a second thread; the test
+ * (and every cmocka assertion) runs on the main thread as a blocking client.
+ * The loop thread is only reached through uv_async commands, so server
+ * functions are always called on their loop. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "error.h"
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BIG_BODY (32u << 20) /* larger than any loopback socket buffering */
+#define WAIT_MS 5000
+
+enum fx_cmd { CMD_NONE, CMD_STATS, CMD_STOP };
+
+struct fixture;
+
+struct test_handler {
+	http_handler base; /* first: the core hands us &base */
+	struct fixture *fx;
+};
+
+struct fixture {
+	uv_loop_t loop;
+	uv_thread_t thread;
+	uv_async_t async;
+	uv_mutex_t mu;
+	uv_cond_t cv;
+	enum fx_cmd cmd;
+	int cmd_done;
+	uint64_t grace_ms;
+	http_stats stats;
+	http_server *server;
+	int port;
+	struct test_handler handler;
+	atomic_int requests;
+	atomic_int responses;
+	atomic_int releases;
+	atomic_int stopped;
+	atomic_int slow_respond_err;
+	int slow_ms;
+
+	/* Filled by the handler under mu. */
+	char seen_method[16];
+	char seen_target[256];
+	char seen_path[256];
+	int seen_minor;
+	int seen_has_body;
+	char seen_x_test[64];
+	int seen_x_test_null;
+	char seen_x_empty[16];
+	int seen_x_empty_null;
+	int seen_missing_null;
+	size_t seen_count;
+	char seen_at1[32];
+	int seen_at_out_of_range_null;
+};
+
+/* ---- the handler (loop thread) ---- */
+
+struct release_arg {
+	struct fixture *fx;
+	void *buf;
+};
+
+static void on_release(void *arg)
+{
+	struct release_arg *rel = arg;
+
+	atomic_fetch_add(&rel->fx->releases, 1);
+	free(rel->buf);
+	free(rel); /* a second call would be a double free under ASan */
+}
+
+static int respond(struct fixture *fx, http_request *req, int status, const char *body,
+                   size_t len, void *owned)
+{
+	static const http_header headers[] = { { "Content-Type", "text/plain" },
+		                               { "Content-Length", "999" } /* must be dropped */ };
+	struct release_arg *rel = malloc(sizeof(*rel));
+
+	rel->fx = fx;
+	rel->buf = owned;
+	atomic_fetch_add(&fx->responses, 1);
+	/* send_body = 1 even for HEAD: the core must drop that body itself. */
+	return http_respond(req, status, headers, 2, body, len, 1, 0, on_release, rel);
+}
+
+struct slow_reply {
+	uv_timer_t timer;
+	http_request *req;
+	struct fixture *fx;
+};
+
+static void on_slow_closed(uv_handle_t *handle)
+{
+	free(handle->data);
+}
+
+static void on_slow_timer(uv_timer_t *timer)
+{
+	struct slow_reply *slow = timer->data;
+
+	atomic_store(&slow->fx->slow_respond_err, respond(slow->fx, slow->req, 200, "slow\n", 5, NULL));
+	uv_close((uv_handle_t *)timer, on_slow_closed);
+}
+
+static void copy_str(char *dst, size_t size, const char *src)
+{
+	snprintf(dst, size, "%s", src != NULL ? src : "");
+}
+
+static void record(struct fixture *fx, http_request *req)
+{
+	const char *v;
+
+	uv_mutex_lock(&fx->mu);
+	copy_str(fx->seen_method, sizeof(fx->seen_method), req->method);
+	copy_str(fx->seen_target, sizeof(fx->seen_target), req->target);
+	copy_str(fx->seen_path, sizeof(fx->seen_path), req->path);
+	fx->seen_minor = req->version_minor;
+	fx->seen_has_body = req->has_body;
+	v = http_request_header(req, "x-test");
+	fx->seen_x_test_null = v == NULL;
+	copy_str(fx->seen_x_test, sizeof(fx->seen_x_test), v);
+	v = http_request_header(req, "X-EMPTY");
+	fx->seen_x_empty_null = v == NULL;
+	copy_str(fx->seen_x_empty, sizeof(fx->seen_x_empty), v);
+	fx->seen_missing_null = http_request_header(req, "missing") == NULL;
+	fx->seen_count = http_request_header_count(req);
+	copy_str(fx->seen_at1, sizeof(fx->seen_at1), http_request_header_at(req, 1).name);
+	fx->seen_at_out_of_range_null = http_request_header_at(req, fx->seen_count).name == NULL;
+	uv_mutex_unlock(&fx->mu);
+}
+
+static void on_request(http_handler *self, http_request *req)
+{
+	struct fixture *fx = ((struct test_handler *)self)->fx;
+
+	atomic_fetch_add(&fx->requests, 1);
+	record(fx, req);
+	if (strcmp(req->path, "/hello") == 0) {
+		respond(fx, req, 200, "hello world\n", 12, NULL);
+	} else if (strncmp(req->path, "/echo", 5) == 0) {
+		char *copy = strdup(req->target);
+		respond(fx, req, 200, copy, strlen(copy), copy);
+	} else if (strcmp(req->path, "/big") == 0) {
+		char *big = malloc(BIG_BODY);
+		memset(big, 'x', BIG_BODY);
+		respond(fx, req, 200, big, BIG_BODY, big);
+	} else if (strcmp(req->path, "/slow") == 0) {
+		struct slow_reply *slow = malloc(sizeof(*slow));
+		slow->req = req;
+		slow->fx = fx;
+		uv_timer_init(&fx->loop, &slow->timer);
+		slow->timer.data = slow;
+		uv_timer_start(&slow->timer, on_slow_timer, (uint64_t)fx->slow_ms, 0);
+	} else if (strcmp(req->path, "/post") == 0) {
+		respond(fx, req, req->has_body ? 201 : 200, "posted\n", 7, NULL);
+	} else {
+		respond(fx, req, 404, "not found\n", 10, NULL);
+	}
+}
+
+/* ---- fixture plumbing ---- */
+
+static void on_stopped(void *arg)
+{
+	struct fixture *fx = arg;
+
+	atomic_store(&fx->stopped, 1);
+	uv_close((uv_handle_t *)&fx->async, NULL);
+}
+
+static void on_async(uv_async_t *async)
+{
+	struct fixture *fx = async->data;
+	enum fx_cmd cmd;
+
+	uv_mutex_lock(&fx->mu);
+	cmd = fx->cmd;
+	fx->cmd = CMD_NONE;
+	uv_mutex_unlock(&fx->mu);
+	if (cmd == CMD_NONE)
+		return;
+	http_server_stats(fx->server, &fx->stats);
+	if (cmd == CMD_STOP)
+		http_server_stop(fx->server, fx->grace_ms, on_stopped, fx);
+	uv_mutex_lock(&fx->mu);
+	fx->cmd_done = 1;
+	uv_cond_signal(&fx->cv);
+	uv_mutex_unlock(&fx->mu);
+}
+
+static void loop_thread(void *arg)
+{
+	struct fixture *fx = arg;
+
+	uv_run(&fx->loop, UV_RUN_DEFAULT);
+}
+
+static struct fixture *fx_start_at(const http_limits *limits, const char *addr, int *err)
+{
+	struct fixture *fx = calloc(1, sizeof(*fx));
+
+	assert_non_null(fx);
+	assert_int_equal(uv_loop_init(&fx->loop), 0);
+	uv_mutex_init(&fx->mu);
+	uv_cond_init(&fx->cv);
+	fx->slow_ms = 300;
+	fx->handler.base.on_request = on_request;
+	fx->handler.fx = fx;
+	*err = http_server_start(&fx->loop, addr, 0, limits, &fx->handler.base, &fx->server);
+	if (*err != 0) {
+		uv_run(&fx->loop, UV_RUN_DEFAULT);
+		assert_int_equal(uv_loop_close(&fx->loop), 0);
+		uv_mutex_destroy(&fx->mu);
+		uv_cond_destroy(&fx->cv);
+		free(fx);
+		return NULL;
+	}
+	fx->port = http_server_port(fx->server);
+	assert_true(fx->port > 0);
+	assert_int_equal(uv_async_init(&fx->loop, &fx->async, on_async), 0);
+	fx->async.data = fx;
+	assert_int_equal(uv_thread_create(&fx->thread, loop_thread, fx), 0);
+	return fx;
+}
+
+static struct fixture *fx_start(const http_limits *limits)
+{
+	int err;
+	struct fixture *fx = fx_start_at(limits, "127.0.0.1:0", &err);
+
+	assert_int_equal(err, 0);
+	return fx;
+}
+
+static void fx_command(struct fixture *fx, enum fx_cmd cmd)
+{
+	uv_mutex_lock(&fx->mu);
+	fx->cmd = cmd;
+	fx->cmd_done = 0;
+	uv_mutex_unlock(&fx->mu);
+	uv_async_send(&fx->async);
+	uv_mutex_lock(&fx->mu);
+	while (!fx->cmd_done)
+		uv_cond_wait(&fx->cv, &fx->mu);
+	uv_mutex_unlock(&fx->mu);
+}
+
+static http_stats fx_stats(struct fixture *fx)
+{
+	http_stats s;
+
+	fx_command(fx, CMD_STATS);
+	uv_mutex_lock(&fx->mu);
+	s = fx->stats;
+	uv_mutex_unlock(&fx->mu);
+	return s;
+}
+
+/* Waits for the loop to finish after a stop; everything must be closed and
+ * every response released exactly once. */
+static void fx_join(struct fixture *fx)
+{
+	assert_int_equal(uv_thread_join(&fx->thread), 0);
+	assert_int_equal(atomic_load(&fx->stopped), 1);
+	assert_int_equal(uv_loop_close(&fx->loop), 0);
+	assert_int_equal(atomic_load(&fx->releases), atomic_load(&fx->responses));
+	uv_mutex_destroy(&fx->mu);
+	uv_cond_destroy(&fx->cv);
+}
+
+/* Stops the server and returns its last counters. */
+static http_stats fx_stop(struct fixture *fx, uint64_t grace_ms)
+{
+	http_stats s;
+
+	fx->grace_ms = grace_ms;
+	fx_command(fx, CMD_STOP);
+	s = fx->stats;
+	fx_join(fx);
+	return s;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Polls an atomic counter until it reaches want or WAIT_MS pass. */
+static int wait_for(atomic_int *counter, int want)
+{
+	uint64_t deadline = now_ms() + WAIT_MS;
+
+	while (atomic_load(counter) < want && now_ms() < deadline)
+		usleep(5000);
+	return atomic_load(counter);
+}
+
+/* ---- the client (main thread) ---- */
+
+struct client {
+	int fd;
+	size_t len;
+	char buf[1 << 16];
+};
+
+struct response {
+	int status;
+	long content_length; /* -1 when absent */
+	char head[8192];
+	char body[8192];
+	size_t body_len;
+};
+
+static struct client *client_open_opts(int port, int rcvbuf)
+{
+	struct client *c = calloc(1, sizeof(*c));
+	struct sockaddr_in sa;
+	int one = 1;
+
+	assert_non_null(c);
+	c->fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(c->fd >= 0);
+	if (rcvbuf > 0)
+		setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return c;
+}
+
+static struct client *client_open(int port)
+{
+	return client_open_opts(port, 0);
+}
+
+static void client_free(struct client *c)
+{
+	close(c->fd);
+	free(c);
+}
+
+/* Closes with RST instead of FIN: the client vanishes. */
+static void client_abort(struct client *c)
+{
+	struct linger lg = { 1, 0 };
+
+	setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	client_free(c);
+}
+
+static int client_send_len(struct client *c, const char *data, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
+		if (n < 0)
+			return -1;
+		data += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static void client_send(struct client *c, const char *data)
+{
+	assert_int_equal(client_send_len(c, data, strlen(data)), 0);
+}
+
+/* One read into the buffer: >0 bytes, 0 at EOF, -1 on error (reset),
+ * -2 on timeout. A full buffer is discarded first. */
+static ssize_t client_fill(struct client *c, int timeout_ms)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLIN };
+	ssize_t n;
+
+	if (c->len == sizeof(c->buf))
+		c->len = 0;
+	if (poll(&p, 1, timeout_ms) <= 0)
+		return -2;
+	n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, 0);
+	if (n > 0)
+		c->len += (size_t)n;
+	return n < 0 ? -1 : n;
+}
+
+static void client_consume(struct client *c, size_t n)
+{
+	memmove(c->buf, c->buf + n, c->len - n);
+	c->len -= n;
+}
+
+static const char *resp_header(const struct response *r, const char *name, char *out, size_t size)
+{
+	const char *line = strstr(r->head, "\r\n");
+	size_t name_len = strlen(name);
+
+	while (line != NULL && line[2] != '\r' && line[2] != '\0') {
+		const char *end;
+		line += 2;
+		end = strstr(line, "\r\n");
+		if (end == NULL)
+			break;
+		if (strncasecmp(line, name, name_len) == 0 && line[name_len] == ':') {
+			const char *v = line + name_len + 1;
+			while (*v == ' ')
+				v++;
+			snprintf(out, size, "%.*s", (int)(end - v), v);
+			return out;
+		}
+		line = end;
+	}
+	return NULL;
+}
+
+static int resp_header_count(const struct response *r, const char *name)
+{
+	const char *p = r->head;
+	char pattern[64];
+	int n = 0;
+
+	snprintf(pattern, sizeof(pattern), "\r\n%s:", name);
+	while ((p = strcasestr(p, pattern)) != NULL) {
+		n++;
+		p++;
+	}
+	return n;
+}
+
+/* Reads one response; the body only when with_body (not for HEAD). */
+static int read_response(struct client *c, struct response *r, int with_body)
+{
+	char value[64];
+	char *end;
+	size_t head_len;
+
+	memset(r, 0, sizeof(*r));
+	while ((end = memmem(c->buf, c->len, "\r\n\r\n", 4)) == NULL) {
+		if (c->len == sizeof(c->buf) || client_fill(c, WAIT_MS) <= 0)
+			return -1;
+	}
+	head_len = (size_t)(end + 4 - c->buf);
+	if (head_len >= sizeof(r->head) || strncmp(c->buf, "HTTP/1.1 ", 9) != 0)
+		return -1;
+	memcpy(r->head, c->buf, head_len);
+	r->head[head_len] = '\0';
+	r->status = (int)strtol(r->head + 9, NULL, 10);
+	r->content_length = -1;
+	if (resp_header(r, "Content-Length", value, sizeof(value)) != NULL)
+		r->content_length = strtol(value, NULL, 10);
+	client_consume(c, head_len);
+	if (with_body && r->content_length > 0) {
+		size_t want = (size_t)r->content_length;
+		if (want >= sizeof(r->body))
+			return -1;
+		while (c->len < want) {
+			if (client_fill(c, WAIT_MS) <= 0)
+				return -1;
+		}
+		memcpy(r->body, c->buf, want);
+		r->body_len = want;
+		client_consume(c, want);
+	}
+	return 0;
+}
+
+enum { OPEN = 0, CLOSED_FIN = 1, CLOSED_RESET = 2 };
+
+/* How the server ended the connection within timeout_ms: CLOSED_FIN,
+ * CLOSED_RESET, or OPEN (still open). Bytes that arrive meanwhile are kept. */
+static int client_close_kind(struct client *c, int timeout_ms)
+{
+	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+
+	for (;;) {
+		uint64_t now = now_ms();
+		ssize_t n;
+
+		if (now >= deadline)
+			return OPEN;
+		n = client_fill(c, (int)(deadline - now));
+		if (n == 0)
+			return CLOSED_FIN;
+		if (n == -1)
+			return CLOSED_RESET;
+		if (n == -2)
+			return OPEN;
+	}
+}
+
+/* 1 if the server closed, cleanly or not, within timeout_ms. */
+static int client_closed(struct client *c, int timeout_ms)
+{
+	return client_close_kind(c, timeout_ms) != OPEN;
+}
+
+static void expect_status_then_close(int port, const char *request, int status)
+{
+	struct client *c = client_open(port);
+	struct response r;
+	char v[64];
+
+	client_send(c, request);
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, status);
+	assert_non_null(resp_header(&r, "Connection", v, sizeof(v)));
+	assert_string_equal(v, "close");
+	/* A FIN, not a reset that could destroy the response in flight. */
+	assert_int_equal(client_close_kind(c, WAIT_MS), CLOSED_FIN);
+	client_free(c);
+}
+
+static void get_hello(struct client *c)
+{
+	struct response r;
+
+	client_send(c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.body_len, 12);
+	assert_memory_equal(r.body, "hello world\n", 12);
+}
+
+/* ---- tests ---- */
+
+static void test_get_body(void **state)
+{
+	struct fixture *fx = fx_start(NULL);
+	struct client *c = client_open(fx->port);
+	struct response r;
+	http_stats s;
+	char v[64];
+
+	(void)state;
+	client_send(c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.head, "HTTP/1.1 200 OK\r\n"));
+	assert_int_equal(r.content_length, 12);
+	assert_int_equal(resp_header_count(&r, "Content-Length"), 1);
+	assert_memory_equal(r.body, "hello world\n", 12);
+	assert_non_null(resp_header(&r, "Content-Type", v, sizeof(v)));
+	assert_string_equal(v, "text/plain");
+	assert_non_null(resp_header(&r, "Date", v, sizeof(v)));
+	assert_int_equal(strlen(v), 29); /* IMF-fixdate */
+	assert_non_null(strstr(v, " GMT"));
+	assert_null(resp_header(&r, "Connection", v, sizeof(v)));
+	assert_false(client_closed(c, 100)); /* keep-alive */
+	client_free(c);
+
+	uv_mutex_lock(&fx->mu);
+	assert_string_equal(fx->seen_method, "GET");
+	assert_int_equal(fx->seen_minor, 1);
+	assert_int_equal(fx->seen_has_body, 0);
+	uv_mutex_unlock(&fx->mu);
+
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.requests, 1);
+	assert_int_equal(s.connections_accepted, 1);
+	assert_int_equal(s.bad_requests, 0);
+	assert_true(s.bytes_sent > 12);
+	assert_int_equal(atomic_load(&fx->releases), 1);
+	free(fx);
+}
+
+static void test_head_has_length_no_body(void **state)
+{
+	struct fixture *fx = fx_start(NULL);
+	struct client *c = client_open(fx->port);
+	struct response r;
+
+	(void)state;
+	client_send(c, "HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+	assert_int_equal(read_response(c, &r, 0), 0);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.content_length, 12);
+	/* No body bytes may follow the header. */
+	assert_int_equal(client_fill(c, 200), -2);
+	assert_int_equal(c->len, 0);
+	/* The next response starts right away on the same connection. */
+	get_hello(c);
+	client_free(c);
+	uv_mutex_lock(&fx->mu);
+	assert_string_equal(fx->seen_method, "GET");
+	uv_mutex_unlock(&fx->mu);
+	fx_stop(fx, 1000);
+	assert_int_equal(atomic_load(&fx->releases), 2);
+	free(fx);
+}
+
+static void test_pipelined_in_order(void **state)
+{
+	struct fixture *fx = fx_start(NULL);
+	struct client *c = client_open(fx->port);
+	struct response r;
+	http_stats s;
+
+	(void)state;
+	fx->slow_ms = 150;
+	/* The slow one in the middle is answered later by a timer; order must
+	 * still be kept. */
+	client_send(c, "GET /echo/1 HTTP/1.1\r\nHost: t\r\n\r\n"
+	               "GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"
+	               "GET /echo/3?q HTTP/1.1\r\nHost: t\r\n\r\n");
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 200);
+	assert_memory_equal(r.body, "/echo/1", 7);
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_memory_equal(r.body, "slow\n", 5);
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.body_len, 9);
+	assert_memory_equal(r.body, "/echo/3?q", 9);
+	/* Still open. */
+	get_hello(c);
+	client_free(c);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.connections_accepted, 1);
+	assert_int_equal(s.requests, 4);
+	assert_int_equal(atomic_load(&fx->slow_respond_err), 0);
+	free(fx);
+}
+
+/* More pipelined input than the core buffers: it must stop reading, not
+ * fail, and answer every request in order. */
+static void test_pipeline_flood(void **state)
+{
+	enum { N = 2000 };
+	struct fixture *fx = fx_start(NULL);
+	struct client *c = client_open(fx->port);
+	struct response r;
+	char *all = malloc(N * 64);
+	size_t len = 0;
+	http_stats s;
+
+	(void)state;
+	for (int i = 0; i < N; i++)
+		len += (size_t)snprintf(all + len, 64, "GET /echo/%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
+	assert_int_equal(client_send_len(c, all, len), 0);
+	free(all);
+	for (int i = 0; i < N; i++) {
+		char want[32];
+		int n = snprintf(want, sizeof(want), "/echo/%d", i);
+		assert_int_equal(read_response(c, &r, 1), 0);
+		assert_int_equal(r.body_len, (size_t)n);
+		assert_memory_equal(r.body, want, (size_t)n);
+	}
+	client_free(c);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.requests, N);
+	assert_int_equal(s.connections_accepted, 1);
+	free(fx);
+}
+
+static void test_http10_closes(void **state)
+{
+	struct fixture *fx = fx_start(NULL);
+	struct client *c;
+	struct response r;
+	char v[64];
+
+	(void)state;
+	c = client_open(fx->port);
+	client_send(c, "GET /hello HTTP/1.0\r\n\r\n");
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 200);
+	assert_memory_equal(r.body, "hello world\n", 12);
+	assert_non_null(resp_header(&r, "Connection", v, sizeof(v)));
+	assert_string_equal(v, "close");
+	assert_true(client_closed(c, WAIT_MS));
+	client_free(c);
+
+	/* HTTP/1.0 keep-alive is honoured and echoed. */
+	c = client_open(fx->port);
+	client_send(c, "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_non_null(resp_header(&r, "Connection", v, sizeof(v)));
+	assert_string_equal(v, "keep-alive");
+	assert_false(client_closed(c, 100));
+	client_send(c, "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 200);
+	uv_mutex_lock(&fx->mu);
+	assert_int_equal(fx->seen_minor, 0);
+	uv_mutex_unlock(&fx->mu);
+	client_free(c);
+	fx_stop(fx, 1000);
+	free(fx);
+}
+
+static void test_connection_close_closes(void **state)
+{
+	struct fixture *fx = fx_start(NULL);
+	struct client *c = client_open(fx->port);
+	struct response r;
+	http_stats s;
+	char v[64];
+
+	(void)state;
+	/* The pipelined second request must not be answered. */
+	client_send(c, "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+	               "GET /echo/2 HTTP/1.1\r\nHost: t\r\n\r\n");
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 200);
+	assert_non_null(resp_header(&r, "Connection", v, sizeof(v)));
+	assert_string_equal(v, "close");
+	assert_true(client_closed(c, WAIT_MS));
+	assert_int_equal(c->len, 0);
+	client_free(c);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.requests, 1);
+	free(fx);
+}
+
+static void test_malformed_400(void **state)
+{
+	struct fixture *fx = fx_start(NULL);
+	http_stats s;
+
+	(void)state;
+	expect_status_then_close(fx->port, "GET / HTTP/1.1\r\nHost t\r\n\r\n", 400);
+	expect_status_then_close(fx->port, "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400);
+	expect_status_then_close(fx->port, "GET / HTTP/1.1\r\nX-Len : 5\r\n\r\n", 400);
+	expect_status_then_close(fx->port, "GET / HTTX/1.1\r\n\r\n", 400);
+	expect_status_then_close(fx->port, "\x01\x02garbage\r\n\r\n", 400);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.bad_requests, 5);
+	assert_int_equal(s.requests, 0);
+	assert_int_equal(atomic_load(&fx->requests), 0);
+	free(fx);
+}
+
+static void test_smuggling_400(void **state)
+{
+	http_limits limits = { .max_body = 100 };
+	struct fixture *fx;
+	http_stats s;
+	int i;
+	static const char *const bad[] = {
+		"POST /post HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+		"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"POST /post HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+		"Content-Length: 5\r\n\r\n0\r\n\r\n",
+		"POST /post HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+		"POST /post HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n",
+		"POST /post HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n",
+		"POST /post HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+	};
+
+	(void)state;
+	/* With a body limit, so 413 cannot hide the 400. */
+	fx = fx_start(&limits);
+	for (i = 0; i < 6; i++)
+		expect_status_then_close(fx->port, bad[i], 400);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.bad_requests, 6);
+	assert_int_equal(atomic_load(&fx->requests), 0);
+	free(fx);
+
+	/* And with the origin's max_body = 0. */
+	fx = fx_start(NULL);
+	expect_status_then_close(fx->port, bad[0], 400);
+	expect_status_then_close(fx->port, bad[1], 400);
+	fx_stop(fx, 1000);
+	assert_int_equal(atomic_load(&fx->requests), 0);
+	free(fx);
+}
+
+static char *request_with(const char *line, const char *header_name, size_t value_len,
+                          size_t n_headers)
+{
+	size_t size = strlen(line) + n_headers * (value_len + 32) + 64;
+	char *req = malloc(size);
+	size_t len;
+
+	len = (size_t)snprintf(req, size, "%sHost: t\r\n", line);
+	for (size_t i = 0; i < n_headers; i++) {
+		len += (size_t)snprintf(req + len, size - len, "%s%zu: ", header_name, i);
+		memset(req + len, 'a', value_len);
+		len += value_len;
+		len += (size_t)snprintf(req + len, size - len, "\r\n");
+	}
+	snprintf(req + len, size - len, "\r\n");
+	return req;
+}
+
+/* prefix, then fill bytes, then "v\r\n\r\n": total bytes in all. */
+static char *padded_request(const char *prefix, char fill, size_t total)
+{
+	size_t prefix_len = strlen(prefix);
+	char *req = malloc(total + 1);
+
+	assert_true(total > prefix_len + 5);
+	memcpy(req, prefix, prefix_len);
+	memset(req + prefix_len, fill, total - prefix_len - 5);
+	memcpy(req + total - 5, "v\r\n\r\n", 6);
+	return req;
+}
+
+static void test_header_limits_431(void **state)
+{
+	http_limits small = { .max_header_bytes = 1000 };
+	struct fixture *fx = fx_start(NULL);
+	struct client *c;
+	http_stats s;
+	char *req;
+
+	(void)state;
+	/* Just under 16384 bytes of headers: accepted. */
+	req = request_with("GET /hello HTTP/1.1\r\n", "X-Big", 15000, 1);
+	c = client_open(fx->port);
+	client_send(c, req);
+	free(req);
+	get_hello(c); /* reads the big request's response; both are /hello */
+	client_free(c);
+
+	/* One header of 20000 bytes. */
+	req = request_with("GET /hello HTTP/1.1\r\n", "X-Big", 20000, 1);
+	expect_status_then_close(fx->port, req, 431);
+	free(req);
+	/* Many small headers adding up past the limit. */
+	req = request_with("GET /hello HTTP/1.1\r\n", "X-Many", 300, 60);
+	expect_status_then_close(fx->port, req, 431);
+	free(req);
+	/* More than 64 header fields. */
+	req = request_with("GET /hello HTTP/1.1\r\n", "X-N", 1, 70);
+	expect_status_then_close(fx->port, req, 431);
+	free(req);
+	/* Whitespace the parser skips and never stores still counts. */
+	req = padded_request("GET /hello HTTP/1.1\r\nX-Pad:", ' ', 20100);
+	expect_status_then_close(fx->port, req, 431);
+	free(req);
+
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.bad_requests, 4);
+	assert_int_equal(s.requests, 2);
+	free(fx);
+
+	/* The limit is exact: 1000 bytes through the blank line pass, one more
+	 * does not, even when both arrive in one read. */
+	fx = fx_start(&small);
+	req = padded_request("GET /hello HTTP/1.1\r\nConnection: close\r\nX-Pad: ", 'a', 1000);
+	expect_status_then_close(fx->port, req, 200);
+	free(req);
+	req = padded_request("GET /hello HTTP/1.1\r\nConnection: close\r\nX-Pad: ", 'a', 1001);
+	expect_status_then_close(fx->port, req, 431);
+	free(req);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.bad_requests, 1);
+	assert_int_equal(s.requests, 1);
+	free(fx);
+}
+
+static void test_uri_too_long_414(void **state)
+{
+	struct fixture *fx = fx_start(NULL);
+	char line[6000];
+	http_stats s;
+
+	(void)state;
+	memset(line, 'a', sizeof(line));
+	memcpy(line, "GET /", 5);
+	/* A 4096-byte target is within the limit. */
+	snprintf(line + 5 + 4095, sizeof(line) - 5 - 4095, " HTTP/1.1\r\nConnection: close\r\n\r\n");
+	expect_status_then_close(fx->port, line, 404);
+	memset(line, 'a', sizeof(line));
+	memcpy(line, "GET /", 5);
+	snprintf(line + 5 + 4096, sizeof(line) - 5 - 4096, " HTTP/1.1\r\n\r\n"); /* 4097: too long */
+	expect_status_then_close(fx->port, line, 414);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.requests, 1);
+	assert_int_equal(s.bad_requests, 1);
+	free(fx);
+}
+
+static void test_body_limits(void **state)
+{
+	http_limits limits = { .max_body = 100 };
+	struct fixture *fx;
+	struct client *c;
+	struct response r;
+	http_stats s;
+	char *req;
+
+	(void)state;
+	/* Origin default: no body at all. */
+	fx = fx_start(NULL);
+	expect_status_then_close(fx->port,
+	                         "POST /post HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello", 413);
+	expect_status_then_close(fx->port, "POST /post HTTP/1.1\r\nHost: t\r\n"
+	                                   "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+	                         413);
+	c = client_open(fx->port);
+	client_send(c, "GET /post HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 200); /* has_body == 0 */
+	client_free(c);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.bad_requests, 2);
+	assert_int_equal(s.requests, 1);
+	free(fx);
+
+	/* Bodies within max_body are read, discarded and flagged. */
+	fx = fx_start(&limits);
+	c = client_open(fx->port);
+	client_send(c, "POST /post HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
+	               "POST /post HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+	               "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+	               "GET /post HTTP/1.1\r\nHost: t\r\n\r\n");
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 201);
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 201);
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 200);
+	/* Trailers are read but not shown to the handler as headers. */
+	client_send(c, "POST /post HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+	               "2\r\nhi\r\n0\r\nX-Test: trailer\r\n\r\n");
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 201);
+	uv_mutex_lock(&fx->mu);
+	assert_int_equal(fx->seen_x_test_null, 1);
+	assert_int_equal(fx->seen_count, 2);
+	uv_mutex_unlock(&fx->mu);
+	client_free(c);
+	req = request_with("POST /post HTTP/1.1\r\nContent-Length: 101\r\n", "X", 1, 1);
+	expect_status_then_close(fx->port, req, 413);
+	free(req);
+	expect_status_then_close(fx->port, "POST /post HTTP/1.1\r\nHost: t\r\n"
+	                                   "Transfer-Encoding: chunked\r\n\r\n"
+	                                   "64\r\n" /* 100 */
+	                                   "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	                                   "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	                                   "\r\n1\r\nb\r\n0\r\n\r\n",
+	                         413);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.requests, 4);
+	assert_int_equal(s.bad_requests, 2);
+	free(fx);
+}
+
+static void test_max_connections_refused(void **state)
+{
+	http_limits limits = { .max_connections = 2 };
+	struct fixture *fx = fx_start(&limits);
+	struct client *a, *b, *c, *d;
+	uint64_t deadline;
+	http_stats s;
+
+	(void)state;
+	a = client_open(fx->port);
+	get_hello(a);
+	b = client_open(fx->port);
+	get_hello(b);
+	/* The third is accepted by the kernel, then closed by the server,
+	 * possibly after a 503. It must not hang. */
+	c = client_open(fx->port);
+	assert_true(client_closed(c, WAIT_MS));
+	if (c->len > 0)
+		assert_memory_equal(c->buf, "HTTP/1.1 503", 12);
+	client_free(c);
+	get_hello(a); /* the others still work */
+
+	s = fx_stats(fx);
+	assert_int_equal(s.connections_refused, 1);
+	assert_int_equal(s.connections_accepted, 2);
+	assert_int_equal(s.connections_open, 2);
+
+	/* A slot frees up when a client leaves. */
+	client_free(b);
+	deadline = now_ms() + WAIT_MS;
+	while (fx_stats(fx).connections_open != 1 && now_ms() < deadline)
+		usleep(5000);
+	d = client_open(fx->port);
+	get_hello(d);
+	client_free(d);
+	client_free(a);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.connections_refused, 1);
+	assert_int_equal(s.connections_accepted, 3);
+	free(fx);
+}
+
+static void test_header_timeout_slowloris(void **state)
+{
+	http_limits limits = { .header_timeout_ms = 200 };
+	struct fixture *fx = fx_start(&limits);
+	struct client *c = client_open(fx->port);
+	uint64_t start = now_ms();
+	int closed = 0;
+	http_stats s;
+
+	(void)state;
+	/* A header line every 100 ms: each byte is progress, but the request
+	 * never completes. Only a deadline from the first byte stops it. */
+	client_send(c, "GET /hello HTTP/1.1\r\n");
+	while (!closed && now_ms() - start < 3000) {
+		if (client_send_len(c, "X-a: b\r\n", 8) != 0)
+			closed = 1;
+		else
+			closed = client_closed(c, 100);
+	}
+	assert_true(closed);
+	assert_true(now_ms() - start < 2000);
+	client_free(c);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.timeouts_header, 1);
+	assert_int_equal(s.requests, 0);
+	free(fx);
+}
+
+static void test_idle_timeout(void **state)
+{
+	http_limits limits = { .idle_timeout_ms = 200 };
+	struct fixture *fx = fx_start(&limits);
+	struct client *c = client_open(fx->port);
+	uint64_t start;
+	http_stats s;
+
+	(void)state;
+	get_hello(c);
+	start = now_ms();
+	assert_true(client_closed(c, WAIT_MS));
+	assert_true(now_ms() - start >= 100);
+	assert_int_equal(c->len, 0);
+	client_free(c);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.timeouts_idle, 1);
+	assert_int_equal(s.timeouts_header, 0);
+	free(fx);
+}
+
+static void test_write_timeout(void **state)
+{
+	http_limits limits = { .write_timeout_ms = 200 };
+	struct fixture *fx = fx_start(&limits);
+	struct client *c = client_open_opts(fx->port, 4096);
+	http_stats s;
+
+	(void)state;
+	/* Ask for 32 MiB and never read. */
+	client_send(c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+	assert_int_equal(wait_for(&fx->releases, 1), 1);
+	s = fx_stats(fx);
+	assert_int_equal(s.timeouts_write, 1);
+	assert_int_equal(s.connections_open, 0);
+	client_free(c);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(atomic_load(&fx->releases), 1);
+	free(fx);
+}
+
+static void test_release_when_client_vanishes(void **state)
+{
+	struct fixture *fx = fx_start(NULL);
+	struct client *c;
+	http_stats s;
+
+	(void)state;
+	/* Reset mid-body. */
+	c = client_open(fx->port);
+	client_send(c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+	assert_true(client_fill(c, WAIT_MS) > 0);
+	client_abort(c);
+	assert_int_equal(wait_for(&fx->releases, 1), 1);
+
+	/* Plain close mid-body: the server's next writes fail. */
+	c = client_open(fx->port);
+	client_send(c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+	assert_true(client_fill(c, WAIT_MS) > 0);
+	client_free(c);
+	assert_int_equal(wait_for(&fx->releases, 2), 2);
+
+	/* Gone while the handler is still working: http_respond fails and
+	 * still releases. */
+	fx->slow_ms = 300;
+	atomic_store(&fx->slow_respond_err, 1); /* not yet called */
+	c = client_open(fx->port);
+	client_send(c, "GET /slow HTTP/1.1\r\nHost: t\r\n\r\n");
+	assert_int_equal(wait_for(&fx->requests, 3), 3);
+	client_abort(c);
+	assert_int_equal(wait_for(&fx->releases, 3), 3);
+	while (atomic_load(&fx->slow_respond_err) == 1) /* stored after release ran */
+		usleep(1000);
+	assert_true(atomic_load(&fx->slow_respond_err) < 0);
+
+	s = fx_stats(fx);
+	assert_int_equal(s.connections_open, 0);
+	assert_int_equal(s.timeouts_write, 0);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(atomic_load(&fx->releases), 3);
+	assert_int_equal(atomic_load(&fx->responses), 3);
+	free(fx);
+}
+
+static void test_stop_is_graceful(void **state)
+{
+	struct fixture *fx = fx_start(NULL);
+	struct client *idle, *busy;
+	struct response r;
+	char v[64];
+	int port = fx->port;
+	struct sockaddr_in sa;
+	int fd;
+
+	(void)state;
+	fx->slow_ms = 300;
+	idle = client_open(port);
+	get_hello(idle);
+	busy = client_open(port);
+	client_send(busy, "GET /slow HTTP/1.1\r\nHost: t\r\n\r\n");
+	assert_int_equal(wait_for(&fx->requests, 2), 2);
+
+	fx->grace_ms = 5000;
+	fx_command(fx, CMD_STOP);
+	/* The idle keep-alive connection goes at once... */
+	assert_true(client_closed(idle, 200));
+	/* ...new ones are refused by the kernel... */
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), -1);
+	close(fd);
+	/* ...and the one in flight is answered, then closed. */
+	assert_int_equal(read_response(busy, &r, 1), 0);
+	assert_int_equal(r.status, 200);
+	assert_memory_equal(r.body, "slow\n", 5);
+	assert_non_null(resp_header(&r, "Connection", v, sizeof(v)));
+	assert_string_equal(v, "close");
+	assert_true(client_closed(busy, WAIT_MS));
+	fx_join(fx);
+	client_free(idle);
+	client_free(busy);
+	free(fx);
+}
+
+static void test_stop_grace_expires(void **state)
+{
+	struct fixture *fx = fx_start(NULL);
+	struct client *c = client_open_opts(fx->port, 4096);
+	uint64_t start;
+
+	(void)state;
+	client_send(c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+	assert_int_equal(wait_for(&fx->requests, 1), 1);
+	usleep(50000);
+	start = now_ms();
+	fx->grace_ms = 200;
+	fx_command(fx, CMD_STOP);
+	fx_join(fx); /* asserts the release and on_stopped */
+	assert_true(now_ms() - start >= 150);
+	assert_true(now_ms() - start < WAIT_MS);
+	assert_int_equal(atomic_load(&fx->releases), 1);
+	client_free(c);
+	free(fx);
+}
+
+static void test_request_fields_split_reads(void **state)
+{
+	struct fixture *fx = fx_start(NULL);
+	struct client *c = client_open(fx->port);
+	struct response r;
+	const char *req = "GET /echo/x?a=b HTTP/1.1\r\nHost: t\r\nX-Test:  split value \r\n"
+	                  "x-test: second\r\nX-Empty:\r\n\r\n";
+
+	(void)state;
+	/* One byte per segment: every span arrives in pieces. */
+	for (const char *p = req; *p != '\0'; p++) {
+		assert_int_equal(client_send_len(c, p, 1), 0);
+		usleep(1000);
+	}
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 200);
+	assert_memory_equal(r.body, "/echo/x?a=b", 11);
+	client_free(c);
+
+	uv_mutex_lock(&fx->mu);
+	assert_string_equal(fx->seen_method, "GET");
+	assert_string_equal(fx->seen_target, "/echo/x?a=b");
+	assert_string_equal(fx->seen_path, "/echo/x");
+	assert_int_equal(fx->seen_x_test_null, 0);
+	assert_string_equal(fx->seen_x_test, "split value");
+	assert_int_equal(fx->seen_x_empty_null, 0);
+	assert_string_equal(fx->seen_x_empty, "");
+	assert_int_equal(fx->seen_missing_null, 1);
+	assert_int_equal(fx->seen_count, 4);
+	assert_string_equal(fx->seen_at1, "X-Test");
+	assert_int_equal(fx->seen_at_out_of_range_null, 1);
+	uv_mutex_unlock(&fx->mu);
+	fx_stop(fx, 1000);
+	free(fx);
+}
+
+static void on_stopped_count(void *arg)
+{
+	(*(int *)arg)++;
+}
+
+static void test_start_errors(void **state)
+{
+	static const char *const bad[] = { "nonsense", "127.0.0.1", "127.0.0.1:", "127.0.0.1:99999",
+		                           "127.0.0.1:80x", "localhost:80", "[::1]80", "[::1:80",
+		                           "1.2.3.999:80", ":80", "", "[]:80", "127.0.0.1:-1" };
+	http_server *sentinel = (http_server *)(uintptr_t)0x1;
+	http_server *out, *a, *r1, *r2;
+	struct test_handler handler = { { on_request }, NULL };
+	uv_loop_t loop;
+	int stopped = 0;
+
+	(void)state;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		out = sentinel;
+		assert_int_equal(http_server_start(&loop, bad[i], 0, NULL, &handler.base, &out),
+		                 SAYIN_ECONFIG);
+		assert_ptr_equal(out, sentinel);
+	}
+	assert_int_equal(http_server_start(&loop, "127.0.0.1:0", 0, NULL, &handler.base, &a), 0);
+	{
+		char addr[64];
+		snprintf(addr, sizeof(addr), "127.0.0.1:%d", http_server_port(a));
+		out = sentinel;
+		assert_int_equal(http_server_start(&loop, addr, 0, NULL, &handler.base, &out), -EADDRINUSE);
+		assert_ptr_equal(out, sentinel);
+	}
+	/* SO_REUSEPORT lets two servers share the address. */
+	assert_int_equal(http_server_start(&loop, "127.0.0.1:0", 1, NULL, &handler.base, &r1), 0);
+	{
+		char addr[64];
+		snprintf(addr, sizeof(addr), "127.0.0.1:%d", http_server_port(r1));
+		assert_int_equal(http_server_start(&loop, addr, 1, NULL, &handler.base, &r2), 0);
+		assert_int_equal(http_server_port(r2), http_server_port(r1));
+		out = sentinel;
+		assert_int_equal(http_server_start(&loop, addr, 0, NULL, &handler.base, &out), -EADDRINUSE);
+	}
+	http_server_stop(a, 0, on_stopped_count, &stopped);
+	http_server_stop(r1, 0, on_stopped_count, &stopped);
+	http_server_stop(r2, 100, on_stopped_count, &stopped);
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	assert_int_equal(stopped, 3);
+	assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_ipv6(void **state)
+{
+	struct fixture *fx;
+	struct sockaddr_in6 sa;
+	struct client *c;
+	int err;
+
+	(void)state;
+	fx = fx_start_at(NULL, "[::1]:0", &err);
+	if (fx == NULL) {
+		assert_true(err == -EADDRNOTAVAIL || err == -EAFNOSUPPORT);
+		skip();
+	}
+	c = calloc(1, sizeof(*c));
+	c->fd = socket(AF_INET6, SOCK_STREAM, 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin6_family = AF_INET6;
+	sa.sin6_port = htons((uint16_t)fx->port);
+	sa.sin6_addr = in6addr_loopback;
+	assert_int_equal(connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	get_hello(c);
+	client_free(c);
+	fx_stop(fx, 1000);
+	free(fx);
+}
+
+static void test_status_text(void **state)
+{
+	(void)state;
+	assert_string_equal(http_status_text(200), "OK");
+	assert_string_equal(http_status_text(304), "Not Modified");
+	assert_string_equal(http_status_text(404), "Not Found");
+	assert_string_equal(http_status_text(431), "Request Header Fields Too Large");
+	assert_non_null(http_status_text(799));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_get_body),
+		cmocka_unit_test(test_head_has_length_no_body),
+		cmocka_unit_test(test_pipelined_in_order),
+		cmocka_unit_test(test_pipeline_flood),
+		cmocka_unit_test(test_http10_closes),
+		cmocka_unit_test(test_connection_close_closes),
+		cmocka_unit_test(test_malformed_400),
+		cmocka_unit_test(test_smuggling_400),
+		cmocka_unit_test(test_header_limits_431),
+		cmocka_unit_test(test_uri_too_long_414),
+		cmocka_unit_test(test_body_limits),
+		cmocka_unit_test(test_max_connections_refused),
+		cmocka_unit_test(test_header_timeout_slowloris),
+		cmocka_unit_test(test_idle_timeout),
+		cmocka_unit_test(test_write_timeout),
+		cmocka_unit_test(test_release_when_client_vanishes),
+		cmocka_unit_test(test_stop_is_graceful),
+		cmocka_unit_test(test_stop_grace_expires),
+		cmocka_unit_test(test_request_fields_split_reads),
+		cmocka_unit_test(test_start_errors),
+		cmocka_unit_test(test_ipv6),
+		cmocka_unit_test(test_status_text),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	alarm(600); /* a hung test fails instead of blocking the build */
+	return cmocka_run_group_tests_name("http", tests, NULL, NULL);
+}
