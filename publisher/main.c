@@ -52,6 +52,14 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Milliseconds on the monotonic clock, for stage timings. */
+static double mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
 /* The Ogg serial comes from the signal, so the same recording always yields
  * the same bytes and thus the same content address (FNV-1a, 32 bits). */
 static uint32_t serial_for(const media_audio *audio)
@@ -161,6 +169,7 @@ static int cmd_post(int argc, char **argv)
 
 	/* Media work first, outside any transaction: a bad file stores nothing. */
 	code = EXIT_BAD_INPUT;
+	double t0 = mono_ms();
 	rc = media_decode_file(file, &audio, err, sizeof(err));
 	if (rc != 0) {
 		fprintf(stderr, "sayin-publisher post: %s: %s\n", file, err);
@@ -171,12 +180,14 @@ static int cmd_post(int argc, char **argv)
 		                    .serial = serial_for(&audio), .comments = comments,
 		                    .n_comments = text ? 2 : 1 };
 	code = EXIT_FAIL;
+	double t1 = mono_ms();
 	rc = media_encode_opus(&audio, &oopt, &opus, err, sizeof(err));
 	if (rc != 0) {
 		fprintf(stderr, "sayin-publisher post: %s: encoding failed: %s\n", file, err);
 		goto done;
 	}
 
+	double t2 = mono_ms();
 	rc = store_open(config_get(cfg, "data"), &sopt, &st);
 	if (rc != 0) {
 		fprintf(stderr, "sayin-publisher post: cannot open store %s: %s\n",
@@ -196,6 +207,10 @@ static int cmd_post(int argc, char **argv)
 		                              : EXIT_FAIL;
 		goto done;
 	}
+	/* Where the time went, stage by stage: the first place to look when
+	 * publishing gets slow. */
+	log_info("post: %s: decode %.1f ms, encode %.1f ms, publish %.1f ms (%.1f s of audio)",
+	         res.id, t1 - t0, t2 - t1, mono_ms() - t2, res.duration);
 	code = print_result(base, author, &res) == 0 ? EXIT_OK : EXIT_FAIL;
 done:
 	store_close(st);

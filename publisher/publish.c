@@ -58,7 +58,7 @@ void publish_format_time(int64_t now_ms, char *buf, size_t len)
 	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(now_ms % 1000));
 }
 
-/* Loads or creates the author record; *name_out points into *record_out. */
+/* Loads the author record, creating it on a handle's first post. */
 static int ensure_author(store_txn *txn, const char *handle, int64_t now_ms, json_t **record_out)
 {
 	const void *rec;
