@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <lmdb.h>
 #include <openssl/evp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -41,6 +43,11 @@ struct store {
 	MDB_dbi author_posts; /* handle -> id (dupsort: ids sort in time order) */
 	MDB_dbi authors;      /* handle -> record */
 	int read_only;
+	/* Transactions open or being opened in this process. Remapping after
+	 * another process grew the map is safe only when it is zero: every
+	 * pointer into the old map dies with the remap. */
+	atomic_int open_txns;
+	pthread_mutex_t remap_lock;
 };
 
 struct store_txn {
@@ -129,6 +136,8 @@ int store_open(const char *dir, const store_options *opt, store **out)
 	if (st == NULL)
 		return -ENOMEM;
 	st->read_only = opt->read_only;
+	atomic_init(&st->open_txns, 0);
+	pthread_mutex_init(&st->remap_lock, NULL);
 	rc = mdb_env_create(&st->env);
 	if (rc != MDB_SUCCESS) {
 		free(st);
@@ -171,11 +180,25 @@ void store_close(store *st)
 	if (st == NULL)
 		return;
 	mdb_env_close(st->env);
+	pthread_mutex_destroy(&st->remap_lock);
 	free(st);
+}
+
+/* Adopts a map size grown by another process, if no transaction of ours
+ * can still point into the current map. Returns 1 if it remapped. */
+static int store_adopt_map_size(store *st)
+{
+	int remapped = 0;
+	pthread_mutex_lock(&st->remap_lock);
+	if (atomic_load(&st->open_txns) == 0 && mdb_env_set_mapsize(st->env, 0) == MDB_SUCCESS)
+		remapped = 1;
+	pthread_mutex_unlock(&st->remap_lock);
+	return remapped;
 }
 
 int store_txn_begin(store *st, int write, store_txn **out)
 {
+	unsigned flags = write ? 0 : MDB_RDONLY;
 	store_txn *t;
 	int rc;
 
@@ -185,15 +208,26 @@ int store_txn_begin(store *st, int write, store_txn **out)
 	if (t == NULL)
 		return -ENOMEM;
 	t->st = st;
-	rc = mdb_txn_begin(st->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+	/* Counted before it exists, so a concurrent remap cannot slip in
+	 * between a successful begin and the count. */
+	atomic_fetch_add(&st->open_txns, 1);
+	rc = mdb_txn_begin(st->env, NULL, flags, &t->txn);
 	if (rc == MDB_MAP_RESIZED) {
-		/* Another process grew the map. Adopting its size is safe here
-		 * only because this process holds no other transaction: callers
-		 * that keep transactions open across requests retry later. */
-		if (mdb_env_set_mapsize(st->env, 0) == MDB_SUCCESS)
-			rc = mdb_txn_begin(st->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+		atomic_fetch_sub(&st->open_txns, 1);
+		if (store_adopt_map_size(st))
+			log_info("store: adopted the map size another process set");
+		atomic_fetch_add(&st->open_txns, 1);
+		rc = mdb_txn_begin(st->env, NULL, flags, &t->txn);
+		if (rc == MDB_MAP_RESIZED) {
+			/* Our own transactions still hold the old map: retry once
+			 * they have ended. */
+			atomic_fetch_sub(&st->open_txns, 1);
+			free(t);
+			return -EAGAIN;
+		}
 	}
 	if (rc != MDB_SUCCESS) {
+		atomic_fetch_sub(&st->open_txns, 1);
 		free(t);
 		return store_error(rc, "begin");
 	}
@@ -204,6 +238,7 @@ int store_txn_begin(store *st, int write, store_txn **out)
 int store_txn_commit(store_txn *t)
 {
 	int rc = mdb_txn_commit(t->txn);
+	atomic_fetch_sub(&t->st->open_txns, 1);
 	free(t);
 	return store_error(rc, "commit");
 }
@@ -213,6 +248,7 @@ void store_txn_abort(store_txn *t)
 	if (t == NULL)
 		return;
 	mdb_txn_abort(t->txn);
+	atomic_fetch_sub(&t->st->open_txns, 1);
 	free(t);
 }
 

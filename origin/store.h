@@ -48,7 +48,9 @@ int store_open(const char *dir, const store_options *opt, store **out);
 void store_close(store *st);
 
 /* Begins a transaction. A read-only store refuses write = 1 with
- * SAYIN_EREADONLY. Returns SAYIN_EREADERS when the reader table is full. */
+ * SAYIN_EREADONLY. Returns SAYIN_EREADERS when the reader table is full, and
+ * -EAGAIN when another process grew the map while transactions of this
+ * process still hold the old one (retry once they have ended). */
 int store_txn_begin(store *st, int write, store_txn **out);
 /* Commits and frees txn. On failure (e.g. SAYIN_ESTOREFULL) nothing of the
  * transaction is visible, and txn is freed all the same. */

@@ -377,3 +377,16 @@ def test_origin_help_and_bad_usage(sayin, tmp_path):
     assert r.returncode == 0 and "usage" in r.stdout.lower(), r
     r = sayin.run(sayin.origin_bin, ["--no-such-flag"])
     assert r.returncode == 2 and r.stderr.strip(), r
+
+
+def test_origin_follows_a_map_grown_by_the_publisher(sayin, served, store, wav_factory):
+    """A publisher restarted with a larger --map-size grows the LMDB map; the
+    running origin must adopt it instead of failing every request."""
+    origin, first = served
+    assert origin.get(audio_path(first)).status == 200
+    second = sayin.post(store, "alice", wav_factory("grow.wav", seed=7), text="bigger map",
+                        args=["--map-size", "128G"]).json
+    r = origin.get(audio_path(second))
+    assert r.status == 200, r
+    assert H.sha256_hex(r.body) == sha_of(second)
+    assert origin.get(audio_path(first)).status == 200
