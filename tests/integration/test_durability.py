@@ -132,20 +132,28 @@ def test_post_killed_at_any_moment_is_all_or_nothing(sayin, store, tmp_path, sho
                 before, after)
             outcomes.append("none")
             continue
-        assert len(new) == 1, new
-        pid = bytes.fromhex(new.pop()).decode("ascii")
-        assert after["posts"] == before["posts"] + 1
-        assert after["author_posts"] == before["author_posts"] + 1
-        published.append(pid)
-        outcomes.append("all")
+        # LMDB: a writer killed after writing its meta page but before
+        # publishing the new txnid in lock.mdb has committed, yet readers see
+        # it only once the next writer recovers the lock. So one iteration can
+        # reveal the previous iteration's post too; each must be whole.
+        assert len(new) <= 2, new
+        assert after["posts"] == before["posts"] + len(new)
+        assert after["author_posts"] == before["author_posts"] + len(new)
         feed = origin.get("/u/victim/feed.json")
-        assert feed.status == 200, "post %s stored without its feed" % pid
-        items = feed.json()["items"]
-        assert items[0]["id"] == pid, "post %s stored but not first in the feed" % pid
-        assert origin.get("/p/" + pid).status == 200, "post %s stored without its page" % pid
-        audio = origin.get_url(items[0]["attachments"][0]["url"])
-        assert audio.status == 200 and len(audio.body) == \
-            items[0]["attachments"][0]["size_in_bytes"], "post %s without its audio" % pid
+        assert feed.status == 200, "posts %s stored without their feed" % new
+        items = {i["id"]: i for i in feed.json()["items"]}
+        newest = max(bytes.fromhex(k).decode("ascii") for k in new)
+        assert feed.json()["items"][0]["id"] == newest, "newest post not first in the feed"
+        for key in sorted(new):
+            pid = bytes.fromhex(key).decode("ascii")
+            published.append(pid)
+            assert pid in items, "post %s stored but not in the feed" % pid
+            assert origin.get("/p/" + pid).status == 200, "post %s stored without its page" % pid
+            att = items[pid]["attachments"][0]
+            audio = origin.get_url(att["url"])
+            assert audio.status == 200 and len(audio.body) == att["size_in_bytes"], \
+                "post %s without its audio" % pid
+        outcomes.append("all x%d" % len(new))
     if not published:
         assert origin.get("/u/victim/feed.json").status == 404
     print("run time %.2f s, outcomes %s" % (run_time, outcomes))
