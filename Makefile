@@ -11,7 +11,7 @@ BINDIR ?= $(PREFIX)/bin
 CC ?= cc
 PKG_CONFIG ?= pkg-config
 
-PKGS := libuv lmdb opus ogg jansson libcrypto soxr inih zlib
+PKGS := libuv lmdb opus ogg jansson libcrypto soxr inih zlib libbrotlienc
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 
@@ -38,7 +38,7 @@ LLHTTP_CFLAGS := -O2 -g -w $(SAN_FLAGS) -I$(LLHTTP_INC)
 
 CORE_SRCS := origin/error.c origin/log.c origin/config.c origin/store.c origin/http.c
 ORIGIN_SRCS := origin/serve.c origin/main.c
-PUBLISHER_SRCS := publisher/media.c publisher/feed.c publisher/publish.c publisher/main.c
+PUBLISHER_SRCS := publisher/compress.c publisher/media.c publisher/feed.c publisher/publish.c publisher/main.c
 LLHTTP_SRCS := $(wildcard $(LLHTTP_DIR)/*.c)
 
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o) $(LLHTTP_SRCS:$(LLHTTP_DIR)/%.c=$(BUILD)/llhttp/%.o)
@@ -77,7 +77,7 @@ $(BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c
 # Unit tests (cmocka) link the modules directly, never the programs.
 $(BIN)/test_%: tests/unit/test_%.c $(PUBLISHER_LIB_OBJS) $(BUILD)/libcore.a
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(shell $(PKG_CONFIG) --libs cmocka)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(shell $(PKG_CONFIG) --libs cmocka libbrotlidec)
 
 bootstrap:
 	@scripts/bootstrap

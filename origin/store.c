@@ -30,9 +30,12 @@ struct object_header {
 	char content_type[STORE_CTYPE_MAX + 1];
 };
 
+/* A name's value: this header, then the surrogate key and a NUL. */
 struct name_value {
-	uint8_t hash[STORE_HASH_LEN];
+	uint32_t encodings;
+	uint32_t key_len;
 	int64_t updated;
+	uint8_t variant[STORE_ENC_COUNT][STORE_HASH_LEN];
 };
 
 struct store {
@@ -334,26 +337,47 @@ int store_get_object(store_txn *t, const uint8_t hash[STORE_HASH_LEN], store_obj
 
 int store_set_name(store_txn *t, const char *name, const uint8_t hash[STORE_HASH_LEN], int64_t now)
 {
+	store_name_spec spec = { .variant = { hash } };
+	return store_set_name_variants(t, name, &spec, now);
+}
+
+int store_set_name_variants(store_txn *t, const char *name, const store_name_spec *spec,
+                            int64_t now)
+{
 	struct name_value nv;
 	MDB_val key, val, obj;
-	MDB_val hkey = { STORE_HASH_LEN, (void *)hash };
 	size_t len = strlen(name);
+	size_t key_len = spec->surrogate_key ? strlen(spec->surrogate_key) : 0;
 	int rc;
 
-	if (len == 0 || len > STORE_NAME_MAX)
+	if (len == 0 || len > STORE_NAME_MAX || spec->variant[STORE_ENC_IDENTITY] == NULL ||
+	    key_len > STORE_SURROGATE_KEY_MAX)
 		return SAYIN_EINVAL;
-	rc = mdb_get(t->txn, t->st->objects, &hkey, &obj);
-	if (rc != MDB_SUCCESS)
-		return store_error(rc, "set name: object");
 	memset(&nv, 0, sizeof(nv));
-	memcpy(nv.hash, hash, STORE_HASH_LEN);
+	for (int e = 0; e < STORE_ENC_COUNT; e++) {
+		MDB_val hkey = { STORE_HASH_LEN, (void *)spec->variant[e] };
+		if (spec->variant[e] == NULL)
+			continue;
+		/* A name never points at nothing. */
+		rc = mdb_get(t->txn, t->st->objects, &hkey, &obj);
+		if (rc != MDB_SUCCESS)
+			return store_error(rc, "set name: object");
+		memcpy(nv.variant[e], spec->variant[e], STORE_HASH_LEN);
+		nv.encodings |= 1u << e;
+	}
 	nv.updated = now;
+	nv.key_len = (uint32_t)key_len;
 	key.mv_data = (void *)name;
 	key.mv_size = len;
-	val.mv_data = &nv;
-	val.mv_size = sizeof(nv);
-	rc = mdb_put(t->txn, t->st->names, &key, &val, 0);
-	return store_error(rc, "set name");
+	val.mv_size = sizeof(nv) + key_len + 1;
+	rc = mdb_put(t->txn, t->st->names, &key, &val, MDB_RESERVE);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "set name");
+	memcpy(val.mv_data, &nv, sizeof(nv));
+	if (key_len > 0)
+		memcpy((char *)val.mv_data + sizeof(nv), spec->surrogate_key, key_len);
+	((char *)val.mv_data)[sizeof(nv) + key_len] = '\0';
+	return 0;
 }
 
 int store_get_name(store_txn *t, const char *name, store_name *out)
@@ -367,11 +391,16 @@ int store_get_name(store_txn *t, const char *name, store_name *out)
 	rc = mdb_get(t->txn, t->st->names, &key, &val);
 	if (rc != MDB_SUCCESS)
 		return store_error(rc, "get name");
-	if (val.mv_size != sizeof(nv))
+	if (val.mv_size < sizeof(nv) + 1)
 		return SAYIN_ECORRUPT;
 	memcpy(&nv, val.mv_data, sizeof(nv));
-	memcpy(out->hash, nv.hash, STORE_HASH_LEN);
+	if (val.mv_size != sizeof(nv) + nv.key_len + 1 || !(nv.encodings & 1u))
+		return SAYIN_ECORRUPT;
+	memcpy(out->hash, nv.variant[STORE_ENC_IDENTITY], STORE_HASH_LEN);
+	memcpy(out->variant, nv.variant, sizeof(nv.variant));
+	out->encodings = nv.encodings;
 	out->updated = nv.updated;
+	out->surrogate_key = (const char *)val.mv_data + sizeof(nv);
 	return 0;
 }
 

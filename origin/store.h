@@ -78,15 +78,36 @@ int store_delete_object(store_txn *txn, const uint8_t hash[STORE_HASH_LEN]);
 /* Looks an object up by hash; SAYIN_ENOTFOUND if absent. */
 int store_get_object(store_txn *txn, const uint8_t hash[STORE_HASH_LEN], store_object *out);
 
+/* Encodings a name may carry besides identity (precompressed at publish). */
+enum store_encoding { STORE_ENC_IDENTITY, STORE_ENC_GZIP, STORE_ENC_BR, STORE_ENC_COUNT };
+#define STORE_SURROGATE_KEY_MAX 255
+
 typedef struct store_name {
-	uint8_t hash[STORE_HASH_LEN]; /* the object the name points at */
-	int64_t updated;             /* unix seconds of the last store_set_name */
+	uint8_t hash[STORE_HASH_LEN]; /* the identity object the name points at */
+	/* hashes by enum store_encoding; [STORE_ENC_IDENTITY] equals hash */
+	uint8_t variant[STORE_ENC_COUNT][STORE_HASH_LEN];
+	unsigned encodings;           /* bit (1u << enc) set for each variant present */
+	int64_t updated;              /* unix seconds of the last store_set_name* */
+	const char *surrogate_key;    /* space-separated purge keys, "" if none;
+	                                 points into the map: valid until the txn ends */
 } store_name;
 
+typedef struct store_name_spec {
+	/* by enum store_encoding; identity is required, others may be NULL */
+	const uint8_t *variant[STORE_ENC_COUNT];
+	const char *surrogate_key;    /* NULL or at most STORE_SURROGATE_KEY_MAX bytes */
+} store_name_spec;
+
 /* Points name (a URL path such as "/u/demo/feed.json", at most 400 bytes) at
- * an existing object. SAYIN_ENOTFOUND if the object is absent. */
+ * an existing object, with no other encoding and no surrogate key.
+ * SAYIN_ENOTFOUND if the object is absent. */
 int store_set_name(store_txn *txn, const char *name, const uint8_t hash[STORE_HASH_LEN],
                    int64_t now);
+/* The same with encoded variants and surrogate keys. Every variant must be a
+ * stored object (SAYIN_ENOTFOUND otherwise); SAYIN_EINVAL for a missing
+ * identity or an over-long key. */
+int store_set_name_variants(store_txn *txn, const char *name, const store_name_spec *spec,
+                            int64_t now);
 int store_get_name(store_txn *txn, const char *name, store_name *out);
 
 /* Post records are opaque bytes to the store (JSON to the publisher). Post ids

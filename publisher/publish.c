@@ -1,6 +1,7 @@
 /* publish: one write transaction per post: audio object, record, feed, page, names. */
 #include "publish.h"
 
+#include "compress.h"
 #include "error.h"
 #include "feed.h"
 #include "log.h"
@@ -121,32 +122,82 @@ static int collect_post(void *arg, const char *id, const void *record, size_t le
 	return 0;
 }
 
-/* Stores bytes as an object and points name at it. The object the name
- * pointed at before is deleted: names own their generated documents (a
- * feed or page embeds its own URL, so no other name can share its bytes). */
-static int put_named(store_txn *txn, const char *name, const char *bytes, size_t len,
-                     const char *ctype, int64_t now)
+/* Deletes the objects a name pointed at before, except those it still
+ * points at: names own their generated documents (a feed or page embeds its
+ * own URL, so no other name can share its bytes). */
+static int drop_replaced(store_txn *txn, const store_name *old, const store_name *now)
 {
-	uint8_t hash[STORE_HASH_LEN];
-	store_name old;
-	int had_old = store_get_name(txn, name, &old) == 0;
-	int rc = store_put_object(txn, bytes, len, ctype, now, hash, NULL);
-
-	if (rc == 0)
-		rc = store_set_name(txn, name, hash, now);
-	if (rc == 0 && had_old && memcmp(old.hash, hash, STORE_HASH_LEN) != 0) {
-		rc = store_delete_object(txn, old.hash);
-		if (rc == SAYIN_ENOTFOUND)
-			rc = 0;
+	for (int e = 0; e < STORE_ENC_COUNT; e++) {
+		int still_used = 0;
+		if (!(old->encodings & (1u << e)))
+			continue;
+		for (int k = 0; k < STORE_ENC_COUNT; k++) {
+			if ((now->encodings & (1u << k)) &&
+			    memcmp(old->variant[e], now->variant[k], STORE_HASH_LEN) == 0)
+				still_used = 1;
+		}
+		if (!still_used) {
+			int rc = store_delete_object(txn, old->variant[e]);
+			if (rc != 0 && rc != SAYIN_ENOTFOUND)
+				return rc;
+		}
 	}
+	return 0;
+}
+
+/* Stores a document with its gzip and brotli variants (each kept only when
+ * smaller than the original) and points name at them, tagged with the
+ * surrogate keys CDNs purge by. */
+static int put_named(store_txn *txn, const char *name, const char *bytes, size_t len,
+                     const char *ctype, const char *surrogate_key, int64_t now)
+{
+	static int (*const encoders[STORE_ENC_COUNT])(const void *, size_t, unsigned char **,
+	                                              size_t *) = {
+		[STORE_ENC_GZIP] = compress_gzip,
+		[STORE_ENC_BR] = compress_brotli,
+	};
+	uint8_t hashes[STORE_ENC_COUNT][STORE_HASH_LEN];
+	store_name_spec spec = { .surrogate_key = surrogate_key };
+	store_name old, cur;
+	int had_old = store_get_name(txn, name, &old) == 0;
+	int rc = store_put_object(txn, bytes, len, ctype, now, hashes[STORE_ENC_IDENTITY], NULL);
+
+	spec.variant[STORE_ENC_IDENTITY] = hashes[STORE_ENC_IDENTITY];
+	for (int e = 0; rc == 0 && e < STORE_ENC_COUNT; e++) {
+		unsigned char *enc = NULL;
+		size_t enc_len = 0;
+		if (encoders[e] == NULL)
+			continue;
+		rc = encoders[e](bytes, len, &enc, &enc_len);
+		/* The variant object records the document's type; the encoding
+		 * lives in the name, which is how the origin picks it. */
+		if (rc == 0 && enc_len < len) {
+			rc = store_put_object(txn, enc, enc_len, ctype, now, hashes[e], NULL);
+			if (rc == 0)
+				spec.variant[e] = hashes[e];
+		}
+		free(enc);
+	}
+	if (rc == 0)
+		rc = store_set_name_variants(txn, name, &spec, now);
+	if (rc == 0 && had_old && store_get_name(txn, name, &cur) == 0)
+		rc = drop_replaced(txn, &old, &cur);
 	return rc;
+}
+
+/* "author-HANDLE <kind>ID": the keys a CDN purges a name by (Surrogate-Key). */
+static int surrogate_keys(char *buf, size_t len, const char *handle, const char *kind,
+                          const char *id)
+{
+	int n = snprintf(buf, len, "author-%s %s%s", handle, kind, id);
+	return n < 0 || (size_t)n >= len ? -ENOSPC : 0;
 }
 
 static int write_feed(store_txn *txn, const publish_settings *set, const feed_author *author,
                       int64_t now)
 {
 	struct post_list list = { 0 };
-	char path[256], *doc = NULL;
+	char path[256], keys[STORE_SURROGATE_KEY_MAX + 1], *doc = NULL;
 	size_t len;
 	int rc;
 
@@ -160,7 +211,9 @@ static int write_feed(store_txn *txn, const publish_settings *set, const feed_au
 	if (rc == 0)
 		rc = feed_path_feed(path, sizeof(path), author->handle);
 	if (rc == 0)
-		rc = put_named(txn, path, doc, len, FEED_CONTENT_TYPE, now);
+		rc = surrogate_keys(keys, sizeof(keys), author->handle, "feed-", author->handle);
+	if (rc == 0)
+		rc = put_named(txn, path, doc, len, FEED_CONTENT_TYPE, keys, now);
 	for (size_t i = 0; i < list.n; i++)
 		json_decref(list.items[i]);
 	free(list.items);
@@ -171,13 +224,15 @@ static int write_feed(store_txn *txn, const publish_settings *set, const feed_au
 static int write_page(store_txn *txn, const publish_settings *set, const feed_author *author,
                       const json_t *post, const char *id, int64_t now)
 {
-	char path[256], *doc = NULL;
+	char path[256], keys[STORE_SURROGATE_KEY_MAX + 1], *doc = NULL;
 	size_t len;
 	int rc = feed_post_html(set->base_url, author, post, &doc, &len);
 	if (rc == 0)
 		rc = feed_path_post(path, sizeof(path), id);
 	if (rc == 0)
-		rc = put_named(txn, path, doc, len, FEED_HTML_TYPE, now);
+		rc = surrogate_keys(keys, sizeof(keys), author->handle, "post-", id);
+	if (rc == 0)
+		rc = put_named(txn, path, doc, len, FEED_HTML_TYPE, keys, now);
 	free(doc);
 	return rc;
 }

@@ -10,6 +10,7 @@
 #include "publish.h"
 #include "store.h"
 
+#include <brotli/decode.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,9 +131,43 @@ static void test_feed_newest_first_and_limited(void **state)
 	assert_string_equal(json_string_value(json_object_get(json_array_get(items, 0), "id")), r3.id);
 	assert_string_equal(json_string_value(json_object_get(json_array_get(items, 1), "id")), r2.id);
 	json_decref(feed);
-	/* Three audio objects, one feed, three pages: superseded feeds are gone. */
-	assert_int_equal(stats(f->st).objects, 7);
+	/* Three audio objects plus, for one feed and three pages, an identity,
+	 * a gzip and a brotli object each: superseded feeds are gone. */
+	assert_int_equal(stats(f->st).objects, 3 + 4 * 3);
 	assert_int_equal(stats(f->st).posts, 3);
+}
+
+static void test_names_carry_variants_and_keys(void **state)
+{
+	struct fixture *f = *state;
+	publish_result r;
+	store_txn *txn;
+	store_name feed, page;
+	store_object id_obj, gz_obj, br_obj;
+	char path[64];
+	unsigned char plain[8192];
+	size_t plain_len = sizeof(plain);
+
+	assert_int_equal(post(f->st, "ann", "hello", "AUDIO", 5, 1000, &r), 0);
+	assert_int_equal(store_txn_begin(f->st, 0, &txn), 0);
+	assert_int_equal(store_get_name(txn, "/u/ann/feed.json", &feed), 0);
+	assert_int_equal(feed.encodings, 7u);
+	assert_string_equal(feed.surrogate_key, "author-ann feed-ann");
+	snprintf(path, sizeof(path), "/p/%s", r.id);
+	assert_int_equal(store_get_name(txn, path, &page), 0);
+	assert_int_equal(page.encodings, 7u);
+	assert_non_null(strstr(page.surrogate_key, "author-ann"));
+	assert_non_null(strstr(page.surrogate_key, r.id));
+	/* The brotli variant decodes to the identity bytes. */
+	assert_int_equal(store_get_object(txn, feed.variant[STORE_ENC_IDENTITY], &id_obj), 0);
+	assert_int_equal(store_get_object(txn, feed.variant[STORE_ENC_GZIP], &gz_obj), 0);
+	assert_int_equal(store_get_object(txn, feed.variant[STORE_ENC_BR], &br_obj), 0);
+	assert_true(gz_obj.size < id_obj.size && br_obj.size < id_obj.size);
+	assert_int_equal(BrotliDecoderDecompress(br_obj.size, br_obj.data, &plain_len, plain),
+	                 BROTLI_DECODER_RESULT_SUCCESS);
+	assert_int_equal(plain_len, id_obj.size);
+	assert_memory_equal(plain, id_obj.data, plain_len);
+	store_txn_abort(txn);
 }
 
 static void test_identical_audio_shared(void **state)
@@ -184,6 +219,7 @@ int main(void)
 		cmocka_unit_test(test_handles),
 		cmocka_unit_test_setup_teardown(test_feed_newest_first_and_limited, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_identical_audio_shared, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_names_carry_variants_and_keys, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_text_stores_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_full_leaves_nothing, setup_small, teardown),
 	};

@@ -103,6 +103,47 @@ static void test_names_are_mutable_pointers(void **state)
 	remove_dir(dir);
 }
 
+static void test_name_variants_and_keys(void **state)
+{
+	(void)state;
+	char *dir = make_dir();
+	store *st = open_rw(dir, 0);
+	store_txn *txn;
+	uint8_t id[STORE_HASH_LEN], br[STORE_HASH_LEN], missing[STORE_HASH_LEN] = { 7 };
+	char long_key[STORE_SURROGATE_KEY_MAX + 2];
+	store_name name;
+
+	memset(long_key, 'k', sizeof(long_key) - 1);
+	long_key[sizeof(long_key) - 1] = '\0';
+	assert_int_equal(store_txn_begin(st, 1, &txn), 0);
+	assert_int_equal(store_put_object(txn, "plain", 5, "text/plain", 1, id, NULL), 0);
+	assert_int_equal(store_put_object(txn, "brbr", 4, "text/plain", 1, br, NULL), 0);
+	store_name_spec spec = { .variant = { [STORE_ENC_IDENTITY] = id, [STORE_ENC_BR] = br },
+		                 .surrogate_key = "author-ann feed-ann" };
+	assert_int_equal(store_set_name_variants(txn, "/f", &spec, 5), 0);
+	assert_int_equal(store_get_name(txn, "/f", &name), 0);
+	assert_int_equal(name.encodings, (1u << STORE_ENC_IDENTITY) | (1u << STORE_ENC_BR));
+	assert_memory_equal(name.hash, id, STORE_HASH_LEN);
+	assert_memory_equal(name.variant[STORE_ENC_BR], br, STORE_HASH_LEN);
+	assert_string_equal(name.surrogate_key, "author-ann feed-ann");
+	/* Every variant must exist; identity is required; keys are bounded. */
+	spec.variant[STORE_ENC_GZIP] = missing;
+	assert_int_equal(store_set_name_variants(txn, "/g", &spec, 5), SAYIN_ENOTFOUND);
+	spec.variant[STORE_ENC_GZIP] = NULL;
+	spec.surrogate_key = long_key;
+	assert_int_equal(store_set_name_variants(txn, "/g", &spec, 5), SAYIN_EINVAL);
+	store_name_spec no_identity = { .variant = { [STORE_ENC_BR] = br } };
+	assert_int_equal(store_set_name_variants(txn, "/g", &no_identity, 5), SAYIN_EINVAL);
+	/* The plain form leaves no key and only identity. */
+	assert_int_equal(store_set_name(txn, "/f", id, 6), 0);
+	assert_int_equal(store_get_name(txn, "/f", &name), 0);
+	assert_int_equal(name.encodings, 1u);
+	assert_string_equal(name.surrogate_key, "");
+	store_txn_abort(txn);
+	store_close(st);
+	remove_dir(dir);
+}
+
 static int collect_ids(void *arg, const char *id, const void *record, size_t len)
 {
 	char *out = arg;
@@ -277,6 +318,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_identical_bytes_stored_once),
 		cmocka_unit_test(test_names_are_mutable_pointers),
+		cmocka_unit_test(test_name_variants_and_keys),
 		cmocka_unit_test(test_author_posts_newest_first),
 		cmocka_unit_test(test_aborted_txn_leaves_nothing),
 		cmocka_unit_test(test_full_map_is_store_full),

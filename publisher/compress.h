@@ -1,0 +1,19 @@
+/* compress: the gzip (zlib) and brotli (libbrotlienc) encodings of a document,
+ * made once at publish time so the origin never compresses on the fly.
+ * Pure: bytes in, bytes out. Deterministic: the same input gives the same
+ * bytes (gzip header with no name and mtime 0), so variants are
+ * content-addressed like everything else.
+ *
+ * Threading: no shared state. Output buffers are malloc'd; the caller frees. */
+#ifndef SAYIN_COMPRESS_H
+#define SAYIN_COMPRESS_H
+
+#include <stddef.h>
+
+/* gzip (RFC 1952) at level 9. Returns 0, -ENOMEM, or SAYIN_EENCODE (logged). */
+int compress_gzip(const void *in, size_t len, unsigned char **out, size_t *out_len);
+
+/* brotli (RFC 7932) at quality 11, text mode. Returns 0, -ENOMEM or SAYIN_EENCODE. */
+int compress_brotli(const void *in, size_t len, unsigned char **out, size_t *out_len);
+
+#endif
