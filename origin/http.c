@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,38 @@ struct header_span {
 	size_t name;
 	size_t value;
 };
+
+/* The server's counters. Only the loop thread writes them, with a relaxed
+ * load and store (no locked instruction on the hot path); any thread may
+ * read them through http_server_stats. */
+struct server_stats {
+	_Atomic uint64_t connections_open;
+	_Atomic uint64_t connections_accepted;
+	_Atomic uint64_t connections_refused;
+	_Atomic uint64_t requests;
+	_Atomic uint64_t bad_requests;
+	_Atomic uint64_t timeouts_header;
+	_Atomic uint64_t timeouts_idle;
+	_Atomic uint64_t timeouts_write;
+	_Atomic uint64_t bytes_sent;
+};
+
+static void stat_add(_Atomic uint64_t *counter, uint64_t n)
+{
+	atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n,
+	                      memory_order_relaxed);
+}
+
+static void stat_sub(_Atomic uint64_t *counter, uint64_t n)
+{
+	atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) - n,
+	                      memory_order_relaxed);
+}
+
+static uint64_t stat_get(const _Atomic uint64_t *counter)
+{
+	return atomic_load_explicit(counter, memory_order_relaxed);
+}
 
 struct http_conn {
 	http_request req; /* handed to the handler; the conn is found from it */
@@ -99,7 +132,10 @@ struct http_conn {
 	http_release_fn release;
 	void *release_arg;
 	int close_after_write;
-	size_t write_queue_seen;
+	size_t write_queue_seen; /* bytes of it last known unsent */
+	int handler_response;    /* the write is a handler's: on_complete is due */
+	int response_status;
+	uint64_t start_ns;       /* uv_hrtime() at the request's first byte */
 };
 
 struct http_server {
@@ -111,7 +147,7 @@ struct http_server {
 	int port;
 	struct http_conn *conns;
 	size_t n_conns; /* allocated, including closed ones a handler still holds */
-	http_stats stats;
+	struct server_stats stats;
 	time_t date_sec;
 	char date[40];
 	uint64_t last_refuse_log;
@@ -141,17 +177,17 @@ static struct http_conn *conn_of(const http_request *req)
 static void on_conn_timer(uv_timer_t *timer)
 {
 	struct http_conn *conn = timer->data;
-	http_stats *stats = &conn->server->stats;
+	struct server_stats *stats = &conn->server->stats;
 	size_t queued;
 
 	switch (conn->phase) {
 	case PH_IDLE:
 	case PH_BODY:
-		stats->timeouts_idle++;
+		stat_add(&stats->timeouts_idle, 1);
 		conn_close(conn);
 		break;
 	case PH_HEAD:
-		stats->timeouts_header++;
+		stat_add(&stats->timeouts_header, 1);
 		log_debug("http: header timeout");
 		conn_close(conn);
 		break;
@@ -166,7 +202,7 @@ static void on_conn_timer(uv_timer_t *timer)
 			               conn->server->limits.write_timeout_ms, 0);
 			break;
 		}
-		stats->timeouts_write++;
+		stat_add(&stats->timeouts_write, 1);
 		log_debug("http: write timeout");
 		conn_close(conn);
 		break;
@@ -259,9 +295,12 @@ static void conn_close(struct http_conn *conn)
 {
 	if (conn->phase == PH_CLOSED)
 		return;
+	/* What is still queued never leaves: on_write reports the rest. */
+	if (conn->phase == PH_WRITE)
+		conn->write_queue_seen = uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp);
 	conn->phase = PH_CLOSED;
 	conn->reading = 0;
-	conn->server->stats.connections_open--;
+	stat_sub(&conn->server->stats.connections_open, 1);
 	uv_close((uv_handle_t *)&conn->tcp, on_conn_handle_closed);
 	uv_close((uv_handle_t *)&conn->timer, on_conn_handle_closed);
 }
@@ -351,6 +390,9 @@ static int on_message_begin(llhttp_t *parser)
 		conn->error_status = 503;
 		return -1;
 	}
+	/* vDSO clock read, no syscall. A pipelined request starts when its
+	 * parsing does, after the response before it. */
+	conn->start_ns = uv_hrtime();
 	if (conn->phase == PH_IDLE) {
 		conn->phase = PH_HEAD;
 		conn_arm(conn, conn->server->limits.header_timeout_ms);
@@ -709,7 +751,7 @@ static int conn_send(struct http_conn *conn, int status, const http_header *head
 static void conn_reject(struct http_conn *conn, int status)
 {
 	if (status < 500)
-		conn->server->stats.bad_requests++;
+		stat_add(&conn->server->stats.bad_requests, 1);
 	conn->release = NULL;
 	conn->release_arg = NULL;
 	conn->req.version_major = 1;
@@ -748,12 +790,39 @@ static void conn_next_request(struct http_conn *conn)
 	conn->block = NULL;
 }
 
+/* Tells the handler how its response ended; req is still valid. */
+static void conn_complete(struct http_conn *conn, uint64_t bytes_sent, int aborted)
+{
+	http_handler *handler = conn->server->handler;
+	http_completion done;
+
+	if (handler->on_complete == NULL)
+		return;
+	done.status = conn->response_status;
+	done.bytes_sent = bytes_sent;
+	done.duration_ns = uv_hrtime() - conn->start_ns;
+	done.aborted = aborted;
+	handler->on_complete(handler, &conn->req, &done);
+}
+
 static void on_write(uv_write_t *req, int status)
 {
 	struct http_conn *conn = req->data;
 	http_release_fn release = conn->release;
 	void *release_arg = conn->release_arg;
+	int failed = status < 0 || conn->phase == PH_CLOSED;
+	uint64_t sent = conn->out_bytes;
 
+	/* A failed write reports what is known to have left: a lower bound,
+	 * from the queue size last seen (at close, at a stall check, or right
+	 * after queueing). */
+	if (failed)
+		sent -= conn->write_queue_seen < sent ? conn->write_queue_seen : sent;
+	stat_add(&conn->server->stats.bytes_sent, sent);
+	if (conn->handler_response) {
+		conn->handler_response = 0;
+		conn_complete(conn, sent, failed);
+	}
 	free(conn->out_head);
 	conn->out_head = NULL;
 	conn->release = NULL;
@@ -768,7 +837,6 @@ static void on_write(uv_write_t *req, int status)
 		conn_close(conn);
 		return;
 	}
-	conn->server->stats.bytes_sent += conn->out_bytes;
 	if (conn->close_after_write || conn->server->stopping) {
 		conn_shutdown(conn);
 		return;
@@ -790,8 +858,10 @@ int http_respond(http_request *req, int status, const http_header *headers, size
 		return UV_EINVAL;
 	}
 	conn->handler_pending = 0;
+	conn->response_status = status;
 	if (conn->phase == PH_CLOSED) {
 		/* The client went away while the handler worked. */
+		conn_complete(conn, 0, 1);
 		if (release != NULL)
 			release(release_arg);
 		if (conn->handles_open == 0)
@@ -808,9 +878,12 @@ int http_respond(http_request *req, int status, const http_header *headers, size
 	if (err != 0) {
 		conn->release = NULL;
 		conn->release_arg = NULL;
+		conn_complete(conn, 0, 1);
 		if (release != NULL)
 			release(release_arg);
 		conn_close(conn);
+	} else {
+		conn->handler_response = 1;
 	}
 	return err;
 }
@@ -827,7 +900,7 @@ static void conn_dispatch(struct http_conn *conn)
 	conn->req.has_body = conn->body_bytes > 0;
 	conn->req.data = NULL;
 	conn->handler_pending = 1;
-	server->stats.requests++;
+	stat_add(&server->stats.requests, 1);
 	/* The conn outlives this call: it is freed only from a close callback
 	 * or a later http_respond, never synchronously here. */
 	server->handler->on_request(server->handler, &conn->req);
@@ -949,7 +1022,7 @@ static void conn_refuse(http_server *server)
 	uv_os_fd_t fd;
 	char drain[4096];
 
-	server->stats.connections_refused++;
+	stat_add(&server->stats.connections_refused, 1);
 	if (server->last_refuse_log == 0 || now - server->last_refuse_log >= REFUSE_LOG_INTERVAL_MS) {
 		log_warn("http: over %u connections, refusing", server->limits.max_connections);
 		server->last_refuse_log = now;
@@ -982,7 +1055,7 @@ static void on_connection(uv_stream_t *listener, int status)
 		log_warn("http: accept failed: %s", uv_strerror(status));
 		return;
 	}
-	if (server->stats.connections_open >= server->limits.max_connections) {
+	if (stat_get(&server->stats.connections_open) >= server->limits.max_connections) {
 		conn_refuse(server);
 		return;
 	}
@@ -1003,7 +1076,7 @@ static void on_connection(uv_stream_t *listener, int status)
 		server->conns->prev = conn;
 	server->conns = conn;
 	server->n_conns++;
-	server->stats.connections_open++;
+	stat_add(&server->stats.connections_open, 1);
 	llhttp_init(&conn->parser, HTTP_REQUEST, &parser_settings);
 	conn->parser.data = conn;
 
@@ -1013,7 +1086,7 @@ static void on_connection(uv_stream_t *listener, int status)
 		conn_close(conn);
 		return;
 	}
-	server->stats.connections_accepted++;
+	stat_add(&server->stats.connections_accepted, 1);
 	uv_tcp_nodelay(&conn->tcp, 1);
 	conn_arm(conn, server->limits.idle_timeout_ms);
 	conn_read_start(conn);
@@ -1184,6 +1257,33 @@ fail:
 	return err;
 }
 
+int http_listen_check(const char *listen_addr)
+{
+	struct sockaddr_storage sa;
+	socklen_t len;
+	int one = 1;
+	int fd, err;
+
+	err = parse_listen_addr(listen_addr, &sa);
+	if (err != 0)
+		return err;
+	len = sa.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	if ((sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
+	                              : ((struct sockaddr_in *)&sa)->sin_port) == 0)
+		return 0; /* port 0: the kernel picks a free one */
+	fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	/* SO_REUSEADDR as listen_socket sets it, so only TIME_WAIT is
+	 * forgiven; without SO_REUSEPORT any listener, ours or not, refuses. */
+	err = 0;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    bind(fd, (const struct sockaddr *)&sa, len) != 0)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
 static void on_server_handle_closed(uv_handle_t *handle)
 {
 	http_server *server = handle->data;
@@ -1337,5 +1437,15 @@ void http_server_stop(http_server *server, uint64_t grace_ms, void (*on_stopped)
 
 void http_server_stats(const http_server *server, http_stats *out)
 {
-	*out = server->stats;
+	const struct server_stats *s = &server->stats;
+
+	out->connections_open = stat_get(&s->connections_open);
+	out->connections_accepted = stat_get(&s->connections_accepted);
+	out->connections_refused = stat_get(&s->connections_refused);
+	out->requests = stat_get(&s->requests);
+	out->bad_requests = stat_get(&s->bad_requests);
+	out->timeouts_header = stat_get(&s->timeouts_header);
+	out->timeouts_idle = stat_get(&s->timeouts_idle);
+	out->timeouts_write = stat_get(&s->timeouts_write);
+	out->bytes_sent = stat_get(&s->bytes_sent);
 }

@@ -43,8 +43,25 @@ typedef struct http_limits {
 
 /* A handler is embedded first in its module's struct (h2o style), so the
  * callback can recover the module with a cast. */
+typedef struct http_completion {
+	int status;           /* the status sent */
+	uint64_t bytes_sent;  /* header and body bytes written; when aborted, those
+	                         known to have left (a lower bound) */
+	uint64_t duration_ns; /* from the request's first byte to its last byte written
+	                         (monotonic; a pipelined request starts when the
+	                         core starts parsing it) */
+	int aborted;          /* the connection died before the response was written */
+} http_completion;
+
 typedef struct http_handler {
 	void (*on_request)(struct http_handler *self, http_request *req);
+	/* Optional (NULL): called once per response the handler sent, after it
+	 * was written or failed and before its release callback; req is still
+	 * valid. For metrics and access logs. Also called (aborted, nothing
+	 * sent) when http_respond fails, e.g. the client left while the handler
+	 * worked. Never for requests the core answered itself. */
+	void (*on_complete)(struct http_handler *self, http_request *req,
+	                    const http_completion *done);
 } http_handler;
 
 /* The parsed request. Strings are NUL-terminated and owned by the core; they
@@ -93,6 +110,13 @@ const char *http_status_text(int status);
 int http_server_start(uv_loop_t *loop, const char *listen_addr, int reuseport,
                       const http_limits *limits, http_handler *handler, http_server **out);
 
+/* Fails with -EADDRINUSE if anything, even another process's SO_REUSEPORT
+ * group, already listens on listen_addr (bind without SO_REUSEPORT, then
+ * close). Call it before the first http_server_start with reuseport != 0,
+ * which would otherwise silently join such a group. Returns 0 (always for
+ * port 0), a negative errno, or SAYIN_ECONFIG for a bad address. */
+int http_listen_check(const char *listen_addr);
+
 /* The port actually bound (useful with port 0). */
 int http_server_port(const http_server *server);
 
@@ -102,7 +126,8 @@ int http_server_port(const http_server *server);
 void http_server_stop(http_server *server, uint64_t grace_ms, void (*on_stopped)(void *arg),
                       void *arg);
 
-/* Counters, for /metrics. Read on the loop thread. */
+/* Counters, for /metrics. Written only by the loop thread with relaxed
+ * atomic stores, so any thread may read them. */
 typedef struct http_stats {
 	uint64_t connections_open;
 	uint64_t connections_accepted;
@@ -115,6 +140,8 @@ typedef struct http_stats {
 	uint64_t bytes_sent;
 } http_stats;
 
+/* Any thread may call this while the server runs; the caller makes sure it
+ * does not race with the end of http_server_stop, which frees the server. */
 void http_server_stats(const http_server *server, http_stats *out);
 
 #endif
