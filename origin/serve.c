@@ -1,4 +1,7 @@
-/* serve: maps origin URLs to stored objects and answers with CDN-friendly headers. */
+/* serve: the origin's request handler: URL path -> stored object -> response,
+ * with the HTTP semantics CDNs and browsers expect (RFC 9110, 9111, 9213):
+ * conditional and range requests, precompressed variants, CORS, and the one
+ * caching policy table. It only reads the store. */
 #include "serve.h"
 
 #include "error.h"
@@ -8,17 +11,44 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
-/* What a URL resolves to decides its caching policy: one table, here. */
-enum route_kind { ROUTE_OBJECT, ROUTE_NAME, ROUTE_OTHER };
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-static const char *const cache_policy[] = {
-	/* Content-addressed: the bytes under a URL never change. */
-	[ROUTE_OBJECT] = "public, max-age=31536000, immutable",
-	/* Names change on publish: short-lived everywhere until purging lands. */
-	[ROUTE_NAME] = "public, max-age=60",
-	[ROUTE_OTHER] = "no-store",
+enum route_kind { ROUTE_OBJECT, ROUTE_NAME, ROUTE_OTHER, ROUTE_COUNT };
+enum method_kind { METHOD_GET, METHOD_HEAD, METHOD_OPTIONS, METHOD_OTHER, METHOD_COUNT };
+enum { STATUS_CLASSES = 5 }; /* 1xx .. 5xx */
+
+static const char *const route_labels[ROUTE_COUNT] = { "object", "name", "other" };
+static const char *const method_labels[METHOD_COUNT] = { "GET", "HEAD", "OPTIONS", "other" };
+static const char *const encoding_tokens[STORE_ENC_COUNT] = {
+	[STORE_ENC_IDENTITY] = "identity",
+	[STORE_ENC_GZIP] = "gzip",
+	[STORE_ENC_BR] = "br",
+};
+
+/* ---- the caching policy table ----
+ * Every Cache-Control and CDN-Cache-Control the origin sends comes from this
+ * table, filled once by serve_create from serve_options. */
+enum cache_policy_kind {
+	POLICY_OBJECT, /* content-addressed: the bytes under a URL never change */
+	POLICY_NAME,   /* feeds and pages: short for browsers, long for CDNs, purged by key */
+	/* 404: cacheable briefly. A miss costs little to answer, but scanners
+	 * and clients polling a feed that does not exist yet would otherwise
+	 * reach the origin through every edge on every request; 10 s bounds
+	 * both that load and how long a newly published name (which has no
+	 * surrogate key to purge while it is a 404) can stay hidden. */
+	POLICY_MISS,
+	/* Everything else (errors, 406, 416, /healthz, /metrics, OPTIONS):
+	 * never stored, so a transient answer is never replayed. */
+	POLICY_NONE,
+	POLICY_COUNT
+};
+
+struct cache_policy {
+	const char *cache_control;
+	const char *cdn_cache_control; /* RFC 9213 CDN-Cache-Control; NULL: none */
 };
 
 /* Extensions of /a/<sha256>.<ext> and the content type each must have. */
@@ -31,51 +61,675 @@ static const struct {
 	{ "json", "application/json" },
 };
 
+#define ALLOW_METHODS "GET, HEAD, OPTIONS"
+#define CORS_EXPOSE "Content-Range, Content-Length, ETag"
+#define CORS_ALLOW_HEADERS "Range, If-None-Match, If-Modified-Since, If-Range"
+#define TEXT_TYPE "text/plain; charset=utf-8"
+
+/* Latency buckets, seconds: from a hot 304 to a slow client's large object. */
+static const double duration_bounds[] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+	                                  0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
+	                                  1,      2.5,     5,      10 };
+
+struct serve_metrics {
+	metrics_id requests[METHOD_COUNT][STATUS_CLASSES][ROUTE_COUNT];
+	metrics_id response_bytes[ROUTE_COUNT];
+	metrics_id duration[ROUTE_COUNT];
+	metrics_id not_modified;
+	metrics_id partial;
+	metrics_id aborted;
+};
+
+/* What one request needs after on_request returns: the read transaction the
+ * body points into, a malloc'd body, and what on_complete records. Taken
+ * from the handler's free list and given back by the release callback, so
+ * steady traffic allocates nothing. */
+struct serve_req {
+	struct serve_req *next_free;
+	serve_handler *sh;
+	store_txn *txn; /* open while the body points into LMDB's map */
+	char *owned;    /* a malloc'd body (/metrics), freed on release */
+	unsigned char method, route;
+	signed char encoding; /* enum store_encoding, -1 when not a name */
+	unsigned char partial;
+	uint64_t range_first, range_last;
+};
+
+enum { REQ_BLOCK = 64 };
+struct req_block {
+	struct req_block *next;
+	struct serve_req reqs[REQ_BLOCK];
+};
+
 struct serve_handler {
 	http_handler base; /* first: the http core hands us this pointer */
 	store *st;
+	const serve_options *opt;
+	const serve_metrics *ids; /* NULL: no metrics */
+	metrics_shard *shard;     /* likewise */
+	struct cache_policy policy[POLICY_COUNT];
+	char name_cache_control[192];
+	char name_cdn_cache_control[160];
+	struct serve_req *free_reqs;
+	struct req_block *blocks;
+	/* Last-Modified of the last response: hot objects repeat. */
+	int64_t date_cache_time;
+	char date_cache[32];
 };
 
-static void format_http_date(int64_t t, char *buf, size_t len)
+/* ---- small formatting helpers (no printf on the hot path) ---- */
+
+static char *put_str(char *p, const char *s)
 {
-	time_t secs = (time_t)t;
-	struct tm tm;
-	gmtime_r(&secs, &tm);
-	strftime(buf, len, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	size_t n = strlen(s);
+	memcpy(p, s, n);
+	return p + n;
 }
 
-static void release_txn(void *arg)
+static char *put_u64(char *p, uint64_t v)
 {
-	store_txn_abort(arg);
+	char tmp[20];
+	size_t n = 0;
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	while (n > 0)
+		*p++ = tmp[--n];
+	return p;
 }
 
-static void respond_text(http_request *req, int status, const char *body, const http_header *extra,
-                         size_t n_extra)
+static char *put_2digits(char *p, unsigned v)
 {
-	http_header h[4] = {
-		{ "Content-Type", "text/plain; charset=utf-8" },
-		{ "Cache-Control", cache_policy[ROUTE_OTHER] },
-	};
-	size_t n = 2;
-	for (size_t i = 0; i < n_extra && n < sizeof(h) / sizeof(h[0]); i++)
-		h[n++] = extra[i];
-	http_respond(req, status, h, n, body, strlen(body), strcmp(req->method, "HEAD") != 0, 0,
-	             NULL, NULL);
+	*p++ = (char)('0' + v / 10 % 10);
+	*p++ = (char)('0' + v % 10);
+	return p;
 }
 
-/* Parses "/a/<64 hex>.<ext>"; returns 0 and fills hash and the expected
- * content type, or -1 when the path is not an object URL. */
+/* ---- HTTP dates (RFC 9110 5.6.7) ---- */
+
+static const char day_names[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+static const char *const day_names_long[7] = { "Sunday",   "Monday", "Tuesday", "Wednesday",
+	                                       "Thursday", "Friday", "Saturday" };
+static const char month_names[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+	                                 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	unsigned yoe = (unsigned)(y - era * 400);
+	unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+	unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (int64_t)doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+	z += 719468;
+	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+	unsigned doe = (unsigned)(z - era * 146097);
+	unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	unsigned mp = (5 * doy + 2) / 153;
+	*d = doy - (153 * mp + 2) / 5 + 1;
+	*m = mp < 10 ? mp + 3 : mp - 9;
+	*y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+/* Writes the IMF-fixdate of t ("Sun, 06 Nov 1994 08:49:37 GMT") into out
+ * (at least 30 bytes). Years outside 0..9999 are clamped. */
+static void format_http_date(int64_t t, char *out)
+{
+	int64_t days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
+	int64_t secs = t - days * 86400, y;
+	unsigned m, d;
+	char *p = out;
+
+	civil_from_days(days, &y, &m, &d);
+	if (y < 0 || y > 9999) {
+		y = y < 0 ? 0 : 9999;
+		m = y == 0 ? 1 : 12;
+		d = y == 0 ? 1 : 31;
+		secs = y == 0 ? 0 : 86399;
+	}
+	p = put_str(p, day_names[((days % 7) + 11) % 7]); /* 1970-01-01 was a Thursday */
+	p = put_str(p, ", ");
+	p = put_2digits(p, d);
+	*p++ = ' ';
+	p = put_str(p, month_names[m - 1]);
+	*p++ = ' ';
+	p = put_2digits(p, (unsigned)(y / 100));
+	p = put_2digits(p, (unsigned)(y % 100));
+	*p++ = ' ';
+	p = put_2digits(p, (unsigned)(secs / 3600));
+	*p++ = ':';
+	p = put_2digits(p, (unsigned)(secs / 60 % 60));
+	*p++ = ':';
+	p = put_2digits(p, (unsigned)(secs % 60));
+	p = put_str(p, " GMT");
+	*p = '\0';
+}
+
+static int parse_digits(const char *p, size_t n, unsigned *out)
+{
+	unsigned v = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return -1;
+		v = v * 10 + (unsigned)(p[i] - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+static int parse_month(const char *p, unsigned *m)
+{
+	for (unsigned i = 0; i < 12; i++) {
+		if (memcmp(p, month_names[i], 3) == 0) {
+			*m = i + 1;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int parse_day_name(const char *p)
+{
+	for (unsigned i = 0; i < 7; i++) {
+		if (memcmp(p, day_names[i], 3) == 0)
+			return 0;
+	}
+	return -1;
+}
+
+/* "HH:MM:SS" -> seconds of the day. */
+static int parse_clock(const char *p, int64_t *secs)
+{
+	unsigned h, m, s;
+	if (parse_digits(p, 2, &h) != 0 || p[2] != ':' || parse_digits(p + 3, 2, &m) != 0 ||
+	    p[5] != ':' || parse_digits(p + 6, 2, &s) != 0 || h > 23 || m > 59 || s > 60)
+		return -1;
+	*secs = (int64_t)h * 3600 + m * 60 + s;
+	return 0;
+}
+
+/* Parses an HTTP-date in any of its three formats (IMF-fixdate, the obsolete
+ * RFC 850 and asctime forms). Returns 0 and unix seconds, or -1. */
+static int parse_http_date(const char *s, int64_t *out)
+{
+	size_t len = strlen(s);
+	unsigned day, month, year;
+	int64_t clock;
+
+	while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+		len--;
+	if (len == 29 && s[3] == ',') {
+		/* Sun, 06 Nov 1994 08:49:37 GMT */
+		if (parse_day_name(s) != 0 || s[4] != ' ' || parse_digits(s + 5, 2, &day) != 0 ||
+		    s[7] != ' ' || parse_month(s + 8, &month) != 0 || s[11] != ' ' ||
+		    parse_digits(s + 12, 4, &year) != 0 || s[16] != ' ' ||
+		    parse_clock(s + 17, &clock) != 0 || memcmp(s + 25, " GMT", 4) != 0)
+			return -1;
+	} else if (len == 24 && s[3] == ' ') {
+		/* Sun Nov  6 08:49:37 1994 */
+		if (parse_day_name(s) != 0 || parse_month(s + 4, &month) != 0 || s[7] != ' ' ||
+		    s[10] != ' ' || parse_clock(s + 11, &clock) != 0 || s[19] != ' ' ||
+		    parse_digits(s + 20, 4, &year) != 0)
+			return -1;
+		if (s[8] == ' ' ? parse_digits(s + 9, 1, &day) : parse_digits(s + 8, 2, &day))
+			return -1;
+	} else {
+		/* Sunday, 06-Nov-94 08:49:37 GMT */
+		const char *p = NULL;
+		unsigned yy;
+		for (unsigned i = 0; i < 7 && p == NULL; i++) {
+			size_t n = strlen(day_names_long[i]);
+			if (len == n + 24 && memcmp(s, day_names_long[i], n) == 0)
+				p = s + n;
+		}
+		if (p == NULL || p[0] != ',' || p[1] != ' ' || parse_digits(p + 2, 2, &day) != 0 ||
+		    p[4] != '-' || parse_month(p + 5, &month) != 0 || p[8] != '-' ||
+		    parse_digits(p + 9, 2, &yy) != 0 || p[11] != ' ' ||
+		    parse_clock(p + 12, &clock) != 0 || memcmp(p + 20, " GMT", 4) != 0)
+			return -1;
+		/* RFC 9110: a two-digit year more than 50 years ahead is in the
+		 * past century. */
+		time_t now = time(NULL);
+		struct tm tm;
+		int this_year = gmtime_r(&now, &tm) != NULL ? tm.tm_year + 1900 : 2000;
+		year = (unsigned)(this_year / 100 * 100) + yy;
+		if ((int)year > this_year + 50)
+			year -= 100;
+	}
+	if (day < 1 || day > 31)
+		return -1;
+	*out = days_from_civil(year, month, day) * 86400 + clock;
+	return 0;
+}
+
+/* ---- request headers, scanned once ---- */
+
+struct req_headers {
+	const char *range;
+	const char *if_range;
+	const char *if_none_match;
+	const char *if_modified_since;
+	const char *accept_encoding;
+	const char *origin;
+	const char *ac_request_method;
+};
+
+/* One pass over the fields; the first of a repeated field wins. */
+static void scan_headers(const http_request *req, struct req_headers *out)
+{
+	size_t count = http_request_header_count(req);
+
+	memset(out, 0, sizeof(*out));
+	for (size_t i = 0; i < count; i++) {
+		http_header h = http_request_header_at(req, i);
+		const char **slot = NULL;
+		switch (strlen(h.name)) {
+		case 5:
+			if (strcasecmp(h.name, "Range") == 0)
+				slot = &out->range;
+			break;
+		case 6:
+			if (strcasecmp(h.name, "Origin") == 0)
+				slot = &out->origin;
+			break;
+		case 8:
+			if (strcasecmp(h.name, "If-Range") == 0)
+				slot = &out->if_range;
+			break;
+		case 13:
+			if (strcasecmp(h.name, "If-None-Match") == 0)
+				slot = &out->if_none_match;
+			break;
+		case 15:
+			if (strcasecmp(h.name, "Accept-Encoding") == 0)
+				slot = &out->accept_encoding;
+			break;
+		case 17:
+			if (strcasecmp(h.name, "If-Modified-Since") == 0)
+				slot = &out->if_modified_since;
+			break;
+		case 29:
+			if (strcasecmp(h.name, "Access-Control-Request-Method") == 0)
+				slot = &out->ac_request_method;
+			break;
+		default:
+			break;
+		}
+		if (slot != NULL && *slot == NULL)
+			*slot = h.value;
+	}
+}
+
+static const char *skip_ows(const char *p)
+{
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return p;
+}
+
+/* ---- entity tags (RFC 9110 8.8.3, 13.1) ---- */
+
+/* If-None-Match: "*" or a list of entity tags, weak comparison (W/"x"
+ * matches "x"). A malformed list matches nothing, so the full response is
+ * sent. */
+static int etag_list_matches(const char *list, const char *hex)
+{
+	const char *p = list;
+
+	for (;;) {
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		if (*p == '\0')
+			return 0;
+		if (*p == '*')
+			return 1;
+		if (p[0] == 'W' && p[1] == '/')
+			p += 2;
+		if (*p != '"')
+			return 0;
+		const char *end = strchr(p + 1, '"');
+		if (end == NULL)
+			return 0;
+		if ((size_t)(end - p - 1) == STORE_HASH_HEX_LEN &&
+		    memcmp(p + 1, hex, STORE_HASH_HEX_LEN) == 0)
+			return 1;
+		p = end + 1;
+	}
+}
+
+/* If-Range (RFC 9110 13.1.5): a strong entity tag equal to ours, or a date
+ * equal to Last-Modified when that date is a strong validator. */
+static int if_range_matches(const char *value, const char *hex, int64_t modified,
+                            int date_is_strong)
+{
+	const char *p = skip_ows(value);
+	int64_t when;
+
+	if (p[0] == 'W' && p[1] == '/')
+		return 0; /* weak tags never validate a range */
+	if (*p == '"') {
+		size_t len = strlen(p);
+		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+			len--;
+		return len == STORE_HASH_HEX_LEN + 2 && p[len - 1] == '"' &&
+		       memcmp(p + 1, hex, STORE_HASH_HEX_LEN) == 0;
+	}
+	return date_is_strong && parse_http_date(p, &when) == 0 && when == modified;
+}
+
+/* ---- Range (RFC 9110 14.1.2, 14.2) ---- */
+
+enum range_result {
+	RANGE_IGNORE,        /* absent, invalid or several ranges: send everything (200) */
+	RANGE_SINGLE,        /* one satisfiable range: 206 */
+	RANGE_UNSATISFIABLE, /* 416 */
+};
+
+/* Reads decimal digits, saturating at UINT64_MAX. Returns the end, or NULL
+ * when there is no digit. */
+static const char *parse_u64(const char *p, uint64_t *out)
+{
+	uint64_t v = 0;
+	const char *start = p;
+
+	for (; *p >= '0' && *p <= '9'; p++) {
+		unsigned d = (unsigned)(*p - '0');
+		v = v > (UINT64_MAX - d) / 10 ? UINT64_MAX : v * 10 + d;
+	}
+	*out = v;
+	return p == start ? NULL : p;
+}
+
+/* Parses a Range value against a representation of len bytes. On
+ * RANGE_SINGLE, *first and *last are the inclusive byte positions. */
+static enum range_result parse_range(const char *value, uint64_t len, uint64_t *first,
+                                     uint64_t *last)
+{
+	const char *p = value;
+	int specs = 0, satisfiable = 0;
+	uint64_t a = 0, b = 0;
+
+	if (strncasecmp(p, "bytes=", 6) != 0 || len == 0)
+		return RANGE_IGNORE;
+	p += 6;
+	for (;;) {
+		uint64_t x, y;
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		if (*p == '\0')
+			break;
+		if (*p == '-') {
+			/* suffix-range: the last y bytes */
+			p = parse_u64(p + 1, &y);
+			if (p == NULL)
+				return RANGE_IGNORE;
+			if (y > 0) {
+				satisfiable = 1;
+				a = y >= len ? 0 : len - y;
+				b = len - 1;
+			}
+		} else {
+			p = parse_u64(p, &x);
+			if (p == NULL || *p != '-')
+				return RANGE_IGNORE;
+			p++;
+			y = UINT64_MAX;
+			if (*p >= '0' && *p <= '9') {
+				p = parse_u64(p, &y);
+				if (y < x)
+					return RANGE_IGNORE; /* syntactically invalid */
+			}
+			if (x < len) {
+				satisfiable = 1;
+				a = x;
+				b = y >= len ? len - 1 : y;
+			}
+		}
+		specs++;
+		p = skip_ows(p);
+		if (*p != ',' && *p != '\0')
+			return RANGE_IGNORE;
+	}
+	if (specs == 0)
+		return RANGE_IGNORE;
+	/* Several ranges get the whole representation, as nginx does: cheaper
+	 * than multipart/byteranges and allowed by RFC 9110 14.2. */
+	if (specs > 1)
+		return RANGE_IGNORE;
+	if (!satisfiable)
+		return RANGE_UNSATISFIABLE;
+	*first = a;
+	*last = b;
+	return RANGE_SINGLE;
+}
+
+/* ---- Accept-Encoding (RFC 9110 12.5.3) ---- */
+
+static int is_tchar(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* qvalue = "0" [ "." 0*3DIGIT ] / "1" [ "." 0*3("0") ], in thousandths.
+ * Returns the end or NULL. */
+static const char *parse_qvalue(const char *p, int *q)
+{
+	int v, scale = 100;
+
+	if (*p != '0' && *p != '1')
+		return NULL;
+	v = (*p++ - '0') * 1000;
+	if (*p == '.') {
+		p++;
+		for (int i = 0; i < 3 && *p >= '0' && *p <= '9'; i++, p++) {
+			v += (*p - '0') * scale;
+			scale /= 10;
+		}
+	}
+	if (v > 1000)
+		return NULL;
+	*q = v;
+	return p;
+}
+
+/* Identity that the header does not mention (and no "*" covers) is
+ * acceptable (RFC 9110 12.5.3) but the least preferred: any coding the
+ * client lists with q > 0 wins over it. */
+#define Q_IMPLICIT_IDENTITY 1
+
+/* Picks the variant of a name for an Accept-Encoding value: the highest
+ * q-value among the variants present (bit set in available), br before gzip
+ * before identity at equal q. Returns an enum store_encoding, or -1 when
+ * nothing present is acceptable (identity refused by "identity;q=0" or
+ * "*;q=0"). A request without the header gets identity: RFC 9110 allows any
+ * coding then, but old clients that send none may not decode one. */
+static int choose_encoding(const char *accept, unsigned available)
+{
+	/* q in thousandths by encoding; -1 = not mentioned */
+	int q[STORE_ENC_COUNT] = { -1, -1, -1 }, q_star = -1, best = -1, best_q = -1;
+	const char *p = accept;
+
+	if (accept == NULL)
+		return STORE_ENC_IDENTITY;
+	for (;;) {
+		const char *tok;
+		size_t tok_len;
+		int qv = 1000, *slot = NULL;
+
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		if (*p == '\0')
+			break;
+		tok = p;
+		while (is_tchar(*p))
+			p++;
+		tok_len = (size_t)(p - tok);
+		/* parameters: only q matters; a malformed one drops the element */
+		for (;;) {
+			p = skip_ows(p);
+			if (*p != ';')
+				break;
+			p = skip_ows(p + 1);
+			if ((*p == 'q' || *p == 'Q') && *skip_ows(p + 1) == '=') {
+				p = parse_qvalue(skip_ows(skip_ows(p + 1) + 1), &qv);
+				if (p == NULL)
+					break;
+			} else {
+				while (is_tchar(*p) || *p == '=' || *p == '"')
+					p++;
+			}
+		}
+		if (p == NULL || (*p != ',' && *p != '\0') || tok_len == 0) {
+			/* skip the rest of a malformed element */
+			if (p == NULL)
+				p = tok;
+			while (*p != ',' && *p != '\0')
+				p++;
+			continue;
+		}
+		if (tok_len == 1 && tok[0] == '*')
+			slot = &q_star;
+		else if ((tok_len == 4 && strncasecmp(tok, "gzip", 4) == 0) ||
+		         (tok_len == 6 && strncasecmp(tok, "x-gzip", 6) == 0))
+			slot = &q[STORE_ENC_GZIP];
+		else if (tok_len == 2 && strncasecmp(tok, "br", 2) == 0)
+			slot = &q[STORE_ENC_BR];
+		else if (tok_len == 8 && strncasecmp(tok, "identity", 8) == 0)
+			slot = &q[STORE_ENC_IDENTITY];
+		if (slot != NULL && *slot < qv)
+			*slot = qv; /* a coding listed twice counts at its best */
+	}
+	for (int e = 0; e < STORE_ENC_COUNT; e++) {
+		if (q[e] < 0)
+			q[e] = q_star >= 0 ? q_star : e == STORE_ENC_IDENTITY ? Q_IMPLICIT_IDENTITY : 0;
+	}
+	/* Highest q wins; on ties br, then gzip, then identity. */
+	static const int order[] = { STORE_ENC_BR, STORE_ENC_GZIP, STORE_ENC_IDENTITY };
+	for (size_t i = 0; i < ARRAY_LEN(order); i++) {
+		int e = order[i];
+		if ((available & (1u << e)) && q[e] > 0 && q[e] > best_q) {
+			best = e;
+			best_q = q[e];
+		}
+	}
+	return best;
+}
+
+/* ---- per-request state ---- */
+
+static struct serve_req *req_state_get(serve_handler *sh)
+{
+	struct serve_req *r = sh->free_reqs;
+
+	if (r == NULL) {
+		struct req_block *b = malloc(sizeof(*b));
+		if (b == NULL)
+			return NULL;
+		b->next = sh->blocks;
+		sh->blocks = b;
+		for (size_t i = 0; i < REQ_BLOCK; i++) {
+			b->reqs[i].next_free = sh->free_reqs;
+			sh->free_reqs = &b->reqs[i];
+		}
+		r = sh->free_reqs;
+	}
+	sh->free_reqs = r->next_free;
+	memset(r, 0, sizeof(*r));
+	r->sh = sh;
+	r->encoding = -1;
+	return r;
+}
+
+/* The http release callback: runs once, after on_complete, also when the
+ * response could not be sent. Ends the read transaction the body pointed
+ * into. */
+static void req_state_release(void *arg)
+{
+	struct serve_req *r = arg;
+	serve_handler *sh = r->sh;
+
+	if (r->txn != NULL)
+		store_txn_abort(r->txn);
+	free(r->owned);
+	r->txn = NULL;
+	r->owned = NULL;
+	r->next_free = sh->free_reqs;
+	sh->free_reqs = r;
+}
+
+/* ---- responses ---- */
+
+enum { MAX_RESPONSE_HEADERS = 20 };
+
+struct response {
+	http_header h[MAX_RESPONSE_HEADERS];
+	size_t n;
+};
+
+static void add_header(struct response *resp, const char *name, const char *value)
+{
+	if (resp->n < MAX_RESPONSE_HEADERS)
+		resp->h[resp->n++] = (http_header){ name, value };
+}
+
+static void add_cors(struct response *resp)
+{
+	add_header(resp, "Access-Control-Allow-Origin", "*");
+	add_header(resp, "Access-Control-Expose-Headers", CORS_EXPOSE);
+}
+
+static void add_policy(serve_handler *sh, struct response *resp, enum cache_policy_kind kind)
+{
+	add_header(resp, "Cache-Control", sh->policy[kind].cache_control);
+	if (sh->policy[kind].cdn_cache_control != NULL)
+		add_header(resp, "CDN-Cache-Control", sh->policy[kind].cdn_cache_control);
+}
+
+/* A short text response. resp may already hold extra headers. */
+static void respond_text(serve_handler *sh, http_request *req, struct serve_req *r,
+                         struct response *resp, int status, const char *body,
+                         enum cache_policy_kind policy, int close_after)
+{
+	add_header(resp, "Content-Type", TEXT_TYPE);
+	add_policy(sh, resp, policy);
+	add_header(resp, "X-Content-Type-Options", "nosniff");
+	add_cors(resp);
+	http_respond(req, status, resp->h, resp->n, body, strlen(body),
+	             r == NULL || r->method != METHOD_HEAD, close_after,
+	             r != NULL ? req_state_release : NULL, r);
+}
+
+static enum method_kind classify_method(const char *m)
+{
+	if (strcmp(m, "GET") == 0)
+		return METHOD_GET;
+	if (strcmp(m, "HEAD") == 0)
+		return METHOD_HEAD;
+	if (strcmp(m, "OPTIONS") == 0)
+		return METHOD_OPTIONS;
+	return METHOD_OTHER;
+}
+
+/* Parses "/a/<64 lowercase hex>.<ext>"; returns 0 and fills hash and the
+ * expected content type, or -1 when the path is not an object URL. */
 static int parse_object_path(const char *path, uint8_t hash[STORE_HASH_LEN],
                              const char **content_type)
 {
-	const char *hex = path + 3, *dot;
-	if (strncmp(path, "/a/", 3) != 0)
+	const char *hex = path + 3;
+
+	if (strncmp(path, "/a/", 3) != 0 || strlen(hex) < STORE_HASH_HEX_LEN + 2 ||
+	    hex[STORE_HASH_HEX_LEN] != '.' || store_hash_from_hex(hex, STORE_HASH_HEX_LEN, hash) != 0)
 		return -1;
-	dot = strchr(hex, '.');
-	if (dot == NULL || store_hash_from_hex(hex, (size_t)(dot - hex), hash) != 0)
-		return -1;
-	for (size_t i = 0; i < sizeof(object_exts) / sizeof(object_exts[0]); i++) {
-		if (strcmp(dot + 1, object_exts[i].ext) == 0) {
+	for (size_t i = 0; i < ARRAY_LEN(object_exts); i++) {
+		if (strcmp(hex + STORE_HASH_HEX_LEN + 1, object_exts[i].ext) == 0) {
 			*content_type = object_exts[i].content_type;
 			return 0;
 		}
@@ -83,95 +737,448 @@ static int parse_object_path(const char *path, uint8_t hash[STORE_HASH_LEN],
 	return -1;
 }
 
-static void on_request(http_handler *self, http_request *req)
+static const char *cached_http_date(serve_handler *sh, int64_t t)
 {
-	serve_handler *sh = (serve_handler *)self;
-	int is_head = strcmp(req->method, "HEAD") == 0;
-	uint8_t hash[STORE_HASH_LEN];
-	const char *want_type = NULL;
-	enum route_kind kind;
+	if (sh->date_cache[0] == '\0' || sh->date_cache_time != t) {
+		format_http_date(t, sh->date_cache);
+		sh->date_cache_time = t;
+	}
+	return sh->date_cache;
+}
+
+/* OPTIONS on any path: a CORS preflight (Origin and
+ * Access-Control-Request-Method present) or a plain capability query. */
+static void respond_options(serve_handler *sh, http_request *req, struct serve_req *r,
+                            const struct req_headers *hd)
+{
+	struct response resp = { .n = 0 };
+
+	add_header(&resp, "Allow", ALLOW_METHODS);
+	add_header(&resp, "Access-Control-Allow-Origin", "*");
+	if (hd->origin != NULL && hd->ac_request_method != NULL) {
+		add_header(&resp, "Access-Control-Allow-Methods", ALLOW_METHODS);
+		/* A fixed list rather than an echo: the same answer for every
+		 * client, and browsers refuse any header not in it. */
+		add_header(&resp, "Access-Control-Allow-Headers", CORS_ALLOW_HEADERS);
+		add_header(&resp, "Access-Control-Max-Age", "86400");
+	}
+	add_policy(sh, &resp, POLICY_NONE);
+	http_respond(req, 204, resp.h, resp.n, NULL, 0, 0, 0, req_state_release, r);
+}
+
+static void respond_metrics(serve_handler *sh, http_request *req, struct serve_req *r)
+{
+	struct response resp = { .n = 0 };
+	char *text = NULL;
+	size_t len = 0;
+	int rc = metrics_render(sh->opt->metrics_page, &text, &len);
+
+	if (rc != 0) {
+		log_warn("serve: /metrics: %s", sayin_strerror(rc));
+		respond_text(sh, req, r, &resp, 500, "internal error\n", POLICY_NONE, 0);
+		return;
+	}
+	r->owned = text;
+	add_header(&resp, "Content-Type", METRICS_CONTENT_TYPE);
+	add_policy(sh, &resp, POLICY_NONE);
+	add_header(&resp, "X-Content-Type-Options", "nosniff");
+	http_respond(req, 200, resp.h, resp.n, text, len, r->method != METHOD_HEAD, 0,
+	             req_state_release, r);
+}
+
+/* Serves an object or a name: conditional requests, ranges and variants. */
+static void respond_content(serve_handler *sh, http_request *req, struct serve_req *r,
+                            const struct req_headers *hd, const uint8_t hash[STORE_HASH_LEN],
+                            const char *want_type)
+{
+	int is_head = r->method == METHOD_HEAD, is_name = r->route == ROUTE_NAME;
+	struct response resp = { .n = 0 };
+	const char *surrogate_key = NULL;
 	store_txn *txn;
 	store_object obj;
+	store_name name;
 	int64_t modified;
 	int rc;
-
-	if (!is_head && strcmp(req->method, "GET") != 0) {
-		http_header allow = { "Allow", "GET, HEAD" };
-		respond_text(req, 405, "method not allowed\n", &allow, 1);
-		return;
-	}
-	if (req->has_body) {
-		/* A GET or HEAD has no use for a body; refuse rather than guess. */
-		http_respond(req, 400, (http_header[]){ { "Content-Type", "text/plain" } }, 1,
-		             "bad request: body not allowed\n", 30, !is_head, 1, NULL, NULL);
-		return;
-	}
-	if (strcmp(req->path, "/healthz") == 0) {
-		respond_text(req, 200, "ok\n", NULL, 0);
-		return;
-	}
 
 	rc = store_txn_begin(sh->st, 0, &txn);
 	if (rc != 0) {
 		log_warn("serve: %s: cannot read the store: %s", req->path, sayin_strerror(rc));
-		respond_text(req, 503, "store unavailable\n", (http_header[]){ { "Retry-After", "1" } },
-		             1);
+		add_header(&resp, "Retry-After", "1");
+		respond_text(sh, req, r, &resp, 503, "store unavailable\n", POLICY_NONE, 0);
 		return;
 	}
-	if (parse_object_path(req->path, hash, &want_type) == 0) {
-		kind = ROUTE_OBJECT;
+	if (!is_name) {
 		rc = store_get_object(txn, hash, &obj);
 		/* The extension must match what was stored: one URL per object. */
 		if (rc == 0 && strcmp(obj.content_type, want_type) != 0)
 			rc = SAYIN_ENOTFOUND;
 		modified = obj.created;
 	} else {
-		store_name name;
-		kind = ROUTE_NAME;
 		rc = store_get_name(txn, req->path, &name);
-		if (rc == 0)
-			rc = store_get_object(txn, name.hash, &obj);
+		if (rc == 0) {
+			r->encoding = (signed char)choose_encoding(hd->accept_encoding,
+			                                           name.encodings | 1u);
+			if (r->encoding < 0) {
+				store_txn_abort(txn);
+				add_header(&resp, "Vary", "Accept-Encoding");
+				respond_text(sh, req, r, &resp, 406,
+				             "not acceptable: no content coding the client accepts\n",
+				             POLICY_NONE, 0);
+				return;
+			}
+			rc = store_get_object(txn, name.variant[r->encoding], &obj);
+			surrogate_key = name.surrogate_key;
+		}
 		modified = name.updated;
 	}
 	if (rc != 0) {
 		store_txn_abort(txn);
 		if (rc != SAYIN_ENOTFOUND)
 			log_warn("serve: %s: %s", req->path, sayin_strerror(rc));
-		respond_text(req, rc == SAYIN_ENOTFOUND ? 404 : 500,
-		             rc == SAYIN_ENOTFOUND ? "not found\n" : "internal error\n", NULL, 0);
+		if (rc == SAYIN_ENOTFOUND)
+			respond_text(sh, req, r, &resp, 404, "not found\n", POLICY_MISS, 0);
+		else
+			respond_text(sh, req, r, &resp, 500, "internal error\n", POLICY_NONE, 0);
 		return;
 	}
 
-	char etag[STORE_HASH_HEX_LEN + 3], hex[STORE_HASH_HEX_LEN + 1], date[40];
-	store_hash_to_hex(obj.hash, hex);
-	snprintf(etag, sizeof(etag), "\"%s\"", hex);
-	format_http_date(modified, date, sizeof(date));
-	http_header h[] = {
-		{ "Content-Type", obj.content_type },
-		{ "ETag", etag },
-		{ "Last-Modified", date },
-		{ "Cache-Control", cache_policy[kind] },
-		{ "X-Content-Type-Options", "nosniff" },
-	};
+	/* The ETag is the hash of the bytes sent, so it differs per encoding. */
+	char etag[STORE_HASH_HEX_LEN + 3];
+	const char *hex = etag + 1;
+	const char *last_modified = cached_http_date(sh, modified);
+	etag[0] = '"';
+	store_hash_to_hex(obj.hash, etag + 1);
+	etag[STORE_HASH_HEX_LEN + 1] = '"';
+	etag[STORE_HASH_HEX_LEN + 2] = '\0';
+
+	/* RFC 9110 13.2.2: If-None-Match, else If-Modified-Since, then Range. */
+	int not_modified;
+	int64_t since;
+	if (hd->if_none_match != NULL)
+		not_modified = etag_list_matches(hd->if_none_match, hex);
+	else
+		not_modified = hd->if_modified_since != NULL &&
+		               parse_http_date(hd->if_modified_since, &since) == 0 && modified <= since;
+	if (not_modified) {
+		add_header(&resp, "ETag", etag);
+		add_header(&resp, "Last-Modified", last_modified);
+		add_policy(sh, &resp, is_name ? POLICY_NAME : POLICY_OBJECT);
+		if (is_name) {
+			if (surrogate_key[0] != '\0')
+				add_header(&resp, "Surrogate-Key", surrogate_key);
+			add_header(&resp, "Vary", "Accept-Encoding");
+		}
+		add_cors(&resp);
+		/* Headers are copied by http_respond: the map may go now. */
+		http_respond(req, 304, resp.h, resp.n, NULL, 0, 0, 0, req_state_release, r);
+		store_txn_abort(txn);
+		return;
+	}
+
+	/* Ranges apply to the bytes sent (the encoded variant for names). An
+	 * object's date never changes, so it validates If-Range; a name can
+	 * change twice within its one-second Last-Modified, so only its ETag
+	 * does (RFC 9110 8.8.2.2). HEAD answers as GET would. */
+	enum range_result range = RANGE_IGNORE;
+	uint64_t first = 0, last = 0;
+	if (hd->range != NULL &&
+	    (hd->if_range == NULL || if_range_matches(hd->if_range, hex, modified, !is_name)))
+		range = parse_range(hd->range, obj.size, &first, &last);
+
+	char content_range[80], *p = content_range;
+	p = put_str(p, "bytes ");
+	if (range == RANGE_UNSATISFIABLE) {
+		store_txn_abort(txn);
+		*p++ = '*';
+		*p++ = '/';
+		p = put_u64(p, obj.size);
+		*p = '\0';
+		add_header(&resp, "Content-Range", content_range);
+		if (is_name)
+			add_header(&resp, "Vary", "Accept-Encoding");
+		respond_text(sh, req, r, &resp, 416, "range not satisfiable\n", POLICY_NONE, 0);
+		return;
+	}
+
+	add_header(&resp, "Content-Type", obj.content_type);
+	add_header(&resp, "ETag", etag);
+	add_header(&resp, "Last-Modified", last_modified);
+	add_policy(sh, &resp, is_name ? POLICY_NAME : POLICY_OBJECT);
+	if (is_name) {
+		if (surrogate_key[0] != '\0')
+			add_header(&resp, "Surrogate-Key", surrogate_key);
+		if (r->encoding != STORE_ENC_IDENTITY)
+			add_header(&resp, "Content-Encoding", encoding_tokens[(int)r->encoding]);
+		add_header(&resp, "Vary", "Accept-Encoding");
+	}
+	add_header(&resp, "Accept-Ranges", "bytes");
+	add_header(&resp, "X-Content-Type-Options", "nosniff");
+	add_cors(&resp);
+
+	const char *body = obj.data;
+	uint64_t body_len = obj.size;
+	int status = 200;
+	if (range == RANGE_SINGLE) {
+		p = put_u64(p, first);
+		*p++ = '-';
+		p = put_u64(p, last);
+		*p++ = '/';
+		p = put_u64(p, obj.size);
+		*p = '\0';
+		add_header(&resp, "Content-Range", content_range);
+		body += first;
+		body_len = last - first + 1;
+		status = 206;
+		r->partial = 1;
+		r->range_first = first;
+		r->range_last = last;
+	}
+
+	if (is_head) {
+		/* Headers only: copied by http_respond, so the map may go now. */
+		http_respond(req, status, resp.h, resp.n, NULL, body_len, 0, 0, req_state_release, r);
+		store_txn_abort(txn);
+		return;
+	}
 	/* Zero-copy: the body points into LMDB's map, so the read transaction
-	 * stays open until the core has written it (release_txn). */
-	http_respond(req, 200, h, sizeof(h) / sizeof(h[0]), obj.data, obj.size, !is_head, 0,
-	             release_txn, txn);
+	 * stays open until the core has written it (req_state_release). */
+	r->txn = txn;
+	http_respond(req, status, resp.h, resp.n, body, body_len, 1, 0, req_state_release, r);
 }
 
-int serve_create(store *st, serve_handler **out)
+static void on_request(http_handler *self, http_request *req)
+{
+	serve_handler *sh = (serve_handler *)self;
+	struct response resp = { .n = 0 };
+	enum method_kind method = classify_method(req->method);
+	struct req_headers hd;
+	uint8_t hash[STORE_HASH_LEN];
+	const char *want_type = NULL;
+	struct serve_req *r = req_state_get(sh);
+
+	req->data = r;
+	if (r == NULL) {
+		log_warn("serve: %s: out of memory", req->path);
+		respond_text(sh, req, NULL, &resp, 503, "out of memory\n", POLICY_NONE, 1);
+		return;
+	}
+	r->method = (unsigned char)method;
+	r->route = ROUTE_OTHER;
+	if (method == METHOD_OTHER) {
+		add_header(&resp, "Allow", ALLOW_METHODS);
+		respond_text(sh, req, r, &resp, 405, "method not allowed\n", POLICY_NONE, 0);
+		return;
+	}
+	if (req->has_body) {
+		/* GET, HEAD and OPTIONS have no use for a body; refuse rather than
+		 * guess where it ends, and close so it is never read as a request. */
+		respond_text(sh, req, r, &resp, 400, "bad request: body not allowed\n", POLICY_NONE, 1);
+		return;
+	}
+	scan_headers(req, &hd);
+	if (method == METHOD_OPTIONS) {
+		respond_options(sh, req, r, &hd);
+		return;
+	}
+	if (strcmp(req->path, "/healthz") == 0) {
+		respond_text(sh, req, r, &resp, 200, "ok\n", POLICY_NONE, 0);
+		return;
+	}
+	if (sh->opt->metrics_page != NULL && strcmp(req->path, "/metrics") == 0) {
+		respond_metrics(sh, req, r);
+		return;
+	}
+	r->route = parse_object_path(req->path, hash, &want_type) == 0 ? ROUTE_OBJECT : ROUTE_NAME;
+	respond_content(sh, req, r, &hd, hash, want_type);
+}
+
+/* ---- metrics and access log, once the response is done ---- */
+
+/* Copies s into out (size > 4) with quotes, backslashes, control and
+ * non-ASCII bytes escaped as \xHH, cut with "..." to fit. */
+static void escape_for_log(const char *s, char *out, size_t size)
+{
+	static const char hexd[] = "0123456789abcdef";
+	size_t n = 0;
+
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (n + 8 >= size) {
+			memcpy(out + n, "...", 3);
+			n += 3;
+			break;
+		}
+		if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
+			out[n++] = '\\';
+			out[n++] = 'x';
+			out[n++] = hexd[c >> 4];
+			out[n++] = hexd[c & 15];
+		} else {
+			out[n++] = (char)c;
+		}
+	}
+	out[n] = '\0';
+}
+
+static void log_access(const http_request *req, const struct serve_req *r,
+                       const http_completion *done)
+{
+	char path[1024], range[48] = "-";
+
+	escape_for_log(req->path, path, sizeof(path));
+	if (r->partial) {
+		char *p = put_u64(range, r->range_first);
+		*p++ = '-';
+		p = put_u64(p, r->range_last);
+		*p = '\0';
+	}
+	log_info("access method=%s path=\"%s\" status=%d bytes=%llu dur_us=%llu route=%s enc=%s "
+	         "range=%s%s",
+	         req->method, path, done->status,
+	         (unsigned long long)done->bytes_sent,
+	         (unsigned long long)(done->duration_ns / 1000), route_labels[r->route],
+	         r->encoding >= 0 ? encoding_tokens[(int)r->encoding] : "-", range,
+	         done->aborted ? " aborted=1" : "");
+}
+
+static void on_complete(http_handler *self, http_request *req, const http_completion *done)
+{
+	serve_handler *sh = (serve_handler *)self;
+	const struct serve_req *r = req->data;
+
+	if (r == NULL)
+		return;
+	if (sh->ids != NULL && sh->shard != NULL) {
+		const serve_metrics *ids = sh->ids;
+		int cls = done->status / 100;
+		cls = cls < 1 ? 1 : cls > STATUS_CLASSES ? STATUS_CLASSES : cls;
+		metrics_add(sh->shard, ids->requests[r->method][cls - 1][r->route], 1);
+		metrics_add(sh->shard, ids->response_bytes[r->route], done->bytes_sent);
+		metrics_observe(sh->shard, ids->duration[r->route], (double)done->duration_ns / 1e9);
+		if (done->status == 304)
+			metrics_add(sh->shard, ids->not_modified, 1);
+		else if (done->status == 206)
+			metrics_add(sh->shard, ids->partial, 1);
+		if (done->aborted)
+			metrics_add(sh->shard, ids->aborted, 1);
+	}
+	if (sh->opt->access_log)
+		log_access(req, r, done);
+}
+
+/* ---- public API ---- */
+
+int serve_metrics_define(metrics *m, serve_metrics **out)
+{
+	serve_metrics *ids = calloc(1, sizeof(*ids));
+	char labels[128];
+	metrics_id id;
+
+	if (ids == NULL)
+		return -ENOMEM;
+	for (int me = 0; me < METHOD_COUNT; me++) {
+		for (int c = 0; c < STATUS_CLASSES; c++) {
+			for (int ro = 0; ro < ROUTE_COUNT; ro++) {
+				snprintf(labels, sizeof(labels), "method=\"%s\",status=\"%dxx\",route=\"%s\"",
+				         method_labels[me], c + 1, route_labels[ro]);
+				id = metrics_counter(m, "sayin_origin_requests_total",
+				                     "Requests answered by the origin's handler", labels);
+				if (id < 0)
+					goto fail;
+				ids->requests[me][c][ro] = id;
+			}
+		}
+	}
+	for (int ro = 0; ro < ROUTE_COUNT; ro++) {
+		snprintf(labels, sizeof(labels), "route=\"%s\"", route_labels[ro]);
+		id = metrics_counter(m, "sayin_origin_response_bytes_total",
+		                     "Response bytes written, headers included", labels);
+		if (id < 0)
+			goto fail;
+		ids->response_bytes[ro] = id;
+		id = metrics_histogram(m, "sayin_origin_request_duration_seconds",
+		                       "From a request's first byte to its response's last byte written",
+		                       labels, duration_bounds, ARRAY_LEN(duration_bounds));
+		if (id < 0)
+			goto fail;
+		ids->duration[ro] = id;
+	}
+	id = ids->not_modified = metrics_counter(m, "sayin_origin_not_modified_total",
+	                                         "304 responses to conditional requests", NULL);
+	if (id < 0)
+		goto fail;
+	id = ids->partial = metrics_counter(m, "sayin_origin_partial_total",
+	                                    "206 responses to range requests", NULL);
+	if (id < 0)
+		goto fail;
+	id = ids->aborted = metrics_counter(
+		m, "sayin_origin_aborted_total",
+		"Responses cut off because the connection died before they were written", NULL);
+	if (id < 0)
+		goto fail;
+	*out = ids;
+	return 0;
+fail:
+	free(ids);
+	return id;
+}
+
+void serve_metrics_free(serve_metrics *ids)
+{
+	free(ids);
+}
+
+int serve_create(store *st, const serve_options *opt, const serve_metrics *ids,
+                 metrics_shard *shard, serve_handler **out)
 {
 	serve_handler *sh = calloc(1, sizeof(*sh));
+	char *p;
+
 	if (sh == NULL)
 		return -ENOMEM;
 	sh->base.on_request = on_request;
+	sh->base.on_complete = on_complete;
 	sh->st = st;
+	sh->opt = opt;
+	sh->ids = ids;
+	sh->shard = shard;
+
+	p = put_str(sh->name_cache_control, "public, max-age=");
+	p = put_u64(p, opt->name_max_age);
+	p = put_str(p, ", s-maxage=");
+	p = put_u64(p, opt->name_shared_max_age);
+	p = put_str(p, ", stale-while-revalidate=");
+	p = put_u64(p, opt->stale_while_revalidate);
+	p = put_str(p, ", stale-if-error=");
+	p = put_u64(p, opt->stale_if_error);
+	*p = '\0';
+	p = put_str(sh->name_cdn_cache_control, "max-age=");
+	p = put_u64(p, opt->name_shared_max_age);
+	p = put_str(p, ", stale-while-revalidate=");
+	p = put_u64(p, opt->stale_while_revalidate);
+	p = put_str(p, ", stale-if-error=");
+	p = put_u64(p, opt->stale_if_error);
+	*p = '\0';
+
+	sh->policy[POLICY_OBJECT] = (struct cache_policy){ "public, max-age=31536000, immutable", NULL };
+	sh->policy[POLICY_NAME] =
+		(struct cache_policy){ sh->name_cache_control, sh->name_cdn_cache_control };
+	sh->policy[POLICY_MISS] = (struct cache_policy){ "public, max-age=10", NULL };
+	sh->policy[POLICY_NONE] = (struct cache_policy){ "no-store", NULL };
 	*out = sh;
 	return 0;
 }
 
 void serve_destroy(serve_handler *sh)
 {
+	if (sh == NULL)
+		return;
+	/* Every response has been released by now (the server is stopped). */
+	while (sh->blocks != NULL) {
+		struct req_block *next = sh->blocks->next;
+		free(sh->blocks);
+		sh->blocks = next;
+	}
 	free(sh);
 }
 

@@ -38,7 +38,10 @@ RFC3339_RE = re.compile(
 OPUS_TYPE = "audio/ogg; codecs=opus"
 FEED_TYPE = "application/feed+json"
 OBJECT_CACHE = "public, max-age=31536000, immutable"
-NAME_CACHE = "public, max-age=60"
+# Names (feeds, pages) with the default lifetimes: short for browsers, long for
+# CDNs (purged on change), stale allowances per RFC 5861.
+NAME_CACHE = ("public, max-age=60, s-maxage=86400, stale-while-revalidate=60, "
+              "stale-if-error=86400")
 JSONFEED_VERSION = "https://jsonfeed.org/version/1.1"
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_STORE_FULL = 0, 1, 2, 3, 4

@@ -138,7 +138,7 @@ def test_method_not_allowed(served, method, what):
     r = origin.request(method, path, headers=headers)
     assert r.status == 405, r
     allow = [m.strip() for m in (r.header("Allow") or "").split(",")]
-    assert sorted(allow) == ["GET", "HEAD"], r.header("Allow")
+    assert sorted(allow) == ["GET", "HEAD", "OPTIONS"], r.header("Allow")
     assert len(r.body) < 1024
     # Nothing changed.
     assert origin.get(audio_path(post)).status == 200
@@ -254,7 +254,7 @@ def test_post_with_a_body_gets_405(served):
     origin, post = served
     r = origin.request("POST", "/u/alice/feed.json", body=b'{"x": 1}')
     assert r.status == 405, r
-    assert r.header("Allow") == "GET, HEAD"
+    assert r.header("Allow") == "GET, HEAD, OPTIONS"
 
 
 def test_post_published_while_running_is_served_at_once(sayin, served, store, wav_factory):

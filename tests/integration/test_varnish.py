@@ -1,0 +1,442 @@
+"""A real cache in front of the origin: Varnish (Debian's varnishd) with the
+minimal VCL in tests/integration/varnish/minimal.vcl.
+
+Varnish must cache immutable objects (one origin request, then hits),
+revalidate a stale name with a conditional request the origin answers with
+304, cut Range requests from the cached object without forwarding the Range,
+and keep one variant per Accept-Encoding as the origin's Vary says.
+
+What the origin received is read from its access log (`--access-log on`:
+one `access method=... path=... status=...` line per request on stderr,
+captured by start_origin in origin.log_path); what Varnish sent to the
+origin is cross-checked with varnishlog on Varnish's own shared memory log.
+"""
+
+import gzip
+import http.client
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+import sayin_helpers as H
+
+VCL_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "varnish", "minimal.vcl")
+ORIGIN_ARGS = ["--access-log", "on"]
+# For the revalidation test: names live one second, then stay (keep) as
+# candidates for a conditional fetch; no grace, so the next request waits for
+# the revalidation instead of getting the stale copy.
+SHORT_NAMES = "set beresp.ttl = 1s;\n        set beresp.grace = 0s;"
+
+
+def find_program(name):
+    path = shutil.which(name)
+    if path is None:
+        for d in ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"):
+            if os.access(os.path.join(d, name), os.X_OK):
+                return os.path.join(d, name)
+        pytest.fail("%s is not installed (run scripts/bootstrap: Debian package varnish)" % name)
+    return path
+
+
+# ---------------------------------------------------------------- the access log
+
+ACCESS_FIELD = re.compile(r'([A-Za-z_][A-Za-z0-9_.-]*)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def parse_access_line(line):
+    """The fields of one `access key=value key="quoted value" ...` line, or
+    None for any other log line."""
+    m = re.search(r"(?:^|\s)access:?\s", line)
+    if not m:
+        return None
+    fields = {}
+    for k, v in ACCESS_FIELD.findall(line[m.end():]):
+        if v.startswith('"') and v.endswith('"') and len(v) >= 2:
+            v = re.sub(r"\\(.)", r"\1", v[1:-1])
+        fields[k.lower()] = v
+    for alias in ("uri", "url", "target"):
+        if "path" not in fields and alias in fields:
+            fields["path"] = fields[alias]
+    if "path" not in fields or "status" not in fields:
+        return None
+    return fields
+
+
+def access_entries(origin, path=None):
+    out = []
+    for line in origin.log().splitlines():
+        f = parse_access_line(line)
+        if f is None:
+            continue
+        p = f["path"].split("?", 1)[0]
+        if path is None or p == path:
+            out.append(f)
+    return out
+
+
+def wait_access(origin, path, count, timeout=5.0):
+    """Waits until the origin logged at least count requests for path and
+    the log stopped growing for a moment; returns the entries. Fails
+    outright when the origin writes no access lines at all."""
+    deadline = time.monotonic() + timeout
+    entries = access_entries(origin, path)
+    while len(entries) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+        entries = access_entries(origin, path)
+    # A request answered before its log line was written would be missed
+    # by a count taken at once.
+    time.sleep(0.3)
+    if not access_entries(origin):
+        pytest.fail("sayin-origin %s wrote no access log line (`access method=... path=... "
+                    "status=...`), so what reached it cannot be counted; its output:\n%s"
+                    % (" ".join(ORIGIN_ARGS), origin.log()[-3000:]))
+    return access_entries(origin, path)
+
+
+def describe_access(origin, path):
+    return "\n".join(l for l in origin.log().splitlines() if path in l) or "(none)"
+
+
+# ---------------------------------------------------------------- Varnish
+
+
+class Varnish:
+    def __init__(self, proc, port, workdir, vcl_path, log_path):
+        self.proc = proc
+        self.port = port
+        self.workdir = workdir  # varnishd -n
+        self.vcl_path = vcl_path
+        self.log_path = log_path
+
+    def log(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def request(self, method, path, headers=None, timeout=10.0):
+        with H.HttpConn(self.port, timeout=timeout) as c:
+            c.request(method, path, headers=headers)
+            return c.read_response(head=(method == "HEAD"))
+
+    def get(self, path, headers=None):
+        return self.request("GET", path, headers=headers)
+
+    def backend_log(self, url):
+        """What Varnish sent to and got from the origin for url: one dict
+        per backend transaction {"headers": [(name, value)], "statuses":
+        [int]} from varnishlog on this instance's shared memory log (a 304
+        is logged as 304, then as the 200 Varnish merges it into)."""
+        r = subprocess.run([find_program("varnishlog"), "-n", self.workdir, "-d", "-b",
+                            "-g", "vxid", "-i", "BereqURL,BereqHeader,BerespStatus"],
+                           capture_output=True, text=True, errors="replace", timeout=30)
+        assert r.returncode == 0, "varnishlog failed: %s" % r.stderr
+        txs, cur = [], None
+        for line in r.stdout.splitlines():
+            if line.startswith("*"):
+                cur = {"url": None, "headers": [], "statuses": []}
+                txs.append(cur)
+                continue
+            m = re.match(r"^[-\s]+(\w+)\s+(.*)$", line)
+            if not m or cur is None:
+                continue
+            tag, value = m.group(1), m.group(2)
+            if tag == "BereqURL":
+                cur["url"] = value.strip()
+            elif tag == "BereqHeader":
+                k, _, v = value.partition(":")
+                cur["headers"].append((k.strip(), v.strip()))
+            elif tag == "BerespStatus":
+                cur["statuses"].append(int(value.strip()))
+        return [t for t in txs if t["url"] == url]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc.poll() is None:
+            # The manager leads its own process group (the cache child is in it).
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def render_vcl(origin_port, name_ttl=None):
+    with open(VCL_TEMPLATE) as f:
+        vcl = f.read()
+    marker = re.compile(r"^([ \t]*)#@NAME_TTL@[ \t]*$", re.M)
+    assert "@ORIGIN_PORT@" in vcl and len(marker.findall(vcl)) == 1, VCL_TEMPLATE
+    vcl = vcl.replace("@ORIGIN_PORT@", str(origin_port))
+    if name_ttl is not None:
+        vcl = marker.sub(lambda m: m.group(1) + name_ttl, vcl)
+    return vcl
+
+
+def wait_varnish(v, timeout):
+    """Polls HEAD /healthz through Varnish until it answers (any HTTP
+    status). Returns "ok", "exited N" or "timeout"."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rc = v.proc.poll()
+        if rc is not None:
+            return "exited %d" % rc
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", v.port, timeout=2.0)
+            c.request("HEAD", "/healthz")
+            r = c.getresponse()
+            r.read()
+            c.close()
+            return "ok"
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(0.1)
+    return "timeout"
+
+
+@pytest.fixture
+def varnish_factory(tmp_path):
+    """start(origin, name_ttl=None) -> a running Varnish in front of origin.
+
+    varnishd runs in the foreground (-F) with its working directory (-n)
+    under tmp_path, no management port (-T none) and no privilege separation
+    (-j none: as root the default jail would switch to the varnish user, who
+    cannot enter pytest's 0700 tmp_path). Nothing in /etc or /var is used."""
+    varnishd = find_program("varnishd")
+    started = []
+    counter = [0]
+
+    def start(origin, name_ttl=None, ready_timeout=60.0):
+        counter[0] += 1
+        base = tmp_path / ("varnish-%d" % counter[0])
+        base.mkdir()
+        vcl_path = base / "sayin.vcl"
+        vcl_path.write_text(render_vcl(origin.port, name_ttl))
+        last = ""
+        for attempt in range(5):
+            port = H.free_port()
+            workdir = str(base / ("vinst-%d" % attempt))
+            log_path = str(base / ("varnishd-%d.log" % attempt))
+            argv = [varnishd, "-F", "-j", "none", "-n", workdir,
+                    "-a", "127.0.0.1:%d" % port, "-f", str(vcl_path),
+                    "-s", "malloc,64m", "-T", "none",
+                    "-p", "http_gzip_support=off"]
+            with open(log_path, "wb") as logf:
+                proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, cwd=str(base),
+                                        start_new_session=True)
+            v = Varnish(proc, port, workdir, str(vcl_path), log_path)
+            started.append(v)
+            status = wait_varnish(v, ready_timeout)
+            if status == "ok":
+                return v
+            last = v.log()
+            v.stop()
+            low = last.lower()
+            if "address already in use" in low or "could not get socket" in low:
+                continue
+            break
+        pytest.fail("varnishd did not start (%s): %s\n%s" % (status, " ".join(argv), last[-3000:]))
+
+    yield start
+    for v in started:
+        v.stop()
+
+
+@pytest.fixture
+def published(sayin, tmp_path, short_wav):
+    """A store with one post by "fan_fav": (store dir, post JSON)."""
+    data = tmp_path / "store"
+    res = sayin.post(data, "fan_fav", short_wav, text="through the cache")
+    return data, res.json
+
+
+def immutable_cache_control(value):
+    return value is not None and "immutable" in value.lower()
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_object_is_cached_one_origin_request(sayin, published, varnish_factory):
+    data, post = published
+    origin = sayin.start_origin(data, args=ORIGIN_ARGS)
+    v = varnish_factory(origin)
+    path = H.url_path(post["audio_url"])
+    digest = re.match(r"^/a/([0-9a-f]{64})\.opus$", path).group(1)
+
+    first = v.get(path)
+    assert first.status == 200, first
+    assert first.header("X-Cache") == "MISS", first
+    second = v.get(path)
+    assert second.status == 200, second
+    assert second.header("X-Cache") == "HIT", (
+        "the second request for an immutable object was not served from Varnish's cache: %r"
+        % second)
+
+    assert first.body == second.body
+    assert H.sha256_hex(second.body) == digest, "the cached bytes are not the object"
+    assert len(second.body) == post["size_in_bytes"]
+    for r in (first, second):
+        assert immutable_cache_control(r.header("Cache-Control")), r
+        assert r.header("Content-Type") == H.OPUS_TYPE, r
+        assert r.header("ETag") == '"%s"' % digest, r
+
+    entries = wait_access(origin, path, 1)
+    assert len(entries) == 1, (
+        "the origin should have seen exactly one request for %s (the miss); its log:\n%s"
+        % (path, describe_access(origin, path)))
+    assert entries[0].get("status") == "200", entries
+    assert entries[0].get("method") == "GET", entries
+
+    # Varnish passed the origin's Cache-Control through unchanged.
+    direct = origin.head(path)
+    assert direct.status == 200, direct
+    assert second.header("Cache-Control") == direct.header("Cache-Control"), (second, direct)
+
+
+def test_stale_name_is_revalidated_with_304(sayin, published, varnish_factory):
+    data, post = published
+    origin = sayin.start_origin(data, args=ORIGIN_ARGS)
+    v = varnish_factory(origin, name_ttl=SHORT_NAMES)
+    path = H.url_path(post["feed_url"])
+
+    direct = origin.get(path)
+    assert direct.status == 200, direct
+    etag = direct.header("ETag")
+    assert etag, direct
+    assert not immutable_cache_control(direct.header("Cache-Control")), direct
+    before = len(wait_access(origin, path, 1))
+
+    first = v.get(path)
+    assert first.status == 200, first
+    assert first.header("X-Cache") == "MISS", first
+    assert first.body == direct.body
+    entries = wait_access(origin, path, before + 1)
+    assert len(entries) == before + 1, describe_access(origin, path)
+    assert entries[-1]["status"] == "200", entries[-1]
+
+    time.sleep(1.6)  # past the one-second lifetime; kept for revalidation
+    second = v.get(path)
+    assert second.status == 200, (
+        "a revalidated name must reach the client as a whole 200: %r" % second)
+    assert second.body == direct.body, "the revalidated body differs from the original"
+    assert second.header("ETag") == etag, second
+
+    entries = wait_access(origin, path, before + 2)
+    assert len(entries) == before + 2, (
+        "expected exactly one more origin request for %s after the name went stale; log:\n%s"
+        % (path, describe_access(origin, path)))
+    assert entries[-1]["status"] == "304", (
+        "the origin answered Varnish's revalidation of %s with %s, not 304 (a conditional "
+        "request must not transfer the body again); log:\n%s"
+        % (path, entries[-1]["status"], describe_access(origin, path)))
+
+    # And Varnish did ask conditionally, with the validator it had.
+    txs = v.backend_log(path)
+    assert len(txs) == 2, txs
+    inm = [val for k, val in txs[1]["headers"] if k.lower() == "if-none-match"]
+    assert inm == [etag], "Varnish's revalidation carried If-None-Match %r, expected %r" % (
+        inm, etag)
+    assert txs[1]["statuses"][:1] == [304], txs[1]
+
+    # The refreshed object is served from the cache again.
+    third = v.get(path)
+    assert third.status == 200 and third.header("X-Cache") == "HIT", third
+    assert third.body == direct.body
+
+
+def test_range_is_served_from_the_cache(sayin, published, varnish_factory):
+    data, post = published
+    origin = sayin.start_origin(data, args=ORIGIN_ARGS)
+    v = varnish_factory(origin)
+    path = H.url_path(post["audio_url"])
+
+    # A Range on a cold object: Varnish fetches the whole object once and
+    # answers the range from it.
+    cold = v.get(path, headers={"Range": "bytes=0-99"})
+    assert cold.status == 206, cold
+    full = v.get(path)
+    assert full.status == 200 and full.header("X-Cache") == "HIT", full
+    size = len(full.body)
+    assert size == post["size_in_bytes"] and size > 400, size
+    assert cold.body == full.body[:100]
+    assert cold.header("Content-Range") == "bytes 0-99/%d" % size, cold
+
+    cases = [
+        ("bytes=100-299", 100, 299),
+        ("bytes=%d-" % (size - 37), size - 37, size - 1),
+        ("bytes=-50", size - 50, size - 1),
+    ]
+    for spec, first, last in cases:
+        r = v.get(path, headers={"Range": spec})
+        assert r.status == 206, (spec, r)
+        assert r.header("X-Cache") == "HIT", (spec, r)
+        assert r.header("Content-Range") == "bytes %d-%d/%d" % (first, last, size), (spec, r)
+        assert r.header("Content-Length") in (None, str(last - first + 1)), (spec, r)
+        assert r.body == full.body[first:last + 1], spec
+
+    entries = wait_access(origin, path, 1)
+    assert len(entries) == 1, (
+        "Range requests reached the origin instead of being cut from the cache; log:\n%s"
+        % describe_access(origin, path))
+    assert entries[0]["status"] == "200" and entries[0].get("range", "-") == "-", (
+        "Varnish's fetch should have been for the whole object, got %r" % entries[0])
+    txs = v.backend_log(path)
+    assert len(txs) == 1, txs
+    assert not [k for k, _ in txs[0]["headers"] if k.lower() in ("range", "if-range")], (
+        "a Range was forwarded to the origin: %r" % txs[0]["headers"])
+
+
+def brotli_decode(data):
+    exe = shutil.which("brotli")
+    if exe is None:
+        pytest.fail("brotli is not installed (run scripts/bootstrap: Debian package brotli)")
+    r = subprocess.run([exe, "-d", "-c"], input=data, capture_output=True, timeout=30)
+    assert r.returncode == 0, "brotli -d failed: %r" % r.stderr
+    return r.stdout
+
+
+def test_vary_keeps_one_variant_per_encoding(sayin, published, varnish_factory):
+    data, post = published
+    origin = sayin.start_origin(data, args=ORIGIN_ARGS)
+    v = varnish_factory(origin)
+    path = H.url_path(post["feed_url"])
+    identity = origin.get(path)
+    assert identity.status == 200 and identity.header("Content-Encoding") is None, identity
+
+    asks = [("br", "br"), ("gzip", "gzip"), (None, None)]
+    decoders = {"br": brotli_decode, "gzip": gzip.decompress, None: lambda b: b}
+    for rnd, expect_cache in ((1, "MISS"), (2, "HIT")):
+        seen = {}
+        for ae, want in asks:
+            headers = {"Accept-Encoding": ae} if ae else None
+            r = v.get(path, headers=headers)
+            assert r.status == 200, (ae, r)
+            assert r.header("Content-Encoding") == want, (
+                "round %d, Accept-Encoding %r: Varnish delivered Content-Encoding %r "
+                "(X-Cache %s); Vary must keep one variant per encoding"
+                % (rnd, ae, r.header("Content-Encoding"), r.header("X-Cache")))
+            assert r.header("X-Cache") == expect_cache, (rnd, ae, r)
+            assert decoders[want](r.body) == identity.body, (
+                "the %s variant does not decode to the identity body" % want)
+            seen[want] = (r.body, r.header("ETag"), ",".join(r.header_all("Vary")))
+        for want, (_, _, vary) in seen.items():
+            assert "accept-encoding" in vary.lower(), (
+                "the %s variant came without Vary: Accept-Encoding (Vary: %r)" % (want, vary))
+        assert len({b for b, _, _ in seen.values()}) == 3, "the variants' bytes are not distinct"
+        assert len({e for _, e, _ in seen.values()}) == 3, (
+            "the ETag must differ per encoding: %r" % {k: e for k, (_, e, _) in seen.items()})
