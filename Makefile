@@ -11,9 +11,12 @@ BINDIR ?= $(PREFIX)/bin
 CC ?= cc
 PKG_CONFIG ?= pkg-config
 
-PKGS := libuv lmdb opus ogg jansson libcrypto soxr inih zlib libbrotlienc
-PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
+# The origin links only what it serves with; media libraries stay in the publisher.
+CORE_PKGS := libuv lmdb libcrypto inih
+PUBLISHER_PKGS := jansson opus ogg soxr zlib libbrotlienc libavformat libavcodec libavutil libebur128
+PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(CORE_PKGS) $(PUBLISHER_PKGS) 2>/dev/null)
+CORE_LIBS := $(shell $(PKG_CONFIG) --libs $(CORE_PKGS) 2>/dev/null)
+PUBLISHER_LIBS := $(shell $(PKG_CONFIG) --libs $(PUBLISHER_PKGS) 2>/dev/null)
 
 LLHTTP_DIR ?= /usr/share/llhttp
 LLHTTP_INC ?= /usr/share/include/llhttp
@@ -31,14 +34,15 @@ CFLAGS ?= -O2 -g
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(SAN_FLAGS) -Iorigin -Ipublisher -I$(LLHTTP_INC) $(PKG_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := $(SAN_FLAGS) $(LDFLAGS)
-LIBS := $(PKG_LIBS) -lm -lpthread
+LIBS := $(CORE_LIBS) -lm -lpthread
 
 # llhttp is generated code that is not warning-clean under -Wextra: own flags.
 LLHTTP_CFLAGS := -O2 -g -w $(SAN_FLAGS) -I$(LLHTTP_INC)
 
-CORE_SRCS := origin/error.c origin/log.c origin/config.c origin/store.c origin/http.c
+CORE_SRCS := origin/error.c origin/log.c origin/config.c origin/store.c origin/http.c origin/metrics.c
 ORIGIN_SRCS := origin/serve.c origin/main.c
-PUBLISHER_SRCS := publisher/compress.c publisher/media.c publisher/feed.c publisher/publish.c publisher/main.c
+PUBLISHER_SRCS := publisher/compress.c publisher/media.c publisher/decode.c publisher/limiter.c \
+	publisher/feed.c publisher/publish.c publisher/main.c
 LLHTTP_SRCS := $(wildcard $(LLHTTP_DIR)/*.c)
 
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o) $(LLHTTP_SRCS:$(LLHTTP_DIR)/%.c=$(BUILD)/llhttp/%.o)
@@ -61,7 +65,7 @@ $(BIN)/sayin-origin: $(ORIGIN_OBJS) $(BUILD)/libcore.a
 
 $(BIN)/sayin-publisher: $(PUBLISHER_OBJS) $(BUILD)/libcore.a
 	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PUBLISHER_LIBS) $(LIBS)
 
 $(BUILD)/libcore.a: $(CORE_OBJS)
 	$(AR) rcs $@ $^
@@ -77,7 +81,7 @@ $(BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c
 # Unit tests (cmocka) link the modules directly, never the programs.
 $(BIN)/test_%: tests/unit/test_%.c $(PUBLISHER_LIB_OBJS) $(BUILD)/libcore.a
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(shell $(PKG_CONFIG) --libs cmocka libbrotlidec)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ $(PUBLISHER_LIBS) $(LIBS) $(shell $(PKG_CONFIG) --libs cmocka libbrotlidec)
 
 bootstrap:
 	@scripts/bootstrap

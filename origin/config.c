@@ -56,6 +56,17 @@ static const setting settings[] = {
 	{ "public-url", "publisher", "public_url", "SAYIN_PUBLIC_URL", NULL,
 	  "base of every URL in feeds and pages (the CDN); default: http://LISTEN" },
 	{ "bitrate", "media", "bitrate", "SAYIN_BITRATE", "32000", "Opus bitrate, bits/s (6000-510000)" },
+	/* [media]: loudness and the limits on untrusted recordings */
+	{ "loudness-target", "media", "loudness_target", "SAYIN_LOUDNESS_TARGET", "-16",
+	  "integrated loudness every post is normalized to, LUFS (EBU R128; -60 to -5)" },
+	{ "max-input-bytes", "media", "max_input_bytes", "SAYIN_MAX_INPUT_BYTES", "100M",
+	  "largest recording accepted, bytes (K, M, G suffixes); beyond: too large" },
+	{ "max-duration", "media", "max_duration", "SAYIN_MAX_DURATION", "600",
+	  "longest recording accepted, seconds; checked while decoding, beyond: too long" },
+	{ "decode-timeout-ms", "media", "decode_timeout_ms", "SAYIN_DECODE_TIMEOUT_MS", "60000",
+	  "wall-clock time the decoder process gets before it is killed" },
+	{ "decode-memory", "media", "decode_memory", "SAYIN_DECODE_MEMORY", "1G",
+	  "address space of the decoder process (RLIMIT_AS; not applied under ASan)" },
 	{ "feed-items", "feed", "items", "SAYIN_FEED_ITEMS", "20", "items in an author's feed.json" },
 	{ "log-level", "log", "level", "SAYIN_LOG_LEVEL", "info", "error, warn, info or debug" },
 };

@@ -20,6 +20,11 @@ const char *sayin_strerror(int code)
 	case SAYIN_EENCODE: return "encoder failed";
 	case SAYIN_ECONFIG: return "configuration error";
 	case SAYIN_EINVAL: return "invalid argument";
+	case SAYIN_EBADDATA: return "corrupt data";
+	case SAYIN_ETOOLONG: return "too long";
+	case SAYIN_ETOOLARGE: return "too large";
+	case SAYIN_ESILENT: return "silent";
+	case SAYIN_EDECODER: return "decoder crashed or timed out";
 	default: break;
 	}
 	if (code < 0 && code > SAYIN_EBASE)

@@ -22,6 +22,11 @@ enum {
 	SAYIN_EENCODE,                  /* the encoder or muxer failed (logged) */
 	SAYIN_ECONFIG,                  /* bad setting or command-line usage */
 	SAYIN_EINVAL,                   /* bad argument, e.g. an invalid handle */
+	SAYIN_EBADDATA,                 /* input in a known format whose data does not decode */
+	SAYIN_ETOOLONG,                 /* input lasts longer than the duration limit */
+	SAYIN_ETOOLARGE,                /* input has more bytes than the size limit */
+	SAYIN_ESILENT,                  /* input is silent (below the loudness gate throughout) */
+	SAYIN_EDECODER,                 /* the decoder process crashed or timed out */
 	SAYIN_ELAST
 };
 

@@ -7,6 +7,7 @@
 #include "publish.h"
 #include "store.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,8 +23,10 @@ static const config_arg post_args[] = {
 };
 #define N_POST_ARGS (sizeof(post_args) / sizeof(post_args[0]))
 
-static const char *const post_settings[] = { "data", "map-size", "public-url", "listen", "bitrate",
-	                                     "feed-items", "log-level", NULL };
+static const char *const post_settings[] = {
+	"data", "map-size", "public-url", "listen", "bitrate", "loudness-target", "max-input-bytes",
+	"max-duration", "decode-timeout-ms", "decode-memory", "feed-items", "log-level", NULL
+};
 
 static void usage(FILE *out)
 {
@@ -38,9 +41,10 @@ static void usage(FILE *out)
 static void post_usage(FILE *out)
 {
 	fprintf(out, "Usage: sayin-publisher post --author HANDLE [--text TEXT] [options] FILE\n\n"
-	             "Publishes FILE (WAV: PCM 16/24-bit or float 32-bit, mono or stereo,\n"
-	             "8-48 kHz) as an Ogg Opus voice post, updates the author's feed and\n"
-	             "prints the post as one JSON object. Exit codes: 0 published,\n"
+	             "Publishes FILE (WAV, FLAC, MP3, Ogg Vorbis/Opus, M4A/MP4 AAC, WebM/MKV\n"
+	             "Opus, CAF, AIFF, AMR; the first audio track of a video) as an Ogg Opus\n"
+	             "voice post normalized to the loudness target, updates the author's\n"
+	             "feed and prints the post as one JSON object. Exit codes: 0 published,\n"
 	             "1 failed, 2 usage, 3 bad input file, 4 store full.\n");
 	config_usage(out, post_args, N_POST_ARGS, post_settings);
 }
@@ -58,20 +62,6 @@ static double mono_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-/* The Ogg serial comes from the signal, so the same recording always yields
- * the same bytes and thus the same content address (FNV-1a, 32 bits). */
-static uint32_t serial_for(const media_audio *audio)
-{
-	const unsigned char *p = (const unsigned char *)audio->samples;
-	size_t n = audio->frames * sizeof(float);
-	uint32_t h = 2166136261u;
-	for (size_t i = 0; i < n; i++) {
-		h ^= p[i];
-		h *= 16777619u;
-	}
-	return h ^ audio->input_rate;
 }
 
 /* Resolves the public base URL, without a trailing slash, into buf. */
@@ -112,11 +102,30 @@ static int print_result(const char *base, const char *author, const publish_resu
 	return 0;
 }
 
+/* Reads --loudness-target: a decimal number of LUFS. */
+static int get_loudness_target(const config *cfg, double *out, char *err, size_t errlen)
+{
+	const char *v = config_get(cfg, "loudness-target");
+	char *end = NULL;
+	double d;
+
+	errno = 0;
+	d = v != NULL ? strtod(v, &end) : 0;
+	if (v == NULL || end == v || *end != '\0' || errno != 0 || !(d >= -60.0 && d <= -5.0)) {
+		snprintf(err, errlen, "--loudness-target: '%s' is not a loudness in LUFS from -60 to -5",
+		         v ? v : "");
+		return -1;
+	}
+	*out = d;
+	return 0;
+}
+
 static int cmd_post(int argc, char **argv)
 {
 	config *cfg = NULL;
-	media_audio audio = { 0 };
-	media_buffer opus = { 0 };
+	media_result media = { 0 };
+	media_transcode_options mopt = { 0 };
+	uint64_t max_duration_s = 0;
 	store *st = NULL;
 	store_options sopt = { 0 };
 	publish_result res;
@@ -161,33 +170,39 @@ static int cmd_post(int argc, char **argv)
 	if (config_get_u64(cfg, "bitrate", 6000, 510000, &bitrate, err, sizeof(err)) != 0 ||
 	    config_get_u64(cfg, "feed-items", 1, 1000, &feed_items, err, sizeof(err)) != 0 ||
 	    config_get_size(cfg, "map-size", 1 << 20, UINT64_MAX, &sopt.map_size, err,
-	                    sizeof(err)) != 0) {
+	                    sizeof(err)) != 0 ||
+	    config_get_size(cfg, "max-input-bytes", 1, UINT64_MAX, &mopt.max_input_bytes, err,
+	                    sizeof(err)) != 0 ||
+	    config_get_u64(cfg, "max-duration", 1, 24 * 3600, &max_duration_s, err, sizeof(err)) != 0 ||
+	    config_get_u64(cfg, "decode-timeout-ms", 100, 24 * 3600 * 1000, &mopt.decode_timeout_ms,
+	                   err, sizeof(err)) != 0 ||
+	    config_get_size(cfg, "decode-memory", 16 << 20, UINT64_MAX, &mopt.decoder_memory, err,
+	                    sizeof(err)) != 0 ||
+	    get_loudness_target(cfg, &mopt.loudness_target, err, sizeof(err)) != 0) {
 		fprintf(stderr, "sayin-publisher post: %s\n", err);
 		goto done;
 	}
 	public_base(cfg, base, sizeof(base));
 
-	/* Media work first, outside any transaction: a bad file stores nothing. */
+	/* Media work first, outside any transaction and before the store is
+	 * mapped: a bad file stores nothing, and the decoder child starts small. */
+	media_comment comments[] = { { "ARTIST", author }, { "TITLE", text ? text : "" } };
+	mopt.max_duration_ms = max_duration_s * 1000;
+	mopt.log_level = config_get(cfg, "log-level");
+	mopt.opus = (media_opus_options){ .bitrate = (int)bitrate, .complexity = -1,
+		                          .comments = comments, .n_comments = text ? 2 : 1 };
 	code = EXIT_BAD_INPUT;
 	double t0 = mono_ms();
-	rc = media_decode_file(file, &audio, err, sizeof(err));
+	rc = media_transcode_file(file, &mopt, &media, err, sizeof(err));
 	if (rc != 0) {
 		fprintf(stderr, "sayin-publisher post: %s: %s\n", file, err);
+		/* The recording's fault is exit 3; ours (encoder, memory) is 1. */
+		if (rc == SAYIN_EENCODE || rc == -ENOMEM || rc == SAYIN_EINVAL)
+			code = EXIT_FAIL;
 		goto done;
 	}
-	media_comment comments[] = { { "ARTIST", author }, { "TITLE", text ? text : "" } };
-	media_opus_options oopt = { .bitrate = (int)bitrate, .complexity = -1,
-		                    .serial = serial_for(&audio), .comments = comments,
-		                    .n_comments = text ? 2 : 1 };
 	code = EXIT_FAIL;
 	double t1 = mono_ms();
-	rc = media_encode_opus(&audio, &oopt, &opus, err, sizeof(err));
-	if (rc != 0) {
-		fprintf(stderr, "sayin-publisher post: %s: encoding failed: %s\n", file, err);
-		goto done;
-	}
-
-	double t2 = mono_ms();
 	rc = store_open(config_get(cfg, "data"), &sopt, &st);
 	if (rc != 0) {
 		fprintf(stderr, "sayin-publisher post: cannot open store %s: %s\n",
@@ -195,10 +210,12 @@ static int cmd_post(int argc, char **argv)
 		goto done;
 	}
 	publish_settings pset = { .base_url = base, .feed_items = (size_t)feed_items };
-	publish_input in = { .author = author, .text = text, .audio = opus.data,
-		             .audio_len = opus.len, .duration = media_audio_duration(&audio),
-		             .input_format = audio.input_format, .input_rate = audio.input_rate,
-		             .input_channels = audio.input_channels, .now_ms = now_ms() };
+	publish_input in = { .author = author, .text = text, .audio = media.opus.data,
+		             .audio_len = media.opus.len, .duration = media.duration,
+		             .input_format = media.input_format, .input_rate = media.input_rate,
+		             .input_channels = media.input_channels, .now_ms = now_ms(),
+		             .has_loudness = 1, .input_lufs = media.input_lufs,
+		             .gain_db = media.gain_db, .true_peak_dbtp = media.true_peak_dbtp };
 	rc = publish_post(st, &pset, &in, &res, err, sizeof(err));
 	if (rc != 0) {
 		fprintf(stderr, "sayin-publisher post: %s\n", err);
@@ -209,19 +226,22 @@ static int cmd_post(int argc, char **argv)
 	}
 	/* Where the time went, stage by stage: the first place to look when
 	 * publishing gets slow. */
-	log_info("post: %s: decode %.1f ms, encode %.1f ms, publish %.1f ms (%.1f s of audio)",
-	         res.id, t1 - t0, t2 - t1, mono_ms() - t2, res.duration);
+	log_info("post: %s: media %.1f ms, publish %.1f ms (%.1f s of %s, %.1f LUFS, gain %+.1f dB)",
+	         res.id, t1 - t0, mono_ms() - t1, res.duration, media.input_format, media.input_lufs,
+	         media.gain_db);
 	code = print_result(base, author, &res) == 0 ? EXIT_OK : EXIT_FAIL;
 done:
 	store_close(st);
-	media_buffer_free(&opus);
-	media_audio_free(&audio);
+	media_result_free(&media);
 	config_free(cfg);
 	return code;
 }
 
 int main(int argc, char **argv)
 {
+	/* The decoder child (see media_transcode_file): before anything else. */
+	if (argc >= 2 && strcmp(argv[1], MEDIA_DECODER_COMMAND) == 0)
+		return media_decoder_main(argc, argv);
 	if (argc < 2) {
 		usage(stderr);
 		return EXIT_USAGE;

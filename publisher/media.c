@@ -1,6 +1,7 @@
-/* media: a strict RIFF/WAVE reader, downmix and resampling to mono 48 kHz,
- * and an Ogg Opus (RFC 7845) encoder built on libopus and libogg. */
-#include "media.h"
+/* media: the Ogg Opus (RFC 7845) encoder built on libopus and libogg, and the
+ * pipeline that runs an isolated decode, loudness normalization and the
+ * encoder over a file. Decoding lives in decode.c, the limiter in limiter.c. */
+#include "media_internal.h"
 
 #include "error.h"
 #include "log.h"
@@ -9,42 +10,24 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <ebur128.h>
 #include <ogg/ogg.h>
 #include <opus.h>
-#include <soxr.h>
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-static uint16_t get_le16(const unsigned char *p)
-{
-	return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t get_le32(const unsigned char *p)
-{
-	return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-	       ((uint32_t)p[3] << 24);
-}
+#define set_err media__set_err
 
 static void put_le16(unsigned char *p, uint16_t v)
 {
@@ -58,684 +41,6 @@ static void put_le32(unsigned char *p, uint32_t v)
 	p[1] = (unsigned char)((v >> 8) & 0xff);
 	p[2] = (unsigned char)((v >> 16) & 0xff);
 	p[3] = (unsigned char)(v >> 24);
-}
-
-/* ---- WAV decoding ------------------------------------------------------ */
-
-/* Streamed writers cannot seek back to patch the data chunk's size and leave a
- * placeholder instead: ffmpeg writing to a pipe leaves 0xFFFFFFFF, espeak-ng
- * --stdout leaves 0x7FFFF000, and some older tools leave 0. We read such a
- * data chunk until the end of the file:
- *  - 0xFFFFFFFF always (a real chunk that size cannot fit a 32-bit RIFF);
- *  - 0x7FFFF000 when the file is shorter than that (a real 2 GiB chunk that
- *    was cut short looks the same, but uploads are capped far below that);
- *  - 0 when bytes follow that do not parse as a chain of chunks ending
- *    exactly at the end of the file; if they do parse, the data chunk really
- *    is empty and other chunks (e.g. LIST) follow it.
- * Any other size that claims more than the file holds means truncation. */
-#define WAV_SIZE_STREAMED 0xFFFFFFFFu
-#define WAV_SIZE_ESPEAK 0x7FFFF000u
-
-#define WAV_MAX_CHANNELS 8
-#define WAV_MIN_RATE 8000
-#define WAV_MAX_RATE 192000
-#define WAV_CHUNK_FRAMES 4096 /* frames read, downmixed and resampled at a time */
-
-enum wav_tag {
-	WAV_TAG_PCM = 0x0001,
-	WAV_TAG_FLOAT = 0x0003,
-	WAV_TAG_EXTENSIBLE = 0xFFFE,
-};
-
-enum sample_kind { SAMPLE_S16, SAMPLE_S24, SAMPLE_F32 };
-
-struct wav_format {
-	unsigned channels;
-	unsigned rate;
-	unsigned block_align; /* bytes per frame, all channels */
-	enum sample_kind kind;
-	const char *name;     /* input_format */
-};
-
-struct wav_file {
-	int fd;
-	uint64_t size;
-};
-
-/* Reads up to len bytes at off; *got < len only at end of file.
- * Returns 0 or -errno. */
-static int read_at(const struct wav_file *f, uint64_t off, void *buf, size_t len, size_t *got)
-{
-	unsigned char *p = buf;
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pread(f->fd, p + done, len - done, (off_t)(off + done));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	*got = done;
-	return 0;
-}
-
-/* Copies a four-character code into a printable, NUL-terminated string. */
-static void fourcc_text(const unsigned char *id, char out[5])
-{
-	for (int i = 0; i < 4; i++)
-		out[i] = (id[i] >= 0x20 && id[i] < 0x7f) ? (char)id[i] : '?';
-	out[4] = '\0';
-}
-
-/* Names what a non-RIFF file looks like, so the error says more than "no". */
-static const char *sniff_other_format(const unsigned char *b, size_t n)
-{
-	if (n >= 3 && memcmp(b, "ID3", 3) == 0)
-		return "MP3 (ID3 tag)";
-	if (n >= 2 && b[0] == 0xff && (b[1] & 0xe0) == 0xe0)
-		return "MPEG audio (MP3 or ADTS AAC)";
-	if (n >= 4 && memcmp(b, "OggS", 4) == 0)
-		return "Ogg";
-	if (n >= 4 && memcmp(b, "fLaC", 4) == 0)
-		return "FLAC";
-	if (n >= 8 && memcmp(b + 4, "ftyp", 4) == 0)
-		return "MP4/M4A";
-	if (n >= 4 && memcmp(b, "FORM", 4) == 0)
-		return "AIFF";
-	if (n >= 4 && memcmp(b, "\x1a\x45\xdf\xa3", 4) == 0)
-		return "Matroska/WebM";
-	return NULL;
-}
-
-static const char *wav_tag_name(unsigned tag)
-{
-	switch (tag) {
-	case 0x0002: return "Microsoft ADPCM";
-	case 0x0006: return "A-law";
-	case 0x0007: return "mu-law";
-	case 0x0011: return "IMA ADPCM";
-	case 0x0031: return "GSM 6.10";
-	case 0x0050: return "MPEG";
-	case 0x0055: return "MP3";
-	default: return "unknown";
-	}
-}
-
-/* Parses a fmt chunk body. Returns 0, SAYIN_EFORMAT or SAYIN_EUNSUPPORTED. */
-static int parse_fmt(const unsigned char *b, size_t len, struct wav_format *fmt, char *err,
-                     size_t errlen)
-{
-	/* The GUID tail shared by KSDATAFORMAT_SUBTYPE_PCM and _IEEE_FLOAT; the
-	 * first two bytes of the GUID hold the plain format tag. */
-	static const unsigned char guid_tail[14] = { 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x80,
-	                                             0x00, 0x00, 0xaa, 0x00, 0x38, 0x9b, 0x71 };
-	unsigned tag, channels, rate, block_align, bits;
-
-	if (len < 16) {
-		set_err(err, errlen, "WAV fmt chunk is %zu bytes, shorter than 16", len);
-		return SAYIN_EFORMAT;
-	}
-	tag = get_le16(b);
-	channels = get_le16(b + 2);
-	rate = get_le32(b + 4);
-	block_align = get_le16(b + 12);
-	bits = get_le16(b + 14);
-
-	if (tag == WAV_TAG_EXTENSIBLE) {
-		unsigned valid_bits;
-
-		if (len < 40 || get_le16(b + 16) < 22) {
-			set_err(err, errlen, "WAVE_FORMAT_EXTENSIBLE fmt chunk is too short (%zu bytes)",
-			        len);
-			return SAYIN_EFORMAT;
-		}
-		valid_bits = get_le16(b + 18);
-		if (memcmp(b + 26, guid_tail, sizeof(guid_tail)) != 0) {
-			set_err(err, errlen,
-			        "WAVE_FORMAT_EXTENSIBLE with a non-PCM, non-float subformat is not "
-			        "supported");
-			return SAYIN_EUNSUPPORTED;
-		}
-		/* Valid bits below the container size are left-justified, so they
-		 * read correctly as the container type. */
-		if (valid_bits > bits) {
-			set_err(err, errlen, "WAV claims %u valid bits in a %u-bit container",
-			        valid_bits, bits);
-			return SAYIN_EFORMAT;
-		}
-		tag = get_le16(b + 24);
-	}
-
-	if (tag == WAV_TAG_PCM && bits == 16) {
-		fmt->kind = SAMPLE_S16;
-		fmt->name = "wav/pcm_s16le";
-	} else if (tag == WAV_TAG_PCM && bits == 24) {
-		fmt->kind = SAMPLE_S24;
-		fmt->name = "wav/pcm_s24le";
-	} else if (tag == WAV_TAG_FLOAT && bits == 32) {
-		fmt->kind = SAMPLE_F32;
-		fmt->name = "wav/pcm_f32le";
-	} else if (tag == WAV_TAG_PCM) {
-		set_err(err, errlen,
-		        "%u-bit PCM WAV is not supported (use 16- or 24-bit PCM or 32-bit float)",
-		        bits);
-		return SAYIN_EUNSUPPORTED;
-	} else if (tag == WAV_TAG_FLOAT) {
-		set_err(err, errlen,
-		        "%u-bit float WAV is not supported (use 16- or 24-bit PCM or 32-bit float)",
-		        bits);
-		return SAYIN_EUNSUPPORTED;
-	} else {
-		set_err(err, errlen,
-		        "WAV encoding %s (format tag 0x%04x) is not supported (use 16- or 24-bit "
-		        "PCM or 32-bit float)",
-		        wav_tag_name(tag), tag);
-		return SAYIN_EUNSUPPORTED;
-	}
-
-	if (channels < 1 || channels > WAV_MAX_CHANNELS) {
-		set_err(err, errlen, "WAV with %u channels is not supported (1..%d)", channels,
-		        WAV_MAX_CHANNELS);
-		return SAYIN_EUNSUPPORTED;
-	}
-	if (rate < WAV_MIN_RATE || rate > WAV_MAX_RATE) {
-		set_err(err, errlen, "WAV sample rate %u Hz is not supported (%d..%d)", rate,
-		        WAV_MIN_RATE, WAV_MAX_RATE);
-		return SAYIN_EUNSUPPORTED;
-	}
-	/* A wrong block align means we cannot know where frames start. */
-	if (block_align != channels * (bits / 8)) {
-		set_err(err, errlen, "WAV block align %u does not match %u channels of %u bits",
-		        block_align, channels, bits);
-		return SAYIN_EFORMAT;
-	}
-	fmt->channels = channels;
-	fmt->rate = rate;
-	fmt->block_align = block_align;
-	return 0;
-}
-
-/* Tells whether the bytes from off to the end of the file are a well-formed
- * chain of chunks. Returns 1, 0, or -errno. */
-static int chunks_follow(const struct wav_file *f, uint64_t off)
-{
-	while (off < f->size) {
-		unsigned char hdr[8];
-		size_t got;
-		uint32_t size;
-		int rc = read_at(f, off, hdr, sizeof(hdr), &got);
-
-		if (rc < 0)
-			return rc;
-		if (got < sizeof(hdr))
-			return 0;
-		for (int i = 0; i < 4; i++) {
-			if (hdr[i] < 0x20 || hdr[i] > 0x7e)
-				return 0;
-		}
-		size = get_le32(hdr + 4);
-		off += 8 + (uint64_t)size;
-		if (off > f->size)
-			return 0;
-		off += size & 1; /* the pad byte may be missing only at the very end */
-	}
-	return 1;
-}
-
-/* Converts one chunk of interleaved frames to mono by averaging channels.
- * Non-finite floats become silence and everything is clamped to [-1, 1], so
- * the resampler never sees NaN. */
-static void downmix(const unsigned char *raw, size_t frames, const struct wav_format *fmt,
-                    float *mono)
-{
-	const unsigned char *p = raw;
-	float scale = 1.0f / (float)fmt->channels;
-
-	for (size_t i = 0; i < frames; i++) {
-		float sum = 0.0f;
-
-		for (unsigned c = 0; c < fmt->channels; c++) {
-			float v;
-
-			switch (fmt->kind) {
-			case SAMPLE_S16:
-				v = (float)(int16_t)get_le16(p) / 32768.0f;
-				p += 2;
-				break;
-			case SAMPLE_S24: {
-				int32_t s = (int32_t)((uint32_t)p[0] << 8 | (uint32_t)p[1] << 16 |
-				                      (uint32_t)p[2] << 24) >> 8;
-				v = (float)s / 8388608.0f;
-				p += 3;
-				break;
-			}
-			case SAMPLE_F32:
-			default: {
-				uint32_t u = get_le32(p);
-				memcpy(&v, &u, sizeof(v));
-				p += 4;
-				if (!isfinite(v))
-					v = isnan(v) ? 0.0f : (v > 0 ? 1.0f : -1.0f);
-				else if (v > 1.0f)
-					v = 1.0f;
-				else if (v < -1.0f)
-					v = -1.0f;
-				break;
-			}
-			}
-			sum += v;
-		}
-		mono[i] = sum * scale;
-	}
-}
-
-/* Collects mono output at MEDIA_RATE: copies it when the input is already at
- * that rate, or runs it through soxr. Output beyond `want` frames is dropped
- * and a short output is zero-padded, so the count is exactly `want`. */
-struct resampler {
-	soxr_t soxr;    /* NULL when no resampling is needed */
-	float *out;
-	size_t have;
-	size_t want;
-	float *scratch; /* soxr's output before it is appended */
-	size_t scratch_len;
-};
-
-static void resampler_append(struct resampler *rs, const float *in, size_t n)
-{
-	size_t room = rs->want - rs->have;
-
-	if (n > room)
-		n = room;
-	memcpy(rs->out + rs->have, in, n * sizeof(float));
-	rs->have += n;
-}
-
-/* Feeds n mono frames, or flushes the resampler when in is NULL.
- * Returns 0 or SAYIN_EENCODE (logged). */
-static int resampler_feed(struct resampler *rs, const float *in, size_t n)
-{
-	size_t used = 0;
-
-	if (rs->soxr == NULL) {
-		if (in != NULL)
-			resampler_append(rs, in, n);
-		return 0;
-	}
-	if (in == NULL) {
-		for (;;) {
-			size_t odone = 0;
-			soxr_error_t e = soxr_process(rs->soxr, NULL, 0, NULL, rs->scratch,
-			                              rs->scratch_len, &odone);
-			if (e != NULL) {
-				log_error("media: soxr flush failed: %s", e);
-				return SAYIN_EENCODE;
-			}
-			if (odone == 0)
-				return 0;
-			resampler_append(rs, rs->scratch, odone);
-		}
-	}
-	while (used < n) {
-		size_t idone = 0, odone = 0;
-		soxr_error_t e = soxr_process(rs->soxr, in + used, n - used, &idone, rs->scratch,
-		                              rs->scratch_len, &odone);
-		if (e != NULL) {
-			log_error("media: soxr failed: %s", e);
-			return SAYIN_EENCODE;
-		}
-		if (idone == 0 && odone == 0) {
-			log_error("media: soxr made no progress");
-			return SAYIN_EENCODE;
-		}
-		resampler_append(rs, rs->scratch, odone);
-		used += idone;
-	}
-	return 0;
-}
-
-/* Reads, downmixes and resamples the data chunk into out->samples. */
-static int decode_data(const struct wav_file *f, uint64_t off, const struct wav_format *fmt,
-                       media_audio *out, char *err, size_t errlen)
-{
-	struct resampler rs = { 0 };
-	unsigned char *raw = NULL;
-	float *mono = NULL;
-	uint64_t want, done = 0;
-	int rc = 0;
-
-	if (out->input_frames > UINT64_MAX / MEDIA_RATE) {
-		set_err(err, errlen, "recording is too long");
-		return SAYIN_EUNSUPPORTED;
-	}
-	/* round(input_frames * 48000 / input_rate), in integers */
-	want = (out->input_frames * MEDIA_RATE + fmt->rate / 2) / fmt->rate;
-	if (want == 0) {
-		/* e.g. a single frame at 192 kHz rounds to nothing */
-		set_err(err, errlen, "WAV file is too short to yield a sample at %d Hz", MEDIA_RATE);
-		return SAYIN_EEMPTY;
-	}
-	if (want > SIZE_MAX / sizeof(float)) {
-		set_err(err, errlen, "recording is too long to hold in memory");
-		return -ENOMEM;
-	}
-	rs.want = (size_t)want;
-	rs.out = malloc(rs.want * sizeof(float));
-	raw = malloc((size_t)WAV_CHUNK_FRAMES * fmt->block_align);
-	mono = malloc(WAV_CHUNK_FRAMES * sizeof(float));
-	if (rs.out == NULL || raw == NULL || mono == NULL) {
-		set_err(err, errlen, "out of memory decoding the WAV data");
-		rc = -ENOMEM;
-		goto out;
-	}
-	if (fmt->rate != MEDIA_RATE) {
-		soxr_error_t e = NULL;
-		/* HQ (20-bit) is already beyond what 32 kb/s Opus keeps. One
-		 * thread: a decode never starts threads behind its caller's back. */
-		soxr_quality_spec_t q = soxr_quality_spec(SOXR_HQ, 0);
-		soxr_runtime_spec_t run = soxr_runtime_spec(1);
-
-		rs.scratch_len = WAV_CHUNK_FRAMES * (MEDIA_RATE / WAV_MIN_RATE) + 1024;
-		rs.scratch = malloc(rs.scratch_len * sizeof(float));
-		if (rs.scratch == NULL) {
-			set_err(err, errlen, "out of memory decoding the WAV data");
-			rc = -ENOMEM;
-			goto out;
-		}
-		rs.soxr = soxr_create(fmt->rate, MEDIA_RATE, 1, &e, NULL, &q, &run);
-		if (rs.soxr == NULL || e != NULL) {
-			log_error("media: soxr_create(%u -> %d) failed: %s", fmt->rate, MEDIA_RATE,
-			          e != NULL ? e : "unknown error");
-			set_err(err, errlen, "cannot create a resampler from %u Hz", fmt->rate);
-			rc = SAYIN_EENCODE;
-			goto out;
-		}
-	}
-
-	while (done < out->input_frames) {
-		uint64_t left = out->input_frames - done;
-		size_t frames = left < WAV_CHUNK_FRAMES ? (size_t)left : WAV_CHUNK_FRAMES;
-		size_t bytes = frames * fmt->block_align, got;
-
-		rc = read_at(f, off + done * fmt->block_align, raw, bytes, &got);
-		if (rc < 0) {
-			set_err(err, errlen, "read failed: %s", strerror(-rc));
-			goto out;
-		}
-		if (got < bytes) {
-			/* The file shrank after we measured it. */
-			set_err(err, errlen, "the file ends before its data chunk does");
-			rc = SAYIN_ETRUNCATED;
-			goto out;
-		}
-		downmix(raw, frames, fmt, mono);
-		rc = resampler_feed(&rs, mono, frames);
-		if (rc < 0) {
-			set_err(err, errlen, "resampling from %u Hz failed", fmt->rate);
-			goto out;
-		}
-		done += frames;
-	}
-	rc = resampler_feed(&rs, NULL, 0);
-	if (rc < 0) {
-		set_err(err, errlen, "resampling from %u Hz failed", fmt->rate);
-		goto out;
-	}
-	if (rs.have < rs.want) {
-		log_debug("media: resampler gave %zu of %zu frames; padding", rs.have, rs.want);
-		memset(rs.out + rs.have, 0, (rs.want - rs.have) * sizeof(float));
-	}
-	/* The resampler's filter can overshoot full scale slightly. */
-	for (size_t i = 0; i < rs.want; i++) {
-		if (rs.out[i] > 1.0f)
-			rs.out[i] = 1.0f;
-		else if (rs.out[i] < -1.0f)
-			rs.out[i] = -1.0f;
-	}
-	out->samples = rs.out;
-	out->frames = rs.want;
-	rs.out = NULL;
-out:
-	if (rs.soxr != NULL)
-		soxr_delete(rs.soxr);
-	free(rs.scratch);
-	free(rs.out);
-	free(mono);
-	free(raw);
-	return rc;
-}
-
-/* Checks the RIFF header. Returns 0 or an error with err set. */
-static int check_riff_header(const struct wav_file *f, uint32_t *riff_size, char *err,
-                             size_t errlen)
-{
-	unsigned char hdr[12];
-	char id[5];
-	size_t got;
-	const char *other;
-	int rc = read_at(f, 0, hdr, sizeof(hdr), &got);
-
-	if (rc < 0) {
-		set_err(err, errlen, "read failed: %s", strerror(-rc));
-		return rc;
-	}
-	if (got < sizeof(hdr)) {
-		size_t n = got < 4 ? got : 4;
-
-		if (memcmp(hdr, "RIFF", n) == 0) {
-			set_err(err, errlen, "the file ends inside the RIFF header (%zu bytes)", got);
-			return SAYIN_ETRUNCATED;
-		}
-		set_err(err, errlen, "not a WAV file (%zu bytes)", got);
-		return SAYIN_EFORMAT;
-	}
-	if (memcmp(hdr, "RIFF", 4) != 0) {
-		if (memcmp(hdr, "RIFX", 4) == 0 || memcmp(hdr, "RF64", 4) == 0) {
-			fourcc_text(hdr, id);
-			set_err(err, errlen, "%s WAV files are not supported", id);
-			return SAYIN_EUNSUPPORTED;
-		}
-		other = sniff_other_format(hdr, got);
-		if (other != NULL)
-			set_err(err, errlen, "not a WAV file: looks like %s", other);
-		else
-			set_err(err, errlen, "not a RIFF/WAVE file");
-		return SAYIN_EFORMAT;
-	}
-	if (memcmp(hdr + 8, "WAVE", 4) != 0) {
-		fourcc_text(hdr + 8, id);
-		set_err(err, errlen, "a RIFF file of type '%s', not WAVE", id);
-		return SAYIN_EFORMAT;
-	}
-	*riff_size = get_le32(hdr + 4);
-	return 0;
-}
-
-/* Walks the chunks up to the data chunk and decodes it. */
-static int decode_wav(const struct wav_file *f, media_audio *out, char *err, size_t errlen)
-{
-	struct wav_format fmt = { 0 };
-	bool have_fmt = false;
-	uint32_t riff_size = 0;
-	uint32_t data_size = 0;
-	uint64_t off = 12, left, data_bytes;
-	int rc = check_riff_header(f, &riff_size, err, errlen);
-
-	if (rc != 0)
-		return rc;
-
-	for (;;) {
-		unsigned char hdr[8];
-		char id[5];
-		uint32_t size;
-		size_t got;
-
-		if (off >= f->size) {
-			const char *missing = have_fmt ? "data" : "fmt";
-
-			/* The RIFF size tells a cut-off file from one that never had
-			 * the chunk; streamed placeholders say nothing either way. */
-			if (riff_size != 0 && riff_size != WAV_SIZE_STREAMED &&
-			    (uint64_t)riff_size + 8 > f->size) {
-				set_err(err, errlen,
-				        "the file ends before its %s chunk (%llu of %llu bytes)",
-				        missing, (unsigned long long)f->size,
-				        (unsigned long long)riff_size + 8);
-				return SAYIN_ETRUNCATED;
-			}
-			set_err(err, errlen, "WAV file has no %s chunk", missing);
-			return SAYIN_EFORMAT;
-		}
-		rc = read_at(f, off, hdr, sizeof(hdr), &got);
-		if (rc < 0) {
-			set_err(err, errlen, "read failed: %s", strerror(-rc));
-			return rc;
-		}
-		if (got < sizeof(hdr)) {
-			set_err(err, errlen, "the file ends inside a chunk header at offset %llu",
-			        (unsigned long long)off);
-			return SAYIN_ETRUNCATED;
-		}
-		fourcc_text(hdr, id);
-		size = get_le32(hdr + 4);
-		off += 8;
-		left = f->size - off;
-
-		if (memcmp(hdr, "data", 4) == 0) {
-			data_size = size;
-			break;
-		}
-
-		if (size > left) {
-			set_err(err, errlen, "WAV chunk '%s' claims %u bytes but only %llu remain", id, size, (unsigned long long)left);
-			return SAYIN_ETRUNCATED;
-		}
-		if (memcmp(hdr, "fmt ", 4) == 0) {
-			unsigned char body[64];
-
-			if (have_fmt) {
-				set_err(err, errlen, "WAV file has two fmt chunks");
-				return SAYIN_EFORMAT;
-			}
-			/* Bytes past the 40 of WAVE_FORMAT_EXTENSIBLE carry nothing we use. */
-			rc = read_at(f, off, body, size < sizeof(body) ? size : sizeof(body), &got);
-			if (rc < 0) {
-				set_err(err, errlen, "read failed: %s", strerror(-rc));
-				return rc;
-			}
-			rc = parse_fmt(body, got, &fmt, err, errlen);
-			if (rc != 0)
-				return rc;
-			have_fmt = true;
-		}
-		/* Chunks are word-aligned: an odd-sized chunk is followed by a pad byte. */
-		off += (uint64_t)size + (size & 1);
-	}
-
-	if (!have_fmt) {
-		set_err(err, errlen, "WAV data chunk comes before the fmt chunk");
-		return SAYIN_EFORMAT;
-	}
-	if (data_size == WAV_SIZE_STREAMED || (data_size == WAV_SIZE_ESPEAK && data_size > left)) {
-		data_bytes = left;
-	} else if (data_size == 0 && left > 0) {
-		rc = chunks_follow(f, off);
-		if (rc < 0) {
-			set_err(err, errlen, "read failed: %s", strerror(-rc));
-			return rc;
-		}
-		data_bytes = rc == 1 ? 0 : left;
-	} else if (data_size > left) {
-		set_err(err, errlen, "WAV data chunk claims %u bytes but only %llu remain",
-		        data_size, (unsigned long long)left);
-		return SAYIN_ETRUNCATED;
-	} else {
-		data_bytes = data_size;
-	}
-	if (data_bytes % fmt.block_align != 0) {
-		set_err(err, errlen, "WAV data ends inside a sample frame (%llu bytes, %u per frame)",
-		        (unsigned long long)data_bytes, fmt.block_align);
-		return SAYIN_ETRUNCATED;
-	}
-	if (data_bytes == 0) {
-		set_err(err, errlen, "WAV file has no samples (empty data chunk)");
-		return SAYIN_EEMPTY;
-	}
-	out->input_rate = fmt.rate;
-	out->input_channels = fmt.channels;
-	out->input_frames = data_bytes / fmt.block_align;
-	snprintf(out->input_format, sizeof(out->input_format), "%s", fmt.name);
-	return decode_data(f, off, &fmt, out, err, errlen);
-}
-
-int media_decode_file(const char *path, media_audio *out, char *err, size_t errlen)
-{
-	struct wav_file f = { .fd = -1 };
-	struct stat st;
-	int rc;
-
-	if (err != NULL && errlen > 0)
-		err[0] = '\0';
-	if (out != NULL)
-		memset(out, 0, sizeof(*out));
-	if (path == NULL || out == NULL) {
-		set_err(err, errlen, "media_decode_file: no path or no output");
-		return SAYIN_EINVAL;
-	}
-	f.fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (f.fd < 0) {
-		rc = -errno;
-		set_err(err, errlen, "cannot open: %s", strerror(-rc));
-		return rc;
-	}
-	if (fstat(f.fd, &st) < 0) {
-		rc = -errno;
-		set_err(err, errlen, "cannot stat: %s", strerror(-rc));
-		goto out;
-	}
-	/* The reader needs the file's size to spot truncation. */
-	if (S_ISDIR(st.st_mode)) {
-		rc = -EISDIR;
-		set_err(err, errlen, "cannot read: %s", strerror(EISDIR));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = -EINVAL;
-		set_err(err, errlen, "cannot read: not a regular file");
-		goto out;
-	}
-	f.size = (uint64_t)st.st_size;
-	if (f.size == 0) {
-		rc = SAYIN_EEMPTY;
-		set_err(err, errlen, "the file is empty");
-		goto out;
-	}
-	rc = decode_wav(&f, out, err, errlen);
-out:
-	close(f.fd);
-	if (rc != 0)
-		memset(out, 0, sizeof(*out));
-	return rc;
-}
-
-void media_audio_free(media_audio *audio)
-{
-	if (audio == NULL)
-		return;
-	free(audio->samples);
-	memset(audio, 0, sizeof(*audio));
-}
-
-double media_audio_duration(const media_audio *audio)
-{
-	if (audio == NULL || audio->input_rate == 0)
-		return 0.0;
-	return (double)audio->input_frames / (double)audio->input_rate;
 }
 
 /* ---- Ogg Opus encoding ------------------------------------------------- */
@@ -961,10 +266,46 @@ static int put_packet(ogg_stream_state *os, unsigned char *data, long len, int b
 	return 0;
 }
 
-int media_encode_opus(const media_audio *audio, const media_opus_options *opt, media_buffer *out,
-                      char *err, size_t errlen)
+/* Decodes each packet again and meters what a player will hear, so loudness
+ * and true peak are checked on the real output, after the codec. */
+struct verifier {
+	OpusDecoder *dec;
+	ebur128_state *meter;
+	uint64_t skip;          /* pre-skip samples still to drop */
+	uint64_t left;          /* samples of the recording still to meter */
+	float pcm[OPUS_FRAME];
+};
+
+static int verify_packet(struct verifier *v, const unsigned char *packet, opus_int32 len)
+{
+	int n = opus_decode_float(v->dec, packet, len, v->pcm, OPUS_FRAME, 0);
+	size_t from = 0, count;
+
+	if (n < 0) {
+		log_error("media: opus_decode_float: %s", opus_strerror(n));
+		return SAYIN_EENCODE;
+	}
+	if (v->skip > 0) {
+		from = v->skip < (uint64_t)n ? (size_t)v->skip : (size_t)n;
+		v->skip -= from;
+	}
+	count = (size_t)n - from;
+	if (count > v->left)
+		count = (size_t)v->left;
+	v->left -= count;
+	if (count > 0 && ebur128_add_frames_float(v->meter, v->pcm + from, count) != EBUR128_SUCCESS)
+		return SAYIN_EENCODE;
+	return 0;
+}
+
+/* media_encode_opus on a stream of `frames` samples pulled from read; when
+ * meter is not NULL, the decoded output is added to it. */
+static int encode_stream(media__reader read, void *ctx, size_t frames, unsigned input_rate,
+                         const media_opus_options *opt, ebur128_state *meter, media_buffer *out,
+                         char *err, size_t errlen)
 {
 	static const media_opus_options defaults = { .bitrate = 0, .complexity = -1 };
+	struct verifier v = { .meter = meter };
 	OpusEncoder *enc = NULL;
 	ogg_stream_state os;
 	bool os_live = false;
@@ -976,22 +317,15 @@ int media_encode_opus(const media_audio *audio, const media_opus_options *opt, m
 	int64_t page_granule = 0;
 	uint64_t n_packets, end_granule;
 
-	if (err != NULL && errlen > 0)
-		err[0] = '\0';
-	if (out != NULL)
-		memset(out, 0, sizeof(*out));
-	if (audio == NULL || out == NULL) {
-		set_err(err, errlen, "media_encode_opus: no audio or no output");
-		return SAYIN_EINVAL;
-	}
+	memset(out, 0, sizeof(*out));
 	if (opt == NULL)
 		opt = &defaults;
-	if (audio->frames == 0 || audio->samples == NULL) {
+	if (frames == 0) {
 		set_err(err, errlen, "no samples to encode");
 		return SAYIN_EEMPTY;
 	}
 	/* Granule positions are signed 64-bit. */
-	if ((uint64_t)audio->frames > (uint64_t)INT64_MAX - 2 * OPUS_FRAME - UINT16_MAX) {
+	if ((uint64_t)frames > (uint64_t)INT64_MAX - 2 * OPUS_FRAME - UINT16_MAX) {
 		set_err(err, errlen, "too many samples to encode");
 		return SAYIN_EINVAL;
 	}
@@ -1001,6 +335,19 @@ int media_encode_opus(const media_audio *audio, const media_opus_options *opt, m
 	rc = create_encoder(bitrate, complexity, &enc, &lookahead, err, errlen);
 	if (rc != 0)
 		return rc;
+	if (meter != NULL) {
+		int oerr = OPUS_OK;
+
+		v.dec = opus_decoder_create(MEDIA_RATE, 1, &oerr);
+		if (v.dec == NULL) {
+			log_error("media: opus_decoder_create: %s", opus_strerror(oerr));
+			set_err(err, errlen, "cannot create the Opus decoder that checks the output");
+			rc = SAYIN_EENCODE;
+			goto out;
+		}
+		v.skip = (uint64_t)lookahead;
+		v.left = frames;
+	}
 	if (ogg_stream_init(&os, (int)opt->serial) != 0) {
 		log_error("media: ogg_stream_init failed (out of memory?)");
 		set_err(err, errlen, "the Ogg muxer failed");
@@ -1014,7 +361,7 @@ int media_encode_opus(const media_audio *audio, const media_opus_options *opt, m
 	head[8] = 1;                              /* version */
 	head[9] = 1;                              /* channels */
 	put_le16(head + 10, (uint16_t)lookahead); /* pre-skip */
-	put_le32(head + 12, audio->input_rate);   /* original rate, informational */
+	put_le32(head + 12, input_rate);          /* original rate, informational */
 	put_le16(head + 16, 0);                   /* output gain */
 	head[18] = 0;                             /* mapping family: mono/stereo */
 	rc = put_packet(&os, head, sizeof(head), 1, 0, 0, 0, err, errlen);
@@ -1039,9 +386,9 @@ int media_encode_opus(const media_audio *audio, const media_opus_options *opt, m
 
 	/* Encode pre-skip extra samples of silence so the encoder's lookahead
 	 * flushes the real tail out; the last page's granule then trims the
-	 * padding so a decoder yields exactly audio->frames samples. */
-	n_packets = ((uint64_t)audio->frames + (uint64_t)lookahead + OPUS_FRAME - 1) / OPUS_FRAME;
-	end_granule = (uint64_t)lookahead + audio->frames;
+	 * padding so a decoder yields exactly `frames` samples. */
+	n_packets = ((uint64_t)frames + (uint64_t)lookahead + OPUS_FRAME - 1) / OPUS_FRAME;
+	end_granule = (uint64_t)lookahead + frames;
 	for (uint64_t k = 0; k < n_packets; k++) {
 		uint64_t start = k * OPUS_FRAME;
 		size_t n = 0;
@@ -1049,17 +396,27 @@ int media_encode_opus(const media_audio *audio, const media_opus_options *opt, m
 		int64_t granule = last ? (int64_t)end_granule : (int64_t)((k + 1) * OPUS_FRAME);
 		opus_int32 len;
 
-		if (start < audio->frames) {
-			n = audio->frames - (size_t)start;
+		if (start < frames) {
+			n = frames - (size_t)start;
 			if (n > OPUS_FRAME)
 				n = OPUS_FRAME;
-			memcpy(pcm, audio->samples + start, n * sizeof(float));
+			rc = read(ctx, pcm, n);
+			if (rc != 0) {
+				set_err(err, errlen, "reading the samples to encode failed: %s",
+				        sayin_strerror(rc));
+				goto out;
+			}
 		}
 		memset(pcm + n, 0, (OPUS_FRAME - n) * sizeof(float));
 		len = opus_encode_float(enc, pcm, OPUS_FRAME, packet, sizeof(packet));
 		if (len < 0) {
 			log_error("media: opus_encode_float: %s", opus_strerror(len));
 			set_err(err, errlen, "the Opus encoder failed: %s", opus_strerror(len));
+			rc = SAYIN_EENCODE;
+			goto out;
+		}
+		if (v.dec != NULL && verify_packet(&v, packet, len) != 0) {
+			set_err(err, errlen, "checking the encoded output failed");
 			rc = SAYIN_EENCODE;
 			goto out;
 		}
@@ -1081,9 +438,48 @@ out:
 	if (os_live)
 		ogg_stream_clear(&os);
 	opus_encoder_destroy(enc);
+	if (v.dec != NULL)
+		opus_decoder_destroy(v.dec);
 	free(tags.data);
 	free(file.data);
 	return rc;
+}
+
+struct mem_reader {
+	const float *samples;
+	size_t pos;
+};
+
+static int mem_read(void *ctx, float *pcm, size_t n)
+{
+	struct mem_reader *r = ctx;
+
+	memcpy(pcm, r->samples + r->pos, n * sizeof(float));
+	r->pos += n;
+	return 0;
+}
+
+int media_encode_opus(const media_audio *audio, const media_opus_options *opt, media_buffer *out,
+                      char *err, size_t errlen)
+{
+	struct mem_reader r;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (out != NULL)
+		memset(out, 0, sizeof(*out));
+	if (audio == NULL || out == NULL) {
+		set_err(err, errlen, "media_encode_opus: no audio or no output");
+		return SAYIN_EINVAL;
+	}
+	if (audio->frames == 0 || audio->samples == NULL) {
+		set_err(err, errlen, "no samples to encode");
+		return SAYIN_EEMPTY;
+	}
+	r.samples = audio->samples;
+	r.pos = 0;
+	return encode_stream(mem_read, &r, audio->frames, audio->input_rate, opt, NULL, out, err,
+	                     errlen);
 }
 
 void media_buffer_free(media_buffer *buf)
@@ -1093,4 +489,701 @@ void media_buffer_free(media_buffer *buf)
 	free(buf->data);
 	buf->data = NULL;
 	buf->len = 0;
+}
+
+/* ---- the pipeline ------------------------------------------------------ */
+
+/* The limiter's ceiling sits below MEDIA_TRUE_PEAK_CEILING: Opus coding
+ * moves peaks by up to about a decibel on speech, and the promise is about
+ * the decoded stream. */
+#define LIMITER_CEILING_DB (MEDIA_TRUE_PEAK_CEILING - 1.5)
+#define SILENCE_GATE_LUFS (-70.0) /* BS.1770's absolute gate */
+#define PASS2_CHUNK 8192
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* An unlinked temporary file: O_TMPFILE where the file system has it. */
+static int open_tmp(const char *dir, char *err, size_t errlen)
+{
+	char path[4096];
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600), n;
+
+	if (fd >= 0)
+		return fd;
+	n = snprintf(path, sizeof(path), "%s/sayin-pcm.XXXXXX", dir);
+	if (n < 0 || (size_t)n >= sizeof(path)) {
+		set_err(err, errlen, "temporary directory path is too long");
+		return -ENAMETOOLONG;
+	}
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0) {
+		int rc = -errno;
+		set_err(err, errlen, "cannot create a temporary file in %s: %s", dir, strerror(errno));
+		return rc;
+	}
+	unlink(path);
+	return fd;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Reads exactly len bytes. Returns 0, or -EIO at a premature end, or -errno. */
+static int read_all(int fd, void *buf, size_t len)
+{
+	unsigned char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = read(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* The decoder child and what it has told us so far. */
+struct child {
+	pid_t pid;
+	int fd;              /* its stdout */
+	int64_t deadline;    /* monotonic ms */
+	bool timed_out;
+	int status;          /* from waitpid, once reaped */
+	bool reaped;
+};
+
+/* Starts `exe __decode LEVEL MAX_MS` on the recording with its limits set
+ * between fork and exec (async-signal-safe calls only there). */
+static int spawn_decoder(const media_transcode_options *o, const char *exe, int file_fd,
+                         struct child *c, char *err, size_t errlen)
+{
+	char max_ms[32], memory[32];
+	char *argv[6];
+	int fds[2];
+	uint64_t cpu_s = o->decode_timeout_ms / 1000 + 2;
+	struct rlimit cpu = { cpu_s, cpu_s };
+	struct rlimit zero = { 0, 0 };
+	struct rlimit nofile = { 16, 16 };
+
+	snprintf(max_ms, sizeof(max_ms), "%llu", (unsigned long long)o->max_duration_ms);
+	/* The child sets its address-space limit itself, after exec: the
+	 * dynamic loader must not be the one to fail. */
+	snprintf(memory, sizeof(memory), "%llu",
+	         UNDER_ASAN ? 0ULL : (unsigned long long)o->decoder_memory);
+	argv[0] = (char *)exe;
+	argv[1] = (char *)MEDIA_DECODER_COMMAND;
+	argv[2] = (char *)(o->log_level != NULL ? o->log_level : "info");
+	argv[3] = max_ms;
+	argv[4] = memory;
+	argv[5] = NULL;
+	if (pipe2(fds, O_CLOEXEC) != 0) {
+		int rc = -errno;
+		set_err(err, errlen, "cannot start the decoder: pipe: %s", strerror(errno));
+		return rc;
+	}
+	c->pid = fork();
+	if (c->pid < 0) {
+		int rc = -errno;
+		set_err(err, errlen, "cannot start the decoder: fork: %s", strerror(errno));
+		close(fds[0]);
+		close(fds[1]);
+		return rc;
+	}
+	if (c->pid == 0) {
+		if (dup2(file_fd, 0) < 0 || dup2(fds[1], 1) < 0)
+			_exit(127);
+		close_range(3, ~0u, 0);
+		/* The decoder dies with us, cannot gain privileges, and neither
+		 * writes files nor opens more than a few descriptors. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+		setrlimit(RLIMIT_CPU, &cpu);
+		setrlimit(RLIMIT_FSIZE, &zero);
+		setrlimit(RLIMIT_CORE, &zero);
+		setrlimit(RLIMIT_NOFILE, &nofile);
+		execv(exe, argv);
+		_exit(127);
+	}
+	close(fds[1]);
+	c->fd = fds[0];
+	c->deadline = mono_ms() + (int64_t)o->decode_timeout_ms;
+	return 0;
+}
+
+/* Reads exactly len bytes from the child before its deadline. Returns 0,
+ * 1 at a clean end of stream before any byte, SAYIN_EDECODER on a timeout
+ * or a stream cut inside a record, or -errno. */
+static int child_read(struct child *c, void *buf, size_t len)
+{
+	unsigned char *p = buf;
+	size_t done = 0;
+
+	while (done < len) {
+		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+		int64_t left = c->deadline - mono_ms();
+		ssize_t n;
+		int r;
+
+		if (left <= 0) {
+			c->timed_out = true;
+			return SAYIN_EDECODER;
+		}
+		r = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
+		if (r < 0 && errno != EINTR)
+			return -errno;
+		if (r <= 0)
+			continue;
+		n = read(c->fd, p + done, len - done);
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return done == 0 ? 1 : SAYIN_EDECODER;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* Reaps the child, killing it first when kill_it. */
+static void child_reap(struct child *c, bool kill_it)
+{
+	if (c->pid <= 0 || c->reaped)
+		return;
+	if (kill_it)
+		kill(c->pid, SIGKILL);
+	while (waitpid(c->pid, &c->status, 0) < 0 && errno == EINTR)
+		;
+	c->reaped = true;
+}
+
+/* Why the child stopped talking, as one line. */
+static int child_failure(struct child *c, const media_transcode_options *o, char *err,
+                         size_t errlen)
+{
+	if (c->timed_out) {
+		child_reap(c, true);
+		set_err(err, errlen, "decoder timed out after %llu ms (decode-timeout-ms); killed",
+		        (unsigned long long)o->decode_timeout_ms);
+		return SAYIN_EDECODER;
+	}
+	/* It closed its end: it is exiting or has exited. Give it until the
+	 * deadline, then kill it. */
+	child_reap(c, false);
+	if (WIFSIGNALED(c->status)) {
+		int sig = WTERMSIG(c->status);
+		set_err(err, errlen, "decoder crashed (signal %d, %s)%s", sig, strsignal(sig),
+		        sig == SIGXCPU ? ": CPU time limit" : "");
+		return SAYIN_EDECODER;
+	}
+	if (WIFEXITED(c->status) && WEXITSTATUS(c->status) == 127) {
+		set_err(err, errlen, "decoder crashed: cannot start %s",
+		        o->decoder_exe ? o->decoder_exe : "/proc/self/exe");
+		return SAYIN_EDECODER;
+	}
+	set_err(err, errlen, "decoder crashed (exit %d) without a result",
+	        WIFEXITED(c->status) ? WEXITSTATUS(c->status) : -1);
+	return SAYIN_EDECODER;
+}
+
+/* State of pass 1: child -> temporary file, loudness, serial. */
+struct pass1 {
+	int tmp_fd;
+	ebur128_state *meter;
+	uint32_t hash;          /* FNV-1a of the samples' bytes */
+	uint64_t frames;
+	uint64_t limit;         /* samples the child may send */
+	float buf[MEDIA__REC_MAX_SAMPLES];
+};
+
+/* Takes one SAMPLES record body (already read into p->buf). The child is
+ * not trusted: its samples are made finite and clamped here too. */
+static int take_samples(struct pass1 *p, size_t n, char *err, size_t errlen)
+{
+	const unsigned char *bytes = (const unsigned char *)p->buf;
+	int rc;
+
+	for (size_t i = 0; i < n; i++) {
+		float v = p->buf[i];
+		if (!isfinite(v))
+			v = 0.0f;
+		p->buf[i] = v > 1.0f ? 1.0f : v < -1.0f ? -1.0f : v;
+	}
+	for (size_t i = 0; i < n * sizeof(float); i++) {
+		p->hash ^= bytes[i];
+		p->hash *= 16777619u;
+	}
+	if (ebur128_add_frames_float(p->meter, p->buf, n) != EBUR128_SUCCESS) {
+		set_err(err, errlen, "loudness measurement failed");
+		return SAYIN_EENCODE;
+	}
+	rc = write_all(p->tmp_fd, p->buf, n * sizeof(float));
+	if (rc != 0) {
+		set_err(err, errlen, "cannot write the temporary file: %s", strerror(-rc));
+		return rc;
+	}
+	p->frames += n;
+	return 0;
+}
+
+/* Pass 1: runs the decoder child over the recording. */
+static int run_decoder(const media_transcode_options *o, int file_fd, struct pass1 *p,
+                       media__rec_end *end, char *err, size_t errlen)
+{
+	struct child c = { .pid = -1, .fd = -1 };
+	const char *exe = o->decoder_exe != NULL ? o->decoder_exe : "/proc/self/exe";
+	bool got_end = false;
+	int rc = spawn_decoder(o, exe, file_fd, &c, err, errlen);
+
+	if (rc != 0)
+		return rc;
+	while (!got_end) {
+		media__rec_header h;
+
+		rc = child_read(&c, &h, sizeof(h));
+		if (rc == 1 || rc == SAYIN_EDECODER) {
+			rc = child_failure(&c, o, err, errlen);
+			goto out;
+		}
+		if (rc != 0)
+			break;
+		if (h.type == MEDIA__REC_SAMPLES && h.len > 0 && h.len % sizeof(float) == 0 &&
+		    h.len <= sizeof(p->buf)) {
+			rc = child_read(&c, p->buf, h.len);
+			if (rc == 0 && p->frames + h.len / sizeof(float) > p->limit) {
+				/* The child should have stopped: it is not to be trusted. */
+				set_err(err, errlen, "too long: the decoder went past the %llu s limit",
+				        (unsigned long long)(o->max_duration_ms / 1000));
+				rc = SAYIN_ETOOLONG;
+				break;
+			}
+			if (rc == 0)
+				rc = take_samples(p, h.len / sizeof(float), err, errlen);
+		} else if (h.type == MEDIA__REC_END && h.len == sizeof(*end)) {
+			rc = child_read(&c, end, sizeof(*end));
+			got_end = rc == 0;
+		} else {
+			set_err(err, errlen, "decoder crashed: it broke its protocol (record %u, %u bytes)",
+			        h.type, h.len);
+			rc = SAYIN_EDECODER;
+			break;
+		}
+		if (rc == 1 || rc == SAYIN_EDECODER) {
+			rc = child_failure(&c, o, err, errlen);
+			goto out;
+		}
+		if (rc != 0)
+			break;
+	}
+	/* What is left: -errno from poll or read, or a pass-1 error (err set). */
+	if (rc < 0 && rc > -4096 && (err == NULL || err[0] == '\0'))
+		set_err(err, errlen, "reading from the decoder failed: %s", strerror(-rc));
+out:
+	child_reap(&c, !got_end || rc != 0);
+	if (c.fd >= 0)
+		close(c.fd);
+	if (rc == 0 && end->code == 0 && end->frames != p->frames) {
+		set_err(err, errlen, "decoder crashed: it announced %llu samples and sent %llu",
+		        (unsigned long long)end->frames, (unsigned long long)p->frames);
+		rc = SAYIN_EDECODER;
+	}
+	return rc;
+}
+
+static double measure_lufs(ebur128_state *st, uint64_t frames);
+
+/* State of pass 2: temporary file -> gain -> limiter -> (encoder). */
+struct pass2 {
+	int fd;
+	uint64_t left;          /* samples still in the file */
+	float buf[PASS2_CHUNK];
+	size_t pos, len;
+	float gain;
+	media__limiter *lim;
+	size_t skip;            /* limiter outputs still to drop (its latency) */
+	ebur128_state *meter;   /* measuring only: the limiter's output */
+};
+
+static int pass2_refill(struct pass2 *p)
+{
+	size_t n = p->left < PASS2_CHUNK ? (size_t)p->left : PASS2_CHUNK;
+	int rc;
+
+	if (n == 0) {
+		/* Past the end: zeros flush the limiter's look-ahead. */
+		memset(p->buf, 0, sizeof(p->buf));
+		p->len = PASS2_CHUNK;
+	} else {
+		rc = read_all(p->fd, p->buf, n * sizeof(float));
+		if (rc != 0)
+			return rc;
+		p->len = n;
+		p->left -= n;
+	}
+	p->pos = 0;
+	return 0;
+}
+
+static int pass2_read(void *ctx, float *pcm, size_t n)
+{
+	struct pass2 *p = ctx;
+
+	for (size_t i = 0; i < n;) {
+		float y;
+
+		if (p->pos == p->len) {
+			int rc = pass2_refill(p);
+			if (rc != 0)
+				return rc;
+		}
+		y = media__limiter_step(p->lim, p->buf[p->pos++] * p->gain);
+		if (p->skip > 0) {
+			p->skip--;
+			continue;
+		}
+		pcm[i++] = y;
+	}
+	if (p->meter != NULL && ebur128_add_frames_float(p->meter, pcm, n) != EBUR128_SUCCESS)
+		return SAYIN_EENCODE;
+	return 0;
+}
+
+/* What one run of pass 2 gives. */
+struct pass2_result {
+	double lufs;            /* of the limiter's output, or of the decoded Opus */
+	double true_peak_db;    /* of the decoded Opus (encoding runs only) */
+};
+
+/* Runs the temporary file (frames samples) through gain and limiter. With
+ * opus NULL it only measures the limiter's output; otherwise it encodes
+ * and measures the decoded stream. */
+static int run_pass2(int fd, uint64_t frames, double gain_db, double ceiling_db,
+                     const media_opus_options *oopt, unsigned input_rate, media_buffer *opus,
+                     struct pass2_result *res, char *err, size_t errlen)
+{
+	struct pass2 *p = calloc(1, sizeof(*p));
+	ebur128_state *meter = ebur128_init(1, MEDIA_RATE,
+	                                    EBUR128_MODE_I | EBUR128_MODE_M |
+	                                            (opus != NULL ? EBUR128_MODE_TRUE_PEAK : 0));
+	double tp = 0;
+	int rc = 0;
+
+	if (p == NULL || meter == NULL || (p->lim = media__limiter_new(pow(10.0, ceiling_db / 20.0))) == NULL) {
+		set_err(err, errlen, "out of memory");
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (lseek(fd, 0, SEEK_SET) != 0) {
+		rc = -errno;
+		set_err(err, errlen, "cannot rewind the temporary file: %s", strerror(errno));
+		goto out;
+	}
+	p->fd = fd;
+	p->left = frames;
+	p->gain = (float)pow(10.0, gain_db / 20.0);
+	p->skip = media__limiter_latency(p->lim);
+	if (opus != NULL) {
+		rc = encode_stream(pass2_read, p, (size_t)frames, input_rate, oopt, meter, opus, err,
+		                   errlen);
+		if (rc == 0 && ebur128_true_peak(meter, 0, &tp) != EBUR128_SUCCESS)
+			tp = 0;
+	} else {
+		float chunk[OPUS_FRAME];
+
+		p->meter = meter;
+		for (uint64_t done = 0; rc == 0 && done < frames; done += OPUS_FRAME) {
+			size_t n = frames - done < OPUS_FRAME ? (size_t)(frames - done) : OPUS_FRAME;
+			rc = pass2_read(p, chunk, n);
+		}
+		if (rc != 0)
+			set_err(err, errlen, "reading the temporary file failed: %s", sayin_strerror(rc));
+	}
+	res->lufs = measure_lufs(meter, frames);
+	res->true_peak_db = tp > 0 ? 20.0 * log10(tp) : -HUGE_VAL;
+out:
+	if (meter != NULL)
+		ebur128_destroy(&meter);
+	if (p != NULL)
+		media__limiter_free(p->lim);
+	free(p);
+	return rc;
+}
+
+/* Integrated loudness; a clip shorter than one 400 ms gating block is
+ * measured over its whole length instead. */
+static double measure_lufs(ebur128_state *st, uint64_t frames)
+{
+	double lufs = -HUGE_VAL;
+
+	if (frames >= (uint64_t)MEDIA_RATE * 4 / 10) {
+		if (ebur128_loudness_global(st, &lufs) != EBUR128_SUCCESS)
+			return -HUGE_VAL;
+	} else {
+		unsigned long ms = (unsigned long)(frames * 1000 / MEDIA_RATE);
+		if (ebur128_loudness_window(st, ms > 0 ? ms : 1, &lufs) != EBUR128_SUCCESS)
+			return -HUGE_VAL;
+	}
+	return lufs;
+}
+
+/* Finds the gain and limiter ceiling that put the decoded Opus at the
+ * target loudness with its true peak at or under MEDIA_TRUE_PEAK_CEILING,
+ * and keeps that encoding in out->opus. The limiter takes loudness off
+ * peaky speech: measuring passes (no encoding) win it back with more gain,
+ * up to MAX_EXTRA_GAIN_DB. The codec moves peaks and loudness a little:
+ * each encoding is decoded and metered, and a miss is corrected and
+ * encoded again, at most ENCODE_ATTEMPTS times. */
+#define MAX_EXTRA_GAIN_DB 6.0
+#define ENCODE_ATTEMPTS 4
+#define LOUDNESS_TOLERANCE 0.5 /* LU */
+
+static int normalize(const media_transcode_options *o, int fd, uint64_t frames, double in_lufs,
+                     double in_peak, const media_opus_options *oopt, media_result *out,
+                     char *err, size_t errlen)
+{
+	double target = o->loudness_target, gain = target - in_lufs;
+	double max_gain = gain + MAX_EXTRA_GAIN_DB, ceiling = LIMITER_CEILING_DB;
+	double codec_shift = 0; /* decoded loudness minus the limiter's, last seen */
+	struct pass2_result r = { 0 }, m = { 0 };
+	int rc = 0;
+
+	for (int attempt = 0; attempt < ENCODE_ATTEMPTS; attempt++) {
+		double want = target - codec_shift;
+
+		/* Only when the limiter can act at all. */
+		m.lufs = in_lufs + gain;
+		if (20.0 * log10(in_peak) + gain > ceiling - 3.0) {
+			for (int i = 0; i < 3; i++) {
+				rc = run_pass2(fd, frames, gain, ceiling, NULL, 0, NULL, &m, err, errlen);
+				if (rc != 0)
+					return rc;
+				if (fabs(want - m.lufs) <= 0.1 || gain >= max_gain)
+					break;
+				gain = fmin(gain + (want - m.lufs), max_gain);
+			}
+		} else {
+			gain = fmin(gain + (want - m.lufs), max_gain);
+			m.lufs = in_lufs + gain;
+		}
+		media_buffer_free(&out->opus);
+		rc = run_pass2(fd, frames, gain, ceiling, oopt, out->input_rate, &out->opus, &r, err,
+		               errlen);
+		if (rc != 0)
+			return rc;
+		log_debug("media: encoding %d: gain %+.2f dB, ceiling %.2f dBTP -> %.2f LUFS "
+		          "(limiter %.2f), %.2f dBTP", attempt + 1, gain, ceiling, r.lufs, m.lufs,
+		          r.true_peak_db);
+		if (r.true_peak_db <= MEDIA_TRUE_PEAK_CEILING &&
+		    (fabs(r.lufs - target) <= LOUDNESS_TOLERANCE || gain >= max_gain))
+			break;
+		if (r.true_peak_db > MEDIA_TRUE_PEAK_CEILING)
+			ceiling -= r.true_peak_db - MEDIA_TRUE_PEAK_CEILING + 0.3;
+		codec_shift = r.lufs - m.lufs;
+	}
+	if (r.true_peak_db > MEDIA_TRUE_PEAK_CEILING)
+		log_warn("media: true peak %.2f dBTP stays above %.1f dBTP after %d encodings",
+		         r.true_peak_db, MEDIA_TRUE_PEAK_CEILING, ENCODE_ATTEMPTS);
+	out->gain_db = gain;
+	out->output_lufs = r.lufs;
+	out->true_peak_dbtp = r.true_peak_db;
+	return 0;
+}
+
+static void resolve_options(const media_transcode_options *in, media_transcode_options *o)
+{
+	*o = *in;
+	if (o->loudness_target == 0)
+		o->loudness_target = MEDIA_DEFAULT_LOUDNESS_TARGET;
+	if (o->max_input_bytes == 0)
+		o->max_input_bytes = MEDIA_DEFAULT_MAX_INPUT_BYTES;
+	if (o->max_duration_ms == 0)
+		o->max_duration_ms = MEDIA_DEFAULT_MAX_DURATION_MS;
+	if (o->decode_timeout_ms == 0)
+		o->decode_timeout_ms = MEDIA_DEFAULT_DECODE_TIMEOUT_MS;
+	if (o->decoder_memory == 0)
+		o->decoder_memory = MEDIA_DEFAULT_DECODER_MEMORY;
+	if (o->tmp_dir == NULL) {
+		o->tmp_dir = getenv("TMPDIR");
+		if (o->tmp_dir == NULL || o->tmp_dir[0] == '\0')
+			o->tmp_dir = "/tmp";
+	}
+}
+
+int media_transcode_file(const char *path, const media_transcode_options *opt,
+                         media_result *out, char *err, size_t errlen)
+{
+	media_transcode_options o;
+	media__rec_end end;
+	struct pass1 *p1 = NULL;
+	media_opus_options oopt;
+	uint64_t size = 0;
+	double lufs, peak = 1.0;
+	int file_fd = -1, rc;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (out != NULL)
+		memset(out, 0, sizeof(*out));
+	if (path == NULL || opt == NULL || out == NULL) {
+		set_err(err, errlen, "media_transcode_file: no path, options or output");
+		return SAYIN_EINVAL;
+	}
+	resolve_options(opt, &o);
+	if (!(o.loudness_target >= -70.0 && o.loudness_target <= 0.0)) {
+		set_err(err, errlen, "loudness target %.1f LUFS is outside -70..0", o.loudness_target);
+		return SAYIN_EINVAL;
+	}
+	file_fd = media__open_recording(path, &size, err, errlen);
+	if (file_fd < 0)
+		return file_fd;
+	if (size > o.max_input_bytes) {
+		set_err(err, errlen, "too large: %llu bytes, more than the %llu-byte limit "
+		                     "(max-input-bytes)", (unsigned long long)size,
+		        (unsigned long long)o.max_input_bytes);
+		rc = SAYIN_ETOOLARGE;
+		goto out;
+	}
+	if (size == 0) {
+		set_err(err, errlen, "the file is empty");
+		rc = SAYIN_EEMPTY;
+		goto out;
+	}
+
+	/* Pass 1: decode in the child, keep the samples in an unlinked file,
+	 * measure loudness. */
+	p1 = calloc(1, sizeof(*p1));
+	if (p1 == NULL) {
+		set_err(err, errlen, "out of memory");
+		rc = -ENOMEM;
+		goto out;
+	}
+	p1->tmp_fd = -1;
+	p1->hash = 2166136261u;
+	p1->limit = o.max_duration_ms * (MEDIA_RATE / 1000) + MEDIA_RATE;
+	p1->meter = ebur128_init(1, MEDIA_RATE, EBUR128_MODE_I | EBUR128_MODE_M | EBUR128_MODE_SAMPLE_PEAK);
+	if (p1->meter == NULL) {
+		set_err(err, errlen, "out of memory");
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = open_tmp(o.tmp_dir, err, errlen);
+	if (rc < 0)
+		goto out;
+	p1->tmp_fd = rc;
+	memset(&end, 0, sizeof(end));
+	rc = run_decoder(&o, file_fd, p1, &end, err, errlen);
+	if (rc != 0)
+		goto out;
+	end.format[sizeof(end.format) - 1] = '\0';
+	end.message[sizeof(end.message) - 1] = '\0';
+	if (end.code != 0) {
+		/* The child's line, kept to one line whatever it holds. */
+		for (char *q = end.message; *q != '\0'; q++) {
+			if (*q == '\n' || *q == '\r')
+				*q = ' ';
+		}
+		set_err(err, errlen, "%s", end.message[0] ? end.message : sayin_strerror(end.code));
+		rc = end.code;
+		if (rc == -ENOMEM) {
+			set_err(err, errlen, "decoder ran out of memory (decode-memory is %llu bytes)",
+			        (unsigned long long)o.decoder_memory);
+			rc = SAYIN_EDECODER;
+		}
+		/* Only codes we know pass: a sayin code or a negative errno. */
+		if (!((rc >= SAYIN_EBASE && rc < SAYIN_ELAST) || (rc < 0 && rc > -4096)))
+			rc = SAYIN_EDECODER;
+		goto out;
+	}
+	if (p1->frames == 0 || end.rate == 0) {
+		set_err(err, errlen, "no samples: the recording holds no audio");
+		rc = SAYIN_EEMPTY;
+		goto out;
+	}
+	lufs = measure_lufs(p1->meter, p1->frames);
+	if (!(lufs > SILENCE_GATE_LUFS)) {
+		set_err(err, errlen, "silent: nothing above the %.0f LUFS gate (EBU R128); a silent "
+		                     "recording is not amplified into noise", SILENCE_GATE_LUFS);
+		rc = SAYIN_ESILENT;
+		goto out;
+	}
+
+	/* Pass 2: read back, gain, limit, encode. */
+	out->input_lufs = lufs;
+	out->frames = (size_t)p1->frames;
+	out->input_rate = end.rate;
+	out->input_channels = end.channels;
+	out->input_frames = end.input_frames;
+	snprintf(out->input_format, sizeof(out->input_format), "%s", end.format);
+	out->duration = (double)end.input_frames / end.rate;
+	out->serial = p1->hash ^ end.rate;
+	if (ebur128_sample_peak(p1->meter, 0, &peak) != EBUR128_SUCCESS)
+		peak = 1.0;
+	oopt = o.opus;
+	oopt.serial = out->serial;
+	rc = normalize(&o, p1->tmp_fd, p1->frames, lufs, peak, &oopt, out, err, errlen);
+	if (rc != 0)
+		goto out;
+	log_debug("media: %s: %s, %.2f s, %.1f LUFS, gain %+.1f dB -> %.1f LUFS, %.1f dBTP",
+	          path, out->input_format, out->duration, out->input_lufs, out->gain_db,
+	          out->output_lufs, out->true_peak_dbtp);
+out:
+	if (p1 != NULL) {
+		if (p1->meter != NULL)
+			ebur128_destroy(&p1->meter);
+		if (p1->tmp_fd >= 0)
+			close(p1->tmp_fd);
+	}
+	free(p1);
+	if (file_fd >= 0)
+		close(file_fd);
+	if (rc != 0) {
+		media_buffer_free(&out->opus);
+		memset(out, 0, sizeof(*out));
+	}
+	return rc;
+}
+
+void media_result_free(media_result *res)
+{
+	if (res == NULL)
+		return;
+	media_buffer_free(&res->opus);
+	memset(res, 0, sizeof(*res));
 }

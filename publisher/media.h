@@ -1,9 +1,14 @@
-/* media: turns a recording into a normalized PCM signal and encodes it as an
- * Ogg Opus stream (RFC 7845). Pure: bytes and files in, bytes out; it never
- * touches the store or the network. Only this module touches libopus, libogg
- * and the resampler (later FFmpeg too).
+/* media: turns a recording into a loudness-normalized mono 48 kHz signal and
+ * encodes it as an Ogg Opus stream (RFC 7845). Pure: files in, bytes out; it
+ * never touches the store or the network. Only this module touches FFmpeg,
+ * libopus, libogg, libsoxr and libebur128.
  *
- * Threading: no shared state; functions may run on any thread concurrently. */
+ * Untrusted recordings are decoded in a child process (media_transcode_file);
+ * media_decode_file decodes in the calling process and is meant for tests and
+ * trusted input.
+ *
+ * Threading: no shared state; functions may run on any thread concurrently.
+ * media_transcode_file forks and execs, so call it where that is safe. */
 #ifndef SAYIN_MEDIA_H
 #define SAYIN_MEDIA_H
 
@@ -23,17 +28,27 @@ typedef struct media_audio {
 	char input_format[32];       /* e.g. "wav/pcm_s16le", "wav/pcm_f32le" */
 } media_audio;
 
-/* Decodes the recording at path, detecting its format from its bytes (never
- * the file name), downmixes to mono and resamples to MEDIA_RATE.
- * Issue-2 scope: RIFF/WAVE with PCM 16- or 24-bit integer or 32-bit float
- * (also WAVE_FORMAT_EXTENSIBLE), 1..8 channels, 8000..192000 Hz.
+/* Decodes the recording at path in this process, detecting its format from
+ * its bytes (never the file name), downmixes to mono (channels averaged) and
+ * resamples to MEDIA_RATE. Output frames are round(input_frames * 48000 /
+ * input_rate). Formats:
+ *  - RIFF/WAVE by a strict hand-written reader (FFmpeg accepts truncated
+ *    WAVs): PCM 16/24-bit or float 32-bit, also WAVE_FORMAT_EXTENSIBLE,
+ *    1..8 channels, 8000..192000 Hz;
+ *  - through FFmpeg, restricted to these demuxers and decoders: FLAC, MP3,
+ *    Ogg (Vorbis, Opus, FLAC), MP4/M4A/MOV (AAC, ALAC, MP3), Matroska/WebM
+ *    (Opus, Vorbis), CAF, AIFF (big-endian PCM), AMR (AMR-NB/WB); the first
+ *    audio stream of a file with video.
+ * Holds the whole signal in memory; media_transcode_file streams.
  * Returns 0, or:
  *   -errno            the file could not be opened or read (-EISDIR, -EINVAL
  *                     for a non-regular file), or -ENOMEM
- *   SAYIN_EFORMAT     not a format we accept (not RIFF/WAVE), or a WAV whose
- *                     headers contradict themselves
- *   SAYIN_ETRUNCATED  the data ends before the header says it should
- *   SAYIN_EUNSUPPORTED a WAV with another encoding, bit depth, channel count or rate
+ *   SAYIN_EFORMAT     not a format we accept, or a WAV whose headers
+ *                     contradict themselves
+ *   SAYIN_ETRUNCATED  a WAV whose data ends before its header says it should
+ *   SAYIN_EUNSUPPORTED a known format with an encoding, bit depth, channel
+ *                     count or rate we do not take; a file without audio
+ *   SAYIN_EBADDATA    data that does not decode (corrupt or cut short)
  *   SAYIN_EEMPTY      no samples (also an empty file)
  *   SAYIN_EENCODE     the resampler failed (logged)
  *   SAYIN_EINVAL      path or out is NULL
@@ -78,5 +93,83 @@ int media_encode_opus(const media_audio *audio, const media_opus_options *opt, m
                       char *err, size_t errlen);
 
 void media_buffer_free(media_buffer *buf);
+
+/* ---- the whole pipeline: isolated decode, loudness, Opus ---------------- */
+
+#define MEDIA_DEFAULT_LOUDNESS_TARGET (-16.0)      /* LUFS */
+#define MEDIA_TRUE_PEAK_CEILING (-1.0)             /* dBTP, after encoding */
+#define MEDIA_DEFAULT_MAX_INPUT_BYTES (100u << 20)
+#define MEDIA_DEFAULT_MAX_DURATION_MS (600u * 1000)
+#define MEDIA_DEFAULT_DECODE_TIMEOUT_MS 60000u
+#define MEDIA_DEFAULT_DECODER_MEMORY (1u << 30)    /* RLIMIT_AS of the child */
+
+/* The hidden command a program must route to media_decoder_main():
+ * `PROGRAM __decode ...` (see media_transcode_options.decoder_exe). */
+#define MEDIA_DECODER_COMMAND "__decode"
+
+typedef struct media_transcode_options {
+	double loudness_target;      /* LUFS; 0 = MEDIA_DEFAULT_LOUDNESS_TARGET */
+	uint64_t max_input_bytes;    /* 0 = default */
+	uint64_t max_duration_ms;    /* 0 = default; longer input: SAYIN_ETOOLONG */
+	uint64_t decode_timeout_ms;  /* wall clock for the decoder; 0 = default */
+	uint64_t decoder_memory;     /* the child's address space, bytes; 0 = default
+	                                (not applied under AddressSanitizer) */
+	const char *decoder_exe;     /* program run as `decoder_exe __decode`;
+	                                NULL = /proc/self/exe */
+	const char *tmp_dir;         /* for the unlinked PCM file; NULL = $TMPDIR or /tmp */
+	const char *log_level;       /* the child's: "error".."debug"; NULL = "info" */
+	media_opus_options opus;     /* serial is ignored: derived from the signal */
+} media_transcode_options;
+
+/* What media_transcode_file made. Owned by the caller; release with
+ * media_result_free(). */
+typedef struct media_result {
+	media_buffer opus;           /* the Ogg Opus stream */
+	size_t frames;               /* samples at MEDIA_RATE */
+	unsigned input_rate;
+	unsigned input_channels;
+	uint64_t input_frames;
+	char input_format[32];       /* e.g. "wav/pcm_s16le", "flac", "mov/aac" */
+	double duration;             /* seconds, input_frames / input_rate */
+	double input_lufs;           /* integrated loudness of the input (BS.1770) */
+	double gain_db;              /* gain applied before the limiter */
+	double output_lufs;          /* integrated loudness after gain and limiter */
+	double true_peak_dbtp;       /* true peak after gain and limiter */
+	uint32_t serial;             /* the Ogg serial used */
+} media_result;
+
+/* The whole pipeline for an untrusted recording:
+ *  1. a child process (decoder_exe __decode, with RLIMIT_AS, RLIMIT_CPU,
+ *     RLIMIT_FSIZE 0, RLIMIT_NOFILE and a wall-clock timeout) decodes as
+ *     media_decode_file does and streams mono 48 kHz floats through a pipe;
+ *  2. this process writes them to an unlinked temporary file while measuring
+ *     integrated loudness with libebur128 (EBU R128);
+ *  3. it reads them back, applies the gain to loudness_target and a
+ *     look-ahead true-peak limiter (ceiling below MEDIA_TRUE_PEAK_CEILING
+ *     with a margin for the codec), and encodes as media_encode_opus does
+ *     (OpusHead output gain 0: the samples are already normalized).
+ * Memory stays bounded whatever the input's length, except the encoded
+ * stream itself (bitrate x duration, at most max-duration long).
+ * Deterministic: the same file and options give the same bytes.
+ * Returns 0, or the errors of media_decode_file, or:
+ *   SAYIN_ETOOLARGE   the file has more than max_input_bytes
+ *   SAYIN_ETOOLONG    the recording lasts longer than max_duration_ms
+ *                     (found while decoding, so a small file that expands
+ *                     into hours of audio stops early)
+ *   SAYIN_ESILENT     nothing above the -70 LUFS gate
+ *   SAYIN_EDECODER    the child crashed (killed by a signal), timed out, or
+ *                     broke the protocol; nothing else is affected
+ *   SAYIN_EENCODE, SAYIN_EINVAL, -errno (temporary file, fork, pipe)
+ * On error, err receives one line naming the cause and out is left zeroed. */
+int media_transcode_file(const char *path, const media_transcode_options *opt,
+                         media_result *out, char *err, size_t errlen);
+
+void media_result_free(media_result *res);
+
+/* The decoder child: `PROGRAM __decode LOG_LEVEL MAX_DURATION_MS MEMORY` with the
+ * recording on fd 0 and the pipe on fd 1. Returns the process exit code.
+ * Programs that call media_transcode_file route MEDIA_DECODER_COMMAND here
+ * before anything else in main(). */
+int media_decoder_main(int argc, char **argv);
 
 #endif

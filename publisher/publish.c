@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,7 +240,7 @@ static int write_page(store_txn *txn, const publish_settings *set, const feed_au
 
 static json_t *post_record(const publish_input *in, const publish_result *res, const char *date)
 {
-	return json_pack("{s:s, s:s, s:s, s:s, s:I, s:{s:s, s:s, s:I, s:f}, s:{s:s, s:i, s:i}}",
+	json_t *rec = json_pack("{s:s, s:s, s:s, s:s, s:I, s:{s:s, s:s, s:I, s:f}, s:{s:s, s:i, s:i}}",
 	                 "id", res->id, "author", in->author, "text", in->text ? in->text : "",
 	                 "date_published", date, "created_ms", (json_int_t)in->now_ms,
 	                 "audio", "sha256", res->audio_hex, "mime_type", PUBLISH_OPUS_TYPE,
@@ -247,6 +248,19 @@ static json_t *post_record(const publish_input *in, const publish_result *res, c
 	                 in->duration, "input", "format",
 	                 in->input_format ? in->input_format : "unknown", "sample_rate",
 	                 (int)in->input_rate, "channels", (int)in->input_channels);
+
+	/* Rounded to 0.01 dB: more digits would only be noise. -inf has no JSON. */
+	if (rec != NULL && in->has_loudness && isfinite(in->input_lufs) && isfinite(in->gain_db) &&
+	    isfinite(in->true_peak_dbtp) &&
+	    json_object_set_new(rec, "loudness",
+	                        json_pack("{s:f, s:f, s:f}", "input_lufs",
+	                                  round(in->input_lufs * 100) / 100, "gain_db",
+	                                  round(in->gain_db * 100) / 100, "true_peak_dbtp",
+	                                  round(in->true_peak_dbtp * 100) / 100)) != 0) {
+		json_decref(rec);
+		return NULL;
+	}
+	return rec;
 }
 
 int publish_post(store *st, const publish_settings *set, const publish_input *in,

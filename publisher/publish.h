@@ -31,6 +31,10 @@ typedef struct publish_input {
 	unsigned input_rate;
 	unsigned input_channels;
 	int64_t now_ms;           /* publication time, unix ms */
+	int has_loudness;         /* 1: the three below go into the record */
+	double input_lufs;        /* measured integrated loudness of the input */
+	double gain_db;           /* gain applied to reach the target */
+	double true_peak_dbtp;    /* true peak of the normalized signal */
 } publish_input;
 
 typedef struct publish_result {

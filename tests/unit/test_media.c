@@ -22,6 +22,10 @@
 
 #include "error.h"
 #include "media.h"
+#include "media_internal.h"
+
+#include <ebur128.h>
+#include <time.h>
 
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
@@ -440,6 +444,23 @@ static void expect_bytes_error(const void *data, size_t len, int want)
 	expect_decode_error(path, want);
 }
 
+/* Either of two codes will do (FFmpeg's probe decides which). */
+static void expect_bytes_error_any(const void *data, size_t len, int want, int or_want)
+{
+	char path[256], err[256] = "";
+	media_audio a;
+	int rc;
+
+	tmp_path(path, sizeof(path), "bad.bin");
+	write_file(path, data, len);
+	rc = media_decode_file(path, &a, err, sizeof(err));
+	if (rc != want && rc != or_want)
+		fail_msg("got %d (%s), want %s or %s; err: %s", rc, sayin_strerror(rc),
+		         sayin_strerror(want), sayin_strerror(or_want), err);
+	assert_true(strlen(err) > 0);
+	assert_null(a.samples);
+}
+
 static void expect_spec_error(const struct wav_spec *s, int want)
 {
 	struct bytes b;
@@ -465,11 +486,12 @@ static void test_decode_rejects_other_formats(void **state)
 	}
 	noise[0] = 'X'; /* never "RIFF" by chance */
 	expect_bytes_error(noise, sizeof(noise), SAYIN_EFORMAT);
-	expect_bytes_error(mp3, sizeof(mp3) - 1, SAYIN_EFORMAT);
-	expect_bytes_error(mp3_frame, sizeof(mp3_frame) - 1, SAYIN_EFORMAT);
-	expect_bytes_error(ogg, sizeof(ogg) - 1, SAYIN_EFORMAT);
 	expect_bytes_error(avi, sizeof(avi) - 1, SAYIN_EFORMAT);
 	expect_bytes_error("hi", 2, SAYIN_EFORMAT);
+	/* Fragments of formats FFmpeg takes: recognised, but they do not decode. */
+	expect_bytes_error_any(mp3, sizeof(mp3) - 1, SAYIN_EBADDATA, SAYIN_EFORMAT);
+	expect_bytes_error_any(mp3_frame, sizeof(mp3_frame) - 1, SAYIN_EBADDATA, SAYIN_EFORMAT);
+	expect_bytes_error_any(ogg, sizeof(ogg) - 1, SAYIN_EBADDATA, SAYIN_EFORMAT);
 }
 
 static void test_decode_rejects_truncated_data(void **state)
@@ -1259,6 +1281,282 @@ static void test_encode_validates_with_tools(void **state)
 		skip();
 }
 
+
+/* ---- loudness, limiter and the isolated pipeline ------------------------ */
+
+/* The limiter keeps every sample and every interpolated point under its
+ * ceiling, delays by exactly its latency, and leaves quiet signal alone. */
+static void test_limiter_ceiling_and_latency(void **state)
+{
+	const double ceiling = 0.5;
+	media__limiter *lim = media__limiter_new(ceiling);
+	size_t lat, n = 48000;
+	float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+	double max_ratio_jump = 0;
+
+	(void)state;
+	assert_non_null(lim);
+	assert_non_null(x);
+	assert_non_null(y);
+	lat = media__limiter_latency(lim);
+	/* Quiet 0.1 tone, then a burst at 1.6 (three times the ceiling), then quiet. */
+	for (size_t i = 0; i < n; i++) {
+		double amp = (i >= 16000 && i < 24000) ? 1.6 : 0.1;
+		x[i] = (float)(amp * sin(2 * M_PI * 997 * (double)i / 48000));
+	}
+	for (size_t i = 0; i < n + lat; i++) {
+		float out = media__limiter_step(lim, i < n ? x[i] : 0.0f);
+		if (i >= lat)
+			y[i - lat] = out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		assert_true(fabsf(y[i]) <= ceiling + 1e-6);
+		/* The gain follows the burst smoothly: no sample-to-sample jumps
+		 * as a clipper would make. */
+		if (i > 0 && fabsf(x[i]) > 0.05f && fabsf(x[i - 1]) > 0.05f) {
+			double jump = fabs(y[i] / x[i] - y[i - 1] / x[i - 1]);
+			if (jump > max_ratio_jump)
+				max_ratio_jump = jump;
+		}
+	}
+	assert_true(max_ratio_jump < 0.02);
+	/* Far from the burst the signal passes unchanged, in time. */
+	for (size_t i = 1000; i < 10000; i++)
+		assert_true(fabsf(y[i] - x[i]) < 1e-6);
+	for (size_t i = 44000; i < n; i++)
+		assert_true(fabsf(y[i] - x[i]) < 1e-3);
+	/* Inside the burst it limits, close to the ceiling. */
+	{
+		float peak = 0;
+		for (size_t i = 17000; i < 23000; i++)
+			peak = fabsf(y[i]) > peak ? fabsf(y[i]) : peak;
+		assert_true(peak > 0.9 * ceiling);
+	}
+	media__limiter_free(lim);
+	free(x);
+	free(y);
+}
+
+static media_transcode_options pipeline_options(void)
+{
+	media_transcode_options o = { 0 };
+
+	o.decoder_exe = "/proc/self/exe";
+	o.log_level = "error";
+	o.opus.complexity = -1;
+	return o;
+}
+
+/* Measures a stream with libopus + libebur128: integrated loudness and true
+ * peak, as a player would hear it. */
+static void measure_stream(const media_buffer *buf, double *lufs, double *tp_db)
+{
+	size_t n;
+	float *y = decode_stream(buf, &n);
+	ebur128_state *st = ebur128_init(1, 48000, EBUR128_MODE_I | EBUR128_MODE_TRUE_PEAK);
+	double tp;
+
+	assert_non_null(st);
+	assert_int_equal(ebur128_add_frames_float(st, y, n), EBUR128_SUCCESS);
+	assert_int_equal(ebur128_loudness_global(st, lufs), EBUR128_SUCCESS);
+	assert_int_equal(ebur128_true_peak(st, 0, &tp), EBUR128_SUCCESS);
+	*tp_db = 20 * log10(tp);
+	ebur128_destroy(&st);
+	free(y);
+}
+
+/* A quiet stereo speech-like signal comes out at -16 LUFS, under -1 dBTP,
+ * with its length, deterministically. */
+static void test_transcode_normalizes(void **state)
+{
+	struct wav_spec s = { .tag = 1, .channels = 2, .rate = 44100, .bits = 16, .frames = 44100 * 3 };
+	struct bytes b;
+	media_transcode_options o = pipeline_options();
+	media_result r, again;
+	char path[256], err[256] = "";
+	double lufs, tp;
+	size_t data;
+	uint32_t x = 7;
+	int rc;
+
+	(void)state;
+	build_wav(&s, &b);
+	/* Bursts of a harmonic tone with noise at about -30 dBFS: quiet and peaky. */
+	data = data_size_offset + 4;
+	for (size_t i = 0; i < s.frames; i++) {
+		double t = (double)i / s.rate, env = fmod(t, 0.5) < 0.3 ? 1.0 : 0.05;
+		double v = env * (0.03 * sin(2 * M_PI * 150 * t) + 0.02 * sin(2 * M_PI * 450 * t));
+		x = x * 1103515245u + 12345u;
+		v += env * 0.005 * ((double)(x >> 8) / (double)(1u << 24) - 0.5);
+		for (unsigned c = 0; c < 2; c++) {
+			unsigned short u = (unsigned short)(int16_t)lrint(v * 32767.0);
+			b.p[data + 4 * i + 2 * c] = (unsigned char)(u & 0xff);
+			b.p[data + 4 * i + 2 * c + 1] = (unsigned char)(u >> 8);
+		}
+	}
+	tmp_path(path, sizeof(path), "quiet.wav");
+	write_file(path, b.p, b.len);
+	free(b.p);
+
+	rc = media_transcode_file(path, &o, &r, err, sizeof(err));
+	if (rc != 0)
+		fail_msg("transcode: %d %s", rc, err);
+	assert_int_equal(r.frames, 48000 * 3);
+	assert_int_equal(r.input_rate, 44100);
+	assert_int_equal(r.input_channels, 2);
+	assert_string_equal(r.input_format, "wav/pcm_s16le");
+	assert_true(r.input_lufs < -25 && r.input_lufs > -40);
+	assert_true(r.gain_db > 9);
+	assert_true(fabs(r.output_lufs - -16) <= 1.0);
+	assert_true(r.true_peak_dbtp <= -1.0);
+	measure_stream(&r.opus, &lufs, &tp);
+	if (fabs(lufs - -16) > 1.0 || tp > -1.0)
+		fail_msg("decoded: %.2f LUFS, %.2f dBTP", lufs, tp);
+	/* OpusHead output gain stays 0: the samples carry the normalization. */
+	{
+		struct ogg_info *info = parse_ogg(&r.opus);
+		assert_int_equal(info->packets[0].data[16] | info->packets[0].data[17] << 8, 0);
+		free_ogg(info);
+	}
+	rc = media_transcode_file(path, &o, &again, err, sizeof(err));
+	assert_int_equal(rc, 0);
+	assert_int_equal(again.opus.len, r.opus.len);
+	assert_memory_equal(again.opus.data, r.opus.data, r.opus.len);
+	assert_int_equal(again.serial, r.serial);
+	media_result_free(&again);
+
+	/* Another target moves the output. */
+	o.loudness_target = -23;
+	rc = media_transcode_file(path, &o, &again, err, sizeof(err));
+	assert_int_equal(rc, 0);
+	measure_stream(&again.opus, &lufs, &tp);
+	assert_true(fabs(lufs - -23) <= 1.0);
+	media_result_free(&again);
+	media_result_free(&r);
+	assert_null(r.opus.data);
+}
+
+static void expect_transcode_error(const char *path, const media_transcode_options *o, int want,
+                                   const char *needle)
+{
+	media_result r;
+	char err[512] = "";
+	int rc;
+
+	memset(&r, 0xab, sizeof(r));
+	rc = media_transcode_file(path, o, &r, err, sizeof(err));
+	if (rc != want)
+		fail_msg("%s: got %d (%s), want %d (%s); err: %s", path, rc, sayin_strerror(rc), want,
+		         sayin_strerror(want), err);
+	if (strstr(err, needle) == NULL)
+		fail_msg("error '%s' does not say '%s'", err, needle);
+	assert_null(strchr(err, '\n'));
+	assert_null(r.opus.data);
+	assert_int_equal(r.frames, 0);
+}
+
+static void test_transcode_rejections(void **state)
+{
+	struct wav_spec tone = { .tag = 1, .channels = 1, .rate = 16000, .bits = 16, .frames = 32000 };
+	struct wav_spec silent = { .tag = 1, .channels = 1, .rate = 16000, .bits = 16, .frames = 32000 };
+	media_transcode_options o = pipeline_options();
+	char path[256], quiet[256], cut[256];
+	struct bytes b;
+
+	(void)state;
+	write_wav("tone2s.wav", &tone, path, sizeof(path));
+	o.max_duration_ms = 1000;
+	expect_transcode_error(path, &o, SAYIN_ETOOLONG, "too long");
+	o.max_duration_ms = 0;
+	o.max_input_bytes = 1000;
+	expect_transcode_error(path, &o, SAYIN_ETOOLARGE, "too large");
+	o.max_input_bytes = 0;
+
+	build_wav(&silent, &b);
+	memset(b.p + data_size_offset + 4, 0, silent.frames * 2);
+	tmp_path(quiet, sizeof(quiet), "silent.wav");
+	write_file(quiet, b.p, b.len);
+	expect_transcode_error(quiet, &o, SAYIN_ESILENT, "silent");
+	/* The child's strict WAV reader still refuses a cut-off file. */
+	tmp_path(cut, sizeof(cut), "cut.wav");
+	write_file(cut, b.p, b.len - 101);
+	expect_transcode_error(cut, &o, SAYIN_ETRUNCATED, "remain");
+	free(b.p);
+	tmp_path(cut, sizeof(cut), "empty.wav");
+	write_file(cut, "", 0);
+	expect_transcode_error(cut, &o, SAYIN_EEMPTY, "empty");
+	write_file(cut, "just some text, not audio at all\n", 33);
+	expect_transcode_error(cut, &o, SAYIN_EFORMAT, "format");
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* A decoder that crashes or hangs costs only its process: a clear error,
+ * and the next transcode works. */
+static void test_transcode_survives_decoder_crash_and_hang(void **state)
+{
+	struct wav_spec tone = { .tag = 1, .channels = 1, .rate = 16000, .bits = 16, .frames = 16000 };
+	media_transcode_options o = pipeline_options();
+	media_result r;
+	char path[256], err[256];
+	double t0;
+
+	(void)state;
+	write_wav("crash.wav", &tone, path, sizeof(path));
+	setenv("SAYIN_TEST_DECODER_CRASH", "segv", 1);
+	expect_transcode_error(path, &o, SAYIN_EDECODER, "decoder crashed (signal 11");
+	setenv("SAYIN_TEST_DECODER_CRASH", "hang", 1);
+	o.decode_timeout_ms = 300;
+	t0 = now_s();
+	expect_transcode_error(path, &o, SAYIN_EDECODER, "timed out");
+	assert_true(now_s() - t0 < 2.0);
+	unsetenv("SAYIN_TEST_DECODER_CRASH");
+	o.decoder_exe = "/nonexistent/decoder";
+	expect_transcode_error(path, &o, SAYIN_EDECODER, "cannot start");
+	o = pipeline_options();
+	assert_int_equal(media_transcode_file(path, &o, &r, err, sizeof(err)), 0);
+	assert_int_equal(r.frames, 48000);
+	media_result_free(&r);
+}
+
+/* FFmpeg decodes what the ffmpeg tool wrote: FLAC is lossless, so it must
+ * give exactly what the WAV reader gives for the same samples. */
+static void test_decode_flac_matches_wav(void **state)
+{
+	struct wav_spec s = { .tag = 1, .channels = 2, .rate = 44100, .bits = 16, .frames = 22050 };
+	char wav[256], flac[256], cmd[700], err[256];
+	media_audio a, f;
+
+	(void)state;
+	if (!have_tool("ffmpeg"))
+		skip();
+	write_wav("lossless.wav", &s, wav, sizeof(wav));
+	tmp_path(flac, sizeof(flac), "lossless.flac");
+	snprintf(cmd, sizeof(cmd), "ffmpeg -nostdin -loglevel error -y -i '%s' -c:a flac '%s'", wav,
+	         flac);
+	assert_int_equal(run(cmd), 0);
+	assert_int_equal(media_decode_file(wav, &a, err, sizeof(err)), 0);
+	if (media_decode_file(flac, &f, err, sizeof(err)) != 0)
+		fail_msg("flac: %s", err);
+	assert_string_equal(f.input_format, "flac/flac");
+	assert_int_equal(f.input_rate, 44100);
+	assert_int_equal(f.input_channels, 2);
+	assert_int_equal(f.input_frames, s.frames);
+	assert_int_equal(f.frames, a.frames);
+	assert_memory_equal(f.samples, a.samples, a.frames * sizeof(float));
+	media_audio_free(&a);
+	media_audio_free(&f);
+	/* Cut in half, the FLAC says it is shorter than its header declares. */
+	snprintf(cmd, sizeof(cmd), "truncate -s 40000 '%s'", flac);
+	assert_int_equal(run(cmd), 0);
+	expect_decode_error(flac, SAYIN_EBADDATA);
+}
+
 /* ---- runner -------------------------------------------------------------- */
 
 static int setup_dir(void **state)
@@ -1277,7 +1575,7 @@ static int remove_dir(void **state)
 	return system(cmd) == 0 ? 0 : -1;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_decode_s16_mono_48k),
@@ -1305,7 +1603,16 @@ int main(void)
 		cmocka_unit_test(test_encode_bitrate),
 		cmocka_unit_test(test_encode_rejects_bad_input),
 		cmocka_unit_test(test_encode_validates_with_tools),
+		cmocka_unit_test(test_limiter_ceiling_and_latency),
+		cmocka_unit_test(test_transcode_normalizes),
+		cmocka_unit_test(test_transcode_rejections),
+		cmocka_unit_test(test_transcode_survives_decoder_crash_and_hang),
+		cmocka_unit_test(test_decode_flac_matches_wav),
 	};
+
+	/* The pipeline tests run this binary as their decoder child. */
+	if (argc >= 2 && strcmp(argv[1], MEDIA_DECODER_COMMAND) == 0)
+		return media_decoder_main(argc, argv);
 
 	return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }

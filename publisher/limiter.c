@@ -1,0 +1,144 @@
+/* limiter: a look-ahead true-peak limiter for mono MEDIA_RATE samples.
+ *
+ * Per sample k: p[k] is the true peak around k (the sample and three points
+ * interpolated between it and the next, 4x oversampling); the gain it needs
+ * is g[k] = min(1, ceiling / p[k]). m[k] is the minimum of g over the last
+ * L+1 samples; h[k] = min(m[k], release(h[k-1])) recovers slowly; and the
+ * gain applied to sample n is the mean of h[n..n+L]. Every term of that mean
+ * is at most g[n], so the output never exceeds the ceiling, and the gain
+ * ramps down over L samples instead of jumping: limiting, not clipping.
+ * Latency: L plus the interpolator's half-length. */
+#include "media_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef M_PI
+#define M_PI 3.14159265358979323846
+#endif
+
+#define LOOKAHEAD 240    /* L: 5 ms at 48 kHz, the attack time */
+#define HALF_TAPS 8      /* T: interpolator taps on each side */
+#define PHASES 3         /* points between two samples: 1/4, 2/4, 3/4 */
+#define RING 512         /* power of two > LOOKAHEAD + 2 * HALF_TAPS */
+#define RELEASE_MS 80.0
+
+struct media__limiter {
+	float ceiling;
+	float coef[PHASES][2 * HALF_TAPS];
+	float release;           /* per-sample recovery toward 1 */
+	float x[RING];           /* input, by index mod RING */
+	float h[RING];           /* smoothed gain, by index mod RING */
+	double h_sum;            /* sum of the last L+1 h */
+	float h_prev;
+	/* monotonic deque of (index, gain) for the sliding minimum */
+	uint64_t dq_idx[RING];
+	float dq_val[RING];
+	size_t dq_head, dq_len;
+	uint64_t n;              /* samples taken */
+};
+
+media__limiter *media__limiter_new(double ceiling)
+{
+	media__limiter *lim = calloc(1, sizeof(*lim));
+
+	if (lim == NULL)
+		return NULL;
+	lim->ceiling = (float)ceiling;
+	lim->release = (float)(1.0 - exp(-1.0 / (RELEASE_MS * MEDIA_RATE / 1000.0)));
+	/* Hann-windowed sinc; tap j sits at sample k + j - (T - 1). */
+	for (int ph = 0; ph < PHASES; ph++) {
+		double t = (ph + 1) / (double)(PHASES + 1), sum = 0;
+		for (int j = 0; j < 2 * HALF_TAPS; j++) {
+			double d = t - (j - (HALF_TAPS - 1));
+			double sinc = d == 0 ? 1.0 : sin(M_PI * d) / (M_PI * d);
+			double w = 0.5 * (1.0 + cos(M_PI * d / HALF_TAPS));
+			lim->coef[ph][j] = (float)(sinc * w);
+			sum += sinc * w;
+		}
+		for (int j = 0; j < 2 * HALF_TAPS; j++)
+			lim->coef[ph][j] = (float)(lim->coef[ph][j] / sum);
+	}
+	for (int i = 0; i < RING; i++)
+		lim->h[i] = 1.0f;
+	lim->h_sum = LOOKAHEAD + 1;
+	lim->h_prev = 1.0f;
+	return lim;
+}
+
+void media__limiter_free(media__limiter *lim)
+{
+	free(lim);
+}
+
+size_t media__limiter_latency(const media__limiter *lim)
+{
+	(void)lim;
+	return LOOKAHEAD + HALF_TAPS;
+}
+
+static float x_at(const media__limiter *lim, uint64_t i)
+{
+	return lim->x[i & (RING - 1)];
+}
+
+/* The true peak around sample k, whose neighbours up to k + T are in. */
+static float true_peak(const media__limiter *lim, uint64_t k)
+{
+	float a = fabsf(x_at(lim, k)), b = fabsf(x_at(lim, k + 1));
+	float peak = a > b ? a : b;
+
+	/* Points between samples overshoot the samples by a few dB at most on
+	 * real audio; quiet stretches skip the interpolation. */
+	if (peak < 0.5f * lim->ceiling)
+		return a;
+	for (int ph = 0; ph < PHASES; ph++) {
+		float y = 0;
+		for (int j = 0; j < 2 * HALF_TAPS; j++)
+			y += lim->coef[ph][j] * x_at(lim, k + (uint64_t)j - (HALF_TAPS - 1));
+		y = fabsf(y);
+		if (y > a)
+			a = y;
+	}
+	return a;
+}
+
+float media__limiter_step(media__limiter *lim, float x)
+{
+	uint64_t i = lim->n++, k, out;
+	float p, g, m, h;
+
+	lim->x[i & (RING - 1)] = x;
+	/* Sample k = i - T now has T neighbours on each side (zeros before 0). */
+	if (i < HALF_TAPS)
+		return 0.0f;
+	k = i - HALF_TAPS;
+	p = true_peak(lim, k);
+	g = p > lim->ceiling ? lim->ceiling / p : 1.0f;
+
+	/* Sliding minimum of g over [k - L, k]. */
+	while (lim->dq_len > 0 &&
+	       lim->dq_val[(lim->dq_head + lim->dq_len - 1) & (RING - 1)] >= g)
+		lim->dq_len--;
+	lim->dq_idx[(lim->dq_head + lim->dq_len) & (RING - 1)] = k;
+	lim->dq_val[(lim->dq_head + lim->dq_len) & (RING - 1)] = g;
+	lim->dq_len++;
+	while (lim->dq_idx[lim->dq_head] + LOOKAHEAD < k) {
+		lim->dq_head = (lim->dq_head + 1) & (RING - 1);
+		lim->dq_len--;
+	}
+	m = lim->dq_val[lim->dq_head];
+
+	h = lim->h_prev + (1.0f - lim->h_prev) * lim->release;
+	if (m < h)
+		h = m;
+	lim->h_prev = h;
+	/* h[k] replaces h[k - L - 1] in the window sum. */
+	lim->h_sum += (double)h - lim->h[(k - LOOKAHEAD - 1) & (RING - 1)];
+	lim->h[k & (RING - 1)] = h;
+	if (k < LOOKAHEAD)
+		return 0.0f;
+	out = k - LOOKAHEAD;
+	return x_at(lim, out) * (float)(lim->h_sum / (LOOKAHEAD + 1));
+}

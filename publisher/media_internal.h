@@ -1,0 +1,80 @@
+/* media internals shared by media.c, decode.c and limiter.c; not a public
+ * contract (the media_ prefix with a double underscore says so). */
+#ifndef SAYIN_MEDIA_INTERNAL_H
+#define SAYIN_MEDIA_INTERNAL_H
+
+#include "media.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+void media__set_err(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Where a decoder puts its mono MEDIA_RATE output, in order. write returns 0
+ * or an error code, which stops the decode and is returned from it. */
+typedef struct media__sink {
+	int (*write)(void *ctx, const float *samples, size_t n);
+	void *ctx;
+} media__sink;
+
+/* What a decode found. */
+typedef struct media__info {
+	unsigned rate;
+	unsigned channels;
+	uint64_t input_frames;
+	uint64_t frames;        /* written to the sink: round(input_frames * 48000 / rate) */
+	char format[32];
+} media__info;
+
+/* Decodes the regular file open on fd (size bytes; read from offset 0 with
+ * pread and lseek, so the offset moves) into sink. max_duration_ms (0: none)
+ * is checked while decoding: longer input gives SAYIN_ETOOLONG early.
+ * Returns 0 or an error of media_decode_file with err set; samples already
+ * written stay written. */
+int media__decode_fd(int fd, uint64_t size, uint64_t max_duration_ms, const media__sink *sink,
+                     media__info *info, char *err, size_t errlen);
+
+/* Opens path read-only and checks that it is a regular file. Returns the fd
+ * and its size, or -errno with err set. */
+int media__open_recording(const char *path, uint64_t *size, char *err, size_t errlen);
+
+/* The decoder child's wire format on its stdout (same binary, so native byte
+ * order): records of a header then len bytes. SAMPLES carries floats (mono,
+ * MEDIA_RATE); END comes once, last. */
+enum { MEDIA__REC_SAMPLES = 1, MEDIA__REC_END = 2 };
+#define MEDIA__REC_MAX_SAMPLES 16384
+
+typedef struct media__rec_header {
+	uint32_t type;
+	uint32_t len;
+} media__rec_header;
+
+typedef struct media__rec_end {
+	int32_t code;           /* 0 or the decode's error */
+	uint32_t rate;
+	uint32_t channels;
+	uint32_t reserved;
+	uint64_t input_frames;
+	uint64_t frames;
+	char format[32];
+	char message[448];      /* the error line, NUL-terminated */
+} media__rec_end;
+
+/* Pulls the next n samples into pcm; returns 0 or an error. */
+typedef int (*media__reader)(void *ctx, float *pcm, size_t n);
+
+/* A look-ahead true-peak limiter (see limiter.c). */
+typedef struct media__limiter media__limiter;
+
+/* ceiling: linear amplitude the true peak must stay under. Returns NULL when
+ * out of memory. */
+media__limiter *media__limiter_new(double ceiling);
+void media__limiter_free(media__limiter *lim);
+/* Samples of delay between a sample going in and coming out. */
+size_t media__limiter_latency(const media__limiter *lim);
+/* Takes one sample, returns the sample that went in latency() steps ago,
+ * scaled so that no true peak exceeds the ceiling (0 before that). */
+float media__limiter_step(media__limiter *lim, float x);
+
+#endif

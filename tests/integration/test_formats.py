@@ -1,0 +1,285 @@
+"""Every format a phone, browser or studio records publishes as Ogg Opus at
+-16 LUFS under -1 dBTP (measured independently by ffmpeg's ebur128 filter);
+broken, silent, oversized and hostile inputs are refused with exit 3, one
+line naming the cause, nothing stored; a decoder crash costs only itself."""
+
+import re
+import subprocess
+import time
+
+import pytest
+
+import sayin_helpers as H
+
+TARGET = -16.0
+
+
+def ffmpeg(*args, timeout=120):
+    r = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y"] + [str(a) for a in args],
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def has_encoder(name):
+    r = subprocess.run(["ffmpeg", "-hide_banner", "-encoders"], capture_output=True, text=True,
+                       timeout=60)
+    return re.search(r"^\s*\S+\s+%s\s" % re.escape(name), r.stdout, re.M) is not None
+
+
+def ebur128(path):
+    """(integrated LUFS, true peak dBTP) of a file, by ffmpeg's ebur128 filter."""
+    r = subprocess.run(["ffmpeg", "-nostdin", "-nostats", "-i", str(path), "-af",
+                        "ebur128=peak=true", "-f", "null", "-"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    summary = r.stderr[r.stderr.rindex("Summary:"):]
+    lufs = float(re.search(r"I:\s+(-?[\d.]+|-inf) LUFS", summary).group(1))
+    peak = float(re.search(r"Peak:\s+(-?[\d.]+|-inf) dBFS", summary).group(1))
+    return lufs, peak
+
+
+def samples_of(path):
+    """Decoded length at 48 kHz, by opusdec (which applies pre-skip and end trim)."""
+    out = str(path) + ".wav"
+    r = subprocess.run(["opusdec", "--quiet", "--rate", "48000", str(path), out],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rate, samples = H.read_wav_s16_mono(out)
+    assert rate == 48000
+    return len(samples)
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    """About five seconds of espeak-ng speech, 22.05 kHz mono."""
+    d = tmp_path_factory.mktemp("speech")
+    p = d / "speech.wav"
+    r = subprocess.run(["espeak-ng", "-w", str(p), "Hello fans, this is my voice post. Thank "
+                        "you for listening, and see you all next week."],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return p
+
+
+# name -> (ffmpeg output arguments, file suffix); fixtures are made at test time.
+FORMATS = {
+    "wav-float": (["-c:a", "pcm_f32le", "-ac", "2", "-ar", "44100"], "wav"),
+    "flac": (["-c:a", "flac"], "flac"),
+    "mp3": (["-c:a", "libmp3lame", "-b:a", "64k"], "mp3"),
+    "ogg-vorbis": (["-c:a", "libvorbis"], "ogg"),
+    "ogg-opus": (["-c:a", "libopus", "-b:a", "48k"], "opus"),
+    "m4a-aac": (["-c:a", "aac", "-b:a", "64k"], "m4a"),
+    "webm-opus": (["-c:a", "libopus"], "webm"),
+    "caf": (["-c:a", "pcm_s16le"], "caf"),
+    "aiff": (["-c:a", "pcm_s16be", "-ac", "2"], "aiff"),
+    "amr-nb": (["-c:a", "libopencore_amrnb", "-ar", "8000", "-ac", "1"], "amr"),
+}
+
+
+def make_format(speech, tmp_path, name):
+    args, suffix = FORMATS[name]
+    if name == "amr-nb" and not has_encoder("libopencore_amrnb"):
+        pytest.skip("this ffmpeg has no AMR-NB encoder (the decoder is still whitelisted)")
+    out = tmp_path / ("speech-%s.%s" % (name, suffix))
+    ffmpeg("-i", speech, *args, out)
+    return out
+
+
+def check_published(sayin, store, tmp_path, res, expect_seconds):
+    origin = sayin.start_origin(store)
+    r = origin.get_url(res.json["audio_url"])
+    assert r.status == 200
+    opus = tmp_path / "out.opus"
+    opus.write_bytes(r.body)
+    info = subprocess.run(["opusinfo", str(opus)], capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0 and "WARNING" not in info.stdout, info.stdout + info.stderr
+    n = samples_of(opus)
+    assert abs(n - expect_seconds * 48000) <= 960, "decoded %d samples, input %.3f s" % (
+        n, expect_seconds)
+    lufs, peak = ebur128(opus)
+    assert abs(lufs - TARGET) <= 1.0, "integrated loudness %.1f LUFS" % lufs
+    assert peak <= -1.0, "true peak %.1f dBTP" % peak
+    rec = origin.get_url(res.json["feed_url"]).json()
+    return rec
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_format_publishes_normalized(sayin, store, tmp_path, speech, name, opus_tools):
+    src = make_format(speech, tmp_path, name)
+    res = sayin.post(store, "alice", src, text=name)
+    dur = float(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration",
+                                "-of", "csv=p=0", str(speech)], capture_output=True, text=True,
+                               timeout=60).stdout)
+    assert abs(res.json["duration_in_seconds"] - dur) < 0.1, res.json
+    check_published(sayin, store, tmp_path, res, res.json["duration_in_seconds"])
+
+
+def test_video_publishes_its_audio_track(sayin, store, tmp_path, speech, opus_tools):
+    video = tmp_path / "clip.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=black:s=64x64:r=10", "-i", speech, "-shortest",
+           "-c:v", "mpeg4", "-c:a", "aac", video)
+    res = sayin.post(store, "alice", video)
+    check_published(sayin, store, tmp_path, res, res.json["duration_in_seconds"])
+
+
+def test_post_record_has_loudness(sayin, store, tmp_path, speech, lmdb_tools):
+    src = make_format(speech, tmp_path, "flac")
+    sayin.post(store, "alice", src)
+    out = subprocess.run(["mdb_dump", "-p", "-s", "posts", str(store)], capture_output=True,
+                         text=True, timeout=60).stdout
+    m = re.search(r'"loudness":\{"input_lufs":(-?[\d.]+),"gain_db":(-?[\d.]+),'
+                  r'"true_peak_dbtp":(-?[\d.]+)\}', out)
+    assert m, out[-2000:]
+    lufs, gain, tp = map(float, m.groups())
+    assert -40 < lufs < -10 and gain > 0 and tp <= -1.0, m.groups()
+
+
+# ---------------------------------------------------------------- rejections
+
+
+def _truncate(name, keep):
+    def build(speech, tmp_path):
+        src = make_format(speech, tmp_path, name)
+        data = src.read_bytes()
+        src.write_bytes(data[:int(len(data) * keep)])
+        return src
+    return build
+
+
+def _corrupt(name):
+    def build(speech, tmp_path):
+        src = make_format(speech, tmp_path, name)
+        data = bytearray(src.read_bytes())
+        for i in range(len(data) // 3, len(data) // 3 + 2000, 7):
+            data[i] ^= 0x5A
+        src.write_bytes(bytes(data))
+        return src
+    return build
+
+
+def _text(speech, tmp_path):
+    p = tmp_path / "notes.mp3"  # the name lies; the bytes decide
+    p.write_text("dear fans, this is only text\n" * 50)
+    return p
+
+
+def _empty(speech, tmp_path):
+    p = tmp_path / "empty.m4a"
+    p.write_bytes(b"")
+    return p
+
+
+def _video_without_audio(speech, tmp_path):
+    p = tmp_path / "silent-film.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=black:s=64x64:r=10:d=2", "-c:v", "mpeg4", p)
+    return p
+
+
+def _silent(speech, tmp_path):
+    p = tmp_path / "silence.flac"
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=44100:cl=mono", "-t", "3", "-c:a", "flac", p)
+    return p
+
+
+REJECTIONS = {
+    "flac-truncated": (_truncate("flac", 0.5), r"corrupt|truncat"),
+    "m4a-truncated": (_truncate("m4a-aac", 0.6), r"corrupt|truncat"),
+    "mp3-truncated": (_truncate("mp3", 0.5), r"corrupt|truncat"),
+    "flac-corrupted": (_corrupt("flac"), r"corrupt"),
+    "ogg-opus-corrupted": (_corrupt("ogg-opus"), r"corrupt"),
+    "text-renamed-mp3": (_text, r"unsupported format|not a recording"),
+    "empty-file": (_empty, r"empty"),
+    "video-without-audio": (_video_without_audio, r"no audio"),
+    "silent-flac": (_silent, r"silent"),
+}
+
+
+def check_rejected(sayin, store, res, pattern, before):
+    assert res.returncode == H.EXIT_BAD_INPUT, res.describe()
+    assert res.stdout == ""
+    lines = res.stderr_lines
+    assert len(lines) == 1, res.stderr
+    assert re.search(pattern, lines[0], re.I), lines[0]
+    assert H.store_counts(store) == before, "the store changed"
+
+
+@pytest.mark.parametrize("case", sorted(REJECTIONS))
+def test_bad_input_is_refused(sayin, store, tmp_path, speech, case, short_wav, lmdb_tools):
+    build, pattern = REJECTIONS[case]
+    sayin.post(store, "other", short_wav)
+    before = H.store_counts(store)
+    bad = build(speech, tmp_path)
+    res = sayin.post(store, "victim", bad, check=False)
+    check_rejected(sayin, store, res, pattern, before)
+
+
+def test_over_max_duration_is_too_long(sayin, store, tmp_path, speech, short_wav, lmdb_tools):
+    sayin.post(store, "other", short_wav)
+    before = H.store_counts(store)
+    src = make_format(speech, tmp_path, "ogg-vorbis")
+    res = sayin.post(store, "victim", src, args=["--max-duration", "2"], check=False)
+    check_rejected(sayin, store, res, r"too long", before)
+
+
+def test_over_max_input_bytes_is_too_large(sayin, store, tmp_path, speech, short_wav, lmdb_tools):
+    sayin.post(store, "other", short_wav)
+    before = H.store_counts(store)
+    src = make_format(speech, tmp_path, "flac")
+    res = sayin.post(store, "victim", src, args=["--max-input-bytes", "10K"], check=False)
+    check_rejected(sayin, store, res, r"too large", before)
+
+
+def test_flac_bomb_stops_quickly(sayin, store, tmp_path, short_wav, lmdb_tools):
+    """Ten hours of silence in a tiny FLAC: refused as too long, fast."""
+    bomb = tmp_path / "bomb.flac"
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "36000", "-c:a", "flac", bomb,
+           timeout=300)
+    assert bomb.stat().st_size < 10 << 20
+    sayin.post(store, "other", short_wav)
+    before = H.store_counts(store)
+    t0 = time.monotonic()
+    res = sayin.post(store, "victim", bomb, check=False)
+    assert time.monotonic() - t0 < 5, "took %.1f s" % (time.monotonic() - t0)
+    check_rejected(sayin, store, res, r"too long", before)
+    # A header that lies (no total length) is caught on the samples themselves.
+    data = bytearray(bomb.read_bytes())
+    assert data[:4] == b"fLaC"
+    data[21] &= 0xF0
+    data[22:26] = b"\0\0\0\0"  # STREAMINFO total samples: unknown
+    bomb.write_bytes(bytes(data))
+    t0 = time.monotonic()
+    res = sayin.post(store, "victim", bomb, args=["--max-duration", "60"], check=False)
+    assert time.monotonic() - t0 < 5, "took %.1f s" % (time.monotonic() - t0)
+    check_rejected(sayin, store, res, r"too long", before)
+
+
+def test_decoder_crash_and_hang_then_next_post_works(sayin, store, tmp_path, short_wav,
+                                                     lmdb_tools):
+    sayin.post(store, "other", short_wav)
+    before = H.store_counts(store)
+    res = sayin.post(store, "victim", short_wav, check=False,
+                     env={"SAYIN_TEST_DECODER_CRASH": "segv"})
+    check_rejected(sayin, store, res, r"decoder crashed \(signal 11", before)
+    t0 = time.monotonic()
+    res = sayin.post(store, "victim", short_wav, check=False,
+                     args=["--decode-timeout-ms", "500"],
+                     env={"SAYIN_TEST_DECODER_CRASH": "hang"})
+    assert time.monotonic() - t0 < 5
+    check_rejected(sayin, store, res, r"decoder timed out", before)
+    res = sayin.post(store, "victim", short_wav)
+    assert res.returncode == 0
+
+
+def test_decoder_memory_limit_is_a_clear_error(sayin, store, tmp_path, speech, short_wav,
+                                               lmdb_tools):
+    """A decoder that runs out of its address space fails alone."""
+    r = subprocess.run(["nm", "-D", sayin.publisher], capture_output=True, text=True)
+    if "__asan_init" in r.stdout:
+        pytest.skip("RLIMIT_AS is not applied under AddressSanitizer")
+    sayin.post(store, "other", short_wav)
+    before = H.store_counts(store)
+    src = make_format(speech, tmp_path, "m4a-aac")
+    res = sayin.post(store, "victim", src, args=["--decode-memory", "16M"], check=False)
+    check_rejected(sayin, store, res, r"decoder|memory", before)
+    assert sayin.post(store, "victim", src).returncode == 0
