@@ -42,6 +42,7 @@ LLHTTP_CFLAGS := -O2 -g -w $(SAN_FLAGS) -I$(LLHTTP_INC)
 CORE_SRCS := origin/error.c origin/log.c origin/config.c origin/store.c origin/http.c origin/metrics.c
 ORIGIN_SRCS := origin/serve.c origin/main.c
 PUBLISHER_SRCS := publisher/compress.c publisher/media.c publisher/decode.c publisher/limiter.c \
+	publisher/waveform.c publisher/aac.c \
 	publisher/feed.c publisher/publish.c publisher/main.c
 LLHTTP_SRCS := $(wildcard $(LLHTTP_DIR)/*.c)
 

@@ -67,6 +67,13 @@ static const setting settings[] = {
 	  "wall-clock time the decoder process gets before it is killed" },
 	{ "decode-memory", "media", "decode_memory", "SAYIN_DECODE_MEMORY", "1G",
 	  "address space of the decoder process (RLIMIT_AS; not applied under ASan)" },
+	/* [media]: the renditions beside the Opus audio */
+	{ "waveform-points", "media", "waveform_points", "SAYIN_WAVEFORM_POINTS", "1000",
+	  "min/max pairs in each post's waveform JSON (10-100000; fewer only for shorter audio)" },
+	{ "aac-fallback", "media", "aac_fallback", "SAYIN_AAC_FALLBACK", "on",
+	  "on: also publish an AAC-in-M4A rendition for players without Opus (old Safari)" },
+	{ "aac-bitrate", "media", "aac_bitrate", "SAYIN_AAC_BITRATE", "64000",
+	  "bitrate of the AAC fallback, bits/s (32000-128000)" },
 	{ "feed-items", "feed", "items", "SAYIN_FEED_ITEMS", "20", "items in an author's feed.json" },
 	{ "log-level", "log", "level", "SAYIN_LOG_LEVEL", "info", "error, warn, info or debug" },
 };

@@ -1323,7 +1323,7 @@ static int pipe_write(void *ctx, const float *x, size_t n)
 
 /* FFmpeg's own messages, at debug level: its warnings about odd files are
  * not ours to print, and the error that matters reaches the parent. */
-static void ff_log(void *avcl, int level, const char *fmt, va_list ap)
+void media__ff_log(void *avcl, int level, const char *fmt, va_list ap)
 {
 	char line[512];
 	size_t n;
@@ -1391,7 +1391,7 @@ int media_decoder_main(int argc, char **argv)
 	}
 	log_set_level(level);
 	av_log_set_level(level >= LOG_DEBUG ? AV_LOG_VERBOSE : AV_LOG_ERROR);
-	av_log_set_callback(ff_log);
+	av_log_set_callback(media__ff_log);
 	test_hook();
 
 	memset(&end, 0, sizeof(end));

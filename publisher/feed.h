@@ -4,7 +4,16 @@
  * A post record is the JSON object publish stores for every post:
  *   { "id", "author", "text", "date_published" (RFC 3339),
  *     "audio": { "sha256", "mime_type", "size_in_bytes", "duration_in_seconds" },
- *     "input": { "format", "sample_rate", "channels", "duration_in_seconds" } }
+ *     "input": { "format", "sample_rate", "channels", "duration_in_seconds" },
+ *   and, when the post has them:
+ *     "loudness": { "input_lufs", "gain_db", "true_peak_dbtp", "output_lufs" },
+ *     "waveform": { "sha256", "size_in_bytes", "points" },
+ *     "fallback": { "sha256", "mime_type", "size_in_bytes" } }
+ *
+ * A feed item lists the Opus audio first and the fallback (AAC in M4A)
+ * second, both with the same "title": JSON Feed's way of saying "the same
+ * thing in another format". The item's extension object "_sayin" carries
+ * "waveform_url" (absolute) and "loudness_lufs" (the published loudness).
  *
  * Threading: no shared state. Errors: 0, -ENOMEM, or SAYIN_ECORRUPT when a
  * record lacks a field the output needs. Output buffers are malloc'd and
@@ -18,6 +27,8 @@
 #define FEED_VERSION "https://jsonfeed.org/version/1.1"
 #define FEED_CONTENT_TYPE "application/feed+json"
 #define FEED_HTML_TYPE "text/html; charset=utf-8"
+#define FEED_TITLE_MAX 80       /* characters of the text an attachment title keeps */
+#define FEED_DEFAULT_TITLE "Voice post"
 
 typedef struct feed_author {
 	const char *handle;
@@ -25,7 +36,9 @@ typedef struct feed_author {
 } feed_author;
 
 /* URL paths (no base): written into buf of size len; returns 0 or -ENOSPC. */
-int feed_path_audio(char *buf, size_t len, const char *sha256_hex);
+int feed_path_audio(char *buf, size_t len, const char *sha256_hex);    /* /a/HASH.opus */
+int feed_path_fallback(char *buf, size_t len, const char *sha256_hex); /* /a/HASH.m4a */
+int feed_path_waveform(char *buf, size_t len, const char *sha256_hex); /* /a/HASH.json */
 int feed_path_feed(char *buf, size_t len, const char *handle);
 int feed_path_author(char *buf, size_t len, const char *handle);
 int feed_path_post(char *buf, size_t len, const char *id);
@@ -35,7 +48,9 @@ int feed_path_post(char *buf, size_t len, const char *id);
 int feed_author_json(const char *base_url, const feed_author *author, json_t *const *posts,
                      size_t n_posts, char **out, size_t *out_len);
 
-/* The post's HTML page: the author, the text, the date and an audio player. */
+/* The post's HTML page: the author, the text, the date and an audio player
+ * (Opus source first, then the M4A fallback; data-waveform names the
+ * waveform's URL for a player script). */
 int feed_post_html(const char *base_url, const feed_author *author, const json_t *post,
                    char **out, size_t *out_len);
 

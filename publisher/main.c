@@ -25,7 +25,8 @@ static const config_arg post_args[] = {
 
 static const char *const post_settings[] = {
 	"data", "map-size", "public-url", "listen", "bitrate", "loudness-target", "max-input-bytes",
-	"max-duration", "decode-timeout-ms", "decode-memory", "feed-items", "log-level", NULL
+	"max-duration", "decode-timeout-ms", "decode-memory", "waveform-points", "aac-fallback",
+	"aac-bitrate", "feed-items", "log-level", NULL
 };
 
 static void usage(FILE *out)
@@ -43,8 +44,9 @@ static void post_usage(FILE *out)
 	fprintf(out, "Usage: sayin-publisher post --author HANDLE [--text TEXT] [options] FILE\n\n"
 	             "Publishes FILE (WAV, FLAC, MP3, Ogg Vorbis/Opus, M4A/MP4 AAC, WebM/MKV\n"
 	             "Opus, CAF, AIFF, AMR; the first audio track of a video) as an Ogg Opus\n"
-	             "voice post normalized to the loudness target, updates the author's\n"
-	             "feed and prints the post as one JSON object. Exit codes: 0 published,\n"
+	             "voice post normalized to the loudness target, with an AAC-in-M4A\n"
+	             "fallback and a waveform, updates the author's feed and prints the\n"
+	             "post as one JSON object. Exit codes: 0 published,\n"
 	             "1 failed, 2 usage, 3 bad input file, 4 store full.\n");
 	config_usage(out, post_args, N_POST_ARGS, post_settings);
 }
@@ -80,9 +82,10 @@ static void public_base(const config *cfg, char *buf, size_t len)
 
 static int print_result(const char *base, const char *author, const publish_result *res)
 {
-	char path[256], url[1024], audio_url[1024], feed_url[1024];
+	char path[256], url[1024], audio_url[1024], feed_url[1024], more_url[1024];
 	json_t *j;
 	char *s;
+	int rc = 0;
 
 	feed_path_post(path, sizeof(path), res->id);
 	snprintf(url, sizeof(url), "%s%s", base, path);
@@ -93,7 +96,17 @@ static int print_result(const char *base, const char *author, const publish_resu
 	j = json_pack("{s:s, s:s, s:s, s:s, s:f, s:I}", "id", res->id, "url", url, "audio_url",
 	              audio_url, "feed_url", feed_url, "duration_in_seconds", res->duration,
 	              "size_in_bytes", (json_int_t)res->audio_size);
-	s = j ? json_dumps(j, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6)) : NULL;
+	if (j != NULL && res->has_fallback) {
+		feed_path_fallback(path, sizeof(path), res->fallback_hex);
+		snprintf(more_url, sizeof(more_url), "%s%s", base, path);
+		rc = json_object_set_new(j, "fallback_url", json_string(more_url));
+	}
+	if (j != NULL && rc == 0 && res->has_waveform) {
+		feed_path_waveform(path, sizeof(path), res->waveform_hex);
+		snprintf(more_url, sizeof(more_url), "%s%s", base, path);
+		rc = json_object_set_new(j, "waveform_url", json_string(more_url));
+	}
+	s = j && rc == 0 ? json_dumps(j, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6)) : NULL;
 	json_decref(j);
 	if (s == NULL)
 		return -1;
@@ -120,6 +133,22 @@ static int get_loudness_target(const config *cfg, double *out, char *err, size_t
 	return 0;
 }
 
+/* Reads --aac-fallback: on or off. */
+static int get_on_off(const config *cfg, const char *name, int *out, char *err, size_t errlen)
+{
+	const char *v = config_get(cfg, name);
+
+	if (v != NULL && strcmp(v, "on") == 0)
+		*out = 1;
+	else if (v != NULL && strcmp(v, "off") == 0)
+		*out = 0;
+	else {
+		snprintf(err, errlen, "--%s: '%s' is not on or off", name, v ? v : "");
+		return -1;
+	}
+	return 0;
+}
+
 static int cmd_post(int argc, char **argv)
 {
 	config *cfg = NULL;
@@ -130,7 +159,8 @@ static int cmd_post(int argc, char **argv)
 	store_options sopt = { 0 };
 	publish_result res;
 	enum log_level level;
-	uint64_t bitrate, feed_items;
+	uint64_t bitrate, feed_items, waveform_points, aac_bitrate;
+	int aac_fallback = 1;
 	char err[512], base[512];
 	const char *file, *author, *text;
 	int rc, code = EXIT_FAIL;
@@ -178,6 +208,11 @@ static int cmd_post(int argc, char **argv)
 	                   err, sizeof(err)) != 0 ||
 	    config_get_size(cfg, "decode-memory", 16 << 20, UINT64_MAX, &mopt.decoder_memory, err,
 	                    sizeof(err)) != 0 ||
+	    config_get_u64(cfg, "waveform-points", 10, MEDIA_MAX_WAVEFORM_POINTS, &waveform_points,
+	                   err, sizeof(err)) != 0 ||
+	    config_get_u64(cfg, "aac-bitrate", MEDIA_MIN_AAC_BITRATE, MEDIA_MAX_AAC_BITRATE,
+	                   &aac_bitrate, err, sizeof(err)) != 0 ||
+	    get_on_off(cfg, "aac-fallback", &aac_fallback, err, sizeof(err)) != 0 ||
 	    get_loudness_target(cfg, &mopt.loudness_target, err, sizeof(err)) != 0) {
 		fprintf(stderr, "sayin-publisher post: %s\n", err);
 		goto done;
@@ -191,6 +226,9 @@ static int cmd_post(int argc, char **argv)
 	mopt.log_level = config_get(cfg, "log-level");
 	mopt.opus = (media_opus_options){ .bitrate = (int)bitrate, .complexity = -1,
 		                          .comments = comments, .n_comments = text ? 2 : 1 };
+	mopt.waveform_points = (unsigned)waveform_points;
+	mopt.no_fallback = !aac_fallback;
+	mopt.aac.bitrate = (int)aac_bitrate;
 	code = EXIT_BAD_INPUT;
 	double t0 = mono_ms();
 	rc = media_transcode_file(file, &mopt, &media, err, sizeof(err));
@@ -215,7 +253,11 @@ static int cmd_post(int argc, char **argv)
 		             .input_format = media.input_format, .input_rate = media.input_rate,
 		             .input_channels = media.input_channels, .now_ms = now_ms(),
 		             .has_loudness = 1, .input_lufs = media.input_lufs,
-		             .gain_db = media.gain_db, .true_peak_dbtp = media.true_peak_dbtp };
+		             .gain_db = media.gain_db, .true_peak_dbtp = media.true_peak_dbtp,
+		             .output_lufs = media.output_lufs, .waveform = media.waveform.data,
+		             .waveform_len = media.waveform.len,
+		             .waveform_points = media.waveform_length, .fallback = media.m4a.data,
+		             .fallback_len = media.m4a.len };
 	rc = publish_post(st, &pset, &in, &res, err, sizeof(err));
 	if (rc != 0) {
 		fprintf(stderr, "sayin-publisher post: %s\n", err);

@@ -839,7 +839,24 @@ struct pass2 {
 	media__limiter *lim;
 	size_t skip;            /* limiter outputs still to drop (its latency) */
 	ebur128_state *meter;   /* measuring only: the limiter's output */
+	/* Encoding runs: what else the encoded samples feed. */
+	media_waveform *wf;
+	int keep_fd;            /* -1, or where the encoded samples are kept */
+	int keep_rc;            /* writing them failed: -errno */
+	size_t keep_len;
+	float keep[PASS2_CHUNK];
 };
+
+/* Appends the kept samples to keep_fd. */
+static int pass2_keep_flush(struct pass2 *p)
+{
+	int rc = write_all(p->keep_fd, p->keep, p->keep_len * sizeof(float));
+
+	p->keep_len = 0;
+	if (rc != 0)
+		p->keep_rc = rc;
+	return rc;
+}
 
 static int pass2_refill(struct pass2 *p)
 {
@@ -882,6 +899,20 @@ static int pass2_read(void *ctx, float *pcm, size_t n)
 	}
 	if (p->meter != NULL && ebur128_add_frames_float(p->meter, pcm, n) != EBUR128_SUCCESS)
 		return SAYIN_EENCODE;
+	if (p->wf != NULL)
+		media_waveform_add(p->wf, pcm, n);
+	for (size_t i = 0; p->keep_fd >= 0 && i < n;) {
+		size_t k = PASS2_CHUNK - p->keep_len;
+		int rc;
+
+		if (k > n - i)
+			k = n - i;
+		memcpy(p->keep + p->keep_len, pcm + i, k * sizeof(float));
+		p->keep_len += k;
+		i += k;
+		if (p->keep_len == PASS2_CHUNK && (rc = pass2_keep_flush(p)) != 0)
+			return rc;
+	}
 	return 0;
 }
 
@@ -892,12 +923,17 @@ struct pass2_result {
 };
 
 /* Runs the temporary file (frames samples) through gain and limiter. With
- * opus NULL it only measures the limiter's output; otherwise it encodes
- * and measures the decoded stream. */
+ * out NULL it only measures the limiter's output; otherwise it encodes
+ * (Opus, and from the same samples the waveform, replacing those in out),
+ * measures the decoded Opus stream, and, when keep_fd >= 0, writes the
+ * encoded samples there from its start (the M4A rendition's input). */
 static int run_pass2(int fd, uint64_t frames, double gain_db, double ceiling_db,
-                     const media_opus_options *oopt, unsigned input_rate, media_buffer *opus,
-                     struct pass2_result *res, char *err, size_t errlen)
+                     const media_transcode_options *o, const media_opus_options *oopt,
+                     media_result *out, int keep_fd, struct pass2_result *res, char *err,
+                     size_t errlen)
 {
+	media_buffer *opus = out != NULL ? &out->opus : NULL;
+	media_waveform wf = { 0 };
 	struct pass2 *p = calloc(1, sizeof(*p));
 	ebur128_state *meter = ebur128_init(1, MEDIA_RATE,
 	                                    EBUR128_MODE_I | EBUR128_MODE_M |
@@ -919,9 +955,36 @@ static int run_pass2(int fd, uint64_t frames, double gain_db, double ceiling_db,
 	p->left = frames;
 	p->gain = (float)pow(10.0, gain_db / 20.0);
 	p->skip = media__limiter_latency(p->lim);
+	p->keep_fd = -1;
 	if (opus != NULL) {
-		rc = encode_stream(pass2_read, p, (size_t)frames, input_rate, oopt, meter, opus, err,
-		                   errlen);
+		media_buffer_free(opus);
+		media_buffer_free(&out->waveform);
+		media_buffer_free(&out->m4a);
+		out->waveform_length = 0;
+		rc = media_waveform_begin(&wf, frames, o->waveform_points);
+		if (rc != 0) {
+			set_err(err, errlen, "cannot make the waveform: %s", sayin_strerror(rc));
+			goto out;
+		}
+		p->wf = &wf;
+		if (keep_fd >= 0 && (lseek(keep_fd, 0, SEEK_SET) != 0 || ftruncate(keep_fd, 0) != 0)) {
+			rc = -errno;
+			set_err(err, errlen, "cannot rewind the temporary file: %s", strerror(errno));
+			goto out;
+		}
+		p->keep_fd = keep_fd;
+		rc = encode_stream(pass2_read, p, (size_t)frames, out->input_rate, oopt, meter, opus,
+		                   err, errlen);
+		if (rc == 0 && p->keep_fd >= 0)
+			rc = pass2_keep_flush(p);
+		if (rc != 0 && p->keep_rc != 0)
+			set_err(err, errlen, "cannot write the temporary file: %s", strerror(-p->keep_rc));
+		if (rc == 0) {
+			rc = media_waveform_json(&wf, &out->waveform);
+			if (rc != 0)
+				set_err(err, errlen, "cannot make the waveform: %s", sayin_strerror(rc));
+			out->waveform_length = wf.length;
+		}
 		if (rc == 0 && ebur128_true_peak(meter, 0, &tp) != EBUR128_SUCCESS)
 			tp = 0;
 	} else {
@@ -942,6 +1005,7 @@ out:
 		ebur128_destroy(&meter);
 	if (p != NULL)
 		media__limiter_free(p->lim);
+	media_waveform_free(&wf);
 	free(p);
 	return rc;
 }
@@ -975,8 +1039,8 @@ static double measure_lufs(ebur128_state *st, uint64_t frames)
 #define LOUDNESS_TOLERANCE 0.5 /* LU */
 
 static int normalize(const media_transcode_options *o, int fd, uint64_t frames, double in_lufs,
-                     double in_peak, const media_opus_options *oopt, media_result *out,
-                     char *err, size_t errlen)
+                     double in_peak, const media_opus_options *oopt, int keep_fd,
+                     media_result *out, char *err, size_t errlen)
 {
 	double target = o->loudness_target, gain = target - in_lufs;
 	double max_gain = gain + MAX_EXTRA_GAIN_DB, ceiling = LIMITER_CEILING_DB;
@@ -991,7 +1055,7 @@ static int normalize(const media_transcode_options *o, int fd, uint64_t frames, 
 		m.lufs = in_lufs + gain;
 		if (20.0 * log10(in_peak) + gain > ceiling - 3.0) {
 			for (int i = 0; i < 3; i++) {
-				rc = run_pass2(fd, frames, gain, ceiling, NULL, 0, NULL, &m, err, errlen);
+				rc = run_pass2(fd, frames, gain, ceiling, o, NULL, NULL, -1, &m, err, errlen);
 				if (rc != 0)
 					return rc;
 				if (fabs(want - m.lufs) <= 0.1 || gain >= max_gain)
@@ -1002,9 +1066,7 @@ static int normalize(const media_transcode_options *o, int fd, uint64_t frames, 
 			gain = fmin(gain + (want - m.lufs), max_gain);
 			m.lufs = in_lufs + gain;
 		}
-		media_buffer_free(&out->opus);
-		rc = run_pass2(fd, frames, gain, ceiling, oopt, out->input_rate, &out->opus, &r, err,
-		               errlen);
+		rc = run_pass2(fd, frames, gain, ceiling, o, oopt, out, keep_fd, &r, err, errlen);
 		if (rc != 0)
 			return rc;
 		log_debug("media: encoding %d: gain %+.2f dB, ceiling %.2f dBTP -> %.2f LUFS "
@@ -1024,6 +1086,41 @@ static int normalize(const media_transcode_options *o, int fd, uint64_t frames, 
 	out->output_lufs = r.lufs;
 	out->true_peak_dbtp = r.true_peak_db;
 	return 0;
+}
+
+/* The M4A rendition from the samples the accepted Opus encoding took (kept
+ * in keep_fd): encoded once, whatever number of Opus encodings it took. */
+static int encode_fallback(int keep_fd, uint64_t frames, const media_aac_options *aac,
+                           media_buffer *m4a, char *err, size_t errlen)
+{
+	float *buf = malloc(PASS2_CHUNK * sizeof(float));
+	media__m4a *m = NULL;
+	int rc = buf == NULL ? -ENOMEM : 0;
+
+	if (rc != 0)
+		set_err(err, errlen, "out of memory");
+	if (rc == 0 && lseek(keep_fd, 0, SEEK_SET) != 0) {
+		rc = -errno;
+		set_err(err, errlen, "cannot rewind the temporary file: %s", strerror(errno));
+	}
+	if (rc == 0)
+		rc = media__m4a_begin(aac, &m, err, errlen);
+	for (uint64_t done = 0; rc == 0 && done < frames;) {
+		size_t n = frames - done < PASS2_CHUNK ? (size_t)(frames - done) : PASS2_CHUNK;
+
+		rc = read_all(keep_fd, buf, n * sizeof(float));
+		if (rc != 0) {
+			set_err(err, errlen, "reading the temporary file failed: %s", strerror(-rc));
+			break;
+		}
+		rc = media__m4a_add(m, buf, n, err, errlen);
+		done += n;
+	}
+	if (rc == 0)
+		rc = media__m4a_finish(m, m4a, err, errlen);
+	media__m4a_free(m);
+	free(buf);
+	return rc;
 }
 
 static void resolve_options(const media_transcode_options *in, media_transcode_options *o)
@@ -1055,7 +1152,7 @@ int media_transcode_file(const char *path, const media_transcode_options *opt,
 	media_opus_options oopt;
 	uint64_t size = 0;
 	double lufs, peak = 1.0;
-	int file_fd = -1, rc;
+	int file_fd = -1, keep_fd = -1, rc;
 
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
@@ -1066,6 +1163,17 @@ int media_transcode_file(const char *path, const media_transcode_options *opt,
 		return SAYIN_EINVAL;
 	}
 	resolve_options(opt, &o);
+	if (o.waveform_points > MEDIA_MAX_WAVEFORM_POINTS) {
+		set_err(err, errlen, "waveform points %u is outside 1..%u", o.waveform_points,
+		        MEDIA_MAX_WAVEFORM_POINTS);
+		return SAYIN_EINVAL;
+	}
+	if (!o.no_fallback && o.aac.bitrate != 0 &&
+	    (o.aac.bitrate < MEDIA_MIN_AAC_BITRATE || o.aac.bitrate > MEDIA_MAX_AAC_BITRATE)) {
+		set_err(err, errlen, "AAC bitrate %d is outside %d..%d", o.aac.bitrate,
+		        MEDIA_MIN_AAC_BITRATE, MEDIA_MAX_AAC_BITRATE);
+		return SAYIN_EINVAL;
+	}
 	if (!(o.loudness_target >= -70.0 && o.loudness_target <= 0.0)) {
 		set_err(err, errlen, "loudness target %.1f LUFS is outside -70..0", o.loudness_target);
 		return SAYIN_EINVAL;
@@ -1157,7 +1265,16 @@ int media_transcode_file(const char *path, const media_transcode_options *opt,
 		peak = 1.0;
 	oopt = o.opus;
 	oopt.serial = out->serial;
-	rc = normalize(&o, p1->tmp_fd, p1->frames, lufs, peak, &oopt, out, err, errlen);
+	if (!o.no_fallback) {
+		keep_fd = open_tmp(o.tmp_dir, err, errlen);
+		if (keep_fd < 0) {
+			rc = keep_fd;
+			goto out;
+		}
+	}
+	rc = normalize(&o, p1->tmp_fd, p1->frames, lufs, peak, &oopt, keep_fd, out, err, errlen);
+	if (rc == 0 && keep_fd >= 0)
+		rc = encode_fallback(keep_fd, p1->frames, &o.aac, &out->m4a, err, errlen);
 	if (rc != 0)
 		goto out;
 	log_debug("media: %s: %s, %.2f s, %.1f LUFS, gain %+.1f dB -> %.1f LUFS, %.1f dBTP",
@@ -1171,12 +1288,12 @@ out:
 			close(p1->tmp_fd);
 	}
 	free(p1);
+	if (keep_fd >= 0)
+		close(keep_fd);
 	if (file_fd >= 0)
 		close(file_fd);
-	if (rc != 0) {
-		media_buffer_free(&out->opus);
-		memset(out, 0, sizeof(*out));
-	}
+	if (rc != 0)
+		media_result_free(out);
 	return rc;
 }
 
@@ -1185,5 +1302,7 @@ void media_result_free(media_result *res)
 	if (res == NULL)
 		return;
 	media_buffer_free(&res->opus);
+	media_buffer_free(&res->m4a);
+	media_buffer_free(&res->waveform);
 	memset(res, 0, sizeof(*res));
 }

@@ -1,14 +1,17 @@
 /* media: turns a recording into a loudness-normalized mono 48 kHz signal and
- * encodes it as an Ogg Opus stream (RFC 7845). Pure: files in, bytes out; it
- * never touches the store or the network. Only this module touches FFmpeg,
- * libopus, libogg, libsoxr and libebur128.
+ * encodes it as an Ogg Opus stream (RFC 7845), with an AAC-in-M4A fallback
+ * rendition and a waveform (audiowaveform JSON) of the same signal. Pure:
+ * files in, bytes out; it never touches the store or the network. Only this
+ * module touches FFmpeg, libopus, libogg, libsoxr and libebur128.
  *
  * Untrusted recordings are decoded in a child process (media_transcode_file);
  * media_decode_file decodes in the calling process and is meant for tests and
  * trusted input.
  *
  * Threading: no shared state; functions may run on any thread concurrently.
- * media_transcode_file forks and execs, so call it where that is safe. */
+ * media_transcode_file forks and execs, so call it where that is safe. The
+ * first M4A encoding routes FFmpeg's log messages (process-wide) to our log
+ * at debug level. */
 #ifndef SAYIN_MEDIA_H
 #define SAYIN_MEDIA_H
 
@@ -94,6 +97,69 @@ int media_encode_opus(const media_audio *audio, const media_opus_options *opt, m
 
 void media_buffer_free(media_buffer *buf);
 
+/* ---- the waveform: peaks for a player UI --------------------------------- */
+
+#define MEDIA_DEFAULT_WAVEFORM_POINTS 1000u
+#define MEDIA_MAX_WAVEFORM_POINTS 100000u
+
+/* Peaks of a signal in BBC audiowaveform's JSON format, version 2, computed
+ * while the signal streams past (min and max per pixel, 8-bit):
+ *   {"version":2,"channels":1,"sample_rate":48000,"samples_per_pixel":S,
+ *    "bits":8,"length":L,"data":[min0,max0,min1,max1,...]}
+ * A recording of F samples gets L = min(points, F) pixels: always `points`
+ * unless the recording has fewer samples than that. Pixel i covers samples
+ * [floor(i*F/L), floor((i+1)*F/L)), so pixel widths differ by at most one
+ * sample and every sample is in exactly one pixel; S = ceil(F/L), the widest.
+ * Values are round(x * 128) clamped to -128..127 (x in [-1, 1]).
+ * Streaming: memory is 2*L bytes whatever F is. Owned by the caller;
+ * release with media_waveform_free(). */
+typedef struct media_waveform {
+	uint64_t frames;             /* F: the samples the signal will have */
+	uint32_t length;             /* L: pixels (min/max pairs) */
+	uint32_t samples_per_pixel;  /* S */
+	int8_t *data;                /* 2 * L values: min, max per pixel */
+	/* streaming state */
+	uint64_t pos;                /* samples taken */
+	uint64_t pixel_end;          /* sample index where the current pixel ends */
+	uint32_t pixel;              /* pixels done */
+	float lo, hi;
+} media_waveform;
+
+/* Prepares w for a signal of frames samples. points: 1..MEDIA_MAX_WAVEFORM_POINTS,
+ * 0 = MEDIA_DEFAULT_WAVEFORM_POINTS. Returns 0, SAYIN_EINVAL (no frames,
+ * points out of range) or -ENOMEM. */
+int media_waveform_begin(media_waveform *w, uint64_t frames, unsigned points);
+/* Takes the next n samples (samples beyond frames are ignored). */
+void media_waveform_add(media_waveform *w, const float *x, size_t n);
+/* 1 once all frames samples went in. */
+int media_waveform_done(const media_waveform *w);
+/* The JSON document (no trailing newline). Returns 0, SAYIN_EINVAL when
+ * not all samples went in, or -ENOMEM. */
+int media_waveform_json(const media_waveform *w, media_buffer *out);
+void media_waveform_free(media_waveform *w);
+
+/* ---- the AAC-in-M4A fallback rendition -------------------------------------- */
+
+#define MEDIA_DEFAULT_AAC_BITRATE 64000
+#define MEDIA_MIN_AAC_BITRATE 32000
+#define MEDIA_MAX_AAC_BITRATE 128000
+#define MEDIA_M4A_TYPE "audio/mp4"
+
+typedef struct media_aac_options {
+	int bitrate;                 /* bits/s, MEDIA_MIN_AAC_BITRATE..MEDIA_MAX_AAC_BITRATE;
+	                                0 = MEDIA_DEFAULT_AAC_BITRATE */
+} media_aac_options;
+
+/* Encodes audio (mono, MEDIA_RATE) with FFmpeg's native AAC encoder (AAC-LC)
+ * into an M4A file (FFmpeg's ipod muxer, brand M4A) laid out for progressive
+ * playback: moov before mdat (movflags +faststart). Muxed into memory; no
+ * file is written. The encoder delay is recorded in an edit list, so a
+ * player yields audio->frames samples. Deterministic: bitexact flags, no
+ * creation time, no encoder string. Returns 0, SAYIN_EEMPTY, SAYIN_EINVAL
+ * (bitrate), SAYIN_EENCODE (FFmpeg failed; logged) or -ENOMEM. */
+int media_encode_m4a(const media_audio *audio, const media_aac_options *opt, media_buffer *out,
+                     char *err, size_t errlen);
+
 /* ---- the whole pipeline: isolated decode, loudness, Opus ---------------- */
 
 #define MEDIA_DEFAULT_LOUDNESS_TARGET (-16.0)      /* LUFS */
@@ -119,12 +185,18 @@ typedef struct media_transcode_options {
 	const char *tmp_dir;         /* for the unlinked PCM file; NULL = $TMPDIR or /tmp */
 	const char *log_level;       /* the child's: "error".."debug"; NULL = "info" */
 	media_opus_options opus;     /* serial is ignored: derived from the signal */
+	unsigned waveform_points;    /* 0 = MEDIA_DEFAULT_WAVEFORM_POINTS */
+	int no_fallback;             /* 1: make no M4A rendition */
+	media_aac_options aac;       /* the M4A rendition's encoder */
 } media_transcode_options;
 
 /* What media_transcode_file made. Owned by the caller; release with
  * media_result_free(). */
 typedef struct media_result {
 	media_buffer opus;           /* the Ogg Opus stream */
+	media_buffer m4a;            /* AAC-LC in M4A; empty when no_fallback */
+	media_buffer waveform;       /* audiowaveform JSON v2 of what opus and m4a carry */
+	uint32_t waveform_length;    /* its pixels (min/max pairs) */
 	size_t frames;               /* samples at MEDIA_RATE */
 	unsigned input_rate;
 	unsigned input_channels;
@@ -147,9 +219,14 @@ typedef struct media_result {
  *  3. it reads them back, applies the gain to loudness_target and a
  *     look-ahead true-peak limiter (ceiling below MEDIA_TRUE_PEAK_CEILING
  *     with a margin for the codec), and encodes as media_encode_opus does
- *     (OpusHead output gain 0: the samples are already normalized).
+ *     (OpusHead output gain 0: the samples are already normalized). The
+ *     same samples, in the same pass, feed the waveform and (unless
+ *     no_fallback) a second unlinked temporary file; when the Opus
+ *     encoding is accepted (it may be redone, see normalize in media.c)
+ *     that file is encoded once as the M4A rendition (media_encode_m4a),
+ *     so all three carry exactly the same signal.
  * Memory stays bounded whatever the input's length, except the encoded
- * stream itself (bitrate x duration, at most max-duration long).
+ * streams themselves (bitrate x duration, at most max-duration long).
  * Deterministic: the same file and options give the same bytes.
  * Returns 0, or the errors of media_decode_file, or:
  *   SAYIN_ETOOLARGE   the file has more than max_input_bytes

@@ -5,6 +5,7 @@
 
 #include "media.h"
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -76,5 +77,18 @@ size_t media__limiter_latency(const media__limiter *lim);
 /* Takes one sample, returns the sample that went in latency() steps ago,
  * scaled so that no true peak exceeds the ceiling (0 before that). */
 float media__limiter_step(media__limiter *lim, float x);
+
+/* The M4A rendition, streamed (see media_encode_m4a and aac.c). begin
+ * checks the options; add takes the next n mono MEDIA_RATE samples; finish
+ * flushes the encoder, writes the trailer (moov moved to the front) and
+ * hands over the file. Each returns 0 or an error with err set. */
+typedef struct media__m4a media__m4a;
+int media__m4a_begin(const media_aac_options *opt, media__m4a **out, char *err, size_t errlen);
+int media__m4a_add(media__m4a *m, const float *x, size_t n, char *err, size_t errlen);
+int media__m4a_finish(media__m4a *m, media_buffer *out, char *err, size_t errlen);
+void media__m4a_free(media__m4a *m);
+
+/* Routes FFmpeg's messages to our log at debug level (av_log callback). */
+void media__ff_log(void *avcl, int level, const char *fmt, va_list ap);
 
 #endif

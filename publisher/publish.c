@@ -1,4 +1,5 @@
-/* publish: one write transaction per post: audio object, record, feed, page, names. */
+/* publish: one write transaction per post: audio, fallback and waveform
+ * objects, record, feed, page, names. */
 #include "publish.h"
 
 #include "compress.h"
@@ -251,16 +252,34 @@ static json_t *post_record(const publish_input *in, const publish_result *res, c
 
 	/* Rounded to 0.01 dB: more digits would only be noise. -inf has no JSON. */
 	if (rec != NULL && in->has_loudness && isfinite(in->input_lufs) && isfinite(in->gain_db) &&
-	    isfinite(in->true_peak_dbtp) &&
-	    json_object_set_new(rec, "loudness",
-	                        json_pack("{s:f, s:f, s:f}", "input_lufs",
-	                                  round(in->input_lufs * 100) / 100, "gain_db",
-	                                  round(in->gain_db * 100) / 100, "true_peak_dbtp",
-	                                  round(in->true_peak_dbtp * 100) / 100)) != 0) {
-		json_decref(rec);
-		return NULL;
+	    isfinite(in->true_peak_dbtp)) {
+		json_t *l = json_pack("{s:f, s:f, s:f}", "input_lufs", round(in->input_lufs * 100) / 100,
+		                      "gain_db", round(in->gain_db * 100) / 100, "true_peak_dbtp",
+		                      round(in->true_peak_dbtp * 100) / 100);
+		if (l != NULL && isfinite(in->output_lufs) &&
+		    json_object_set_new(l, "output_lufs", json_real(round(in->output_lufs * 100) / 100)) != 0) {
+			json_decref(l);
+			l = NULL;
+		}
+		if (l == NULL || json_object_set_new(rec, "loudness", l) != 0)
+			goto fail;
 	}
+	if (rec != NULL && res->has_waveform &&
+	    json_object_set_new(rec, "waveform",
+	                        json_pack("{s:s, s:I, s:i}", "sha256", res->waveform_hex,
+	                                  "size_in_bytes", (json_int_t)res->waveform_size, "points",
+	                                  (int)in->waveform_points)) != 0)
+		goto fail;
+	if (rec != NULL && res->has_fallback &&
+	    json_object_set_new(rec, "fallback",
+	                        json_pack("{s:s, s:s, s:I}", "sha256", res->fallback_hex, "mime_type",
+	                                  PUBLISH_M4A_TYPE, "size_in_bytes",
+	                                  (json_int_t)res->fallback_size)) != 0)
+		goto fail;
 	return rec;
+fail:
+	json_decref(rec);
+	return NULL;
 }
 
 int publish_post(store *st, const publish_settings *set, const publish_input *in,
@@ -305,6 +324,29 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	store_hash_to_hex(hash, out->audio_hex);
 	out->audio_size = in->audio_len;
 	out->duration = in->duration;
+
+	/* The fallback rendition and the waveform: immutable objects too,
+	 * shared by identical bytes like the audio. */
+	if (in->fallback != NULL && in->fallback_len > 0) {
+		stage = "fallback audio object";
+		rc = store_put_object(txn, in->fallback, in->fallback_len, PUBLISH_M4A_TYPE, now, hash,
+		                      NULL);
+		if (rc != 0)
+			goto fail;
+		store_hash_to_hex(hash, out->fallback_hex);
+		out->fallback_size = in->fallback_len;
+		out->has_fallback = 1;
+	}
+	if (in->waveform != NULL && in->waveform_len > 0) {
+		stage = "waveform object";
+		rc = store_put_object(txn, in->waveform, in->waveform_len, PUBLISH_WAVEFORM_TYPE, now,
+		                      hash, NULL);
+		if (rc != 0)
+			goto fail;
+		store_hash_to_hex(hash, out->waveform_hex);
+		out->waveform_size = in->waveform_len;
+		out->has_waveform = 1;
+	}
 
 	stage = "post record";
 	post = post_record(in, out, date);

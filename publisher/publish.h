@@ -1,4 +1,5 @@
-/* publish: the publish transaction. A post's objects (audio, feed, page), its
+/* publish: the publish transaction. A post's objects (audio, fallback audio,
+ * waveform, feed, page), its
  * names and its record are written in ONE store write transaction, so a
  * reader sees all of a post or none of it, and a failure leaves nothing.
  *
@@ -15,6 +16,8 @@
 #define PUBLISH_ID_LEN 26       /* time-ordered, URL-safe: see publish_new_id */
 #define PUBLISH_HANDLE_MAX 32
 #define PUBLISH_OPUS_TYPE "audio/ogg; codecs=opus"
+#define PUBLISH_M4A_TYPE "audio/mp4"            /* the fallback rendition */
+#define PUBLISH_WAVEFORM_TYPE "application/json" /* audiowaveform JSON */
 
 typedef struct publish_settings {
 	const char *base_url;   /* public base of every URL, no trailing slash */
@@ -35,6 +38,12 @@ typedef struct publish_input {
 	double input_lufs;        /* measured integrated loudness of the input */
 	double gain_db;           /* gain applied to reach the target */
 	double true_peak_dbtp;    /* true peak of the normalized signal */
+	double output_lufs;       /* with has_loudness: loudness of the published audio */
+	const void *waveform;     /* audiowaveform JSON of the audio, or NULL: none */
+	size_t waveform_len;
+	unsigned waveform_points; /* its length (pairs) */
+	const void *fallback;     /* the AAC-in-M4A rendition, or NULL: none */
+	size_t fallback_len;
 } publish_input;
 
 typedef struct publish_result {
@@ -43,9 +52,17 @@ typedef struct publish_result {
 	uint64_t audio_size;
 	double duration;
 	int audio_was_new;        /* 0: identical audio was already stored */
+	int has_waveform;         /* the two below are set */
+	char waveform_hex[STORE_HASH_HEX_LEN + 1];
+	uint64_t waveform_size;
+	int has_fallback;         /* the two below are set */
+	char fallback_hex[STORE_HASH_HEX_LEN + 1];
+	uint64_t fallback_size;
 } publish_result;
 
-/* Publishes one post. Returns 0, or SAYIN_EINVAL (bad handle or text: err
+/* Publishes one post: the audio, and when given the waveform (/a/HASH.json)
+ * and the fallback rendition (/a/HASH.m4a), each an immutable object, the
+ * post record, the author's feed and the post page. Returns 0, or SAYIN_EINVAL (bad handle or text: err
  * says which), SAYIN_ESTOREFULL, or another store error; on any error nothing
  * was written. */
 int publish_post(store *st, const publish_settings *set, const publish_input *in,

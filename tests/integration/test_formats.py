@@ -100,6 +100,14 @@ def check_published(sayin, store, tmp_path, res, expect_seconds):
     lufs, peak = ebur128(opus)
     assert abs(lufs - TARGET) <= 1.0, "integrated loudness %.1f LUFS" % lufs
     assert peak <= -1.0, "true peak %.1f dBTP" % peak
+    # The waveform: audiowaveform JSON v2, 1000 pairs over the n samples.
+    w = origin.get_url(res.json["waveform_url"])
+    assert w.status == 200 and w.header("content-type") == "application/json"
+    doc = w.json()
+    assert {k: doc.get(k) for k in ("version", "channels", "sample_rate", "bits", "length")} \
+        == {"version": 2, "channels": 1, "sample_rate": 48000, "bits": 8, "length": 1000}, doc
+    assert doc["samples_per_pixel"] == -(-n // 1000)
+    assert len(doc["data"]) == 2 * doc["length"]
     rec = origin.get_url(res.json["feed_url"]).json()
     return rec
 
@@ -129,10 +137,12 @@ def test_post_record_has_loudness(sayin, store, tmp_path, speech, lmdb_tools):
     out = subprocess.run(["mdb_dump", "-p", "-s", "posts", str(store)], capture_output=True,
                          text=True, timeout=60).stdout
     m = re.search(r'"loudness":\{"input_lufs":(-?[\d.]+),"gain_db":(-?[\d.]+),'
-                  r'"true_peak_dbtp":(-?[\d.]+)\}', out)
+                  r'"true_peak_dbtp":(-?[\d.]+),"output_lufs":(-?[\d.]+)\}', out)
     assert m, out[-2000:]
-    lufs, gain, tp = map(float, m.groups())
+    lufs, gain, tp, out_lufs = map(float, m.groups())
     assert -40 < lufs < -10 and gain > 0 and tp <= -1.0, m.groups()
+    # The published loudness (what the feed's _sayin.loudness_lufs says).
+    assert abs(out_lufs - TARGET) <= 1.0, m.groups()
 
 
 # ---------------------------------------------------------------- rejections

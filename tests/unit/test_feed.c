@@ -1,4 +1,5 @@
-/* test_feed: JSON Feed 1.1 fields, order, absolute URLs and HTML escaping. */
+/* test_feed: JSON Feed 1.1 fields, order, absolute URLs, HTML escaping, the
+ * fallback attachment and the _sayin extension. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +9,7 @@
 #include "error.h"
 #include "feed.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,12 +95,147 @@ static void test_page_escapes_text(void **state)
 	json_decref(p);
 }
 
+/* A record with every rendition: the fallback, the waveform, the loudness. */
+static json_t *full_record(const char *text)
+{
+	json_t *j = record("03", text, "2026-01-03T00:00:00.000Z");
+	assert_int_equal(json_object_set_new(j, "fallback",
+	                                     json_pack("{s:s, s:s, s:i}", "sha256", "cd34", "mime_type",
+	                                               "audio/mp4", "size_in_bytes", 2345)), 0);
+	assert_int_equal(json_object_set_new(j, "waveform",
+	                                     json_pack("{s:s, s:i, s:i}", "sha256", "ef56",
+	                                               "size_in_bytes", 5000, "points", 1000)), 0);
+	assert_int_equal(json_object_set_new(j, "loudness",
+	                                     json_pack("{s:f, s:f, s:f, s:f}", "input_lufs", -20.5,
+	                                               "gain_db", 4.5, "true_peak_dbtp", -1.5,
+	                                               "output_lufs", -16.02)), 0);
+	return j;
+}
+
+static json_t *one_item(json_t *post, char **out)
+{
+	feed_author a = { "ann", "Ann" };
+	size_t len;
+	json_t *doc;
+
+	assert_int_equal(feed_author_json("https://cdn.example", &a, &post, 1, out, &len), 0);
+	doc = json_loadb(*out, len, 0, NULL);
+	assert_non_null(doc);
+	return doc;
+}
+
+/* Opus first, the M4A fallback second with the same title; the waveform and
+ * the loudness in the _sayin extension object. */
+static void test_feed_fallback_and_waveform(void **state)
+{
+	json_t *post = full_record("Hello fans");
+	char *out;
+	json_t *doc = one_item(post, &out);
+	json_t *item = json_array_get(json_object_get(doc, "items"), 0);
+	json_t *atts = json_object_get(item, "attachments"), *opus, *m4a, *ext;
+
+	(void)state;
+	assert_int_equal(json_array_size(atts), 2);
+	opus = json_array_get(atts, 0);
+	m4a = json_array_get(atts, 1);
+	assert_string_equal(json_string_value(json_object_get(opus, "mime_type")),
+	                    "audio/ogg; codecs=opus");
+	assert_string_equal(json_string_value(json_object_get(m4a, "url")),
+	                    "https://cdn.example/a/cd34.m4a");
+	assert_string_equal(json_string_value(json_object_get(m4a, "mime_type")), "audio/mp4");
+	assert_int_equal(json_integer_value(json_object_get(m4a, "size_in_bytes")), 2345);
+	assert_true(json_real_value(json_object_get(m4a, "duration_in_seconds")) == 2.5);
+	assert_string_equal(json_string_value(json_object_get(opus, "title")), "Hello fans");
+	assert_string_equal(json_string_value(json_object_get(m4a, "title")), "Hello fans");
+	ext = json_object_get(item, "_sayin");
+	assert_non_null(ext);
+	assert_string_equal(json_string_value(json_object_get(ext, "waveform_url")),
+	                    "https://cdn.example/a/ef56.json");
+	assert_true(fabs(json_number_value(json_object_get(ext, "loudness_lufs")) - -16.02) < 1e-9);
+	json_decref(doc);
+	free(out);
+	json_decref(post);
+
+	/* A post without them: one attachment, no extension object. */
+	post = record("01", "", "2026-01-01T00:00:00.000Z");
+	doc = one_item(post, &out);
+	item = json_array_get(json_object_get(doc, "items"), 0);
+	assert_int_equal(json_array_size(json_object_get(item, "attachments")), 1);
+	assert_null(json_object_get(item, "_sayin"));
+	/* No text: a generic title. */
+	assert_string_equal(json_string_value(json_object_get(
+		                    json_array_get(json_object_get(item, "attachments"), 0), "title")),
+	                    "Voice post");
+	json_decref(doc);
+	free(out);
+	json_decref(post);
+}
+
+/* Titles are one line, cut after FEED_TITLE_MAX characters (not bytes). */
+static void test_feed_title_truncated(void **state)
+{
+	char text[600] = "  line one\nline two ";
+	json_t *post, *doc, *att;
+	const char *title;
+	char *out;
+
+	(void)state;
+	post = full_record(text);
+	doc = one_item(post, &out);
+	att = json_array_get(json_object_get(json_array_get(json_object_get(doc, "items"), 0),
+	                                     "attachments"), 1);
+	assert_string_equal(json_string_value(json_object_get(att, "title")), "line one line two");
+	json_decref(doc);
+	free(out);
+	json_decref(post);
+
+	/* 150 two-byte characters: 80 kept, then an ellipsis. */
+	text[0] = '\0';
+	for (int i = 0; i < 150; i++)
+		strcat(text, "\xc3\xa9");
+	post = full_record(text);
+	doc = one_item(post, &out);
+	att = json_array_get(json_object_get(json_array_get(json_object_get(doc, "items"), 0),
+	                                     "attachments"), 0);
+	title = json_string_value(json_object_get(att, "title"));
+	assert_non_null(title);
+	assert_int_equal(strlen(title), FEED_TITLE_MAX * 2 + 3);
+	assert_string_equal(title + FEED_TITLE_MAX * 2, "\xe2\x80\xa6");
+	json_decref(doc);
+	free(out);
+	json_decref(post);
+}
+
+/* The page offers Opus first, then the M4A, and names the waveform. */
+static void test_page_fallback_source_and_waveform(void **state)
+{
+	feed_author a = { "ann", "Ann" };
+	json_t *p = full_record("hi");
+	char *out, *opus, *m4a;
+	size_t len;
+
+	(void)state;
+	assert_int_equal(feed_post_html("https://cdn.example", &a, p, &out, &len), 0);
+	opus = strstr(out, "<source src=\"https://cdn.example/a/ab12.opus\" "
+	                   "type=\"audio/ogg; codecs=opus\">");
+	m4a = strstr(out, "<source src=\"https://cdn.example/a/cd34.m4a\" type=\"audio/mp4\">");
+	assert_non_null(opus);
+	assert_non_null(m4a);
+	assert_true(opus < m4a);
+	assert_non_null(strstr(out, "data-waveform=\"https://cdn.example/a/ef56.json\""));
+	free(out);
+	json_decref(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_feed_fields_and_order),
 		cmocka_unit_test(test_feed_rejects_incomplete_record),
 		cmocka_unit_test(test_page_escapes_text),
+		cmocka_unit_test(test_feed_fallback_and_waveform),
+		cmocka_unit_test(test_feed_title_truncated),
+		cmocka_unit_test(test_page_fallback_source_and_waveform),
 	};
 	return cmocka_run_group_tests_name("feed", tests, NULL, NULL);
 }

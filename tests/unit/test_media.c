@@ -1,5 +1,6 @@
-/* test_media: the strict WAV reader, downmix/resampling to mono 48 kHz, and the
- * Ogg Opus encoder (page layout, granules, determinism, bitrate). Fixtures are
+/* test_media: the strict WAV reader, downmix/resampling to mono 48 kHz, the
+ * Ogg Opus encoder (page layout, granules, determinism, bitrate), the
+ * waveform and the AAC-in-M4A fallback. Fixtures are
  * generated here into a temporary directory. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +26,7 @@
 #include "media_internal.h"
 
 #include <ebur128.h>
+#include <jansson.h>
 #include <time.h>
 
 #ifndef M_PI
@@ -1452,6 +1454,8 @@ static void expect_transcode_error(const char *path, const media_transcode_optio
 		fail_msg("error '%s' does not say '%s'", err, needle);
 	assert_null(strchr(err, '\n'));
 	assert_null(r.opus.data);
+	assert_null(r.m4a.data);
+	assert_null(r.waveform.data);
 	assert_int_equal(r.frames, 0);
 }
 
@@ -1557,6 +1561,346 @@ static void test_decode_flac_matches_wav(void **state)
 	expect_decode_error(flac, SAYIN_EBADDATA);
 }
 
+/* ---- the waveform ------------------------------------------------------- */
+
+static void waveform_of(const float *x, size_t frames, unsigned points, size_t chunk,
+                        media_waveform *w)
+{
+	assert_int_equal(media_waveform_begin(w, frames, points), 0);
+	for (size_t i = 0; i < frames; i += chunk)
+		media_waveform_add(w, x + i, frames - i < chunk ? frames - i : chunk);
+	assert_true(media_waveform_done(w));
+}
+
+/* Known signals give known min/max pairs, whatever the chunking. */
+static void test_waveform_known_signal(void **state)
+{
+	/* Ten samples, five pixels of two: each pair is that pixel's min, max. */
+	static const float ten[10] = { 0.5f, -0.25f, 1.0f, -1.0f, 0.0f, 0.0f,
+		                       0.1f, 0.2f,   -0.5f, -0.75f };
+	static const int8_t ten_want[10] = { -32, 64, -128, 127, 0, 0, 13, 26, -96, -64 };
+	/* Seven samples, three pixels: widths 2, 2, 3 (floor(i*7/3) boundaries). */
+	static const float seven[7] = { 0.25f, 0.5f, -0.5f, -0.25f, 0.75f, -0.75f, 0.0f };
+	static const int8_t seven_want[6] = { 32, 64, -64, -32, -96, 96 };
+	/* Fewer samples than points: one pixel per sample. */
+	static const float three[3] = { 0.5f, -0.5f, 2.0f };
+	static const int8_t three_want[6] = { 64, 64, -64, -64, 127, 127 };
+	media_waveform w;
+
+	(void)state;
+	for (size_t chunk = 1; chunk <= 10; chunk += 3) {
+		waveform_of(ten, 10, 5, chunk, &w);
+		assert_int_equal(w.length, 5);
+		assert_int_equal(w.samples_per_pixel, 2);
+		assert_memory_equal(w.data, ten_want, sizeof(ten_want));
+		media_waveform_free(&w);
+	}
+	waveform_of(seven, 7, 3, 7, &w);
+	assert_int_equal(w.length, 3);
+	assert_int_equal(w.samples_per_pixel, 3);
+	assert_memory_equal(w.data, seven_want, sizeof(seven_want));
+	media_waveform_free(&w);
+	waveform_of(three, 3, 5, 2, &w);
+	assert_int_equal(w.length, 3);
+	assert_int_equal(w.samples_per_pixel, 1);
+	assert_memory_equal(w.data, three_want, sizeof(three_want));
+	media_waveform_free(&w);
+	assert_null(w.data);
+}
+
+/* 1000 pixels by default over a long signal: a sine's peaks in every pixel,
+ * a ramp's pixels in order; and the JSON carries the documented fields. */
+static void test_waveform_points_and_json(void **state)
+{
+	size_t frames = 48000 * 3 + 123;
+	float *x = malloc(frames * sizeof(float));
+	media_waveform w;
+	media_buffer js;
+	json_t *doc, *data;
+	json_error_t jerr;
+
+	(void)state;
+	assert_non_null(x);
+	for (size_t i = 0; i < frames; i++)
+		x[i] = (float)(0.5 * sin(2 * M_PI * 1000.0 * (double)i / 48000.0));
+	waveform_of(x, frames, 0, 4096, &w);
+	assert_int_equal(w.length, MEDIA_DEFAULT_WAVEFORM_POINTS);
+	assert_int_equal(w.samples_per_pixel, (frames + 999) / 1000);
+	/* Every pixel spans more than a period of 1 kHz (48 samples): +-0.5. */
+	for (size_t i = 0; i < w.length; i++) {
+		assert_in_range(w.data[2 * i], -64, -63);
+		assert_in_range(w.data[2 * i + 1], 63, 64);
+	}
+	assert_int_equal(media_waveform_json(&w, &js), 0);
+	doc = json_loadb((const char *)js.data, js.len, 0, &jerr);
+	if (doc == NULL)
+		fail_msg("waveform JSON does not parse: %s", jerr.text);
+	assert_int_equal(json_integer_value(json_object_get(doc, "version")), 2);
+	assert_int_equal(json_integer_value(json_object_get(doc, "channels")), 1);
+	assert_int_equal(json_integer_value(json_object_get(doc, "sample_rate")), 48000);
+	assert_int_equal(json_integer_value(json_object_get(doc, "samples_per_pixel")),
+	                 w.samples_per_pixel);
+	assert_int_equal(json_integer_value(json_object_get(doc, "bits")), 8);
+	assert_int_equal(json_integer_value(json_object_get(doc, "length")), 1000);
+	data = json_object_get(doc, "data");
+	assert_int_equal(json_array_size(data), 2000);
+	for (size_t i = 0; i < 2000; i++)
+		assert_int_equal(json_integer_value(json_array_get(data, i)), w.data[i]);
+	json_decref(doc);
+	media_buffer_free(&js);
+	media_waveform_free(&w);
+
+	/* A ramp from -1 to 1 over 100 pixels: mins and maxes rise. */
+	for (size_t i = 0; i < frames; i++)
+		x[i] = (float)(-1.0 + 2.0 * (double)i / (double)(frames - 1));
+	waveform_of(x, frames, 100, 999, &w);
+	assert_int_equal(w.length, 100);
+	assert_int_equal(w.data[0], -128);
+	assert_int_equal(w.data[199], 127);
+	for (size_t i = 1; i < 100; i++) {
+		assert_true(w.data[2 * i] >= w.data[2 * i - 2]);
+		assert_true(w.data[2 * i] <= w.data[2 * i + 1]);
+	}
+	media_waveform_free(&w);
+	free(x);
+}
+
+static void test_waveform_rejects(void **state)
+{
+	media_waveform w;
+	media_buffer js;
+	float x[4] = { 0 };
+
+	(void)state;
+	assert_int_equal(media_waveform_begin(&w, 0, 10), SAYIN_EINVAL);
+	assert_int_equal(media_waveform_begin(&w, 100, MEDIA_MAX_WAVEFORM_POINTS + 1), SAYIN_EINVAL);
+	assert_int_equal(media_waveform_begin(&w, 100, 10), 0);
+	media_waveform_add(&w, x, 4);
+	/* Not all samples went in yet. */
+	assert_false(media_waveform_done(&w));
+	assert_int_equal(media_waveform_json(&w, &js), SAYIN_EINVAL);
+	assert_null(js.data);
+	media_waveform_free(&w);
+}
+
+/* The pipeline's waveform is that of the normalized signal it encodes:
+ * `waveform-points` pairs, peaks under the limiter's ceiling but well above
+ * the quiet input's. */
+static void test_transcode_waveform(void **state)
+{
+	struct wav_spec s = { .tag = 1, .channels = 1, .rate = 16000, .bits = 16, .frames = 16000 * 2 };
+	media_transcode_options o = pipeline_options();
+	media_result r;
+	char path[256], err[256] = "";
+	json_t *doc;
+	int hi = 0;
+
+	(void)state;
+	write_wav("wf.wav", &s, path, sizeof(path));
+	o.waveform_points = 250;
+	o.no_fallback = 1;
+	assert_int_equal(media_transcode_file(path, &o, &r, err, sizeof(err)), 0);
+	assert_int_equal(r.waveform_length, 250);
+	assert_null(r.m4a.data);
+	doc = json_loadb((const char *)r.waveform.data, r.waveform.len, 0, NULL);
+	assert_non_null(doc);
+	assert_int_equal(json_integer_value(json_object_get(doc, "length")), 250);
+	assert_int_equal(json_integer_value(json_object_get(doc, "samples_per_pixel")), 96000 / 250);
+	assert_int_equal(json_array_size(json_object_get(doc, "data")), 500);
+	for (size_t i = 0; i < 500; i++) {
+		int v = (int)json_integer_value(json_array_get(json_object_get(doc, "data"), i));
+		if (abs(v) > hi)
+			hi = abs(v);
+	}
+	/* A 0.8 sine tone normalized to -16 LUFS peaks near 0.22 (-13 dBFS);
+	 * the limiter's ceiling (-2.5 dBTP) is 0.75. */
+	assert_in_range(hi, 16, 96);
+	json_decref(doc);
+	media_result_free(&r);
+	assert_null(r.waveform.data);
+}
+
+/* ---- the M4A rendition -------------------------------------------------- */
+
+static uint32_t get_be32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The top-level box types of an ISO BMFF file, in order, as "ftyp moov mdat"
+ * (fails on a box running past the end). */
+static void top_level_boxes(const media_buffer *b, char *out, size_t len)
+{
+	size_t pos = 0, n = 0;
+
+	out[0] = '\0';
+	while (pos < b->len) {
+		uint64_t size;
+
+		assert_true(b->len - pos >= 8);
+		size = get_be32(b->data + pos);
+		if (size == 1) {
+			assert_true(b->len - pos >= 16);
+			size = (uint64_t)get_be32(b->data + pos + 8) << 32 | get_be32(b->data + pos + 12);
+		} else if (size == 0) {
+			size = b->len - pos;
+		}
+		assert_true(size >= 8 && size <= b->len - pos);
+		assert_true(n + 6 < len);
+		n += (size_t)snprintf(out + n, len - n, "%s%.4s", n ? " " : "", b->data + pos + 4);
+		pos += (size_t)size;
+	}
+}
+
+/* A stream's value by ffprobe, e.g. "stream=codec_name" -> "aac". */
+static void probe(const char *path, const char *entries, char *out, size_t len)
+{
+	char cmd[600], logfile[256];
+	FILE *f;
+
+	tmp_path(logfile, sizeof(logfile), "probe.txt");
+	snprintf(cmd, sizeof(cmd), "ffprobe -v error -select_streams a:0 -show_entries %s "
+	         "-of default=nw=1:nk=1 '%s' >'%s' 2>&1", entries, path, logfile);
+	assert_int_equal(run(cmd), 0);
+	f = fopen(logfile, "r");
+	assert_non_null(f);
+	if (fgets(out, (int)len, f) == NULL)
+		out[0] = '\0';
+	fclose(f);
+	out[strcspn(out, "\n")] = '\0';
+}
+
+/* The M4A writer's output is AAC-LC, mono, 48 kHz, moov before mdat, plays
+ * in FFmpeg without a word on stderr, lasts as long as its input (the
+ * encoder delay is trimmed by an edit list), and is the same bytes twice. */
+static void test_m4a_valid_faststart_deterministic(void **state)
+{
+	media_audio a;
+	media_buffer m, again;
+	media_aac_options opt = { 0 };
+	char path[256], logfile[256], cmd[800], err[256], boxes[64], v[128];
+	size_t frames = 48000 * 2 + 777; /* not a whole number of AAC frames */
+
+	(void)state;
+	make_audio(&a, frames, 44100);
+	assert_int_equal(media_encode_m4a(&a, &opt, &m, err, sizeof(err)), 0);
+	assert_int_equal(media_encode_m4a(&a, &opt, &again, err, sizeof(err)), 0);
+	assert_int_equal(m.len, again.len);
+	assert_memory_equal(m.data, again.data, m.len);
+	media_buffer_free(&again);
+
+	top_level_boxes(&m, boxes, sizeof(boxes));
+	/* ftyp first with the M4A brand, then moov, then the data. */
+	assert_memory_equal(m.data + 4, "ftypM4A ", 8);
+	assert_non_null(strstr(boxes, "moov"));
+	assert_non_null(strstr(boxes, "mdat"));
+	if (strstr(boxes, "moov") > strstr(boxes, "mdat"))
+		fail_msg("moov after mdat (no faststart): %s", boxes);
+	/* No encoder string, no wall-clock creation time. */
+	assert_null(memmem(m.data, m.len, "Lavf", 4));
+	assert_null(memmem(m.data, m.len, "Lavc", 4));
+
+	tmp_path(path, sizeof(path), "fallback.m4a");
+	write_file(path, m.data, m.len);
+	if (!have_tool("ffprobe") || !have_tool("ffmpeg")) {
+		media_buffer_free(&m);
+		media_audio_free(&a);
+		skip();
+	}
+	tmp_path(logfile, sizeof(logfile), "m4a.log");
+	snprintf(cmd, sizeof(cmd), "ffmpeg -nostdin -v error -i '%s' -f null - >'%s' 2>&1", path,
+	         logfile);
+	assert_int_equal(run(cmd), 0);
+	{
+		struct stat st;
+		assert_int_equal(stat(logfile, &st), 0);
+		if (st.st_size != 0)
+			fail_msg("ffmpeg complains about the M4A (see %s)", logfile);
+	}
+	probe(path, "stream=codec_name", v, sizeof(v));
+	assert_string_equal(v, "aac");
+	probe(path, "stream=profile", v, sizeof(v));
+	assert_string_equal(v, "LC");
+	probe(path, "stream=channels", v, sizeof(v));
+	assert_string_equal(v, "1");
+	probe(path, "stream=sample_rate", v, sizeof(v));
+	assert_string_equal(v, "48000");
+	probe(path, "format=duration", v, sizeof(v));
+	if (fabs(atof(v) - (double)frames / 48000.0) > 0.050)
+		fail_msg("duration %s s, input %.3f s", v, (double)frames / 48000.0);
+	media_buffer_free(&m);
+	media_audio_free(&a);
+}
+
+static void test_m4a_options(void **state)
+{
+	media_audio a, empty = { 0 };
+	media_buffer lo, hi;
+	media_aac_options opt = { .bitrate = 32000 };
+	char err[256];
+
+	(void)state;
+	make_audio(&a, 48000 * 3, 48000);
+	assert_int_equal(media_encode_m4a(&a, &opt, &lo, err, sizeof(err)), 0);
+	opt.bitrate = 128000;
+	assert_int_equal(media_encode_m4a(&a, &opt, &hi, err, sizeof(err)), 0);
+	/* 3 s at 32 and 128 kb/s: about 12 and 48 kB. */
+	assert_in_range(lo.len, 6000, 20000);
+	assert_true(hi.len > 2 * lo.len);
+	media_buffer_free(&lo);
+	media_buffer_free(&hi);
+	opt.bitrate = 16000;
+	assert_int_equal(media_encode_m4a(&a, &opt, &lo, err, sizeof(err)), SAYIN_EINVAL);
+	assert_non_null(strstr(err, "bitrate"));
+	assert_null(lo.data);
+	opt.bitrate = 0;
+	assert_int_equal(media_encode_m4a(&empty, &opt, &lo, err, sizeof(err)), SAYIN_EEMPTY);
+	assert_int_equal(media_encode_m4a(NULL, &opt, &lo, err, sizeof(err)), SAYIN_EINVAL);
+	media_audio_free(&a);
+}
+
+/* The pipeline makes the M4A rendition from the samples it encodes to Opus,
+ * unless told not to; it is as long as the Opus one. */
+static void test_transcode_m4a(void **state)
+{
+	struct wav_spec s = { .tag = 1, .channels = 2, .rate = 44100, .bits = 16, .frames = 44100 * 2 };
+	media_transcode_options o = pipeline_options();
+	media_result r, again;
+	char path[256], m4a[256], v[128], err[256] = "";
+
+	(void)state;
+	write_wav("fallback.wav", &s, path, sizeof(path));
+	assert_int_equal(media_transcode_file(path, &o, &r, err, sizeof(err)), 0);
+	assert_non_null(r.m4a.data);
+	assert_memory_equal(r.m4a.data + 4, "ftypM4A ", 8);
+	assert_int_equal(r.waveform_length, 1000);
+	/* Deterministic through the whole pipeline. */
+	assert_int_equal(media_transcode_file(path, &o, &again, err, sizeof(err)), 0);
+	assert_int_equal(again.m4a.len, r.m4a.len);
+	assert_memory_equal(again.m4a.data, r.m4a.data, r.m4a.len);
+	assert_int_equal(again.waveform.len, r.waveform.len);
+	assert_memory_equal(again.waveform.data, r.waveform.data, r.waveform.len);
+	media_result_free(&again);
+	if (have_tool("ffprobe")) {
+		tmp_path(m4a, sizeof(m4a), "pipeline.m4a");
+		write_file(m4a, r.m4a.data, r.m4a.len);
+		probe(m4a, "format=duration", v, sizeof(v));
+		assert_true(fabs(atof(v) - 2.0) <= 0.050);
+	}
+	media_result_free(&r);
+	assert_null(r.m4a.data);
+
+	o.no_fallback = 1;
+	assert_int_equal(media_transcode_file(path, &o, &r, err, sizeof(err)), 0);
+	assert_null(r.m4a.data);
+	assert_int_equal(r.m4a.len, 0);
+	assert_non_null(r.opus.data);
+	media_result_free(&r);
+	o.no_fallback = 0;
+	o.aac.bitrate = 8000;
+	expect_transcode_error(path, &o, SAYIN_EINVAL, "AAC bitrate");
+}
+
 /* ---- runner -------------------------------------------------------------- */
 
 static int setup_dir(void **state)
@@ -1608,6 +1952,13 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_transcode_rejections),
 		cmocka_unit_test(test_transcode_survives_decoder_crash_and_hang),
 		cmocka_unit_test(test_decode_flac_matches_wav),
+		cmocka_unit_test(test_waveform_known_signal),
+		cmocka_unit_test(test_waveform_points_and_json),
+		cmocka_unit_test(test_waveform_rejects),
+		cmocka_unit_test(test_transcode_waveform),
+		cmocka_unit_test(test_m4a_valid_faststart_deterministic),
+		cmocka_unit_test(test_m4a_options),
+		cmocka_unit_test(test_transcode_m4a),
 	};
 
 	/* The pipeline tests run this binary as their decoder child. */

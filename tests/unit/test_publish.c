@@ -56,13 +56,26 @@ static int teardown(void **state)
 
 static const publish_settings settings = { "https://cdn.example", 2 };
 
+/* A post with its renditions: the fallback and the waveform are derived
+ * from the audio's bytes, so identical audio gives identical renditions. */
 static int post(store *st, const char *author, const char *text, const void *audio, size_t len,
                 int64_t now_ms, publish_result *res)
 {
-	char err[256];
+	char err[256], m4a[64], waveform[128];
 	publish_input in = { .author = author, .text = text, .audio = audio, .audio_len = len,
 		             .duration = 1.5, .input_format = "wav/pcm_s16le", .input_rate = 48000,
-		             .input_channels = 1, .now_ms = now_ms };
+		             .input_channels = 1, .now_ms = now_ms, .has_loudness = 1,
+		             .input_lufs = -20, .gain_db = 4, .true_peak_dbtp = -1.5,
+		             .output_lufs = -16.04 };
+	int n = snprintf(m4a, sizeof(m4a), "M4A of %.*s", (int)(len < 16 ? len : 16),
+	                 (const char *)audio);
+	in.fallback = m4a;
+	in.fallback_len = (size_t)n;
+	n = snprintf(waveform, sizeof(waveform), "{\"version\":2,\"for\":\"%.*s\"}",
+	             (int)(len < 16 ? len : 16), (const char *)audio);
+	in.waveform = waveform;
+	in.waveform_len = (size_t)n;
+	in.waveform_points = 1000;
 	return publish_post(st, &settings, &in, res, err, sizeof(err));
 }
 
@@ -131,9 +144,10 @@ static void test_feed_newest_first_and_limited(void **state)
 	assert_string_equal(json_string_value(json_object_get(json_array_get(items, 0), "id")), r3.id);
 	assert_string_equal(json_string_value(json_object_get(json_array_get(items, 1), "id")), r2.id);
 	json_decref(feed);
-	/* Three audio objects plus, for one feed and three pages, an identity,
-	 * a gzip and a brotli object each: superseded feeds are gone. */
-	assert_int_equal(stats(f->st).objects, 3 + 4 * 3);
+	/* Per post an Opus, an M4A and a waveform object (3 x 3), plus, for one
+	 * feed and three pages, an identity, a gzip and a brotli object each:
+	 * superseded feeds are gone. */
+	assert_int_equal(stats(f->st).objects, 3 * 3 + 4 * 3);
 	assert_int_equal(stats(f->st).posts, 3);
 }
 
@@ -168,6 +182,61 @@ static void test_names_carry_variants_and_keys(void **state)
 	assert_int_equal(plain_len, id_obj.size);
 	assert_memory_equal(plain, id_obj.data, plain_len);
 	store_txn_abort(txn);
+}
+
+/* The record names the renditions; they are objects of the types the
+ * origin serves under .m4a and .json; the feed links them. */
+static void test_renditions_stored_and_recorded(void **state)
+{
+	struct fixture *f = *state;
+	publish_result r;
+	store_txn *txn;
+	store_object obj;
+	uint8_t hash[STORE_HASH_LEN];
+	const void *rec;
+	size_t rec_len;
+	json_t *post_rec, *feed, *item, *atts;
+	char url[256];
+
+	assert_int_equal(post(f->st, "ann", "hello", "AUDIO", 5, 1000, &r), 0);
+	assert_true(r.has_fallback && r.has_waveform);
+	assert_int_equal(r.fallback_size, strlen("M4A of AUDIO"));
+	assert_int_equal(store_txn_begin(f->st, 0, &txn), 0);
+	assert_int_equal(store_hash_from_hex(r.fallback_hex, STORE_HASH_HEX_LEN, hash), 0);
+	assert_int_equal(store_get_object(txn, hash, &obj), 0);
+	assert_string_equal(obj.content_type, "audio/mp4");
+	assert_memory_equal(obj.data, "M4A of AUDIO", obj.size);
+	assert_int_equal(store_hash_from_hex(r.waveform_hex, STORE_HASH_HEX_LEN, hash), 0);
+	assert_int_equal(store_get_object(txn, hash, &obj), 0);
+	assert_string_equal(obj.content_type, "application/json");
+	assert_int_equal(store_get_post(txn, r.id, &rec, &rec_len), 0);
+	post_rec = json_loadb(rec, rec_len, 0, NULL);
+	store_txn_abort(txn);
+	assert_non_null(post_rec);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(post_rec, "fallback"),
+	                                                      "sha256")), r.fallback_hex);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(post_rec, "fallback"),
+	                                                      "mime_type")), "audio/mp4");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(post_rec, "waveform"),
+	                                                      "sha256")), r.waveform_hex);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(post_rec, "waveform"),
+	                                                    "points")), 1000);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(post_rec, "waveform"),
+	                                                    "size_in_bytes")), r.waveform_size);
+	assert_true(json_real_value(json_object_get(json_object_get(post_rec, "loudness"),
+	                                            "output_lufs")) == -16.04);
+	json_decref(post_rec);
+
+	feed = load_name(f->st, "/u/ann/feed.json");
+	item = json_array_get(json_object_get(feed, "items"), 0);
+	atts = json_object_get(item, "attachments");
+	assert_int_equal(json_array_size(atts), 2);
+	snprintf(url, sizeof(url), "https://cdn.example/a/%s.m4a", r.fallback_hex);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(atts, 1), "url")), url);
+	snprintf(url, sizeof(url), "https://cdn.example/a/%s.json", r.waveform_hex);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(item, "_sayin"),
+	                                                      "waveform_url")), url);
+	json_decref(feed);
 }
 
 static void test_identical_audio_shared(void **state)
@@ -219,6 +288,7 @@ int main(void)
 		cmocka_unit_test(test_handles),
 		cmocka_unit_test_setup_teardown(test_feed_newest_first_and_limited, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_identical_audio_shared, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_renditions_stored_and_recorded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_names_carry_variants_and_keys, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_text_stores_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_full_leaves_nothing, setup_small, teardown),
