@@ -1280,30 +1280,12 @@ double media_audio_duration(const media_audio *audio)
 
 /* ---- the decoder child --------------------------------------------------- */
 
-/* Writes all of buf to fd. Returns 0 or -errno. */
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const unsigned char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static int write_record(int fd, uint32_t type, const void *body, size_t len)
 {
 	media__rec_header h = { .type = type, .len = (uint32_t)len };
-	int rc = write_all(fd, &h, sizeof(h));
+	int rc = media__write_all(fd, &h, sizeof(h));
 
-	return rc == 0 ? write_all(fd, body, len) : rc;
+	return rc == 0 ? media__write_all(fd, body, len) : rc;
 }
 
 static int pipe_write(void *ctx, const float *x, size_t n)

@@ -541,7 +541,7 @@ static int open_tmp(const char *dir, char *err, size_t errlen)
 	return fd;
 }
 
-static int write_all(int fd, const void *buf, size_t len)
+int media__write_all(int fd, const void *buf, size_t len)
 {
 	const unsigned char *p = buf;
 
@@ -754,7 +754,7 @@ static int take_samples(struct pass1 *p, size_t n, char *err, size_t errlen)
 		set_err(err, errlen, "loudness measurement failed");
 		return SAYIN_EENCODE;
 	}
-	rc = write_all(p->tmp_fd, p->buf, n * sizeof(float));
+	rc = media__write_all(p->tmp_fd, p->buf, n * sizeof(float));
 	if (rc != 0) {
 		set_err(err, errlen, "cannot write the temporary file: %s", strerror(-rc));
 		return rc;
@@ -850,7 +850,7 @@ struct pass2 {
 /* Appends the kept samples to keep_fd. */
 static int pass2_keep_flush(struct pass2 *p)
 {
-	int rc = write_all(p->keep_fd, p->keep, p->keep_len * sizeof(float));
+	int rc = media__write_all(p->keep_fd, p->keep, p->keep_len * sizeof(float));
 
 	p->keep_len = 0;
 	if (rc != 0)

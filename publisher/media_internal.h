@@ -38,6 +38,9 @@ int media__decode_fd(int fd, uint64_t size, uint64_t max_duration_ms, const medi
 
 /* Opens path read-only and checks that it is a regular file. Returns the fd
  * and its size, or -errno with err set. */
+/* Writes all of buf to fd, retrying on EINTR. Returns 0 or -errno. */
+int media__write_all(int fd, const void *buf, size_t len);
+
 int media__open_recording(const char *path, uint64_t *size, char *err, size_t errlen);
 
 /* The decoder child's wire format on its stdout (same binary, so native byte
