@@ -30,6 +30,14 @@
 /* Input kept per connection. While a response is pending, reading stops once
  * this much of the next pipelined request(s) is buffered. */
 #define IN_BUF_SIZE 16384
+/* Response head space in a connection's buffers; a larger head gets its own
+ * allocation for that response. */
+#define OUT_INLINE 2048
+/* Buffers of connections gone idle that a server keeps for the next request
+ * (each IN_BUF_SIZE + OUT_INLINE + the request block, ~38 KiB by default).
+ * Reusing them avoids malloc handing the memory back to the kernel and
+ * faulting it in again on every keep-alive request. */
+#define FREE_BUFFERS_MAX 64
 /* After a response with "Connection: close" the write side is shut down and
  * input is discarded this long, so the kernel does not reset the connection
  * (and destroy the response) because of unread request bytes. */
@@ -97,19 +105,29 @@ struct http_conn {
 	llhttp_t parser;
 	enum conn_phase phase;
 	int handles_open;      /* tcp and timer until their close callbacks ran */
+	/* Timeouts are checked lazily: deadline is when the current phase
+	 * times out (loop time, ms; 0: none), timer_due when the timer fires
+	 * (0: not running). timer_due <= deadline whenever both are set, so
+	 * moving a deadline later costs nothing; the timer re-arms itself. */
+	uint64_t deadline;
+	uint64_t timer_due;
 	int handler_pending;   /* on_request called, http_respond not yet */
 	int reading;           /* uv_read_start active */
 	int eof;               /* the client half-closed */
 
+	/* in, the request block and the inline response head are one
+	 * allocation (bufs), taken from the server's pool when input arrives
+	 * and given back when the connection goes idle or is freed. */
+	char *bufs;
+	char *out_inline;
 	/* Unparsed input: bytes [in_off, in_len) of in. */
 	char *in;
 	size_t in_len;
 	size_t in_off;
 	size_t head_bytes; /* bytes fed to the parser before headers completed */
 
-	/* Request being parsed. One block holds the header spans, then the
-	 * strings; it never moves, so pointers into it stay valid. */
-	char *block;
+	/* Request being parsed: the header spans and the strings, in bufs,
+	 * which never move while the request lives, so pointers stay valid. */
 	struct header_span *headers;
 	char *arena;
 	size_t arena_len;
@@ -127,7 +145,10 @@ struct http_conn {
 	int error_status; /* set by a parser callback that rejects the request */
 
 	/* Response being written. */
-	char *out_head;
+	char *out_head;          /* the head if it did not fit out_inline, else NULL */
+	struct http_conn *done_prev, *done_next; /* in server->done */
+	int write_done;          /* written at once; on_write is due from the idle handle */
+	int write_status;
 	size_t out_bytes;
 	http_release_fn release;
 	void *release_arg;
@@ -142,6 +163,15 @@ struct http_server {
 	uv_loop_t *loop;
 	uv_tcp_t listener;
 	uv_timer_t grace_timer;
+	/* Responses written at once by uv_try_write complete from here on the
+	 * next loop turn, as libuv's own write callbacks would. */
+	uv_idle_t idle;
+	struct http_conn *done;
+	int idle_active;
+	char *free_bufs;   /* pool of connection buffers, linked through their first bytes */
+	unsigned n_free_bufs;
+	size_t bufs_size;
+	size_t spans_size;
 	http_handler *handler;
 	http_limits limits;
 	int port;
@@ -149,6 +179,7 @@ struct http_server {
 	size_t n_conns; /* allocated, including closed ones a handler still holds */
 	struct server_stats stats;
 	time_t date_sec;
+	size_t date_len;
 	char date[40];
 	uint64_t last_refuse_log;
 	int handles_open;
@@ -174,12 +205,46 @@ static struct http_conn *conn_of(const http_request *req)
 
 /* ---- timers and reading ---- */
 
+static void on_conn_timer(uv_timer_t *timer);
+
+/* The current phase times out ms from now. Starts the timer only when it
+ * would fire too late (or not at all); otherwise it fires early and
+ * re-arms itself for the rest. */
+static void conn_deadline(struct http_conn *conn, uint64_t ms)
+{
+	uint64_t due = uv_now(conn->server->loop) + ms;
+
+	conn->deadline = due;
+	if (conn->timer_due == 0 || conn->timer_due > due) {
+		uv_timer_start(&conn->timer, on_conn_timer, ms, 0);
+		conn->timer_due = due;
+	}
+}
+
+/* No timeout in the current phase; a running timer finds nothing to do. */
+static void conn_no_deadline(struct http_conn *conn)
+{
+	conn->deadline = 0;
+}
+
 static void on_conn_timer(uv_timer_t *timer)
 {
 	struct http_conn *conn = timer->data;
 	struct server_stats *stats = &conn->server->stats;
+	uint64_t now;
 	size_t queued;
 
+	conn->timer_due = 0;
+	if (conn->deadline == 0 || conn->phase == PH_CLOSED)
+		return;
+	now = uv_now(conn->server->loop);
+	if (now < conn->deadline) {
+		/* The deadline moved since the timer was started. */
+		uv_timer_start(&conn->timer, on_conn_timer, conn->deadline - now, 0);
+		conn->timer_due = conn->deadline;
+		return;
+	}
+	conn->deadline = 0;
 	switch (conn->phase) {
 	case PH_IDLE:
 	case PH_BODY:
@@ -198,8 +263,7 @@ static void on_conn_timer(uv_timer_t *timer)
 		queued = uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp);
 		if (queued == 0 || queued < conn->write_queue_seen) {
 			conn->write_queue_seen = queued;
-			uv_timer_start(&conn->timer, on_conn_timer,
-			               conn->server->limits.write_timeout_ms, 0);
+			conn_deadline(conn, conn->server->limits.write_timeout_ms);
 			break;
 		}
 		stat_add(&stats->timeouts_write, 1);
@@ -215,9 +279,71 @@ static void on_conn_timer(uv_timer_t *timer)
 	}
 }
 
-static void conn_arm(struct http_conn *conn, uint64_t ms)
+/* ---- connection buffers ---- */
+
+/* Gives the connection its buffers: input, then the request block (header
+ * spans, the inline response head, the request arena). The block's size
+ * bounds everything the parser can store: the request line and headers are
+ * capped at max_header_bytes of input, the path is a copy of at most
+ * max_uri bytes. */
+static int conn_bufs_get(struct http_conn *conn)
 {
-	uv_timer_start(&conn->timer, on_conn_timer, ms, 0);
+	http_server *server = conn->server;
+	char *b = server->free_bufs;
+	char *block;
+
+	if (b != NULL) {
+		memcpy(&server->free_bufs, b, sizeof(char *));
+		server->n_free_bufs--;
+	} else {
+		b = malloc(server->bufs_size);
+		if (b == NULL)
+			return -1;
+	}
+	block = b + IN_BUF_SIZE;
+	conn->bufs = b;
+	conn->in = b;
+	conn->in_len = 0;
+	conn->in_off = 0;
+	conn->headers = (struct header_span *)(void *)block;
+	conn->out_inline = block + server->spans_size;
+	conn->arena = conn->out_inline + OUT_INLINE;
+	conn->arena_cap = server->limits.max_header_bytes + server->limits.max_uri + 64;
+	return 0;
+}
+
+/* Back to the pool (or to malloc beyond FREE_BUFFERS_MAX). */
+static void conn_bufs_put(struct http_conn *conn)
+{
+	http_server *server = conn->server;
+	char *b = conn->bufs;
+
+	if (b == NULL)
+		return;
+	conn->bufs = NULL;
+	conn->in = NULL;
+	conn->in_len = 0;
+	conn->in_off = 0;
+	conn->headers = NULL;
+	conn->out_inline = NULL;
+	conn->arena = NULL;
+	if (server->n_free_bufs < FREE_BUFFERS_MAX) {
+		memcpy(b, &server->free_bufs, sizeof(char *));
+		server->free_bufs = b;
+		server->n_free_bufs++;
+	} else {
+		free(b);
+	}
+}
+
+static void server_free_bufs(http_server *server)
+{
+	while (server->free_bufs != NULL) {
+		char *b = server->free_bufs;
+		memcpy(&server->free_bufs, b, sizeof(char *));
+		free(b);
+	}
+	server->n_free_bufs = 0;
 }
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
@@ -225,12 +351,7 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 	struct http_conn *conn = handle->data;
 
 	(void)suggested;
-	if (conn->in == NULL) {
-		conn->in = malloc(IN_BUF_SIZE);
-		conn->in_len = 0;
-		conn->in_off = 0;
-	}
-	if (conn->in == NULL) {
+	if (conn->in == NULL && conn_bufs_get(conn) != 0) {
 		*buf = uv_buf_init(NULL, 0); /* read_cb gets UV_ENOBUFS */
 		return;
 	}
@@ -261,6 +382,7 @@ static void conn_read_stop(struct http_conn *conn)
 /* ---- lifetime ---- */
 
 static void server_check_stopped(http_server *server);
+static void conn_written(struct http_conn *conn, int status);
 
 static void conn_free(struct http_conn *conn)
 {
@@ -273,16 +395,82 @@ static void conn_free(struct http_conn *conn)
 	if (conn->next != NULL)
 		conn->next->prev = conn->prev;
 	server->n_conns--;
-	free(conn->in);
-	free(conn->block);
+	conn_bufs_put(conn);
 	free(conn);
 	server_check_stopped(server);
+}
+
+/* ---- writes that completed at once ---- */
+
+/* A response went out whole in conn_send: its completion (on_complete,
+ * release, the next request) runs from the server's idle handle on the
+ * next loop turn, where libuv would have run the write callback, but
+ * without a uv_write_t, whose end re-arms the fd in epoll (epoll_ctl). */
+static void on_server_idle(uv_idle_t *idle);
+
+static void conn_done_add(struct http_conn *conn, int status)
+{
+	http_server *server = conn->server;
+
+	conn->write_done = 1;
+	conn->write_status = status;
+	conn->done_prev = NULL;
+	conn->done_next = server->done;
+	if (server->done != NULL)
+		server->done->done_prev = conn;
+	server->done = conn;
+	if (!server->idle_active) {
+		server->idle_active = 1;
+		uv_idle_start(&server->idle, on_server_idle);
+	}
+}
+
+static void conn_done_remove(struct http_conn *conn)
+{
+	http_server *server = conn->server;
+
+	if (conn->done_prev != NULL)
+		conn->done_prev->done_next = conn->done_next;
+	else if (server->done == conn)
+		server->done = conn->done_next;
+	if (conn->done_next != NULL)
+		conn->done_next->done_prev = conn->done_prev;
+	conn->done_prev = conn->done_next = NULL;
+	conn->write_done = 0;
+}
+
+static void on_server_idle(uv_idle_t *idle)
+{
+	http_server *server = idle->data;
+	struct http_conn *list = server->done;
+
+	/* Completions added meanwhile wait for the next turn, as libuv's
+	 * pending callbacks do. No conn is freed during this loop: frees
+	 * happen in close callbacks only. */
+	server->done = NULL;
+	while (list != NULL) {
+		struct http_conn *conn = list;
+		list = conn->done_next;
+		conn->done_prev = conn->done_next = NULL;
+		conn->write_done = 0;
+		conn_written(conn, conn->write_status);
+	}
+	if (server->done == NULL) {
+		server->idle_active = 0;
+		uv_idle_stop(&server->idle);
+	}
 }
 
 static void on_conn_handle_closed(uv_handle_t *handle)
 {
 	struct http_conn *conn = handle->data;
 
+	/* A completion still due runs now, as libuv runs a finished write's
+	 * callback before the close callbacks. */
+	if (conn->write_done) {
+		conn_done_remove(conn);
+		conn_written(conn, conn->write_status);
+	}
 	conn->handles_open--;
 	/* A handler that still holds the request frees the conn in http_respond. */
 	if (conn->handles_open == 0 && !conn->handler_pending)
@@ -315,7 +503,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 		conn_close(conn);
 		return;
 	}
-	conn_arm(conn, LINGER_MS);
+	conn_deadline(conn, LINGER_MS);
 	conn_read_start(conn);
 }
 
@@ -323,7 +511,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 static void conn_shutdown(struct http_conn *conn)
 {
 	conn->phase = PH_LINGER;
-	uv_timer_stop(&conn->timer);
+	conn_no_deadline(conn);
 	conn->shutdown_req.data = conn;
 	if (uv_shutdown(&conn->shutdown_req, (uv_stream_t *)&conn->tcp, on_shutdown) != 0)
 		conn_close(conn);
@@ -331,22 +519,12 @@ static void conn_shutdown(struct http_conn *conn)
 
 /* ---- request arena ---- */
 
-/* Allocates the arena for one request. Its size bounds everything the
- * parser can store: the request line and headers are capped at
- * max_header_bytes of input, the path is a copy of at most max_uri bytes. */
+/* Resets the arena for one request (its space comes with the input
+ * buffer, see conn_bufs_get). */
 static int conn_arena_init(struct http_conn *conn)
 {
-	const http_limits *limits = &conn->server->limits;
-	size_t spans = limits->max_headers * sizeof(struct header_span);
-
-	if (conn->block == NULL) {
-		conn->arena_cap = limits->max_header_bytes + limits->max_uri + 64;
-		conn->block = malloc(spans + conn->arena_cap);
-		if (conn->block == NULL)
-			return -1;
-		conn->headers = (struct header_span *)(void *)conn->block;
-		conn->arena = conn->block + spans;
-	}
+	if (conn->bufs == NULL)
+		return -1;
 	conn->arena_len = 0;
 	conn->n_headers = 0;
 	conn->span = SPAN_NONE;
@@ -395,7 +573,7 @@ static int on_message_begin(llhttp_t *parser)
 	conn->start_ns = uv_hrtime();
 	if (conn->phase == PH_IDLE) {
 		conn->phase = PH_HEAD;
-		conn_arm(conn, conn->server->limits.header_timeout_ms);
+		conn_deadline(conn, conn->server->limits.header_timeout_ms);
 	}
 	return 0;
 }
@@ -451,10 +629,24 @@ static int on_header_field(llhttp_t *parser, const char *at, size_t len)
 }
 
 /* RFC 9110 5.6.2 tchar. */
+static const unsigned char token_chars[256] = {
+	['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+	['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+	['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+	['8'] = 1, ['9'] = 1,
+	['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+	['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+	['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+	['Y'] = 1, ['Z'] = 1,
+	['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+	['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+	['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+	['y'] = 1, ['z'] = 1,
+};
+
 static int is_token_char(unsigned char c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+	return token_chars[c];
 }
 
 static int on_header_field_complete(llhttp_t *parser)
@@ -560,7 +752,7 @@ static int on_headers_complete(llhttp_t *parser)
 	conn->headers_done = 1;
 	if (conn->phase == PH_HEAD) {
 		conn->phase = PH_BODY;
-		conn_arm(conn, conn->server->limits.idle_timeout_ms);
+		conn_deadline(conn, conn->server->limits.idle_timeout_ms);
 	}
 	return 0;
 }
@@ -577,7 +769,7 @@ static int on_body(llhttp_t *parser, const char *at, size_t len)
 	}
 	/* Only body bytes count as progress: chunk framing, trailers or
 	 * whitespace cannot keep a connection alive on their own. */
-	conn_arm(conn, conn->server->limits.idle_timeout_ms);
+	conn_deadline(conn, conn->server->limits.idle_timeout_ms);
 	return 0;
 }
 
@@ -621,58 +813,120 @@ static const char *server_date(http_server *server)
 	snprintf(server->date, sizeof(server->date), "%s, %02d %s %04d %02d:%02d:%02d GMT",
 	         days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900,
 	         tm.tm_hour, tm.tm_min, tm.tm_sec);
+	server->date_len = strlen(server->date);
 	server->date_sec = now;
 	return server->date;
 }
 
-/* Headers the core writes itself; a handler's copies are dropped. */
-static int header_is_reserved(const char *name)
+/* Headers the core writes itself; a handler's copies are dropped. The
+ * length and first letter rule out nearly every name without a compare. */
+static int header_is_reserved(const char *name, size_t len)
 {
-	return strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Connection") == 0 ||
-	       strcasecmp(name, "Transfer-Encoding") == 0 || strcasecmp(name, "Date") == 0;
+	switch (len) {
+	case 4:
+		return (name[0] | 0x20) == 'd' && strncasecmp(name, "Date", 4) == 0;
+	case 10:
+		return (name[0] | 0x20) == 'c' && strncasecmp(name, "Connection", 10) == 0;
+	case 14:
+		return (name[0] | 0x20) == 'c' && strncasecmp(name, "Content-Length", 14) == 0;
+	case 17:
+		return (name[0] | 0x20) == 't' && strncasecmp(name, "Transfer-Encoding", 17) == 0;
+	default:
+		return 0;
+	}
 }
 
+/* The response head: in the connection's inline space, moved to the heap
+ * if it outgrows it. */
 struct out_buf {
 	char *p;
 	size_t len;
+	size_t cap;
+	int heap;
 };
 
+static int out_grow(struct out_buf *out, size_t need)
+{
+	size_t cap;
+	char *p;
+
+	cap = out->cap * 2;
+	if (cap < out->len + need)
+		cap = out->len + need;
+	if (cap < 4096)
+		cap = 4096;
+	p = malloc(cap);
+	if (p == NULL)
+		return -1;
+	if (out->len > 0)
+		memcpy(p, out->p, out->len);
+	if (out->heap)
+		free(out->p);
+	out->p = p;
+	out->cap = cap;
+	out->heap = 1;
+	return 0;
+}
+
+static inline int out_reserve(struct out_buf *out, size_t need)
+{
+	return need <= out->cap - out->len ? 0 : out_grow(out, need);
+}
+
+/* Call out_reserve first. */
 static void out_put(struct out_buf *out, const char *s, size_t len)
 {
 	memcpy(out->p + out->len, s, len);
 	out->len += len;
 }
 
-static void out_str(struct out_buf *out, const char *s)
+static void out_u64(struct out_buf *out, uint64_t v)
 {
-	out_put(out, s, strlen(s));
+	char tmp[20];
+	size_t n = sizeof(tmp);
+
+	do {
+		tmp[--n] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	out_put(out, tmp + n, sizeof(tmp) - n);
 }
 
 static void on_write(uv_write_t *req, int status);
 
 /* Queues status line, headers and body. The caller has set release; on
- * failure nothing is queued and the caller releases and closes. */
+ * failure nothing is queued and the caller releases and closes.
+ *
+ * The write is first tried at once (uv_try_write): a response the socket
+ * takes whole completes from the idle handle on the next loop turn; only
+ * the rest of a partial write goes through uv_write. */
 static int conn_send(struct http_conn *conn, int status, const http_header *headers,
                      size_t n_headers, const void *body, size_t body_len, int send_body,
                      int close_after)
 {
+	static const char conn_close_line[] = "Connection: close\r\n";
+	static const char conn_keep_line[] = "Connection: keep-alive\r\n";
+	static const char length_name[] = "Content-Length: ";
 	http_server *server = conn->server;
 	const char *reason = http_status_text(status);
 	const char *date = server_date(server);
 	const char *connection = NULL;
+	size_t connection_len = 0, reason_len = strlen(reason);
 	int closing, with_length;
-	char status_line[64], length[32];
 	struct out_buf out;
 	uv_buf_t bufs[2];
 	unsigned n_bufs = 1;
-	size_t size;
-	int err;
+	size_t total;
+	int err, n;
 
 	closing = close_after || !conn->keep_alive || conn->upgrade || server->stopping;
-	if (closing)
-		connection = "Connection: close\r\n";
-	else if (conn->req.version_major == 1 && conn->req.version_minor == 0)
-		connection = "Connection: keep-alive\r\n";
+	if (closing) {
+		connection = conn_close_line;
+		connection_len = sizeof(conn_close_line) - 1;
+	} else if (conn->req.version_major == 1 && conn->req.version_minor == 0) {
+		connection = conn_keep_line;
+		connection_len = sizeof(conn_keep_line) - 1;
+	}
 
 	/* RFC 9110 8.6: no Content-Length on 1xx or 204; a 304 carries the
 	 * length of the representation, which only the handler knows. */
@@ -682,69 +936,116 @@ static int conn_send(struct http_conn *conn, int status, const http_header *head
 	if (send_body && body_len > 0 && body == NULL)
 		return UV_EINVAL;
 
-	snprintf(status_line, sizeof(status_line), "HTTP/1.1 %03d ", status);
-	snprintf(length, sizeof(length), "Content-Length: %zu\r\n", body_len);
-	size = strlen(status_line) + strlen(reason) + strlen("\r\nDate: ") + strlen(date) + 2 + 2;
-	if (with_length)
-		size += strlen(length);
-	if (connection != NULL)
-		size += strlen(connection);
-	for (size_t i = 0; i < n_headers; i++) {
-		if (headers[i].name == NULL || headers[i].value == NULL ||
-		    strpbrk(headers[i].name, "\r\n:") != NULL || strpbrk(headers[i].value, "\r\n") != NULL) {
-			log_error("http: handler passed an invalid response header");
-			return UV_EINVAL;
-		}
-		size += strlen(headers[i].name) + strlen(headers[i].value) + 4;
-	}
-
-	out.p = malloc(size);
+	out.p = conn->out_inline;
+	out.cap = out.p != NULL ? OUT_INLINE : 0;
 	out.len = 0;
-	if (out.p == NULL)
+	out.heap = 0;
+	/* Status line, Date, Content-Length (20 digits at most), Connection. */
+	if (out_reserve(&out, 16 + reason_len + 8 + server->date_len + 2 + sizeof(length_name) +
+	                          22 + connection_len) != 0)
 		return UV_ENOMEM;
-	out_str(&out, status_line);
-	out_str(&out, reason);
+	out_put(&out, "HTTP/1.1 ", 9);
+	out.p[out.len++] = (char)('0' + (status / 100) % 10);
+	out.p[out.len++] = (char)('0' + (status / 10) % 10);
+	out.p[out.len++] = (char)('0' + status % 10);
+	out.p[out.len++] = ' ';
+	out_put(&out, reason, reason_len);
 	out_put(&out, "\r\nDate: ", 8);
-	out_str(&out, date);
+	out_put(&out, date, server->date_len);
 	out_put(&out, "\r\n", 2);
-	if (with_length)
-		out_str(&out, length);
-	if (connection != NULL)
-		out_str(&out, connection);
-	for (size_t i = 0; i < n_headers; i++) {
-		if (header_is_reserved(headers[i].name))
-			continue;
-		out_str(&out, headers[i].name);
-		out_put(&out, ": ", 2);
-		out_str(&out, headers[i].value);
+	if (with_length) {
+		out_put(&out, length_name, sizeof(length_name) - 1);
+		out_u64(&out, body_len);
 		out_put(&out, "\r\n", 2);
 	}
+	if (connection != NULL)
+		out_put(&out, connection, connection_len);
+
+	/* One pass over each of the handler's strings measures it and
+	 * refuses CR/LF (and ':' in a name); reserved names are dropped. */
+	for (size_t i = 0; i < n_headers; i++) {
+		const char *name = headers[i].name, *value = headers[i].value;
+		size_t name_len, value_len;
+
+		if (name == NULL || value == NULL)
+			goto invalid;
+		name_len = strcspn(name, "\r\n:");
+		value_len = strcspn(value, "\r\n");
+		if (name[name_len] != '\0' || value[value_len] != '\0')
+			goto invalid;
+		if (header_is_reserved(name, name_len))
+			continue;
+		if (out_reserve(&out, name_len + value_len + 4) != 0)
+			goto nomem;
+		out_put(&out, name, name_len);
+		out_put(&out, ": ", 2);
+		out_put(&out, value, value_len);
+		out_put(&out, "\r\n", 2);
+	}
+	if (out_reserve(&out, 2) != 0)
+		goto nomem;
 	out_put(&out, "\r\n", 2);
 
 	bufs[0] = uv_buf_init(out.p, (unsigned)out.len);
 	if (send_body && body_len > 0) {
 		if (body_len > UINT32_MAX) {
-			free(out.p);
-			return UV_E2BIG;
+			err = UV_E2BIG;
+			goto fail;
 		}
 		/* Zero-copy: libuv writes straight from the caller's memory. */
 		bufs[1] = uv_buf_init((char *)(uintptr_t)body, (unsigned)body_len);
 		n_bufs = 2;
 	}
-	conn->out_head = out.p;
-	conn->out_bytes = out.len + (n_bufs == 2 ? body_len : 0);
+	total = out.len + (n_bufs == 2 ? body_len : 0);
+	conn->out_head = out.heap ? out.p : NULL;
+	conn->out_bytes = total;
 	conn->close_after_write = closing;
-	conn->write_req.data = conn;
-	err = uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, bufs, n_bufs, on_write);
-	if (err != 0) {
-		conn->out_head = NULL;
-		free(out.p);
-		return err;
+
+	/* uv_try_write returns an int count. */
+	n = total <= INT32_MAX ? uv_try_write((uv_stream_t *)&conn->tcp, bufs, n_bufs) : UV_EAGAIN;
+	if (n >= 0 && (size_t)n == total) {
+		conn->write_queue_seen = 0;
+		conn_done_add(conn, 0);
+	} else if (n < 0 && n != UV_EAGAIN) {
+		/* Reported from the idle handle, as uv_write reports it. */
+		conn->write_queue_seen = total;
+		conn_done_add(conn, n);
+	} else {
+		uv_buf_t *rest = bufs;
+		unsigned n_rest = n_bufs;
+
+		if (n > 0) {
+			size_t done = (size_t)n;
+			if (done >= bufs[0].len) {
+				done -= bufs[0].len;
+				rest++;
+				n_rest--;
+			}
+			rest[0].base += done;
+			rest[0].len -= (unsigned)done;
+		}
+		conn->write_req.data = conn;
+		err = uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, rest, n_rest, on_write);
+		if (err != 0) {
+			conn->out_head = NULL;
+			goto fail;
+		}
+		conn->write_queue_seen = uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp);
 	}
 	conn->phase = PH_WRITE;
-	conn->write_queue_seen = uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp);
-	conn_arm(conn, server->limits.write_timeout_ms);
+	conn_deadline(conn, server->limits.write_timeout_ms);
 	return 0;
+
+invalid:
+	log_error("http: handler passed an invalid response header");
+	err = UV_EINVAL;
+	goto fail;
+nomem:
+	err = UV_ENOMEM;
+fail:
+	if (out.heap)
+		free(out.p);
+	return err;
 }
 
 /* The core answers a request the handler never sees, then closes. */
@@ -770,7 +1071,7 @@ static void conn_next_request(struct http_conn *conn)
 	conn->upgrade = 0;
 	conn->is_head = 0;
 	conn->phase = PH_IDLE;
-	conn_arm(conn, conn->server->limits.idle_timeout_ms);
+	conn_deadline(conn, conn->server->limits.idle_timeout_ms);
 	llhttp_resume(&conn->parser);
 	conn_read_start(conn);
 	if (conn->in_off < conn->in_len) {
@@ -781,13 +1082,9 @@ static void conn_next_request(struct http_conn *conn)
 		conn_close(conn);
 		return;
 	}
-	/* Idle keep-alive connections hold no buffers. */
-	free(conn->in);
-	conn->in = NULL;
-	conn->in_len = 0;
-	conn->in_off = 0;
-	free(conn->block);
-	conn->block = NULL;
+	/* Idle keep-alive connections hold no buffers: they go back to the
+	 * server's pool, where the next request finds them. */
+	conn_bufs_put(conn);
 }
 
 /* Tells the handler how its response ended; req is still valid. */
@@ -805,9 +1102,10 @@ static void conn_complete(struct http_conn *conn, uint64_t bytes_sent, int abort
 	handler->on_complete(handler, &conn->req, &done);
 }
 
-static void on_write(uv_write_t *req, int status)
+/* The response's write ended (status < 0: failed), from on_write, the
+ * idle handle, or a close callback. */
+static void conn_written(struct http_conn *conn, int status)
 {
-	struct http_conn *conn = req->data;
 	http_release_fn release = conn->release;
 	void *release_arg = conn->release_arg;
 	int failed = status < 0 || conn->phase == PH_CLOSED;
@@ -842,6 +1140,11 @@ static void on_write(uv_write_t *req, int status)
 		return;
 	}
 	conn_next_request(conn);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+	conn_written(req->data, status);
 }
 
 int http_respond(http_request *req, int status, const http_header *headers, size_t n_headers,
@@ -896,7 +1199,7 @@ static void conn_dispatch(struct http_conn *conn)
 
 	conn->message_done = 0;
 	conn->phase = PH_HANDLER;
-	uv_timer_stop(&conn->timer);
+	conn_no_deadline(conn);
 	conn->req.has_body = conn->body_bytes > 0;
 	conn->req.data = NULL;
 	conn->handler_pending = 1;
@@ -1088,7 +1391,7 @@ static void on_connection(uv_stream_t *listener, int status)
 	}
 	stat_add(&server->stats.connections_accepted, 1);
 	uv_tcp_nodelay(&conn->tcp, 1);
-	conn_arm(conn, server->limits.idle_timeout_ms);
+	conn_deadline(conn, server->limits.idle_timeout_ms);
 	conn_read_start(conn);
 }
 
@@ -1098,8 +1401,12 @@ const char *http_request_header(const http_request *req, const char *name)
 {
 	const struct http_conn *conn = conn_of(req);
 
+	/* The first byte, case folded, screens out most names cheaply. */
+	unsigned char first = (unsigned char)name[0] | 0x20;
+
 	for (size_t i = 0; i < conn->n_headers; i++) {
-		if (strcasecmp(conn->arena + conn->headers[i].name, name) == 0)
+		const char *h = conn->arena + conn->headers[i].name;
+		if (((unsigned char)h[0] | 0x20) == first && strcasecmp(h, name) == 0)
 			return conn->arena + conn->headers[i].value;
 	}
 	return NULL;
@@ -1298,6 +1605,7 @@ static void on_server_handle_closed(uv_handle_t *handle)
 		}
 		return;
 	}
+	server_free_bufs(server);
 	free(server);
 	if (on_stopped != NULL)
 		on_stopped(arg);
@@ -1309,6 +1617,7 @@ static void server_check_stopped(http_server *server)
 		return;
 	server->finishing = 1;
 	uv_close((uv_handle_t *)&server->grace_timer, on_server_handle_closed);
+	uv_close((uv_handle_t *)&server->idle, on_server_handle_closed);
 }
 
 static void with_default(size_t *value, size_t def)
@@ -1363,9 +1672,14 @@ int http_server_start(uv_loop_t *loop, const char *listen_addr, int reuseport,
 	server->port = port;
 	uv_tcp_init(loop, &server->listener);
 	uv_timer_init(loop, &server->grace_timer);
+	uv_idle_init(loop, &server->idle);
 	server->listener.data = server;
 	server->grace_timer.data = server;
-	server->handles_open = 2;
+	server->idle.data = server;
+	server->handles_open = 3;
+	server->spans_size = server->limits.max_headers * sizeof(struct header_span);
+	server->bufs_size = IN_BUF_SIZE + server->spans_size + OUT_INLINE +
+	                    server->limits.max_header_bytes + server->limits.max_uri + 64;
 	server->listener_open = 1;
 
 	err = uv_tcp_open(&server->listener, fd);
@@ -1379,6 +1693,7 @@ int http_server_start(uv_loop_t *loop, const char *listen_addr, int reuseport,
 		server->finishing = 1;
 		uv_close((uv_handle_t *)&server->listener, on_server_handle_closed);
 		uv_close((uv_handle_t *)&server->grace_timer, on_server_handle_closed);
+		uv_close((uv_handle_t *)&server->idle, on_server_handle_closed);
 		return err;
 	}
 	*out = server;
