@@ -125,3 +125,11 @@ def big_noise_wav(tmp_path_factory):
     p = tmp_path_factory.mktemp("big") / "noise-80s.wav"
     H.write_noise_wav(p, 48000, 80)
     return p
+
+
+@pytest.fixture
+def served(sayin, store, short_wav):
+    """A store with one post by alice and an origin serving it."""
+    post = sayin.post(store, "alice", short_wav, text="first post").json
+    origin = sayin.start_origin(store)
+    return origin, post

@@ -267,6 +267,16 @@ def wait_healthy(origin, timeout):
     return "timeout"
 
 
+def audio_path(post):
+    """The origin path of a published post's Opus object."""
+    return url_path(post["audio_url"])
+
+
+def page_path(post):
+    """The origin path of a published post's page."""
+    return url_path(post["url"])
+
+
 def url_path(url):
     m = re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*(/.*)?$", url)
     assert m, "not an absolute URL: %r" % url

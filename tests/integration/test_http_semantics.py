@@ -26,20 +26,8 @@ NAME_DEFAULTS = {"max-age": "60", "s-maxage": "86400", "stale-while-revalidate":
                  "stale-if-error": "86400"}
 
 
-@pytest.fixture
-def served(sayin, store, short_wav):
-    """A store with one post by alice and an origin serving it."""
-    post = sayin.post(store, "alice", short_wav, text="semantics").json
-    origin = sayin.start_origin(store)
-    return origin, post
-
-
-def audio_path(post):
-    return H.url_path(post["audio_url"])
-
-
-def page_path(post):
-    return H.url_path(post["url"])
+audio_path = H.audio_path
+page_path = H.page_path
 
 
 FEED = "/u/alice/feed.json"

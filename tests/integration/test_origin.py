@@ -14,20 +14,8 @@ import pytest
 import sayin_helpers as H
 
 
-@pytest.fixture
-def served(sayin, store, short_wav):
-    """A store with one post by alice and an origin serving it."""
-    post = sayin.post(store, "alice", short_wav, text="first post").json
-    origin = sayin.start_origin(store)
-    return origin, post
-
-
-def audio_path(post):
-    return H.url_path(post["audio_url"])
-
-
-def page_path(post):
-    return H.url_path(post["url"])
+audio_path = H.audio_path
+page_path = H.page_path
 
 
 def sha_of(post):
