@@ -104,6 +104,7 @@ demo: bootstrap
 
 bench: bootstrap all
 	scripts/bench/run
+	scripts/bench/transcode
 
 install: all
 	install -d $(DESTDIR)$(BINDIR)
