@@ -24,6 +24,8 @@ import sys
 import time
 import wave
 
+import pytest
+
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # Crockford base 32, lowercase: no i, l, o, u.
 CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -275,6 +277,16 @@ def audio_path(post):
 def page_path(post):
     """The origin path of a published post's page."""
     return url_path(post["url"])
+
+
+def brotli_decode(data):
+    """Decodes brotli with Debian's brotli CLI (python3 has no brotli module)."""
+    exe = shutil.which("brotli")
+    if exe is None:
+        pytest.fail("brotli is not installed (run scripts/bootstrap: Debian package brotli)")
+    r = subprocess.run([exe, "-d", "-c"], input=data, capture_output=True, timeout=30)
+    assert r.returncode == 0, "brotli -d failed: %r" % r.stderr
+    return r.stdout
 
 
 def url_path(url):

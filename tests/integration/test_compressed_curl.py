@@ -24,13 +24,7 @@ def curl_brotli():
     return "brotli" in out.lower()
 
 
-def brotli_decode(data):
-    exe = shutil.which("brotli")
-    if exe is None:
-        pytest.fail("brotli is not installed (run scripts/bootstrap: Debian package brotli)")
-    r = subprocess.run([exe, "-d", "-c"], input=data, capture_output=True, timeout=30)
-    assert r.returncode == 0, "brotli -d failed: %r" % r.stderr
-    return r.stdout
+brotli_decode = H.brotli_decode
 
 
 def decode(encoding, data):

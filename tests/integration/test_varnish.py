@@ -401,13 +401,7 @@ def test_range_is_served_from_the_cache(sayin, published, varnish_factory):
         "a Range was forwarded to the origin: %r" % txs[0]["headers"])
 
 
-def brotli_decode(data):
-    exe = shutil.which("brotli")
-    if exe is None:
-        pytest.fail("brotli is not installed (run scripts/bootstrap: Debian package brotli)")
-    r = subprocess.run([exe, "-d", "-c"], input=data, capture_output=True, timeout=30)
-    assert r.returncode == 0, "brotli -d failed: %r" % r.stderr
-    return r.stdout
+brotli_decode = H.brotli_decode
 
 
 def test_vary_keeps_one_variant_per_encoding(sayin, published, varnish_factory):
