@@ -1,11 +1,12 @@
 /* aac: the AAC-LC in M4A fallback rendition for players without Opus (Safari
  * before 18.4), with FFmpeg's native AAC encoder and its ipod (M4A) muxer,
- * muxed into memory.
+ * muxed into an unlinked temporary file, so the encoded stream does not sit
+ * in a growing buffer while it is made; finish reads it back once.
  *
  * +faststart: the mov muxer writes mdat first, then moves it behind the moov
- * by reopening its output for reading (AVFormatContext.io_open). Our output
- * is a growable buffer, so io_open hands the muxer a read context over the
- * same buffer: no temporary file, nothing left behind. */
+ * by reopening its output for reading (AVFormatContext.io_open). io_open
+ * hands the muxer a read context over the same file (pread): the muxer opens
+ * nothing by name, and nothing is left behind. */
 #include "media_internal.h"
 
 #include "error.h"
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
@@ -35,17 +37,16 @@
 #define WRITE_BUF uint8_t *
 #endif
 
-/* The output "file": bytes, and the writer's position. */
-struct mem_file {
-	unsigned char *data;
-	size_t len, cap, pos;
-	bool failed;
+/* The output file and the writer's position. */
+struct out_file {
+	int fd;
+	uint64_t len, pos;
 };
 
-/* A reader over a mem_file, for the muxer's faststart pass. */
-struct mem_reader {
-	const struct mem_file *f;
-	size_t pos;
+/* A reader over an out_file, for the muxer's faststart pass. */
+struct file_reader {
+	const struct out_file *f;
+	uint64_t pos;
 };
 
 struct media__m4a {
@@ -54,48 +55,31 @@ struct media__m4a {
 	AVStream *st;
 	AVFrame *frame;
 	AVPacket *pkt;
-	struct mem_file file;
+	struct out_file file;
 	int fill;                /* samples in frame so far */
 	int64_t pts;             /* samples sent to the encoder */
 	bool header_written;
 };
 
-static int mem_write(void *opaque, WRITE_BUF buf, int n)
+static int file_write(void *opaque, WRITE_BUF buf, int n)
 {
-	struct mem_file *f = opaque;
-	size_t end;
+	struct out_file *f = opaque;
 
-	if (n < 0 || f->pos > SIZE_MAX - (size_t)n)
-		return AVERROR(EINVAL);
-	end = f->pos + (size_t)n;
-	if (end > f->cap) {
-		size_t cap = f->cap ? f->cap : 65536;
-		unsigned char *d;
-
-		while (cap < end) {
-			if (cap > SIZE_MAX / 2)
-				return AVERROR(ENOMEM);
-			cap *= 2;
-		}
-		d = realloc(f->data, cap);
-		if (d == NULL) {
-			f->failed = true;
-			return AVERROR(ENOMEM);
-		}
-		f->data = d;
-		f->cap = cap;
+	for (int done = 0; done < n;) {
+		ssize_t k = pwrite(f->fd, buf + done, (size_t)(n - done), (off_t)(f->pos + (uint64_t)done));
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return AVERROR(k < 0 ? errno : EIO);
+		done += (int)k;
 	}
-	/* A seek past the end leaves a hole: zeros, as in a file. */
+	f->pos += (uint64_t)n;
 	if (f->pos > f->len)
-		memset(f->data + f->len, 0, f->pos - f->len);
-	memcpy(f->data + f->pos, buf, (size_t)n);
-	f->pos = end;
-	if (end > f->len)
-		f->len = end;
+		f->len = f->pos;
 	return n;
 }
 
-static int64_t seek_to(size_t *pos, size_t len, int64_t offset, int whence)
+static int64_t seek_to(uint64_t *pos, uint64_t len, int64_t offset, int whence)
 {
 	switch (whence & ~AVSEEK_FORCE) {
 	case AVSEEK_SIZE: return (int64_t)len;
@@ -106,34 +90,39 @@ static int64_t seek_to(size_t *pos, size_t len, int64_t offset, int whence)
 	}
 	if (offset < 0)
 		return AVERROR(EINVAL);
-	*pos = (size_t)offset;
+	*pos = (uint64_t)offset;
 	return offset;
 }
 
-static int64_t mem_seek(void *opaque, int64_t offset, int whence)
+static int64_t file_seek(void *opaque, int64_t offset, int whence)
 {
-	struct mem_file *f = opaque;
+	struct out_file *f = opaque;
 	return seek_to(&f->pos, f->len, offset, whence);
 }
 
-static int mem_read(void *opaque, uint8_t *buf, int n)
+static int file_read(void *opaque, uint8_t *buf, int n)
 {
-	struct mem_reader *r = opaque;
-	size_t k;
+	struct file_reader *r = opaque;
+	ssize_t k;
 
 	if (r->pos >= r->f->len)
 		return AVERROR_EOF;
-	k = r->f->len - r->pos;
-	if (k > (size_t)n)
-		k = (size_t)n;
-	memcpy(buf, r->f->data + r->pos, k);
-	r->pos += k;
+	if ((uint64_t)n > r->f->len - r->pos)
+		n = (int)(r->f->len - r->pos);
+	do
+		k = pread(r->f->fd, buf, (size_t)n, (off_t)r->pos);
+	while (k < 0 && errno == EINTR);
+	if (k < 0)
+		return AVERROR(errno);
+	if (k == 0)
+		return AVERROR_EOF;
+	r->pos += (uint64_t)k;
 	return (int)k;
 }
 
-static int64_t mem_reader_seek(void *opaque, int64_t offset, int whence)
+static int64_t file_reader_seek(void *opaque, int64_t offset, int whence)
 {
-	struct mem_reader *r = opaque;
+	struct file_reader *r = opaque;
 	return seek_to(&r->pos, r->f->len, offset, whence);
 }
 
@@ -159,7 +148,7 @@ static int m4a_io_open(struct AVFormatContext *s, AVIOContext **pb, const char *
                        AVDictionary **options)
 {
 	struct media__m4a *m = s->opaque;
-	struct mem_reader *r;
+	struct file_reader *r;
 
 	(void)options;
 	if (url == NULL || strcmp(url, M4A_URL) != 0 || (flags & AVIO_FLAG_WRITE)) {
@@ -170,7 +159,7 @@ static int m4a_io_open(struct AVFormatContext *s, AVIOContext **pb, const char *
 	if (r == NULL)
 		return AVERROR(ENOMEM);
 	r->f = &m->file;
-	*pb = mem_context(r, 0, mem_read, NULL, mem_reader_seek);
+	*pb = mem_context(r, 0, file_read, NULL, file_reader_seek);
 	if (*pb == NULL) {
 		free(r);
 		return AVERROR(ENOMEM);
@@ -231,11 +220,13 @@ void media__m4a_free(media__m4a *m)
 		free_context(&m->fmt->pb);
 		avformat_free_context(m->fmt);
 	}
-	free(m->file.data);
+	if (m->file.fd >= 0)
+		close(m->file.fd);
 	free(m);
 }
 
-int media__m4a_begin(const media_aac_options *opt, media__m4a **out, char *err, size_t errlen)
+int media__m4a_begin(const media_aac_options *opt, const char *tmp_dir, media__m4a **out,
+                     char *err, size_t errlen)
 {
 	static const media_aac_options defaults = { 0 };
 	const AVCodec *codec;
@@ -263,6 +254,17 @@ int media__m4a_begin(const media_aac_options *opt, media__m4a **out, char *err, 
 	if (m == NULL) {
 		set_err(err, errlen, "out of memory");
 		return -ENOMEM;
+	}
+	if (tmp_dir == NULL) {
+		tmp_dir = getenv("TMPDIR");
+		if (tmp_dir == NULL || tmp_dir[0] == '\0')
+			tmp_dir = "/tmp";
+	}
+	m->file.fd = media__open_tmp(tmp_dir, err, errlen);
+	if (m->file.fd < 0) {
+		r = m->file.fd;
+		free(m);
+		return r;
 	}
 
 	/* The encoder: AAC-LC, mono, 48 kHz, planar float (mono: one plane). */
@@ -293,7 +295,7 @@ int media__m4a_begin(const media_aac_options *opt, media__m4a **out, char *err, 
 	}
 	av_freep(&m->fmt->url);
 	m->fmt->url = av_strdup(M4A_URL);
-	m->fmt->pb = mem_context(&m->file, 1, NULL, mem_write, mem_seek);
+	m->fmt->pb = mem_context(&m->file, 1, NULL, file_write, file_seek);
 	if (m->fmt->url == NULL || m->fmt->pb == NULL) {
 		r = ff_fail(AVERROR(ENOMEM), "creating the M4A muxer", err, errlen);
 		goto fail;
@@ -366,8 +368,7 @@ static int drain(media__m4a *m, char *err, size_t errlen)
 		r = av_write_frame(m->fmt, m->pkt);
 		av_packet_unref(m->pkt);
 		if (r < 0)
-			return ff_fail(r, m->file.failed ? "muxing (out of memory)" : "muxing", err,
-			               errlen);
+			return ff_fail(r, "muxing", err, errlen);
 	}
 }
 
@@ -438,13 +439,17 @@ int media__m4a_finish(media__m4a *m, media_buffer *out, char *err, size_t errlen
 	r = av_write_trailer(m->fmt);
 	m->header_written = false;
 	if (r < 0)
-		return ff_fail(r, m->file.failed ? "writing the M4A index (out of memory)"
-		                                 : "writing the M4A index", err, errlen);
-	out->data = m->file.data;
-	out->len = m->file.len;
-	m->file.data = NULL;
-	m->file.len = m->file.cap = 0;
-	return 0;
+		return ff_fail(r, "writing the M4A index", err, errlen);
+	/* The file is exactly what the muxer wrote: len bytes. */
+	if (ftruncate(m->file.fd, (off_t)m->file.len) != 0) {
+		r = -errno;
+		set_err(err, errlen, "cannot write the M4A file: %s", strerror(errno));
+		return r;
+	}
+	r = media__read_back(m->file.fd, out);
+	if (r != 0)
+		set_err(err, errlen, "cannot read back the M4A file: %s", strerror(-r));
+	return r;
 }
 
 int media_encode_m4a(const media_audio *audio, const media_aac_options *opt, media_buffer *out,
@@ -465,7 +470,7 @@ int media_encode_m4a(const media_audio *audio, const media_aac_options *opt, med
 		set_err(err, errlen, "no samples to encode");
 		return SAYIN_EEMPTY;
 	}
-	rc = media__m4a_begin(opt, &m, err, errlen);
+	rc = media__m4a_begin(opt, NULL, &m, err, errlen);
 	if (rc == 0)
 		rc = media__m4a_add(m, audio->samples, audio->frames, err, errlen);
 	if (rc == 0)

@@ -971,6 +971,11 @@ static int ff_open(struct ff_state *s, media__info *info, char *err, size_t errl
 	}
 	/* The format comes from the bytes alone: no file name is given. */
 	r = av_probe_input_buffer2(s->pb, &ifmt, "", NULL, 0, 1 << 20);
+	/* Running out of memory says nothing about the format. */
+	if (r == AVERROR(ENOMEM)) {
+		set_err(err, errlen, "out of memory detecting the format");
+		return -ENOMEM;
+	}
 	/* A weak match is a guess (random bytes can look like MP3 frames). */
 	if (r < AVPROBE_SCORE_MAX / 4 || ifmt == NULL) {
 		set_err(err, errlen, "unsupported format: not a recording in a format we recognise");

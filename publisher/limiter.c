@@ -7,7 +7,10 @@
  * gain applied to sample n is the mean of h[n..n+L]. Every term of that mean
  * is at most g[n], so the output never exceeds the ceiling, and the gain
  * ramps down over L samples instead of jumping: limiting, not clipping.
- * Latency: L plus the interpolator's half-length. */
+ * Latency: L plus the interpolator's half-length.
+ *
+ * Also here, sharing the interpolator: a true-peak meter for the decoded
+ * output and the high-pass that runs before the limiter. */
 #include "media_internal.h"
 
 #include <math.h>
@@ -141,4 +144,144 @@ float media__limiter_step(media__limiter *lim, float x)
 		return 0.0f;
 	out = k - LOOKAHEAD;
 	return x_at(lim, out) * (float)(lim->h_sum / (LOOKAHEAD + 1));
+}
+
+/* ---- high-pass --------------------------------------------------------- */
+
+void media__highpass_init(media__highpass *hp, double cutoff_hz)
+{
+	/* RBJ biquad, Butterworth Q. */
+	double w = 2.0 * M_PI * cutoff_hz / MEDIA_RATE, c = cos(w), alpha = sin(w) / (2.0 * M_SQRT1_2);
+	double a0 = 1.0 + alpha;
+
+	memset(hp, 0, sizeof(*hp));
+	hp->b0 = (1.0 + c) / 2.0 / a0;
+	hp->b1 = -(1.0 + c) / a0;
+	hp->b2 = hp->b0;
+	hp->a1 = -2.0 * c / a0;
+	hp->a2 = (1.0 - alpha) / a0;
+}
+
+float media__highpass_step(media__highpass *hp, float x)
+{
+	double y = hp->b0 * x + hp->z1;
+
+	hp->z1 = hp->b1 * x - hp->a1 * y + hp->z2;
+	hp->z2 = hp->b2 * x - hp->a2 * y;
+	return (float)y;
+}
+
+/* ---- true-peak meter --------------------------------------------------- */
+
+/* Blocks of the signal; a block whose every interpolated point is bounded
+ * below the peak found so far is not interpolated (see media__peak_add). */
+#define PM_BLOCK 1024
+
+struct media__peak_meter {
+	float coef[PHASES][2 * HALF_TAPS];
+	float gain_bound;        /* max over phases of sum |coef|: |y| <= bound * max|x| */
+	float peak;
+	/* HALF_TAPS - 1 samples of history, the block, HALF_TAPS of future */
+	float x[HALF_TAPS - 1 + PM_BLOCK + HALF_TAPS];
+	size_t fill;             /* samples in x */
+	uint64_t n;              /* samples taken */
+};
+
+media__peak_meter *media__peak_meter_new(void)
+{
+	media__peak_meter *pm = calloc(1, sizeof(*pm));
+	media__limiter *lim;
+
+	if (pm == NULL)
+		return NULL;
+	/* The limiter's interpolator: the same coefficients, so the meter and
+	 * the limiter agree on what a true peak is. */
+	lim = media__limiter_new(1.0);
+	if (lim == NULL) {
+		free(pm);
+		return NULL;
+	}
+	memcpy(pm->coef, lim->coef, sizeof(pm->coef));
+	media__limiter_free(lim);
+	for (int ph = 0; ph < PHASES; ph++) {
+		float sum = 0;
+		for (int j = 0; j < 2 * HALF_TAPS; j++)
+			sum += fabsf(pm->coef[ph][j]);
+		if (sum > pm->gain_bound)
+			pm->gain_bound = sum;
+	}
+	/* A little above 1 for float rounding in the sums. */
+	pm->gain_bound *= 1.001f;
+	pm->fill = HALF_TAPS - 1; /* zeros before the signal */
+	return pm;
+}
+
+void media__peak_meter_free(media__peak_meter *pm)
+{
+	free(pm);
+}
+
+/* Meters samples [HALF_TAPS - 1, end - HALF_TAPS) of pm->x: every sample
+ * and the three points after it. Blocks that cannot beat the peak so far
+ * are skipped: exact, since |y| <= gain_bound * max|x| over its taps. */
+static void peak_block(media__peak_meter *pm, size_t end)
+{
+	size_t first = HALF_TAPS - 1, last = end - HALF_TAPS;
+	float m = 0;
+
+	for (size_t i = 0; i < end; i++) {
+		float a = fabsf(pm->x[i]);
+		if (a > m)
+			m = a;
+	}
+	if (m * pm->gain_bound <= pm->peak)
+		return;
+	for (size_t k = first; k < last; k++) {
+		float a = fabsf(pm->x[k]);
+		if (a > pm->peak)
+			pm->peak = a;
+		for (int ph = 0; ph < PHASES; ph++) {
+			float y = 0;
+			for (int j = 0; j < 2 * HALF_TAPS; j++)
+				y += pm->coef[ph][j] * pm->x[k + (size_t)j - (HALF_TAPS - 1)];
+			y = fabsf(y);
+			if (y > pm->peak)
+				pm->peak = y;
+		}
+	}
+}
+
+void media__peak_add(media__peak_meter *pm, const float *x, size_t n)
+{
+	const size_t cap = sizeof(pm->x) / sizeof(pm->x[0]);
+
+	while (n > 0) {
+		size_t k = cap - pm->fill;
+
+		if (k > n)
+			k = n;
+		memcpy(pm->x + pm->fill, x, k * sizeof(float));
+		pm->fill += k;
+		pm->n += k;
+		x += k;
+		n -= k;
+		if (pm->fill == cap) {
+			size_t keep = 2 * HALF_TAPS - 1;
+			peak_block(pm, cap);
+			/* The last T - 1 metered samples' history and T future ones
+			 * stay for the next block. */
+			memmove(pm->x, pm->x + cap - keep, keep * sizeof(float));
+			pm->fill = keep;
+		}
+	}
+}
+
+double media__peak_finish(media__peak_meter *pm)
+{
+	/* Zeros after the signal, as before it. */
+	memset(pm->x + pm->fill, 0, HALF_TAPS * sizeof(float));
+	peak_block(pm, pm->fill + HALF_TAPS);
+	pm->fill = HALF_TAPS - 1;
+	memset(pm->x, 0, sizeof(pm->x));
+	return pm->peak;
 }

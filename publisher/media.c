@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -91,23 +92,36 @@ static int buf_append(struct byte_buf *b, const void *p, size_t n)
 	return 0;
 }
 
-static int write_page(struct byte_buf *b, const ogg_page *og)
-{
-	int rc = buf_append(b, og->header, (size_t)og->header_len);
+/* Where the Ogg pages go: a growing buffer, or (fd >= 0) a file. */
+struct ogg_out {
+	struct byte_buf buf;
+	int fd;
+};
 
+static int write_page(struct ogg_out *o, const ogg_page *og)
+{
+	int rc;
+
+	if (o->fd >= 0) {
+		rc = media__write_all(o->fd, og->header, (size_t)og->header_len);
+		if (rc == 0)
+			rc = media__write_all(o->fd, og->body, (size_t)og->body_len);
+		return rc;
+	}
+	rc = buf_append(&o->buf, og->header, (size_t)og->header_len);
 	if (rc == 0)
-		rc = buf_append(b, og->body, (size_t)og->body_len);
+		rc = buf_append(&o->buf, og->body, (size_t)og->body_len);
 	return rc;
 }
 
 /* Writes every complete page (flush: every buffered packet). Sets *granule
  * to the granule position of the last page written that ends a packet. */
-static int drain_pages(ogg_stream_state *os, struct byte_buf *b, bool flush, int64_t *granule)
+static int drain_pages(ogg_stream_state *os, struct ogg_out *o, bool flush, int64_t *granule)
 {
 	ogg_page og;
 
 	while (flush ? ogg_stream_flush(os, &og) : ogg_stream_pageout(os, &og)) {
-		int rc = write_page(b, &og);
+		int rc = write_page(o, &og);
 
 		if (rc < 0)
 			return rc;
@@ -270,7 +284,8 @@ static int put_packet(ogg_stream_state *os, unsigned char *data, long len, int b
  * and true peak are checked on the real output, after the codec. */
 struct verifier {
 	OpusDecoder *dec;
-	ebur128_state *meter;
+	ebur128_state *meter;   /* integrated loudness */
+	media__peak_meter *peak;
 	uint64_t skip;          /* pre-skip samples still to drop */
 	uint64_t left;          /* samples of the recording still to meter */
 	float pcm[OPUS_FRAME];
@@ -295,21 +310,27 @@ static int verify_packet(struct verifier *v, const unsigned char *packet, opus_i
 	v->left -= count;
 	if (count > 0 && ebur128_add_frames_float(v->meter, v->pcm + from, count) != EBUR128_SUCCESS)
 		return SAYIN_EENCODE;
+	if (count > 0)
+		media__peak_add(v->peak, v->pcm + from, count);
 	return 0;
 }
 
 /* media_encode_opus on a stream of `frames` samples pulled from read; when
- * meter is not NULL, the decoded output is added to it. */
+ * meter is not NULL, the decoded output is added to it and to peak. With
+ * out_fd >= 0 the pages are written there (from its current offset) and
+ * out receives the file read back in one exact-size buffer. */
 static int encode_stream(media__reader read, void *ctx, size_t frames, unsigned input_rate,
-                         const media_opus_options *opt, ebur128_state *meter, media_buffer *out,
-                         char *err, size_t errlen)
+                         const media_opus_options *opt, ebur128_state *meter,
+                         media__peak_meter *peak, int out_fd, media_buffer *out, char *err,
+                         size_t errlen)
 {
 	static const media_opus_options defaults = { .bitrate = 0, .complexity = -1 };
-	struct verifier v = { .meter = meter };
+	struct verifier v = { .meter = meter, .peak = peak };
 	OpusEncoder *enc = NULL;
 	ogg_stream_state os;
 	bool os_live = false;
-	struct byte_buf file = { 0 }, tags = { 0 };
+	struct ogg_out file = { .fd = out_fd };
+	struct byte_buf tags = { 0 };
 	unsigned char head[19];
 	unsigned char packet[OPUS_MAX_PACKET];
 	float pcm[OPUS_FRAME];
@@ -381,6 +402,8 @@ static int encode_stream(media__reader read, void *ctx, size_t frames, unsigned 
 		rc = drain_pages(&os, &file, true, &page_granule);
 	if (rc == -ENOMEM)
 		set_err(err, errlen, "out of memory writing Ogg pages");
+	else if (rc < 0 && rc > -4096 && (err == NULL || err[0] == '\0'))
+		set_err(err, errlen, "cannot write the Ogg stream: %s", strerror(-rc));
 	if (rc != 0)
 		goto out;
 
@@ -427,13 +450,24 @@ static int encode_stream(media__reader read, void *ctx, size_t frames, unsigned 
 		rc = drain_pages(&os, &file,
 		                 last || granule - page_granule >= OGG_MAX_PAGE_SAMPLES, &page_granule);
 		if (rc != 0) {
-			set_err(err, errlen, "out of memory writing Ogg pages");
+			if (rc == -ENOMEM)
+				set_err(err, errlen, "out of memory writing Ogg pages");
+			else
+				set_err(err, errlen, "cannot write the Ogg stream: %s", strerror(-rc));
 			goto out;
 		}
 	}
-	out->data = file.data;
-	out->len = file.len;
-	file.data = NULL;
+	if (out_fd >= 0) {
+		rc = media__read_back(out_fd, out);
+		if (rc != 0) {
+			set_err(err, errlen, "cannot read back the encoded stream: %s", strerror(-rc));
+			goto out;
+		}
+	} else {
+		out->data = file.buf.data;
+		out->len = file.buf.len;
+		file.buf.data = NULL;
+	}
 out:
 	if (os_live)
 		ogg_stream_clear(&os);
@@ -441,7 +475,7 @@ out:
 	if (v.dec != NULL)
 		opus_decoder_destroy(v.dec);
 	free(tags.data);
-	free(file.data);
+	free(file.buf.data);
 	return rc;
 }
 
@@ -478,8 +512,8 @@ int media_encode_opus(const media_audio *audio, const media_opus_options *opt, m
 	}
 	r.samples = audio->samples;
 	r.pos = 0;
-	return encode_stream(mem_read, &r, audio->frames, audio->input_rate, opt, NULL, out, err,
-	                     errlen);
+	return encode_stream(mem_read, &r, audio->frames, audio->input_rate, opt, NULL, NULL, -1, out,
+	                     err, errlen);
 }
 
 void media_buffer_free(media_buffer *buf)
@@ -493,10 +527,21 @@ void media_buffer_free(media_buffer *buf)
 
 /* ---- the pipeline ------------------------------------------------------ */
 
-/* The limiter's ceiling sits below MEDIA_TRUE_PEAK_CEILING: Opus coding
- * moves peaks by up to about a decibel on speech, and the promise is about
- * the decoded stream. */
-#define LIMITER_CEILING_DB (MEDIA_TRUE_PEAK_CEILING - 1.5)
+/* The limiter's ceiling sits below MEDIA_TRUE_PEAK_CEILING because the
+ * promise is about the decoded stream, and Opus at 32 kb/s does not keep
+ * the waveform: on espeak-ng speech it moved limited true peaks up by
+ * 1.2-2.0 dB (with the high-pass below; 2.3-3.1 dB without it). */
+#define LIMITER_CEILING_DB (MEDIA_TRUE_PEAK_CEILING - 2.0)
+/* Opus in VOIP mode high-passes its input itself (an adaptive 60-100 Hz
+ * filter). Its phase shift re-shapes peaks the limiter has just flattened,
+ * by up to 3 dB on voiced speech, which then needs a second encoding with a
+ * lower ceiling. A 100 Hz high-pass of our own before the limiter takes
+ * out most of what the codec's filter would move, so the limiter sees
+ * nearly the waveform the codec carries: the overshoot halves. */
+#define HIGHPASS_HZ 100.0
+/* What the codec takes off integrated loudness on speech at 32 kb/s
+ * (measured: -0.4 to -0.5 LU); the limiter aims that much above target. */
+#define CODEC_LOUDNESS_SHIFT (-0.3)
 #define SILENCE_GATE_LUFS (-70.0) /* BS.1770's absolute gate */
 #define PASS2_CHUNK 8192
 
@@ -518,8 +563,7 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* An unlinked temporary file: O_TMPFILE where the file system has it. */
-static int open_tmp(const char *dir, char *err, size_t errlen)
+int media__open_tmp(const char *dir, char *err, size_t errlen)
 {
 	char path[4096];
 	int fd = open(dir, O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600), n;
@@ -575,6 +619,37 @@ static int read_all(int fd, void *buf, size_t len)
 		p += n;
 		len -= (size_t)n;
 	}
+	return 0;
+}
+
+int media__read_back(int fd, media_buffer *out)
+{
+	struct stat st;
+	unsigned char *data;
+	size_t len;
+
+	memset(out, 0, sizeof(*out));
+	if (fstat(fd, &st) != 0)
+		return -errno;
+	if (st.st_size <= 0 || (uint64_t)st.st_size > SIZE_MAX)
+		return -EIO;
+	len = (size_t)st.st_size;
+	data = malloc(len);
+	if (data == NULL)
+		return -ENOMEM;
+	for (size_t done = 0; done < len;) {
+		ssize_t n = pread(fd, data + done, len - done, (off_t)done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int rc = n < 0 ? -errno : -EIO;
+			free(data);
+			return rc;
+		}
+		done += (size_t)n;
+	}
+	out->data = data;
+	out->len = len;
 	return 0;
 }
 
@@ -827,36 +902,181 @@ out:
 	return rc;
 }
 
-static double measure_lufs(ebur128_state *st, uint64_t frames);
+/* Integrated loudness; a clip shorter than one 400 ms gating block is
+ * measured over its whole length instead. */
+static double measure_lufs(ebur128_state *st, uint64_t frames)
+{
+	double lufs = -HUGE_VAL;
 
-/* State of pass 2: temporary file -> gain -> limiter -> (encoder). */
+	if (frames >= (uint64_t)MEDIA_RATE * 4 / 10) {
+		if (ebur128_loudness_global(st, &lufs) != EBUR128_SUCCESS)
+			return -HUGE_VAL;
+	} else {
+		unsigned long ms = (unsigned long)(frames * 1000 / MEDIA_RATE);
+		if (ebur128_loudness_window(st, ms > 0 ? ms : 1, &lufs) != EBUR128_SUCCESS)
+			return -HUGE_VAL;
+	}
+	return lufs;
+}
+
+/* ---- the AAC encoder's thread -------------------------------------------- */
+
+/* The M4A rendition is encoded on a second thread, at the same time as the
+ * Opus stream, from the same samples: pass 2 pushes what it hands the Opus
+ * encoder into a bounded ring, the thread feeds it to media__m4a. The
+ * encoder takes the samples in 1024-sample frames whatever the chunks, so
+ * the bytes do not depend on the thread's timing. */
+#define AAC_RING 65536 /* samples (256 KiB); a power of two */
+#define AAC_CHUNK 4096
+
+struct aac_feed {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	float ring[AAC_RING];
+	size_t head, count;     /* read position and samples waiting */
+	bool closed;            /* the producer is done */
+	bool stopped;           /* the consumer gave up (error) or was cancelled */
+	bool cancel;
+	media__m4a *m4a;
+	int rc;
+	char err[256];
+	float chunk[AAC_CHUNK];
+};
+
+static void *aac_thread(void *arg)
+{
+	struct aac_feed *f = arg;
+
+	for (;;) {
+		size_t n;
+
+		pthread_mutex_lock(&f->mu);
+		while (f->count == 0 && !f->closed && !f->cancel)
+			pthread_cond_wait(&f->cv, &f->mu);
+		if (f->cancel || f->count == 0) {
+			pthread_mutex_unlock(&f->mu);
+			break;
+		}
+		n = f->count < AAC_CHUNK ? f->count : AAC_CHUNK;
+		for (size_t i = 0; i < n; i++)
+			f->chunk[i] = f->ring[(f->head + i) & (AAC_RING - 1)];
+		f->head = (f->head + n) & (AAC_RING - 1);
+		f->count -= n;
+		pthread_cond_signal(&f->cv);
+		pthread_mutex_unlock(&f->mu);
+		f->rc = media__m4a_add(f->m4a, f->chunk, n, f->err, sizeof(f->err));
+		if (f->rc != 0)
+			break;
+	}
+	pthread_mutex_lock(&f->mu);
+	f->stopped = true;
+	pthread_cond_signal(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	return NULL;
+}
+
+/* Starts the thread with a new M4A encoder. Returns 0 or an error (err set). */
+static int aac_start(struct aac_feed **out, const media_aac_options *opt, const char *tmp_dir,
+                     char *err, size_t errlen)
+{
+	struct aac_feed *f = calloc(1, sizeof(*f));
+	int rc;
+
+	*out = NULL;
+	if (f == NULL) {
+		set_err(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	rc = media__m4a_begin(opt, tmp_dir, &f->m4a, err, errlen);
+	if (rc != 0) {
+		free(f);
+		return rc;
+	}
+	pthread_mutex_init(&f->mu, NULL);
+	pthread_cond_init(&f->cv, NULL);
+	rc = pthread_create(&f->thread, NULL, aac_thread, f);
+	if (rc != 0) {
+		set_err(err, errlen, "cannot start the AAC encoder's thread: %s", strerror(rc));
+		media__m4a_free(f->m4a);
+		pthread_mutex_destroy(&f->mu);
+		pthread_cond_destroy(&f->cv);
+		free(f);
+		return -rc;
+	}
+	*out = f;
+	return 0;
+}
+
+/* Queues n samples, waiting while the ring is full. A consumer that has
+ * stopped takes nothing more; its error comes out of aac_finish. */
+static void aac_push(struct aac_feed *f, const float *x, size_t n)
+{
+	pthread_mutex_lock(&f->mu);
+	while (n > 0 && !f->stopped) {
+		size_t room = AAC_RING - f->count, tail, k;
+
+		if (room == 0) {
+			pthread_cond_wait(&f->cv, &f->mu);
+			continue;
+		}
+		k = n < room ? n : room;
+		tail = (f->head + f->count) & (AAC_RING - 1);
+		for (size_t i = 0; i < k; i++)
+			f->ring[(tail + i) & (AAC_RING - 1)] = x[i];
+		f->count += k;
+		x += k;
+		n -= k;
+		pthread_cond_signal(&f->cv);
+	}
+	pthread_mutex_unlock(&f->mu);
+}
+
+/* Stops the thread (cancel: drop what is queued) and frees f; without
+ * cancel, the encoder is finished into m4a. Returns 0 or an error. */
+static int aac_finish(struct aac_feed *f, bool cancel, media_buffer *m4a, char *err,
+                      size_t errlen)
+{
+	int rc;
+
+	if (f == NULL)
+		return 0;
+	pthread_mutex_lock(&f->mu);
+	f->closed = true;
+	f->cancel = cancel;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	pthread_join(f->thread, NULL);
+	rc = f->rc;
+	if (rc != 0)
+		set_err(err, errlen, "%s", f->err);
+	else if (!cancel)
+		rc = media__m4a_finish(f->m4a, m4a, err, errlen);
+	media__m4a_free(f->m4a);
+	pthread_mutex_destroy(&f->mu);
+	pthread_cond_destroy(&f->cv);
+	free(f);
+	return rc;
+}
+
+/* ---- pass 2 ---------------------------------------------------------------- */
+
+/* State of pass 2: temporary file -> high-pass -> gain -> limiter ->
+ * (encoder, waveform, AAC thread). */
 struct pass2 {
 	int fd;
 	uint64_t left;          /* samples still in the file */
 	float buf[PASS2_CHUNK];
 	size_t pos, len;
 	float gain;
+	media__highpass hp;
 	media__limiter *lim;
 	size_t skip;            /* limiter outputs still to drop (its latency) */
 	ebur128_state *meter;   /* measuring only: the limiter's output */
 	/* Encoding runs: what else the encoded samples feed. */
 	media_waveform *wf;
-	int keep_fd;            /* -1, or where the encoded samples are kept */
-	int keep_rc;            /* writing them failed: -errno */
-	size_t keep_len;
-	float keep[PASS2_CHUNK];
+	struct aac_feed *aac;
 };
-
-/* Appends the kept samples to keep_fd. */
-static int pass2_keep_flush(struct pass2 *p)
-{
-	int rc = media__write_all(p->keep_fd, p->keep, p->keep_len * sizeof(float));
-
-	p->keep_len = 0;
-	if (rc != 0)
-		p->keep_rc = rc;
-	return rc;
-}
 
 static int pass2_refill(struct pass2 *p)
 {
@@ -890,7 +1110,8 @@ static int pass2_read(void *ctx, float *pcm, size_t n)
 			if (rc != 0)
 				return rc;
 		}
-		y = media__limiter_step(p->lim, p->buf[p->pos++] * p->gain);
+		y = media__highpass_step(&p->hp, p->buf[p->pos++]) * p->gain;
+		y = media__limiter_step(p->lim, y);
 		if (p->skip > 0) {
 			p->skip--;
 			continue;
@@ -901,18 +1122,8 @@ static int pass2_read(void *ctx, float *pcm, size_t n)
 		return SAYIN_EENCODE;
 	if (p->wf != NULL)
 		media_waveform_add(p->wf, pcm, n);
-	for (size_t i = 0; p->keep_fd >= 0 && i < n;) {
-		size_t k = PASS2_CHUNK - p->keep_len;
-		int rc;
-
-		if (k > n - i)
-			k = n - i;
-		memcpy(p->keep + p->keep_len, pcm + i, k * sizeof(float));
-		p->keep_len += k;
-		i += k;
-		if (p->keep_len == PASS2_CHUNK && (rc = pass2_keep_flush(p)) != 0)
-			return rc;
-	}
+	if (p->aac != NULL)
+		aac_push(p->aac, pcm, n);
 	return 0;
 }
 
@@ -922,151 +1133,169 @@ struct pass2_result {
 	double true_peak_db;    /* of the decoded Opus (encoding runs only) */
 };
 
-/* Runs the temporary file (frames samples) through gain and limiter. With
- * out NULL it only measures the limiter's output; otherwise it encodes
- * (Opus, and from the same samples the waveform, replacing those in out),
- * measures the decoded Opus stream, and, when keep_fd >= 0, writes the
- * encoded samples there from its start (the M4A rendition's input). */
-static int run_pass2(int fd, uint64_t frames, double gain_db, double ceiling_db,
-                     const media_transcode_options *o, const media_opus_options *oopt,
-                     media_result *out, int keep_fd, struct pass2_result *res, char *err,
-                     size_t errlen)
+/* Everything an encoding run needs besides gain and ceiling. */
+struct encode_ctx {
+	const media_transcode_options *o;
+	const media_opus_options *oopt;
+	int pcm_fd;             /* the decoded signal */
+	int opus_fd;            /* the Ogg Opus stream is written here */
+	uint64_t frames;
+	media_result *out;
+};
+
+/* Runs the temporary file through high-pass, gain and limiter. With
+ * encode false it only measures the limiter's output; otherwise it encodes
+ * (Opus, and from the same samples the waveform and, unless no_fallback,
+ * the M4A on the AAC thread, replacing those in out) and measures the
+ * decoded Opus stream. */
+static int run_pass2(const struct encode_ctx *c, double gain_db, double ceiling_db, bool encode,
+                     struct pass2_result *res, char *err, size_t errlen)
 {
-	media_buffer *opus = out != NULL ? &out->opus : NULL;
+	media_result *out = c->out;
 	media_waveform wf = { 0 };
 	struct pass2 *p = calloc(1, sizeof(*p));
-	ebur128_state *meter = ebur128_init(1, MEDIA_RATE,
-	                                    EBUR128_MODE_I | EBUR128_MODE_M |
-	                                            (opus != NULL ? EBUR128_MODE_TRUE_PEAK : 0));
+	ebur128_state *meter = ebur128_init(1, MEDIA_RATE, EBUR128_MODE_I | EBUR128_MODE_M);
+	media__peak_meter *peak = encode ? media__peak_meter_new() : NULL;
+	struct aac_feed *aac = NULL;
 	double tp = 0;
 	int rc = 0;
 
-	if (p == NULL || meter == NULL || (p->lim = media__limiter_new(pow(10.0, ceiling_db / 20.0))) == NULL) {
+	if (p == NULL || meter == NULL || (encode && peak == NULL) ||
+	    (p->lim = media__limiter_new(pow(10.0, ceiling_db / 20.0))) == NULL) {
 		set_err(err, errlen, "out of memory");
 		rc = -ENOMEM;
 		goto out;
 	}
-	if (lseek(fd, 0, SEEK_SET) != 0) {
+	if (lseek(c->pcm_fd, 0, SEEK_SET) != 0) {
 		rc = -errno;
 		set_err(err, errlen, "cannot rewind the temporary file: %s", strerror(errno));
 		goto out;
 	}
-	p->fd = fd;
-	p->left = frames;
+	p->fd = c->pcm_fd;
+	p->left = c->frames;
 	p->gain = (float)pow(10.0, gain_db / 20.0);
 	p->skip = media__limiter_latency(p->lim);
-	p->keep_fd = -1;
-	if (opus != NULL) {
-		media_buffer_free(opus);
+	media__highpass_init(&p->hp, HIGHPASS_HZ);
+	if (encode) {
+		media_buffer_free(&out->opus);
 		media_buffer_free(&out->waveform);
 		media_buffer_free(&out->m4a);
 		out->waveform_length = 0;
-		rc = media_waveform_begin(&wf, frames, o->waveform_points);
+		rc = media_waveform_begin(&wf, c->frames, c->o->waveform_points);
 		if (rc != 0) {
 			set_err(err, errlen, "cannot make the waveform: %s", sayin_strerror(rc));
 			goto out;
 		}
 		p->wf = &wf;
-		if (keep_fd >= 0 && (lseek(keep_fd, 0, SEEK_SET) != 0 || ftruncate(keep_fd, 0) != 0)) {
+		if (lseek(c->opus_fd, 0, SEEK_SET) != 0 || ftruncate(c->opus_fd, 0) != 0) {
 			rc = -errno;
 			set_err(err, errlen, "cannot rewind the temporary file: %s", strerror(errno));
 			goto out;
 		}
-		p->keep_fd = keep_fd;
-		rc = encode_stream(pass2_read, p, (size_t)frames, out->input_rate, oopt, meter, opus,
-		                   err, errlen);
-		if (rc == 0 && p->keep_fd >= 0)
-			rc = pass2_keep_flush(p);
-		if (rc != 0 && p->keep_rc != 0)
-			set_err(err, errlen, "cannot write the temporary file: %s", strerror(-p->keep_rc));
+		if (!c->o->no_fallback) {
+			rc = aac_start(&aac, &c->o->aac, c->o->tmp_dir, err, errlen);
+			if (rc != 0)
+				goto out;
+			p->aac = aac;
+		}
+		rc = encode_stream(pass2_read, p, (size_t)c->frames, out->input_rate, c->oopt, meter,
+		                   peak, c->opus_fd, &out->opus, err, errlen);
+		if (aac != NULL) {
+			char aerr[256] = "";
+			int arc = aac_finish(aac, rc != 0, &out->m4a, aerr, sizeof(aerr));
+
+			aac = NULL;
+			if (rc == 0 && arc != 0) {
+				set_err(err, errlen, "%s", aerr);
+				rc = arc;
+			}
+		}
 		if (rc == 0) {
 			rc = media_waveform_json(&wf, &out->waveform);
 			if (rc != 0)
 				set_err(err, errlen, "cannot make the waveform: %s", sayin_strerror(rc));
 			out->waveform_length = wf.length;
 		}
-		if (rc == 0 && ebur128_true_peak(meter, 0, &tp) != EBUR128_SUCCESS)
-			tp = 0;
+		if (rc == 0)
+			tp = media__peak_finish(peak);
 	} else {
 		float chunk[OPUS_FRAME];
 
 		p->meter = meter;
-		for (uint64_t done = 0; rc == 0 && done < frames; done += OPUS_FRAME) {
-			size_t n = frames - done < OPUS_FRAME ? (size_t)(frames - done) : OPUS_FRAME;
+		for (uint64_t done = 0; rc == 0 && done < c->frames; done += OPUS_FRAME) {
+			size_t n = c->frames - done < OPUS_FRAME ? (size_t)(c->frames - done) : OPUS_FRAME;
 			rc = pass2_read(p, chunk, n);
 		}
 		if (rc != 0)
 			set_err(err, errlen, "reading the temporary file failed: %s", sayin_strerror(rc));
 	}
-	res->lufs = measure_lufs(meter, frames);
+	res->lufs = measure_lufs(meter, c->frames);
 	res->true_peak_db = tp > 0 ? 20.0 * log10(tp) : -HUGE_VAL;
 out:
+	aac_finish(aac, true, NULL, NULL, 0);
 	if (meter != NULL)
 		ebur128_destroy(&meter);
 	if (p != NULL)
 		media__limiter_free(p->lim);
+	media__peak_meter_free(peak);
 	media_waveform_free(&wf);
 	free(p);
 	return rc;
 }
 
-/* Integrated loudness; a clip shorter than one 400 ms gating block is
- * measured over its whole length instead. */
-static double measure_lufs(ebur128_state *st, uint64_t frames)
-{
-	double lufs = -HUGE_VAL;
-
-	if (frames >= (uint64_t)MEDIA_RATE * 4 / 10) {
-		if (ebur128_loudness_global(st, &lufs) != EBUR128_SUCCESS)
-			return -HUGE_VAL;
-	} else {
-		unsigned long ms = (unsigned long)(frames * 1000 / MEDIA_RATE);
-		if (ebur128_loudness_window(st, ms > 0 ? ms : 1, &lufs) != EBUR128_SUCCESS)
-			return -HUGE_VAL;
-	}
-	return lufs;
-}
-
 /* Finds the gain and limiter ceiling that put the decoded Opus at the
  * target loudness with its true peak at or under MEDIA_TRUE_PEAK_CEILING,
- * and keeps that encoding in out->opus. The limiter takes loudness off
- * peaky speech: measuring passes (no encoding) win it back with more gain,
- * up to MAX_EXTRA_GAIN_DB. The codec moves peaks and loudness a little:
- * each encoding is decoded and metered, and a miss is corrected and
- * encoded again, at most ENCODE_ATTEMPTS times. */
-#define MAX_EXTRA_GAIN_DB 6.0
+ * and keeps that encoding (with its waveform and M4A) in out.
+ *
+ * One encoding in the usual case: the limiter's ceiling leaves the codec
+ * LIMITER_CEILING_DB's margin, and the loudness the codec takes away is
+ * expected (CODEC_LOUDNESS_SHIFT). Before it, measuring passes (high-pass,
+ * gain and limiter only, about 1/15 of an encoding each) win back with more
+ * gain, up to MAX_EXTRA_GAIN_DB, what the limiter takes off peaky speech.
+ * The encoding is decoded and metered as it is made; a miss is corrected
+ * with what it measured and encoded again, at most ENCODE_ATTEMPTS times. */
+#define MAX_EXTRA_GAIN_DB 10.0
 #define ENCODE_ATTEMPTS 4
 #define LOUDNESS_TOLERANCE 0.5 /* LU */
+#define MEASURE_TOLERANCE 0.1  /* LU */
+#define MEASURE_PASSES 6
 
-static int normalize(const media_transcode_options *o, int fd, uint64_t frames, double in_lufs,
-                     double in_peak, const media_opus_options *oopt, int keep_fd,
-                     media_result *out, char *err, size_t errlen)
+static int normalize(const struct encode_ctx *c, double in_lufs, char *err, size_t errlen)
 {
-	double target = o->loudness_target, gain = target - in_lufs;
+	double target = c->o->loudness_target, gain = target - in_lufs;
 	double max_gain = gain + MAX_EXTRA_GAIN_DB, ceiling = LIMITER_CEILING_DB;
-	double codec_shift = 0; /* decoded loudness minus the limiter's, last seen */
+	double codec_shift = CODEC_LOUDNESS_SHIFT; /* decoded loudness minus the limiter's */
 	struct pass2_result r = { 0 }, m = { 0 };
-	int rc = 0;
+	int rc = 0, attempt;
 
-	for (int attempt = 0; attempt < ENCODE_ATTEMPTS; attempt++) {
+	for (attempt = 0; attempt < ENCODE_ATTEMPTS; attempt++) {
 		double want = target - codec_shift;
 
-		/* Only when the limiter can act at all. */
-		m.lufs = in_lufs + gain;
-		if (20.0 * log10(in_peak) + gain > ceiling - 3.0) {
-			for (int i = 0; i < 3; i++) {
-				rc = run_pass2(fd, frames, gain, ceiling, o, NULL, NULL, -1, &m, err, errlen);
-				if (rc != 0)
-					return rc;
-				if (fabs(want - m.lufs) <= 0.1 || gain >= max_gain)
-					break;
-				gain = fmin(gain + (want - m.lufs), max_gain);
-			}
-		} else {
-			gain = fmin(gain + (want - m.lufs), max_gain);
-			m.lufs = in_lufs + gain;
+		/* The high-pass and the limiter both take loudness away: measure
+		 * what is left and make it up. Loudness grows slower than the gain
+		 * once the limiter works (0.3 LU per dB on peaky speech), so after
+		 * the first step the slope comes from the last two passes. */
+		double prev_gain = 0, prev_lufs = 0;
+		for (int i = 0; i < MEASURE_PASSES; i++) {
+			double slope = 1.0, next;
+
+			rc = run_pass2(c, gain, ceiling, false, &m, err, errlen);
+			if (rc != 0)
+				return rc;
+			log_debug("media: measuring: gain %+.2f dB, ceiling %.2f dBTP -> %.2f LUFS", gain,
+			          ceiling, m.lufs);
+			if (fabs(want - m.lufs) <= MEASURE_TOLERANCE)
+				break;
+			if (i > 0 && gain != prev_gain)
+				slope = fmin(1.0, fmax(0.1, (m.lufs - prev_lufs) / (gain - prev_gain)));
+			next = fmin(gain + (want - m.lufs) / slope, max_gain);
+			if (next == gain)
+				break;
+			prev_gain = gain;
+			prev_lufs = m.lufs;
+			gain = next;
 		}
-		rc = run_pass2(fd, frames, gain, ceiling, o, oopt, out, keep_fd, &r, err, errlen);
+		rc = run_pass2(c, gain, ceiling, true, &r, err, errlen);
 		if (rc != 0)
 			return rc;
 		log_debug("media: encoding %d: gain %+.2f dB, ceiling %.2f dBTP -> %.2f LUFS "
@@ -1076,51 +1305,16 @@ static int normalize(const media_transcode_options *o, int fd, uint64_t frames, 
 		    (fabs(r.lufs - target) <= LOUDNESS_TOLERANCE || gain >= max_gain))
 			break;
 		if (r.true_peak_db > MEDIA_TRUE_PEAK_CEILING)
-			ceiling -= r.true_peak_db - MEDIA_TRUE_PEAK_CEILING + 0.3;
+			ceiling -= r.true_peak_db - MEDIA_TRUE_PEAK_CEILING + 0.5;
 		codec_shift = r.lufs - m.lufs;
 	}
 	if (r.true_peak_db > MEDIA_TRUE_PEAK_CEILING)
 		log_warn("media: true peak %.2f dBTP stays above %.1f dBTP after %d encodings",
 		         r.true_peak_db, MEDIA_TRUE_PEAK_CEILING, ENCODE_ATTEMPTS);
-	out->gain_db = gain;
-	out->output_lufs = r.lufs;
-	out->true_peak_dbtp = r.true_peak_db;
+	c->out->gain_db = gain;
+	c->out->output_lufs = r.lufs;
+	c->out->true_peak_dbtp = r.true_peak_db;
 	return 0;
-}
-
-/* The M4A rendition from the samples the accepted Opus encoding took (kept
- * in keep_fd): encoded once, whatever number of Opus encodings it took. */
-static int encode_fallback(int keep_fd, uint64_t frames, const media_aac_options *aac,
-                           media_buffer *m4a, char *err, size_t errlen)
-{
-	float *buf = malloc(PASS2_CHUNK * sizeof(float));
-	media__m4a *m = NULL;
-	int rc = buf == NULL ? -ENOMEM : 0;
-
-	if (rc != 0)
-		set_err(err, errlen, "out of memory");
-	if (rc == 0 && lseek(keep_fd, 0, SEEK_SET) != 0) {
-		rc = -errno;
-		set_err(err, errlen, "cannot rewind the temporary file: %s", strerror(errno));
-	}
-	if (rc == 0)
-		rc = media__m4a_begin(aac, &m, err, errlen);
-	for (uint64_t done = 0; rc == 0 && done < frames;) {
-		size_t n = frames - done < PASS2_CHUNK ? (size_t)(frames - done) : PASS2_CHUNK;
-
-		rc = read_all(keep_fd, buf, n * sizeof(float));
-		if (rc != 0) {
-			set_err(err, errlen, "reading the temporary file failed: %s", strerror(-rc));
-			break;
-		}
-		rc = media__m4a_add(m, buf, n, err, errlen);
-		done += n;
-	}
-	if (rc == 0)
-		rc = media__m4a_finish(m, m4a, err, errlen);
-	media__m4a_free(m);
-	free(buf);
-	return rc;
 }
 
 static void resolve_options(const media_transcode_options *in, media_transcode_options *o)
@@ -1151,8 +1345,8 @@ int media_transcode_file(const char *path, const media_transcode_options *opt,
 	struct pass1 *p1 = NULL;
 	media_opus_options oopt;
 	uint64_t size = 0;
-	double lufs, peak = 1.0;
-	int file_fd = -1, keep_fd = -1, rc;
+	double lufs;
+	int file_fd = -1, opus_fd = -1, rc;
 
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
@@ -1205,13 +1399,13 @@ int media_transcode_file(const char *path, const media_transcode_options *opt,
 	p1->tmp_fd = -1;
 	p1->hash = 2166136261u;
 	p1->limit = o.max_duration_ms * (MEDIA_RATE / 1000) + MEDIA_RATE;
-	p1->meter = ebur128_init(1, MEDIA_RATE, EBUR128_MODE_I | EBUR128_MODE_M | EBUR128_MODE_SAMPLE_PEAK);
+	p1->meter = ebur128_init(1, MEDIA_RATE, EBUR128_MODE_I | EBUR128_MODE_M);
 	if (p1->meter == NULL) {
 		set_err(err, errlen, "out of memory");
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = open_tmp(o.tmp_dir, err, errlen);
+	rc = media__open_tmp(o.tmp_dir, err, errlen);
 	if (rc < 0)
 		goto out;
 	p1->tmp_fd = rc;
@@ -1261,20 +1455,18 @@ int media_transcode_file(const char *path, const media_transcode_options *opt,
 	snprintf(out->input_format, sizeof(out->input_format), "%s", end.format);
 	out->duration = (double)end.input_frames / end.rate;
 	out->serial = p1->hash ^ end.rate;
-	if (ebur128_sample_peak(p1->meter, 0, &peak) != EBUR128_SUCCESS)
-		peak = 1.0;
 	oopt = o.opus;
 	oopt.serial = out->serial;
-	if (!o.no_fallback) {
-		keep_fd = open_tmp(o.tmp_dir, err, errlen);
-		if (keep_fd < 0) {
-			rc = keep_fd;
-			goto out;
-		}
+	opus_fd = media__open_tmp(o.tmp_dir, err, errlen);
+	if (opus_fd < 0) {
+		rc = opus_fd;
+		goto out;
 	}
-	rc = normalize(&o, p1->tmp_fd, p1->frames, lufs, peak, &oopt, keep_fd, out, err, errlen);
-	if (rc == 0 && keep_fd >= 0)
-		rc = encode_fallback(keep_fd, p1->frames, &o.aac, &out->m4a, err, errlen);
+	{
+		struct encode_ctx c = { .o = &o, .oopt = &oopt, .pcm_fd = p1->tmp_fd,
+			                .opus_fd = opus_fd, .frames = p1->frames, .out = out };
+		rc = normalize(&c, lufs, err, errlen);
+	}
 	if (rc != 0)
 		goto out;
 	log_debug("media: %s: %s, %.2f s, %.1f LUFS, gain %+.1f dB -> %.1f LUFS, %.1f dBTP",
@@ -1288,8 +1480,8 @@ out:
 			close(p1->tmp_fd);
 	}
 	free(p1);
-	if (keep_fd >= 0)
-		close(keep_fd);
+	if (opus_fd >= 0)
+		close(opus_fd);
 	if (file_fd >= 0)
 		close(file_fd);
 	if (rc != 0)

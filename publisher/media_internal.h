@@ -43,6 +43,15 @@ int media__write_all(int fd, const void *buf, size_t len);
 
 int media__open_recording(const char *path, uint64_t *size, char *err, size_t errlen);
 
+/* An unlinked temporary file in dir (O_TMPFILE where the file system has
+ * it), read-write. Returns the fd, or -errno with err set. */
+int media__open_tmp(const char *dir, char *err, size_t errlen);
+
+/* Reads the whole file open on fd into one exact-size malloc'd buffer
+ * (released with media_buffer_free). Returns 0, -EIO for an empty file or a
+ * short read, -ENOMEM or -errno. */
+int media__read_back(int fd, media_buffer *out);
+
 /* The decoder child's wire format on its stdout (same binary, so native byte
  * order): records of a header then len bytes. SAMPLES carries floats (mono,
  * MEDIA_RATE); END comes once, last. */
@@ -81,12 +90,33 @@ size_t media__limiter_latency(const media__limiter *lim);
  * scaled so that no true peak exceeds the ceiling (0 before that). */
 float media__limiter_step(media__limiter *lim, float x);
 
+/* A second-order Butterworth high-pass (see media.c for why it runs). */
+typedef struct media__highpass {
+	double b0, b1, b2, a1, a2, z1, z2;
+} media__highpass;
+void media__highpass_init(media__highpass *hp, double cutoff_hz);
+float media__highpass_step(media__highpass *hp, float x);
+
+/* The true peak of a signal: its samples and three points interpolated
+ * between each two (4x oversampling, the limiter's interpolator), zeros
+ * before and after it. Metering costs little where the signal stays well
+ * under the peak found so far. new returns NULL when out of memory. */
+typedef struct media__peak_meter media__peak_meter;
+media__peak_meter *media__peak_meter_new(void);
+void media__peak_meter_free(media__peak_meter *pm);
+void media__peak_add(media__peak_meter *pm, const float *x, size_t n);
+/* Meters the last samples and returns the linear true peak of all of it. */
+double media__peak_finish(media__peak_meter *pm);
+
 /* The M4A rendition, streamed (see media_encode_m4a and aac.c). begin
- * checks the options; add takes the next n mono MEDIA_RATE samples; finish
- * flushes the encoder, writes the trailer (moov moved to the front) and
- * hands over the file. Each returns 0 or an error with err set. */
+ * checks the options and muxes into an unlinked temporary file in tmp_dir
+ * (NULL: $TMPDIR or /tmp); add takes the next n mono MEDIA_RATE samples;
+ * finish flushes the encoder, writes the trailer (moov moved to the front)
+ * and hands over the file, read back into one exact-size buffer. Each
+ * returns 0 or an error with err set. */
 typedef struct media__m4a media__m4a;
-int media__m4a_begin(const media_aac_options *opt, media__m4a **out, char *err, size_t errlen);
+int media__m4a_begin(const media_aac_options *opt, const char *tmp_dir, media__m4a **out,
+                     char *err, size_t errlen);
 int media__m4a_add(media__m4a *m, const float *x, size_t n, char *err, size_t errlen);
 int media__m4a_finish(media__m4a *m, media_buffer *out, char *err, size_t errlen);
 void media__m4a_free(media__m4a *m);
