@@ -43,8 +43,10 @@ struct store {
 	MDB_dbi objects;      /* sha256 -> object_header + bytes */
 	MDB_dbi names;        /* path -> name_value */
 	MDB_dbi posts;        /* id -> record */
-	MDB_dbi author_posts; /* handle -> id (dupsort: ids sort in time order) */
-	MDB_dbi authors;      /* handle -> record */
+	MDB_dbi author_posts; /* handle -> seq (8 bytes, big-endian) + id (dupsort:
+	                         values sort by seq) */
+	MDB_dbi refs;         /* sha256 -> post id (dupsort) */
+	MDB_dbi tables[STORE_TABLE_COUNT]; /* key -> record, by enum store_table */
 	int read_only;
 	/* Transactions open or being opened in this process. Remapping after
 	 * another process grew the map is safe only when it is zero: every
@@ -100,7 +102,10 @@ static int store_open_dbis(store *st)
 		{ "names", 0, offsetof(store, names) },
 		{ "posts", 0, offsetof(store, posts) },
 		{ "author_posts", MDB_DUPSORT, offsetof(store, author_posts) },
-		{ "authors", 0, offsetof(store, authors) },
+		{ "authors", 0, offsetof(store, tables[STORE_AUTHORS]) },
+		{ "refs", MDB_DUPSORT, offsetof(store, refs) },
+		{ "tokens", 0, offsetof(store, tables[STORE_TOKENS]) },
+		{ "idempotency", 0, offsetof(store, tables[STORE_IDEMPOTENCY]) },
 	};
 	MDB_txn *txn;
 	int rc = mdb_txn_begin(st->env, NULL, st->read_only ? MDB_RDONLY : 0, &txn);
@@ -146,7 +151,7 @@ int store_open(const char *dir, const store_options *opt, store **out)
 		free(st);
 		return store_error(rc, "env create");
 	}
-	mdb_env_set_maxdbs(st->env, 8);
+	mdb_env_set_maxdbs(st->env, 16);
 	mdb_env_set_maxreaders(st->env, opt->max_readers ? opt->max_readers : 4096);
 	if (opt->map_size != 0)
 		mdb_env_set_mapsize(st->env, opt->map_size);
@@ -410,10 +415,24 @@ static int valid_key(const char *s, size_t max)
 	return len > 0 && len <= max;
 }
 
-int store_put_post(store_txn *t, const char *id, const char *author, const void *record, size_t len)
+/* An index value: seq big-endian (so values sort by seq), then the id. */
+static size_t index_value(uint64_t seq, const char *id, unsigned char *buf)
 {
+	size_t len = strlen(id);
+	for (int i = 7; i >= 0; i--) {
+		buf[i] = (unsigned char)(seq & 0xff);
+		seq >>= 8;
+	}
+	memcpy(buf + 8, id, len);
+	return 8 + len;
+}
+
+int store_put_post(store_txn *t, const char *id, const char *author, uint64_t seq,
+                   const void *record, size_t len)
+{
+	unsigned char ibuf[8 + STORE_ID_MAX];
 	MDB_val key = { strlen(id), (void *)id }, val = { len, (void *)record };
-	MDB_val akey = { strlen(author), (void *)author };
+	MDB_val akey = { strlen(author), (void *)author }, ival;
 	int rc;
 
 	if (!valid_key(id, STORE_ID_MAX) || !valid_key(author, STORE_HANDLE_MAX))
@@ -421,7 +440,9 @@ int store_put_post(store_txn *t, const char *id, const char *author, const void 
 	rc = mdb_put(t->txn, t->st->posts, &key, &val, MDB_NOOVERWRITE);
 	if (rc != MDB_SUCCESS)
 		return store_error(rc, "put post");
-	rc = mdb_put(t->txn, t->st->author_posts, &akey, &key, MDB_NODUPDATA);
+	ival.mv_size = index_value(seq, id, ibuf);
+	ival.mv_data = ibuf;
+	rc = mdb_put(t->txn, t->st->author_posts, &akey, &ival, MDB_NODUPDATA);
 	return store_error(rc, "index post");
 }
 
@@ -440,28 +461,54 @@ int store_get_post(store_txn *t, const char *id, const void **record, size_t *le
 	return 0;
 }
 
-int store_author_posts(store_txn *t, const char *author, size_t limit, store_post_fn fn, void *arg)
+int store_delete_post(store_txn *t, const char *id, const char *author, uint64_t seq)
 {
-	MDB_cursor *cur;
-	MDB_val akey = { strlen(author), (void *)author }, id;
+	unsigned char ibuf[8 + STORE_ID_MAX];
+	MDB_val key = { strlen(id), (void *)id }, akey = { strlen(author), (void *)author }, ival;
+	int rc;
+
+	if (!valid_key(id, STORE_ID_MAX) || !valid_key(author, STORE_HANDLE_MAX))
+		return SAYIN_ENOTFOUND;
+	rc = mdb_del(t->txn, t->st->posts, &key, NULL);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "delete post");
+	ival.mv_size = index_value(seq, id, ibuf);
+	ival.mv_data = ibuf;
+	rc = mdb_del(t->txn, t->st->author_posts, &akey, &ival);
+	/* A record without its index entry means the caller's seq is wrong:
+	 * the transaction must not commit. */
+	return rc == MDB_NOTFOUND ? SAYIN_ECORRUPT : store_error(rc, "unindex post");
+}
+
+static uint64_t index_seq(const MDB_val *v)
+{
+	const unsigned char *p = v->mv_data;
+	uint64_t seq = 0;
+	for (int i = 0; i < 8; i++)
+		seq = seq << 8 | p[i];
+	return seq;
+}
+
+/* Walks the index from the cursor's position towards older posts. */
+static int walk_posts(store_txn *t, MDB_cursor *cur, MDB_val *akey, MDB_val *iv, int rc,
+                      uint64_t seq_lo, size_t limit, store_post_fn fn, void *arg)
+{
 	char idbuf[STORE_ID_MAX + 1];
 	size_t seen = 0;
-	int rc, stop = 0;
+	int stop = 0;
 
-	if (!valid_key(author, STORE_HANDLE_MAX))
-		return SAYIN_EINVAL;
-	rc = mdb_cursor_open(t->txn, t->st->author_posts, &cur);
-	if (rc != MDB_SUCCESS)
-		return store_error(rc, "cursor");
-	rc = mdb_cursor_get(cur, &akey, &id, MDB_SET);
-	if (rc == MDB_SUCCESS)
-		rc = mdb_cursor_get(cur, &akey, &id, MDB_LAST_DUP);
 	while (rc == MDB_SUCCESS && (limit == 0 || seen < limit)) {
-		MDB_val val;
-		if (id.mv_size > STORE_ID_MAX) {
+		MDB_val id, val;
+		uint64_t seq;
+		if (iv->mv_size <= 8 || iv->mv_size > 8 + STORE_ID_MAX) {
 			stop = SAYIN_ECORRUPT;
 			break;
 		}
+		seq = index_seq(iv);
+		if (seq < seq_lo)
+			break;
+		id.mv_size = iv->mv_size - 8;
+		id.mv_data = (char *)iv->mv_data + 8;
 		memcpy(idbuf, id.mv_data, id.mv_size);
 		idbuf[id.mv_size] = '\0';
 		rc = mdb_get(t->txn, t->st->posts, &id, &val);
@@ -469,18 +516,57 @@ int store_author_posts(store_txn *t, const char *author, size_t limit, store_pos
 			stop = rc == MDB_NOTFOUND ? SAYIN_ECORRUPT : store_error(rc, "get post");
 			break;
 		}
-		stop = fn(arg, idbuf, val.mv_data, val.mv_size);
+		stop = fn(arg, idbuf, seq, val.mv_data, val.mv_size);
 		if (stop != 0)
 			break;
 		seen++;
-		rc = mdb_cursor_get(cur, &akey, &id, MDB_PREV_DUP);
+		rc = mdb_cursor_get(cur, akey, iv, MDB_PREV_DUP);
 	}
-	mdb_cursor_close(cur);
 	if (stop != 0)
 		return stop;
 	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
 		return store_error(rc, "walk posts");
 	return 0;
+}
+
+int store_author_posts_range(store_txn *t, const char *author, uint64_t seq_hi, uint64_t seq_lo,
+                             size_t limit, store_post_fn fn, void *arg)
+{
+	unsigned char probe[8];
+	MDB_cursor *cur;
+	MDB_val akey = { strlen(author), (void *)author }, iv;
+	int rc;
+
+	if (!valid_key(author, STORE_HANDLE_MAX))
+		return SAYIN_EINVAL;
+	if (seq_hi < seq_lo)
+		return 0;
+	rc = mdb_cursor_open(t->txn, t->st->author_posts, &cur);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "cursor");
+	rc = mdb_cursor_get(cur, &akey, &iv, MDB_SET);
+	if (rc == MDB_SUCCESS && seq_hi == UINT64_MAX) {
+		rc = mdb_cursor_get(cur, &akey, &iv, MDB_LAST_DUP);
+	} else if (rc == MDB_SUCCESS) {
+		/* The first entry past seq_hi (any id sorts after the bare
+		 * 8-byte prefix), then one step back; none past it: the last. */
+		index_value(seq_hi + 1, "", probe);
+		iv.mv_size = sizeof(probe);
+		iv.mv_data = probe;
+		rc = mdb_cursor_get(cur, &akey, &iv, MDB_GET_BOTH_RANGE);
+		if (rc == MDB_SUCCESS)
+			rc = mdb_cursor_get(cur, &akey, &iv, MDB_PREV_DUP);
+		else if (rc == MDB_NOTFOUND)
+			rc = mdb_cursor_get(cur, &akey, &iv, MDB_LAST_DUP);
+	}
+	rc = walk_posts(t, cur, &akey, &iv, rc, seq_lo, limit, fn, arg);
+	mdb_cursor_close(cur);
+	return rc;
+}
+
+int store_author_posts(store_txn *t, const char *author, size_t limit, store_post_fn fn, void *arg)
+{
+	return store_author_posts_range(t, author, UINT64_MAX, 0, limit, fn, arg);
 }
 
 int store_author_post_count(store_txn *t, const char *author, size_t *count)
@@ -505,24 +591,143 @@ int store_author_post_count(store_txn *t, const char *author, size_t *count)
 
 int store_put_author(store_txn *t, const char *handle, const void *record, size_t len)
 {
-	MDB_val key = { strlen(handle), (void *)handle }, val = { len, (void *)record };
 	if (!valid_key(handle, STORE_HANDLE_MAX))
 		return SAYIN_EINVAL;
-	return store_error(mdb_put(t->txn, t->st->authors, &key, &val, 0), "put author");
+	return store_put_record(t, STORE_AUTHORS, handle, record, len);
 }
 
 int store_get_author(store_txn *t, const char *handle, const void **record, size_t *len)
 {
-	MDB_val key = { strlen(handle), (void *)handle }, val;
-	int rc;
-
 	if (!valid_key(handle, STORE_HANDLE_MAX))
 		return SAYIN_ENOTFOUND;
-	rc = mdb_get(t->txn, t->st->authors, &key, &val);
+	return store_get_record(t, STORE_AUTHORS, handle, record, len);
+}
+
+int store_ref_add(store_txn *t, const uint8_t hash[STORE_HASH_LEN], const char *post_id)
+{
+	MDB_val key = { STORE_HASH_LEN, (void *)hash }, val = { strlen(post_id), (void *)post_id };
+	int rc;
+
+	if (!valid_key(post_id, STORE_ID_MAX))
+		return SAYIN_EINVAL;
+	rc = mdb_put(t->txn, t->st->refs, &key, &val, MDB_NODUPDATA);
+	return rc == MDB_KEYEXIST ? 0 : store_error(rc, "add reference");
+}
+
+int store_ref_remove(store_txn *t, const uint8_t hash[STORE_HASH_LEN], const char *post_id,
+                     size_t *remaining)
+{
+	MDB_val key = { STORE_HASH_LEN, (void *)hash }, val = { strlen(post_id), (void *)post_id };
+	MDB_cursor *cur;
+	size_t n = 0;
+	int rc = mdb_del(t->txn, t->st->refs, &key, &val);
+
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+		return store_error(rc, "remove reference");
+	rc = mdb_cursor_open(t->txn, t->st->refs, &cur);
 	if (rc != MDB_SUCCESS)
-		return store_error(rc, "get author");
+		return store_error(rc, "cursor");
+	rc = mdb_cursor_get(cur, &key, &val, MDB_SET);
+	if (rc == MDB_SUCCESS)
+		rc = mdb_cursor_count(cur, &n);
+	mdb_cursor_close(cur);
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+		return store_error(rc, "count references");
+	*remaining = n;
+	return 0;
+}
+
+int store_delete_name(store_txn *t, const char *name)
+{
+	MDB_val key = { strlen(name), (void *)name };
+	if (!valid_key(name, STORE_NAME_MAX))
+		return SAYIN_ENOTFOUND;
+	return store_error(mdb_del(t->txn, t->st->names, &key, NULL), "delete name");
+}
+
+static int table_key(enum store_table table, const char *key, MDB_val *out)
+{
+	if ((unsigned)table >= STORE_TABLE_COUNT || !valid_key(key, STORE_NAME_MAX))
+		return SAYIN_EINVAL;
+	out->mv_size = strlen(key);
+	out->mv_data = (void *)key;
+	return 0;
+}
+
+int store_put_record(store_txn *t, enum store_table table, const char *key, const void *record,
+                     size_t len)
+{
+	MDB_val k, val = { len, (void *)record };
+	int rc = table_key(table, key, &k);
+	if (rc != 0)
+		return rc;
+	return store_error(mdb_put(t->txn, t->st->tables[table], &k, &val, 0), "put record");
+}
+
+int store_get_record(store_txn *t, enum store_table table, const char *key, const void **record,
+                     size_t *len)
+{
+	MDB_val k, val;
+	int rc = table_key(table, key, &k);
+	if (rc != 0)
+		return rc == SAYIN_EINVAL ? SAYIN_ENOTFOUND : rc;
+	rc = mdb_get(t->txn, t->st->tables[table], &k, &val);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "get record");
 	*record = val.mv_data;
 	*len = val.mv_size;
+	return 0;
+}
+
+int store_delete_record(store_txn *t, enum store_table table, const char *key)
+{
+	MDB_val k;
+	int rc = table_key(table, key, &k);
+	if (rc != 0)
+		return rc == SAYIN_EINVAL ? SAYIN_ENOTFOUND : rc;
+	return store_error(mdb_del(t->txn, t->st->tables[table], &k, NULL), "delete record");
+}
+
+int store_each_record(store_txn *t, enum store_table table, const char *prefix,
+                      store_record_fn fn, void *arg)
+{
+	char keybuf[STORE_NAME_MAX + 1];
+	size_t plen = strlen(prefix);
+	MDB_cursor *cur;
+	MDB_val k = { plen, (void *)prefix }, val;
+	int rc, stop = 0;
+
+	if ((unsigned)table >= STORE_TABLE_COUNT)
+		return SAYIN_EINVAL;
+	rc = mdb_cursor_open(t->txn, t->st->tables[table], &cur);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "cursor");
+	rc = plen > 0 ? mdb_cursor_get(cur, &k, &val, MDB_SET_RANGE)
+	              : mdb_cursor_get(cur, &k, &val, MDB_FIRST);
+	while (rc == MDB_SUCCESS) {
+		if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+			break;
+		if (k.mv_size > STORE_NAME_MAX) {
+			stop = SAYIN_ECORRUPT;
+			break;
+		}
+		memcpy(keybuf, k.mv_data, k.mv_size);
+		keybuf[k.mv_size] = '\0';
+		stop = fn(arg, keybuf, val.mv_data, val.mv_size);
+		if (stop != 0)
+			break;
+		/* fn may have deleted this record: MDB_SET_RANGE finds the next
+		 * key from a copy, whatever the cursor's state. */
+		k.mv_size = strlen(keybuf) + 1;
+		keybuf[k.mv_size - 1] = '\0';
+		k.mv_data = keybuf;
+		rc = mdb_cursor_get(cur, &k, &val, MDB_SET_RANGE);
+	}
+	mdb_cursor_close(cur);
+	if (stop != 0)
+		return stop;
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+		return store_error(rc, "walk records");
 	return 0;
 }
 

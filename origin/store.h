@@ -1,6 +1,7 @@
 /* store: the one module that touches LMDB. One environment (a directory),
  * named databases for content-addressed objects, names (mutable pointers to
- * objects, like git refs), posts, the per-author post index and authors.
+ * objects, like git refs), posts, the per-author post index, object
+ * references, and small keyed tables: authors, API tokens, idempotency keys.
  *
  * Transactions: everything happens inside a store_txn. A write transaction is
  * all-or-nothing: readers see all of it after store_txn_commit() or none of
@@ -111,24 +112,67 @@ int store_set_name_variants(store_txn *txn, const char *name, const store_name_s
 int store_get_name(store_txn *txn, const char *name, store_name *out);
 
 /* Post records are opaque bytes to the store (JSON to the publisher). Post ids
- * sort in time order. store_put_post also indexes the post under its author.
- * Creating an id that exists fails with -EEXIST. */
-int store_put_post(store_txn *txn, const char *id, const char *author, const void *record,
-                   size_t len);
+ * sort in time order; seq is the post's number in its author's sequence
+ * (1, 2, ...; never reused, so a deleted post leaves a gap), which the
+ * feed's pages are cut by. store_put_post also indexes the post under its
+ * author by seq. Creating an id that exists fails with -EEXIST. */
+int store_put_post(store_txn *txn, const char *id, const char *author, uint64_t seq,
+                   const void *record, size_t len);
 int store_get_post(store_txn *txn, const char *id, const void **record, size_t *len);
+/* Removes the post and its index entry (author and seq must be the ones it
+ * was put with). SAYIN_ENOTFOUND if absent. Its objects and names are the
+ * caller's business (see store_ref_remove). */
+int store_delete_post(store_txn *txn, const char *id, const char *author, uint64_t seq);
 
-/* Calls fn for the author's posts, newest first, at most limit of them
- * (0 = all). fn returns 0 to go on, anything else to stop; that value is then
- * returned. Records are valid only during the call. */
-typedef int (*store_post_fn)(void *arg, const char *id, const void *record, size_t len);
+/* Calls fn for the author's posts, newest (highest seq) first, at most limit
+ * of them (0 = all). fn returns 0 to go on, anything else to stop; that
+ * value is then returned. Records are valid only during the call. */
+typedef int (*store_post_fn)(void *arg, const char *id, uint64_t seq, const void *record,
+                             size_t len);
 int store_author_posts(store_txn *txn, const char *author, size_t limit, store_post_fn fn,
                        void *arg);
+/* The same for the posts whose seq is in [seq_lo, seq_hi], newest first.
+ * Costs O(log n + posts visited), whatever the author's post count. */
+int store_author_posts_range(store_txn *txn, const char *author, uint64_t seq_hi,
+                             uint64_t seq_lo, size_t limit, store_post_fn fn, void *arg);
 /* Number of posts indexed under author. */
 int store_author_post_count(store_txn *txn, const char *author, size_t *count);
 
 /* Author records: opaque bytes keyed by handle. */
 int store_put_author(store_txn *txn, const char *handle, const void *record, size_t len);
 int store_get_author(store_txn *txn, const char *handle, const void **record, size_t *len);
+
+/* Object references: which posts use an object. Objects are shared by
+ * identical bytes, so a deleted post's audio is deleted only when no other
+ * post refers to it. Adding a reference that exists is a no-op.
+ * store_ref_remove sets *remaining to the references left. */
+int store_ref_add(store_txn *txn, const uint8_t hash[STORE_HASH_LEN], const char *post_id);
+int store_ref_remove(store_txn *txn, const uint8_t hash[STORE_HASH_LEN], const char *post_id,
+                     size_t *remaining);
+
+/* Removes a name (not its objects). SAYIN_ENOTFOUND if absent. */
+int store_delete_name(store_txn *txn, const char *name);
+
+/* Small keyed tables of opaque records (JSON to the publisher). Keys are 1 to
+ * 400 bytes. */
+enum store_table {
+	STORE_AUTHORS,     /* handle -> author record (as store_put_author) */
+	STORE_TOKENS,      /* token id -> token record (hash of the secret, handle) */
+	STORE_IDEMPOTENCY, /* handle "\n" key -> the first response */
+	STORE_TABLE_COUNT
+};
+int store_put_record(store_txn *txn, enum store_table table, const char *key, const void *record,
+                     size_t len);
+int store_get_record(store_txn *txn, enum store_table table, const char *key, const void **record,
+                     size_t *len);
+/* SAYIN_ENOTFOUND if absent. */
+int store_delete_record(store_txn *txn, enum store_table table, const char *key);
+/* Calls fn for each record whose key starts with prefix ("" = all), in key
+ * order; fn's return value stops the walk as in store_author_posts. Deleting
+ * the record fn was given, inside fn, is allowed. */
+typedef int (*store_record_fn)(void *arg, const char *key, const void *record, size_t len);
+int store_each_record(store_txn *txn, enum store_table table, const char *prefix,
+                      store_record_fn fn, void *arg);
 
 typedef struct store_stats {
 	uint64_t map_size;    /* bytes reserved for the map */

@@ -45,6 +45,12 @@ int feed_path_post(char *buf, size_t len, const char *id)
 	return path_fmt(buf, len, "/p/", id, "");
 }
 
+int feed_path_page(char *buf, size_t len, const char *handle, uint64_t page)
+{
+	int n = snprintf(buf, len, "/u/%s/feed/%llu.json", handle, (unsigned long long)page);
+	return n < 0 || (size_t)n >= len ? -ENOSPC : 0;
+}
+
 /* base_url + path as a new JSON string; NULL on failure. */
 static json_t *url_json(const char *base_url, const char *path)
 {
@@ -232,7 +238,7 @@ static int dump(json_t *doc, char **out, size_t *out_len)
 }
 
 int feed_author_json(const char *base_url, const feed_author *author, json_t *const *posts,
-                     size_t n_posts, char **out, size_t *out_len)
+                     size_t n_posts, const char *next_url, char **out, size_t *out_len)
 {
 	char path[256], title[256];
 	json_t *doc = json_object(), *items = json_array(), *authors = json_array(), *a = json_object();
@@ -266,11 +272,41 @@ int feed_author_json(const char *base_url, const feed_author *author, json_t *co
 	}
 	if (json_object_set(doc, "items", items) != 0)
 		goto done;
+	if (next_url != NULL && json_object_set_new(doc, "next_url", json_string(next_url)) != 0)
+		goto done;
 	rc = dump(doc, out, out_len);
 done:
 	json_decref(a);
 	json_decref(authors);
 	json_decref(items);
+	json_decref(doc);
+	return rc;
+}
+
+int feed_authors_json(const char *base_url, const feed_author *authors, size_t n, char **out,
+                      size_t *out_len)
+{
+	json_t *doc = json_object(), *list = json_array();
+	char path[256];
+	int rc = -ENOMEM;
+
+	if (doc == NULL || list == NULL || json_object_set(doc, "authors", list) != 0)
+		goto done;
+	for (size_t i = 0; i < n; i++) {
+		json_t *a = json_object();
+		if (a == NULL || json_array_append_new(list, a) != 0)
+			goto done;
+		if (json_object_set_new(a, "handle", json_string(authors[i].handle)) != 0 ||
+		    json_object_set_new(a, "name", json_string(authors[i].name)) != 0 ||
+		    feed_path_feed(path, sizeof(path), authors[i].handle) != 0 ||
+		    json_object_set_new(a, "feed_url", url_json(base_url, path)) != 0 ||
+		    feed_path_author(path, sizeof(path), authors[i].handle) != 0 ||
+		    json_object_set_new(a, "home_page_url", url_json(base_url, path)) != 0)
+			goto done;
+	}
+	rc = dump(doc, out, out_len);
+done:
+	json_decref(list);
 	json_decref(doc);
 	return rc;
 }

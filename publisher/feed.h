@@ -23,6 +23,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define FEED_VERSION "https://jsonfeed.org/version/1.1"
 #define FEED_CONTENT_TYPE "application/feed+json"
@@ -42,11 +43,22 @@ int feed_path_waveform(char *buf, size_t len, const char *sha256_hex); /* /a/HAS
 int feed_path_feed(char *buf, size_t len, const char *handle);
 int feed_path_author(char *buf, size_t len, const char *handle);
 int feed_path_post(char *buf, size_t len, const char *id);
+/* /u/HANDLE/feed/PAGE.json: archive page PAGE (1 = the oldest posts). */
+int feed_path_page(char *buf, size_t len, const char *handle, uint64_t page);
+#define FEED_PATH_AUTHORS "/authors.json"
 
-/* The author's feed.json: posts are records, newest first. base_url has no
- * trailing slash ("https://cdn.example.com"). */
+/* One page of the author's feed (the head feed.json or an archive page):
+ * posts are records, newest first. base_url has no trailing slash
+ * ("https://cdn.example.com"). next_url is the absolute URL of the page of
+ * older posts, or NULL on the last page. feed_url is always the head's: it
+ * names the feed, whichever page this is. */
 int feed_author_json(const char *base_url, const feed_author *author, json_t *const *posts,
-                     size_t n_posts, char **out, size_t *out_len);
+                     size_t n_posts, const char *next_url, char **out, size_t *out_len);
+
+/* /authors.json: { "authors": [ { "handle", "name", "feed_url",
+ * "home_page_url" } ] } in the order given. */
+int feed_authors_json(const char *base_url, const feed_author *authors, size_t n, char **out,
+                      size_t *out_len);
 
 /* The post's HTML page: the author, the text, the date and an audio player
  * (Opus source first, then the M4A fallback; data-waveform names the

@@ -1,5 +1,7 @@
 /* sayin-publisher: publishes voice posts into the store (the only writer). */
+#include "auth.h"
 #include "config.h"
+#include "pipeline.h"
 #include "error.h"
 #include "feed.h"
 #include "log.h"
@@ -26,7 +28,7 @@ static const config_arg post_args[] = {
 static const char *const post_settings[] = {
 	"data", "map-size", "public-url", "listen", "bitrate", "loudness-target", "max-input-bytes",
 	"max-duration", "decode-timeout-ms", "decode-memory", "waveform-points", "aac-fallback",
-	"aac-bitrate", "feed-items", "log-level", NULL
+	"aac-bitrate", "feed-items", "feed-page-items", "max-text", "log-level", NULL
 };
 
 static void usage(FILE *out)
@@ -34,6 +36,7 @@ static void usage(FILE *out)
 	fprintf(out, "Usage: sayin-publisher COMMAND [options]\n\n"
 	             "Commands:\n"
 	             "  post      publish a recording as a voice post\n"
+	             "  author    add authors, issue and revoke API tokens, list them\n"
 	             "  settings  print every setting as a Markdown table\n"
 	             "  help      this text\n\n"
 	             "Run 'sayin-publisher COMMAND --help' for a command's options.\n");
@@ -51,130 +54,70 @@ static void post_usage(FILE *out)
 	config_usage(out, post_args, N_POST_ARGS, post_settings);
 }
 
-static int64_t now_ms(void)
+/* Loads a command's config; prints usage on --help. Returns -1 to go on,
+ * else the exit code. */
+static int load_command_config(const char *name, int argc, char **argv, const config_arg *args,
+                               size_t nargs, void (*usage_fn)(FILE *), config **cfg)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+	enum log_level level;
+	char err[512];
+	int rc = config_load(argc, argv, args, nargs, cfg, err, sizeof(err));
 
-/* Milliseconds on the monotonic clock, for stage timings. */
-static double mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-/* Resolves the public base URL, without a trailing slash, into buf. */
-static void public_base(const config *cfg, char *buf, size_t len)
-{
-	const char *url = config_get(cfg, "public-url");
-	size_t n;
-	if (url != NULL && *url != '\0')
-		snprintf(buf, len, "%s", url);
-	else
-		snprintf(buf, len, "http://%s", config_get(cfg, "listen"));
-	n = strlen(buf);
-	while (n > 0 && buf[n - 1] == '/')
-		buf[--n] = '\0';
-}
-
-static int print_result(const char *base, const char *author, const publish_result *res)
-{
-	char path[256], url[1024], audio_url[1024], feed_url[1024], more_url[1024];
-	json_t *j;
-	char *s;
-	int rc = 0;
-
-	feed_path_post(path, sizeof(path), res->id);
-	snprintf(url, sizeof(url), "%s%s", base, path);
-	feed_path_audio(path, sizeof(path), res->audio_hex);
-	snprintf(audio_url, sizeof(audio_url), "%s%s", base, path);
-	feed_path_feed(path, sizeof(path), author);
-	snprintf(feed_url, sizeof(feed_url), "%s%s", base, path);
-	j = json_pack("{s:s, s:s, s:s, s:s, s:f, s:I}", "id", res->id, "url", url, "audio_url",
-	              audio_url, "feed_url", feed_url, "duration_in_seconds", res->duration,
-	              "size_in_bytes", (json_int_t)res->audio_size);
-	if (j != NULL && res->has_fallback) {
-		feed_path_fallback(path, sizeof(path), res->fallback_hex);
-		snprintf(more_url, sizeof(more_url), "%s%s", base, path);
-		rc = json_object_set_new(j, "fallback_url", json_string(more_url));
+	if (rc == 1) {
+		usage_fn(stdout);
+		config_free(*cfg);
+		*cfg = NULL;
+		return EXIT_OK;
 	}
-	if (j != NULL && rc == 0 && res->has_waveform) {
-		feed_path_waveform(path, sizeof(path), res->waveform_hex);
-		snprintf(more_url, sizeof(more_url), "%s%s", base, path);
-		rc = json_object_set_new(j, "waveform_url", json_string(more_url));
+	if (rc != 0) {
+		fprintf(stderr, "sayin-publisher %s: %s\n", name, err);
+		return EXIT_USAGE;
 	}
-	s = j && rc == 0 ? json_dumps(j, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6)) : NULL;
-	json_decref(j);
-	if (s == NULL)
-		return -1;
-	printf("%s\n", s);
-	free(s);
-	return 0;
+	if (log_parse_level(config_get(*cfg, "log-level"), &level) != 0) {
+		fprintf(stderr, "sayin-publisher %s: --log-level must be error, warn, info or debug\n",
+		        name);
+		config_free(*cfg);
+		*cfg = NULL;
+		return EXIT_USAGE;
+	}
+	log_set_level(level);
+	return -1;
 }
 
-/* Reads --loudness-target: a decimal number of LUFS. */
-static int get_loudness_target(const config *cfg, double *out, char *err, size_t errlen)
+static int open_store(const config *cfg, const char *cmd, store **st)
 {
-	const char *v = config_get(cfg, "loudness-target");
-	char *end = NULL;
-	double d;
+	store_options sopt = { 0 };
+	char err[256];
+	int rc;
 
-	errno = 0;
-	d = v != NULL ? strtod(v, &end) : 0;
-	if (v == NULL || end == v || *end != '\0' || errno != 0 || !(d >= -60.0 && d <= -5.0)) {
-		snprintf(err, errlen, "--loudness-target: '%s' is not a loudness in LUFS from -60 to -5",
-		         v ? v : "");
-		return -1;
+	if (config_get_size(cfg, "map-size", 1 << 20, UINT64_MAX, &sopt.map_size, err,
+	                    sizeof(err)) != 0) {
+		fprintf(stderr, "sayin-publisher %s: %s\n", cmd, err);
+		return EXIT_USAGE;
 	}
-	*out = d;
-	return 0;
-}
-
-/* Reads --aac-fallback: on or off. */
-static int get_on_off(const config *cfg, const char *name, int *out, char *err, size_t errlen)
-{
-	const char *v = config_get(cfg, name);
-
-	if (v != NULL && strcmp(v, "on") == 0)
-		*out = 1;
-	else if (v != NULL && strcmp(v, "off") == 0)
-		*out = 0;
-	else {
-		snprintf(err, errlen, "--%s: '%s' is not on or off", name, v ? v : "");
-		return -1;
+	rc = store_open(config_get(cfg, "data"), &sopt, st);
+	if (rc != 0) {
+		fprintf(stderr, "sayin-publisher %s: cannot open store %s: %s\n", cmd,
+		        config_get(cfg, "data"), sayin_strerror(rc));
+		return EXIT_FAIL;
 	}
-	return 0;
+	return -1;
 }
 
 static int cmd_post(int argc, char **argv)
 {
 	config *cfg = NULL;
-	media_result media = { 0 };
-	media_transcode_options mopt = { 0 };
-	uint64_t max_duration_s = 0;
 	store *st = NULL;
-	store_options sopt = { 0 };
+	pipeline pipe;
 	publish_result res;
-	enum log_level level;
-	uint64_t bitrate, feed_items, waveform_points, aac_bitrate;
-	int aac_fallback = 1;
-	char err[512], base[512];
+	pipeline_timing timing;
+	char err[512], *json = NULL;
 	const char *file, *author, *text;
-	int rc, code = EXIT_FAIL;
+	int rc, input_fault, code;
 
-	rc = config_load(argc, argv, post_args, N_POST_ARGS, &cfg, err, sizeof(err));
-	if (rc == 1) {
-		post_usage(stdout);
-		config_free(cfg);
-		return EXIT_OK;
-	}
-	if (rc != 0) {
-		fprintf(stderr, "sayin-publisher post: %s\n", err);
-		return EXIT_USAGE;
-	}
+	code = load_command_config("post", argc, argv, post_args, N_POST_ARGS, post_usage, &cfg);
+	if (code >= 0)
+		return code;
 	code = EXIT_USAGE;
 	author = config_get(cfg, "author");
 	text = config_get(cfg, "text");
@@ -192,89 +135,224 @@ static int cmd_post(int argc, char **argv)
 		                "a-z, 0-9, _\n", author);
 		goto done;
 	}
-	if (log_parse_level(config_get(cfg, "log-level"), &level) != 0) {
-		fprintf(stderr, "sayin-publisher post: --log-level must be error, warn, info or debug\n");
-		goto done;
-	}
-	log_set_level(level);
-	if (config_get_u64(cfg, "bitrate", 6000, 510000, &bitrate, err, sizeof(err)) != 0 ||
-	    config_get_u64(cfg, "feed-items", 1, 1000, &feed_items, err, sizeof(err)) != 0 ||
-	    config_get_size(cfg, "map-size", 1 << 20, UINT64_MAX, &sopt.map_size, err,
-	                    sizeof(err)) != 0 ||
-	    config_get_size(cfg, "max-input-bytes", 1, UINT64_MAX, &mopt.max_input_bytes, err,
-	                    sizeof(err)) != 0 ||
-	    config_get_u64(cfg, "max-duration", 1, 24 * 3600, &max_duration_s, err, sizeof(err)) != 0 ||
-	    config_get_u64(cfg, "decode-timeout-ms", 100, 24 * 3600 * 1000, &mopt.decode_timeout_ms,
-	                   err, sizeof(err)) != 0 ||
-	    config_get_size(cfg, "decode-memory", 16 << 20, UINT64_MAX, &mopt.decoder_memory, err,
-	                    sizeof(err)) != 0 ||
-	    config_get_u64(cfg, "waveform-points", 10, MEDIA_MAX_WAVEFORM_POINTS, &waveform_points,
-	                   err, sizeof(err)) != 0 ||
-	    config_get_u64(cfg, "aac-bitrate", MEDIA_MIN_AAC_BITRATE, MEDIA_MAX_AAC_BITRATE,
-	                   &aac_bitrate, err, sizeof(err)) != 0 ||
-	    get_on_off(cfg, "aac-fallback", &aac_fallback, err, sizeof(err)) != 0 ||
-	    get_loudness_target(cfg, &mopt.loudness_target, err, sizeof(err)) != 0) {
+	if (pipeline_configure(&pipe, cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "sayin-publisher post: %s\n", err);
 		goto done;
 	}
-	public_base(cfg, base, sizeof(base));
+	if (text != NULL && pipeline_check_text(&pipe, text, strlen(text), err, sizeof(err)) != 0) {
+		fprintf(stderr, "sayin-publisher post: --text: %s\n", err);
+		goto done;
+	}
+	/* The store is opened before the media work (a missing or read-only
+	 * store fails fast), but nothing is written until the publish. */
+	code = open_store(cfg, "post", &st);
+	if (code >= 0)
+		goto done;
+	pipeline_post post = { .file = file, .author = author, .text = text,
+		               .now_ms = pipeline_now_ms() };
+	rc = pipeline_run(&pipe, st, &post, &res, &timing, &input_fault, err, sizeof(err));
+	if (rc != 0) {
+		if (rc == SAYIN_ESTOREFULL)
+			code = EXIT_STORE_FULL;
+		else if (rc == SAYIN_EINVAL && input_fault)
+			code = EXIT_USAGE;
+		else
+			code = input_fault ? EXIT_BAD_INPUT : EXIT_FAIL;
+		if (timing.publish_ms == 0 && rc != SAYIN_EINVAL)
+			fprintf(stderr, "sayin-publisher post: %s: %s\n", file, err);
+		else
+			fprintf(stderr, "sayin-publisher post: %s\n", err);
+		goto done;
+	}
+	if (publish_response_json(pipe.base_url, author, &res, &json) != 0) {
+		code = EXIT_FAIL;
+		goto done;
+	}
+	printf("%s\n", json);
+	code = EXIT_OK;
+done:
+	free(json);
+	store_close(st);
+	config_free(cfg);
+	return code;
+}
 
-	/* Media work first, outside any transaction and before the store is
-	 * mapped: a bad file stores nothing, and the decoder child starts small. */
-	media_comment comments[] = { { "ARTIST", author }, { "TITLE", text ? text : "" } };
-	mopt.max_duration_ms = max_duration_s * 1000;
-	mopt.log_level = config_get(cfg, "log-level");
-	mopt.opus = (media_opus_options){ .bitrate = (int)bitrate, .complexity = -1,
-		                          .comments = comments, .n_comments = text ? 2 : 1 };
-	mopt.waveform_points = (unsigned)waveform_points;
-	mopt.no_fallback = !aac_fallback;
-	mopt.aac.bitrate = (int)aac_bitrate;
-	code = EXIT_BAD_INPUT;
-	double t0 = mono_ms();
-	rc = media_transcode_file(file, &mopt, &media, err, sizeof(err));
+static const config_arg author_args[] = {
+	{ "name", "NAME", "display name (author add)", 0 },
+};
+#define N_AUTHOR_ARGS (sizeof(author_args) / sizeof(author_args[0]))
+static const char *const author_settings[] = { "data", "map-size", "public-url", "listen",
+	                                       "feed-items", "feed-page-items", "log-level",
+	                                       NULL };
+
+static void author_usage(FILE *out)
+{
+	fprintf(out, "Usage: sayin-publisher author add HANDLE --name \"Display Name\"\n"
+	             "       sayin-publisher author token HANDLE\n"
+	             "       sayin-publisher author revoke HANDLE [TOKEN-ID]\n"
+	             "       sayin-publisher author list\n\n"
+	             "add creates an author (its empty feed, author page and /authors.json) and\n"
+	             "prints a new API token once; token issues another; revoke removes one\n"
+	             "token, or all of the author's; list prints authors, their post counts\n"
+	             "and token ids. Tokens are stored only as hashes: a lost token cannot be\n"
+	             "shown again, only revoked and replaced.\n\n");
+	config_usage(out, author_args, N_AUTHOR_ARGS, author_settings);
+}
+
+/* Prints a new token of handle (a write transaction of its own). */
+static int issue_token(store *st, const char *handle)
+{
+	char token[AUTH_TOKEN_LEN + 1];
+	auth_token_info info;
+	store_txn *txn;
+	int rc = store_txn_begin(st, 1, &txn);
+
+	if (rc == 0) {
+		rc = auth_token_issue(txn, handle, pipeline_now_ms(), token, &info);
+		if (rc == 0)
+			rc = store_txn_commit(txn);
+		else
+			store_txn_abort(txn);
+	}
+	if (rc == SAYIN_ENOTFOUND) {
+		fprintf(stderr, "sayin-publisher author: no author '%s'\n", handle);
+		return EXIT_FAIL;
+	}
 	if (rc != 0) {
-		fprintf(stderr, "sayin-publisher post: %s: %s\n", file, err);
-		/* The recording's fault is exit 3; ours (encoder, memory) is 1. */
-		if (rc == SAYIN_EENCODE || rc == -ENOMEM || rc == SAYIN_EINVAL)
+		fprintf(stderr, "sayin-publisher author: cannot issue a token: %s\n",
+		        sayin_strerror(rc));
+		return rc == SAYIN_ESTOREFULL ? EXIT_STORE_FULL : EXIT_FAIL;
+	}
+	printf("token %s for %s (shown once; id %s)\n%s\n", info.id, handle, info.id, token);
+	return EXIT_OK;
+}
+
+struct list_ctx {
+	store_txn *txn;
+	int failed;
+};
+
+static int print_token(void *arg, const auth_token_info *info)
+{
+	(void)arg;
+	printf("  token %s  created %lld\n", info->id, (long long)(info->created_ms / 1000));
+	return 0;
+}
+
+static int print_author(void *arg, const char *key, const void *record, size_t len)
+{
+	struct list_ctx *c = arg;
+	json_t *j = json_loadb(record, len, 0, NULL);
+	size_t count = 0;
+
+	store_author_post_count(c->txn, key, &count);
+	printf("%s\t%s\t%zu posts\n", key, j ? json_string_value(json_object_get(j, "name")) : "?",
+	       count);
+	json_decref(j);
+	return auth_token_each(c->txn, key, print_token, NULL);
+}
+
+static int cmd_author(int argc, char **argv)
+{
+	config *cfg = NULL;
+	store *st = NULL;
+	pipeline pipe;
+	char err[512];
+	const char *verb, *handle = NULL;
+	int rc, code;
+
+	code = load_command_config("author", argc, argv, author_args, N_AUTHOR_ARGS, author_usage,
+	                           &cfg);
+	if (code >= 0)
+		return code;
+	code = EXIT_USAGE;
+	if (config_positional_count(cfg) < 1) {
+		author_usage(stderr);
+		goto done;
+	}
+	verb = config_positional(cfg, 0);
+	if (strcmp(verb, "list") != 0) {
+		if (config_positional_count(cfg) < 2) {
+			fprintf(stderr, "sayin-publisher author %s: give the author's HANDLE\n", verb);
+			goto done;
+		}
+		handle = config_positional(cfg, 1);
+		if (!publish_valid_handle(handle)) {
+			fprintf(stderr, "sayin-publisher author: invalid handle '%s': use 1-32 of a-z, "
+			                "0-9, _\n", handle);
+			goto done;
+		}
+	}
+	if (pipeline_configure(&pipe, cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sayin-publisher author: %s\n", err);
+		goto done;
+	}
+	if (strcmp(verb, "add") == 0) {
+		const char *name = config_get(cfg, "name");
+		if (name == NULL || config_positional_count(cfg) != 2) {
+			fprintf(stderr, "sayin-publisher author add: usage: author add HANDLE --name NAME\n");
+			goto done;
+		}
+		code = open_store(cfg, "author", &st);
+		if (code >= 0)
+			goto done;
+		rc = publish_author_add(st, &pipe.publish, handle, name, pipeline_now_ms(), err,
+		                        sizeof(err));
+		if (rc != 0) {
+			fprintf(stderr, "sayin-publisher author add: %s\n", err);
+			code = rc == SAYIN_EINVAL ? EXIT_USAGE
+			       : rc == SAYIN_ESTOREFULL ? EXIT_STORE_FULL : EXIT_FAIL;
+			goto done;
+		}
+		code = issue_token(st, handle);
+	} else if (strcmp(verb, "token") == 0 && config_positional_count(cfg) == 2) {
+		code = open_store(cfg, "author", &st);
+		if (code < 0)
+			code = issue_token(st, handle);
+	} else if (strcmp(verb, "revoke") == 0 && config_positional_count(cfg) <= 3) {
+		const char *id = config_positional_count(cfg) == 3 ? config_positional(cfg, 2) : NULL;
+		store_txn *txn;
+		unsigned n = 0;
+		code = open_store(cfg, "author", &st);
+		if (code >= 0)
+			goto done;
+		rc = store_txn_begin(st, 1, &txn);
+		if (rc == 0) {
+			rc = auth_token_revoke(txn, handle, id, &n);
+			if (rc == 0)
+				rc = store_txn_commit(txn);
+			else
+				store_txn_abort(txn);
+		}
+		if (rc == SAYIN_ENOTFOUND) {
+			fprintf(stderr, "sayin-publisher author revoke: %s has no token %s\n", handle,
+			        id ? id : "");
 			code = EXIT_FAIL;
-		goto done;
+		} else if (rc != 0) {
+			fprintf(stderr, "sayin-publisher author revoke: %s\n", sayin_strerror(rc));
+			code = EXIT_FAIL;
+		} else {
+			printf("revoked %u token%s of %s\n", n, n == 1 ? "" : "s", handle);
+			code = EXIT_OK;
+		}
+	} else if (strcmp(verb, "list") == 0 && config_positional_count(cfg) == 1) {
+		struct list_ctx c = { 0 };
+		code = open_store(cfg, "author", &st);
+		if (code >= 0)
+			goto done;
+		rc = store_txn_begin(st, 0, &c.txn);
+		if (rc == 0) {
+			rc = store_each_record(c.txn, STORE_AUTHORS, "", print_author, &c);
+			store_txn_abort(c.txn);
+		}
+		code = rc == 0 ? EXIT_OK : EXIT_FAIL;
+		if (rc != 0)
+			fprintf(stderr, "sayin-publisher author list: %s\n", sayin_strerror(rc));
+	} else {
+		author_usage(stderr);
 	}
-	code = EXIT_FAIL;
-	double t1 = mono_ms();
-	rc = store_open(config_get(cfg, "data"), &sopt, &st);
-	if (rc != 0) {
-		fprintf(stderr, "sayin-publisher post: cannot open store %s: %s\n",
-		        config_get(cfg, "data"), sayin_strerror(rc));
-		goto done;
-	}
-	publish_settings pset = { .base_url = base, .feed_items = (size_t)feed_items };
-	publish_input in = { .author = author, .text = text, .audio = media.opus.data,
-		             .audio_len = media.opus.len, .duration = media.duration,
-		             .input_format = media.input_format, .input_rate = media.input_rate,
-		             .input_channels = media.input_channels, .now_ms = now_ms(),
-		             .has_loudness = 1, .input_lufs = media.input_lufs,
-		             .gain_db = media.gain_db, .true_peak_dbtp = media.true_peak_dbtp,
-		             .output_lufs = media.output_lufs, .waveform = media.waveform.data,
-		             .waveform_len = media.waveform.len,
-		             .waveform_points = media.waveform_length, .fallback = media.m4a.data,
-		             .fallback_len = media.m4a.len };
-	rc = publish_post(st, &pset, &in, &res, err, sizeof(err));
-	if (rc != 0) {
-		fprintf(stderr, "sayin-publisher post: %s\n", err);
-		code = rc == SAYIN_ESTOREFULL ? EXIT_STORE_FULL
-		       : rc == SAYIN_EINVAL   ? EXIT_USAGE
-		                              : EXIT_FAIL;
-		goto done;
-	}
-	/* Where the time went, stage by stage: the first place to look when
-	 * publishing gets slow. */
-	log_info("post: %s: media %.1f ms, publish %.1f ms (%.1f s of %s, %.1f LUFS, gain %+.1f dB)",
-	         res.id, t1 - t0, mono_ms() - t1, res.duration, media.input_format, media.input_lufs,
-	         media.gain_db);
-	code = print_result(base, author, &res) == 0 ? EXIT_OK : EXIT_FAIL;
 done:
 	store_close(st);
-	media_result_free(&media);
 	config_free(cfg);
 	return code;
 }
@@ -290,6 +368,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "post") == 0)
 		return cmd_post(argc - 1, argv + 1);
+	if (strcmp(argv[1], "author") == 0)
+		return cmd_author(argc - 1, argv + 1);
 	if (strcmp(argv[1], "settings") == 0) {
 		config_print_reference(stdout);
 		return EXIT_OK;

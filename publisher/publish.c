@@ -1,10 +1,12 @@
-/* publish: one write transaction per post: audio, fallback and waveform
- * objects, record, feed, page, names. */
+/* publish: one write transaction per post (or deletion): objects and their
+ * references, record, head feed, one archive page, author and post pages,
+ * names. */
 #include "publish.h"
 
 #include "compress.h"
 #include "error.h"
 #include "feed.h"
+#include "page.h"
 #include "log.h"
 
 #include <errno.h>
@@ -61,45 +63,67 @@ void publish_format_time(int64_t now_ms, char *buf, size_t len)
 	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(now_ms % 1000));
 }
 
-/* Loads the author record, creating it on a handle's first post. */
-static int ensure_author(store_txn *txn, const char *handle, int64_t now_ms, json_t **record_out)
+static double mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Everything one transaction needs to rewrite an author's documents. */
+struct author_ctx {
+	store_txn *txn;
+	const publish_settings *set;
+	feed_author author;
+	json_t *record;    /* the author record; "last_seq" is n */
+	uint64_t last_seq;
+	int64_t now;       /* unix seconds */
+};
+
+static int dumps_put(store_txn *txn, enum store_table table, const char *key, const json_t *j)
+{
+	char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	int rc;
+	if (s == NULL)
+		return -ENOMEM;
+	rc = store_put_record(txn, table, key, s, strlen(s));
+	free(s);
+	return rc;
+}
+
+/* Loads the author record into ctx; creates it on a handle's first post
+ * when the settings allow (*created = 1). */
+static int load_author(struct author_ctx *ctx, const char *handle, int create, int64_t now_ms,
+                       int *created)
 {
 	const void *rec;
 	size_t len;
 	json_t *j;
-	char *s;
-	int rc = store_get_author(txn, handle, &rec, &len);
+	int rc = store_get_author(ctx->txn, handle, &rec, &len);
 
+	*created = 0;
 	if (rc == 0) {
 		j = json_loadb(rec, len, 0, NULL);
 		if (j == NULL || json_string_value(json_object_get(j, "name")) == NULL) {
 			json_decref(j);
 			return SAYIN_ECORRUPT;
 		}
-		*record_out = j;
-		return 0;
-	}
-	if (rc != SAYIN_ENOTFOUND)
-		return rc;
-	/* First post of a new handle: its display name is the handle until an
-	 * operator sets one. */
-	j = json_pack("{s:s, s:s, s:I}", "handle", handle, "name", handle, "created_ms",
-	              (json_int_t)now_ms);
-	if (j == NULL)
-		return -ENOMEM;
-	s = json_dumps(j, JSON_COMPACT);
-	if (s == NULL) {
-		json_decref(j);
-		return -ENOMEM;
-	}
-	rc = store_put_author(txn, handle, s, strlen(s));
-	free(s);
-	if (rc != 0) {
-		json_decref(j);
+	} else if (rc == SAYIN_ENOTFOUND && create) {
+		/* Its display name is the handle until an operator sets one. */
+		j = json_pack("{s:s, s:s, s:I, s:I}", "handle", handle, "name", handle, "created_ms",
+		              (json_int_t)now_ms, "last_seq", (json_int_t)0);
+		if (j == NULL)
+			return -ENOMEM;
+		*created = 1;
+	} else {
 		return rc;
 	}
-	log_info("publish: new author %s", handle);
-	*record_out = j;
+	ctx->record = j;
+	ctx->author.handle = json_string_value(json_object_get(j, "handle"));
+	if (ctx->author.handle == NULL)
+		ctx->author.handle = handle;
+	ctx->author.name = json_string_value(json_object_get(j, "name"));
+	ctx->last_seq = (uint64_t)json_integer_value(json_object_get(j, "last_seq"));
 	return 0;
 }
 
@@ -108,32 +132,49 @@ struct post_list {
 	size_t n, cap;
 };
 
-static int collect_post(void *arg, const char *id, const void *record, size_t len)
+static int collect_post(void *arg, const char *id, uint64_t seq, const void *record, size_t len)
 {
 	struct post_list *l = arg;
-	json_t *j = json_loadb(record, len, 0, NULL);
+	json_t *j;
+
+	(void)seq;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 32;
+		json_t **items = realloc(l->items, cap * sizeof(*items));
+		if (items == NULL)
+			return -ENOMEM;
+		l->items = items;
+		l->cap = cap;
+	}
+	j = json_loadb(record, len, 0, NULL);
 	if (j == NULL) {
 		log_error("publish: post %s has a corrupt record", id);
 		return SAYIN_ECORRUPT;
-	}
-	if (l->n == l->cap) {
-		json_decref(j);
-		return -ENOSPC;
 	}
 	l->items[l->n++] = j;
 	return 0;
 }
 
+static void post_list_free(struct post_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		json_decref(l->items[i]);
+	free(l->items);
+	l->items = NULL;
+	l->n = l->cap = 0;
+}
+
 /* Deletes the objects a name pointed at before, except those it still
- * points at: names own their generated documents (a feed or page embeds its
- * own URL, so no other name can share its bytes). */
+ * points at (now may be NULL: the name is gone). Names own their generated
+ * documents (a feed or page embeds its own URL, so no other name can share
+ * its bytes). */
 static int drop_replaced(store_txn *txn, const store_name *old, const store_name *now)
 {
 	for (int e = 0; e < STORE_ENC_COUNT; e++) {
 		int still_used = 0;
 		if (!(old->encodings & (1u << e)))
 			continue;
-		for (int k = 0; k < STORE_ENC_COUNT; k++) {
+		for (int k = 0; now != NULL && k < STORE_ENC_COUNT; k++) {
 			if ((now->encodings & (1u << k)) &&
 			    memcmp(old->variant[e], now->variant[k], STORE_HASH_LEN) == 0)
 				still_used = 1;
@@ -187,7 +228,21 @@ static int put_named(store_txn *txn, const char *name, const char *bytes, size_t
 	return rc;
 }
 
-/* "author-HANDLE <kind>ID": the keys a CDN purges a name by (Surrogate-Key). */
+/* Removes a name and the documents it owned. Absent: 0. */
+static int remove_named(store_txn *txn, const char *name)
+{
+	store_name old;
+	int rc = store_get_name(txn, name, &old);
+	if (rc == SAYIN_ENOTFOUND)
+		return 0;
+	if (rc == 0)
+		rc = drop_replaced(txn, &old, NULL);
+	if (rc == 0)
+		rc = store_delete_name(txn, name);
+	return rc;
+}
+
+/* "author-HANDLE <kind>..." : the keys a CDN purges a name by (Surrogate-Key). */
 static int surrogate_keys(char *buf, size_t len, const char *handle, const char *kind,
                           const char *id)
 {
@@ -195,54 +250,196 @@ static int surrogate_keys(char *buf, size_t len, const char *handle, const char 
 	return n < 0 || (size_t)n >= len ? -ENOSPC : 0;
 }
 
-static int write_feed(store_txn *txn, const publish_settings *set, const feed_author *author,
-                      int64_t now)
+/* Page windows (see publish.h). */
+static uint64_t head_low(const struct author_ctx *c)
 {
-	struct post_list list = { 0 };
-	char path[256], keys[STORE_SURROGATE_KEY_MAX + 1], *doc = NULL;
-	size_t len;
-	int rc;
+	uint64_t h = c->set->feed_items;
+	return c->last_seq > h ? c->last_seq - h + 1 : 1;
+}
 
-	list.cap = set->feed_items;
-	list.items = calloc(list.cap ? list.cap : 1, sizeof(json_t *));
-	if (list.items == NULL)
-		return -ENOMEM;
-	rc = store_author_posts(txn, author->handle, set->feed_items, collect_post, &list);
+/* The newest archive page: the one holding seq n-H; 0 when the head holds
+ * everything. */
+static uint64_t newest_page(const struct author_ctx *c)
+{
+	uint64_t h = c->set->feed_items, p = c->set->page_items;
+	return c->last_seq > h ? (c->last_seq - h + p - 1) / p : 0;
+}
+
+static uint64_t page_of(const struct author_ctx *c, uint64_t seq)
+{
+	return (seq + c->set->page_items - 1) / c->set->page_items;
+}
+
+static int page_url(const struct author_ctx *c, uint64_t page, char *buf, size_t len)
+{
+	char path[256];
+	int rc = feed_path_page(path, sizeof(path), c->author.handle, page);
+	int n;
+	if (rc != 0)
+		return rc;
+	n = snprintf(buf, len, "%s%s", c->set->base_url, path);
+	return n < 0 || (size_t)n >= len ? -ENOSPC : 0;
+}
+
+/* Writes a JSON Feed page of the posts in [lo, hi] to path. */
+static int write_feed_doc(struct author_ctx *c, const char *path, uint64_t hi, uint64_t lo,
+                          uint64_t next_page, const char *keys, struct post_list *list)
+{
+	char next[1024], *doc = NULL;
+	size_t len;
+	int rc = store_author_posts_range(c->txn, c->author.handle, hi, lo, 0, collect_post, list);
+
+	if (rc == 0 && next_page > 0)
+		rc = page_url(c, next_page, next, sizeof(next));
 	if (rc == 0)
-		rc = feed_author_json(set->base_url, author, list.items, list.n, &doc, &len);
+		rc = feed_author_json(c->set->base_url, &c->author, list->items, list->n,
+		                      next_page > 0 ? next : NULL, &doc, &len);
 	if (rc == 0)
-		rc = feed_path_feed(path, sizeof(path), author->handle);
-	if (rc == 0)
-		rc = surrogate_keys(keys, sizeof(keys), author->handle, "feed-", author->handle);
-	if (rc == 0)
-		rc = put_named(txn, path, doc, len, FEED_CONTENT_TYPE, keys, now);
-	for (size_t i = 0; i < list.n; i++)
-		json_decref(list.items[i]);
-	free(list.items);
+		rc = put_named(c->txn, path, doc, len, FEED_CONTENT_TYPE, keys, c->now);
 	free(doc);
 	return rc;
 }
 
-static int write_page(store_txn *txn, const publish_settings *set, const feed_author *author,
-                      const json_t *post, const char *id, int64_t now)
+/* The head feed.json: the newest H posts. */
+static int write_head(struct author_ctx *c)
+{
+	struct post_list list = { 0 };
+	char path[256], keys[STORE_SURROGATE_KEY_MAX + 1];
+	int rc = feed_path_feed(path, sizeof(path), c->author.handle);
+
+	if (rc == 0)
+		rc = surrogate_keys(keys, sizeof(keys), c->author.handle, "feed-", c->author.handle);
+	if (rc == 0)
+		rc = write_feed_doc(c, path, c->last_seq, head_low(c), newest_page(c), keys, &list);
+	post_list_free(&list);
+	return rc;
+}
+
+/* Archive page k. Pages past the newest do not exist. */
+static int write_archive_page(struct author_ctx *c, uint64_t k)
+{
+	struct post_list list = { 0 };
+	char path[256], keys[STORE_SURROGATE_KEY_MAX + 1], kind[64];
+	uint64_t p = c->set->page_items, hi;
+	int rc;
+
+	if (k == 0 || k > newest_page(c))
+		return 0;
+	hi = k * p < head_low(c) - 1 ? k * p : head_low(c) - 1;
+	snprintf(kind, sizeof(kind), "page-%s-", c->author.handle);
+	rc = feed_path_page(path, sizeof(path), c->author.handle, k);
+	if (rc == 0) {
+		char num[24];
+		snprintf(num, sizeof(num), "%llu", (unsigned long long)k);
+		rc = surrogate_keys(keys, sizeof(keys), c->author.handle, kind, num);
+	}
+	if (rc == 0)
+		rc = write_feed_doc(c, path, hi, (k - 1) * p + 1, k - 1, keys, &list);
+	post_list_free(&list);
+	return rc;
+}
+
+/* /authors.json: every author, in handle order. O(authors): written only
+ * when an author is added. */
+struct author_list {
+	feed_author *items;
+	json_t **records;
+	size_t n, cap;
+};
+
+static int collect_author(void *arg, const char *key, const void *record, size_t len)
+{
+	struct author_list *l = arg;
+	json_t *j = json_loadb(record, len, 0, NULL);
+	(void)key;
+	if (j == NULL || json_string_value(json_object_get(j, "name")) == NULL) {
+		json_decref(j);
+		return SAYIN_ECORRUPT;
+	}
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 16;
+		feed_author *items = realloc(l->items, cap * sizeof(*items));
+		json_t **records = items ? realloc(l->records, cap * sizeof(*records)) : NULL;
+		if (items != NULL)
+			l->items = items;
+		if (records == NULL) {
+			json_decref(j);
+			return -ENOMEM;
+		}
+		l->records = records;
+		l->cap = cap;
+	}
+	l->records[l->n] = j;
+	l->items[l->n].handle = json_string_value(json_object_get(j, "handle"));
+	l->items[l->n].name = json_string_value(json_object_get(j, "name"));
+	if (l->items[l->n].handle == NULL) {
+		json_decref(j);
+		return SAYIN_ECORRUPT;
+	}
+	l->n++;
+	return 0;
+}
+
+static int write_authors_json(store_txn *txn, const publish_settings *set, int64_t now)
+{
+	struct author_list l = { 0 };
+	char *doc = NULL;
+	size_t len;
+	int rc = store_each_record(txn, STORE_AUTHORS, "", collect_author, &l);
+
+	if (rc == 0)
+		rc = feed_authors_json(set->base_url, l.items, l.n, &doc, &len);
+	if (rc == 0)
+		rc = put_named(txn, FEED_PATH_AUTHORS, doc, len, FEED_CONTENT_TYPE, "authors", now);
+	for (size_t i = 0; i < l.n; i++)
+		json_decref(l.records[i]);
+	free(l.records);
+	free(l.items);
+	free(doc);
+	return rc;
+}
+
+static int write_post_page(struct author_ctx *c, const json_t *post, const char *id)
 {
 	char path[256], keys[STORE_SURROGATE_KEY_MAX + 1], *doc = NULL;
 	size_t len;
-	int rc = feed_post_html(set->base_url, author, post, &doc, &len);
+	int rc = page_post_html(c->set->base_url, &c->author, post, &doc, &len);
 	if (rc == 0)
 		rc = feed_path_post(path, sizeof(path), id);
 	if (rc == 0)
-		rc = surrogate_keys(keys, sizeof(keys), author->handle, "post-", id);
+		rc = surrogate_keys(keys, sizeof(keys), c->author.handle, "post-", id);
 	if (rc == 0)
-		rc = put_named(txn, path, doc, len, FEED_HTML_TYPE, keys, now);
+		rc = put_named(c->txn, path, doc, len, FEED_HTML_TYPE, keys, c->now);
 	free(doc);
+	return rc;
+}
+
+static int save_author(struct author_ctx *c)
+{
+	if (json_object_set_new(c->record, "last_seq", json_integer((json_int_t)c->last_seq)) != 0)
+		return -ENOMEM;
+	return dumps_put(c->txn, STORE_AUTHORS, c->author.handle, c->record);
+}
+
+/* Stores an immutable object and records that post id uses it. */
+static int put_referenced(store_txn *txn, const void *bytes, size_t len, const char *ctype,
+                          int64_t now, const char *id, char hex[STORE_HASH_HEX_LEN + 1],
+                          int *is_new)
+{
+	uint8_t hash[STORE_HASH_LEN];
+	int rc = store_put_object(txn, bytes, len, ctype, now, hash, is_new);
+	if (rc == 0)
+		rc = store_ref_add(txn, hash, id);
+	if (rc == 0)
+		store_hash_to_hex(hash, hex);
 	return rc;
 }
 
 static json_t *post_record(const publish_input *in, const publish_result *res, const char *date)
 {
-	json_t *rec = json_pack("{s:s, s:s, s:s, s:s, s:I, s:{s:s, s:s, s:I, s:f}, s:{s:s, s:i, s:i}}",
-	                 "id", res->id, "author", in->author, "text", in->text ? in->text : "",
+	json_t *rec = json_pack("{s:s, s:s, s:I, s:s, s:s, s:I, s:{s:s, s:s, s:I, s:f}, s:{s:s, s:i, s:i}}",
+	                 "id", res->id, "author", in->author, "seq", (json_int_t)res->seq,
+	                 "text", in->text ? in->text : "",
 	                 "date_published", date, "created_ms", (json_int_t)in->now_ms,
 	                 "audio", "sha256", res->audio_hex, "mime_type", PUBLISH_OPUS_TYPE,
 	                 "size_in_bytes", (json_int_t)in->audio_len, "duration_in_seconds",
@@ -282,20 +479,89 @@ fail:
 	return NULL;
 }
 
+static int url_of(char *buf, size_t len, const char *base, int (*path_fn)(char *, size_t, const char *),
+                  const char *arg)
+{
+	char path[256];
+	int rc = path_fn(path, sizeof(path), arg), n;
+	if (rc != 0)
+		return rc;
+	n = snprintf(buf, len, "%s%s", base, path);
+	return n < 0 || (size_t)n >= len ? -ENOSPC : 0;
+}
+
+int publish_response_json(const char *base_url, const char *author, const publish_result *res,
+                          char **out)
+{
+	char url[1024], audio_url[1024], feed_url[1024], more[1024];
+	json_t *j = NULL;
+	int rc = url_of(url, sizeof(url), base_url, feed_path_post, res->id);
+
+	if (rc == 0)
+		rc = url_of(audio_url, sizeof(audio_url), base_url, feed_path_audio, res->audio_hex);
+	if (rc == 0)
+		rc = url_of(feed_url, sizeof(feed_url), base_url, feed_path_feed, author);
+	if (rc != 0)
+		return rc;
+	j = json_pack("{s:s, s:s, s:s, s:s, s:f, s:I}", "id", res->id, "url", url, "audio_url",
+	              audio_url, "feed_url", feed_url, "duration_in_seconds", res->duration,
+	              "size_in_bytes", (json_int_t)res->audio_size);
+	if (j != NULL && res->has_fallback &&
+	    (url_of(more, sizeof(more), base_url, feed_path_fallback, res->fallback_hex) != 0 ||
+	     json_object_set_new(j, "fallback_url", json_string(more)) != 0))
+		rc = -ENOMEM;
+	if (j != NULL && rc == 0 && res->has_waveform &&
+	    (url_of(more, sizeof(more), base_url, feed_path_waveform, res->waveform_hex) != 0 ||
+	     json_object_set_new(j, "waveform_url", json_string(more)) != 0))
+		rc = -ENOMEM;
+	*out = j != NULL && rc == 0 ? json_dumps(j, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6))
+	                            : NULL;
+	json_decref(j);
+	return *out != NULL ? 0 : -ENOMEM;
+}
+
+/* The first response to an idempotent request, kept with what identifies
+ * the request. */
+static int record_idempotency(store_txn *txn, const publish_settings *set, const publish_input *in,
+                              const publish_result *res)
+{
+	char key[PUBLISH_HANDLE_MAX + 2 + 256], *body = NULL;
+	json_t *j;
+	int rc;
+
+	if (in->idempotency_key == NULL)
+		return 0;
+	snprintf(key, sizeof(key), "%s\n%s", in->author, in->idempotency_key);
+	rc = publish_response_json(set->base_url, in->author, res, &body);
+	if (rc != 0)
+		return rc;
+	j = json_pack("{s:I, s:s, s:s, s:i, s:s}", "created_ms", (json_int_t)in->now_ms,
+	              "request_sha256", in->request_sha256 ? in->request_sha256 : "", "post_id",
+	              res->id, "status", 201, "body", body);
+	free(body);
+	if (j == NULL)
+		return -ENOMEM;
+	rc = dumps_put(txn, STORE_IDEMPOTENCY, key, j);
+	json_decref(j);
+	return rc;
+}
+
 int publish_post(store *st, const publish_settings *set, const publish_input *in,
                  publish_result *out, char *err, size_t errlen)
 {
-	store_txn *txn = NULL;
-	json_t *author_rec = NULL, *post = NULL;
-	feed_author author;
-	uint8_t hash[STORE_HASH_LEN];
+	struct author_ctx c = { .set = set, .now = in->now_ms / 1000 };
+	json_t *post = NULL;
 	char date[40], *record = NULL;
-	int64_t now = in->now_ms / 1000;
 	const char *stage = "begin";
-	int rc;
+	int rc, created = 0;
+	double t0;
 
 	if (!publish_valid_handle(in->author)) {
 		snprintf(err, errlen, "invalid author handle '%s': use 1-32 of a-z, 0-9, _", in->author);
+		return SAYIN_EINVAL;
+	}
+	if (set->feed_items == 0 || set->page_items == 0) {
+		snprintf(err, errlen, "feed-items and feed-page-items must be at least 1");
 		return SAYIN_EINVAL;
 	}
 	memset(out, 0, sizeof(*out));
@@ -306,44 +572,46 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	}
 	publish_format_time(in->now_ms, date, sizeof(date));
 
-	rc = store_txn_begin(st, 1, &txn);
+	rc = store_txn_begin(st, 1, &c.txn);
 	if (rc != 0)
 		goto fail;
+	t0 = mono_ms();
 	stage = "author";
-	rc = ensure_author(txn, in->author, in->now_ms, &author_rec);
+	rc = load_author(&c, in->author, set->create_authors, in->now_ms, &created);
+	if (rc == SAYIN_ENOTFOUND) {
+		snprintf(err, errlen, "no author '%s' (create it with: sayin-publisher author add)",
+		         in->author);
+		goto fail_quiet;
+	}
 	if (rc != 0)
 		goto fail;
-	author.handle = in->author;
-	author.name = json_string_value(json_object_get(author_rec, "name"));
+	c.last_seq++;
+	out->seq = c.last_seq;
 
 	stage = "audio object";
-	rc = store_put_object(txn, in->audio, in->audio_len, PUBLISH_OPUS_TYPE, now, hash,
-	                      &out->audio_was_new);
+	rc = put_referenced(c.txn, in->audio, in->audio_len, PUBLISH_OPUS_TYPE, c.now, out->id,
+	                    out->audio_hex, &out->audio_was_new);
 	if (rc != 0)
 		goto fail;
-	store_hash_to_hex(hash, out->audio_hex);
 	out->audio_size = in->audio_len;
 	out->duration = in->duration;
-
 	/* The fallback rendition and the waveform: immutable objects too,
 	 * shared by identical bytes like the audio. */
 	if (in->fallback != NULL && in->fallback_len > 0) {
 		stage = "fallback audio object";
-		rc = store_put_object(txn, in->fallback, in->fallback_len, PUBLISH_M4A_TYPE, now, hash,
-		                      NULL);
+		rc = put_referenced(c.txn, in->fallback, in->fallback_len, PUBLISH_M4A_TYPE, c.now,
+		                    out->id, out->fallback_hex, NULL);
 		if (rc != 0)
 			goto fail;
-		store_hash_to_hex(hash, out->fallback_hex);
 		out->fallback_size = in->fallback_len;
 		out->has_fallback = 1;
 	}
 	if (in->waveform != NULL && in->waveform_len > 0) {
 		stage = "waveform object";
-		rc = store_put_object(txn, in->waveform, in->waveform_len, PUBLISH_WAVEFORM_TYPE, now,
-		                      hash, NULL);
+		rc = put_referenced(c.txn, in->waveform, in->waveform_len, PUBLISH_WAVEFORM_TYPE, c.now,
+		                    out->id, out->waveform_hex, NULL);
 		if (rc != 0)
 			goto fail;
-		store_hash_to_hex(hash, out->waveform_hex);
 		out->waveform_size = in->waveform_len;
 		out->has_waveform = 1;
 	}
@@ -361,28 +629,50 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 		rc = -ENOMEM;
 		goto fail;
 	}
-	rc = store_put_post(txn, out->id, in->author, record, strlen(record));
+	rc = store_put_post(c.txn, out->id, in->author, out->seq, record, strlen(record));
+	if (rc == 0)
+		rc = save_author(&c);
+	if (rc == 0) {
+		stage = "idempotency key";
+		rc = record_idempotency(c.txn, set, in, out);
+	}
 	if (rc != 0)
 		goto fail;
+	out->ms_objects = mono_ms() - t0;
 
+	t0 = mono_ms();
 	stage = "feed";
-	rc = write_feed(txn, set, &author, now);
+	rc = write_head(&c);
+	/* The post pushed seq n-H out of the head, into its archive page. */
+	if (rc == 0 && c.last_seq > set->feed_items) {
+		stage = "archive page";
+		rc = write_archive_page(&c, page_of(&c, c.last_seq - set->feed_items));
+	}
+	if (rc == 0 && created) {
+		stage = "authors.json";
+		rc = write_authors_json(c.txn, set, c.now);
+	}
 	if (rc != 0)
 		goto fail;
+	out->ms_feed = mono_ms() - t0;
+	t0 = mono_ms();
 	stage = "post page";
-	rc = write_page(txn, set, &author, post, out->id, now);
+	rc = write_post_page(&c, post, out->id);
 	if (rc != 0)
 		goto fail;
+	out->ms_pages = mono_ms() - t0;
 
+	t0 = mono_ms();
 	stage = "commit";
-	rc = store_txn_commit(txn);
-	txn = NULL;
+	rc = store_txn_commit(c.txn);
+	c.txn = NULL;
 	if (rc != 0)
 		goto fail;
-	log_info("publish: post %s by %s committed (audio %s, %llu bytes%s)", out->id, in->author,
-	         out->audio_hex, (unsigned long long)out->audio_size,
-	         out->audio_was_new ? "" : ", already stored");
-	json_decref(author_rec);
+	out->ms_commit = mono_ms() - t0;
+	log_info("publish: post %s (#%llu) by %s committed (audio %s, %llu bytes%s)", out->id,
+	         (unsigned long long)out->seq, in->author, out->audio_hex,
+	         (unsigned long long)out->audio_size, out->audio_was_new ? "" : ", already stored");
+	json_decref(c.record);
 	json_decref(post);
 	free(record);
 	return 0;
@@ -390,9 +680,203 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 fail:
 	snprintf(err, errlen, "publish failed at %s: %s", stage, sayin_strerror(rc));
 fail_quiet:
-	store_txn_abort(txn);
-	json_decref(author_rec);
+	store_txn_abort(c.txn);
+	json_decref(c.record);
 	json_decref(post);
 	free(record);
+	return rc;
+}
+
+/* A display name: UTF-8, 1 to 100 characters, no control characters. */
+static int valid_name(const char *name)
+{
+	size_t chars = 0;
+	json_t *j;
+	if (name == NULL || *name == '\0')
+		return 0;
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+		if (*p < 0x20 || *p == 0x7f)
+			return 0;
+		if ((*p & 0xc0) != 0x80)
+			chars++;
+	}
+	j = json_string(name); /* NULL unless valid UTF-8 */
+	json_decref(j);
+	return j != NULL && chars <= 100;
+}
+
+int publish_author_add(store *st, const publish_settings *set, const char *handle,
+                       const char *name, int64_t now_ms, char *err, size_t errlen)
+{
+	struct author_ctx c = { .set = set, .now = now_ms / 1000 };
+	const void *rec;
+	size_t len;
+	const char *stage = "begin";
+	int rc, created;
+
+	if (!publish_valid_handle(handle)) {
+		snprintf(err, errlen, "invalid author handle '%s': use 1-32 of a-z, 0-9, _", handle);
+		return SAYIN_EINVAL;
+	}
+	if (!valid_name(name)) {
+		snprintf(err, errlen, "invalid name: use 1-100 characters of UTF-8 text");
+		return SAYIN_EINVAL;
+	}
+	rc = store_txn_begin(st, 1, &c.txn);
+	if (rc != 0)
+		goto fail;
+	stage = "author";
+	rc = store_get_author(c.txn, handle, &rec, &len);
+	if (rc == 0) {
+		snprintf(err, errlen, "author '%s' exists", handle);
+		rc = -EEXIST;
+		goto fail_quiet;
+	}
+	if (rc != SAYIN_ENOTFOUND)
+		goto fail;
+	rc = load_author(&c, handle, 1, now_ms, &created);
+	if (rc == 0 && json_object_set_new(c.record, "name", json_string(name)) != 0)
+		rc = -ENOMEM;
+	if (rc == 0) {
+		c.author.name = json_string_value(json_object_get(c.record, "name"));
+		rc = save_author(&c);
+	}
+	if (rc != 0)
+		goto fail;
+	stage = "feed";
+	rc = write_head(&c);
+	if (rc != 0)
+		goto fail;
+	stage = "authors.json";
+	rc = write_authors_json(c.txn, set, c.now);
+	if (rc != 0)
+		goto fail;
+	stage = "commit";
+	rc = store_txn_commit(c.txn);
+	c.txn = NULL;
+	if (rc != 0)
+		goto fail;
+	log_info("publish: author %s added", handle);
+	json_decref(c.record);
+	return 0;
+fail:
+	snprintf(err, errlen, "adding author failed at %s: %s", stage, sayin_strerror(rc));
+fail_quiet:
+	store_txn_abort(c.txn);
+	json_decref(c.record);
+	return rc;
+}
+
+/* Drops post id's reference to the object named by hex; deletes the object
+ * when it was the last. */
+static int release_object(store_txn *txn, const char *hex, const char *id, publish_deleted *out)
+{
+	uint8_t hash[STORE_HASH_LEN];
+	size_t left = 0;
+	int rc;
+
+	if (hex == NULL)
+		return 0;
+	if (store_hash_from_hex(hex, strlen(hex), hash) != 0)
+		return SAYIN_ECORRUPT;
+	rc = store_ref_remove(txn, hash, id, &left);
+	if (rc != 0)
+		return rc;
+	if (left > 0) {
+		out->objects_kept++;
+		return 0;
+	}
+	rc = store_delete_object(txn, hash);
+	if (rc == SAYIN_ENOTFOUND)
+		return 0;
+	if (rc == 0)
+		out->objects_deleted++;
+	return rc;
+}
+
+int publish_delete(store *st, const publish_settings *set, const char *id, const char *author,
+                   int64_t now_ms, publish_deleted *out, char *err, size_t errlen)
+{
+	struct author_ctx c = { .set = set, .now = now_ms / 1000 };
+	json_t *post = NULL;
+	const void *rec;
+	size_t len;
+	const char *stage = "begin", *owner;
+	char path[256];
+	int rc, created;
+	uint64_t seq;
+
+	memset(out, 0, sizeof(*out));
+	rc = store_txn_begin(st, 1, &c.txn);
+	if (rc != 0)
+		goto fail;
+	stage = "post record";
+	rc = store_get_post(c.txn, id, &rec, &len);
+	if (rc == SAYIN_ENOTFOUND) {
+		snprintf(err, errlen, "no post '%s'", id);
+		goto fail_quiet;
+	}
+	if (rc != 0)
+		goto fail;
+	post = json_loadb(rec, len, 0, NULL);
+	owner = json_string_value(json_object_get(post, "author"));
+	seq = (uint64_t)json_integer_value(json_object_get(post, "seq"));
+	if (owner == NULL || seq == 0 || strlen(owner) > PUBLISH_HANDLE_MAX) {
+		rc = SAYIN_ECORRUPT;
+		goto fail;
+	}
+	if (author != NULL && strcmp(author, owner) != 0) {
+		snprintf(err, errlen, "post '%s' belongs to another author", id);
+		rc = -EPERM;
+		goto fail_quiet;
+	}
+	snprintf(out->author, sizeof(out->author), "%s", owner);
+	out->seq = seq;
+	rc = load_author(&c, owner, 0, now_ms, &created);
+	if (rc != 0)
+		goto fail;
+	rc = store_delete_post(c.txn, id, owner, seq);
+	if (rc != 0)
+		goto fail;
+	stage = "objects";
+	rc = release_object(c.txn, json_string_value(json_object_get(json_object_get(post, "audio"), "sha256")), id, out);
+	if (rc == 0)
+		rc = release_object(c.txn, json_string_value(json_object_get(json_object_get(post, "fallback"), "sha256")), id, out);
+	if (rc == 0)
+		rc = release_object(c.txn, json_string_value(json_object_get(json_object_get(post, "waveform"), "sha256")), id, out);
+	if (rc != 0)
+		goto fail;
+	stage = "post page";
+	rc = feed_path_post(path, sizeof(path), id);
+	if (rc == 0)
+		rc = remove_named(c.txn, path);
+	if (rc != 0)
+		goto fail;
+	/* The head always (its window is by seq, so it may now hold H-1
+	 * posts), and the archive page that held the post. */
+	stage = "feed";
+	rc = write_head(&c);
+	if (rc == 0 && seq < head_low(&c))
+		rc = write_archive_page(&c, page_of(&c, seq));
+	if (rc != 0)
+		goto fail;
+	/* Outbox: the CDN purge of the changed and removed URLs goes here,
+	 * in this transaction (the CDN issue). */
+	stage = "commit";
+	rc = store_txn_commit(c.txn);
+	c.txn = NULL;
+	if (rc != 0)
+		goto fail;
+	log_info("publish: post %s (#%llu) by %s deleted (%u objects deleted, %u shared kept)", id,
+	         (unsigned long long)seq, out->author, out->objects_deleted, out->objects_kept);
+	json_decref(c.record);
+	json_decref(post);
+	return 0;
+fail:
+	snprintf(err, errlen, "delete failed at %s: %s", stage, sayin_strerror(rc));
+fail_quiet:
+	store_txn_abort(c.txn);
+	json_decref(c.record);
+	json_decref(post);
 	return rc;
 }

@@ -21,7 +21,10 @@
 
 typedef struct publish_settings {
 	const char *base_url;   /* public base of every URL, no trailing slash */
-	size_t feed_items;      /* items in feed.json */
+	size_t feed_items;      /* H: posts in the head feed.json (and the author page) */
+	size_t page_items;      /* P: posts in a full archive page */
+	int create_authors;     /* 1: a post by an unknown handle creates its author
+	                           (the CLI); 0: SAYIN_ENOTFOUND (the API) */
 } publish_settings;
 
 typedef struct publish_input {
@@ -44,6 +47,11 @@ typedef struct publish_input {
 	unsigned waveform_points; /* its length (pairs) */
 	const void *fallback;     /* the AAC-in-M4A rendition, or NULL: none */
 	size_t fallback_len;
+	/* With an idempotency key (from the API), the response is recorded
+	 * under "HANDLE\nKEY" in the same transaction, with request_sha256
+	 * (hex, identifies the request), so a retry finds it. */
+	const char *idempotency_key;
+	const char *request_sha256;
 } publish_input;
 
 typedef struct publish_result {
@@ -58,15 +66,62 @@ typedef struct publish_result {
 	int has_fallback;         /* the two below are set */
 	char fallback_hex[STORE_HASH_HEX_LEN + 1];
 	uint64_t fallback_size;
+	uint64_t seq;             /* the post's number in its author's sequence */
+	/* Where the transaction's time went, in milliseconds (monotonic). */
+	double ms_objects;        /* audio, fallback, waveform objects and refs */
+	double ms_feed;           /* head feed, archive page, author page */
+	double ms_pages;          /* post page */
+	double ms_commit;         /* store_txn_commit (the fsync) */
 } publish_result;
 
 /* Publishes one post: the audio, and when given the waveform (/a/HASH.json)
- * and the fallback rendition (/a/HASH.m4a), each an immutable object, the
- * post record, the author's feed and the post page. Returns 0, or SAYIN_EINVAL (bad handle or text: err
- * says which), SAYIN_ESTOREFULL, or another store error; on any error nothing
- * was written. */
+ * and the fallback rendition (/a/HASH.m4a), each an immutable object
+ * referenced by the post, the post record, the author's head feed, the one
+ * archive page the post pushes its oldest item into, the author page and the
+ * post page. The work does not depend on how many posts the author has.
+ *
+ * Feed pages (H = feed_items, P = page_items, n = the author's last seq):
+ * the head holds seq n-H+1..n; archive page k holds seq (k-1)P+1 ..
+ * min(kP, n-H), newest first, and links page k-1 by next_url; the head links
+ * page ceil((n-H)/P). Page k is full, and never changes again except by a
+ * deletion, once n-H >= kP. Walking next_url from the head visits every post
+ * once.
+ *
+ * Returns 0, or SAYIN_EINVAL (bad handle or text: err says which),
+ * SAYIN_ENOTFOUND (unknown author and !create_authors), SAYIN_ESTOREFULL,
+ * or another store error; on any error nothing was written. */
 int publish_post(store *st, const publish_settings *set, const publish_input *in,
                  publish_result *out, char *err, size_t errlen);
+
+/* The JSON object that reports a published post (the CLI prints it, the API
+ * answers 201 with it): id, url, audio_url, feed_url, fallback_url and
+ * waveform_url when present, duration_in_seconds, size_in_bytes. malloc'd
+ * into *out; 0 or -ENOMEM. */
+int publish_response_json(const char *base_url, const char *author, const publish_result *res,
+                          char **out);
+
+/* Creates an author: its record, an empty feed, its author page, and the
+ * updated /authors.json. -EEXIST if the handle exists, SAYIN_EINVAL for a
+ * bad handle or a name that is empty, longer than 100 characters or not
+ * UTF-8. */
+int publish_author_add(store *st, const publish_settings *set, const char *handle,
+                       const char *name, int64_t now_ms, char *err, size_t errlen);
+
+typedef struct publish_deleted {
+	char author[PUBLISH_HANDLE_MAX + 1];
+	uint64_t seq;
+	unsigned objects_deleted; /* objects no other post referred to */
+	unsigned objects_kept;    /* shared with another post */
+} publish_deleted;
+
+/* Deletes a post in one transaction: its record and index entry, its post
+ * page, its audio, fallback and waveform objects unless another post still
+ * refers to them, and rewrites the head feed or the one archive page that
+ * held it, and the author page. With author != NULL the post must be that
+ * author's (-EPERM otherwise). Returns 0, SAYIN_ENOTFOUND, -EPERM,
+ * SAYIN_ECORRUPT or a store error; on error nothing changed. */
+int publish_delete(store *st, const publish_settings *set, const char *id, const char *author,
+                   int64_t now_ms, publish_deleted *out, char *err, size_t errlen);
 
 /* 1 if handle is 1..32 of [a-z0-9_], else 0. */
 int publish_valid_handle(const char *handle);

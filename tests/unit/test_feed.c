@@ -10,6 +10,7 @@
 #include "feed.h"
 
 #include <math.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,8 +34,10 @@ static void test_feed_fields_and_order(void **state)
 	size_t len;
 	json_t *doc, *items, *att;
 
-	assert_int_equal(feed_author_json("https://cdn.example", &a, posts, 2, &out, &len), 0);
+	assert_int_equal(feed_author_json("https://cdn.example", &a, posts, 2, NULL, &out, &len), 0);
 	doc = json_loadb(out, len, 0, NULL);
+	/* The last page has no next_url. */
+	assert_null(json_object_get(doc, "next_url"));
 	assert_non_null(doc);
 	assert_string_equal(json_string_value(json_object_get(doc, "version")),
 	                    "https://jsonfeed.org/version/1.1");
@@ -61,8 +64,46 @@ static void test_feed_fields_and_order(void **state)
 	assert_true(json_real_value(json_object_get(att, "duration_in_seconds")) == 2.5);
 	json_decref(doc);
 	free(out);
+
+	/* An archive page links the older page and names the feed by its head. */
+	assert_int_equal(feed_author_json("https://cdn.example", &a, posts, 1,
+	                                  "https://cdn.example/u/ann/feed/3.json", &out, &len), 0);
+	doc = json_loadb(out, len, 0, NULL);
+	assert_non_null(doc);
+	assert_string_equal(json_string_value(json_object_get(doc, "next_url")),
+	                    "https://cdn.example/u/ann/feed/3.json");
+	assert_string_equal(json_string_value(json_object_get(doc, "feed_url")),
+	                    "https://cdn.example/u/ann/feed.json");
+	assert_int_equal(json_array_size(json_object_get(doc, "items")), 1);
+	json_decref(doc);
+	free(out);
 	json_decref(posts[0]);
 	json_decref(posts[1]);
+}
+
+static void test_authors_json(void **state)
+{
+	(void)state;
+	feed_author a[2] = { { "ann", "Ann <A> \"Example\"" }, { "bob", "Bob" } };
+	char *out, path[64];
+	size_t len;
+	json_t *doc, *first;
+
+	assert_int_equal(feed_authors_json("https://cdn.example", a, 2, &out, &len), 0);
+	doc = json_loadb(out, len, 0, NULL);
+	assert_non_null(doc);
+	assert_int_equal(json_array_size(json_object_get(doc, "authors")), 2);
+	first = json_array_get(json_object_get(doc, "authors"), 0);
+	assert_string_equal(json_string_value(json_object_get(first, "name")), "Ann <A> \"Example\"");
+	assert_string_equal(json_string_value(json_object_get(first, "feed_url")),
+	                    "https://cdn.example/u/ann/feed.json");
+	assert_string_equal(json_string_value(json_object_get(first, "home_page_url")),
+	                    "https://cdn.example/u/ann/");
+	json_decref(doc);
+	free(out);
+	assert_int_equal(feed_path_page(path, sizeof(path), "ann", 12), 0);
+	assert_string_equal(path, "/u/ann/feed/12.json");
+	assert_int_equal(feed_path_page(path, 8, "ann", 12), -ENOSPC);
 }
 
 static void test_feed_rejects_incomplete_record(void **state)
@@ -72,7 +113,7 @@ static void test_feed_rejects_incomplete_record(void **state)
 	json_t *bad = json_pack("{s:s}", "id", "01");
 	char *out = NULL;
 	size_t len;
-	assert_int_equal(feed_author_json("http://x", &a, &bad, 1, &out, &len), SAYIN_ECORRUPT);
+	assert_int_equal(feed_author_json("http://x", &a, &bad, 1, NULL, &out, &len), SAYIN_ECORRUPT);
 	assert_null(out);
 	json_decref(bad);
 }
@@ -118,7 +159,7 @@ static json_t *one_item(json_t *post, char **out)
 	size_t len;
 	json_t *doc;
 
-	assert_int_equal(feed_author_json("https://cdn.example", &a, &post, 1, out, &len), 0);
+	assert_int_equal(feed_author_json("https://cdn.example", &a, &post, 1, NULL, out, &len), 0);
 	doc = json_loadb(*out, len, 0, NULL);
 	assert_non_null(doc);
 	return doc;
@@ -231,6 +272,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_feed_fields_and_order),
+		cmocka_unit_test(test_authors_json),
 		cmocka_unit_test(test_feed_rejects_incomplete_record),
 		cmocka_unit_test(test_page_escapes_text),
 		cmocka_unit_test(test_feed_fallback_and_waveform),

@@ -11,6 +11,7 @@
 #include "store.h"
 
 #include <brotli/decode.h>
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +55,8 @@ static int teardown(void **state)
 	return 0;
 }
 
-static const publish_settings settings = { "https://cdn.example", 2 };
+/* Head of 2, archive pages of 3: small enough to cross many pages. */
+static const publish_settings settings = { "https://cdn.example", 2, 3, 1 };
 
 /* A post with its renditions: the fallback and the waveform are derived
  * from the audio's bytes, so identical audio gives identical renditions. */
@@ -144,10 +146,11 @@ static void test_feed_newest_first_and_limited(void **state)
 	assert_string_equal(json_string_value(json_object_get(json_array_get(items, 0), "id")), r3.id);
 	assert_string_equal(json_string_value(json_object_get(json_array_get(items, 1), "id")), r2.id);
 	json_decref(feed);
-	/* Per post an Opus, an M4A and a waveform object (3 x 3), plus, for one
-	 * feed and three pages, an identity, a gzip and a brotli object each:
-	 * superseded feeds are gone. */
-	assert_int_equal(stats(f->st).objects, 3 * 3 + 4 * 3);
+	/* Per post an Opus, an M4A and a waveform object (3 x 3), plus, for the
+	 * head, archive page 1 (post 1), /authors.json (ann's first post made
+	 * her) and three post pages, an identity, a gzip and a brotli object
+	 * each: superseded documents are gone. */
+	assert_int_equal(stats(f->st).objects, 3 * 3 + 6 * 3);
 	assert_int_equal(stats(f->st).posts, 3);
 }
 
@@ -262,6 +265,201 @@ static void test_bad_text_stores_nothing(void **state)
 	assert_null(load_name(f->st, "/u/ann/feed.json"));
 }
 
+/* Follows next_url from the head; returns the ids seen, newest first. */
+static size_t walk_feed(store *st, const char *handle, char ids[][PUBLISH_ID_LEN + 1], size_t max)
+{
+	char path[256];
+	size_t n = 0;
+	json_t *doc;
+
+	snprintf(path, sizeof(path), "/u/%s/feed.json", handle);
+	doc = load_name(st, path);
+	while (doc != NULL) {
+		json_t *items = json_object_get(doc, "items");
+		const char *next = json_string_value(json_object_get(doc, "next_url"));
+		for (size_t i = 0; i < json_array_size(items) && n < max; i++)
+			snprintf(ids[n++], PUBLISH_ID_LEN + 1, "%s",
+			         json_string_value(json_object_get(json_array_get(items, i), "id")));
+		if (next == NULL) {
+			json_decref(doc);
+			break;
+		}
+		assert_true(strncmp(next, "https://cdn.example", 19) == 0);
+		snprintf(path, sizeof(path), "%s", next + 19);
+		json_decref(doc);
+		doc = load_name(st, path);
+		assert_non_null(doc); /* a link to a page that does not exist */
+	}
+	return n;
+}
+
+static int name_hash(store *st, const char *name, uint8_t out[STORE_HASH_LEN])
+{
+	store_txn *txn;
+	store_name n;
+	int rc;
+	assert_int_equal(store_txn_begin(st, 0, &txn), 0);
+	rc = store_get_name(txn, name, &n);
+	if (rc == 0)
+		memcpy(out, n.hash, STORE_HASH_LEN);
+	store_txn_abort(txn);
+	return rc;
+}
+
+static void test_pages_walk_every_post_once(void **state)
+{
+	struct fixture *f = *state;
+	publish_result r[17];
+	char audio[16], seen[32][PUBLISH_ID_LEN + 1], path[64];
+	uint8_t before[8][STORE_HASH_LEN], after[STORE_HASH_LEN];
+
+	for (int i = 0; i < 17; i++) {
+		snprintf(audio, sizeof(audio), "AUDIO%02d", i);
+		assert_int_equal(post(f->st, "ann", "x", audio, strlen(audio), 1000 + i, &r[i]), 0);
+		assert_int_equal(r[i].seq, (uint64_t)i + 1);
+		/* Every post visible, in order, exactly once after each publish. */
+		size_t n = walk_feed(f->st, "ann", seen, 32);
+		assert_int_equal(n, (size_t)i + 1);
+		for (int k = 0; k <= i; k++)
+			assert_string_equal(seen[k], r[i - k].id);
+	}
+	/* 17 posts, head 2: pages 1..5 hold seq 1-3, 4-6, 7-9, 10-12, 13-15. */
+	assert_int_equal(name_hash(f->st, "/u/ann/feed/5.json", before[5]), 0);
+	assert_int_equal(name_hash(f->st, "/u/ann/feed/6.json", after), SAYIN_ENOTFOUND);
+	for (int k = 1; k <= 5; k++) {
+		snprintf(path, sizeof(path), "/u/ann/feed/%d.json", k);
+		assert_int_equal(name_hash(f->st, path, before[k]), 0);
+	}
+	/* Two more posts fill page 6 with seq 16 and 17; full pages 1-5 keep
+	 * their bytes. */
+	assert_int_equal(post(f->st, "ann", "x", "MORE1", 5, 5000, &r[0]), 0);
+	assert_int_equal(post(f->st, "ann", "x", "MORE2", 5, 5001, &r[1]), 0);
+	for (int k = 1; k <= 5; k++) {
+		snprintf(path, sizeof(path), "/u/ann/feed/%d.json", k);
+		assert_int_equal(name_hash(f->st, path, after), 0);
+		assert_memory_equal(after, before[k], STORE_HASH_LEN);
+	}
+	json_t *p6 = load_name(f->st, "/u/ann/feed/6.json");
+	assert_int_equal(json_array_size(json_object_get(p6, "items")), 2);
+	assert_string_equal(json_string_value(json_object_get(p6, "next_url")),
+	                    "https://cdn.example/u/ann/feed/5.json");
+	json_decref(p6);
+	json_t *p1 = load_name(f->st, "/u/ann/feed/1.json");
+	assert_null(json_object_get(p1, "next_url"));
+	assert_int_equal(json_array_size(json_object_get(p1, "items")), 3);
+	json_decref(p1);
+	assert_int_equal(walk_feed(f->st, "ann", seen, 32), 19);
+}
+
+static void test_delete_keeps_shared_objects(void **state)
+{
+	struct fixture *f = *state;
+	publish_result a, b, c, d, e;
+	publish_deleted del;
+	char err[256], path[64], seen[8][PUBLISH_ID_LEN + 1];
+	uint8_t hash[STORE_HASH_LEN];
+	store_txn *txn;
+	store_object obj;
+
+	assert_int_equal(post(f->st, "ann", "a", "SHARED", 6, 1000, &a), 0);
+	assert_int_equal(post(f->st, "ann", "b", "SHARED", 6, 2000, &b), 0);
+	assert_int_equal(post(f->st, "ann", "c", "ONLY_C", 6, 3000, &c), 0);
+	assert_int_equal(post(f->st, "ann", "d", "ONLY_D", 6, 4000, &d), 0);
+	assert_int_equal(post(f->st, "bob", "e", "ONLY_E", 6, 5000, &e), 0);
+
+	assert_int_equal(publish_delete(f->st, &settings, a.id, "bob", 6000, &del, err, sizeof(err)),
+	                 -EPERM);
+	assert_int_equal(publish_delete(f->st, &settings, "nope", NULL, 6000, &del, err,
+	                                sizeof(err)), SAYIN_ENOTFOUND);
+	/* a shares its audio (and so its renditions) with b: kept. a is in
+	 * archive page 1 (head: c, d). */
+	assert_int_equal(publish_delete(f->st, &settings, a.id, "ann", 6000, &del, err,
+	                                sizeof(err)), 0);
+	assert_int_equal(del.objects_deleted, 0);
+	assert_int_equal(del.objects_kept, 3);
+	assert_int_equal(store_txn_begin(f->st, 0, &txn), 0);
+	assert_int_equal(store_hash_from_hex(a.audio_hex, STORE_HASH_HEX_LEN, hash), 0);
+	assert_int_equal(store_get_object(txn, hash, &obj), 0);
+	store_txn_abort(txn);
+	snprintf(path, sizeof(path), "/p/%s", a.id);
+	assert_int_equal(name_hash(f->st, path, hash), SAYIN_ENOTFOUND);
+	assert_int_equal(walk_feed(f->st, "ann", seen, 8), 3);
+	assert_string_equal(seen[0], d.id);
+	assert_string_equal(seen[2], b.id);
+
+	/* d is in the head and alone with its audio: all three objects go. */
+	assert_int_equal(publish_delete(f->st, &settings, d.id, NULL, 7000, &del, err, sizeof(err)),
+	                 0);
+	assert_string_equal(del.author, "ann");
+	assert_int_equal(del.objects_deleted, 3);
+	assert_int_equal(store_txn_begin(f->st, 0, &txn), 0);
+	assert_int_equal(store_hash_from_hex(d.audio_hex, STORE_HASH_HEX_LEN, hash), 0);
+	assert_int_equal(store_get_object(txn, hash, &obj), SAYIN_ENOTFOUND);
+	assert_int_equal(store_hash_from_hex(d.fallback_hex, STORE_HASH_HEX_LEN, hash), 0);
+	assert_int_equal(store_get_object(txn, hash, &obj), SAYIN_ENOTFOUND);
+	store_txn_abort(txn);
+	assert_int_equal(walk_feed(f->st, "ann", seen, 8), 2);
+	assert_string_equal(seen[0], c.id);
+	assert_string_equal(seen[1], b.id);
+	/* Deleting b, the last user of the shared audio, removes it. */
+	assert_int_equal(publish_delete(f->st, &settings, b.id, NULL, 8000, &del, err, sizeof(err)),
+	                 0);
+	assert_int_equal(del.objects_deleted, 3);
+	assert_int_equal(walk_feed(f->st, "bob", seen, 8), 1);
+}
+
+static void test_authors_and_idempotency_record(void **state)
+{
+	struct fixture *f = *state;
+	publish_settings strict = settings;
+	publish_result r;
+	char err[256];
+	json_t *authors, *feed;
+	store_txn *txn;
+	const void *rec;
+	size_t len;
+
+	strict.create_authors = 0;
+	assert_int_equal(publish_author_add(f->st, &settings, "ann", "Ann \xe2\x98\x85", 1000, err,
+	                                    sizeof(err)), 0);
+	assert_int_equal(publish_author_add(f->st, &settings, "ann", "Again", 1000, err,
+	                                    sizeof(err)), -EEXIST);
+	assert_int_equal(publish_author_add(f->st, &settings, "bob", "", 1000, err, sizeof(err)),
+	                 SAYIN_EINVAL);
+	assert_int_equal(publish_author_add(f->st, &settings, "bob", "Bob\n", 1000, err,
+	                                    sizeof(err)), SAYIN_EINVAL);
+	assert_int_equal(publish_author_add(f->st, &settings, "abe", "Abe", 1000, err, sizeof(err)),
+	                 0);
+	authors = load_name(f->st, "/authors.json");
+	assert_int_equal(json_array_size(json_object_get(authors, "authors")), 2);
+	assert_string_equal(json_string_value(json_object_get(
+	                        json_array_get(json_object_get(authors, "authors"), 1), "name")),
+	                    "Ann \xe2\x98\x85");
+	json_decref(authors);
+	/* A new author has an empty feed. */
+	feed = load_name(f->st, "/u/ann/feed.json");
+	assert_int_equal(json_array_size(json_object_get(feed, "items")), 0);
+	json_decref(feed);
+
+	publish_input in = { .author = "zed", .audio = "A", .audio_len = 1, .duration = 1,
+		             .now_ms = 2000 };
+	assert_int_equal(publish_post(f->st, &strict, &in, &r, err, sizeof(err)), SAYIN_ENOTFOUND);
+	in.author = "ann";
+	in.idempotency_key = "key-1";
+	in.request_sha256 = "abc";
+	assert_int_equal(publish_post(f->st, &strict, &in, &r, err, sizeof(err)), 0);
+	assert_int_equal(store_txn_begin(f->st, 0, &txn), 0);
+	assert_int_equal(store_get_record(txn, STORE_IDEMPOTENCY, "ann\nkey-1", &rec, &len), 0);
+	json_t *j = json_loadb(rec, len, 0, NULL);
+	store_txn_abort(txn);
+	assert_string_equal(json_string_value(json_object_get(j, "post_id")), r.id);
+	assert_string_equal(json_string_value(json_object_get(j, "request_sha256")), "abc");
+	json_t *body = json_loads(json_string_value(json_object_get(j, "body")), 0, NULL);
+	assert_string_equal(json_string_value(json_object_get(body, "id")), r.id);
+	json_decref(body);
+	json_decref(j);
+}
+
 static void test_store_full_leaves_nothing(void **state)
 {
 	struct fixture *f = *state;
@@ -291,6 +489,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_renditions_stored_and_recorded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_names_carry_variants_and_keys, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_text_stores_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pages_walk_every_post_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_keeps_shared_objects, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_authors_and_idempotency_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_full_leaves_nothing, setup_small, teardown),
 	};
 	return cmocka_run_group_tests_name("publish", tests, NULL, NULL);

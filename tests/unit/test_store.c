@@ -144,12 +144,13 @@ static void test_name_variants_and_keys(void **state)
 	remove_dir(dir);
 }
 
-static int collect_ids(void *arg, const char *id, const void *record, size_t len)
+static int collect_ids(void *arg, const char *id, uint64_t seq, const void *record, size_t len)
 {
 	char *out = arg;
 	size_t used = strlen(out);
 	(void)record;
 	(void)len;
+	(void)seq;
 	snprintf(out + used, 256 - used, "%s,", id);
 	return 0;
 }
@@ -166,16 +167,17 @@ static void test_author_posts_newest_first(void **state)
 	size_t len;
 
 	assert_int_equal(store_txn_begin(st, 1, &txn), 0);
-	assert_int_equal(store_put_post(txn, "01b", "ann", "{\"n\":2}", 7), 0);
-	assert_int_equal(store_put_post(txn, "01a", "ann", "{\"n\":1}", 7), 0);
-	assert_int_equal(store_put_post(txn, "01c", "ann", "{\"n\":3}", 7), 0);
-	assert_int_equal(store_put_post(txn, "01d", "bob", "{}", 2), 0);
-	assert_int_equal(store_put_post(txn, "01a", "ann", "{}", 2), -EEXIST);
+	/* The index orders by seq, not by id. */
+	assert_int_equal(store_put_post(txn, "01b", "ann", 2, "{\"n\":2}", 7), 0);
+	assert_int_equal(store_put_post(txn, "01z", "ann", 1, "{\"n\":1}", 7), 0);
+	assert_int_equal(store_put_post(txn, "01c", "ann", 3, "{\"n\":3}", 7), 0);
+	assert_int_equal(store_put_post(txn, "01d", "bob", 1, "{}", 2), 0);
+	assert_int_equal(store_put_post(txn, "01z", "ann", 4, "{}", 2), -EEXIST);
 	assert_int_equal(store_txn_commit(txn), 0);
 
 	assert_int_equal(store_txn_begin(st, 0, &txn), 0);
 	assert_int_equal(store_author_posts(txn, "ann", 0, collect_ids, ids), 0);
-	assert_string_equal(ids, "01c,01b,01a,");
+	assert_string_equal(ids, "01c,01b,01z,");
 	ids[0] = '\0';
 	assert_int_equal(store_author_posts(txn, "ann", 2, collect_ids, ids), 0);
 	assert_string_equal(ids, "01c,01b,");
@@ -185,6 +187,139 @@ static void test_author_posts_newest_first(void **state)
 	assert_int_equal(count, 0);
 	assert_int_equal(store_get_post(txn, "01b", &rec, &len), 0);
 	assert_memory_equal(rec, "{\"n\":2}", 7);
+	store_txn_abort(txn);
+	store_close(st);
+	remove_dir(dir);
+}
+
+static void test_author_posts_range_and_delete(void **state)
+{
+	(void)state;
+	char *dir = make_dir();
+	store *st = open_rw(dir, 0);
+	store_txn *txn;
+	char ids[256] = "", id[16];
+	size_t count = 0;
+
+	assert_int_equal(store_txn_begin(st, 1, &txn), 0);
+	/* seq 1..300 for ann, 256 and 257 straddle a byte boundary. */
+	for (unsigned i = 1; i <= 300; i++) {
+		snprintf(id, sizeof(id), "p%03u", i);
+		assert_int_equal(store_put_post(txn, id, "ann", i, "{}", 2), 0);
+	}
+	assert_int_equal(store_put_post(txn, "q1", "bob", 1, "{}", 2), 0);
+	assert_int_equal(store_txn_commit(txn), 0);
+
+	assert_int_equal(store_txn_begin(st, 1, &txn), 0);
+	assert_int_equal(store_author_posts_range(txn, "ann", 258, 255, 0, collect_ids, ids), 0);
+	assert_string_equal(ids, "p258,p257,p256,p255,");
+	ids[0] = '\0';
+	assert_int_equal(store_author_posts_range(txn, "ann", 3, 1, 2, collect_ids, ids), 0);
+	assert_string_equal(ids, "p003,p002,");
+	ids[0] = '\0';
+	/* A range past the newest post starts at the newest. */
+	assert_int_equal(store_author_posts_range(txn, "ann", 1000, 299, 0, collect_ids, ids), 0);
+	assert_string_equal(ids, "p300,p299,");
+	ids[0] = '\0';
+	assert_int_equal(store_author_posts_range(txn, "bob", 5, 1, 0, collect_ids, ids), 0);
+	assert_string_equal(ids, "q1,");
+	ids[0] = '\0';
+	assert_int_equal(store_author_posts_range(txn, "ann", 2, 3, 0, collect_ids, ids), 0);
+	assert_string_equal(ids, "");
+
+	/* Deleting leaves a gap; a wrong seq is refused. */
+	assert_int_equal(store_delete_post(txn, "p257", "ann", 257), 0);
+	assert_int_equal(store_delete_post(txn, "p257", "ann", 257), SAYIN_ENOTFOUND);
+	assert_int_equal(store_delete_post(txn, "p256", "ann", 9), SAYIN_ECORRUPT);
+	store_txn_abort(txn);
+
+	assert_int_equal(store_txn_begin(st, 1, &txn), 0);
+	assert_int_equal(store_delete_post(txn, "p257", "ann", 257), 0);
+	assert_int_equal(store_txn_commit(txn), 0);
+	assert_int_equal(store_txn_begin(st, 0, &txn), 0);
+	assert_int_equal(store_author_posts_range(txn, "ann", 258, 256, 0, collect_ids, ids), 0);
+	assert_string_equal(ids, "p258,p256,");
+	assert_int_equal(store_author_post_count(txn, "ann", &count), 0);
+	assert_int_equal(count, 299);
+	store_txn_abort(txn);
+	store_close(st);
+	remove_dir(dir);
+}
+
+static void test_refs_count_posts(void **state)
+{
+	(void)state;
+	char *dir = make_dir();
+	store *st = open_rw(dir, 0);
+	store_txn *txn;
+	uint8_t h[STORE_HASH_LEN];
+	size_t left = 99;
+
+	assert_int_equal(store_txn_begin(st, 1, &txn), 0);
+	assert_int_equal(store_put_object(txn, "x", 1, "text/plain", 1, h, NULL), 0);
+	assert_int_equal(store_ref_add(txn, h, "p1"), 0);
+	assert_int_equal(store_ref_add(txn, h, "p2"), 0);
+	assert_int_equal(store_ref_add(txn, h, "p2"), 0);
+	assert_int_equal(store_ref_remove(txn, h, "p1", &left), 0);
+	assert_int_equal(left, 1);
+	assert_int_equal(store_ref_remove(txn, h, "p1", &left), 0);
+	assert_int_equal(left, 1);
+	assert_int_equal(store_ref_remove(txn, h, "p2", &left), 0);
+	assert_int_equal(left, 0);
+	store_txn_abort(txn);
+	store_close(st);
+	remove_dir(dir);
+}
+
+struct seen_records {
+	char keys[256];
+	int delete_each;
+	store_txn *txn;
+};
+
+static int collect_records(void *arg, const char *key, const void *record, size_t len)
+{
+	struct seen_records *s = arg;
+	size_t used = strlen(s->keys);
+	snprintf(s->keys + used, sizeof(s->keys) - used, "%s=%.*s,", key, (int)len,
+	         (const char *)record);
+	if (s->delete_each)
+		assert_int_equal(store_delete_record(s->txn, STORE_TOKENS, key), 0);
+	return 0;
+}
+
+static void test_records_tables(void **state)
+{
+	(void)state;
+	char *dir = make_dir();
+	store *st = open_rw(dir, 0);
+	store_txn *txn;
+	struct seen_records s = { .keys = "" };
+	const void *rec;
+	size_t len;
+
+	assert_int_equal(store_txn_begin(st, 1, &txn), 0);
+	assert_int_equal(store_put_record(txn, STORE_TOKENS, "ann\nb", "2", 1), 0);
+	assert_int_equal(store_put_record(txn, STORE_TOKENS, "ann\na", "1", 1), 0);
+	assert_int_equal(store_put_record(txn, STORE_TOKENS, "anna\na", "3", 1), 0);
+	assert_int_equal(store_put_record(txn, STORE_TOKENS, "bob\na", "4", 1), 0);
+	assert_int_equal(store_put_record(txn, STORE_IDEMPOTENCY, "ann\na", "other", 5), 0);
+	assert_int_equal(store_put_record(txn, STORE_TOKENS, "", "x", 1), SAYIN_EINVAL);
+	assert_int_equal(store_get_record(txn, STORE_TOKENS, "ann\na", &rec, &len), 0);
+	assert_memory_equal(rec, "1", 1);
+	assert_int_equal(store_each_record(txn, STORE_TOKENS, "ann\n", collect_records, &s), 0);
+	assert_string_equal(s.keys, "ann\na=1,ann\nb=2,");
+	s.keys[0] = '\0';
+	s.delete_each = 1;
+	s.txn = txn;
+	assert_int_equal(store_each_record(txn, STORE_TOKENS, "", collect_records, &s), 0);
+	assert_string_equal(s.keys, "ann\na=1,ann\nb=2,anna\na=3,bob\na=4,");
+	assert_int_equal(store_get_record(txn, STORE_TOKENS, "bob\na", &rec, &len), SAYIN_ENOTFOUND);
+	assert_int_equal(store_delete_record(txn, STORE_TOKENS, "bob\na"), SAYIN_ENOTFOUND);
+	/* Tables are separate. */
+	assert_int_equal(store_get_record(txn, STORE_IDEMPOTENCY, "ann\na", &rec, &len), 0);
+	assert_memory_equal(rec, "other", 5);
+	assert_int_equal(store_delete_name(txn, "/nothing"), SAYIN_ENOTFOUND);
 	store_txn_abort(txn);
 	store_close(st);
 	remove_dir(dir);
@@ -204,7 +339,7 @@ static void test_aborted_txn_leaves_nothing(void **state)
 	assert_int_equal(store_txn_begin(st, 1, &txn), 0);
 	assert_int_equal(store_put_object(txn, "x", 1, "text/plain", 1, h, NULL), 0);
 	assert_int_equal(store_set_name(txn, "/n", h, 1), 0);
-	assert_int_equal(store_put_post(txn, "p1", "ann", "{}", 2), 0);
+	assert_int_equal(store_put_post(txn, "p1", "ann", 1, "{}", 2), 0);
 	store_txn_abort(txn);
 
 	assert_int_equal(store_txn_begin(st, 0, &txn), 0);
@@ -320,6 +455,9 @@ int main(void)
 		cmocka_unit_test(test_names_are_mutable_pointers),
 		cmocka_unit_test(test_name_variants_and_keys),
 		cmocka_unit_test(test_author_posts_newest_first),
+		cmocka_unit_test(test_author_posts_range_and_delete),
+		cmocka_unit_test(test_refs_count_posts),
+		cmocka_unit_test(test_records_tables),
 		cmocka_unit_test(test_aborted_txn_leaves_nothing),
 		cmocka_unit_test(test_full_map_is_store_full),
 		cmocka_unit_test(test_read_only_refuses_writes_and_sees_commits),
