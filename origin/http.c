@@ -25,6 +25,7 @@
 #define DEFAULT_IDLE_TIMEOUT_MS 60000
 #define DEFAULT_HEADER_TIMEOUT_MS 10000
 #define DEFAULT_WRITE_TIMEOUT_MS 30000
+#define DEFAULT_MAX_STREAM_BODY (UINT64_C(1) << 30)
 
 #define LISTEN_BACKLOG 511
 /* Input kept per connection. While a response is pending, reading stops once
@@ -47,7 +48,8 @@
 enum conn_phase {
 	PH_IDLE,    /* waiting for the first byte of a request: idle timer */
 	PH_HEAD,    /* request line and headers: header timer from the first byte */
-	PH_BODY,    /* body being read and discarded: idle timer per body read */
+	PH_BODY,    /* body being read (discarded, or passed to on_body): idle
+	               timer per body read, none while the handler paused it */
 	PH_HANDLER, /* request given to the handler, no response yet: no timer */
 	PH_WRITE,   /* response being written: write-stall timer */
 	PH_LINGER,  /* write side shut down, discarding input until EOF */
@@ -111,8 +113,16 @@ struct http_conn {
 	 * moving a deadline later costs nothing; the timer re-arms itself. */
 	uint64_t deadline;
 	uint64_t timer_due;
-	int handler_pending;   /* on_request called, http_respond not yet */
+	int handler_pending;   /* on_headers or on_request called, http_respond not yet */
 	int reading;           /* uv_read_start active */
+	/* A body streamed to the handler: on_headers accepted it and neither
+	 * on_request nor a response followed yet. If the connection dies now,
+	 * on_abort is due (conn_abort_body). */
+	int body_streaming;
+	int body_paused;       /* http_request_pause_body, no resume yet */
+	int body_resume_due;   /* resumed: the timer parses on the next loop turn */
+	int parse_pending;     /* run the parser once even without new input */
+	int in_handler_call;   /* inside on_headers or on_body */
 	int eof;               /* the client half-closed */
 
 	/* in, the request block and the inline response head are one
@@ -227,6 +237,8 @@ static void conn_no_deadline(struct http_conn *conn)
 	conn->deadline = 0;
 }
 
+static void conn_body_resume(struct http_conn *conn);
+
 static void on_conn_timer(uv_timer_t *timer)
 {
 	struct http_conn *conn = timer->data;
@@ -235,6 +247,10 @@ static void on_conn_timer(uv_timer_t *timer)
 	size_t queued;
 
 	conn->timer_due = 0;
+	if (conn->body_resume_due) {
+		conn->body_resume_due = 0;
+		conn_body_resume(conn);
+	}
 	if (conn->deadline == 0 || conn->phase == PH_CLOSED)
 		return;
 	now = uv_now(conn->server->loop);
@@ -461,6 +477,22 @@ static void on_server_idle(uv_idle_t *idle)
 	}
 }
 
+/* The streamed request ended before the handler responded or got
+ * on_request: on_abort, once. Never from inside on_headers or on_body. */
+static void conn_abort_body(struct http_conn *conn)
+{
+	http_handler *handler = conn->server->handler;
+
+	if (!conn->body_streaming)
+		return;
+	conn->body_streaming = 0;
+	conn->body_paused = 0;
+	conn->body_resume_due = 0;
+	conn->handler_pending = 0;
+	if (handler->on_abort != NULL)
+		handler->on_abort(handler, &conn->req);
+}
+
 static void on_conn_handle_closed(uv_handle_t *handle)
 {
 	struct http_conn *conn = handle->data;
@@ -472,6 +504,9 @@ static void on_conn_handle_closed(uv_handle_t *handle)
 		conn_written(conn, conn->write_status);
 	}
 	conn->handles_open--;
+	/* A body cut off mid-stream (client gone, timeout, server stop). */
+	if (conn->handles_open == 0)
+		conn_abort_body(conn);
 	/* A handler that still holds the request frees the conn in http_respond. */
 	if (conn->handles_open == 0 && !conn->handler_pending)
 		conn_free(conn);
@@ -715,6 +750,135 @@ static int on_header_value_complete(llhttp_t *parser)
 	return 0;
 }
 
+/* ---- streamed bodies ---- */
+
+static const char continue_response[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+static void on_continue_written(uv_write_t *req, int status)
+{
+	struct http_conn *conn = req->data;
+
+	free(req);
+	if (status < 0) {
+		if (conn->phase != PH_CLOSED)
+			conn_close(conn);
+		return;
+	}
+	stat_add(&conn->server->stats.bytes_sent, sizeof(continue_response) - 1);
+}
+
+/* The interim 100 after on_headers accepted a body the client holds back.
+ * Nothing else is being written: the previous response is complete, and a
+ * response from the handler queues behind this in libuv. On failure the
+ * connection is closed. */
+static void conn_send_continue(struct http_conn *conn)
+{
+	uv_stream_t *stream = (uv_stream_t *)&conn->tcp;
+	uv_buf_t buf = uv_buf_init((char *)(uintptr_t)continue_response,
+	                           sizeof(continue_response) - 1);
+	uv_write_t *req;
+	int n;
+
+	n = uv_try_write(stream, &buf, 1);
+	if (n == (int)buf.len) {
+		stat_add(&conn->server->stats.bytes_sent, buf.len);
+		return;
+	}
+	if (n < 0 && n != UV_EAGAIN) {
+		conn_close(conn);
+		return;
+	}
+	if (n > 0) {
+		buf.base += n;
+		buf.len -= (unsigned)n;
+	}
+	/* Rare (a full socket buffer): the rest goes through uv_write. */
+	req = malloc(sizeof(*req));
+	if (req == NULL) {
+		conn_close(conn);
+		return;
+	}
+	req->data = conn;
+	if (uv_write(req, stream, &buf, 1, on_continue_written) != 0) {
+		free(req);
+		conn_close(conn);
+	}
+}
+
+/* What the parser does after on_headers or on_body returned verdict. */
+static int conn_handler_verdict(struct http_conn *conn, int verdict, const char *what)
+{
+	if (!conn->handler_pending)
+		return -1; /* it responded: conn_parse stops, the write closes */
+	if (verdict != 0) {
+		log_error("http: %s refused the body without responding", what);
+		conn->error_status = 500;
+		return -1;
+	}
+	return conn->body_paused ? HPE_PAUSED : 0;
+}
+
+/* Headers complete, the handler has on_headers: ask it, then send 100
+ * Continue if the client waits for one. Returns an llhttp verdict. */
+static int conn_start_body(struct http_conn *conn)
+{
+	http_server *server = conn->server;
+	http_handler *handler = server->handler;
+	const char *expect = http_request_header(&conn->req, "Expect");
+	int expect_continue = 0, verdict;
+
+	if (expect != NULL) {
+		if (strcasecmp(expect, "100-continue") != 0) {
+			conn->error_status = 417;
+			return -1;
+		}
+		/* RFC 9110 10.1.1: not for HTTP/1.0, and moot without a body. */
+		expect_continue = conn->req.version_major == 1 && conn->req.version_minor >= 1 &&
+		                  conn->req.content_length > 0;
+	}
+	stat_add(&server->stats.requests, 1);
+	conn->handler_pending = 1;
+	conn->body_streaming = 1;
+	conn->in_handler_call = 1;
+	verdict = handler->on_headers(handler, &conn->req);
+	conn->in_handler_call = 0;
+	verdict = conn_handler_verdict(conn, verdict, "on_headers");
+	if (verdict == -1)
+		return -1;
+	if (conn->req.content_length != HTTP_LENGTH_UNKNOWN &&
+	    conn->req.content_length > server->limits.max_stream_body) {
+		conn->error_status = 413;
+		return -1;
+	}
+	if (expect_continue) {
+		conn_send_continue(conn);
+		if (conn->phase == PH_CLOSED)
+			return -1;
+	}
+	return verdict;
+}
+
+/* One piece of a streamed body for on_body. */
+static int conn_stream_body(struct http_conn *conn, const char *at, size_t len)
+{
+	http_handler *handler = conn->server->handler;
+	int verdict;
+
+	/* A parse resumed without new input ends an open span empty. */
+	if (len == 0)
+		return 0;
+	conn->body_bytes += len;
+	if (conn->body_bytes > conn->server->limits.max_stream_body) {
+		conn->error_status = 413;
+		return -1;
+	}
+	conn_deadline(conn, conn->server->limits.idle_timeout_ms);
+	conn->in_handler_call = 1;
+	verdict = handler->on_body(handler, &conn->req, at, len);
+	conn->in_handler_call = 0;
+	return conn_handler_verdict(conn, verdict, "on_body");
+}
+
 static int on_headers_complete(llhttp_t *parser)
 {
 	struct http_conn *conn = parser->data;
@@ -733,7 +897,10 @@ static int on_headers_complete(llhttp_t *parser)
 		conn->error_status = 400;
 		return -1;
 	}
-	if ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > conn->server->limits.max_body) {
+	/* A handler with on_headers sets its own cap (max_stream_body is the
+	 * core's net, checked once the handler accepted). */
+	if ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > conn->server->limits.max_body &&
+	    conn->server->handler->on_headers == NULL) {
 		conn->error_status = 413;
 		return -1;
 	}
@@ -749,11 +916,18 @@ static int on_headers_complete(llhttp_t *parser)
 	conn->keep_alive = llhttp_should_keep_alive(parser);
 	conn->upgrade = parser->upgrade;
 	conn->is_head = parser->method == HTTP_HEAD;
+	conn->req.chunked = (parser->flags & F_CHUNKED) != 0;
+	if (parser->flags & F_CONTENT_LENGTH)
+		conn->req.content_length = parser->content_length;
+	else if (conn->req.chunked)
+		conn->req.content_length = HTTP_LENGTH_UNKNOWN;
 	conn->headers_done = 1;
 	if (conn->phase == PH_HEAD) {
 		conn->phase = PH_BODY;
 		conn_deadline(conn, conn->server->limits.idle_timeout_ms);
 	}
+	if (conn->server->handler->on_headers != NULL)
+		return conn_start_body(conn);
 	return 0;
 }
 
@@ -761,7 +935,8 @@ static int on_body(llhttp_t *parser, const char *at, size_t len)
 {
 	struct http_conn *conn = parser->data;
 
-	(void)at;
+	if (conn->body_streaming)
+		return conn_stream_body(conn, at, len);
 	conn->body_bytes += len;
 	if (conn->body_bytes > conn->server->limits.max_body) {
 		conn->error_status = 413;
@@ -1162,6 +1337,14 @@ int http_respond(http_request *req, int status, const http_header *headers, size
 	}
 	conn->handler_pending = 0;
 	conn->response_status = status;
+	if (conn->body_streaming) {
+		/* Answered before the body was read: the rest is never read. */
+		conn->body_streaming = 0;
+		conn->body_paused = 0;
+		conn->body_resume_due = 0;
+		close_after = 1;
+		conn_read_stop(conn);
+	}
 	if (conn->phase == PH_CLOSED) {
 		/* The client went away while the handler worked. */
 		conn_complete(conn, 0, 1);
@@ -1191,6 +1374,59 @@ int http_respond(http_request *req, int status, const http_header *headers, size
 	return err;
 }
 
+/* ---- flow control of streamed bodies ---- */
+
+int http_request_pause_body(http_request *req)
+{
+	struct http_conn *conn = conn_of(req);
+
+	if (!conn->body_streaming || conn->phase != PH_BODY)
+		return UV_EINVAL;
+	conn->body_paused = 1;
+	conn->body_resume_due = 0;
+	/* Inside on_headers or on_body the parser stops when it returns. */
+	if (!conn->in_handler_call) {
+		conn_read_stop(conn);
+		conn_no_deadline(conn);
+	}
+	return 0;
+}
+
+int http_request_resume_body(http_request *req)
+{
+	struct http_conn *conn = conn_of(req);
+
+	if (!conn->body_streaming || conn->phase != PH_BODY)
+		return UV_EINVAL;
+	if (!conn->body_paused)
+		return 0;
+	conn->body_paused = 0;
+	if (conn->in_handler_call)
+		return 0; /* paused and resumed in one call: nothing stopped */
+	/* Parse from the timer on the next loop turn, not inside the
+	 * handler's call; conn_deadline re-arms the timer for the idle
+	 * timeout from there. */
+	conn->body_resume_due = 1;
+	uv_timer_start(&conn->timer, on_conn_timer, 0, 0);
+	conn->timer_due = uv_now(conn->server->loop);
+	return 0;
+}
+
+/* The deferred half of http_request_resume_body. */
+static void conn_body_resume(struct http_conn *conn)
+{
+	if (conn->phase != PH_BODY || !conn->body_streaming || conn->body_paused)
+		return;
+	llhttp_resume(&conn->parser);
+	conn_deadline(conn, conn->server->limits.idle_timeout_ms);
+	/* The parser may owe callbacks with no input left, e.g. the end of
+	 * a message whose last byte was read before the pause. */
+	conn->parse_pending = 1;
+	conn_parse(conn);
+	if (conn->phase == PH_BODY && !conn->body_paused && conn->in_len < IN_BUF_SIZE)
+		conn_read_start(conn);
+}
+
 /* ---- parsing ---- */
 
 static void conn_dispatch(struct http_conn *conn)
@@ -1201,9 +1437,11 @@ static void conn_dispatch(struct http_conn *conn)
 	conn->phase = PH_HANDLER;
 	conn_no_deadline(conn);
 	conn->req.has_body = conn->body_bytes > 0;
-	conn->req.data = NULL;
 	conn->handler_pending = 1;
-	stat_add(&server->stats.requests, 1);
+	/* A streamed request was counted at on_headers. */
+	if (!conn->body_streaming)
+		stat_add(&server->stats.requests, 1);
+	conn->body_streaming = 0;
 	/* The conn outlives this call: it is freed only from a close callback
 	 * or a later http_respond, never synchronously here. */
 	server->handler->on_request(server->handler, &conn->req);
@@ -1215,7 +1453,7 @@ static void conn_parse(struct http_conn *conn)
 {
 	const http_limits *limits = &conn->server->limits;
 
-	while (conn->in_off < conn->in_len &&
+	while ((conn->in_off < conn->in_len || conn->parse_pending) && !conn->body_paused &&
 	       (conn->phase == PH_IDLE || conn->phase == PH_HEAD || conn->phase == PH_BODY)) {
 		const char *start = conn->in + conn->in_off;
 		size_t n = conn->in_len - conn->in_off;
@@ -1227,6 +1465,7 @@ static void conn_parse(struct http_conn *conn)
 		 * cut off at exactly max_header_bytes. */
 		if (in_head && n > limits->max_header_bytes - conn->head_bytes)
 			n = limits->max_header_bytes - conn->head_bytes;
+		conn->parse_pending = 0;
 		err = llhttp_execute(&conn->parser, start, n);
 		if (err == HPE_OK)
 			consumed = n;
@@ -1236,14 +1475,26 @@ static void conn_parse(struct http_conn *conn)
 		if (in_head)
 			conn->head_bytes += consumed;
 
+		/* The handler answered from on_headers or on_body (the write
+		 * closes the connection), or a failed 100 Continue closed it. */
+		if (conn->phase == PH_WRITE || conn->phase == PH_CLOSED)
+			break;
 		if (conn->message_done && (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)) {
 			conn_dispatch(conn);
+			break;
+		}
+		if (err == HPE_PAUSED && conn->body_paused) {
+			/* Until http_request_resume_body; the stall is not the client's. */
+			conn_read_stop(conn);
+			conn_no_deadline(conn);
 			break;
 		}
 		if (err != HPE_OK) {
 			log_debug("http: bad request: %s (%s)", llhttp_errno_name(err),
 			          llhttp_get_error_reason(&conn->parser));
-			/* A callback's own verdict (413, 414, 431) or a parse error. */
+			conn_abort_body(conn);
+			/* A callback's own verdict (413, 414, 417, 431, 500) or a
+			 * parse error. */
 			conn_reject(conn, conn->error_status != 0 ? conn->error_status : 400);
 			return;
 		}
@@ -1639,7 +1890,8 @@ int http_server_start(uv_loop_t *loop, const char *listen_addr, int reuseport,
 	http_server *server;
 	int fd, port = 0, err;
 
-	if (loop == NULL || handler == NULL || handler->on_request == NULL || out == NULL)
+	if (loop == NULL || handler == NULL || handler->on_request == NULL || out == NULL ||
+	    (handler->on_headers != NULL && handler->on_body == NULL))
 		return SAYIN_EINVAL;
 	err = parse_listen_addr(listen_addr, &sa);
 	if (err != 0) {
@@ -1660,6 +1912,7 @@ int http_server_start(uv_loop_t *loop, const char *listen_addr, int reuseport,
 	with_default_ms(&server->limits.idle_timeout_ms, DEFAULT_IDLE_TIMEOUT_MS);
 	with_default_ms(&server->limits.header_timeout_ms, DEFAULT_HEADER_TIMEOUT_MS);
 	with_default_ms(&server->limits.write_timeout_ms, DEFAULT_WRITE_TIMEOUT_MS);
+	with_default_ms(&server->limits.max_stream_body, DEFAULT_MAX_STREAM_BODY);
 
 	fd = listen_socket(&sa, reuseport, &port);
 	if (fd < 0) {

@@ -81,6 +81,20 @@ struct fixture {
 	size_t seen_count;
 	char seen_at1[32];
 	int seen_at_out_of_range_null;
+	uint64_t seen_content_length;
+	int seen_chunked;
+
+	/* The streaming handler (fx_start_stream): per-request state taken in
+	 * on_headers and freed exactly once, in the release callback or
+	 * on_abort. */
+	uint64_t upload_cap;
+	atomic_int up_allocs;
+	atomic_int up_frees;
+	atomic_int up_aborts;
+	atomic_int up_heads;
+	atomic_int up_bodies;
+	atomic_int up_violations; /* on_body when it must not come, failed resume, ... */
+	_Atomic uint64_t up_bytes;
 };
 
 /* ---- the handler (loop thread) ---- */
@@ -157,6 +171,8 @@ static void record(struct fixture *fx, http_request *req)
 	fx->seen_count = http_request_header_count(req);
 	copy_str(fx->seen_at1, sizeof(fx->seen_at1), http_request_header_at(req, 1).name);
 	fx->seen_at_out_of_range_null = http_request_header_at(req, fx->seen_count).name == NULL;
+	fx->seen_content_length = req->content_length;
+	fx->seen_chunked = req->chunked;
 	uv_mutex_unlock(&fx->mu);
 }
 
@@ -217,6 +233,167 @@ static http_completion last_completion(struct fixture *fx, char *path, size_t si
 	return done;
 }
 
+
+/* ---- the streaming handler: on_headers, on_body, on_abort (loop thread) ---- */
+
+#define FNV_OFFSET UINT64_C(14695981039346656037)
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= UINT64_C(1099511628211);
+	}
+	return h;
+}
+
+/* One request's state, as an upload handler would keep its temp file. */
+struct upload {
+	struct fixture *fx;
+	uint64_t received;
+	uint64_t hash;
+	int slow;      /* /upload/slow: paused after every piece, resumed by a timer */
+	int paused;
+	int responded;
+	uv_timer_t *timer;
+	http_request *req;
+	char body[64];
+};
+
+static void on_upload_timer_closed(uv_handle_t *handle)
+{
+	free(handle);
+}
+
+static void upload_free(struct upload *up)
+{
+	atomic_fetch_add(&up->fx->up_frees, 1);
+	if (up->timer != NULL)
+		uv_close((uv_handle_t *)up->timer, on_upload_timer_closed);
+	free(up); /* a second call would be a double free under ASan */
+}
+
+static void on_upload_release(void *arg)
+{
+	struct upload *up = arg;
+
+	atomic_fetch_add(&up->fx->releases, 1);
+	upload_free(up);
+}
+
+/* up may be gone when this returns (released on failure). */
+static void upload_respond(struct upload *up, http_request *req, int status, const char *text)
+{
+	snprintf(up->body, sizeof(up->body), "%s", text);
+	up->responded = 1;
+	atomic_fetch_add(&up->fx->responses, 1);
+	/* close_after = 0: the core must add the close itself before the body
+	 * is read. */
+	http_respond(req, status, NULL, 0, up->body, strlen(up->body), 1, 0, on_upload_release, up);
+}
+
+static void on_upload_timer(uv_timer_t *timer)
+{
+	struct upload *up = timer->data;
+
+	up->paused = 0;
+	if (http_request_resume_body(up->req) != 0)
+		atomic_fetch_add(&up->fx->up_violations, 1);
+}
+
+/* A slow sink: no more body for ms. */
+static void upload_pause(struct upload *up, http_request *req, uint64_t ms)
+{
+	if (up->timer == NULL) {
+		up->timer = malloc(sizeof(*up->timer));
+		uv_timer_init(&up->fx->loop, up->timer);
+		up->timer->data = up;
+	}
+	up->req = req;
+	up->paused = 1;
+	if (http_request_pause_body(req) != 0)
+		atomic_fetch_add(&up->fx->up_violations, 1);
+	uv_timer_start(up->timer, on_upload_timer, ms, 0);
+}
+
+static int stream_on_headers(http_handler *self, http_request *req)
+{
+	struct fixture *fx = ((struct test_handler *)self)->fx;
+	struct upload *up = calloc(1, sizeof(*up));
+
+	up->fx = fx;
+	up->hash = FNV_OFFSET;
+	req->data = up;
+	atomic_fetch_add(&fx->up_allocs, 1);
+	atomic_fetch_add(&fx->up_heads, 1);
+	uv_mutex_lock(&fx->mu);
+	fx->seen_content_length = req->content_length;
+	fx->seen_chunked = req->chunked;
+	uv_mutex_unlock(&fx->mu);
+	if (strcmp(req->path, "/upload/misbehave") == 0)
+		return HTTP_BODY_REJECT; /* without a response: a handler bug */
+	if (req->content_length != HTTP_LENGTH_UNKNOWN && req->content_length > fx->upload_cap) {
+		upload_respond(up, req, 413, "too large\n");
+		return HTTP_BODY_REJECT;
+	}
+	if (strcmp(req->path, "/upload/slow") == 0) {
+		up->slow = 1;
+		upload_pause(up, req, (uint64_t)fx->slow_ms);
+	}
+	return HTTP_BODY_ACCEPT;
+}
+
+static int stream_on_body(http_handler *self, http_request *req, const char *data, size_t len)
+{
+	struct fixture *fx = ((struct test_handler *)self)->fx;
+	struct upload *up = req->data;
+
+	if (up->paused || up->responded || len == 0)
+		atomic_fetch_add(&fx->up_violations, 1);
+	atomic_fetch_add(&fx->up_bodies, 1);
+	atomic_fetch_add(&fx->up_bytes, len);
+	up->received += len;
+	up->hash = fnv1a(up->hash, data, len);
+	if (up->received > fx->upload_cap) {
+		upload_respond(up, req, 413, "too large\n");
+		return 1;
+	}
+	if (up->slow)
+		upload_pause(up, req, 1);
+	return 0;
+}
+
+static void stream_on_request(http_handler *self, http_request *req)
+{
+	struct fixture *fx = ((struct test_handler *)self)->fx;
+	struct upload *up = req->data;
+	char text[64];
+
+	atomic_fetch_add(&fx->requests, 1);
+	record(fx, req);
+	if (up->paused || up->responded)
+		atomic_fetch_add(&fx->up_violations, 1);
+	if (strncmp(req->path, "/upload", 7) == 0) {
+		snprintf(text, sizeof(text), "%llu %016llx\n", (unsigned long long)up->received,
+		         (unsigned long long)up->hash);
+		upload_respond(up, req, 200, text);
+	} else if (strcmp(req->path, "/hello") == 0) {
+		upload_respond(up, req, 200, "hello world\n");
+	} else {
+		upload_respond(up, req, 404, "not found\n");
+	}
+}
+
+static void stream_on_abort(http_handler *self, http_request *req)
+{
+	struct fixture *fx = ((struct test_handler *)self)->fx;
+
+	atomic_fetch_add(&fx->up_aborts, 1);
+	upload_free(req->data);
+}
+
 /* ---- fixture plumbing ---- */
 
 static void on_stopped(void *arg)
@@ -254,7 +431,9 @@ static void loop_thread(void *arg)
 	uv_run(&fx->loop, UV_RUN_DEFAULT);
 }
 
-static struct fixture *fx_start_at(const http_limits *limits, const char *addr, int *err)
+/* upload_cap != 0 selects the streaming handler, with that cap. */
+static struct fixture *fx_start_with(const http_limits *limits, const char *addr,
+                                     uint64_t upload_cap, int *err)
 {
 	struct fixture *fx = calloc(1, sizeof(*fx));
 
@@ -265,6 +444,13 @@ static struct fixture *fx_start_at(const http_limits *limits, const char *addr, 
 	fx->slow_ms = 300;
 	fx->handler.base.on_request = on_request;
 	fx->handler.base.on_complete = on_complete;
+	if (upload_cap != 0) {
+		fx->upload_cap = upload_cap;
+		fx->handler.base.on_request = stream_on_request;
+		fx->handler.base.on_headers = stream_on_headers;
+		fx->handler.base.on_body = stream_on_body;
+		fx->handler.base.on_abort = stream_on_abort;
+	}
 	fx->handler.fx = fx;
 	*err = http_server_start(&fx->loop, addr, 0, limits, &fx->handler.base, &fx->server);
 	if (*err != 0) {
@@ -280,6 +466,20 @@ static struct fixture *fx_start_at(const http_limits *limits, const char *addr, 
 	assert_int_equal(uv_async_init(&fx->loop, &fx->async, on_async), 0);
 	fx->async.data = fx;
 	assert_int_equal(uv_thread_create(&fx->thread, loop_thread, fx), 0);
+	return fx;
+}
+
+static struct fixture *fx_start_at(const http_limits *limits, const char *addr, int *err)
+{
+	return fx_start_with(limits, addr, 0, err);
+}
+
+static struct fixture *fx_start_stream(const http_limits *limits, uint64_t upload_cap)
+{
+	int err;
+	struct fixture *fx = fx_start_with(limits, "127.0.0.1:0", upload_cap, &err);
+
+	assert_int_equal(err, 0);
 	return fx;
 }
 
@@ -327,6 +527,9 @@ static void fx_join(struct fixture *fx)
 	/* Exactly one completion per handler response, each before its release. */
 	assert_int_equal(atomic_load(&fx->completes), atomic_load(&fx->responses));
 	assert_int_equal(atomic_load(&fx->complete_out_of_order), 0);
+	/* Streamed requests: each state freed exactly once, no misdelivery. */
+	assert_int_equal(atomic_load(&fx->up_frees), atomic_load(&fx->up_allocs));
+	assert_int_equal(atomic_load(&fx->up_violations), 0);
 	uv_mutex_destroy(&fx->mu);
 	uv_cond_destroy(&fx->cv);
 }
@@ -1470,7 +1673,7 @@ static void test_start_errors(void **state)
 		                           "1.2.3.999:80", ":80", "", "[]:80", "127.0.0.1:-1" };
 	http_server *sentinel = (http_server *)(uintptr_t)0x1;
 	http_server *out, *a, *r1, *r2;
-	struct test_handler handler = { { on_request, NULL }, NULL };
+	struct test_handler handler = { .base = { .on_request = on_request } };
 	uv_loop_t loop;
 	int stopped = 0;
 
@@ -1512,7 +1715,7 @@ static void test_start_errors(void **state)
  * which a reuseport bind would silently join. */
 static void test_listen_check(void **state)
 {
-	struct test_handler handler = { { on_request, NULL }, NULL };
+	struct test_handler handler = { .base = { .on_request = on_request } };
 	http_server *r1;
 	uv_loop_t loop;
 	char addr[64];
@@ -1570,6 +1773,521 @@ static void test_status_text(void **state)
 	assert_non_null(http_status_text(799));
 }
 
+/* ---- streamed request bodies (on_headers / on_body / on_abort) ---- */
+
+#define MIB (UINT64_C(1) << 20)
+
+static unsigned char *random_bytes(size_t len, uint32_t seed)
+{
+	unsigned char *p = malloc(len);
+
+	for (size_t i = 0; i < len; i++) {
+		seed = seed * 1664525u + 1013904223u;
+		p[i] = (unsigned char)(seed >> 24);
+	}
+	return p;
+}
+
+/* data in chunked encoding, with chunk sizes from 1 to 5000, a chunk
+ * extension and a trailer. */
+static char *chunked_encode(const unsigned char *data, size_t len, size_t *out_len)
+{
+	size_t cap = len * 2 + 4096; /* each chunk of >= 1 byte adds < 24 */
+	char *out = malloc(cap);
+	size_t n = 0, off = 0, i = 0;
+
+	while (off < len) {
+		size_t chunk = (i * 7919) % 5000 + 1;
+		if (chunk > len - off)
+			chunk = len - off;
+		assert_true(cap - n > chunk + 64);
+		n += (size_t)snprintf(out + n, cap - n, i == 3 ? "%zx;ext=1\r\n" : "%zx\r\n", chunk);
+		memcpy(out + n, data + off, chunk);
+		n += chunk;
+		memcpy(out + n, "\r\n", 2);
+		n += 2;
+		off += chunk;
+		i++;
+	}
+	n += (size_t)snprintf(out + n, cap - n, "0\r\nX-Trailer: t\r\n\r\n");
+	*out_len = n;
+	return out;
+}
+
+/* Sends in pieces of 1 to 3000 bytes with pauses, so the server reads the
+ * body in many small reads. */
+static void send_in_pieces(struct client *c, const char *data, size_t len)
+{
+	size_t off = 0;
+
+	for (int k = 0; off < len; k++) {
+		size_t piece = (size_t)(k * 31) % 3000 + 1;
+		if (piece > len - off)
+			piece = len - off;
+		assert_int_equal(client_send_len(c, data + off, piece), 0);
+		off += piece;
+		if (k % 8 == 0)
+			usleep(500);
+	}
+}
+
+/* The streaming handler's answer for a body: its length and FNV-1a. */
+static void expect_upload_echo(struct client *c, const void *data, size_t len)
+{
+	struct response r;
+	char want[64];
+
+	snprintf(want, sizeof(want), "%zu %016llx\n", len,
+	         (unsigned long long)fnv1a(FNV_OFFSET, data, len));
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.body_len, strlen(want));
+	assert_memory_equal(r.body, want, strlen(want));
+}
+
+static void send_upload_head(struct client *c, const char *path, uint64_t length,
+                             const char *extra)
+{
+	char head[512];
+
+	snprintf(head, sizeof(head), "POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: %llu\r\n%s\r\n",
+	         path, (unsigned long long)length, extra != NULL ? extra : "");
+	client_send(c, head);
+}
+
+/* Reads a final response with "Connection: close", then a clean FIN. */
+static void expect_close_response(struct client *c, int status)
+{
+	struct response r;
+	char v[64];
+
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, status);
+	assert_non_null(resp_header(&r, "Connection", v, sizeof(v)));
+	assert_string_equal(v, "close");
+	assert_int_equal(client_close_kind(c, WAIT_MS), CLOSED_FIN);
+}
+
+/* Content-Length and chunked bodies reach on_body exactly, however the
+ * reads split them, and on_request follows. */
+static void test_stream_body_exact(void **state)
+{
+	struct fixture *fx = fx_start_stream(NULL, 64 * MIB);
+	size_t big = 3 * (size_t)MIB, small = 300000, chunked_len;
+	unsigned char *data = random_bytes(big, 7);
+	struct client *c = client_open(fx->port);
+	char *chunked;
+	http_stats s;
+
+	(void)state;
+	/* 3 MiB at once: the core's 16 KiB buffer makes many pieces. */
+	send_upload_head(c, "/upload", big, NULL);
+	assert_int_equal(client_send_len(c, (const char *)data, big), 0);
+	expect_upload_echo(c, data, big);
+	assert_true(atomic_load(&fx->up_bodies) >= (int)(big / 16384));
+	uv_mutex_lock(&fx->mu);
+	assert_int_equal(fx->seen_content_length, big);
+	assert_int_equal(fx->seen_chunked, 0);
+	assert_int_equal(fx->seen_has_body, 1);
+	uv_mutex_unlock(&fx->mu);
+
+	/* Trickled in small pieces on the same connection. */
+	send_upload_head(c, "/upload", small, NULL);
+	send_in_pieces(c, (const char *)data + 11, small);
+	expect_upload_echo(c, data + 11, small);
+
+	/* Chunked, decoded by the core, trailer and extension dropped. */
+	chunked = chunked_encode(data + 5, small, &chunked_len);
+	client_send(c, "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+	send_in_pieces(c, chunked, chunked_len);
+	expect_upload_echo(c, data + 5, small);
+	uv_mutex_lock(&fx->mu);
+	assert_true(fx->seen_content_length == HTTP_LENGTH_UNKNOWN);
+	assert_int_equal(fx->seen_chunked, 1);
+	uv_mutex_unlock(&fx->mu);
+
+	/* An empty body: on_headers, no on_body, on_request. */
+	send_upload_head(c, "/upload", 0, NULL);
+	expect_upload_echo(c, "", 0);
+	uv_mutex_lock(&fx->mu);
+	assert_int_equal(fx->seen_has_body, 0);
+	uv_mutex_unlock(&fx->mu);
+	client_free(c);
+
+	assert_int_equal(atomic_load(&fx->up_bytes), big + 2 * small);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.requests, 4);
+	assert_int_equal(atomic_load(&fx->up_allocs), 4);
+	assert_int_equal(atomic_load(&fx->up_aborts), 0);
+	free(chunked);
+	free(data);
+	free(fx);
+}
+
+/* on_headers refuses by Content-Length: the response goes out at once with
+ * Connection: close and the connection ends, though 200 MiB were announced
+ * and only 4 KiB sent; not one body byte reaches the handler. */
+static void test_stream_reject_by_length(void **state)
+{
+	struct fixture *fx = fx_start_stream(NULL, MIB);
+	struct client *c = client_open(fx->port);
+	char *some = calloc(1, 4096);
+	http_stats s;
+
+	(void)state;
+	send_upload_head(c, "/upload", 200 * MIB, NULL);
+	assert_int_equal(client_send_len(c, some, 4096), 0);
+	expect_close_response(c, 413);
+	client_free(c);
+	assert_int_equal(atomic_load(&fx->up_bodies), 0);
+	assert_int_equal(atomic_load(&fx->requests), 0); /* no on_request */
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.requests, 1);
+	assert_int_equal(atomic_load(&fx->up_aborts), 0); /* released, not aborted */
+	assert_int_equal(atomic_load(&fx->up_frees), 1);
+	free(some);
+	free(fx);
+}
+
+/* on_body refuses past the handler's cap: 413, close, and the rest of an
+ * endless chunked body is never passed on. */
+static void test_stream_reject_mid_body(void **state)
+{
+	struct fixture *fx = fx_start_stream(NULL, 64 * 1024);
+	struct client *c = client_open(fx->port);
+	char chunk[8192 + 16];
+	size_t sent = 0;
+	int n;
+
+	(void)state;
+	client_send(c, "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+	n = snprintf(chunk, sizeof(chunk), "2000\r\n");
+	memset(chunk + n, 'u', 8192);
+	memcpy(chunk + n + 8192, "\r\n", 2);
+	/* Keep sending until the answer comes (no final chunk ever). */
+	while (sent < 4 * MIB && c->len == 0) {
+		if (client_send_len(c, chunk, (size_t)n + 8194) != 0)
+			break;
+		sent += 8192;
+		(void)client_fill(c, 1);
+	}
+	assert_true(sent < 4 * MIB);
+	expect_close_response(c, 413);
+	client_free(c);
+	assert_true(atomic_load(&fx->up_bytes) > 64 * 1024);
+	assert_true(atomic_load(&fx->up_bytes) <= 64 * 1024 + 16384);
+	fx_stop(fx, 1000);
+	assert_int_equal(atomic_load(&fx->requests), 0);
+	assert_int_equal(atomic_load(&fx->up_aborts), 0);
+	free(fx);
+}
+
+/* 100 Continue only once the handler accepted; 417 for anything else. */
+static void test_stream_expect(void **state)
+{
+	struct fixture *fx = fx_start_stream(NULL, MIB);
+	struct client *c;
+	struct response r;
+	http_stats s;
+	int heads;
+
+	(void)state;
+	/* Accepted: the 100 comes before the client sends any body. */
+	c = client_open(fx->port);
+	send_upload_head(c, "/upload", 10, "Expect: 100-continue\r\n");
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 100);
+	assert_non_null(strstr(r.head, "HTTP/1.1 100 Continue\r\n\r\n"));
+	client_send(c, "0123456789");
+	expect_upload_echo(c, "0123456789", 10);
+	/* Still keep-alive, and the next request without Expect gets no 100. */
+	send_upload_head(c, "/upload", 3, NULL);
+	client_send(c, "abc");
+	expect_upload_echo(c, "abc", 3);
+	client_free(c);
+
+	/* Rejected: the final response only, then close. */
+	c = client_open(fx->port);
+	send_upload_head(c, "/upload", 200 * MIB, "Expect: 100-Continue\r\n");
+	expect_close_response(c, 413);
+	assert_null(memmem(c->buf, c->len, "100 Continue", 12));
+	client_free(c);
+
+	/* Unknown expectation: 417 from the core, on_headers never called. */
+	heads = atomic_load(&fx->up_heads);
+	c = client_open(fx->port);
+	send_upload_head(c, "/upload", 10, "Expect: 200-ok\r\n");
+	expect_close_response(c, 417);
+	client_free(c);
+	assert_int_equal(atomic_load(&fx->up_heads), heads);
+
+	/* HTTP/1.0 clients get no 100 (RFC 9110 10.1.1). */
+	c = client_open(fx->port);
+	client_send(c, "POST /upload HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello");
+	expect_upload_echo(c, "hello", 5);
+	client_free(c);
+
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.bad_requests, 1); /* the 417 */
+	assert_int_equal(atomic_load(&fx->up_aborts), 0);
+	free(fx);
+}
+
+/* A client that leaves mid-body, by reset or FIN, or while the handler has
+ * paused the body: on_abort runs once and on_request never. */
+static void test_stream_client_disconnect(void **state)
+{
+	struct fixture *fx = fx_start_stream(NULL, 64 * MIB);
+	char *some = calloc(1, 65536);
+	struct client *c;
+	http_stats s;
+
+	(void)state;
+	c = client_open(fx->port);
+	send_upload_head(c, "/upload", MIB, NULL);
+	assert_int_equal(client_send_len(c, some, 65536), 0);
+	assert_true(wait_for(&fx->up_bodies, 1) >= 1);
+	client_abort(c);
+	assert_int_equal(wait_for(&fx->up_aborts, 1), 1);
+
+	c = client_open(fx->port);
+	send_upload_head(c, "/upload", MIB, NULL);
+	assert_int_equal(client_send_len(c, some, 65536), 0);
+	client_free(c);
+	assert_int_equal(wait_for(&fx->up_aborts, 2), 2);
+
+	/* Paused in on_headers (for slow_ms): the loss is seen on resume. */
+	fx->slow_ms = 100;
+	c = client_open(fx->port);
+	send_upload_head(c, "/upload/slow", MIB, NULL);
+	assert_int_equal(client_send_len(c, some, 4096), 0);
+	assert_int_equal(wait_for(&fx->up_heads, 3), 3);
+	client_abort(c);
+	assert_int_equal(wait_for(&fx->up_aborts, 3), 3);
+
+	usleep(100000);
+	assert_int_equal(atomic_load(&fx->up_aborts), 3);
+	assert_int_equal(atomic_load(&fx->up_frees), 3);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.timeouts_idle, 0);
+	assert_int_equal(atomic_load(&fx->requests), 0);
+	assert_int_equal(atomic_load(&fx->responses), 0);
+	free(some);
+	free(fx);
+}
+
+/* A body that stalls past the idle timeout: closed, on_abort once. One
+ * that trickles slower than the whole timeout but keeps moving lives. */
+static void test_stream_idle_timeout(void **state)
+{
+	http_limits limits = { .idle_timeout_ms = 200 };
+	struct fixture *fx = fx_start_stream(&limits, MIB);
+	struct client *c;
+	uint64_t start;
+	http_stats s;
+
+	(void)state;
+	c = client_open(fx->port);
+	send_upload_head(c, "/upload", 20, NULL);
+	for (int i = 0; i < 20; i++) {
+		assert_int_equal(client_send_len(c, "x", 1), 0);
+		usleep(50000); /* 1 s in all, each gap under 200 ms */
+	}
+	expect_upload_echo(c, "xxxxxxxxxxxxxxxxxxxx", 20);
+	client_free(c);
+
+	c = client_open(fx->port);
+	send_upload_head(c, "/upload", 1000, NULL);
+	client_send(c, "only ten b");
+	start = now_ms();
+	assert_true(client_closed(c, WAIT_MS));
+	assert_true(now_ms() - start >= 150);
+	assert_int_equal(c->len, 0); /* no response */
+	client_free(c);
+	assert_int_equal(wait_for(&fx->up_aborts, 1), 1);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.timeouts_idle, 1);
+	assert_int_equal(atomic_load(&fx->up_aborts), 1);
+	free(fx);
+}
+
+/* Requests pipelined behind streamed bodies are answered in order. */
+static void test_stream_pipelined(void **state)
+{
+	struct fixture *fx = fx_start_stream(NULL, MIB);
+	struct client *c = client_open(fx->port);
+	struct response r;
+	http_stats s;
+
+	(void)state;
+	client_send(c, "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
+	               "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+	               "3\r\nabc\r\n0\r\n\r\n"
+	               "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+	expect_upload_echo(c, "hello", 5);
+	expect_upload_echo(c, "abc", 3);
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 200);
+	assert_memory_equal(r.body, "hello world\n", 12);
+	uv_mutex_lock(&fx->mu);
+	assert_string_equal(fx->seen_method, "GET");
+	assert_int_equal(fx->seen_content_length, 0);
+	assert_int_equal(fx->seen_has_body, 0);
+	uv_mutex_unlock(&fx->mu);
+	get_hello(c);
+	client_free(c);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.requests, 4);
+	assert_int_equal(s.connections_accepted, 1);
+	assert_int_equal(atomic_load(&fx->up_allocs), 4);
+	free(fx);
+}
+
+/* A paused body gets no on_body (not even for buffered input) and no idle
+ * timeout; resume delivers the rest, also the end of a message whose last
+ * byte was read before the pause. */
+static void test_stream_pause_resume(void **state)
+{
+	http_limits limits = { .idle_timeout_ms = 200 };
+	struct fixture *fx = fx_start_stream(&limits, 64 * MIB);
+	size_t len = 256 * 1024, chunked_len;
+	unsigned char *data = random_bytes(len, 3);
+	struct client *c = client_open(fx->port);
+	char *chunked;
+
+	(void)state;
+	fx->slow_ms = 400; /* the pause in on_headers outlasts the idle timeout */
+	send_upload_head(c, "/upload/slow", len, NULL);
+	assert_int_equal(client_send_len(c, (const char *)data, len), 0);
+	expect_upload_echo(c, data, len);
+	assert_true(atomic_load(&fx->up_bodies) > 1);
+
+	send_upload_head(c, "/upload/slow", 0, NULL);
+	expect_upload_echo(c, "", 0);
+
+	chunked = chunked_encode(data, 50000, &chunked_len);
+	client_send(c, "POST /upload/slow HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+	assert_int_equal(client_send_len(c, chunked, chunked_len), 0);
+	expect_upload_echo(c, data, 50000);
+	get_hello(c);
+	client_free(c);
+	fx_stop(fx, 1000);
+	assert_int_equal(atomic_load(&fx->up_aborts), 0);
+	free(chunked);
+	free(data);
+	free(fx);
+}
+
+/* What the core refuses after on_headers accepted (its max_stream_body net,
+ * broken chunking, a handler that refuses without answering) ends in
+ * on_abort, once. */
+static void test_stream_core_rejects(void **state)
+{
+	http_limits limits = { .max_stream_body = 1000, .max_body = 5000 };
+	struct fixture *fx = fx_start_stream(&limits, 64 * MIB);
+	struct client *c;
+	char body[700];
+	http_stats s;
+
+	(void)state;
+	memset(body, 'b', sizeof(body));
+	/* max_body (5000) does not apply, the net (1000) does, after on_headers. */
+	c = client_open(fx->port);
+	send_upload_head(c, "/upload", 2000, "Expect: 100-continue\r\n");
+	expect_close_response(c, 413);
+	assert_null(memmem(c->buf, c->len, "100 Continue", 12));
+	client_free(c);
+	assert_int_equal(wait_for(&fx->up_aborts, 1), 1);
+	assert_int_equal(atomic_load(&fx->up_heads), 1);
+
+	c = client_open(fx->port);
+	client_send(c, "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2bc\r\n");
+	assert_int_equal(client_send_len(c, body, sizeof(body)), 0);
+	client_send(c, "\r\n2bc\r\n");
+	assert_int_equal(client_send_len(c, body, sizeof(body)), 0);
+	expect_close_response(c, 413);
+	client_free(c);
+	assert_int_equal(wait_for(&fx->up_aborts, 2), 2);
+	assert_int_equal(atomic_load(&fx->up_bytes), 700);
+
+	c = client_open(fx->port);
+	client_send(c, "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+	               "3\r\nabc\r\nzz\r\n");
+	expect_close_response(c, 400);
+	client_free(c);
+	assert_int_equal(wait_for(&fx->up_aborts, 3), 3);
+
+	c = client_open(fx->port);
+	send_upload_head(c, "/upload/misbehave", 3, NULL);
+	expect_close_response(c, 500);
+	client_free(c);
+	assert_int_equal(wait_for(&fx->up_aborts, 4), 4);
+
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.requests, 4);
+	assert_int_equal(atomic_load(&fx->requests), 0);
+	assert_int_equal(atomic_load(&fx->up_aborts), 4);
+	free(fx);
+}
+
+/* A body still streaming when the grace period ends: on_abort before
+ * on_stopped (fx_join checks every state was freed). */
+static void test_stream_server_stop(void **state)
+{
+	struct fixture *fx = fx_start_stream(NULL, 64 * MIB);
+	struct client *c = client_open(fx->port);
+	char some[1000] = { 0 };
+
+	(void)state;
+	send_upload_head(c, "/upload", MIB, NULL);
+	assert_int_equal(client_send_len(c, some, sizeof(some)), 0);
+	assert_true(wait_for(&fx->up_bodies, 1) >= 1);
+	fx_stop(fx, 100);
+	assert_int_equal(atomic_load(&fx->up_aborts), 1);
+	assert_true(client_closed(c, WAIT_MS));
+	client_free(c);
+	free(fx);
+}
+
+/* Handlers without on_headers see the new fields too; a handler with
+ * on_headers needs on_body. */
+static void test_stream_fields_and_start(void **state)
+{
+	http_limits limits = { .max_body = 100 };
+	struct fixture *fx = fx_start(&limits);
+	struct client *c = client_open(fx->port);
+	struct test_handler handler = { .base = { .on_request = on_request,
+		                                  .on_headers = stream_on_headers } };
+	struct response r;
+	http_server *out = NULL;
+	uv_loop_t loop;
+
+	(void)state;
+	client_send(c, "POST /post HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 201);
+	uv_mutex_lock(&fx->mu);
+	assert_int_equal(fx->seen_content_length, 5);
+	assert_int_equal(fx->seen_chunked, 0);
+	uv_mutex_unlock(&fx->mu);
+	client_send(c, "POST /post HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+	               "2\r\nhi\r\n0\r\n\r\n");
+	assert_int_equal(read_response(c, &r, 1), 0);
+	uv_mutex_lock(&fx->mu);
+	assert_true(fx->seen_content_length == HTTP_LENGTH_UNKNOWN);
+	assert_int_equal(fx->seen_chunked, 1);
+	uv_mutex_unlock(&fx->mu);
+	client_free(c);
+	fx_stop(fx, 1000);
+	free(fx);
+
+	assert_int_equal(uv_loop_init(&loop), 0);
+	assert_int_equal(http_server_start(&loop, "127.0.0.1:0", 0, NULL, &handler.base, &out),
+	                 SAYIN_EINVAL);
+	assert_null(out);
+	assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1600,6 +2318,17 @@ int main(void)
 		cmocka_unit_test(test_on_complete_aborted),
 		cmocka_unit_test(test_on_complete_at_shutdown),
 		cmocka_unit_test(test_stats_from_another_thread),
+		cmocka_unit_test(test_stream_body_exact),
+		cmocka_unit_test(test_stream_reject_by_length),
+		cmocka_unit_test(test_stream_reject_mid_body),
+		cmocka_unit_test(test_stream_expect),
+		cmocka_unit_test(test_stream_client_disconnect),
+		cmocka_unit_test(test_stream_idle_timeout),
+		cmocka_unit_test(test_stream_pipelined),
+		cmocka_unit_test(test_stream_pause_resume),
+		cmocka_unit_test(test_stream_core_rejects),
+		cmocka_unit_test(test_stream_server_stop),
+		cmocka_unit_test(test_stream_fields_and_start),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
