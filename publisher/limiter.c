@@ -27,9 +27,16 @@
 #define RING 512         /* power of two > LOOKAHEAD + 2 * HALF_TAPS */
 #define RELEASE_MS 80.0
 
+/* The three phases' coefficients side by side (a fourth lane of zeros), so
+ * one pass over the taps computes all three interpolated points. */
+typedef float v4f __attribute__((vector_size(16)));
+
 struct media__limiter {
 	float ceiling;
 	float coef[PHASES][2 * HALF_TAPS];
+	v4f coef4[2 * HALF_TAPS];
+	float gain_bound;        /* max over phases of sum |coef| */
+	uint64_t last_loud;      /* last index + 1 whose |x| * gain_bound > ceiling; 0: none */
 	float release;           /* per-sample recovery toward 1 */
 	float x[RING];           /* input, by index mod RING */
 	float h[RING];           /* smoothed gain, by index mod RING */
@@ -63,6 +70,20 @@ media__limiter *media__limiter_new(double ceiling)
 		for (int j = 0; j < 2 * HALF_TAPS; j++)
 			lim->coef[ph][j] = (float)(lim->coef[ph][j] / sum);
 	}
+	for (int j = 0; j < 2 * HALF_TAPS; j++) {
+		for (int ph = 0; ph < PHASES; ph++)
+			lim->coef4[j][ph] = lim->coef[ph][j];
+		lim->coef4[j][3] = 0.0f;
+	}
+	for (int ph = 0; ph < PHASES; ph++) {
+		float sum = 0;
+		for (int j = 0; j < 2 * HALF_TAPS; j++)
+			sum += fabsf(lim->coef[ph][j]);
+		if (sum > lim->gain_bound)
+			lim->gain_bound = sum;
+	}
+	/* A little above the sum, for rounding in the products. */
+	lim->gain_bound *= 1.001f;
 	for (int i = 0; i < RING; i++)
 		lim->h[i] = 1.0f;
 	lim->h_sum = LOOKAHEAD + 1;
@@ -86,25 +107,35 @@ static float x_at(const media__limiter *lim, uint64_t i)
 	return lim->x[i & (RING - 1)];
 }
 
-/* The true peak around sample k, whose neighbours up to k + T are in. */
+/* The three points interpolated after sample k (taps k - T + 1 .. k + T). */
+static v4f interpolate(const v4f *coef4, const float *x, uint64_t k)
+{
+	v4f y = { 0, 0, 0, 0 };
+
+	for (int j = 0; j < 2 * HALF_TAPS; j++)
+		y += coef4[j] * x[(k + (uint64_t)j - (HALF_TAPS - 1)) & (RING - 1)];
+	return y;
+}
+
+static float max3(v4f y)
+{
+	float a = fabsf(y[0]), b = fabsf(y[1]), c = fabsf(y[2]);
+	float m = a > b ? a : b;
+	return m > c ? m : c;
+}
+
+/* The true peak around sample k, whose neighbours up to k + T are in. An
+ * interpolated point is at most gain_bound times the largest sample under
+ * its taps, so while no sample there exceeds ceiling / gain_bound the
+ * sample itself (under the ceiling too) is all the limiter needs. */
 static float true_peak(const media__limiter *lim, uint64_t k)
 {
-	float a = fabsf(x_at(lim, k)), b = fabsf(x_at(lim, k + 1));
-	float peak = a > b ? a : b;
+	float a = fabsf(x_at(lim, k)), y;
 
-	/* Points between samples overshoot the samples by a few dB at most on
-	 * real audio; quiet stretches skip the interpolation. */
-	if (peak < 0.5f * lim->ceiling)
+	if (lim->last_loud == 0 || lim->last_loud - 1 + (HALF_TAPS - 1) < k)
 		return a;
-	for (int ph = 0; ph < PHASES; ph++) {
-		float y = 0;
-		for (int j = 0; j < 2 * HALF_TAPS; j++)
-			y += lim->coef[ph][j] * x_at(lim, k + (uint64_t)j - (HALF_TAPS - 1));
-		y = fabsf(y);
-		if (y > a)
-			a = y;
-	}
-	return a;
+	y = max3(interpolate(lim->coef4, lim->x, k));
+	return y > a ? y : a;
 }
 
 float media__limiter_step(media__limiter *lim, float x)
@@ -113,6 +144,8 @@ float media__limiter_step(media__limiter *lim, float x)
 	float p, g, m, h;
 
 	lim->x[i & (RING - 1)] = x;
+	if (fabsf(x) * lim->gain_bound > lim->ceiling)
+		lim->last_loud = i + 1;
 	/* Sample k = i - T now has T neighbours on each side (zeros before 0). */
 	if (i < HALF_TAPS)
 		return 0.0f;
@@ -178,7 +211,7 @@ float media__highpass_step(media__highpass *hp, float x)
 #define PM_BLOCK 1024
 
 struct media__peak_meter {
-	float coef[PHASES][2 * HALF_TAPS];
+	v4f coef4[2 * HALF_TAPS];
 	float gain_bound;        /* max over phases of sum |coef|: |y| <= bound * max|x| */
 	float peak;
 	/* HALF_TAPS - 1 samples of history, the block, HALF_TAPS of future */
@@ -201,17 +234,9 @@ media__peak_meter *media__peak_meter_new(void)
 		free(pm);
 		return NULL;
 	}
-	memcpy(pm->coef, lim->coef, sizeof(pm->coef));
+	memcpy(pm->coef4, lim->coef4, sizeof(pm->coef4));
+	pm->gain_bound = lim->gain_bound;
 	media__limiter_free(lim);
-	for (int ph = 0; ph < PHASES; ph++) {
-		float sum = 0;
-		for (int j = 0; j < 2 * HALF_TAPS; j++)
-			sum += fabsf(pm->coef[ph][j]);
-		if (sum > pm->gain_bound)
-			pm->gain_bound = sum;
-	}
-	/* A little above 1 for float rounding in the sums. */
-	pm->gain_bound *= 1.001f;
 	pm->fill = HALF_TAPS - 1; /* zeros before the signal */
 	return pm;
 }
@@ -237,17 +262,17 @@ static void peak_block(media__peak_meter *pm, size_t end)
 	if (m * pm->gain_bound <= pm->peak)
 		return;
 	for (size_t k = first; k < last; k++) {
-		float a = fabsf(pm->x[k]);
-		if (a > pm->peak)
-			pm->peak = a;
-		for (int ph = 0; ph < PHASES; ph++) {
-			float y = 0;
-			for (int j = 0; j < 2 * HALF_TAPS; j++)
-				y += pm->coef[ph][j] * pm->x[k + (size_t)j - (HALF_TAPS - 1)];
-			y = fabsf(y);
-			if (y > pm->peak)
-				pm->peak = y;
-		}
+		const float *x = pm->x + k - (HALF_TAPS - 1);
+		v4f y = { 0, 0, 0, 0 };
+		float a = fabsf(pm->x[k]), p;
+
+		for (int j = 0; j < 2 * HALF_TAPS; j++)
+			y += pm->coef4[j] * x[j];
+		p = max3(y);
+		if (a > p)
+			p = a;
+		if (p > pm->peak)
+			pm->peak = p;
 	}
 }
 

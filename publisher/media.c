@@ -280,52 +280,25 @@ static int put_packet(ogg_stream_state *os, unsigned char *data, long len, int b
 	return 0;
 }
 
-/* Decodes each packet again and meters what a player will hear, so loudness
- * and true peak are checked on the real output, after the codec. */
-struct verifier {
-	OpusDecoder *dec;
-	ebur128_state *meter;   /* integrated loudness */
-	media__peak_meter *peak;
-	uint64_t skip;          /* pre-skip samples still to drop */
-	uint64_t left;          /* samples of the recording still to meter */
-	float pcm[OPUS_FRAME];
+/* Who else sees what the encoder makes: start gets the pre-skip (the
+ * encoder's lookahead) before any packet, packet each packet in order.
+ * Either returns 0 or an error, which stops the encoding. */
+struct packet_sink {
+	int (*start)(void *ctx, int lookahead);
+	int (*packet)(void *ctx, const unsigned char *data, int len);
+	void *ctx;
 };
 
-static int verify_packet(struct verifier *v, const unsigned char *packet, opus_int32 len)
-{
-	int n = opus_decode_float(v->dec, packet, len, v->pcm, OPUS_FRAME, 0);
-	size_t from = 0, count;
-
-	if (n < 0) {
-		log_error("media: opus_decode_float: %s", opus_strerror(n));
-		return SAYIN_EENCODE;
-	}
-	if (v->skip > 0) {
-		from = v->skip < (uint64_t)n ? (size_t)v->skip : (size_t)n;
-		v->skip -= from;
-	}
-	count = (size_t)n - from;
-	if (count > v->left)
-		count = (size_t)v->left;
-	v->left -= count;
-	if (count > 0 && ebur128_add_frames_float(v->meter, v->pcm + from, count) != EBUR128_SUCCESS)
-		return SAYIN_EENCODE;
-	if (count > 0)
-		media__peak_add(v->peak, v->pcm + from, count);
-	return 0;
-}
-
-/* media_encode_opus on a stream of `frames` samples pulled from read; when
- * meter is not NULL, the decoded output is added to it and to peak. With
- * out_fd >= 0 the pages are written there (from its current offset) and
- * out receives the file read back in one exact-size buffer. */
+/* media_encode_opus on a stream of `frames` samples pulled from read, in
+ * reads of OPUS_FRAME samples (fewer for the last); every packet also goes
+ * to sink when it is not NULL. With out_fd >= 0 the pages are written
+ * there (from its current offset) and out receives the file read back in
+ * one exact-size buffer. */
 static int encode_stream(media__reader read, void *ctx, size_t frames, unsigned input_rate,
-                         const media_opus_options *opt, ebur128_state *meter,
-                         media__peak_meter *peak, int out_fd, media_buffer *out, char *err,
-                         size_t errlen)
+                         const media_opus_options *opt, const struct packet_sink *sink,
+                         int out_fd, media_buffer *out, char *err, size_t errlen)
 {
 	static const media_opus_options defaults = { .bitrate = 0, .complexity = -1 };
-	struct verifier v = { .meter = meter, .peak = peak };
 	OpusEncoder *enc = NULL;
 	ogg_stream_state os;
 	bool os_live = false;
@@ -356,18 +329,10 @@ static int encode_stream(media__reader read, void *ctx, size_t frames, unsigned 
 	rc = create_encoder(bitrate, complexity, &enc, &lookahead, err, errlen);
 	if (rc != 0)
 		return rc;
-	if (meter != NULL) {
-		int oerr = OPUS_OK;
-
-		v.dec = opus_decoder_create(MEDIA_RATE, 1, &oerr);
-		if (v.dec == NULL) {
-			log_error("media: opus_decoder_create: %s", opus_strerror(oerr));
-			set_err(err, errlen, "cannot create the Opus decoder that checks the output");
-			rc = SAYIN_EENCODE;
-			goto out;
-		}
-		v.skip = (uint64_t)lookahead;
-		v.left = frames;
+	if (sink != NULL && sink->start(sink->ctx, lookahead) != 0) {
+		set_err(err, errlen, "checking the encoded output failed");
+		rc = SAYIN_EENCODE;
+		goto out;
 	}
 	if (ogg_stream_init(&os, (int)opt->serial) != 0) {
 		log_error("media: ogg_stream_init failed (out of memory?)");
@@ -438,7 +403,7 @@ static int encode_stream(media__reader read, void *ctx, size_t frames, unsigned 
 			rc = SAYIN_EENCODE;
 			goto out;
 		}
-		if (v.dec != NULL && verify_packet(&v, packet, len) != 0) {
+		if (sink != NULL && sink->packet(sink->ctx, packet, len) != 0) {
 			set_err(err, errlen, "checking the encoded output failed");
 			rc = SAYIN_EENCODE;
 			goto out;
@@ -472,8 +437,6 @@ out:
 	if (os_live)
 		ogg_stream_clear(&os);
 	opus_encoder_destroy(enc);
-	if (v.dec != NULL)
-		opus_decoder_destroy(v.dec);
 	free(tags.data);
 	free(file.buf.data);
 	return rc;
@@ -512,8 +475,8 @@ int media_encode_opus(const media_audio *audio, const media_opus_options *opt, m
 	}
 	r.samples = audio->samples;
 	r.pos = 0;
-	return encode_stream(mem_read, &r, audio->frames, audio->input_rate, opt, NULL, NULL, -1, out,
-	                     err, errlen);
+	return encode_stream(mem_read, &r, audio->frames, audio->input_rate, opt, NULL, -1, out, err,
+	                     errlen);
 }
 
 void media_buffer_free(media_buffer *buf)
@@ -531,7 +494,7 @@ void media_buffer_free(media_buffer *buf)
  * promise is about the decoded stream, and Opus at 32 kb/s does not keep
  * the waveform: on espeak-ng speech it moved limited true peaks up by
  * 1.2-2.0 dB (with the high-pass below; 2.3-3.1 dB without it). */
-#define LIMITER_CEILING_DB (MEDIA_TRUE_PEAK_CEILING - 2.0)
+#define LIMITER_CEILING_DB (MEDIA_TRUE_PEAK_CEILING - 2.5)
 /* Opus in VOIP mode high-passes its input itself (an adaptive 60-100 Hz
  * filter). Its phase shift re-shapes peaks the limiter has just flattened,
  * by up to 3 dB on voiced speech, which then needs a second encoding with a
@@ -596,26 +559,6 @@ int media__write_all(int fd, const void *buf, size_t len)
 				continue;
 			return -errno;
 		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* Reads exactly len bytes. Returns 0, or -EIO at a premature end, or -errno. */
-static int read_all(int fd, void *buf, size_t len)
-{
-	unsigned char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = read(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
 		p += n;
 		len -= (size_t)n;
 	}
@@ -919,152 +862,133 @@ static double measure_lufs(ebur128_state *st, uint64_t frames)
 	return lufs;
 }
 
-/* ---- the AAC encoder's thread -------------------------------------------- */
-
-/* The M4A rendition is encoded on a second thread, at the same time as the
- * Opus stream, from the same samples: pass 2 pushes what it hands the Opus
- * encoder into a bounded ring, the thread feeds it to media__m4a. The
- * encoder takes the samples in 1024-sample frames whatever the chunks, so
- * the bytes do not depend on the thread's timing. */
-#define AAC_RING 65536 /* samples (256 KiB); a power of two */
-#define AAC_CHUNK 4096
-
-struct aac_feed {
-	pthread_t thread;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	float ring[AAC_RING];
-	size_t head, count;     /* read position and samples waiting */
-	bool closed;            /* the producer is done */
-	bool stopped;           /* the consumer gave up (error) or was cancelled */
-	bool cancel;
-	media__m4a *m4a;
-	int rc;
-	char err[256];
-	float chunk[AAC_CHUNK];
+/* What an encoding gives. */
+struct pass2_result {
+	double lufs;            /* of the decoded Opus */
+	double true_peak_db;    /* of the decoded Opus */
 };
 
-static void *aac_thread(void *arg)
+/* Everything an encoding needs besides gain and ceiling. */
+struct encode_ctx {
+	const media_transcode_options *o;
+	const media_opus_options *oopt;
+	int pcm_fd;             /* the decoded signal */
+	int opus_fd;            /* the Ogg Opus stream is written here */
+	uint64_t frames;
+	media_result *out;
+};
+
+/* ---- threads ------------------------------------------------------------- */
+
+/* The encoding pass runs as a pipeline of threads joined by FIFOs: a feeder
+ * (high-pass, gain, limiter, waveform) hands 20 ms frames to the Opus
+ * encoder (the calling thread), which hands packets to a verifier (decode,
+ * loudness, true peak); an AAC thread takes the same frames as the encoder.
+ * Opus dominates, so on two cores the others ride along almost for free.
+ * Every stage sees its data in the same order whatever the timing, so the
+ * bytes do not depend on the scheduling.
+ *
+ * A FIFO of records of up to FIFO_SLOT_BYTES, one producer, one consumer. */
+#define FIFO_SLOTS 32
+#define FIFO_SLOT_BYTES 4096 /* an Opus frame of floats or a packet */
+
+enum { REC_DATA = 0, REC_LOOKAHEAD = 1 };
+
+struct fifo {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	size_t head, count;
+	bool closed;            /* no more records will come */
+	bool cancelled;         /* stop: push and pop fail */
+	int tag[FIFO_SLOTS];
+	size_t len[FIFO_SLOTS];
+	unsigned char slot[FIFO_SLOTS][FIFO_SLOT_BYTES];
+};
+
+static void fifo_init(struct fifo *f)
 {
-	struct aac_feed *f = arg;
-
-	for (;;) {
-		size_t n;
-
-		pthread_mutex_lock(&f->mu);
-		while (f->count == 0 && !f->closed && !f->cancel)
-			pthread_cond_wait(&f->cv, &f->mu);
-		if (f->cancel || f->count == 0) {
-			pthread_mutex_unlock(&f->mu);
-			break;
-		}
-		n = f->count < AAC_CHUNK ? f->count : AAC_CHUNK;
-		for (size_t i = 0; i < n; i++)
-			f->chunk[i] = f->ring[(f->head + i) & (AAC_RING - 1)];
-		f->head = (f->head + n) & (AAC_RING - 1);
-		f->count -= n;
-		pthread_cond_signal(&f->cv);
-		pthread_mutex_unlock(&f->mu);
-		f->rc = media__m4a_add(f->m4a, f->chunk, n, f->err, sizeof(f->err));
-		if (f->rc != 0)
-			break;
-	}
-	pthread_mutex_lock(&f->mu);
-	f->stopped = true;
-	pthread_cond_signal(&f->cv);
-	pthread_mutex_unlock(&f->mu);
-	return NULL;
-}
-
-/* Starts the thread with a new M4A encoder. Returns 0 or an error (err set). */
-static int aac_start(struct aac_feed **out, const media_aac_options *opt, const char *tmp_dir,
-                     char *err, size_t errlen)
-{
-	struct aac_feed *f = calloc(1, sizeof(*f));
-	int rc;
-
-	*out = NULL;
-	if (f == NULL) {
-		set_err(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	rc = media__m4a_begin(opt, tmp_dir, &f->m4a, err, errlen);
-	if (rc != 0) {
-		free(f);
-		return rc;
-	}
 	pthread_mutex_init(&f->mu, NULL);
 	pthread_cond_init(&f->cv, NULL);
-	rc = pthread_create(&f->thread, NULL, aac_thread, f);
-	if (rc != 0) {
-		set_err(err, errlen, "cannot start the AAC encoder's thread: %s", strerror(rc));
-		media__m4a_free(f->m4a);
-		pthread_mutex_destroy(&f->mu);
-		pthread_cond_destroy(&f->cv);
-		free(f);
-		return -rc;
+	f->head = f->count = 0;
+	f->closed = f->cancelled = false;
+}
+
+static void fifo_destroy(struct fifo *f)
+{
+	pthread_mutex_destroy(&f->mu);
+	pthread_cond_destroy(&f->cv);
+}
+
+/* Waits for room. Returns 0, or -ECANCELED once the FIFO is cancelled. */
+static int fifo_push(struct fifo *f, int tag, const void *data, size_t len)
+{
+	size_t i;
+
+	pthread_mutex_lock(&f->mu);
+	while (f->count == FIFO_SLOTS && !f->cancelled)
+		pthread_cond_wait(&f->cv, &f->mu);
+	if (f->cancelled) {
+		pthread_mutex_unlock(&f->mu);
+		return -ECANCELED;
 	}
-	*out = f;
+	i = (f->head + f->count) % FIFO_SLOTS;
+	f->tag[i] = tag;
+	f->len[i] = len;
+	memcpy(f->slot[i], data, len);
+	f->count++;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
 	return 0;
 }
 
-/* Queues n samples, waiting while the ring is full. A consumer that has
- * stopped takes nothing more; its error comes out of aac_finish. */
-static void aac_push(struct aac_feed *f, const float *x, size_t n)
+/* Waits for a record. Returns 0, 1 at the end (closed and empty), or
+ * -ECANCELED. */
+static int fifo_pop(struct fifo *f, int *tag, void *data, size_t *len)
 {
 	pthread_mutex_lock(&f->mu);
-	while (n > 0 && !f->stopped) {
-		size_t room = AAC_RING - f->count, tail, k;
-
-		if (room == 0) {
-			pthread_cond_wait(&f->cv, &f->mu);
-			continue;
-		}
-		k = n < room ? n : room;
-		tail = (f->head + f->count) & (AAC_RING - 1);
-		for (size_t i = 0; i < k; i++)
-			f->ring[(tail + i) & (AAC_RING - 1)] = x[i];
-		f->count += k;
-		x += k;
-		n -= k;
-		pthread_cond_signal(&f->cv);
+	while (f->count == 0 && !f->closed && !f->cancelled)
+		pthread_cond_wait(&f->cv, &f->mu);
+	if (f->cancelled) {
+		pthread_mutex_unlock(&f->mu);
+		return -ECANCELED;
 	}
+	if (f->count == 0) {
+		pthread_mutex_unlock(&f->mu);
+		return 1;
+	}
+	*tag = f->tag[f->head];
+	*len = f->len[f->head];
+	memcpy(data, f->slot[f->head], *len);
+	f->head = (f->head + 1) % FIFO_SLOTS;
+	f->count--;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	return 0;
+}
+
+static void fifo_close(struct fifo *f)
+{
+	pthread_mutex_lock(&f->mu);
+	f->closed = true;
+	pthread_cond_broadcast(&f->cv);
 	pthread_mutex_unlock(&f->mu);
 }
 
-/* Stops the thread (cancel: drop what is queued) and frees f; without
- * cancel, the encoder is finished into m4a. Returns 0 or an error. */
-static int aac_finish(struct aac_feed *f, bool cancel, media_buffer *m4a, char *err,
-                      size_t errlen)
+static void fifo_cancel(struct fifo *f)
 {
-	int rc;
-
-	if (f == NULL)
-		return 0;
 	pthread_mutex_lock(&f->mu);
-	f->closed = true;
-	f->cancel = cancel;
+	f->cancelled = true;
 	pthread_cond_broadcast(&f->cv);
 	pthread_mutex_unlock(&f->mu);
-	pthread_join(f->thread, NULL);
-	rc = f->rc;
-	if (rc != 0)
-		set_err(err, errlen, "%s", f->err);
-	else if (!cancel)
-		rc = media__m4a_finish(f->m4a, m4a, err, errlen);
-	media__m4a_free(f->m4a);
-	pthread_mutex_destroy(&f->mu);
-	pthread_cond_destroy(&f->cv);
-	free(f);
-	return rc;
 }
 
 /* ---- pass 2 ---------------------------------------------------------------- */
 
 /* State of pass 2: temporary file -> high-pass -> gain -> limiter ->
- * (encoder, waveform, AAC thread). */
+ * (measuring meter, or encoder, waveform and AAC). */
 struct pass2 {
 	int fd;
+	uint64_t offset;        /* next byte to read */
 	uint64_t left;          /* samples still in the file */
 	float buf[PASS2_CHUNK];
 	size_t pos, len;
@@ -1073,10 +997,30 @@ struct pass2 {
 	media__limiter *lim;
 	size_t skip;            /* limiter outputs still to drop (its latency) */
 	ebur128_state *meter;   /* measuring only: the limiter's output */
-	/* Encoding runs: what else the encoded samples feed. */
-	media_waveform *wf;
-	struct aac_feed *aac;
+	media_waveform *wf;     /* encoding only */
 };
+
+/* Reads exactly len bytes at offset. Returns 0, -EIO at a premature end,
+ * or -errno. */
+static int pread_all(int fd, void *buf, size_t len, uint64_t offset)
+{
+	unsigned char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = pread(fd, p, len, (off_t)offset);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		offset += (uint64_t)n;
+	}
+	return 0;
+}
 
 static int pass2_refill(struct pass2 *p)
 {
@@ -1088,9 +1032,10 @@ static int pass2_refill(struct pass2 *p)
 		memset(p->buf, 0, sizeof(p->buf));
 		p->len = PASS2_CHUNK;
 	} else {
-		rc = read_all(p->fd, p->buf, n * sizeof(float));
+		rc = pread_all(p->fd, p->buf, n * sizeof(float), p->offset);
 		if (rc != 0)
 			return rc;
+		p->offset += n * sizeof(float);
 		p->len = n;
 		p->left -= n;
 	}
@@ -1098,10 +1043,9 @@ static int pass2_refill(struct pass2 *p)
 	return 0;
 }
 
-static int pass2_read(void *ctx, float *pcm, size_t n)
+/* The next n samples of the limiter's output. */
+static int pass2_read(struct pass2 *p, float *pcm, size_t n)
 {
-	struct pass2 *p = ctx;
-
 	for (size_t i = 0; i < n;) {
 		float y;
 
@@ -1122,124 +1066,407 @@ static int pass2_read(void *ctx, float *pcm, size_t n)
 		return SAYIN_EENCODE;
 	if (p->wf != NULL)
 		media_waveform_add(p->wf, pcm, n);
-	if (p->aac != NULL)
-		aac_push(p->aac, pcm, n);
 	return 0;
 }
 
-/* What one run of pass 2 gives. */
-struct pass2_result {
-	double lufs;            /* of the limiter's output, or of the decoded Opus */
-	double true_peak_db;    /* of the decoded Opus (encoding runs only) */
-};
+static void pass2_free(struct pass2 *p)
+{
+	if (p == NULL)
+		return;
+	media__limiter_free(p->lim);
+	if (p->meter != NULL)
+		ebur128_destroy(&p->meter);
+	free(p);
+}
 
-/* Everything an encoding run needs besides gain and ceiling. */
-struct encode_ctx {
-	const media_transcode_options *o;
-	const media_opus_options *oopt;
-	int pcm_fd;             /* the decoded signal */
-	int opus_fd;            /* the Ogg Opus stream is written here */
+/* Sets up a pass over the file at gain and ceiling (dB). NULL when out of
+ * memory. */
+static struct pass2 *pass2_new(int fd, uint64_t frames, double gain_db, double ceiling_db,
+                               bool measure)
+{
+	struct pass2 *p = calloc(1, sizeof(*p));
+
+	if (p == NULL)
+		return NULL;
+	p->fd = fd;
+	p->left = frames;
+	p->gain = (float)pow(10.0, gain_db / 20.0);
+	media__highpass_init(&p->hp, HIGHPASS_HZ);
+	p->lim = media__limiter_new(pow(10.0, ceiling_db / 20.0));
+	if (measure)
+		p->meter = ebur128_init(1, MEDIA_RATE, EBUR128_MODE_I | EBUR128_MODE_M);
+	if (p->lim == NULL || (measure && p->meter == NULL)) {
+		pass2_free(p);
+		return NULL;
+	}
+	p->skip = media__limiter_latency(p->lim);
+	return p;
+}
+
+/* ---- measuring passes ------------------------------------------------------ */
+
+/* One measuring pass: the loudness of the limiter's output at gain. */
+struct measure_job {
+	int fd;
 	uint64_t frames;
-	media_result *out;
+	double gain, ceiling;
+	double lufs;            /* result */
+	int rc;
 };
 
-/* Runs the temporary file through high-pass, gain and limiter. With
- * encode false it only measures the limiter's output; otherwise it encodes
- * (Opus, and from the same samples the waveform and, unless no_fallback,
- * the M4A on the AAC thread, replacing those in out) and measures the
- * decoded Opus stream. */
-static int run_pass2(const struct encode_ctx *c, double gain_db, double ceiling_db, bool encode,
-                     struct pass2_result *res, char *err, size_t errlen)
+static void *measure_run(void *arg)
+{
+	struct measure_job *j = arg;
+	struct pass2 *p = pass2_new(j->fd, j->frames, j->gain, j->ceiling, true);
+	float chunk[OPUS_FRAME];
+
+	j->rc = p == NULL ? -ENOMEM : 0;
+	for (uint64_t done = 0; j->rc == 0 && done < j->frames; done += OPUS_FRAME) {
+		size_t n = j->frames - done < OPUS_FRAME ? (size_t)(j->frames - done) : OPUS_FRAME;
+		j->rc = pass2_read(p, chunk, n);
+	}
+	if (j->rc == 0)
+		j->lufs = measure_lufs(p->meter, j->frames);
+	pass2_free(p);
+	return NULL;
+}
+
+/* Measures at two gains at once, one on a second thread (the second core).
+ * Returns 0 or an error with err set. */
+static int measure_two(const struct encode_ctx *c, double ceiling, struct measure_job *a,
+                       struct measure_job *b, char *err, size_t errlen)
+{
+	pthread_t t;
+	bool threaded;
+
+	a->fd = b->fd = c->pcm_fd;
+	a->frames = b->frames = c->frames;
+	a->ceiling = b->ceiling = ceiling;
+	threaded = pthread_create(&t, NULL, measure_run, b) == 0;
+	measure_run(a);
+	if (threaded)
+		pthread_join(t, NULL);
+	else
+		measure_run(b);
+	if (a->rc != 0 || b->rc != 0) {
+		int rc = a->rc != 0 ? a->rc : b->rc;
+		set_err(err, errlen, "reading the temporary file failed: %s", sayin_strerror(rc));
+		return rc;
+	}
+	log_debug("media: measuring: ceiling %.2f dBTP: gain %+.2f dB -> %.2f LUFS, %+.2f dB -> "
+	          "%.2f LUFS", ceiling, a->gain, a->lufs, b->gain, b->lufs);
+	return 0;
+}
+
+/* ---- the encoding pass ----------------------------------------------------- */
+
+/* The feeder: the limiter's output in OPUS_FRAME frames, to the encoder's
+ * FIFO and the AAC thread's. */
+struct feeder {
+	struct pass2 *p;
+	uint64_t frames;
+	struct fifo *to_opus, *to_aac;
+	int rc;
+};
+
+static void *feeder_run(void *arg)
+{
+	struct feeder *fd = arg;
+	float frame[OPUS_FRAME];
+
+	fd->rc = 0;
+	for (uint64_t done = 0; done < fd->frames; done += OPUS_FRAME) {
+		size_t n = fd->frames - done < OPUS_FRAME ? (size_t)(fd->frames - done) : OPUS_FRAME;
+
+		fd->rc = pass2_read(fd->p, frame, n);
+		if (fd->rc == 0)
+			fd->rc = fifo_push(fd->to_opus, REC_DATA, frame, n * sizeof(float));
+		if (fd->rc == 0 && fd->to_aac != NULL)
+			fd->rc = fifo_push(fd->to_aac, REC_DATA, frame, n * sizeof(float));
+		if (fd->rc != 0)
+			break;
+	}
+	if (fd->rc != 0) {
+		/* The encoder waits on this FIFO: wake it with the failure. */
+		fifo_cancel(fd->to_opus);
+		if (fd->to_aac != NULL)
+			fifo_cancel(fd->to_aac);
+	} else {
+		fifo_close(fd->to_opus);
+		if (fd->to_aac != NULL)
+			fifo_close(fd->to_aac);
+	}
+	return NULL;
+}
+
+/* encode_stream's reader: the feeder's next frame. */
+static int fifo_reader(void *ctx, float *pcm, size_t n)
+{
+	size_t len = 0;
+	int tag = 0;
+	int rc = fifo_pop(ctx, &tag, pcm, &len);
+
+	if (rc == 0 && len != n * sizeof(float))
+		rc = -EPROTO;
+	return rc == 1 ? -EPROTO : rc;
+}
+
+/* The verifier: decodes each packet again and meters what a player will
+ * hear, so loudness and true peak are checked on the real output. */
+struct verifier {
+	struct fifo *in;
+	OpusDecoder *dec;
+	ebur128_state *meter;   /* integrated loudness */
+	media__peak_meter *peak;
+	uint64_t skip;          /* pre-skip samples still to drop */
+	uint64_t left;          /* samples of the recording still to meter */
+	int rc;
+	unsigned char packet[FIFO_SLOT_BYTES];
+	float pcm[OPUS_FRAME];
+};
+
+static int verify_packet(struct verifier *v, const unsigned char *packet, opus_int32 len)
+{
+	int n = opus_decode_float(v->dec, packet, len, v->pcm, OPUS_FRAME, 0);
+	size_t from = 0, count;
+
+	if (n < 0) {
+		log_error("media: opus_decode_float: %s", opus_strerror(n));
+		return SAYIN_EENCODE;
+	}
+	if (v->skip > 0) {
+		from = v->skip < (uint64_t)n ? (size_t)v->skip : (size_t)n;
+		v->skip -= from;
+	}
+	count = (size_t)n - from;
+	if (count > v->left)
+		count = (size_t)v->left;
+	v->left -= count;
+	if (count > 0 && ebur128_add_frames_float(v->meter, v->pcm + from, count) != EBUR128_SUCCESS)
+		return SAYIN_EENCODE;
+	if (count > 0)
+		media__peak_add(v->peak, v->pcm + from, count);
+	return 0;
+}
+
+static void *verifier_run(void *arg)
+{
+	struct verifier *v = arg;
+
+	for (;;) {
+		size_t len = 0;
+		int tag = 0, rc = fifo_pop(v->in, &tag, v->packet, &len);
+
+		if (rc == 1)
+			break;
+		if (rc == 0 && tag == REC_LOOKAHEAD) {
+			int lookahead;
+			memcpy(&lookahead, v->packet, sizeof(lookahead));
+			v->skip = (uint64_t)lookahead;
+		} else if (rc == 0) {
+			rc = verify_packet(v, v->packet, (opus_int32)len);
+		}
+		if (rc != 0) {
+			v->rc = rc;
+			/* The encoder may wait for room: let it go. */
+			fifo_cancel(v->in);
+			break;
+		}
+	}
+	return NULL;
+}
+
+static int sink_start(void *ctx, int lookahead)
+{
+	return fifo_push(ctx, REC_LOOKAHEAD, &lookahead, sizeof(lookahead));
+}
+
+static int sink_packet(void *ctx, const unsigned char *data, int len)
+{
+	return fifo_push(ctx, REC_DATA, data, (size_t)len);
+}
+
+/* The AAC thread: frames from its FIFO into the M4A encoder. */
+struct aac_job {
+	struct fifo *in;
+	media__m4a *m4a;
+	int rc;
+	char err[256];
+	float frame[OPUS_FRAME];
+};
+
+static void *aac_run(void *arg)
+{
+	struct aac_job *j = arg;
+
+	for (;;) {
+		size_t len = 0;
+		int tag = 0, rc = fifo_pop(j->in, &tag, j->frame, &len);
+
+		if (rc == 1)
+			break;
+		if (rc == 0)
+			rc = media__m4a_add(j->m4a, j->frame, len / sizeof(float), j->err, sizeof(j->err));
+		else
+			snprintf(j->err, sizeof(j->err), "the AAC encoding was stopped");
+		if (rc != 0) {
+			j->rc = rc;
+			fifo_cancel(j->in);
+			break;
+		}
+	}
+	return NULL;
+}
+
+/* What the encoding pass shares between its threads. */
+struct encode_pass {
+	struct fifo to_opus, to_verifier, to_aac;
+	struct feeder feeder;
+	struct verifier verifier;
+	struct aac_job aac;
+	pthread_t feeder_t, verifier_t, aac_t;
+	bool feeder_live, verifier_live, aac_live;
+};
+
+/* Runs the temporary file through high-pass, gain and limiter and encodes
+ * it: Opus, and from the same samples the waveform and, unless no_fallback,
+ * the M4A (replacing those in out); res gets the loudness and true peak of
+ * the decoded Opus stream. Returns 0 or an error with err set. */
+static int encode_pass(const struct encode_ctx *c, double gain_db, double ceiling_db,
+                       struct pass2_result *res, char *err, size_t errlen)
 {
 	media_result *out = c->out;
 	media_waveform wf = { 0 };
-	struct pass2 *p = calloc(1, sizeof(*p));
-	ebur128_state *meter = ebur128_init(1, MEDIA_RATE, EBUR128_MODE_I | EBUR128_MODE_M);
-	media__peak_meter *peak = encode ? media__peak_meter_new() : NULL;
-	struct aac_feed *aac = NULL;
+	struct encode_pass *e = calloc(1, sizeof(*e));
+	struct packet_sink sink;
+	struct pass2 *p = pass2_new(c->pcm_fd, c->frames, gain_db, ceiling_db, false);
+	int oerr = OPUS_OK, rc = 0;
 	double tp = 0;
-	int rc = 0;
 
-	if (p == NULL || meter == NULL || (encode && peak == NULL) ||
-	    (p->lim = media__limiter_new(pow(10.0, ceiling_db / 20.0))) == NULL) {
+	media_buffer_free(&out->opus);
+	media_buffer_free(&out->waveform);
+	media_buffer_free(&out->m4a);
+	out->waveform_length = 0;
+	if (e == NULL || p == NULL) {
 		set_err(err, errlen, "out of memory");
 		rc = -ENOMEM;
 		goto out;
 	}
-	if (lseek(c->pcm_fd, 0, SEEK_SET) != 0) {
+	fifo_init(&e->to_opus);
+	fifo_init(&e->to_verifier);
+	fifo_init(&e->to_aac);
+	rc = media_waveform_begin(&wf, c->frames, c->o->waveform_points);
+	if (rc != 0) {
+		set_err(err, errlen, "cannot make the waveform: %s", sayin_strerror(rc));
+		goto out;
+	}
+	p->wf = &wf;
+	if (lseek(c->opus_fd, 0, SEEK_SET) != 0 || ftruncate(c->opus_fd, 0) != 0) {
 		rc = -errno;
 		set_err(err, errlen, "cannot rewind the temporary file: %s", strerror(errno));
 		goto out;
 	}
-	p->fd = c->pcm_fd;
-	p->left = c->frames;
-	p->gain = (float)pow(10.0, gain_db / 20.0);
-	p->skip = media__limiter_latency(p->lim);
-	media__highpass_init(&p->hp, HIGHPASS_HZ);
-	if (encode) {
-		media_buffer_free(&out->opus);
-		media_buffer_free(&out->waveform);
-		media_buffer_free(&out->m4a);
-		out->waveform_length = 0;
-		rc = media_waveform_begin(&wf, c->frames, c->o->waveform_points);
-		if (rc != 0) {
-			set_err(err, errlen, "cannot make the waveform: %s", sayin_strerror(rc));
-			goto out;
-		}
-		p->wf = &wf;
-		if (lseek(c->opus_fd, 0, SEEK_SET) != 0 || ftruncate(c->opus_fd, 0) != 0) {
-			rc = -errno;
-			set_err(err, errlen, "cannot rewind the temporary file: %s", strerror(errno));
-			goto out;
-		}
-		if (!c->o->no_fallback) {
-			rc = aac_start(&aac, &c->o->aac, c->o->tmp_dir, err, errlen);
-			if (rc != 0)
-				goto out;
-			p->aac = aac;
-		}
-		rc = encode_stream(pass2_read, p, (size_t)c->frames, out->input_rate, c->oopt, meter,
-		                   peak, c->opus_fd, &out->opus, err, errlen);
-		if (aac != NULL) {
-			char aerr[256] = "";
-			int arc = aac_finish(aac, rc != 0, &out->m4a, aerr, sizeof(aerr));
 
-			aac = NULL;
-			if (rc == 0 && arc != 0) {
-				set_err(err, errlen, "%s", aerr);
-				rc = arc;
-			}
+	e->verifier.in = &e->to_verifier;
+	e->verifier.left = c->frames;
+	e->verifier.dec = opus_decoder_create(MEDIA_RATE, 1, &oerr);
+	e->verifier.meter = ebur128_init(1, MEDIA_RATE, EBUR128_MODE_I | EBUR128_MODE_M);
+	e->verifier.peak = media__peak_meter_new();
+	if (e->verifier.dec == NULL || e->verifier.meter == NULL || e->verifier.peak == NULL) {
+		log_error("media: cannot set up the output check: %s", opus_strerror(oerr));
+		set_err(err, errlen, "cannot create the Opus decoder that checks the output");
+		rc = e->verifier.dec == NULL ? SAYIN_EENCODE : -ENOMEM;
+		goto out;
+	}
+	if (!c->o->no_fallback) {
+		rc = media__m4a_begin(&c->o->aac, c->o->tmp_dir, &e->aac.m4a, err, errlen);
+		if (rc != 0)
+			goto out;
+		e->aac.in = &e->to_aac;
+	}
+	e->feeder.p = p;
+	e->feeder.frames = c->frames;
+	e->feeder.to_opus = &e->to_opus;
+	e->feeder.to_aac = e->aac.m4a != NULL ? &e->to_aac : NULL;
+
+	rc = pthread_create(&e->verifier_t, NULL, verifier_run, &e->verifier);
+	e->verifier_live = rc == 0;
+	if (rc == 0 && e->aac.m4a != NULL) {
+		rc = pthread_create(&e->aac_t, NULL, aac_run, &e->aac);
+		e->aac_live = rc == 0;
+	}
+	if (rc == 0) {
+		rc = pthread_create(&e->feeder_t, NULL, feeder_run, &e->feeder);
+		e->feeder_live = rc == 0;
+	}
+	if (rc != 0) {
+		set_err(err, errlen, "cannot start a thread: %s", strerror(rc));
+		rc = -rc;
+		goto out;
+	}
+
+	sink = (struct packet_sink){ .start = sink_start, .packet = sink_packet,
+		                     .ctx = &e->to_verifier };
+	rc = encode_stream(fifo_reader, &e->to_opus, (size_t)c->frames, out->input_rate, c->oopt,
+	                   &sink, c->opus_fd, &out->opus, err, errlen);
+	if (rc == 0)
+		fifo_close(&e->to_verifier);
+out:
+	if (e != NULL) {
+		if (rc != 0) {
+			fifo_cancel(&e->to_opus);
+			fifo_cancel(&e->to_verifier);
+			fifo_cancel(&e->to_aac);
 		}
+		if (e->feeder_live)
+			pthread_join(e->feeder_t, NULL);
+		if (e->verifier_live)
+			pthread_join(e->verifier_t, NULL);
+		if (e->aac_live)
+			pthread_join(e->aac_t, NULL);
+		/* The first failure is the one to report; the encoder's message
+		 * may only say that its input stopped. */
+		if (e->feeder_live && e->feeder.rc != 0 && e->feeder.rc != -ECANCELED) {
+			rc = e->feeder.rc;
+			set_err(err, errlen, "reading the temporary file failed: %s", sayin_strerror(rc));
+		} else if (rc == 0 && e->verifier.rc != 0) {
+			rc = e->verifier.rc;
+			set_err(err, errlen, "checking the encoded output failed");
+		} else if (rc == 0 && e->aac.rc != 0) {
+			rc = e->aac.rc;
+			set_err(err, errlen, "%s", e->aac.err);
+		}
+		if (rc == 0 && e->aac.m4a != NULL)
+			rc = media__m4a_finish(e->aac.m4a, &out->m4a, err, errlen);
 		if (rc == 0) {
 			rc = media_waveform_json(&wf, &out->waveform);
 			if (rc != 0)
 				set_err(err, errlen, "cannot make the waveform: %s", sayin_strerror(rc));
 			out->waveform_length = wf.length;
 		}
-		if (rc == 0)
-			tp = media__peak_finish(peak);
-	} else {
-		float chunk[OPUS_FRAME];
-
-		p->meter = meter;
-		for (uint64_t done = 0; rc == 0 && done < c->frames; done += OPUS_FRAME) {
-			size_t n = c->frames - done < OPUS_FRAME ? (size_t)(c->frames - done) : OPUS_FRAME;
-			rc = pass2_read(p, chunk, n);
+		if (rc == 0) {
+			tp = media__peak_finish(e->verifier.peak);
+			res->lufs = measure_lufs(e->verifier.meter, c->frames);
+			res->true_peak_db = tp > 0 ? 20.0 * log10(tp) : -HUGE_VAL;
 		}
-		if (rc != 0)
-			set_err(err, errlen, "reading the temporary file failed: %s", sayin_strerror(rc));
+		media__m4a_free(e->aac.m4a);
+		if (e->verifier.dec != NULL)
+			opus_decoder_destroy(e->verifier.dec);
+		if (e->verifier.meter != NULL)
+			ebur128_destroy(&e->verifier.meter);
+		media__peak_meter_free(e->verifier.peak);
+		fifo_destroy(&e->to_opus);
+		fifo_destroy(&e->to_verifier);
+		fifo_destroy(&e->to_aac);
+		free(e);
 	}
-	res->lufs = measure_lufs(meter, c->frames);
-	res->true_peak_db = tp > 0 ? 20.0 * log10(tp) : -HUGE_VAL;
-out:
-	aac_finish(aac, true, NULL, NULL, 0);
-	if (meter != NULL)
-		ebur128_destroy(&meter);
-	if (p != NULL)
-		media__limiter_free(p->lim);
-	media__peak_meter_free(peak);
+	if (rc != 0) {
+		media_buffer_free(&out->opus);
+		media_buffer_free(&out->waveform);
+		media_buffer_free(&out->m4a);
+	}
+	pass2_free(p);
 	media_waveform_free(&wf);
-	free(p);
 	return rc;
 }
 
@@ -1250,63 +1477,95 @@ out:
  * One encoding in the usual case: the limiter's ceiling leaves the codec
  * LIMITER_CEILING_DB's margin, and the loudness the codec takes away is
  * expected (CODEC_LOUDNESS_SHIFT). Before it, measuring passes (high-pass,
- * gain and limiter only, about 1/15 of an encoding each) win back with more
- * gain, up to MAX_EXTRA_GAIN_DB, what the limiter takes off peaky speech.
- * The encoding is decoded and metered as it is made; a miss is corrected
- * with what it measured and encoded again, at most ENCODE_ATTEMPTS times. */
+ * gain and limiter only, about 1/15 of an encoding each, two at a time)
+ * win back with more gain, up to MAX_EXTRA_GAIN_DB, what the limiter takes
+ * off peaky speech. The encoding is decoded and metered as it is made; a
+ * miss is corrected with what it measured and encoded again, at most
+ * ENCODE_ATTEMPTS times. */
 #define MAX_EXTRA_GAIN_DB 10.0
 #define ENCODE_ATTEMPTS 4
 #define LOUDNESS_TOLERANCE 0.5 /* LU */
 #define MEASURE_TOLERANCE 0.1  /* LU */
-#define MEASURE_PASSES 6
+#define MEASURE_ROUNDS 3
+#define PROBE_STEP_DB 1.0      /* the second gain of a round, above the first */
+
+/* The gain where a line through (g0, l0) and (g1, l1) reaches want; the
+ * slope is kept within [0.1, 1] (the limiter flattens it, nothing makes it
+ * steeper than the gain itself). */
+static double secant(double g0, double l0, double g1, double l1, double want)
+{
+	double slope = g1 != g0 ? (l1 - l0) / (g1 - g0) : 1.0;
+
+	slope = fmin(1.0, fmax(0.1, slope));
+	return g1 + (want - l1) / slope;
+}
+
+/* Picks the gain for the limiter's output to measure want LUFS at ceiling.
+ * *measured gets the loudness at that gain (estimated when the last step
+ * is an interpolation). */
+static int find_gain(const struct encode_ctx *c, double start, double max_gain, double ceiling,
+                     double want, double *gain, double *measured, char *err, size_t errlen)
+{
+	struct measure_job a = { .gain = start }, b = { .gain = fmin(start + 6.0, max_gain) };
+	int rc;
+
+	for (int round = 0; round < MEASURE_ROUNDS; round++) {
+		double next;
+
+		rc = measure_two(c, ceiling, &a, &b, err, errlen);
+		if (rc != 0)
+			return rc;
+		/* b is the closer one from here on. */
+		if (fabs(a.lufs - want) < fabs(b.lufs - want)) {
+			struct measure_job t = a;
+			a = b;
+			b = t;
+		}
+		if (fabs(b.lufs - want) <= MEASURE_TOLERANCE ||
+		    (b.gain >= max_gain && b.lufs < want)) {
+			*gain = b.gain;
+			*measured = b.lufs;
+			return 0;
+		}
+		next = fmin(secant(a.gain, a.lufs, b.gain, b.lufs, want), max_gain);
+		if (round == MEASURE_ROUNDS - 1 || fabs(next - b.gain) < 0.05) {
+			/* Close enough to trust the line. */
+			*gain = next;
+			*measured = want;
+			return 0;
+		}
+		a.gain = next;
+		b.gain = next + (next + PROBE_STEP_DB <= max_gain ? PROBE_STEP_DB : -PROBE_STEP_DB);
+	}
+	return 0;
+}
 
 static int normalize(const struct encode_ctx *c, double in_lufs, char *err, size_t errlen)
 {
 	double target = c->o->loudness_target, gain = target - in_lufs;
 	double max_gain = gain + MAX_EXTRA_GAIN_DB, ceiling = LIMITER_CEILING_DB;
 	double codec_shift = CODEC_LOUDNESS_SHIFT; /* decoded loudness minus the limiter's */
-	struct pass2_result r = { 0 }, m = { 0 };
-	int rc = 0, attempt;
+	double limited = 0;
+	struct pass2_result r = { 0 };
+	int rc = 0;
 
-	for (attempt = 0; attempt < ENCODE_ATTEMPTS; attempt++) {
-		double want = target - codec_shift;
-
-		/* The high-pass and the limiter both take loudness away: measure
-		 * what is left and make it up. Loudness grows slower than the gain
-		 * once the limiter works (0.3 LU per dB on peaky speech), so after
-		 * the first step the slope comes from the last two passes. */
-		double prev_gain = 0, prev_lufs = 0;
-		for (int i = 0; i < MEASURE_PASSES; i++) {
-			double slope = 1.0, next;
-
-			rc = run_pass2(c, gain, ceiling, false, &m, err, errlen);
-			if (rc != 0)
-				return rc;
-			log_debug("media: measuring: gain %+.2f dB, ceiling %.2f dBTP -> %.2f LUFS", gain,
-			          ceiling, m.lufs);
-			if (fabs(want - m.lufs) <= MEASURE_TOLERANCE)
-				break;
-			if (i > 0 && gain != prev_gain)
-				slope = fmin(1.0, fmax(0.1, (m.lufs - prev_lufs) / (gain - prev_gain)));
-			next = fmin(gain + (want - m.lufs) / slope, max_gain);
-			if (next == gain)
-				break;
-			prev_gain = gain;
-			prev_lufs = m.lufs;
-			gain = next;
-		}
-		rc = run_pass2(c, gain, ceiling, true, &r, err, errlen);
+	for (int attempt = 0; attempt < ENCODE_ATTEMPTS; attempt++) {
+		rc = find_gain(c, gain, max_gain, ceiling, target - codec_shift, &gain, &limited, err,
+		               errlen);
+		if (rc != 0)
+			return rc;
+		rc = encode_pass(c, gain, ceiling, &r, err, errlen);
 		if (rc != 0)
 			return rc;
 		log_debug("media: encoding %d: gain %+.2f dB, ceiling %.2f dBTP -> %.2f LUFS "
-		          "(limiter %.2f), %.2f dBTP", attempt + 1, gain, ceiling, r.lufs, m.lufs,
+		          "(limiter %.2f), %.2f dBTP", attempt + 1, gain, ceiling, r.lufs, limited,
 		          r.true_peak_db);
 		if (r.true_peak_db <= MEDIA_TRUE_PEAK_CEILING &&
 		    (fabs(r.lufs - target) <= LOUDNESS_TOLERANCE || gain >= max_gain))
 			break;
 		if (r.true_peak_db > MEDIA_TRUE_PEAK_CEILING)
 			ceiling -= r.true_peak_db - MEDIA_TRUE_PEAK_CEILING + 0.5;
-		codec_shift = r.lufs - m.lufs;
+		codec_shift = r.lufs - limited;
 	}
 	if (r.true_peak_db > MEDIA_TRUE_PEAK_CEILING)
 		log_warn("media: true peak %.2f dBTP stays above %.1f dBTP after %d encodings",
