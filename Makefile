@@ -43,7 +43,7 @@ CORE_SRCS := origin/error.c origin/log.c origin/config.c origin/store.c origin/h
 ORIGIN_SRCS := origin/serve.c origin/main.c
 PUBLISHER_SRCS := publisher/compress.c publisher/media.c publisher/decode.c publisher/limiter.c \
 	publisher/waveform.c publisher/aac.c \
-	publisher/feed.c publisher/page.c publisher/publish.c publisher/pipeline.c publisher/auth.c publisher/main.c
+	publisher/feed.c publisher/page.c publisher/publish.c publisher/pipeline.c publisher/auth.c publisher/multipart.c publisher/api.c publisher/main.c
 LLHTTP_SRCS := $(wildcard $(LLHTTP_DIR)/*.c)
 
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o) $(LLHTTP_SRCS:$(LLHTTP_DIR)/%.c=$(BUILD)/llhttp/%.o)

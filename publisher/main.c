@@ -1,4 +1,5 @@
 /* sayin-publisher: publishes voice posts into the store (the only writer). */
+#include "api.h"
 #include "auth.h"
 #include "config.h"
 #include "pipeline.h"
@@ -14,7 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <signal.h>
 #include <time.h>
+#include <uv.h>
 
 /* Exit codes, documented in README. */
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_BAD_INPUT = 3, EXIT_STORE_FULL = 4 };
@@ -37,6 +41,7 @@ static void usage(FILE *out)
 	             "Commands:\n"
 	             "  post      publish a recording as a voice post\n"
 	             "  author    add authors, issue and revoke API tokens, list them\n"
+	             "  serve     run the ingest API\n"
 	             "  settings  print every setting as a Markdown table\n"
 	             "  help      this text\n\n"
 	             "Run 'sayin-publisher COMMAND --help' for a command's options.\n");
@@ -357,6 +362,121 @@ done:
 	return code;
 }
 
+static const char *const serve_settings[] = {
+	"data", "map-size", "public-url", "listen", "api-listen", "workers", "queue", "upload-dir",
+	"bitrate", "loudness-target", "max-input-bytes", "max-duration", "decode-timeout-ms",
+	"decode-memory", "waveform-points", "aac-fallback", "aac-bitrate", "feed-items",
+	"feed-page-items", "max-text", "shutdown-grace-ms", "log-level", NULL
+};
+
+static void serve_usage(FILE *out)
+{
+	fprintf(out, "Usage: sayin-publisher serve [options]\n\n"
+	             "Runs the ingest API (see README: POST /v1/posts, GET and DELETE\n"
+	             "/v1/posts/ID, GET /v1/posts?author=, /healthz, /metrics) on --api-listen.\n"
+	             "Uploads are transcoded and published by --workers threads; SIGINT or\n"
+	             "SIGTERM finishes the work in flight, then exits.\n\n");
+	config_usage(out, NULL, 0, serve_settings);
+}
+
+struct serve_state {
+	uv_loop_t loop;
+	uv_signal_t sigint, sigterm;
+	api *api;
+	uint64_t grace_ms;
+};
+
+static void on_api_stopped(void *arg)
+{
+	struct serve_state *s = arg;
+	uv_close((uv_handle_t *)&s->sigint, NULL);
+	uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
+
+static void on_serve_signal(uv_signal_t *h, int signum)
+{
+	struct serve_state *s = h->data;
+	log_info("serve: %s: finishing uploads and posts in flight, then exiting", strsignal(signum));
+	uv_signal_stop(&s->sigint);
+	uv_signal_stop(&s->sigterm);
+	api_stop(s->api, s->grace_ms, on_api_stopped, s);
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+	config *cfg = NULL;
+	store *st = NULL;
+	metrics *reg = NULL;
+	pipeline pipe;
+	struct serve_state s = { 0 };
+	api_options aopt = { 0 };
+	uint64_t workers, queue;
+	char err[512], upload_dir[PATH_MAX], threads[16];
+	int code, rc, loop_ready = 0;
+
+	code = load_command_config("serve", argc, argv, NULL, 0, serve_usage, &cfg);
+	if (code >= 0)
+		return code;
+	code = EXIT_USAGE;
+	if (config_positional_count(cfg) != 0) {
+		fprintf(stderr, "sayin-publisher serve: unexpected argument '%s'\n",
+		        config_positional(cfg, 0));
+		goto done;
+	}
+	if (pipeline_configure(&pipe, cfg, err, sizeof(err)) != 0 ||
+	    config_get_u64(cfg, "workers", 1, 64, &workers, err, sizeof(err)) != 0 ||
+	    config_get_u64(cfg, "queue", 0, 10000, &queue, err, sizeof(err)) != 0 ||
+	    config_get_u64(cfg, "shutdown-grace-ms", 0, 3600 * 1000, &s.grace_ms, err,
+	                   sizeof(err)) != 0) {
+		fprintf(stderr, "sayin-publisher serve: %s\n", err);
+		goto done;
+	}
+	/* The API creates authors explicitly (author add): a token's author
+	 * always exists. */
+	pipe.publish.create_authors = 0;
+	if (config_get(cfg, "upload-dir") != NULL)
+		snprintf(upload_dir, sizeof(upload_dir), "%s", config_get(cfg, "upload-dir"));
+	else
+		snprintf(upload_dir, sizeof(upload_dir), "%s/uploads", config_get(cfg, "data"));
+	code = open_store(cfg, "serve", &st);
+	if (code >= 0)
+		goto done;
+	code = EXIT_FAIL;
+	/* libuv's pool runs the encodes: one thread per worker. Read when the
+	 * pool first starts, so set before any work is queued. */
+	snprintf(threads, sizeof(threads), "%llu", (unsigned long long)workers);
+	setenv("UV_THREADPOOL_SIZE", threads, 1);
+	if (metrics_create(&reg) != 0 || uv_loop_init(&s.loop) != 0)
+		goto done;
+	loop_ready = 1;
+	aopt = (api_options){ .listen = config_get(cfg, "api-listen"), .upload_dir = upload_dir,
+		              .workers = (unsigned)workers, .queue = (unsigned)queue,
+		              .max_upload = pipe.media.max_input_bytes, .metrics = reg };
+	rc = api_start(&s.loop, st, &pipe, &aopt, &s.api, err, sizeof(err));
+	if (rc != 0) {
+		fprintf(stderr, "sayin-publisher serve: %s\n", err);
+		goto done;
+	}
+	uv_signal_init(&s.loop, &s.sigint);
+	uv_signal_init(&s.loop, &s.sigterm);
+	s.sigint.data = s.sigterm.data = &s;
+	uv_signal_start(&s.sigint, on_serve_signal, SIGINT);
+	uv_signal_start(&s.sigterm, on_serve_signal, SIGTERM);
+	log_info("serve: ingest API on http://%s (port %d), %llu workers, queue %llu, uploads in %s",
+	         aopt.listen, api_port(s.api), (unsigned long long)workers,
+	         (unsigned long long)queue, upload_dir);
+	uv_run(&s.loop, UV_RUN_DEFAULT);
+	log_info("serve: stopped");
+	code = EXIT_OK;
+done:
+	if (loop_ready && uv_loop_close(&s.loop) != 0)
+		log_warn("serve: loop closed with handles open");
+	metrics_destroy(reg);
+	store_close(st);
+	config_free(cfg);
+	return code;
+}
+
 int main(int argc, char **argv)
 {
 	/* The decoder child (see media_transcode_file): before anything else. */
@@ -370,6 +490,8 @@ int main(int argc, char **argv)
 		return cmd_post(argc - 1, argv + 1);
 	if (strcmp(argv[1], "author") == 0)
 		return cmd_author(argc - 1, argv + 1);
+	if (strcmp(argv[1], "serve") == 0)
+		return cmd_serve(argc - 1, argv + 1);
 	if (strcmp(argv[1], "settings") == 0) {
 		config_print_reference(stdout);
 		return EXIT_OK;
