@@ -388,13 +388,42 @@ def test_post_page_plays_in_chromium(sayin, store, espeak_wav, browser):
     browser.assert_clean(origin)
 
 
-@pytest.mark.skip(reason="needs publish to store /p/ID/embed (page_embed_html) and the origin "
-                  "to allow framing it; not wired yet")
-def test_embed_page_plays_in_a_frame(sayin, store, espeak_wav, browser):
+@pytest.mark.skip(reason="needs publish to store the card (/a/HASH.png, page_card_png) and "
+                  "origin/serve.c to serve .png objects as image/png; not wired yet")
+def test_share_card_is_served(sayin, store, espeak_wav):
+    site = Site(sayin, store)
+    post = site.post("alice", espeak_wav, "a card")
+    origin = site.serve()
+    p = TagParser()
+    p.feed(origin.get(H.page_path(post)).body.decode("utf-8"))
+    image = p.meta.get("og:image")
+    assert image and p.meta.get("twitter:image") == image, p.meta
+    assert image[0].startswith(origin.base + "/a/") and image[0].endswith(".png"), image
+    r = origin.get_url(image[0])
+    assert r.status == 200, (image, r.status)
+    assert r.header("content-type") == "image/png"
+    assert r.header("cache-control") == H.OBJECT_CACHE
+    png = r.body
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (1200, 630)
+    assert image[0].rsplit("/", 1)[1] == H.sha256_hex(png) + ".png"
+
+
+@pytest.mark.skip(reason="needs publish to store /p/ID/embed (page_embed_html) and origin/serve.c "
+                  "to send frame-ancestors for it; not wired yet")
+def test_embed_page_plays_and_may_be_framed(sayin, store, espeak_wav, browser):
     site = Site(sayin, store)
     post = site.post("alice", espeak_wav, "in a frame")
     origin = site.serve()
     embed = post["url"] + "/embed"
+    # The networks may frame it: no X-Frame-Options, and a CSP naming them.
+    r = origin.get_url(embed)
+    assert r.status == 200 and r.header("content-type").startswith("text/html")
+    assert r.header("x-frame-options") is None, r.headers
+    csp = " ".join(r.header_all("content-security-policy"))
+    assert "frame-ancestors" in csp, r.headers
+    for network in ("https://twitter.com", "https://x.com"):
+        assert network in csp.split("frame-ancestors", 1)[1].split(";")[0], csp
     browser.open(embed, metrics={"width": 480, "height": 200, "deviceScaleFactor": 1,
                                  "mobile": False})
     assert browser.js("document.documentElement.scrollWidth") <= 480
