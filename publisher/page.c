@@ -157,11 +157,13 @@ static const char page_script[] =
 	"    box.setAttribute(\"data-waveform-state\", self.peaks ? \"drawn\" : \"empty\");\n"
 	"  }).catch(function () { box.setAttribute(\"data-waveform-state\", \"failed\"); });\n"
 	"}\n"
-	/* The record's duration until the browser knows the real one. */
+	/* The published duration: exact (the browser's may count the Opus
+	 * pre-skip, and Chromium stretches it after a seek to the very end);
+	 * the browser's only when the page has none. */
 	"Player.prototype.duration = function () {\n"
-	"  var d = this.audio.duration;\n"
+	"  var d = parseFloat(this.box.getAttribute(\"data-duration\"));\n"
 	"  if (isFinite(d) && d > 0) return d;\n"
-	"  d = parseFloat(this.box.getAttribute(\"data-duration\"));\n"
+	"  d = this.audio.duration;\n"
 	"  return isFinite(d) && d > 0 ? d : 0;\n"
 	"};\n"
 	"Player.prototype.toggle = function () {\n"
