@@ -102,9 +102,15 @@ demo: bootstrap
 	$(MAKE) all
 	scripts/demo
 
-bench: bootstrap all
+# Benchmark programs link the modules like the unit tests.
+$(BIN)/bench_%: scripts/bench/bench_%.c $(PUBLISHER_LIB_OBJS) $(BUILD)/libcore.a
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ $(PUBLISHER_LIBS) $(LIBS)
+
+bench: bootstrap all $(BIN)/bench_publish
 	scripts/bench/run
 	scripts/bench/transcode
+	scripts/bench/publish
 
 install: all
 	install -d $(DESTDIR)$(BINDIR)

@@ -59,9 +59,13 @@ static const struct {
 	{ "opus", "audio/ogg; codecs=opus" },
 	{ "m4a", "audio/mp4" },
 	{ "json", "application/json" },
+	{ "png", "image/png" }, /* share cards (og:image) */
 };
 
 #define ALLOW_METHODS "GET, HEAD, OPTIONS"
+#define EMBED_FRAME_ANCESTORS                                                                \
+	"frame-ancestors 'self' https://twitter.com https://*.twitter.com https://x.com "      \
+	"https://*.x.com https://*.facebook.com"
 #define CORS_EXPOSE "Content-Range, Content-Length, ETag"
 #define CORS_ALLOW_HEADERS "Range, If-None-Match, If-Modified-Since, If-Range"
 #define TEXT_TYPE "text/plain; charset=utf-8"
@@ -905,6 +909,11 @@ static void respond_content(serve_handler *sh, http_request *req, struct serve_r
 	add_header(&resp, "Last-Modified", last_modified);
 	add_policy(sh, &resp, is_name ? POLICY_NAME : POLICY_OBJECT);
 	if (is_name) {
+		size_t plen = strlen(req->path);
+		/* The player card page is made to be framed by the networks
+		 * (twitter:player); nothing else of ours needs framing. */
+		if (plen > 6 && strcmp(req->path + plen - 6, "/embed") == 0)
+			add_header(&resp, "Content-Security-Policy", EMBED_FRAME_ANCESTORS);
 		if (surrogate_key[0] != '\0')
 			add_header(&resp, "Surrogate-Key", surrogate_key);
 		if (r->encoding != STORE_ENC_IDENTITY)

@@ -1,4 +1,4 @@
-/* feed: JSON Feed 1.1 documents and post pages built from post records.
+/* feed: JSON Feed 1.1 documents built from post records (pages: page.h).
  * Pure: records in, bytes out; no store, no network, no clock.
  *
  * A post record is the JSON object publish stores for every post:
@@ -59,11 +59,5 @@ int feed_author_json(const char *base_url, const feed_author *author, json_t *co
  * "home_page_url" } ] } in the order given. */
 int feed_authors_json(const char *base_url, const feed_author *authors, size_t n, char **out,
                       size_t *out_len);
-
-/* The post's HTML page: the author, the text, the date and an audio player
- * (Opus source first, then the M4A fallback; data-waveform names the
- * waveform's URL for a player script). */
-int feed_post_html(const char *base_url, const feed_author *author, const json_t *post,
-                   char **out, size_t *out_len);
 
 #endif

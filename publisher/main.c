@@ -195,10 +195,13 @@ static void author_usage(FILE *out)
 	fprintf(out, "Usage: sayin-publisher author add HANDLE --name \"Display Name\"\n"
 	             "       sayin-publisher author token HANDLE\n"
 	             "       sayin-publisher author revoke HANDLE [TOKEN-ID]\n"
+	             "       sayin-publisher author rebuild HANDLE\n"
 	             "       sayin-publisher author list\n\n"
 	             "add creates an author (its empty feed, author page and /authors.json) and\n"
 	             "prints a new API token once; token issues another; revoke removes one\n"
-	             "token, or all of the author's; list prints authors, their post counts\n"
+	             "token, or all of the author's; rebuild rewrites the author's feed, every\n"
+	             "archive page and the author page (after changing feed-items,\n"
+	             "feed-page-items or public-url); list prints authors, their post counts\n"
 	             "and token ids. Tokens are stored only as hashes: a lost token cannot be\n"
 	             "shown again, only revoked and replaced.\n\n");
 	config_usage(out, author_args, N_AUTHOR_ARGS, author_settings);
@@ -340,6 +343,15 @@ static int cmd_author(int argc, char **argv)
 			printf("revoked %u token%s of %s\n", n, n == 1 ? "" : "s", handle);
 			code = EXIT_OK;
 		}
+	} else if (strcmp(verb, "rebuild") == 0 && config_positional_count(cfg) == 2) {
+		code = open_store(cfg, "author", &st);
+		if (code >= 0)
+			goto done;
+		pipe.publish.create_authors = 0;
+		rc = publish_rebuild(st, &pipe.publish, handle, pipeline_now_ms(), err, sizeof(err));
+		if (rc != 0)
+			fprintf(stderr, "sayin-publisher author rebuild: %s\n", err);
+		code = rc == 0 ? EXIT_OK : rc == SAYIN_ESTOREFULL ? EXIT_STORE_FULL : EXIT_FAIL;
 	} else if (strcmp(verb, "list") == 0 && config_positional_count(cfg) == 1) {
 		struct list_ctx c = { 0 };
 		code = open_store(cfg, "author", &st);

@@ -8,6 +8,7 @@
 #include "feed.h"
 #include "page.h"
 #include "log.h"
+#include "page.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -300,7 +301,29 @@ static int write_feed_doc(struct author_ctx *c, const char *path, uint64_t hi, u
 	return rc;
 }
 
-/* The head feed.json: the newest H posts. */
+/* The author page /u/HANDLE/: the head's posts, linking the same older page. */
+static int write_author_page(struct author_ctx *c, const struct post_list *list)
+{
+	char path[256], keys[STORE_SURROGATE_KEY_MAX + 1], older[1024], *doc = NULL;
+	uint64_t page = newest_page(c);
+	size_t len;
+	int rc = page > 0 ? page_url(c, page, older, sizeof(older)) : 0;
+
+	if (rc == 0)
+		rc = page_author_html(c->set->base_url, &c->author, list->items, list->n,
+		                      page > 0 ? older : NULL, &doc, &len);
+	if (rc == 0)
+		rc = feed_path_author(path, sizeof(path), c->author.handle);
+	if (rc == 0)
+		rc = surrogate_keys(keys, sizeof(keys), c->author.handle, "feed-", c->author.handle);
+	if (rc == 0)
+		rc = put_named(c->txn, path, doc, len, PAGE_HTML_TYPE, keys, c->now);
+	free(doc);
+	return rc;
+}
+
+/* The head feed.json: the newest H posts; and the author page, which shows
+ * the same posts (and is purged with the feed: same surrogate key). */
 static int write_head(struct author_ctx *c)
 {
 	struct post_list list = { 0 };
@@ -311,6 +334,8 @@ static int write_head(struct author_ctx *c)
 		rc = surrogate_keys(keys, sizeof(keys), c->author.handle, "feed-", c->author.handle);
 	if (rc == 0)
 		rc = write_feed_doc(c, path, c->last_seq, head_low(c), newest_page(c), keys, &list);
+	if (rc == 0)
+		rc = write_author_page(c, &list);
 	post_list_free(&list);
 	return rc;
 }
@@ -399,18 +424,25 @@ static int write_authors_json(store_txn *txn, const publish_settings *set, int64
 	return rc;
 }
 
-static int write_post_page(struct author_ctx *c, const json_t *post, const char *id)
+/* /p/ID and /p/ID/embed. */
+static int write_post_pages(struct author_ctx *c, const json_t *post, const char *id)
 {
+	static int (*const render[2])(const char *, const feed_author *, const json_t *, char **,
+	                              size_t *) = { page_post_html, page_embed_html };
 	char path[256], keys[STORE_SURROGATE_KEY_MAX + 1], *doc = NULL;
 	size_t len;
-	int rc = page_post_html(c->set->base_url, &c->author, post, &doc, &len);
-	if (rc == 0)
-		rc = feed_path_post(path, sizeof(path), id);
-	if (rc == 0)
-		rc = surrogate_keys(keys, sizeof(keys), c->author.handle, "post-", id);
-	if (rc == 0)
-		rc = put_named(c->txn, path, doc, len, FEED_HTML_TYPE, keys, c->now);
-	free(doc);
+	int rc = surrogate_keys(keys, sizeof(keys), c->author.handle, "post-", id);
+
+	for (int i = 0; rc == 0 && i < 2; i++) {
+		rc = render[i](c->set->base_url, &c->author, post, &doc, &len);
+		if (rc == 0)
+			rc = i == 0 ? feed_path_post(path, sizeof(path), id)
+			            : page_path_embed(path, sizeof(path), id);
+		if (rc == 0)
+			rc = put_named(c->txn, path, doc, len, PAGE_HTML_TYPE, keys, c->now);
+		free(doc);
+		doc = NULL;
+	}
 	return rc;
 }
 
@@ -430,6 +462,18 @@ static int put_referenced(store_txn *txn, const void *bytes, size_t len, const c
 	int rc = store_put_object(txn, bytes, len, ctype, now, hash, is_new);
 	if (rc == 0)
 		rc = store_ref_add(txn, hash, id);
+	if (rc == 0)
+		store_hash_to_hex(hash, hex);
+	return rc;
+}
+
+/* Stores an immutable object without a reference (publish_import adds one
+ * per post). */
+static int put_plain(store_txn *txn, const void *bytes, size_t len, const char *ctype,
+                     int64_t now, char hex[STORE_HASH_HEX_LEN + 1])
+{
+	uint8_t hash[STORE_HASH_LEN];
+	int rc = store_put_object(txn, bytes, len, ctype, now, hash, NULL);
 	if (rc == 0)
 		store_hash_to_hex(hash, hex);
 	return rc;
@@ -466,6 +510,9 @@ static json_t *post_record(const publish_input *in, const publish_result *res, c
 	                        json_pack("{s:s, s:I, s:i}", "sha256", res->waveform_hex,
 	                                  "size_in_bytes", (json_int_t)res->waveform_size, "points",
 	                                  (int)in->waveform_points)) != 0)
+		goto fail;
+	if (rec != NULL && res->card_hex[0] != '\0' &&
+	    json_object_set_new(rec, "card", json_pack("{s:s}", "sha256", res->card_hex)) != 0)
 		goto fail;
 	if (rec != NULL && res->has_fallback &&
 	    json_object_set_new(rec, "fallback",
@@ -551,6 +598,8 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 {
 	struct author_ctx c = { .set = set, .now = in->now_ms / 1000 };
 	json_t *post = NULL;
+	unsigned char *card = NULL;
+	size_t card_len = 0;
 	char date[40], *record = NULL;
 	const char *stage = "begin";
 	int rc, created = 0;
@@ -615,6 +664,17 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 		out->waveform_size = in->waveform_len;
 		out->has_waveform = 1;
 	}
+	/* The share card networks show (og:image): drawn from the waveform,
+	 * so identical recordings share it too. */
+	stage = "share card";
+	rc = page_card_png(out->has_waveform ? in->waveform : NULL,
+	                   out->has_waveform ? in->waveform_len : 0, &card, &card_len);
+	if (rc == 0)
+		rc = put_referenced(c.txn, card, card_len, PAGE_CARD_TYPE, c.now, out->id,
+		                    out->card_hex, NULL);
+	free(card);
+	if (rc != 0)
+		goto fail;
 
 	stage = "post record";
 	post = post_record(in, out, date);
@@ -656,8 +716,8 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 		goto fail;
 	out->ms_feed = mono_ms() - t0;
 	t0 = mono_ms();
-	stage = "post page";
-	rc = write_post_page(&c, post, out->id);
+	stage = "post pages";
+	rc = write_post_pages(&c, post, out->id);
 	if (rc != 0)
 		goto fail;
 	out->ms_pages = mono_ms() - t0;
@@ -844,10 +904,16 @@ int publish_delete(store *st, const publish_settings *set, const char *id, const
 		rc = release_object(c.txn, json_string_value(json_object_get(json_object_get(post, "fallback"), "sha256")), id, out);
 	if (rc == 0)
 		rc = release_object(c.txn, json_string_value(json_object_get(json_object_get(post, "waveform"), "sha256")), id, out);
+	if (rc == 0)
+		rc = release_object(c.txn, json_string_value(json_object_get(json_object_get(post, "card"), "sha256")), id, out);
 	if (rc != 0)
 		goto fail;
 	stage = "post page";
 	rc = feed_path_post(path, sizeof(path), id);
+	if (rc == 0)
+		rc = remove_named(c.txn, path);
+	if (rc == 0)
+		rc = page_path_embed(path, sizeof(path), id);
 	if (rc == 0)
 		rc = remove_named(c.txn, path);
 	if (rc != 0)
@@ -878,5 +944,121 @@ fail_quiet:
 	store_txn_abort(c.txn);
 	json_decref(c.record);
 	json_decref(post);
+	return rc;
+}
+
+int publish_rebuild(store *st, const publish_settings *set, const char *handle, int64_t now_ms,
+                    char *err, size_t errlen)
+{
+	struct author_ctx c = { .set = set, .now = now_ms / 1000 };
+	const char *stage = "begin";
+	int rc, created;
+
+	rc = store_txn_begin(st, 1, &c.txn);
+	if (rc != 0)
+		goto fail;
+	stage = "author";
+	rc = load_author(&c, handle, 0, now_ms, &created);
+	if (rc != 0)
+		goto fail;
+	stage = "feed";
+	rc = write_head(&c);
+	for (uint64_t k = 1; rc == 0 && k <= newest_page(&c); k++) {
+		stage = "archive page";
+		rc = write_archive_page(&c, k);
+	}
+	if (rc != 0)
+		goto fail;
+	stage = "commit";
+	rc = store_txn_commit(c.txn);
+	c.txn = NULL;
+	if (rc != 0)
+		goto fail;
+	log_info("publish: %s's feed rebuilt (%llu posts, %llu archive pages)", handle,
+	         (unsigned long long)c.last_seq, (unsigned long long)newest_page(&c));
+	json_decref(c.record);
+	return 0;
+fail:
+	snprintf(err, errlen, "rebuild failed at %s: %s", stage, sayin_strerror(rc));
+	store_txn_abort(c.txn);
+	json_decref(c.record);
+	return rc;
+}
+
+int publish_import(store *st, const publish_settings *set, const publish_input *in, size_t count,
+                   char *err, size_t errlen)
+{
+	const size_t batch = 10000;
+	size_t done = 0;
+	int rc = 0;
+
+	while (rc == 0 && done < count) {
+		struct author_ctx c = { .set = set, .now = in->now_ms / 1000 };
+		publish_result res = { 0 };
+		const char *stage = "author";
+		int created;
+
+		rc = store_txn_begin(st, 1, &c.txn);
+		if (rc == 0)
+			rc = load_author(&c, in->author, set->create_authors, in->now_ms, &created);
+		if (rc == 0) {
+			stage = "objects";
+			rc = put_plain(c.txn, in->audio, in->audio_len, PUBLISH_OPUS_TYPE, c.now,
+			               res.audio_hex);
+		}
+		res.audio_size = in->audio_len;
+		if (rc == 0 && in->fallback != NULL) {
+			rc = put_plain(c.txn, in->fallback, in->fallback_len, PUBLISH_M4A_TYPE, c.now,
+			               res.fallback_hex);
+			res.has_fallback = 1;
+			res.fallback_size = in->fallback_len;
+		}
+		if (rc == 0 && in->waveform != NULL) {
+			rc = put_plain(c.txn, in->waveform, in->waveform_len, PUBLISH_WAVEFORM_TYPE, c.now,
+			               res.waveform_hex);
+			res.has_waveform = 1;
+			res.waveform_size = in->waveform_len;
+		}
+		for (size_t i = 0; rc == 0 && i < batch && done < count; i++, done++) {
+			int64_t t = in->now_ms + (int64_t)done;
+			char date[40], *record;
+			json_t *post;
+			stage = "post";
+			rc = publish_new_id(t, res.id);
+			if (rc != 0)
+				break;
+			res.seq = ++c.last_seq;
+			publish_format_time(t, date, sizeof(date));
+			post = post_record(in, &res, date);
+			record = post ? json_dumps(post, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+			json_decref(post);
+			if (record == NULL) {
+				rc = -ENOMEM;
+				break;
+			}
+			rc = store_put_post(c.txn, res.id, in->author, res.seq, record, strlen(record));
+			free(record);
+			/* Each post refers to the shared objects, as a published one would. */
+			for (int k = 0; rc == 0 && k < 3; k++) {
+				const char *hex = k == 0 ? res.audio_hex : k == 1 ? res.fallback_hex
+				                                                  : res.waveform_hex;
+				uint8_t hash[STORE_HASH_LEN];
+				if (hex[0] != '\0' && store_hash_from_hex(hex, STORE_HASH_HEX_LEN, hash) == 0)
+					rc = store_ref_add(c.txn, hash, res.id);
+			}
+		}
+		if (rc == 0)
+			rc = save_author(&c);
+		if (rc == 0) {
+			stage = "commit";
+			rc = store_txn_commit(c.txn);
+			c.txn = NULL;
+		}
+		if (rc != 0)
+			snprintf(err, errlen, "import failed at %s after %zu posts: %s", stage, done,
+			         sayin_strerror(rc));
+		store_txn_abort(c.txn);
+		json_decref(c.record);
+	}
 	return rc;
 }

@@ -66,6 +66,7 @@ typedef struct publish_result {
 	int has_fallback;         /* the two below are set */
 	char fallback_hex[STORE_HASH_HEX_LEN + 1];
 	uint64_t fallback_size;
+	char card_hex[STORE_HASH_HEX_LEN + 1]; /* the share card PNG (/a/HASH.png) */
 	uint64_t seq;             /* the post's number in its author's sequence */
 	/* Where the transaction's time went, in milliseconds (monotonic). */
 	double ms_objects;        /* audio, fallback, waveform objects and refs */
@@ -77,8 +78,9 @@ typedef struct publish_result {
 /* Publishes one post: the audio, and when given the waveform (/a/HASH.json)
  * and the fallback rendition (/a/HASH.m4a), each an immutable object
  * referenced by the post, the post record, the author's head feed, the one
- * archive page the post pushes its oldest item into, the author page and the
- * post page. The work does not depend on how many posts the author has.
+ * archive page the post pushes its oldest item into, the author page
+ * (/u/HANDLE/), the post page (/p/ID), its embeddable player (/p/ID/embed)
+ * and its share card (/a/HASH.png, drawn from the waveform). The work does not depend on how many posts the author has.
  *
  * Feed pages (H = feed_items, P = page_items, n = the author's last seq):
  * the head holds seq n-H+1..n; archive page k holds seq (k-1)P+1 ..
@@ -106,6 +108,21 @@ int publish_response_json(const char *base_url, const char *author, const publis
  * UTF-8. */
 int publish_author_add(store *st, const publish_settings *set, const char *handle,
                        const char *name, int64_t now_ms, char *err, size_t errlen);
+
+/* Rewrites every document of an author from the post records: the head
+ * feed, every archive page, the author page. O(posts): for a change of
+ * feed-items, feed-page-items or public-url, and after publish_import. One
+ * transaction; SAYIN_ENOTFOUND for an unknown author. */
+int publish_rebuild(store *st, const publish_settings *set, const char *handle, int64_t now_ms,
+                    char *err, size_t errlen);
+
+/* Imports count posts of in->author made of in's audio, renditions and
+ * text (the objects are stored once), ids and dates from in->now_ms on, one
+ * millisecond apart, in transactions of at most 10,000 posts, WITHOUT
+ * rendering feeds or pages: call publish_rebuild afterwards. For bulk
+ * migrations and for benchmarks that need an author with many posts. */
+int publish_import(store *st, const publish_settings *set, const publish_input *in, size_t count,
+                   char *err, size_t errlen);
 
 typedef struct publish_deleted {
 	char author[PUBLISH_HANDLE_MAX + 1];

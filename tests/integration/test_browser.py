@@ -389,8 +389,6 @@ def test_post_page_plays_in_chromium(sayin, store, espeak_wav, browser):
     browser.assert_clean(origin)
 
 
-@pytest.mark.skip(reason="needs publish to store the card (/a/HASH.png, page_card_png) and "
-                  "origin/serve.c to serve .png objects as image/png; not wired yet")
 def test_share_card_is_served(sayin, store, espeak_wav):
     site = Site(sayin, store)
     post = site.post("alice", espeak_wav, "a card")
@@ -410,8 +408,6 @@ def test_share_card_is_served(sayin, store, espeak_wav):
     assert image[0].rsplit("/", 1)[1] == H.sha256_hex(png) + ".png"
 
 
-@pytest.mark.skip(reason="needs publish to store /p/ID/embed (page_embed_html) and origin/serve.c "
-                  "to send frame-ancestors for it; not wired yet")
 def test_embed_page_plays_and_may_be_framed(sayin, store, espeak_wav, browser):
     site = Site(sayin, store)
     post = site.post("alice", espeak_wav, "in a frame")
@@ -440,8 +436,6 @@ def test_embed_page_plays_and_may_be_framed(sayin, store, espeak_wav, browser):
     browser.assert_clean(origin)
 
 
-@pytest.mark.skip(reason="needs the author page /u/HANDLE/ (page_author_html) stored by publish, "
-                  "with JSON Feed archive pages; not wired yet")
 def test_author_page_newest_first_and_loads_older(sayin, store, tmp_path, browser):
     site = Site(sayin, store, ["--feed-items", "2", "--feed-page-items", "2"])
     posts = [site.post("alice", speech_like_wav(tmp_path / ("p%d.wav" % i), i),

@@ -329,9 +329,11 @@ def test_identical_recordings_share_one_object(sayin, store, wav_factory, lmdb_t
     assert first["audio_url"] == second["audio_url"], "identical recordings, different audio"
     sha = first["audio_url"].rsplit("/", 1)[1].split(".")[0]
     assert sha in keys1 and sha in keys2
-    # The repeated post adds only its page: identity, gzip and brotli.
-    assert len(keys2) == len(keys1) + 3, (
-        "object count went %d -> %d: the repeated post should add only its page"
+    # The repeated post adds only its post page and its embeddable player
+    # page, each as identity, gzip and brotli: audio, fallback, waveform and
+    # share card are shared.
+    assert len(keys2) == len(keys1) + 6, (
+        "object count went %d -> %d: the repeated post should add only its pages"
         % (len(keys1), len(keys2)))
 
     # No new object is Opus audio: ask the origin by URL.

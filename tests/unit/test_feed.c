@@ -1,5 +1,5 @@
 /* test_feed: JSON Feed 1.1 fields, order, absolute URLs, HTML escaping, the
- * fallback attachment and the _sayin extension. */
+ * fallback attachment and the _sayin extension. Pages: test_page.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -118,24 +118,6 @@ static void test_feed_rejects_incomplete_record(void **state)
 	json_decref(bad);
 }
 
-static void test_page_escapes_text(void **state)
-{
-	(void)state;
-	feed_author a = { "ann", "Ann <b>&</b>" };
-	json_t *p = record("01", "<script>alert(\"x\")</script> & 'q'", "2026-01-01T00:00:00.000Z");
-	char *out;
-	size_t len;
-
-	assert_int_equal(feed_post_html("https://cdn.example", &a, p, &out, &len), 0);
-	assert_null(strstr(out, "<script>"));
-	assert_non_null(strstr(out, "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;q&#39;"));
-	assert_non_null(strstr(out, "Ann &lt;b&gt;&amp;&lt;/b&gt;"));
-	assert_non_null(strstr(out, "<source src=\"https://cdn.example/a/ab12.opus\""));
-	assert_non_null(strstr(out, "<audio controls preload=\"metadata\""));
-	free(out);
-	json_decref(p);
-}
-
 /* A record with every rendition: the fallback, the waveform, the loudness. */
 static json_t *full_record(const char *text)
 {
@@ -248,36 +230,14 @@ static void test_feed_title_truncated(void **state)
 }
 
 /* The page offers Opus first, then the M4A, and names the waveform. */
-static void test_page_fallback_source_and_waveform(void **state)
-{
-	feed_author a = { "ann", "Ann" };
-	json_t *p = full_record("hi");
-	char *out, *opus, *m4a;
-	size_t len;
-
-	(void)state;
-	assert_int_equal(feed_post_html("https://cdn.example", &a, p, &out, &len), 0);
-	opus = strstr(out, "<source src=\"https://cdn.example/a/ab12.opus\" "
-	                   "type=\"audio/ogg; codecs=opus\">");
-	m4a = strstr(out, "<source src=\"https://cdn.example/a/cd34.m4a\" type=\"audio/mp4\">");
-	assert_non_null(opus);
-	assert_non_null(m4a);
-	assert_true(opus < m4a);
-	assert_non_null(strstr(out, "data-waveform=\"https://cdn.example/a/ef56.json\""));
-	free(out);
-	json_decref(p);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_feed_fields_and_order),
 		cmocka_unit_test(test_authors_json),
 		cmocka_unit_test(test_feed_rejects_incomplete_record),
-		cmocka_unit_test(test_page_escapes_text),
 		cmocka_unit_test(test_feed_fallback_and_waveform),
 		cmocka_unit_test(test_feed_title_truncated),
-		cmocka_unit_test(test_page_fallback_source_and_waveform),
 	};
 	return cmocka_run_group_tests_name("feed", tests, NULL, NULL);
 }

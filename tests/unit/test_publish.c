@@ -63,7 +63,7 @@ static const publish_settings settings = { "https://cdn.example", 2, 3, 1 };
 static int post(store *st, const char *author, const char *text, const void *audio, size_t len,
                 int64_t now_ms, publish_result *res)
 {
-	char err[256], m4a[64], waveform[128];
+	char err[256], m4a[64], waveform[256];
 	publish_input in = { .author = author, .text = text, .audio = audio, .audio_len = len,
 		             .duration = 1.5, .input_format = "wav/pcm_s16le", .input_rate = 48000,
 		             .input_channels = 1, .now_ms = now_ms, .has_loudness = 1,
@@ -73,8 +73,15 @@ static int post(store *st, const char *author, const char *text, const void *aud
 	                 (const char *)audio);
 	in.fallback = m4a;
 	in.fallback_len = (size_t)n;
-	n = snprintf(waveform, sizeof(waveform), "{\"version\":2,\"for\":\"%.*s\"}",
-	             (int)(len < 16 ? len : 16), (const char *)audio);
+	/* A valid audiowaveform JSON (the share card is drawn from it) whose
+	 * peaks depend on the audio's first and last bytes. */
+	n = snprintf(waveform, sizeof(waveform),
+	             "{\"version\":2,\"channels\":1,\"sample_rate\":48000,"
+	             "\"samples_per_pixel\":480,\"bits\":8,\"length\":2,"
+	             "\"data\":[-%d,%d,-%d,%d]}",
+	             ((const unsigned char *)audio)[0] % 128, ((const unsigned char *)audio)[0] % 128,
+	             ((const unsigned char *)audio)[len - 1] % 128,
+	             ((const unsigned char *)audio)[len - 1] % 128);
 	in.waveform = waveform;
 	in.waveform_len = (size_t)n;
 	in.waveform_points = 1000;
@@ -146,11 +153,12 @@ static void test_feed_newest_first_and_limited(void **state)
 	assert_string_equal(json_string_value(json_object_get(json_array_get(items, 0), "id")), r3.id);
 	assert_string_equal(json_string_value(json_object_get(json_array_get(items, 1), "id")), r2.id);
 	json_decref(feed);
-	/* Per post an Opus, an M4A and a waveform object (3 x 3), plus, for the
-	 * head, archive page 1 (post 1), /authors.json (ann's first post made
-	 * her) and three post pages, an identity, a gzip and a brotli object
-	 * each: superseded documents are gone. */
-	assert_int_equal(stats(f->st).objects, 3 * 3 + 6 * 3);
+	/* Per post an Opus, an M4A, a waveform and a share card (3 x 4), plus,
+	 * for the head, archive page 1 (post 1), /authors.json (ann's first
+	 * post made her), the author page, three post pages and three embed
+	 * pages, an identity, a gzip and a brotli object each: superseded
+	 * documents are gone. */
+	assert_int_equal(stats(f->st).objects, 3 * 4 + 10 * 3);
 	assert_int_equal(stats(f->st).posts, 3);
 }
 
@@ -376,22 +384,26 @@ static void test_delete_keeps_shared_objects(void **state)
 	assert_int_equal(publish_delete(f->st, &settings, a.id, "ann", 6000, &del, err,
 	                                sizeof(err)), 0);
 	assert_int_equal(del.objects_deleted, 0);
-	assert_int_equal(del.objects_kept, 3);
+	assert_int_equal(del.objects_kept, 4); /* audio, fallback, waveform, card */
 	assert_int_equal(store_txn_begin(f->st, 0, &txn), 0);
 	assert_int_equal(store_hash_from_hex(a.audio_hex, STORE_HASH_HEX_LEN, hash), 0);
 	assert_int_equal(store_get_object(txn, hash, &obj), 0);
 	store_txn_abort(txn);
 	snprintf(path, sizeof(path), "/p/%s", a.id);
 	assert_int_equal(name_hash(f->st, path, hash), SAYIN_ENOTFOUND);
+	snprintf(path, sizeof(path), "/p/%s/embed", a.id);
+	assert_int_equal(name_hash(f->st, path, hash), SAYIN_ENOTFOUND);
+	snprintf(path, sizeof(path), "/p/%s/embed", b.id);
+	assert_int_equal(name_hash(f->st, path, hash), 0);
 	assert_int_equal(walk_feed(f->st, "ann", seen, 8), 3);
 	assert_string_equal(seen[0], d.id);
 	assert_string_equal(seen[2], b.id);
 
-	/* d is in the head and alone with its audio: all three objects go. */
+	/* d is in the head and alone with its audio: all four objects go. */
 	assert_int_equal(publish_delete(f->st, &settings, d.id, NULL, 7000, &del, err, sizeof(err)),
 	                 0);
 	assert_string_equal(del.author, "ann");
-	assert_int_equal(del.objects_deleted, 3);
+	assert_int_equal(del.objects_deleted, 4);
 	assert_int_equal(store_txn_begin(f->st, 0, &txn), 0);
 	assert_int_equal(store_hash_from_hex(d.audio_hex, STORE_HASH_HEX_LEN, hash), 0);
 	assert_int_equal(store_get_object(txn, hash, &obj), SAYIN_ENOTFOUND);
@@ -404,7 +416,7 @@ static void test_delete_keeps_shared_objects(void **state)
 	/* Deleting b, the last user of the shared audio, removes it. */
 	assert_int_equal(publish_delete(f->st, &settings, b.id, NULL, 8000, &del, err, sizeof(err)),
 	                 0);
-	assert_int_equal(del.objects_deleted, 3);
+	assert_int_equal(del.objects_deleted, 4);
 	assert_int_equal(walk_feed(f->st, "bob", seen, 8), 1);
 }
 
