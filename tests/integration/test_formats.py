@@ -67,10 +67,14 @@ FORMATS = {
     "wav-float": (["-c:a", "pcm_f32le", "-ac", "2", "-ar", "44100"], "wav"),
     "flac": (["-c:a", "flac"], "flac"),
     "mp3": (["-c:a", "libmp3lame", "-b:a", "64k"], "mp3"),
+    # No Xing/Info header: nothing in the file says how long it is.
+    "mp3-no-xing": (["-c:a", "libmp3lame", "-b:a", "64k", "-write_xing", "0"], "mp3"),
     "ogg-vorbis": (["-c:a", "libvorbis"], "ogg"),
     "ogg-opus": (["-c:a", "libopus", "-b:a", "48k"], "opus"),
     "m4a-aac": (["-c:a", "aac", "-b:a", "64k"], "m4a"),
     "webm-opus": (["-c:a", "libopus"], "webm"),
+    # As a browser's MediaRecorder writes it: no duration, no cues.
+    "webm-live": (["-c:a", "libopus", "-f", "webm", "-live", "1"], "webm"),
     "caf": (["-c:a", "pcm_s16le"], "caf"),
     "aiff": (["-c:a", "pcm_s16be", "-ac", "2"], "aiff"),
     "amr-nb": (["-c:a", "libopencore_amrnb", "-ar", "8000", "-ac", "1"], "amr"),
@@ -123,10 +127,15 @@ def test_format_publishes_normalized(sayin, store, tmp_path, speech, name, opus_
     check_published(sayin, store, tmp_path, res, res.json["duration_in_seconds"])
 
 
-def test_video_publishes_its_audio_track(sayin, store, tmp_path, speech, opus_tools):
-    video = tmp_path / "clip.mp4"
+@pytest.mark.parametrize("container", ["mp4", "webm"])
+def test_video_publishes_its_audio_track(sayin, store, tmp_path, speech, opus_tools, container):
+    # In the WebM the video runs a little past the audio: the file's duration
+    # (all tracks) is not the audio's, and must not read as a cut.
+    video = tmp_path / ("clip." + container)
+    codecs = ["-c:v", "mpeg4", "-c:a", "aac"] if container == "mp4" else \
+        ["-c:v", "libvpx", "-c:a", "libopus"]
     ffmpeg("-f", "lavfi", "-i", "color=black:s=64x64:r=10", "-i", speech, "-shortest",
-           "-c:v", "mpeg4", "-c:a", "aac", video)
+           *codecs, video)
     res = sayin.post(store, "alice", video)
     check_published(sayin, store, tmp_path, res, res.json["duration_in_seconds"])
 
@@ -192,12 +201,73 @@ def _silent(speech, tmp_path):
     return p
 
 
+def _ogg_pages(data):
+    """End offsets of the Ogg pages in data (which must be whole pages)."""
+    ends, off = [], 0
+    while off < len(data):
+        assert data[off:off + 4] == b"OggS", off
+        nseg = data[off + 26]
+        off += 27 + nseg + sum(data[off + 27:off + 27 + nseg])
+        ends.append(off)
+    assert off == len(data)
+    return ends
+
+
+def _cut_at_page(name):
+    """Cut between two Ogg pages: every page whole, the end-of-stream page gone."""
+    def build(speech, tmp_path):
+        src = make_format(speech, tmp_path, name)
+        data = src.read_bytes()
+        ends = _ogg_pages(data)
+        assert len(ends) >= 4, ends
+        src.write_bytes(data[:ends[len(ends) // 2]])
+        return src
+    return build
+
+
+def _corrupt_header(name, start, end):
+    """PCM formats carry no checksum: damaged samples are just other samples,
+    so what can be refused is a damaged header (bytes start..end)."""
+    def build(speech, tmp_path):
+        src = make_format(speech, tmp_path, name)
+        data = bytearray(src.read_bytes())
+        for i in range(start, end):
+            data[i] ^= 0x5A
+        src.write_bytes(bytes(data))
+        return src
+    return build
+
+
+TRUNCATED = r"truncat"
+CORRUPT = r"corrupt"
 REJECTIONS = {
+    # Cut in half: every format. The message names the cut where the
+    # container lets us see one (see README, Media).
+    "wav-truncated": (_truncate("wav-float", 0.5), r"claims \d+ bytes but only \d+ remain"),
     "flac-truncated": (_truncate("flac", 0.5), r"corrupt|truncat"),
+    "mp3-truncated": (_truncate("mp3", 0.5), TRUNCATED),
+    "mp3-no-xing-truncated": (_truncate("mp3-no-xing", 0.5), TRUNCATED + r".*inside a frame"),
+    "ogg-vorbis-truncated": (_truncate("ogg-vorbis", 0.5), TRUNCATED + r".*inside a page"),
+    "ogg-opus-truncated": (_truncate("ogg-opus", 0.5), TRUNCATED + r".*inside a page"),
+    "ogg-vorbis-cut-at-page": (_cut_at_page("ogg-vorbis"), TRUNCATED + r".*end-of-stream"),
+    "ogg-opus-cut-at-page": (_cut_at_page("ogg-opus"), TRUNCATED + r".*end-of-stream"),
     "m4a-truncated": (_truncate("m4a-aac", 0.6), r"corrupt|truncat"),
-    "mp3-truncated": (_truncate("mp3", 0.5), r"corrupt|truncat"),
-    "flac-corrupted": (_corrupt("flac"), r"corrupt"),
-    "ogg-opus-corrupted": (_corrupt("ogg-opus"), r"corrupt"),
+    "webm-truncated": (_truncate("webm-opus", 0.5), TRUNCATED),
+    "webm-live-truncated": (_truncate("webm-live", 0.5), TRUNCATED + r".*inside an element"),
+    "caf-truncated": (_truncate("caf", 0.97), TRUNCATED + r".*data chunk"),
+    "aiff-truncated": (_truncate("aiff", 0.5), TRUNCATED + r".*SSND chunk"),
+    # Damaged in the middle: every compressed format (checksums, bitstream
+    # syntax, container structure).
+    "flac-corrupted": (_corrupt("flac"), CORRUPT),
+    "mp3-corrupted": (_corrupt("mp3"), CORRUPT),
+    "ogg-vorbis-corrupted": (_corrupt("ogg-vorbis"), CORRUPT),
+    "ogg-opus-corrupted": (_corrupt("ogg-opus"), CORRUPT),
+    "m4a-corrupted": (_corrupt("m4a-aac"), CORRUPT),
+    "webm-corrupted": (_corrupt("webm-opus"), CORRUPT),
+    # Damaged headers of the PCM formats (fmt, COMM, desc chunks).
+    "wav-header-corrupted": (_corrupt_header("wav-float", 20, 36), r"not supported"),
+    "aiff-header-corrupted": (_corrupt_header("aiff", 20, 38), CORRUPT),
+    "caf-header-corrupted": (_corrupt_header("caf", 20, 44), r"unsupported format"),
     "text-renamed-mp3": (_text, r"unsupported format|not a recording"),
     "empty-file": (_empty, r"empty"),
     "video-without-audio": (_video_without_audio, r"no audio"),
@@ -220,7 +290,11 @@ def test_bad_input_is_refused(sayin, store, tmp_path, speech, case, short_wav, l
     sayin.post(store, "other", short_wav)
     before = H.store_counts(store)
     bad = build(speech, tmp_path)
+    t0 = time.monotonic()
     res = sayin.post(store, "victim", bad, check=False)
+    # Quickly: the file is refused by its structure or its first bad bytes,
+    # not by a timeout (the decoder's is 60 s).
+    assert time.monotonic() - t0 < 10, "took %.1f s" % (time.monotonic() - t0)
     check_rejected(sayin, store, res, pattern, before)
 
 
