@@ -892,6 +892,8 @@ struct encode_ctx {
 #define FIFO_SLOTS 32
 #define FIFO_SLOT_BYTES 4096 /* an Opus frame of floats or a packet */
 
+#define FIFO_BATCH 8 /* a waiting side is woken once this many records can move */
+
 enum { REC_DATA = 0, REC_LOOKAHEAD = 1 };
 
 struct fifo {
@@ -900,6 +902,7 @@ struct fifo {
 	size_t head, count;
 	bool closed;            /* no more records will come */
 	bool cancelled;         /* stop: push and pop fail */
+	bool pusher_waits, popper_waits;
 	int tag[FIFO_SLOTS];
 	size_t len[FIFO_SLOTS];
 	unsigned char slot[FIFO_SLOTS][FIFO_SLOT_BYTES];
@@ -911,6 +914,7 @@ static void fifo_init(struct fifo *f)
 	pthread_cond_init(&f->cv, NULL);
 	f->head = f->count = 0;
 	f->closed = f->cancelled = false;
+	f->pusher_waits = f->popper_waits = false;
 }
 
 static void fifo_destroy(struct fifo *f)
@@ -919,14 +923,19 @@ static void fifo_destroy(struct fifo *f)
 	pthread_cond_destroy(&f->cv);
 }
 
-/* Waits for room. Returns 0, or -ECANCELED once the FIFO is cancelled. */
+/* Waits for room. Returns 0, or -ECANCELED once the FIFO is cancelled.
+ * A waiting consumer is woken once FIFO_BATCH records are in, not for
+ * each: a thread switch per 20 ms frame cost more than the copying. */
 static int fifo_push(struct fifo *f, int tag, const void *data, size_t len)
 {
 	size_t i;
 
 	pthread_mutex_lock(&f->mu);
-	while (f->count == FIFO_SLOTS && !f->cancelled)
+	while (f->count == FIFO_SLOTS && !f->cancelled) {
+		f->pusher_waits = true;
 		pthread_cond_wait(&f->cv, &f->mu);
+	}
+	f->pusher_waits = false;
 	if (f->cancelled) {
 		pthread_mutex_unlock(&f->mu);
 		return -ECANCELED;
@@ -936,7 +945,8 @@ static int fifo_push(struct fifo *f, int tag, const void *data, size_t len)
 	f->len[i] = len;
 	memcpy(f->slot[i], data, len);
 	f->count++;
-	pthread_cond_broadcast(&f->cv);
+	if (f->popper_waits && f->count >= FIFO_BATCH)
+		pthread_cond_broadcast(&f->cv);
 	pthread_mutex_unlock(&f->mu);
 	return 0;
 }
@@ -946,8 +956,11 @@ static int fifo_push(struct fifo *f, int tag, const void *data, size_t len)
 static int fifo_pop(struct fifo *f, int *tag, void *data, size_t *len)
 {
 	pthread_mutex_lock(&f->mu);
-	while (f->count == 0 && !f->closed && !f->cancelled)
+	while (f->count == 0 && !f->closed && !f->cancelled) {
+		f->popper_waits = true;
 		pthread_cond_wait(&f->cv, &f->mu);
+	}
+	f->popper_waits = false;
 	if (f->cancelled) {
 		pthread_mutex_unlock(&f->mu);
 		return -ECANCELED;
@@ -961,7 +974,8 @@ static int fifo_pop(struct fifo *f, int *tag, void *data, size_t *len)
 	memcpy(data, f->slot[f->head], *len);
 	f->head = (f->head + 1) % FIFO_SLOTS;
 	f->count--;
-	pthread_cond_broadcast(&f->cv);
+	if (f->pusher_waits && f->count <= FIFO_SLOTS - FIFO_BATCH)
+		pthread_cond_broadcast(&f->cv);
 	pthread_mutex_unlock(&f->mu);
 	return 0;
 }
@@ -1477,7 +1491,7 @@ out:
  * One encoding in the usual case: the limiter's ceiling leaves the codec
  * LIMITER_CEILING_DB's margin, and the loudness the codec takes away is
  * expected (CODEC_LOUDNESS_SHIFT). Before it, measuring passes (high-pass,
- * gain and limiter only, about 1/15 of an encoding each, two at a time)
+ * gain and limiter only, about 1/12 of an encoding each, two at a time)
  * win back with more gain, up to MAX_EXTRA_GAIN_DB, what the limiter takes
  * off peaky speech. The encoding is decoded and metered as it is made; a
  * miss is corrected with what it measured and encoded again, at most
@@ -1486,32 +1500,34 @@ out:
 #define ENCODE_ATTEMPTS 4
 #define LOUDNESS_TOLERANCE 0.5 /* LU */
 #define MEASURE_TOLERANCE 0.1  /* LU */
-#define MEASURE_ROUNDS 3
-#define PROBE_STEP_DB 1.0      /* the second gain of a round, above the first */
+#define PROBE_SPREAD_DB 1.0   /* the second round brackets its estimate by this much */
 
 /* The gain where a line through (g0, l0) and (g1, l1) reaches want; the
  * slope is kept within [0.1, 1] (the limiter flattens it, nothing makes it
  * steeper than the gain itself). */
-static double secant(double g0, double l0, double g1, double l1, double want)
+static double secant(double g0, double l0, double g1, double l1, double want, double *slope_out)
 {
 	double slope = g1 != g0 ? (l1 - l0) / (g1 - g0) : 1.0;
 
 	slope = fmin(1.0, fmax(0.1, slope));
+	if (slope_out != NULL)
+		*slope_out = slope;
 	return g1 + (want - l1) / slope;
 }
 
-/* Picks the gain for the limiter's output to measure want LUFS at ceiling.
- * *measured gets the loudness at that gain (estimated when the last step
- * is an interpolation). */
+/* Picks the gain for the limiter's output to measure want LUFS at ceiling,
+ * in at most two rounds of two measuring passes: the plain gain and 6 dB
+ * more, then two gains bracketing the estimate, between which the curve
+ * is close enough to a line. *measured gets the loudness at that gain,
+ * measured or, between measured points, interpolated. */
 static int find_gain(const struct encode_ctx *c, double start, double max_gain, double ceiling,
                      double want, double *gain, double *measured, char *err, size_t errlen)
 {
 	struct measure_job a = { .gain = start }, b = { .gain = fmin(start + 6.0, max_gain) };
+	double next, slope;
 	int rc;
 
-	for (int round = 0; round < MEASURE_ROUNDS; round++) {
-		double next;
-
+	for (int round = 0; round < 2; round++) {
 		rc = measure_two(c, ceiling, &a, &b, err, errlen);
 		if (rc != 0)
 			return rc;
@@ -1521,22 +1537,25 @@ static int find_gain(const struct encode_ctx *c, double start, double max_gain, 
 			a = b;
 			b = t;
 		}
-		if (fabs(b.lufs - want) <= MEASURE_TOLERANCE ||
-		    (b.gain >= max_gain && b.lufs < want)) {
+		if (fabs(b.lufs - want) <= MEASURE_TOLERANCE) {
 			*gain = b.gain;
 			*measured = b.lufs;
 			return 0;
 		}
-		next = fmin(secant(a.gain, a.lufs, b.gain, b.lufs, want), max_gain);
-		if (round == MEASURE_ROUNDS - 1 || fabs(next - b.gain) < 0.05) {
-			/* Close enough to trust the line. */
-			*gain = next;
-			*measured = want;
+		next = secant(a.gain, a.lufs, b.gain, b.lufs, want, &slope);
+		if (next >= max_gain) {
+			/* As loud as the limiter may make it: no need to look closer. */
+			*gain = max_gain;
+			*measured = b.lufs + slope * (max_gain - b.gain);
 			return 0;
 		}
-		a.gain = next;
-		b.gain = next + (next + PROBE_STEP_DB <= max_gain ? PROBE_STEP_DB : -PROBE_STEP_DB);
+		if (round == 1)
+			break;
+		a.gain = next - PROBE_SPREAD_DB;
+		b.gain = fmin(next + PROBE_SPREAD_DB, max_gain);
 	}
+	*gain = next;
+	*measured = want;
 	return 0;
 }
 
