@@ -616,7 +616,15 @@ static int upload_body(struct req_state *rs, http_request *req, const char *data
 {
 	metrics_add(rs->api->shard, rs->api->m_upload_bytes, len);
 	if (rs->mp != NULL) {
-		int rc = multipart_feed(rs->mp, data, len);
+		int rc;
+		/* The whole form, not only its audio part: a chunked body has no
+		 * Content-Length for upload_headers to check. */
+		if (rs->body_bytes > rs->api->opt.max_upload + MULTIPART_SLACK) {
+			respond_error(req, 413, "too_large", "the form is larger than the recording's "
+			              "limit plus 1 MiB", NULL, 0, 1);
+			return 1;
+		}
+		rc = multipart_feed(rs->mp, data, len);
 		if (rc == 0)
 			return 0;
 		if (!rs->mpctx.answered)
