@@ -133,3 +133,59 @@ def served(sayin, store, short_wav):
     post = sayin.post(store, "alice", short_wav, text="first post").json
     origin = sayin.start_origin(store)
     return origin, post
+
+
+def _espeak(path, text, rate=None):
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is not installed (run scripts/bootstrap)")
+    argv = ["espeak-ng", "-w", str(path)] + (["-s", str(rate)] if rate else []) + [text]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and os.path.exists(path), r.stderr
+    return path
+
+
+@pytest.fixture(scope="session")
+def speech_clip(tmp_path_factory):
+    """About one second of espeak-ng speech (22.05 kHz mono WAV)."""
+    return _espeak(tmp_path_factory.mktemp("speech") / "hi.wav", "Hi fans", rate=200)
+
+
+@pytest.fixture(scope="session")
+def speech_clip_b(tmp_path_factory):
+    """Another short spoken clip (different bytes from speech_clip)."""
+    return _espeak(tmp_path_factory.mktemp("speech_b") / "bye.wav", "Bye now", rate=200)
+
+
+@pytest.fixture(scope="session")
+def long_speech_clip(tmp_path_factory):
+    """About six seconds of speech: half a second or more to encode."""
+    return _espeak(tmp_path_factory.mktemp("speech_long") / "long.wav",
+                   "This is a longer voice post for the fans, it goes on for a while so that "
+                   "encoding takes a little time, thank you all.")
+
+
+class ApiSite:
+    """A store with authors, the ingest API on it, and an origin serving it."""
+
+    def __init__(self, sayin, data, api, origin, tokens):
+        self.sayin = sayin
+        self.data = data
+        self.api = api
+        self.origin = origin
+        self.tokens = tokens  # {handle: token}
+
+
+@pytest.fixture
+def api_site(sayin, tmp_path):
+    """make(args=(), authors=("alice", "bob"), origin=True, author_args=()) ->
+    ApiSite: authors created with `author add`, then `serve ARGS` and,
+    with origin=True, sayin-origin on the same store."""
+    def make(args=(), authors=("alice", "bob"), origin=True, author_args=(),
+             base="https://cdn.test"):
+        data = tmp_path / "store"
+        tokens = {h: H.author_add(sayin, data, h, args=tuple(author_args) +
+                                  ("--public-url", base)) for h in authors}
+        api = H.start_api(sayin, data, args=args, base=base)
+        org = sayin.start_origin(data) if origin else None
+        return ApiSite(sayin, data, api, org, tokens)
+    return make
