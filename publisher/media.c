@@ -1180,6 +1180,7 @@ struct feeder {
 	struct pass2 *p;
 	uint64_t frames;
 	struct fifo *to_opus, *to_aac;
+	uint64_t fail_at;       /* tests: fail at this frame (0: never) */
 	int rc;
 };
 
@@ -1193,6 +1194,8 @@ static void *feeder_run(void *arg)
 		size_t n = fd->frames - done < OPUS_FRAME ? (size_t)(fd->frames - done) : OPUS_FRAME;
 
 		fd->rc = pass2_read(fd->p, frame, n);
+		if (fd->rc == 0 && fd->fail_at != 0 && done / OPUS_FRAME + 1 == fd->fail_at)
+			fd->rc = -EIO;
 		if (fd->rc == 0)
 			fd->rc = fifo_push(fd->to_opus, REC_DATA, frame, n * sizeof(float));
 		if (fd->rc == 0 && fd->to_aac != NULL)
@@ -1234,6 +1237,8 @@ struct verifier {
 	media__peak_meter *peak;
 	uint64_t skip;          /* pre-skip samples still to drop */
 	uint64_t left;          /* samples of the recording still to meter */
+	uint64_t packets;
+	uint64_t fail_at;       /* tests: fail at this packet (0: never) */
 	int rc;
 	unsigned char packet[FIFO_SLOT_BYTES];
 	float pcm[OPUS_FRAME];
@@ -1278,7 +1283,8 @@ static void *verifier_run(void *arg)
 			memcpy(&lookahead, v->packet, sizeof(lookahead));
 			v->skip = (uint64_t)lookahead;
 		} else if (rc == 0) {
-			rc = verify_packet(v, v->packet, (opus_int32)len);
+			rc = ++v->packets == v->fail_at ? SAYIN_EENCODE
+			                                : verify_packet(v, v->packet, (opus_int32)len);
 		}
 		if (rc != 0) {
 			v->rc = rc;
@@ -1304,6 +1310,8 @@ static int sink_packet(void *ctx, const unsigned char *data, int len)
 struct aac_job {
 	struct fifo *in;
 	media__m4a *m4a;
+	uint64_t frames;
+	uint64_t fail_at;       /* tests: fail at this frame (0: never) */
 	int rc;
 	char err[256];
 	float frame[OPUS_FRAME];
@@ -1319,10 +1327,14 @@ static void *aac_run(void *arg)
 
 		if (rc == 1)
 			break;
-		if (rc == 0)
+		if (rc == 0 && ++j->frames == j->fail_at) {
+			snprintf(j->err, sizeof(j->err), "the AAC encoder failed (injected by a test)");
+			rc = SAYIN_EENCODE;
+		} else if (rc == 0) {
 			rc = media__m4a_add(j->m4a, j->frame, len / sizeof(float), j->err, sizeof(j->err));
-		else
+		} else if (rc != 0) {
 			snprintf(j->err, sizeof(j->err), "the AAC encoding was stopped");
+		}
 		if (rc != 0) {
 			j->rc = rc;
 			fifo_cancel(j->in);
@@ -1341,6 +1353,23 @@ struct encode_pass {
 	pthread_t feeder_t, verifier_t, aac_t;
 	bool feeder_live, verifier_live, aac_live;
 };
+
+/* For tests only: SAYIN_TEST_MEDIA_FAULT=feeder|verifier|aac makes that
+ * thread fail at its 20th frame, to prove that a failure anywhere stops
+ * the whole pass cleanly (no hang, no half result). */
+static void inject_faults(struct encode_pass *e)
+{
+	const char *stage = getenv("SAYIN_TEST_MEDIA_FAULT");
+
+	if (stage == NULL)
+		return;
+	if (strcmp(stage, "feeder") == 0)
+		e->feeder.fail_at = 20;
+	else if (strcmp(stage, "verifier") == 0)
+		e->verifier.fail_at = 20;
+	else if (strcmp(stage, "aac") == 0)
+		e->aac.fail_at = 20;
+}
 
 /* Runs the temporary file through high-pass, gain and limiter and encodes
  * it: Opus, and from the same samples the waveform and, unless no_fallback,
@@ -1402,6 +1431,7 @@ static int encode_pass(const struct encode_ctx *c, double gain_db, double ceilin
 	e->feeder.frames = c->frames;
 	e->feeder.to_opus = &e->to_opus;
 	e->feeder.to_aac = e->aac.m4a != NULL ? &e->to_aac : NULL;
+	inject_faults(e);
 
 	rc = pthread_create(&e->verifier_t, NULL, verifier_run, &e->verifier);
 	e->verifier_live = rc == 0;
@@ -1438,17 +1468,17 @@ out:
 			pthread_join(e->verifier_t, NULL);
 		if (e->aac_live)
 			pthread_join(e->aac_t, NULL);
-		/* The first failure is the one to report; the encoder's message
-		 * may only say that its input stopped. */
-		if (e->feeder_live && e->feeder.rc != 0 && e->feeder.rc != -ECANCELED) {
+		/* A failing thread cancels the FIFOs around it, and the others
+		 * then fail with -ECANCELED: report the one that did not. */
+		if (e->feeder.rc != 0 && e->feeder.rc != -ECANCELED) {
 			rc = e->feeder.rc;
 			set_err(err, errlen, "reading the temporary file failed: %s", sayin_strerror(rc));
-		} else if (rc == 0 && e->verifier.rc != 0) {
-			rc = e->verifier.rc;
-			set_err(err, errlen, "checking the encoded output failed");
-		} else if (rc == 0 && e->aac.rc != 0) {
+		} else if (e->aac.rc != 0 && e->aac.rc != -ECANCELED) {
 			rc = e->aac.rc;
 			set_err(err, errlen, "%s", e->aac.err);
+		} else if (e->verifier.rc != 0 && e->verifier.rc != -ECANCELED) {
+			rc = e->verifier.rc;
+			set_err(err, errlen, "checking the encoded output failed");
 		}
 		if (rc == 0 && e->aac.m4a != NULL)
 			rc = media__m4a_finish(e->aac.m4a, &out->m4a, err, errlen);
@@ -1717,6 +1747,8 @@ int media_transcode_file(const char *path, const media_transcode_options *opt,
 		goto out;
 	}
 	lufs = measure_lufs(p1->meter, p1->frames);
+	log_debug("media: decoded %llu samples (%s), %.2f LUFS",
+	          (unsigned long long)p1->frames, end.format, lufs);
 	if (!(lufs > SILENCE_GATE_LUFS)) {
 		set_err(err, errlen, "silent: nothing above the %.0f LUFS gate (EBU R128); a silent "
 		                     "recording is not amplified into noise", SILENCE_GATE_LUFS);
