@@ -13,7 +13,7 @@ PKG_CONFIG ?= pkg-config
 
 # The origin links only what it serves with; media libraries stay in the publisher.
 CORE_PKGS := libuv lmdb libcrypto inih
-PUBLISHER_PKGS := jansson opus ogg soxr zlib libbrotlienc libavformat libavcodec libavutil libebur128 libpng
+PUBLISHER_PKGS := libcurl jansson opus ogg soxr zlib libbrotlienc libavformat libavcodec libavutil libebur128 libpng
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(CORE_PKGS) $(PUBLISHER_PKGS) 2>/dev/null)
 CORE_LIBS := $(shell $(PKG_CONFIG) --libs $(CORE_PKGS) 2>/dev/null)
 PUBLISHER_LIBS := $(shell $(PKG_CONFIG) --libs $(PUBLISHER_PKGS) 2>/dev/null)
@@ -32,7 +32,7 @@ BIN := $(BUILD)/bin
 
 CFLAGS ?= -O2 -g
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(SAN_FLAGS) -Iorigin -Ipublisher -I$(LLHTTP_INC) $(PKG_CFLAGS) $(CFLAGS)
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(SAN_FLAGS) -Iorigin -Ipublisher -Ipublisher/cdn -I$(LLHTTP_INC) $(PKG_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := $(SAN_FLAGS) $(LDFLAGS)
 LIBS := $(CORE_LIBS) -lm -lpthread
 
@@ -43,7 +43,10 @@ CORE_SRCS := origin/error.c origin/log.c origin/config.c origin/store.c origin/h
 ORIGIN_SRCS := origin/serve.c origin/main.c
 PUBLISHER_SRCS := publisher/compress.c publisher/media.c publisher/decode.c publisher/limiter.c \
 	publisher/waveform.c publisher/aac.c \
-	publisher/feed.c publisher/page.c publisher/publish.c publisher/pipeline.c publisher/auth.c publisher/multipart.c publisher/api.c publisher/main.c
+	publisher/feed.c publisher/page.c publisher/publish.c publisher/pipeline.c publisher/auth.c publisher/multipart.c publisher/api.c publisher/outbox.c publisher/net.c publisher/delivery.c \
+	publisher/cdn/cdn.c publisher/cdn/aws.c publisher/cdn/varnish.c publisher/cdn/nginx.c \
+	publisher/cdn/fastly.c publisher/cdn/cloudflare.c publisher/cdn/cloudfront.c publisher/cdn/s3.c \
+	publisher/cdn/prewarm.c publisher/main.c
 LLHTTP_SRCS := $(wildcard $(LLHTTP_DIR)/*.c)
 
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o) $(LLHTTP_SRCS:$(LLHTTP_DIR)/%.c=$(BUILD)/llhttp/%.o)

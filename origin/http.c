@@ -43,6 +43,11 @@
  * input is discarded this long, so the kernel does not reset the connection
  * (and destroy the response) because of unread request bytes. */
 #define LINGER_MS 2000
+/* Input discarded while lingering, at most: a client that ignores an early
+ * 413 must not push its whole upload through us for LINGER_MS. By then the
+ * response has been written for a while, so the reset a close with unread
+ * input sends is unlikely to destroy it. */
+#define LINGER_MAX_BYTES (1u << 20)
 #define REFUSE_LOG_INTERVAL_MS 10000
 
 enum conn_phase {
@@ -97,6 +102,7 @@ static uint64_t stat_get(const _Atomic uint64_t *counter)
 }
 
 struct http_conn {
+	size_t linger_bytes;   /* input discarded since the write side shut down */
 	http_request req; /* handed to the handler; the conn is found from it */
 	http_server *server;
 	struct http_conn *prev, *next;
@@ -1540,6 +1546,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	}
 	if (conn->phase == PH_LINGER) {
 		conn->in_len = 0;
+		conn->linger_bytes += (size_t)nread;
+		if (conn->linger_bytes > LINGER_MAX_BYTES)
+			conn_close(conn);
 		return;
 	}
 	conn->in_len += (size_t)nread;

@@ -106,6 +106,8 @@ static int store_open_dbis(store *st)
 		{ "refs", MDB_DUPSORT, offsetof(store, refs) },
 		{ "tokens", 0, offsetof(store, tables[STORE_TOKENS]) },
 		{ "idempotency", 0, offsetof(store, tables[STORE_IDEMPOTENCY]) },
+		{ "outbox", 0, offsetof(store, tables[STORE_OUTBOX]) },
+		{ "meta", 0, offsetof(store, tables[STORE_META]) },
 	};
 	MDB_txn *txn;
 	int rc = mdb_txn_begin(st->env, NULL, st->read_only ? MDB_RDONLY : 0, &txn);

@@ -159,6 +159,8 @@ enum store_table {
 	STORE_AUTHORS,     /* handle -> author record (as store_put_author) */
 	STORE_TOKENS,      /* token id -> token record (hash of the secret, handle) */
 	STORE_IDEMPOTENCY, /* handle "\n" key -> the first response */
+	STORE_OUTBOX,      /* job id (20 digits, in enqueue order) -> delivery job */
+	STORE_META,        /* counters and markers, e.g. the outbox's next job id */
 	STORE_TABLE_COUNT
 };
 int store_put_record(store_txn *txn, enum store_table table, const char *key, const void *record,

@@ -816,6 +816,8 @@ static void on_work_done(uv_work_t *w, int status)
 			log_info("api: %u idempotency keys expired", j->swept);
 		break;
 	}
+	if ((j->kind == JOB_POST || j->kind == JOB_DELETE) && j->rc == 0 && a->opt.on_commit != NULL)
+		a->opt.on_commit(a->opt.on_commit_arg);
 	job_free(j);
 	maybe_stopped(a);
 }

@@ -35,6 +35,10 @@ typedef struct api_options {
 	unsigned queue;           /* accepted uploads beyond the workers */
 	uint64_t max_upload;      /* bytes of the recording (413 beyond) */
 	metrics *metrics;         /* definitions are made by api_start */
+	/* Called on the loop after each committed post or deletion (serve
+	 * kicks the delivery worker with it); may be NULL. */
+	void (*on_commit)(void *arg);
+	void *on_commit_arg;
 } api_options;
 
 /* Starts serving on loop. The store and pipeline must outlive the api.

@@ -54,7 +54,7 @@ int compress_brotli(const void *in, size_t len, unsigned char **out, size_t *out
 	buf = malloc(cap);
 	if (buf == NULL)
 		return -ENOMEM;
-	if (!BrotliEncoderCompress(BROTLI_MAX_QUALITY, BROTLI_DEFAULT_WINDOW, BROTLI_MODE_TEXT, len,
+	if (!BrotliEncoderCompress(COMPRESS_BROTLI_QUALITY, BROTLI_DEFAULT_WINDOW, BROTLI_MODE_TEXT, len,
 	                           in, &cap, buf)) {
 		log_error("compress: brotli failed on %zu bytes", len);
 		free(buf);

@@ -1,6 +1,8 @@
 /* sayin-publisher: publishes voice posts into the store (the only writer). */
 #include "api.h"
 #include "auth.h"
+#include "delivery.h"
+#include "outbox.h"
 #include "config.h"
 #include "pipeline.h"
 #include "error.h"
@@ -41,7 +43,10 @@ static void usage(FILE *out)
 	             "Commands:\n"
 	             "  post      publish a recording as a voice post\n"
 	             "  author    add authors, issue and revoke API tokens, list them\n"
-	             "  serve     run the ingest API\n"
+	             "  serve     run the ingest API (and the delivery worker)\n"
+	             "  push      deliver due outbox jobs (CDN purges, pushes) once\n"
+	             "  status    the outbox: depth, oldest job, parked jobs\n"
+	             "  retry     make parked jobs due again\n"
 	             "  settings  print every setting as a Markdown table\n"
 	             "  help      this text\n\n"
 	             "Run 'sayin-publisher COMMAND --help' for a command's options.\n");
@@ -113,7 +118,7 @@ static int cmd_post(int argc, char **argv)
 {
 	config *cfg = NULL;
 	store *st = NULL;
-	pipeline pipe;
+	pipeline pipe = { 0 };
 	publish_result res;
 	pipeline_timing timing;
 	char err[512], *json = NULL;
@@ -176,6 +181,7 @@ static int cmd_post(int argc, char **argv)
 	printf("%s\n", json);
 	code = EXIT_OK;
 done:
+	pipeline_free(&pipe);
 	free(json);
 	store_close(st);
 	config_free(cfg);
@@ -264,7 +270,7 @@ static int cmd_author(int argc, char **argv)
 {
 	config *cfg = NULL;
 	store *st = NULL;
-	pipeline pipe;
+	pipeline pipe = { 0 };
 	char err[512];
 	const char *verb, *handle = NULL;
 	int rc, code;
@@ -369,6 +375,7 @@ static int cmd_author(int argc, char **argv)
 		author_usage(stderr);
 	}
 done:
+	pipeline_free(&pipe);
 	store_close(st);
 	config_free(cfg);
 	return code;
@@ -395,8 +402,14 @@ struct serve_state {
 	uv_loop_t loop;
 	uv_signal_t sigint, sigterm;
 	api *api;
+	delivery_thread *delivery;
 	uint64_t grace_ms;
 };
+
+static void kick_delivery(void *arg)
+{
+	delivery_thread_kick(arg);
+}
 
 static void on_api_stopped(void *arg)
 {
@@ -419,7 +432,7 @@ static int cmd_serve(int argc, char **argv)
 	config *cfg = NULL;
 	store *st = NULL;
 	metrics *reg = NULL;
-	pipeline pipe;
+	pipeline pipe = { 0 };
 	struct serve_state s = { 0 };
 	api_options aopt = { 0 };
 	uint64_t workers, queue;
@@ -461,9 +474,25 @@ static int cmd_serve(int argc, char **argv)
 	if (metrics_create(&reg) != 0 || uv_loop_init(&s.loop) != 0)
 		goto done;
 	loop_ready = 1;
+	if (pipe.publish.n_targets > 0) {
+		delivery_options dopt = { .st = st, .base_url = pipe.base_url, .metrics = reg };
+		if (delivery_policy_configure(cfg, &dopt.policy, err, sizeof(err)) != 0) {
+			fprintf(stderr, "sayin-publisher serve: %s\n", err);
+			code = EXIT_USAGE;
+			goto done;
+		}
+		rc = delivery_thread_start(&dopt, pipe.targets, &s.delivery);
+		if (rc != 0) {
+			fprintf(stderr, "sayin-publisher serve: cannot start the delivery worker: %s\n",
+			        sayin_strerror(rc));
+			goto done;
+		}
+	}
 	aopt = (api_options){ .listen = config_get(cfg, "api-listen"), .upload_dir = upload_dir,
 		              .workers = (unsigned)workers, .queue = (unsigned)queue,
-		              .max_upload = pipe.media.max_input_bytes, .metrics = reg };
+		              .max_upload = pipe.media.max_input_bytes, .metrics = reg,
+		              .on_commit = s.delivery ? kick_delivery : NULL,
+		              .on_commit_arg = s.delivery };
 	rc = api_start(&s.loop, st, &pipe, &aopt, &s.api, err, sizeof(err));
 	if (rc != 0) {
 		fprintf(stderr, "sayin-publisher serve: %s\n", err);
@@ -481,9 +510,204 @@ static int cmd_serve(int argc, char **argv)
 	log_info("serve: stopped");
 	code = EXIT_OK;
 done:
+	/* The worker finishes the request in flight or leaves its lease to
+	 * expire; either way the jobs stay in the outbox. */
+	delivery_thread_stop(s.delivery);
+	pipeline_free(&pipe);
 	if (loop_ready && uv_loop_close(&s.loop) != 0)
 		log_warn("serve: loop closed with handles open");
 	metrics_destroy(reg);
+	store_close(st);
+	config_free(cfg);
+	return code;
+}
+
+static const char *const outbox_settings[] = {
+	"data", "map-size", "public-url", "listen", "varnish-edges", "varnish-soft-purge",
+	"nginx-edges", "prewarm-edges", "fastly-service-id", "fastly-api-key", "fastly-api-url",
+	"fastly-soft-purge", "cloudflare-zone-id", "cloudflare-api-token", "cloudflare-api-url",
+	"cloudflare-purge-by", "cloudfront-distribution-id", "cloudfront-api-url", "s3-bucket",
+	"s3-endpoint", "aws-access-key-id", "aws-secret-access-key", "aws-region",
+	"outbox-max-attempts", "outbox-max-age", "outbox-lease-ms", "outbox-backoff-ms",
+	"log-level", NULL
+};
+
+static void push_usage(FILE *out)
+{
+	fprintf(out, "Usage: sayin-publisher push [options]\n\n"
+	             "Delivers every due outbox job (CDN purges, pushes, prewarming) once and\n"
+	             "exits: for cron, or when serve is not running. Safe to run next to serve\n"
+	             "or another push: jobs are leased. Exit codes: 0 all delivered, 1 some\n"
+	             "failed (they are retried later, or parked: see status), 2 usage.\n\n");
+	config_usage(out, NULL, 0, outbox_settings);
+}
+
+struct push_state {
+	uv_loop_t loop;
+	delivery *d;
+	delivery_counts counts;
+};
+
+static void on_push_idle(void *arg, const delivery_counts *c)
+{
+	struct push_state *p = arg;
+	p->counts = *c;
+	delivery_stop(p->d, NULL, NULL);
+}
+
+static int cmd_push(int argc, char **argv)
+{
+	config *cfg = NULL;
+	store *st = NULL;
+	pipeline pipe = { 0 };
+	struct push_state p = { 0 };
+	delivery_options dopt = { 0 };
+	char err[512];
+	int code, rc, loop_ready = 0;
+
+	code = load_command_config("push", argc, argv, NULL, 0, push_usage, &cfg);
+	if (code >= 0)
+		return code;
+	code = EXIT_USAGE;
+	if (pipeline_configure(&pipe, cfg, err, sizeof(err)) != 0 ||
+	    delivery_policy_configure(cfg, &dopt.policy, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sayin-publisher push: %s\n", err);
+		goto done;
+	}
+	code = open_store(cfg, "push", &st);
+	if (code >= 0)
+		goto done;
+	code = EXIT_FAIL;
+	if (uv_loop_init(&p.loop) != 0)
+		goto done;
+	loop_ready = 1;
+	dopt.st = st;
+	dopt.base_url = pipe.base_url;
+	dopt.once = 1;
+	rc = delivery_start(&p.loop, &dopt, pipe.targets, on_push_idle, &p, &p.d);
+	if (rc != 0) {
+		fprintf(stderr, "sayin-publisher push: %s\n", sayin_strerror(rc));
+		goto done;
+	}
+	uv_run(&p.loop, UV_RUN_DEFAULT);
+	printf("delivered %lu, failed %lu (parked %lu)\n", p.counts.delivered, p.counts.failed,
+	       p.counts.parked);
+	code = p.counts.failed == 0 ? EXIT_OK : EXIT_FAIL;
+done:
+	if (loop_ready && uv_loop_close(&p.loop) != 0)
+		log_warn("push: loop closed with handles open");
+	pipeline_free(&pipe);
+	store_close(st);
+	config_free(cfg);
+	return code;
+}
+
+static void status_usage(FILE *out)
+{
+	fprintf(out, "Usage: sayin-publisher status [options]\n\n"
+	             "Prints the outbox: queue depth, the oldest job's age, and every job with\n"
+	             "its target, attempts, next attempt and last error; parked jobs need\n"
+	             "`sayin-publisher retry`. Never prints a credential.\n\n");
+	config_usage(out, NULL, 0, outbox_settings);
+}
+
+static int print_job(void *arg, const char *id, const json_t *rec)
+{
+	int64_t now = *(const int64_t *)arg;
+	const json_t *payload = json_object_get(rec, "payload");
+	int parked = json_is_true(json_object_get(rec, "parked"));
+	int64_t next = json_integer_value(json_object_get(rec, "next_ms"));
+	int64_t lease = json_integer_value(json_object_get(rec, "lease_until_ms"));
+	const char *err = json_string_value(json_object_get(rec, "last_error"));
+
+	printf("%s  %-10s %-7s %s %s  attempts %lld  ", id,
+	       json_string_value(json_object_get(rec, "target")),
+	       parked ? "PARKED" : lease > now ? "leased" : next > now ? "backoff" : "due",
+	       json_string_value(json_object_get(payload, "event")),
+	       json_string_value(json_object_get(payload, "post"))[0]
+	               ? json_string_value(json_object_get(payload, "post"))
+	               : json_string_value(json_object_get(payload, "author")),
+	       (long long)json_integer_value(json_object_get(rec, "attempts")));
+	if (!parked && next > now)
+		printf("next in %.1f s  ", (double)(next - now) / 1e3);
+	if (err != NULL && *err != '\0')
+		printf("last error: %s", err);
+	printf("\n");
+	return 0;
+}
+
+static int cmd_status(int argc, char **argv)
+{
+	config *cfg = NULL;
+	store *st = NULL;
+	outbox_stats s;
+	int64_t now = pipeline_now_ms();
+	int code, rc;
+
+	code = load_command_config("status", argc, argv, NULL, 0, status_usage, &cfg);
+	if (code >= 0)
+		return code;
+	code = open_store(cfg, "status", &st);
+	if (code >= 0)
+		goto done;
+	rc = outbox_stats_get(st, now, &s);
+	if (rc == 0) {
+		printf("outbox: %llu jobs waiting (%llu leased), %llu parked, oldest %.1f s\n",
+		       (unsigned long long)s.depth, (unsigned long long)s.leased,
+		       (unsigned long long)s.parked,
+		       s.oldest_ms ? (double)(now - s.oldest_ms) / 1e3 : 0.0);
+		rc = outbox_each(st, print_job, &now);
+	}
+	if (rc != 0)
+		fprintf(stderr, "sayin-publisher status: %s\n", sayin_strerror(rc));
+	code = rc == 0 ? EXIT_OK : EXIT_FAIL;
+done:
+	store_close(st);
+	config_free(cfg);
+	return code;
+}
+
+static const config_arg retry_args[] = {
+	{ "all", NULL, "retry every parked job", 1 },
+};
+
+static void retry_usage(FILE *out)
+{
+	fprintf(out, "Usage: sayin-publisher retry JOB-ID | --all [options]\n\n"
+	             "Makes parked jobs due again with their attempts reset (push or serve\n"
+	             "delivers them).\n\n");
+	config_usage(out, retry_args, 1, outbox_settings);
+}
+
+static int cmd_retry(int argc, char **argv)
+{
+	config *cfg = NULL;
+	store *st = NULL;
+	unsigned n = 0;
+	const char *id;
+	int code, rc;
+
+	code = load_command_config("retry", argc, argv, retry_args, 1, retry_usage, &cfg);
+	if (code >= 0)
+		return code;
+	code = EXIT_USAGE;
+	id = config_positional_count(cfg) == 1 ? config_positional(cfg, 0) : NULL;
+	if ((id == NULL) == (config_get(cfg, "all") == NULL)) {
+		retry_usage(stderr);
+		goto done;
+	}
+	code = open_store(cfg, "retry", &st);
+	if (code >= 0)
+		goto done;
+	rc = outbox_retry(st, id, pipeline_now_ms(), &n);
+	if (rc == SAYIN_ENOTFOUND)
+		fprintf(stderr, "sayin-publisher retry: no job %s\n", id);
+	else if (rc != 0)
+		fprintf(stderr, "sayin-publisher retry: %s\n", sayin_strerror(rc));
+	else
+		printf("%u job%s made due again\n", n, n == 1 ? "" : "s");
+	code = rc == 0 ? EXIT_OK : EXIT_FAIL;
+done:
 	store_close(st);
 	config_free(cfg);
 	return code;
@@ -504,6 +728,12 @@ int main(int argc, char **argv)
 		return cmd_author(argc - 1, argv + 1);
 	if (strcmp(argv[1], "serve") == 0)
 		return cmd_serve(argc - 1, argv + 1);
+	if (strcmp(argv[1], "push") == 0)
+		return cmd_push(argc - 1, argv + 1);
+	if (strcmp(argv[1], "status") == 0)
+		return cmd_status(argc - 1, argv + 1);
+	if (strcmp(argv[1], "retry") == 0)
+		return cmd_retry(argc - 1, argv + 1);
 	if (strcmp(argv[1], "settings") == 0) {
 		config_print_reference(stdout);
 		return EXIT_OK;

@@ -107,7 +107,18 @@ int pipeline_configure(pipeline *p, const config *cfg, char *err, size_t errlen)
 		                         .feed_items = (size_t)feed_items,
 		                         .page_items = (size_t)page_items,
 		                         .create_authors = 1 };
+	if (delivery_targets_configure(cfg, &p->targets, err, errlen) != 0)
+		return SAYIN_ECONFIG;
+	p->publish.targets = delivery_targets_list(p->targets, &p->publish.n_targets);
 	return 0;
+}
+
+void pipeline_free(pipeline *p)
+{
+	delivery_targets_free(p->targets);
+	p->targets = NULL;
+	p->publish.targets = NULL;
+	p->publish.n_targets = 0;
 }
 
 int pipeline_check_text(const pipeline *p, const char *text, size_t len, char *err, size_t errlen)

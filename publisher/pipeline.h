@@ -9,6 +9,7 @@
 #define SAYIN_PIPELINE_H
 
 #include "config.h"
+#include "delivery.h"
 #include "media.h"
 #include "publish.h"
 #include "store.h"
@@ -18,11 +19,14 @@ typedef struct pipeline {
 	publish_settings publish;
 	char base_url[512];
 	uint64_t max_text_chars;
+	delivery_targets *targets;  /* the configured CDN drivers (publish enqueues for them) */
 } pipeline;
 
-/* Reads the media, feed and URL settings from cfg. Returns 0, or
- * SAYIN_ECONFIG with err naming the setting. cfg must outlive p. */
+/* Reads the media, feed, URL and CDN settings from cfg. Returns 0, or
+ * SAYIN_ECONFIG with err naming the setting. cfg must outlive p; free with
+ * pipeline_free. */
 int pipeline_configure(pipeline *p, const config *cfg, char *err, size_t errlen);
+void pipeline_free(pipeline *p);
 
 typedef struct pipeline_post {
 	const char *file;             /* the recording */

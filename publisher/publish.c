@@ -8,6 +8,7 @@
 #include "feed.h"
 #include "page.h"
 #include "log.h"
+#include "outbox.h"
 #include "page.h"
 
 #include <errno.h>
@@ -71,8 +72,133 @@ static double mono_ms(void)
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* What a transaction changed, for the delivery jobs it enqueues (the
+ * payload cdn/cdn.h documents). */
+struct changes {
+	json_t *paths;   /* names written */
+	json_t *keys;    /* their surrogate keys, except author-* (that would purge everything) */
+	json_t *objects; /* new immutable objects: {path, sha256, type} */
+	json_t *removed; /* names and objects deleted */
+};
+
+static int changes_init(struct changes *ch)
+{
+	ch->paths = json_array();
+	ch->keys = json_array();
+	ch->objects = json_array();
+	ch->removed = json_array();
+	return ch->paths && ch->keys && ch->objects && ch->removed ? 0 : -ENOMEM;
+}
+
+static void changes_free(struct changes *ch)
+{
+	json_decref(ch->paths);
+	json_decref(ch->keys);
+	json_decref(ch->objects);
+	json_decref(ch->removed);
+}
+
+static int array_add_unique(json_t *a, const char *s, size_t len)
+{
+	json_t *v;
+	size_t i;
+	json_array_foreach(a, i, v) {
+		const char *x = json_string_value(v);
+		if (strlen(x) == len && memcmp(x, s, len) == 0)
+			return 0;
+	}
+	return json_array_append_new(a, json_stringn(s, len)) == 0 ? 0 : -ENOMEM;
+}
+
+static int note_name(struct changes *ch, const char *path, const char *keys, int removed)
+{
+	int rc;
+	if (ch == NULL)
+		return 0;
+	rc = array_add_unique(removed ? ch->removed : ch->paths, path, strlen(path));
+	while (rc == 0 && keys != NULL && *keys != '\0') {
+		size_t n = strcspn(keys, " ");
+		if (n > 0 && strncmp(keys, "author-", 7) != 0)
+			rc = array_add_unique(ch->keys, keys, n);
+		keys += n;
+		while (*keys == ' ')
+			keys++;
+	}
+	return rc;
+}
+
+/* /a/HEX.ext for an object's content type. */
+static const char *object_ext(const char *ctype)
+{
+	if (strcmp(ctype, PUBLISH_OPUS_TYPE) == 0)
+		return "opus";
+	if (strcmp(ctype, PUBLISH_M4A_TYPE) == 0)
+		return "m4a";
+	if (strcmp(ctype, PAGE_CARD_TYPE) == 0)
+		return "png";
+	return "json";
+}
+
+static int note_object(struct changes *ch, const char *hex, const char *ctype, int removed)
+{
+	char path[128];
+	if (ch == NULL)
+		return 0;
+	snprintf(path, sizeof(path), "/a/%s.%s", hex, object_ext(ctype));
+	if (removed)
+		return array_add_unique(ch->removed, path, strlen(path));
+	return json_array_append_new(ch->objects, json_pack("{s:s, s:s, s:s}", "path", path,
+	                                                    "sha256", hex, "type", ctype)) == 0
+	               ? 0
+	               : -ENOMEM;
+}
+
+/* Enqueues one delivery job per target in txn, each stage waiting for the
+ * jobs of the stages before it. Nothing changed, or no target: nothing. */
+static int enqueue_deliveries(store_txn *txn, const publish_settings *set,
+                              const struct changes *ch, const char *event, const char *author,
+                              const char *post_id, int64_t now_ms)
+{
+	char ids[16][OUTBOX_ID_LEN + 1];
+	const char *prev[16];
+	size_t n_prev = 0, n_ids = 0;
+	json_t *payload;
+	int rc = 0;
+
+	if (set->n_targets == 0 || (json_array_size(ch->paths) == 0 &&
+	                            json_array_size(ch->removed) == 0 &&
+	                            json_array_size(ch->objects) == 0))
+		return 0;
+	payload = json_pack("{s:s, s:s, s:s, s:O, s:O, s:O, s:O}", "event", event, "author", author,
+	                    "post", post_id ? post_id : "", "paths", ch->paths, "keys", ch->keys,
+	                    "objects", ch->objects, "removed", ch->removed);
+	if (payload == NULL)
+		return -ENOMEM;
+	for (int stage = 0; rc == 0 && stage < 8; stage++) {
+		size_t first = n_ids;
+		for (size_t i = 0; rc == 0 && i < set->n_targets && n_ids < 16; i++) {
+			if (set->targets[i].stage != stage)
+				continue;
+			rc = outbox_enqueue(txn, set->targets[i].name, payload, prev, n_prev, now_ms,
+			                    ids[n_ids]);
+			if (rc == 0)
+				n_ids++;
+		}
+		/* The next stage waits for this one's jobs (or, when this stage
+		 * has none, for the same jobs this one would have waited for). */
+		if (n_ids > first) {
+			n_prev = 0;
+			for (size_t k = first; k < n_ids; k++)
+				prev[n_prev++] = ids[k];
+		}
+	}
+	json_decref(payload);
+	return rc;
+}
+
 /* Everything one transaction needs to rewrite an author's documents. */
 struct author_ctx {
+	struct changes *ch;
 	store_txn *txn;
 	const publish_settings *set;
 	feed_author author;
@@ -192,8 +318,8 @@ static int drop_replaced(store_txn *txn, const store_name *old, const store_name
 /* Stores a document with its gzip and brotli variants (each kept only when
  * smaller than the original) and points name at them, tagged with the
  * surrogate keys CDNs purge by. */
-static int put_named(store_txn *txn, const char *name, const char *bytes, size_t len,
-                     const char *ctype, const char *surrogate_key, int64_t now)
+static int put_named(store_txn *txn, struct changes *ch, const char *name, const char *bytes,
+                     size_t len, const char *ctype, const char *surrogate_key, int64_t now)
 {
 	static int (*const encoders[STORE_ENC_COUNT])(const void *, size_t, unsigned char **,
 	                                              size_t *) = {
@@ -226,16 +352,20 @@ static int put_named(store_txn *txn, const char *name, const char *bytes, size_t
 		rc = store_set_name_variants(txn, name, &spec, now);
 	if (rc == 0 && had_old && store_get_name(txn, name, &cur) == 0)
 		rc = drop_replaced(txn, &old, &cur);
+	if (rc == 0)
+		rc = note_name(ch, name, surrogate_key, 0);
 	return rc;
 }
 
 /* Removes a name and the documents it owned. Absent: 0. */
-static int remove_named(store_txn *txn, const char *name)
+static int remove_named(store_txn *txn, struct changes *ch, const char *name)
 {
 	store_name old;
 	int rc = store_get_name(txn, name, &old);
 	if (rc == SAYIN_ENOTFOUND)
 		return 0;
+	if (rc == 0)
+		rc = note_name(ch, name, old.surrogate_key, 1);
 	if (rc == 0)
 		rc = drop_replaced(txn, &old, NULL);
 	if (rc == 0)
@@ -296,7 +426,7 @@ static int write_feed_doc(struct author_ctx *c, const char *path, uint64_t hi, u
 		rc = feed_author_json(c->set->base_url, &c->author, list->items, list->n,
 		                      next_page > 0 ? next : NULL, &doc, &len);
 	if (rc == 0)
-		rc = put_named(c->txn, path, doc, len, FEED_CONTENT_TYPE, keys, c->now);
+		rc = put_named(c->txn, c->ch, path, doc, len, FEED_CONTENT_TYPE, keys, c->now);
 	free(doc);
 	return rc;
 }
@@ -317,7 +447,7 @@ static int write_author_page(struct author_ctx *c, const struct post_list *list)
 	if (rc == 0)
 		rc = surrogate_keys(keys, sizeof(keys), c->author.handle, "feed-", c->author.handle);
 	if (rc == 0)
-		rc = put_named(c->txn, path, doc, len, PAGE_HTML_TYPE, keys, c->now);
+		rc = put_named(c->txn, c->ch, path, doc, len, PAGE_HTML_TYPE, keys, c->now);
 	free(doc);
 	return rc;
 }
@@ -405,7 +535,8 @@ static int collect_author(void *arg, const char *key, const void *record, size_t
 	return 0;
 }
 
-static int write_authors_json(store_txn *txn, const publish_settings *set, int64_t now)
+static int write_authors_json(store_txn *txn, struct changes *ch, const publish_settings *set,
+                              int64_t now)
 {
 	struct author_list l = { 0 };
 	char *doc = NULL;
@@ -415,7 +546,7 @@ static int write_authors_json(store_txn *txn, const publish_settings *set, int64
 	if (rc == 0)
 		rc = feed_authors_json(set->base_url, l.items, l.n, &doc, &len);
 	if (rc == 0)
-		rc = put_named(txn, FEED_PATH_AUTHORS, doc, len, FEED_CONTENT_TYPE, "authors", now);
+		rc = put_named(txn, ch, FEED_PATH_AUTHORS, doc, len, "application/json", "authors", now);
 	for (size_t i = 0; i < l.n; i++)
 		json_decref(l.records[i]);
 	free(l.records);
@@ -439,7 +570,7 @@ static int write_post_pages(struct author_ctx *c, const json_t *post, const char
 			rc = i == 0 ? feed_path_post(path, sizeof(path), id)
 			            : page_path_embed(path, sizeof(path), id);
 		if (rc == 0)
-			rc = put_named(c->txn, path, doc, len, PAGE_HTML_TYPE, keys, c->now);
+			rc = put_named(c->txn, c->ch, path, doc, len, PAGE_HTML_TYPE, keys, c->now);
 		free(doc);
 		doc = NULL;
 	}
@@ -454,16 +585,21 @@ static int save_author(struct author_ctx *c)
 }
 
 /* Stores an immutable object and records that post id uses it. */
-static int put_referenced(store_txn *txn, const void *bytes, size_t len, const char *ctype,
-                          int64_t now, const char *id, char hex[STORE_HASH_HEX_LEN + 1],
-                          int *is_new)
+static int put_referenced(store_txn *txn, struct changes *ch, const void *bytes, size_t len,
+                          const char *ctype, int64_t now, const char *id,
+                          char hex[STORE_HASH_HEX_LEN + 1], int *is_new)
 {
 	uint8_t hash[STORE_HASH_LEN];
-	int rc = store_put_object(txn, bytes, len, ctype, now, hash, is_new);
+	int fresh = 0;
+	int rc = store_put_object(txn, bytes, len, ctype, now, hash, &fresh);
 	if (rc == 0)
 		rc = store_ref_add(txn, hash, id);
 	if (rc == 0)
 		store_hash_to_hex(hash, hex);
+	if (rc == 0 && fresh)
+		rc = note_object(ch, hex, ctype, 0);
+	if (is_new != NULL)
+		*is_new = fresh;
 	return rc;
 }
 
@@ -596,7 +732,8 @@ static int record_idempotency(store_txn *txn, const publish_settings *set, const
 int publish_post(store *st, const publish_settings *set, const publish_input *in,
                  publish_result *out, char *err, size_t errlen)
 {
-	struct author_ctx c = { .set = set, .now = in->now_ms / 1000 };
+	struct changes ch = { 0 };
+	struct author_ctx c = { .ch = &ch, .set = set, .now = in->now_ms / 1000 };
 	json_t *post = NULL;
 	unsigned char *card = NULL;
 	size_t card_len = 0;
@@ -621,7 +758,9 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	}
 	publish_format_time(in->now_ms, date, sizeof(date));
 
-	rc = store_txn_begin(st, 1, &c.txn);
+	rc = changes_init(&ch);
+	if (rc == 0)
+		rc = store_txn_begin(st, 1, &c.txn);
 	if (rc != 0)
 		goto fail;
 	t0 = mono_ms();
@@ -638,7 +777,7 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	out->seq = c.last_seq;
 
 	stage = "audio object";
-	rc = put_referenced(c.txn, in->audio, in->audio_len, PUBLISH_OPUS_TYPE, c.now, out->id,
+	rc = put_referenced(c.txn, c.ch, in->audio, in->audio_len, PUBLISH_OPUS_TYPE, c.now, out->id,
 	                    out->audio_hex, &out->audio_was_new);
 	if (rc != 0)
 		goto fail;
@@ -648,7 +787,7 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	 * shared by identical bytes like the audio. */
 	if (in->fallback != NULL && in->fallback_len > 0) {
 		stage = "fallback audio object";
-		rc = put_referenced(c.txn, in->fallback, in->fallback_len, PUBLISH_M4A_TYPE, c.now,
+		rc = put_referenced(c.txn, c.ch, in->fallback, in->fallback_len, PUBLISH_M4A_TYPE, c.now,
 		                    out->id, out->fallback_hex, NULL);
 		if (rc != 0)
 			goto fail;
@@ -657,7 +796,7 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	}
 	if (in->waveform != NULL && in->waveform_len > 0) {
 		stage = "waveform object";
-		rc = put_referenced(c.txn, in->waveform, in->waveform_len, PUBLISH_WAVEFORM_TYPE, c.now,
+		rc = put_referenced(c.txn, c.ch, in->waveform, in->waveform_len, PUBLISH_WAVEFORM_TYPE, c.now,
 		                    out->id, out->waveform_hex, NULL);
 		if (rc != 0)
 			goto fail;
@@ -670,7 +809,7 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	rc = page_card_png(out->has_waveform ? in->waveform : NULL,
 	                   out->has_waveform ? in->waveform_len : 0, &card, &card_len);
 	if (rc == 0)
-		rc = put_referenced(c.txn, card, card_len, PAGE_CARD_TYPE, c.now, out->id,
+		rc = put_referenced(c.txn, c.ch, card, card_len, PAGE_CARD_TYPE, c.now, out->id,
 		                    out->card_hex, NULL);
 	free(card);
 	if (rc != 0)
@@ -710,7 +849,7 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	}
 	if (rc == 0 && created) {
 		stage = "authors.json";
-		rc = write_authors_json(c.txn, set, c.now);
+		rc = write_authors_json(c.txn, c.ch, set, c.now);
 	}
 	if (rc != 0)
 		goto fail;
@@ -718,6 +857,10 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	t0 = mono_ms();
 	stage = "post pages";
 	rc = write_post_pages(&c, post, out->id);
+	if (rc != 0)
+		goto fail;
+	stage = "outbox";
+	rc = enqueue_deliveries(c.txn, set, &ch, "publish", in->author, out->id, in->now_ms);
 	if (rc != 0)
 		goto fail;
 	out->ms_pages = mono_ms() - t0;
@@ -735,6 +878,7 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	json_decref(c.record);
 	json_decref(post);
 	free(record);
+	changes_free(&ch);
 	return 0;
 
 fail:
@@ -744,6 +888,7 @@ fail_quiet:
 	json_decref(c.record);
 	json_decref(post);
 	free(record);
+	changes_free(&ch);
 	return rc;
 }
 
@@ -768,7 +913,8 @@ static int valid_name(const char *name)
 int publish_author_add(store *st, const publish_settings *set, const char *handle,
                        const char *name, int64_t now_ms, char *err, size_t errlen)
 {
-	struct author_ctx c = { .set = set, .now = now_ms / 1000 };
+	struct changes ch = { 0 };
+	struct author_ctx c = { .ch = &ch, .set = set, .now = now_ms / 1000 };
 	const void *rec;
 	size_t len;
 	const char *stage = "begin";
@@ -782,7 +928,9 @@ int publish_author_add(store *st, const publish_settings *set, const char *handl
 		snprintf(err, errlen, "invalid name: use 1-100 characters of UTF-8 text");
 		return SAYIN_EINVAL;
 	}
-	rc = store_txn_begin(st, 1, &c.txn);
+	rc = changes_init(&ch);
+	if (rc == 0)
+		rc = store_txn_begin(st, 1, &c.txn);
 	if (rc != 0)
 		goto fail;
 	stage = "author";
@@ -808,7 +956,11 @@ int publish_author_add(store *st, const publish_settings *set, const char *handl
 	if (rc != 0)
 		goto fail;
 	stage = "authors.json";
-	rc = write_authors_json(c.txn, set, c.now);
+	rc = write_authors_json(c.txn, c.ch, set, c.now);
+	if (rc == 0) {
+		stage = "outbox";
+		rc = enqueue_deliveries(c.txn, set, &ch, "author", handle, NULL, now_ms);
+	}
 	if (rc != 0)
 		goto fail;
 	stage = "commit";
@@ -818,18 +970,21 @@ int publish_author_add(store *st, const publish_settings *set, const char *handl
 		goto fail;
 	log_info("publish: author %s added", handle);
 	json_decref(c.record);
+	changes_free(&ch);
 	return 0;
 fail:
 	snprintf(err, errlen, "adding author failed at %s: %s", stage, sayin_strerror(rc));
 fail_quiet:
 	store_txn_abort(c.txn);
 	json_decref(c.record);
+	changes_free(&ch);
 	return rc;
 }
 
 /* Drops post id's reference to the object named by hex; deletes the object
  * when it was the last. */
-static int release_object(store_txn *txn, const char *hex, const char *id, publish_deleted *out)
+static int release_object(store_txn *txn, struct changes *ch, const char *hex, const char *ctype,
+                          const char *id, publish_deleted *out)
 {
 	uint8_t hash[STORE_HASH_LEN];
 	size_t left = 0;
@@ -851,13 +1006,16 @@ static int release_object(store_txn *txn, const char *hex, const char *id, publi
 		return 0;
 	if (rc == 0)
 		out->objects_deleted++;
+	if (rc == 0)
+		rc = note_object(ch, hex, ctype, 1);
 	return rc;
 }
 
 int publish_delete(store *st, const publish_settings *set, const char *id, const char *author,
                    int64_t now_ms, publish_deleted *out, char *err, size_t errlen)
 {
-	struct author_ctx c = { .set = set, .now = now_ms / 1000 };
+	struct changes ch = { 0 };
+	struct author_ctx c = { .ch = &ch, .set = set, .now = now_ms / 1000 };
 	json_t *post = NULL;
 	const void *rec;
 	size_t len;
@@ -867,7 +1025,9 @@ int publish_delete(store *st, const publish_settings *set, const char *id, const
 	uint64_t seq;
 
 	memset(out, 0, sizeof(*out));
-	rc = store_txn_begin(st, 1, &c.txn);
+	rc = changes_init(&ch);
+	if (rc == 0)
+		rc = store_txn_begin(st, 1, &c.txn);
 	if (rc != 0)
 		goto fail;
 	stage = "post record";
@@ -899,23 +1059,25 @@ int publish_delete(store *st, const publish_settings *set, const char *id, const
 	if (rc != 0)
 		goto fail;
 	stage = "objects";
-	rc = release_object(c.txn, json_string_value(json_object_get(json_object_get(post, "audio"), "sha256")), id, out);
-	if (rc == 0)
-		rc = release_object(c.txn, json_string_value(json_object_get(json_object_get(post, "fallback"), "sha256")), id, out);
-	if (rc == 0)
-		rc = release_object(c.txn, json_string_value(json_object_get(json_object_get(post, "waveform"), "sha256")), id, out);
-	if (rc == 0)
-		rc = release_object(c.txn, json_string_value(json_object_get(json_object_get(post, "card"), "sha256")), id, out);
+	static const struct {
+		const char *field, *ctype;
+	} objects[] = { { "audio", PUBLISH_OPUS_TYPE }, { "fallback", PUBLISH_M4A_TYPE },
+		        { "waveform", PUBLISH_WAVEFORM_TYPE }, { "card", PAGE_CARD_TYPE } };
+	for (size_t i = 0; rc == 0 && i < sizeof(objects) / sizeof(objects[0]); i++)
+		rc = release_object(c.txn, c.ch,
+		                    json_string_value(json_object_get(
+		                        json_object_get(post, objects[i].field), "sha256")),
+		                    objects[i].ctype, id, out);
 	if (rc != 0)
 		goto fail;
 	stage = "post page";
 	rc = feed_path_post(path, sizeof(path), id);
 	if (rc == 0)
-		rc = remove_named(c.txn, path);
+		rc = remove_named(c.txn, c.ch, path);
 	if (rc == 0)
 		rc = page_path_embed(path, sizeof(path), id);
 	if (rc == 0)
-		rc = remove_named(c.txn, path);
+		rc = remove_named(c.txn, c.ch, path);
 	if (rc != 0)
 		goto fail;
 	/* The head always (its window is by seq, so it may now hold H-1
@@ -926,8 +1088,12 @@ int publish_delete(store *st, const publish_settings *set, const char *id, const
 		rc = write_archive_page(&c, page_of(&c, seq));
 	if (rc != 0)
 		goto fail;
-	/* Outbox: the CDN purge of the changed and removed URLs goes here,
-	 * in this transaction (the CDN issue). */
+	/* The CDN forgets the post in this same transaction: an acknowledged
+	 * deletion cannot leave the audio cached at the edges. */
+	stage = "outbox";
+	rc = enqueue_deliveries(c.txn, set, &ch, "delete", out->author, id, now_ms);
+	if (rc != 0)
+		goto fail;
 	stage = "commit";
 	rc = store_txn_commit(c.txn);
 	c.txn = NULL;
@@ -937,6 +1103,7 @@ int publish_delete(store *st, const publish_settings *set, const char *id, const
 	         (unsigned long long)seq, out->author, out->objects_deleted, out->objects_kept);
 	json_decref(c.record);
 	json_decref(post);
+	changes_free(&ch);
 	return 0;
 fail:
 	snprintf(err, errlen, "delete failed at %s: %s", stage, sayin_strerror(rc));
@@ -944,17 +1111,21 @@ fail_quiet:
 	store_txn_abort(c.txn);
 	json_decref(c.record);
 	json_decref(post);
+	changes_free(&ch);
 	return rc;
 }
 
 int publish_rebuild(store *st, const publish_settings *set, const char *handle, int64_t now_ms,
                     char *err, size_t errlen)
 {
-	struct author_ctx c = { .set = set, .now = now_ms / 1000 };
+	struct changes ch = { 0 };
+	struct author_ctx c = { .ch = &ch, .set = set, .now = now_ms / 1000 };
 	const char *stage = "begin";
 	int rc, created;
 
-	rc = store_txn_begin(st, 1, &c.txn);
+	rc = changes_init(&ch);
+	if (rc == 0)
+		rc = store_txn_begin(st, 1, &c.txn);
 	if (rc != 0)
 		goto fail;
 	stage = "author";
@@ -967,6 +1138,10 @@ int publish_rebuild(store *st, const publish_settings *set, const char *handle, 
 		stage = "archive page";
 		rc = write_archive_page(&c, k);
 	}
+	if (rc == 0) {
+		stage = "outbox";
+		rc = enqueue_deliveries(c.txn, set, &ch, "rebuild", handle, NULL, now_ms);
+	}
 	if (rc != 0)
 		goto fail;
 	stage = "commit";
@@ -977,11 +1152,13 @@ int publish_rebuild(store *st, const publish_settings *set, const char *handle, 
 	log_info("publish: %s's feed rebuilt (%llu posts, %llu archive pages)", handle,
 	         (unsigned long long)c.last_seq, (unsigned long long)newest_page(&c));
 	json_decref(c.record);
+	changes_free(&ch);
 	return 0;
 fail:
 	snprintf(err, errlen, "rebuild failed at %s: %s", stage, sayin_strerror(rc));
 	store_txn_abort(c.txn);
 	json_decref(c.record);
+	changes_free(&ch);
 	return rc;
 }
 

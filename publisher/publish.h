@@ -19,12 +19,22 @@
 #define PUBLISH_M4A_TYPE "audio/mp4"            /* the fallback rendition */
 #define PUBLISH_WAVEFORM_TYPE "application/json" /* audiowaveform JSON */
 
+/* A delivery target (a configured CDN driver) and its stage (cdn.h): the
+ * publish transaction enqueues one outbox job per target, each waiting for
+ * the jobs of the earlier stages. */
+typedef struct publish_target {
+	const char *name;
+	int stage;
+} publish_target;
+
 typedef struct publish_settings {
 	const char *base_url;   /* public base of every URL, no trailing slash */
 	size_t feed_items;      /* H: posts in the head feed.json (and the author page) */
 	size_t page_items;      /* P: posts in a full archive page */
 	int create_authors;     /* 1: a post by an unknown handle creates its author
 	                           (the CLI); 0: SAYIN_ENOTFOUND (the API) */
+	const publish_target *targets; /* NULL: no delivery jobs */
+	size_t n_targets;
 } publish_settings;
 
 typedef struct publish_input {

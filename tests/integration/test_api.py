@@ -551,9 +551,6 @@ def test_200_mib_upload_is_cut_off_at_the_cap(api_site, chunked):
     nothing_left(site, before)
 
 
-@pytest.mark.xfail(strict=True, reason="origin/http.c discards a rejected body for 2 s "
-                   "(LINGER_MS) with no byte limit, so a client that ignores the 413 "
-                   "pushes all 200 MiB over loopback before the server closes")
 def test_200_mib_upload_from_a_client_ignoring_the_413_is_closed_early(api_site):
     site = api_site(args=("--max-input-bytes", "4M"), origin=False)
     resp, _, sent, _ = _big_upload(site.api.port, site.tokens["alice"], False,

@@ -189,9 +189,6 @@ def test_authors_json_lists_every_author_with_absolute_feed_urls(sayin, store, t
     assert item_ids(origin.get("/u/alice/feed.json")) == []
 
 
-@pytest.mark.xfail(strict=True, reason="publisher/publish.c write_authors_json stores "
-                   "/authors.json as FEED_CONTENT_TYPE (application/feed+json), but it is "
-                   "not a JSON Feed")
 def test_authors_json_is_served_as_plain_json(sayin, store):
     H.author_add(sayin, store, "alice", args=("--public-url", BASE))
     origin = sayin.start_origin(store)

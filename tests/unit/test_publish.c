@@ -56,7 +56,8 @@ static int teardown(void **state)
 }
 
 /* Head of 2, archive pages of 3: small enough to cross many pages. */
-static const publish_settings settings = { "https://cdn.example", 2, 3, 1 };
+static const publish_settings settings = { .base_url = "https://cdn.example", .feed_items = 2,
+	                                   .page_items = 3, .create_authors = 1 };
 
 /* A post with its renditions: the fallback and the waveform are derived
  * from the audio's bytes, so identical audio gives identical renditions. */

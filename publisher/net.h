@@ -1,0 +1,65 @@
+/* net: outbound HTTP for the drivers: libcurl's multi interface driven by a
+ * libuv loop (curl_multi_socket_action with uv_poll and one uv_timer), so
+ * hundreds of requests run concurrently on one thread. Connections are
+ * reused (one multi handle, shared connection cache); every request has a
+ * timeout; TLS peers are verified (libcurl's defaults, never turned off).
+ * The only module that includes curl.h: CURLcode never leaves it.
+ *
+ * Threading: everything on the loop's thread. */
+#ifndef SAYIN_NET_H
+#define SAYIN_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct net net;
+typedef struct net_headers net_headers;
+
+typedef struct net_request {
+	const char *method;          /* "GET", "POST", "PUT", "DELETE", "PURGE", ... */
+	const char *url;
+	const char *const *headers;  /* "Name: value" strings, NULL-terminated; may be NULL */
+	const void *body;            /* copied; NULL for none */
+	size_t body_len;
+	uint64_t timeout_ms;         /* whole request; 0 = 10000 */
+	/* AWS Signature Version 4 by libcurl (CURLOPT_AWS_SIGV4), e.g.
+	 * "aws:amz:us-east-1:s3", with userpwd "ACCESS_KEY:SECRET_KEY". */
+	const char *aws_sigv4;
+	const char *userpwd;
+	int no_body_wanted;          /* HEAD-like: do not keep the response body */
+} net_request;
+
+typedef struct net_response {
+	long status;                 /* HTTP status; 0 when the transport failed */
+	const char *error;           /* NULL, or why the transport failed */
+	const char *body;            /* NUL-terminated; valid during the callback */
+	size_t body_len;
+	double seconds;              /* total time */
+} net_response;
+
+/* Called once per request, on the loop thread; h holds the final
+ * response's headers (valid during the call). */
+typedef void (*net_done_fn)(void *arg, const net_response *res, const net_headers *h);
+
+/* A response header's value (the last if repeated, trimmed), or NULL. For
+ * drivers that read Retry-After or rate-limit headers. */
+const char *net_header(const net_headers *h, const char *name);
+
+/* Returns 0 and *out, or -ENOMEM / -EIO (libcurl failed). max_per_host caps
+ * concurrent connections to one host (0 = 16). */
+int net_create(uv_loop_t *loop, unsigned max_per_host, net **out);
+
+/* Starts a request. Returns 0 (done will be called, later, never from
+ * inside net_send), or -ENOMEM / -EINVAL (done is not called). */
+int net_send(net *n, const net_request *req, net_done_fn done, void *arg);
+
+/* Requests started and not yet finished. */
+unsigned net_in_flight(const net *n);
+
+/* Aborts what is in flight (their callbacks run with error "cancelled"),
+ * closes the handles and frees n once they are closed, then calls
+ * on_closed(arg). */
+void net_close(net *n, void (*on_closed)(void *arg), void *arg);
+
+#endif
