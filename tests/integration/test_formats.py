@@ -72,6 +72,8 @@ FORMATS = {
     "ogg-vorbis": (["-c:a", "libvorbis"], "ogg"),
     "ogg-opus": (["-c:a", "libopus", "-b:a", "48k"], "opus"),
     "m4a-aac": (["-c:a", "aac", "-b:a", "64k"], "m4a"),
+    # moov first: a cut leaves the index whole and the samples short.
+    "m4a-faststart": (["-c:a", "aac", "-b:a", "64k", "-movflags", "+faststart"], "m4a"),
     "webm-opus": (["-c:a", "libopus"], "webm"),
     # As a browser's MediaRecorder writes it: no duration, no cues.
     "webm-live": (["-c:a", "libopus", "-f", "webm", "-live", "1"], "webm"),
@@ -252,6 +254,7 @@ REJECTIONS = {
     "ogg-vorbis-cut-at-page": (_cut_at_page("ogg-vorbis"), TRUNCATED + r".*end-of-stream"),
     "ogg-opus-cut-at-page": (_cut_at_page("ogg-opus"), TRUNCATED + r".*end-of-stream"),
     "m4a-truncated": (_truncate("m4a-aac", 0.6), r"corrupt|truncat"),
+    "m4a-faststart-truncated": (_truncate("m4a-faststart", 0.6), r"corrupt|truncat"),
     "webm-truncated": (_truncate("webm-opus", 0.5), TRUNCATED),
     "webm-live-truncated": (_truncate("webm-live", 0.5), TRUNCATED + r".*inside an element"),
     "caf-truncated": (_truncate("caf", 0.97), TRUNCATED + r".*data chunk"),
