@@ -17,6 +17,7 @@
 #define STORE_ID_MAX 64
 #define STORE_HANDLE_MAX 64
 #define OBJECT_MAGIC 0x424f5953u /* "SYOB" */
+#define DBI_ABSENT ((MDB_dbi)~0u) /* a table missing from a read-only store */
 #define OBJECT_VERSION 1
 
 /* An object's value: this header, then the bytes. The bytes stay contiguous
@@ -108,6 +109,7 @@ static int store_open_dbis(store *st)
 		{ "idempotency", 0, offsetof(store, tables[STORE_IDEMPOTENCY]) },
 		{ "outbox", 0, offsetof(store, tables[STORE_OUTBOX]) },
 		{ "meta", 0, offsetof(store, tables[STORE_META]) },
+		{ "crossposts", 0, offsetof(store, tables[STORE_CROSSPOSTS]) },
 	};
 	MDB_txn *txn;
 	int rc = mdb_txn_begin(st->env, NULL, st->read_only ? MDB_RDONLY : 0, &txn);
@@ -117,6 +119,12 @@ static int store_open_dbis(store *st)
 		unsigned flags = dbs[i].flags | (st->read_only ? 0 : MDB_CREATE);
 		MDB_dbi *dbi = (MDB_dbi *)((char *)st + dbs[i].offset);
 		rc = mdb_dbi_open(txn, dbs[i].name, flags, dbi);
+		/* A reader of a store an older publisher wrote: the tables it did
+		 * not have yet read as empty (the origin needs only the first four). */
+		if (rc == MDB_NOTFOUND && st->read_only && i >= 4) {
+			*dbi = DBI_ABSENT;
+			continue;
+		}
 		if (rc != MDB_SUCCESS) {
 			mdb_txn_abort(txn);
 			/* A read-only opener of a store no publisher has written yet. */
@@ -647,10 +655,12 @@ int store_delete_name(store_txn *t, const char *name)
 	return store_error(mdb_del(t->txn, t->st->names, &key, NULL), "delete name");
 }
 
-static int table_key(enum store_table table, const char *key, MDB_val *out)
+static int table_key(store_txn *t, enum store_table table, const char *key, MDB_val *out)
 {
 	if ((unsigned)table >= STORE_TABLE_COUNT || !valid_key(key, STORE_NAME_MAX))
 		return SAYIN_EINVAL;
+	if (t->st->tables[table] == DBI_ABSENT)
+		return SAYIN_ENOTFOUND;
 	out->mv_size = strlen(key);
 	out->mv_data = (void *)key;
 	return 0;
@@ -660,7 +670,7 @@ int store_put_record(store_txn *t, enum store_table table, const char *key, cons
                      size_t len)
 {
 	MDB_val k, val = { len, (void *)record };
-	int rc = table_key(table, key, &k);
+	int rc = table_key(t, table, key, &k);
 	if (rc != 0)
 		return rc;
 	return store_error(mdb_put(t->txn, t->st->tables[table], &k, &val, 0), "put record");
@@ -670,7 +680,7 @@ int store_get_record(store_txn *t, enum store_table table, const char *key, cons
                      size_t *len)
 {
 	MDB_val k, val;
-	int rc = table_key(table, key, &k);
+	int rc = table_key(t, table, key, &k);
 	if (rc != 0)
 		return rc == SAYIN_EINVAL ? SAYIN_ENOTFOUND : rc;
 	rc = mdb_get(t->txn, t->st->tables[table], &k, &val);
@@ -684,7 +694,7 @@ int store_get_record(store_txn *t, enum store_table table, const char *key, cons
 int store_delete_record(store_txn *t, enum store_table table, const char *key)
 {
 	MDB_val k;
-	int rc = table_key(table, key, &k);
+	int rc = table_key(t, table, key, &k);
 	if (rc != 0)
 		return rc == SAYIN_EINVAL ? SAYIN_ENOTFOUND : rc;
 	return store_error(mdb_del(t->txn, t->st->tables[table], &k, NULL), "delete record");
@@ -701,6 +711,8 @@ int store_each_record(store_txn *t, enum store_table table, const char *prefix,
 
 	if ((unsigned)table >= STORE_TABLE_COUNT)
 		return SAYIN_EINVAL;
+	if (t->st->tables[table] == DBI_ABSENT)
+		return 0;
 	rc = mdb_cursor_open(t->txn, t->st->tables[table], &cur);
 	if (rc != MDB_SUCCESS)
 		return store_error(rc, "cursor");

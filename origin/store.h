@@ -161,6 +161,7 @@ enum store_table {
 	STORE_IDEMPOTENCY, /* handle "\n" key -> the first response */
 	STORE_OUTBOX,      /* job id (20 digits, in enqueue order) -> delivery job */
 	STORE_META,        /* counters and markers, e.g. the outbox's next job id */
+	STORE_CROSSPOSTS,  /* post id "\n" network -> the remote post (id, url) */
 	STORE_TABLE_COUNT
 };
 int store_put_record(store_txn *txn, enum store_table table, const char *key, const void *record,

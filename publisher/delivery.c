@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,12 +17,16 @@
 struct target {
 	const cdn_driver *driver;
 	void *state;
-	metrics_id m_ok, m_failed, m_parked, m_seconds;
+	/* Written by the delivery's thread, read by /metrics (counter_fn):
+	 * not shard counters, because the API defines its metrics after
+	 * serve started the delivery, and a shard freezes the registry. */
+	_Atomic uint64_t n_ok, n_failed, n_parked;
 };
 
 struct delivery_targets {
 	struct target t[16];
 	publish_target list[16];
+	const char *names[17]; /* NULL-terminated, for outbox_lease_targets */
 	size_t n;
 };
 
@@ -44,21 +49,17 @@ struct delivery {
 	void (*on_stopped)(void *);
 	void *stopped_arg;
 	delivery_counts counts;
-	metrics_shard *shard;
 };
 
 struct inflight {
 	delivery *d;
 	struct target *target;
 	char id[OUTBOX_ID_LEN + 1];
-	double started;
 };
 
-static double mono_s(void)
+static void count(_Atomic uint64_t *c)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
+	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
 
 int delivery_targets_configure(const config *cfg, delivery_targets **out, char *err,
@@ -80,6 +81,7 @@ int delivery_targets_configure(const config *cfg, delivery_targets **out, char *
 		t->t[t->n].state = state;
 		t->list[t->n].name = cdn_drivers[i]->name;
 		t->list[t->n].stage = (int)cdn_drivers[i]->stage;
+		t->names[t->n] = cdn_drivers[i]->name;
 		t->n++;
 	}
 	*out = t;
@@ -142,14 +144,11 @@ static void on_delivered(void *arg, const cdn_result *res)
 	int rc, parked = 0;
 
 	if (!d->stopping) {
-		if (d->shard)
-			metrics_observe(d->shard, f->target->m_seconds, mono_s() - f->started);
 		if (res->ok) {
 			rc = outbox_complete(d->opt.st, f->id, d->owner);
 			if (rc == 0) {
 				d->counts.delivered++;
-				if (d->shard)
-					metrics_add(d->shard, f->target->m_ok, 1);
+				count(&f->target->n_ok);
 				log_debug("delivery: job %s (%s) delivered", f->id, f->target->driver->name);
 			}
 		} else {
@@ -157,8 +156,7 @@ static void on_delivered(void *arg, const cdn_result *res)
 			                 res->permanent, res->retry_at_ms, cdn_now_ms(), &parked);
 			if (rc == 0) {
 				d->counts.failed++;
-				if (d->shard)
-					metrics_add(d->shard, parked ? f->target->m_parked : f->target->m_failed, 1);
+				count(parked ? &f->target->n_parked : &f->target->n_failed);
 				if (parked) {
 					d->counts.parked++;
 					log_error("delivery: job %s (%s) parked: %s (retry with: sayin-publisher "
@@ -195,7 +193,9 @@ static void round_start(delivery *d)
 	if (d->busy || d->stopping)
 		return;
 	uv_timer_stop(&d->timer);
-	rc = outbox_lease(d->opt.st, &d->opt.policy, d->owner, cdn_now_ms(), d->opt.batch, &jobs, &n);
+	/* Only our targets: cross-posts have a worker of their own. */
+	rc = outbox_lease_targets(d->opt.st, &d->opt.policy, d->owner, d->targets->names,
+	                          cdn_now_ms(), d->opt.batch, &jobs, &n);
 	if (rc != 0) {
 		log_error("delivery: cannot lease jobs: %s", sayin_strerror(rc));
 		n = 0;
@@ -228,7 +228,6 @@ static void round_start(delivery *d)
 		f->d = d;
 		f->target = t;
 		snprintf(f->id, sizeof(f->id), "%s", jobs[i].id);
-		f->started = mono_s();
 		if (t == NULL) {
 			/* Enqueued while a target was configured that is not any
 			 * more: park it, visibly, rather than drop it. */
@@ -289,27 +288,25 @@ static double gauge_oldest(void *arg)
 	return (double)(cdn_now_ms() - s.oldest_ms) / 1e3;
 }
 
+static double read_count(void *arg)
+{
+	return (double)atomic_load_explicit((_Atomic uint64_t *)arg, memory_order_relaxed);
+}
+
 static int define_metrics(delivery *d, metrics *m)
 {
-	static const double secs[] = { 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 };
+	static const char *const results[] = { "ok", "failed", "parked" };
 	char labels[64];
 	for (size_t i = 0; i < d->targets->n; i++) {
 		struct target *t = &d->targets->t[i];
-		snprintf(labels, sizeof(labels), "target=\"%s\",result=\"ok\"", t->driver->name);
-		t->m_ok = metrics_counter(m, "sayin_outbox_jobs_total", "Delivery attempts by outcome.",
-		                          labels);
-		snprintf(labels, sizeof(labels), "target=\"%s\",result=\"failed\"", t->driver->name);
-		t->m_failed = metrics_counter(m, "sayin_outbox_jobs_total",
-		                              "Delivery attempts by outcome.", labels);
-		snprintf(labels, sizeof(labels), "target=\"%s\",result=\"parked\"", t->driver->name);
-		t->m_parked = metrics_counter(m, "sayin_outbox_jobs_total",
-		                              "Delivery attempts by outcome.", labels);
-		snprintf(labels, sizeof(labels), "target=\"%s\"", t->driver->name);
-		t->m_seconds = metrics_histogram(m, "sayin_outbox_delivery_seconds",
-		                                 "Time to deliver one job, by target.", labels, secs,
-		                                 sizeof(secs) / sizeof(secs[0]));
-		if (t->m_ok < 0 || t->m_failed < 0 || t->m_parked < 0 || t->m_seconds < 0)
-			return -ENOMEM;
+		_Atomic uint64_t *counters[] = { &t->n_ok, &t->n_failed, &t->n_parked };
+		for (size_t r = 0; r < 3; r++) {
+			snprintf(labels, sizeof(labels), "target=\"%s\",result=\"%s\"", t->driver->name,
+			         results[r]);
+			if (metrics_counter_fn(m, "sayin_outbox_jobs_total", "Delivery attempts by outcome.",
+			                       labels, read_count, counters[r]) < 0)
+				return -ENOMEM;
+		}
 	}
 	if (metrics_gauge_fn(m, "sayin_outbox_depth", "Jobs waiting or in flight (not parked).",
 	                     NULL, gauge_depth, d) < 0 ||
@@ -318,8 +315,7 @@ static int define_metrics(delivery *d, metrics *m)
 	    metrics_gauge_fn(m, "sayin_outbox_oldest_seconds", "Age of the oldest unparked job.",
 	                     NULL, gauge_oldest, d) < 0)
 		return -ENOMEM;
-	d->shard = metrics_shard_new(m);
-	return d->shard != NULL ? 0 : -ENOMEM;
+	return 0;
 }
 
 int delivery_start(uv_loop_t *loop, const delivery_options *opt, delivery_targets *targets,

@@ -91,6 +91,7 @@ void outbox_jobs_free(outbox_job *jobs, size_t n)
 }
 
 struct lease_ctx {
+	const char *const *targets; /* NULL: any */
 	store_txn *txn;
 	const outbox_policy *pol;
 	const char *owner;
@@ -134,6 +135,16 @@ static int lease_one(void *arg, const char *key, const void *record, size_t len)
 		log_error("outbox: job %s has a corrupt record", key);
 		return 0;
 	}
+	if (c->targets != NULL) {
+		const char *t = json_string_value(json_object_get(j, "target"));
+		size_t k = 0;
+		while (c->targets[k] != NULL && (t == NULL || strcmp(c->targets[k], t) != 0))
+			k++;
+		if (c->targets[k] == NULL) {
+			json_decref(j);
+			return 0;
+		}
+	}
 	if (json_is_true(json_object_get(j, "parked")) || jint(j, "next_ms") > c->now ||
 	    jint(j, "lease_until_ms") > c->now || !deps_done(c->txn, j)) {
 		json_decref(j);
@@ -150,17 +161,25 @@ static int lease_one(void *arg, const char *key, const void *record, size_t len)
 		job->payload = json_incref(json_object_get(j, "payload"));
 		job->attempts = (unsigned)jint(j, "attempts");
 		job->created_ms = jint(j, "created_ms");
+		job->attempted = json_is_true(json_object_get(j, "attempt_started"));
 	}
 	json_decref(j);
 	c->rc = rc;
 	return rc;
 }
 
-int outbox_lease(store *st, const outbox_policy *pol_in, const char *owner, int64_t now_ms,
+int outbox_lease(store *st, const outbox_policy *pol, const char *owner, int64_t now_ms,
                  size_t max, outbox_job **jobs, size_t *n)
 {
+	return outbox_lease_targets(st, pol, owner, NULL, now_ms, max, jobs, n);
+}
+
+int outbox_lease_targets(store *st, const outbox_policy *pol_in, const char *owner,
+                         const char *const *targets, int64_t now_ms, size_t max,
+                         outbox_job **jobs, size_t *n)
+{
 	outbox_policy pol;
-	struct lease_ctx c = { .owner = owner, .now = now_ms, .max = max };
+	struct lease_ctx c = { .targets = targets, .owner = owner, .now = now_ms, .max = max };
 	int rc;
 
 	policy_defaults(pol_in, &pol);
@@ -219,7 +238,8 @@ static int load_leased(store_txn *txn, const char *id, const char *owner, json_t
 	return 0;
 }
 
-int outbox_complete(store *st, const char *id, const char *owner)
+int outbox_complete_record(store *st, const char *id, const char *owner, enum store_table table,
+                           const char *key, const char *record)
 {
 	store_txn *txn;
 	json_t *j = NULL;
@@ -230,6 +250,33 @@ int outbox_complete(store *st, const char *id, const char *owner)
 	rc = load_leased(txn, id, owner, &j);
 	if (rc == 0)
 		rc = store_delete_record(txn, STORE_OUTBOX, id);
+	if (rc == 0 && key != NULL)
+		rc = store_put_record(txn, table, key, record, strlen(record));
+	json_decref(j);
+	if (rc == 0)
+		return store_txn_commit(txn);
+	store_txn_abort(txn);
+	return rc;
+}
+
+int outbox_complete(store *st, const char *id, const char *owner)
+{
+	return outbox_complete_record(st, id, owner, STORE_OUTBOX, NULL, NULL);
+}
+
+int outbox_mark_attempt(store *st, const char *id, const char *owner)
+{
+	store_txn *txn;
+	json_t *j = NULL;
+	int rc = store_txn_begin(st, 1, &txn);
+
+	if (rc != 0)
+		return rc;
+	rc = load_leased(txn, id, owner, &j);
+	if (rc == 0 && json_object_set_new(j, "attempt_started", json_true()) != 0)
+		rc = -ENOMEM;
+	if (rc == 0)
+		rc = put_json(txn, STORE_OUTBOX, id, j);
 	json_decref(j);
 	if (rc == 0)
 		return store_txn_commit(txn);

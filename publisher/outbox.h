@@ -46,6 +46,8 @@ typedef struct outbox_job {
 	json_t *payload;          /* owned by the job */
 	unsigned attempts;        /* failures so far */
 	int64_t created_ms;
+	int attempted;            /* outbox_mark_attempt was called for an attempt that
+	                             never recorded its outcome (the worker died) */
 } outbox_job;
 
 /* Adds a job to the write transaction txn. after: ids of jobs this one
@@ -59,12 +61,26 @@ int outbox_enqueue(store_txn *txn, const char *target, json_t *payload, const ch
  * outbox_jobs_free. The scan is O(queue depth). */
 int outbox_lease(store *st, const outbox_policy *pol, const char *owner, int64_t now_ms,
                  size_t max, outbox_job **jobs, size_t *n);
+/* The same for jobs whose target is one of targets (NULL-terminated); a
+ * worker leases only what it can deliver. */
+int outbox_lease_targets(store *st, const outbox_policy *pol, const char *owner,
+                         const char *const *targets, int64_t now_ms, size_t max,
+                         outbox_job **jobs, size_t *n);
+
+/* Records, before a non-idempotent delivery (a cross-post) starts, that an
+ * attempt is under way; a job leased again after a crash then has
+ * attempted = 1, and the worker must reconcile before retrying. */
+int outbox_mark_attempt(store *st, const char *id, const char *owner);
 void outbox_jobs_free(outbox_job *jobs, size_t n);
 
 /* Completes a leased job: deleted. -ESTALE when owner no longer holds the
  * lease (it expired and another worker took it): the caller's work is
  * then a duplicate, which the lease made unlikely, not impossible. */
 int outbox_complete(store *st, const char *id, const char *owner);
+/* The same, and in the same transaction puts record under key in table:
+ * the outcome (a remote post id) is recorded exactly when the job ends. */
+int outbox_complete_record(store *st, const char *id, const char *owner, enum store_table table,
+                           const char *key, const char *record);
 
 /* Records a failed attempt of a leased job. retry_at_ms > 0 asks for that
  * time (a target's Retry-After); permanent != 0 parks the job at once (a

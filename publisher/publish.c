@@ -153,17 +153,70 @@ static int note_object(struct changes *ch, const char *hex, const char *ctype, i
 	               : -ENOMEM;
 }
 
+/* 1 when network is in the comma-separated list (NULL: every network). */
+static int network_selected(const char *list, const char *network)
+{
+	size_t n = strlen(network);
+	if (list == NULL)
+		return 1;
+	while (*list != '\0') {
+		size_t len = strcspn(list, ",");
+		if (len == n && strncmp(list, network, n) == 0)
+			return 1;
+		list += len;
+		if (*list == ',')
+			list++;
+	}
+	return 0;
+}
+
+/* SAYIN_EINVAL when list names a network we do not know. */
+static int check_networks(const char *list, char *err, size_t errlen)
+{
+	static const char *const known[] = PUBLISH_NETWORKS;
+	while (list != NULL && *list != '\0') {
+		size_t len = strcspn(list, ","), k;
+		for (k = 0; k < sizeof(known) / sizeof(known[0]); k++)
+			if (strlen(known[k]) == len && strncmp(list, known[k], len) == 0)
+				break;
+		if (len > 0 && k == sizeof(known) / sizeof(known[0])) {
+			snprintf(err, errlen, "crosspost: unknown network '%.*s' (use x, facebook)",
+			         (int)len, list);
+			return SAYIN_EINVAL;
+		}
+		list += len;
+		if (*list == ',')
+			list++;
+	}
+	return 0;
+}
+
 /* Enqueues one delivery job per target in txn, each stage waiting for the
- * jobs of the stages before it. Nothing changed, or no target: nothing. */
+ * jobs of the stages before it; then, for a post, one cross-post job per
+ * network, waiting for the last CDN stage. Nothing changed, or no target:
+ * no CDN job. */
+struct enqueued {
+	char ids[16][OUTBOX_ID_LEN + 1];
+	const char *last[16]; /* the last stage's jobs: what waits for the CDN waits for these */
+	size_t n_last, n_ids;
+};
+
 static int enqueue_deliveries(store_txn *txn, const publish_settings *set,
                               const struct changes *ch, const char *event, const char *author,
-                              const char *post_id, int64_t now_ms)
+                              const char *post_id, int64_t now_ms, struct enqueued *q)
 {
-	char ids[16][OUTBOX_ID_LEN + 1];
-	const char *prev[16];
+	struct enqueued local;
+	char (*ids)[OUTBOX_ID_LEN + 1];
+	const char **prev;
 	size_t n_prev = 0, n_ids = 0;
 	json_t *payload;
 	int rc = 0;
+
+	if (q == NULL)
+		q = &local;
+	q->n_last = q->n_ids = 0;
+	ids = q->ids;
+	prev = q->last;
 
 	if (set->n_targets == 0 || (json_array_size(ch->paths) == 0 &&
 	                            json_array_size(ch->removed) == 0 &&
@@ -192,7 +245,40 @@ static int enqueue_deliveries(store_txn *txn, const publish_settings *set,
 				prev[n_prev++] = ids[k];
 		}
 	}
+	q->n_last = n_prev;
+	q->n_ids = n_ids;
 	json_decref(payload);
+	return rc;
+}
+
+/* The post's cross-post jobs, after every CDN job of the transaction (the
+ * page must be live at the edges when the network's crawler comes). */
+static int enqueue_crossposts(store_txn *txn, const publish_settings *set, const publish_input *in,
+                              const publish_result *res, const struct enqueued *cdn,
+                              int64_t now_ms)
+{
+	static const char *const networks[] = PUBLISH_NETWORKS;
+	char url[1024], path[256], id[OUTBOX_ID_LEN + 1];
+	int rc;
+
+	if (set->crosspost_enabled == NULL)
+		return 0;
+	rc = feed_path_post(path, sizeof(path), res->id);
+	if (rc != 0)
+		return rc;
+	snprintf(url, sizeof(url), "%s%s", set->base_url, path);
+	for (size_t i = 0; rc == 0 && i < sizeof(networks) / sizeof(networks[0]); i++) {
+		json_t *payload;
+		if (!network_selected(in->crosspost, networks[i]) ||
+		    !set->crosspost_enabled(set->crosspost_arg, in->author, networks[i]))
+			continue;
+		payload = json_pack("{s:s, s:s, s:s, s:s, s:s}", "event", "crosspost", "post", res->id,
+		                    "author", in->author, "text", in->text ? in->text : "", "url", url);
+		if (payload == NULL)
+			return -ENOMEM;
+		rc = outbox_enqueue(txn, networks[i], payload, cdn->last, cdn->n_last, now_ms, id);
+		json_decref(payload);
+	}
 	return rc;
 }
 
@@ -734,6 +820,7 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 {
 	struct changes ch = { 0 };
 	struct author_ctx c = { .ch = &ch, .set = set, .now = in->now_ms / 1000 };
+	struct enqueued q;
 	json_t *post = NULL;
 	unsigned char *card = NULL;
 	size_t card_len = 0;
@@ -750,6 +837,8 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 		snprintf(err, errlen, "feed-items and feed-page-items must be at least 1");
 		return SAYIN_EINVAL;
 	}
+	if (check_networks(in->crosspost, err, errlen) != 0)
+		return SAYIN_EINVAL;
 	memset(out, 0, sizeof(*out));
 	rc = publish_new_id(in->now_ms, out->id);
 	if (rc != 0) {
@@ -758,6 +847,15 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	}
 	publish_format_time(in->now_ms, date, sizeof(date));
 
+	/* The share card networks show (og:image), drawn from the waveform
+	 * (so identical recordings share it), is rendered before the write
+	 * transaction: it needs nothing from the store. */
+	rc = page_card_png(in->waveform != NULL && in->waveform_len > 0 ? in->waveform : NULL,
+	                   in->waveform != NULL ? in->waveform_len : 0, &card, &card_len);
+	if (rc != 0) {
+		snprintf(err, errlen, "publish failed at share card: %s", sayin_strerror(rc));
+		return rc;
+	}
 	rc = changes_init(&ch);
 	if (rc == 0)
 		rc = store_txn_begin(st, 1, &c.txn);
@@ -803,15 +901,9 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 		out->waveform_size = in->waveform_len;
 		out->has_waveform = 1;
 	}
-	/* The share card networks show (og:image): drawn from the waveform,
-	 * so identical recordings share it too. */
 	stage = "share card";
-	rc = page_card_png(out->has_waveform ? in->waveform : NULL,
-	                   out->has_waveform ? in->waveform_len : 0, &card, &card_len);
-	if (rc == 0)
-		rc = put_referenced(c.txn, c.ch, card, card_len, PAGE_CARD_TYPE, c.now, out->id,
-		                    out->card_hex, NULL);
-	free(card);
+	rc = put_referenced(c.txn, c.ch, card, card_len, PAGE_CARD_TYPE, c.now, out->id,
+	                    out->card_hex, NULL);
 	if (rc != 0)
 		goto fail;
 
@@ -860,7 +952,9 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	if (rc != 0)
 		goto fail;
 	stage = "outbox";
-	rc = enqueue_deliveries(c.txn, set, &ch, "publish", in->author, out->id, in->now_ms);
+	rc = enqueue_deliveries(c.txn, set, &ch, "publish", in->author, out->id, in->now_ms, &q);
+	if (rc == 0)
+		rc = enqueue_crossposts(c.txn, set, in, out, &q, in->now_ms);
 	if (rc != 0)
 		goto fail;
 	out->ms_pages = mono_ms() - t0;
@@ -878,6 +972,7 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	json_decref(c.record);
 	json_decref(post);
 	free(record);
+	free(card);
 	changes_free(&ch);
 	return 0;
 
@@ -888,6 +983,7 @@ fail_quiet:
 	json_decref(c.record);
 	json_decref(post);
 	free(record);
+	free(card);
 	changes_free(&ch);
 	return rc;
 }
@@ -959,7 +1055,7 @@ int publish_author_add(store *st, const publish_settings *set, const char *handl
 	rc = write_authors_json(c.txn, c.ch, set, c.now);
 	if (rc == 0) {
 		stage = "outbox";
-		rc = enqueue_deliveries(c.txn, set, &ch, "author", handle, NULL, now_ms);
+		rc = enqueue_deliveries(c.txn, set, &ch, "author", handle, NULL, now_ms, NULL);
 	}
 	if (rc != 0)
 		goto fail;
@@ -1091,7 +1187,7 @@ int publish_delete(store *st, const publish_settings *set, const char *id, const
 	/* The CDN forgets the post in this same transaction: an acknowledged
 	 * deletion cannot leave the audio cached at the edges. */
 	stage = "outbox";
-	rc = enqueue_deliveries(c.txn, set, &ch, "delete", out->author, id, now_ms);
+	rc = enqueue_deliveries(c.txn, set, &ch, "delete", out->author, id, now_ms, NULL);
 	if (rc != 0)
 		goto fail;
 	stage = "commit";
@@ -1140,7 +1236,7 @@ int publish_rebuild(store *st, const publish_settings *set, const char *handle, 
 	}
 	if (rc == 0) {
 		stage = "outbox";
-		rc = enqueue_deliveries(c.txn, set, &ch, "rebuild", handle, NULL, now_ms);
+		rc = enqueue_deliveries(c.txn, set, &ch, "rebuild", handle, NULL, now_ms, NULL);
 	}
 	if (rc != 0)
 		goto fail;

@@ -35,7 +35,16 @@ typedef struct publish_settings {
 	                           (the CLI); 0: SAYIN_ENOTFOUND (the API) */
 	const publish_target *targets; /* NULL: no delivery jobs */
 	size_t n_targets;
+	/* Cross-posting: a post enqueues one job per network (target "x",
+	 * "facebook") for which crosspost_enabled says the author has an
+	 * enabled account, narrowed by publish_input.crosspost; each waits for
+	 * the post's CDN jobs, so the network's card crawler finds the page
+	 * live. NULL: none. */
+	int (*crosspost_enabled)(void *arg, const char *author, const char *network);
+	void *crosspost_arg;
 } publish_settings;
+
+#define PUBLISH_NETWORKS { "x", "facebook" }
 
 typedef struct publish_input {
 	const char *author;       /* handle; created on first post */
@@ -62,6 +71,10 @@ typedef struct publish_input {
 	 * (hex, identifies the request), so a retry finds it. */
 	const char *idempotency_key;
 	const char *request_sha256;
+	/* Networks to cross-post to, comma-separated ("x,facebook"); NULL:
+	 * every network the author has enabled; "": none. Unknown names:
+	 * SAYIN_EINVAL. */
+	const char *crosspost;
 } publish_input;
 
 typedef struct publish_result {

@@ -59,7 +59,8 @@ int main(int argc, char **argv)
 {
 	media_transcode_options mopt = { 0 };
 	media_result media = { 0 };
-	publish_settings set = { "https://cdn.example.com", 20, 20, 1 };
+	publish_settings set = { .base_url = "https://cdn.example.com", .feed_items = 20,
+	                         .page_items = 20, .create_authors = 1 };
 	store *st;
 	store_options sopt = { 0 };
 	char err[512], handle[40];

@@ -8,6 +8,8 @@
 #include "error.h"
 #include "store.h"
 
+#include <lmdb.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -325,6 +327,43 @@ static void test_records_tables(void **state)
 	remove_dir(dir);
 }
 
+/* A store written by an older publisher, before the newer tables existed,
+ * still opens read-only (the origin), its missing tables reading as empty. */
+static void test_reader_of_an_older_store(void **state)
+{
+	(void)state;
+	static const char *const old_dbs[] = { "objects", "names", "posts", "author_posts",
+		                               "authors" };
+	char *dir = make_dir();
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	store *st;
+	store_txn *t;
+	store_options ro = { .read_only = 1 };
+	const void *rec;
+	size_t len;
+
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+	assert_int_equal(mdb_env_open(env, dir, 0, 0640), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	for (size_t i = 0; i < 5; i++)
+		assert_int_equal(mdb_dbi_open(txn, old_dbs[i], MDB_CREATE | (i == 3 ? MDB_DUPSORT : 0),
+		                              &dbi), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+
+	assert_int_equal(store_open(dir, &ro, &st), 0);
+	assert_int_equal(store_txn_begin(st, 0, &t), 0);
+	assert_int_equal(store_get_record(t, STORE_TOKENS, "abc", &rec, &len), SAYIN_ENOTFOUND);
+	assert_int_equal(store_get_record(t, STORE_OUTBOX, "abc", &rec, &len), SAYIN_ENOTFOUND);
+	assert_int_equal(store_each_record(t, STORE_OUTBOX, "", NULL, NULL), 0);
+	store_txn_abort(t);
+	store_close(st);
+	remove_dir(dir);
+}
+
 static void test_aborted_txn_leaves_nothing(void **state)
 {
 	(void)state;
@@ -458,6 +497,7 @@ int main(void)
 		cmocka_unit_test(test_author_posts_range_and_delete),
 		cmocka_unit_test(test_refs_count_posts),
 		cmocka_unit_test(test_records_tables),
+		cmocka_unit_test(test_reader_of_an_older_store),
 		cmocka_unit_test(test_aborted_txn_leaves_nothing),
 		cmocka_unit_test(test_full_map_is_store_full),
 		cmocka_unit_test(test_read_only_refuses_writes_and_sees_commits),
