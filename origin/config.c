@@ -7,6 +7,7 @@
 #include <ini.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Every setting either program knows. Keep README's table in step
  * (`sayin-publisher config-reference` prints it). */
@@ -125,6 +126,16 @@ static const setting settings[] = {
 	{ "aws-secret-access-key", "cdn", "aws_secret_access_key", "AWS_SECRET_ACCESS_KEY", NULL,
 	  "AWS secret access key (secret)" },
 	{ "aws-region", "cdn", "aws_region", "AWS_REGION", "us-east-1", "region for s3 signatures" },
+	{ "social-accounts", "social", "accounts", "SAYIN_SOCIAL_ACCOUNTS", NULL,
+	  "authors' X and Facebook credentials (INI, mode 600; see README)" },
+	{ "x-api-url", "social", "x_api_url", "SAYIN_X_API_URL", "https://api.twitter.com",
+	  "X API base URL" },
+	{ "facebook-api-url", "social", "facebook_api_url", "SAYIN_FACEBOOK_API_URL",
+	  "https://graph.facebook.com", "Facebook Graph API base URL" },
+	{ "facebook-api-version", "social", "facebook_api_version", "SAYIN_FACEBOOK_API_VERSION",
+	  "v19.0", "Graph API version in request paths" },
+	{ "crosspost-timeout-ms", "social", "timeout_ms", "SAYIN_CROSSPOST_TIMEOUT_MS", "15000",
+	  "a network request taking longer fails (and is retried)" },
 	{ "outbox-max-attempts", "outbox", "max_attempts", "SAYIN_OUTBOX_MAX_ATTEMPTS", "10",
 	  "failed deliveries before a job is parked" },
 	{ "outbox-max-age", "outbox", "max_age", "SAYIN_OUTBOX_MAX_AGE", "86400",
@@ -161,7 +172,15 @@ struct ini_state {
 	char *err;
 	size_t errlen;
 	int failed;
+	const char *secret; /* a secret setting the file sets, or NULL */
 };
+
+/* Settings that are credentials: a file that sets one must be private. */
+static int is_secret(const char *name)
+{
+	return strcmp(name, "fastly-api-key") == 0 || strcmp(name, "cloudflare-api-token") == 0 ||
+	       strcmp(name, "aws-secret-access-key") == 0;
+}
 
 static int on_ini_entry(void *user, const char *section, const char *key, const char *value)
 {
@@ -170,6 +189,8 @@ static int on_ini_entry(void *user, const char *section, const char *key, const 
 		if (strcmp(settings[i].section, section) == 0 && strcmp(settings[i].key, key) == 0) {
 			if (set_value(&st->cfg->values[i], value) != 0)
 				return 0;
+			if (is_secret(settings[i].name))
+				st->secret = settings[i].name;
 			return 1;
 		}
 	}
@@ -181,16 +202,23 @@ static int on_ini_entry(void *user, const char *section, const char *key, const 
 
 static int load_file(config *cfg, const char *path, char *err, size_t errlen)
 {
-	struct ini_state st = { cfg, err, errlen, 0 };
+	struct ini_state st = { cfg, err, errlen, 0, NULL };
 	FILE *f = fopen(path, "r");
-	int rc;
+	struct stat sb;
+	int rc, open_mode;
 
 	if (f == NULL) {
 		snprintf(err, errlen, "cannot open config file %s: %s", path, strerror(errno));
 		return SAYIN_ECONFIG;
 	}
+	open_mode = fstat(fileno(f), &sb) == 0 && (sb.st_mode & (S_IRWXG | S_IRWXO)) != 0;
 	rc = ini_parse_file(f, on_ini_entry, &st);
 	fclose(f);
+	if (rc == 0 && st.secret != NULL && open_mode) {
+		snprintf(err, errlen, "config file %s holds a secret (%s) and others may read it: "
+		         "chmod 600 %s, or pass the secret in the environment", path, st.secret, path);
+		return SAYIN_ECONFIG;
+	}
 	if (rc != 0) {
 		if (st.failed) {
 			size_t used = strlen(err);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const config_arg args[] = {
@@ -104,6 +105,35 @@ static void test_errors_name_the_cause(void **state)
 	free(ini);
 }
 
+/* A file that holds a credential must be private (mkstemp makes 0600). */
+static void test_secrets_need_a_private_file(void **state)
+{
+	(void)state;
+	char *secret = write_ini("[cdn]\nfastly_service_id = svc\nfastly_api_key = k3y\n");
+	char *plain = write_ini("[cdn]\nfastly_service_id = svc\n");
+	char *argv[] = { "push", "--config", secret, NULL };
+	config *cfg;
+	char err[256];
+
+	assert_int_equal(load(3, argv, &cfg, err), 0);
+	assert_string_equal(config_get(cfg, "fastly-api-key"), "k3y");
+	config_free(cfg);
+	assert_int_equal(chmod(secret, 0644), 0);
+	assert_int_equal(load(3, argv, &cfg, err), SAYIN_ECONFIG);
+	assert_non_null(strstr(err, "chmod 600"));
+	assert_non_null(strstr(err, "fastly-api-key"));
+	assert_null(strstr(err, "k3y")); /* the message never shows the secret */
+	/* Without a secret the same mode is fine. */
+	assert_int_equal(chmod(plain, 0644), 0);
+	argv[2] = plain;
+	assert_int_equal(load(3, argv, &cfg, err), 0);
+	config_free(cfg);
+	unlink(secret);
+	unlink(plain);
+	free(secret);
+	free(plain);
+}
+
 static void test_sizes_and_ranges(void **state)
 {
 	(void)state;
@@ -131,6 +161,7 @@ int main(void)
 		cmocka_unit_test(test_precedence),
 		cmocka_unit_test(test_errors_name_the_cause),
 		cmocka_unit_test(test_sizes_and_ranges),
+		cmocka_unit_test(test_secrets_need_a_private_file),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
