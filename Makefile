@@ -32,7 +32,7 @@ BIN := $(BUILD)/bin
 
 CFLAGS ?= -O2 -g
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(SAN_FLAGS) -Iorigin -Ipublisher -Ipublisher/cdn -I$(LLHTTP_INC) $(PKG_CFLAGS) $(CFLAGS)
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(SAN_FLAGS) -Iorigin -Ipublisher -Ipublisher/cdn -Ipublisher/social -I$(LLHTTP_INC) $(PKG_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := $(SAN_FLAGS) $(LDFLAGS)
 LIBS := $(CORE_LIBS) -lm -lpthread
 
@@ -46,7 +46,7 @@ PUBLISHER_SRCS := publisher/compress.c publisher/media.c publisher/decode.c publ
 	publisher/feed.c publisher/page.c publisher/publish.c publisher/pipeline.c publisher/auth.c publisher/multipart.c publisher/api.c publisher/outbox.c publisher/net.c publisher/delivery.c \
 	publisher/cdn/cdn.c publisher/cdn/aws.c publisher/cdn/varnish.c publisher/cdn/nginx.c \
 	publisher/cdn/fastly.c publisher/cdn/cloudflare.c publisher/cdn/cloudfront.c publisher/cdn/s3.c \
-	publisher/cdn/prewarm.c publisher/main.c
+	publisher/cdn/prewarm.c publisher/crosspost.c publisher/social/social.c publisher/main.c
 LLHTTP_SRCS := $(wildcard $(LLHTTP_DIR)/*.c)
 
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o) $(LLHTTP_SRCS:$(LLHTTP_DIR)/%.c=$(BUILD)/llhttp/%.o)

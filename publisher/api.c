@@ -80,6 +80,7 @@ struct req_state {
 	int has_text;
 	char crosspost[FIELD_MAX + 1];
 	size_t crosspost_len;
+	int has_crosspost;
 	char idem_key[IDEMPOTENCY_KEY_MAX + 1];
 	int has_idem;
 	struct part_ctx {
@@ -107,6 +108,7 @@ struct job {
 	char path[PATH_MAX];
 	char *text;
 	char crosspost[FIELD_MAX + 1];
+	int crosspost_given;     /* the form had the field ("" = no network) */
 	char idem_key[IDEMPOTENCY_KEY_MAX + 1];
 	int has_idem;
 	char request_sha[65];
@@ -437,6 +439,8 @@ static int on_mp_part(void *arg, const char *name, const char *filename, const c
 	} else if (strcmp(name, "crosspost") == 0) {
 		rs->part = PART_CROSSPOST;
 		rs->crosspost_len = 0;
+		rs->crosspost[0] = '\0';
+		rs->has_crosspost = 1;
 	} else {
 		rs->part = PART_OTHER; /* ignored, but counted in the body's cap */
 	}
@@ -598,6 +602,18 @@ static int upload_headers(struct api *a, http_request *req, struct req_state *rs
 			rs->text_len = tlen;
 			rs->text_cap = tlen + 1;
 		}
+		tlen = 0;
+		char *cp = query_param(req->target, "crosspost", &tlen, &bad);
+		if (cp != NULL && tlen <= FIELD_MAX) {
+			memcpy(rs->crosspost, cp, tlen + 1);
+			rs->crosspost_len = tlen;
+			rs->has_crosspost = 1;
+		}
+		free(cp);
+		if (bad || tlen > FIELD_MAX) {
+			respond_error(req, 400, "bad_request", "bad crosspost parameter", NULL, 0, 1);
+			return HTTP_BODY_REJECT;
+		}
 		rs->audio_parts = 1;
 	}
 	rc = open_upload_file(a, rs);
@@ -653,7 +669,9 @@ static void work_post(struct job *j)
 	struct api *a = j->api;
 	pipeline_post post = { .file = j->path, .author = j->author, .text = j->text,
 		               .idempotency_key = j->has_idem ? j->idem_key : NULL,
-		               .request_sha256 = j->request_sha, .now_ms = pipeline_now_ms() };
+		               .request_sha256 = j->request_sha,
+		               .crosspost = j->crosspost_given ? j->crosspost : NULL,
+		               .now_ms = pipeline_now_ms() };
 	j->rc = pipeline_run(a->pipe, a->st, &post, &j->res, &j->timing, &j->input_fault, j->err,
 	                     sizeof(j->err));
 	/* The recording is not needed any more, whatever happened. */
@@ -989,6 +1007,7 @@ static void upload_complete(struct api *a, http_request *req, struct req_state *
 		rs->text = NULL;
 	}
 	snprintf(j->crosspost, sizeof(j->crosspost), "%s", rs->crosspost);
+	j->crosspost_given = rs->has_crosspost;
 	/* The file moves to the job, which removes it. */
 	close(rs->fd);
 	rs->fd = -1;
@@ -1058,12 +1077,69 @@ static json_t *post_view(const pipeline *p, const json_t *rec)
 	}
 	if (json_object_get(rec, "loudness") != NULL)
 		json_object_set(v, "loudness", json_object_get(rec, "loudness"));
-	/* Delivery: the CDN and cross-posting outboxes are not built yet;
-	 * the post is live at the origin once committed. */
-	json_object_set_new(v, "delivery",
-	                    json_pack("{s:s, s:s, s:[]}", "origin", "live", "cdn", "not configured",
-	                              "crosspost"));
 	return v;
+}
+
+struct delivery_scan {
+	const char *post;
+	int cdn_pending, cdn_parked;
+	json_t *crosspost; /* network -> state */
+};
+
+static int scan_job(void *arg, const char *key, const void *record, size_t len)
+{
+	struct delivery_scan *d = arg;
+	json_t *j = json_loadb(record, len, 0, NULL);
+	const json_t *payload = json_object_get(j, "payload");
+	const char *post = json_string_value(json_object_get(payload, "post"));
+	const char *target = json_string_value(json_object_get(j, "target"));
+	int parked = json_is_true(json_object_get(j, "parked"));
+	(void)key;
+	if (post != NULL && target != NULL && strcmp(post, d->post) == 0) {
+		if (strcmp(target, "x") == 0 || strcmp(target, "facebook") == 0) {
+			json_object_set_new(d->crosspost, target,
+			                    json_pack("{s:s, s:I, s:s}", "state",
+			                              parked ? "needs action" : "pending", "attempts",
+			                              json_integer_value(json_object_get(j, "attempts")),
+			                              "last_error",
+			                              json_string_value(json_object_get(j, "last_error"))
+			                                      ?: ""));
+		} else if (parked) {
+			d->cdn_parked++;
+		} else {
+			d->cdn_pending++;
+		}
+	}
+	json_decref(j);
+	return 0;
+}
+
+/* The post's delivery: the CDN jobs still waiting (none: delivered, or no
+ * CDN configured) and each cross-post, done (with the remote post) or not. */
+static json_t *delivery_view(store_txn *txn, const char *id)
+{
+	struct delivery_scan d = { .post = id, .crosspost = json_object() };
+	static const char *const networks[] = { "x", "facebook" };
+	for (size_t i = 0; i < 2; i++) {
+		char key[128];
+		const void *rec;
+		size_t len;
+		snprintf(key, sizeof(key), "%s\n%s", id, networks[i]);
+		if (store_get_record(txn, STORE_CROSSPOSTS, key, &rec, &len) == 0) {
+			json_t *r = json_loadb(rec, len, 0, NULL);
+			if (r != NULL) {
+				json_object_set_new(r, "state", json_string("done"));
+				json_object_set_new(d.crosspost, networks[i], r);
+			}
+		}
+	}
+	/* O(queue depth): the queue is short unless a target is down, and
+	 * this is a per-post read, not a fan's path. */
+	store_each_record(txn, STORE_OUTBOX, "", scan_job, &d);
+	return json_pack("{s:s, s:{s:s, s:i, s:i}, s:o}", "origin", "live", "cdn", "state",
+	                 d.cdn_parked ? "needs action" : d.cdn_pending ? "pending" : "done",
+	                 "jobs_pending", d.cdn_pending, "jobs_parked", d.cdn_parked, "crosspost",
+	                 d.crosspost);
 }
 
 static void get_post(struct api *a, http_request *req, const char *id)
@@ -1078,13 +1154,17 @@ static void get_post(struct api *a, http_request *req, const char *id)
 		rc = store_get_post(txn, id, &rec, &len);
 		if (rc == 0)
 			j = json_loadb(rec, len, 0, NULL);
+		v = j ? post_view(a->pipe, j) : NULL;
+		if (v != NULL)
+			json_object_set_new(v, "delivery", delivery_view(txn, id));
 		store_txn_abort(txn);
 	}
 	if (rc == SAYIN_ENOTFOUND) {
 		respond_error(req, 404, "not_found", "no such post", NULL, 0, 0);
+		json_decref(v);
+		json_decref(j);
 		return;
 	}
-	v = j ? post_view(a->pipe, j) : NULL;
 	if (rc != 0 || v == NULL) {
 		respond_error(req, 500, "internal", rc ? sayin_strerror(rc) : "corrupt post record",
 		              NULL, 0, 0);

@@ -1,6 +1,7 @@
 /* sayin-publisher: publishes voice posts into the store (the only writer). */
 #include "api.h"
 #include "auth.h"
+#include "crosspost.h"
 #include "delivery.h"
 #include "outbox.h"
 #include "config.h"
@@ -17,7 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <sys/file.h>
+#include <unistd.h>
 #include <signal.h>
 #include <time.h>
 #include <uv.h>
@@ -28,6 +32,8 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_BAD_INPUT = 3, EXIT_STOR
 static const config_arg post_args[] = {
 	{ "author", "HANDLE", "author handle (1-32 of a-z, 0-9, _); created on first post", 0 },
 	{ "text", "TEXT", "the post's text (UTF-8)", 0 },
+	{ "crosspost", "NETWORKS", "x, facebook or x,facebook (default: every network the author "
+	                           "has enabled; \"\" for none)", 0 },
 };
 #define N_POST_ARGS (sizeof(post_args) / sizeof(post_args[0]))
 
@@ -47,6 +53,7 @@ static void usage(FILE *out)
 	             "  push      deliver due outbox jobs (CDN purges, pushes) once\n"
 	             "  status    the outbox: depth, oldest job, parked jobs\n"
 	             "  retry     make parked jobs due again\n"
+	             "  crosspost post due cross-posts to X and Facebook once (cron)\n"
 	             "  settings  print every setting as a Markdown table\n"
 	             "  help      this text\n\n"
 	             "Run 'sayin-publisher COMMAND --help' for a command's options.\n");
@@ -159,6 +166,7 @@ static int cmd_post(int argc, char **argv)
 	if (code >= 0)
 		goto done;
 	pipeline_post post = { .file = file, .author = author, .text = text,
+		               .crosspost = config_get(cfg, "crosspost"),
 		               .now_ms = pipeline_now_ms() };
 	rc = pipeline_run(&pipe, st, &post, &res, &timing, &input_fault, err, sizeof(err));
 	if (rc != 0) {
@@ -636,6 +644,18 @@ static int print_job(void *arg, const char *id, const json_t *rec)
 	return 0;
 }
 
+static int print_crosspost(void *arg, const char *key, const void *record, size_t len)
+{
+	json_t *j = json_loadb(record, len, 0, NULL);
+	(void)arg;
+	printf("  %.*s  %-8s %s %s\n", (int)strcspn(key, "\n"), key,
+	       json_string_value(json_object_get(j, "network")) ?: "?",
+	       json_string_value(json_object_get(j, "remote_url")) ?: "",
+	       json_is_true(json_object_get(j, "found")) ? "(found by reconciling)" : "");
+	json_decref(j);
+	return 0;
+}
+
 static int cmd_status(int argc, char **argv)
 {
 	config *cfg = NULL;
@@ -657,6 +677,15 @@ static int cmd_status(int argc, char **argv)
 		       (unsigned long long)s.parked,
 		       s.oldest_ms ? (double)(now - s.oldest_ms) / 1e3 : 0.0);
 		rc = outbox_each(st, print_job, &now);
+	}
+	if (rc == 0) {
+		store_txn *txn;
+		rc = store_txn_begin(st, 0, &txn);
+		if (rc == 0) {
+			printf("cross-posts done:\n");
+			rc = store_each_record(txn, STORE_CROSSPOSTS, "", print_crosspost, NULL);
+			store_txn_abort(txn);
+		}
 	}
 	if (rc != 0)
 		fprintf(stderr, "sayin-publisher status: %s\n", sayin_strerror(rc));
@@ -713,6 +742,86 @@ done:
 	return code;
 }
 
+static const char *const crosspost_settings[] = {
+	"data", "map-size", "public-url", "listen", "social-accounts", "x-api-url",
+	"facebook-api-url", "facebook-api-version", "crosspost-timeout-ms", "outbox-max-attempts",
+	"outbox-max-age", "outbox-lease-ms", "outbox-backoff-ms", "log-level", NULL
+};
+
+static void crosspost_usage(FILE *out)
+{
+	fprintf(out, "Usage: sayin-publisher crosspost [options]\n\n"
+	             "Posts every due cross-post job to X and Facebook once and exits: run it\n"
+	             "from cron (scripts/crontab). Overlapping runs do not post twice: the run\n"
+	             "holds DATA/crosspost.lock (a run that finds it taken exits 0 at once),\n"
+	             "and jobs are leased. Exit codes: 0 done (or another run is active),\n"
+	             "1 some posts failed (retried later, or parked: see status), 2 usage.\n\n");
+	config_usage(out, NULL, 0, crosspost_settings);
+}
+
+static int cmd_crosspost(int argc, char **argv)
+{
+	config *cfg = NULL;
+	store *st = NULL;
+	pipeline pipe = { 0 };
+	crosspost_options copt = { 0 };
+	crosspost_counts counts;
+	char err[512], lock_path[PATH_MAX];
+	uint64_t timeout_ms;
+	int code, rc, lock_fd = -1;
+
+	code = load_command_config("crosspost", argc, argv, NULL, 0, crosspost_usage, &cfg);
+	if (code >= 0)
+		return code;
+	code = EXIT_USAGE;
+	if (pipeline_configure(&pipe, cfg, err, sizeof(err)) != 0 ||
+	    delivery_policy_configure(cfg, &copt.policy, err, sizeof(err)) != 0 ||
+	    config_get_u64(cfg, "crosspost-timeout-ms", 100, 600000, &timeout_ms, err,
+	                   sizeof(err)) != 0) {
+		fprintf(stderr, "sayin-publisher crosspost: %s\n", err);
+		goto done;
+	}
+	code = open_store(cfg, "crosspost", &st);
+	if (code >= 0)
+		goto done;
+	code = EXIT_FAIL;
+	/* One run at a time: cron starts the next while a slow one still runs. */
+	snprintf(lock_path, sizeof(lock_path), "%s/crosspost.lock", config_get(cfg, "data"));
+	lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lock_fd < 0) {
+		fprintf(stderr, "sayin-publisher crosspost: %s: %s\n", lock_path, strerror(errno));
+		goto done;
+	}
+	if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno == EWOULDBLOCK) {
+			log_info("crosspost: another run holds %s: leaving the work to it", lock_path);
+			code = EXIT_OK;
+		} else {
+			fprintf(stderr, "sayin-publisher crosspost: lock %s: %s\n", lock_path,
+			        strerror(errno));
+		}
+		goto done;
+	}
+	copt.st = st;
+	copt.x_api_url = config_get(cfg, "x-api-url");
+	copt.facebook_api_url = config_get(cfg, "facebook-api-url");
+	copt.facebook_version = config_get(cfg, "facebook-api-version");
+	copt.timeout_ms = timeout_ms;
+	rc = crosspost_run(&copt, pipe.accounts, &counts);
+	printf("posted %lu, found already posted %lu, failed %lu (parked %lu)\n", counts.posted,
+	       counts.found, counts.failed, counts.parked);
+	if (rc != 0)
+		fprintf(stderr, "sayin-publisher crosspost: %s\n", sayin_strerror(rc));
+	code = rc == 0 && counts.failed == 0 ? EXIT_OK : EXIT_FAIL;
+done:
+	if (lock_fd >= 0)
+		close(lock_fd); /* releases the lock */
+	pipeline_free(&pipe);
+	store_close(st);
+	config_free(cfg);
+	return code;
+}
+
 int main(int argc, char **argv)
 {
 	/* The decoder child (see media_transcode_file): before anything else. */
@@ -734,6 +843,8 @@ int main(int argc, char **argv)
 		return cmd_status(argc - 1, argv + 1);
 	if (strcmp(argv[1], "retry") == 0)
 		return cmd_retry(argc - 1, argv + 1);
+	if (strcmp(argv[1], "crosspost") == 0)
+		return cmd_crosspost(argc - 1, argv + 1);
 	if (strcmp(argv[1], "settings") == 0) {
 		config_print_reference(stdout);
 		return EXIT_OK;

@@ -110,6 +110,11 @@ int pipeline_configure(pipeline *p, const config *cfg, char *err, size_t errlen)
 	if (delivery_targets_configure(cfg, &p->targets, err, errlen) != 0)
 		return SAYIN_ECONFIG;
 	p->publish.targets = delivery_targets_list(p->targets, &p->publish.n_targets);
+	if (crosspost_accounts_load(config_get(cfg, "social-accounts"), &p->accounts, err,
+	                            errlen) != 0)
+		return SAYIN_ECONFIG;
+	p->publish.crosspost_enabled = crosspost_enabled;
+	p->publish.crosspost_arg = p->accounts;
 	return 0;
 }
 
@@ -117,6 +122,8 @@ void pipeline_free(pipeline *p)
 {
 	delivery_targets_free(p->targets);
 	p->targets = NULL;
+	crosspost_accounts_free(p->accounts);
+	p->accounts = NULL;
 	p->publish.targets = NULL;
 	p->publish.n_targets = 0;
 }
@@ -217,7 +224,7 @@ int pipeline_run(const pipeline *p, store *st, const pipeline_post *post, publis
 		             .waveform_points = media.waveform_length, .fallback = media.m4a.data,
 		             .fallback_len = media.m4a.len,
 		             .idempotency_key = post->idempotency_key,
-		             .request_sha256 = post->request_sha256 };
+		             .request_sha256 = post->request_sha256, .crosspost = post->crosspost };
 	rc = publish_post(st, &p->publish, &in, res, err, errlen);
 	if (timing != NULL)
 		timing->publish_ms = mono_ms() - t1;

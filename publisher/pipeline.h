@@ -9,6 +9,7 @@
 #define SAYIN_PIPELINE_H
 
 #include "config.h"
+#include "crosspost.h"
 #include "delivery.h"
 #include "media.h"
 #include "publish.h"
@@ -20,6 +21,7 @@ typedef struct pipeline {
 	char base_url[512];
 	uint64_t max_text_chars;
 	delivery_targets *targets;  /* the configured CDN drivers (publish enqueues for them) */
+	crosspost_accounts *accounts; /* the authors' network accounts */
 } pipeline;
 
 /* Reads the media, feed, URL and CDN settings from cfg. Returns 0, or
@@ -34,6 +36,7 @@ typedef struct pipeline_post {
 	const char *text;             /* NULL: none */
 	const char *idempotency_key;  /* NULL: none (see publish_input) */
 	const char *request_sha256;
+	const char *crosspost;        /* networks, comma-separated; NULL: every enabled one */
 	int64_t now_ms;
 } pipeline_post;
 
