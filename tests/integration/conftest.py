@@ -189,3 +189,27 @@ def api_site(sayin, tmp_path):
         org = sayin.start_origin(data) if origin else None
         return ApiSite(sayin, data, api, org, tokens)
     return make
+
+@pytest.fixture
+def edge_factory(tmp_path):
+    """start(kind, origin, purgers=("127.0.0.1", "::1"), **kw) -> a running
+    CDN edge in front of origin: kind "varnish" (cdn-config/varnish/sayin.vcl;
+    kw backend_response= adds statements to sayin_site_backend_response) or
+    "nginx" (cdn-config/nginx/edge.conf), each on its own free port and in its
+    own directory under tmp_path; all are stopped at teardown."""
+    started = []
+
+    def start(kind, origin, purgers=H.LOOPBACK_PURGERS, **kw):
+        base = str(tmp_path / ("%s-%d" % (kind, len(started) + 1)))
+        if kind == "varnish":
+            edge = H.start_varnish(base, origin.port, purgers=purgers, **kw)
+        elif kind == "nginx":
+            edge = H.start_nginx(base, origin.port, purgers=purgers, **kw)
+        else:
+            raise ValueError(kind)
+        started.append(edge)
+        return edge
+
+    yield start
+    for edge in started:
+        edge.stop()

@@ -1,5 +1,7 @@
 """A real cache in front of the origin: Varnish (Debian's varnishd) with the
-minimal VCL in tests/integration/varnish/minimal.vcl.
+shipped edge policy, cdn-config/varnish/sayin.vcl (started by the
+edge_factory fixture; tests/integration/test_edges.py covers purges,
+coalescing, stale serving and nginx).
 
 Varnish must cache immutable objects (one origin request, then hits),
 revalidate a stale name with a conditional request the origin answers with
@@ -13,34 +15,20 @@ origin is cross-checked with varnishlog on Varnish's own shared memory log.
 """
 
 import gzip
-import http.client
-import os
 import re
-import shutil
-import signal
-import subprocess
 import time
 
 import pytest
 
 import sayin_helpers as H
 
-VCL_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "varnish", "minimal.vcl")
 ORIGIN_ARGS = ["--access-log", "on"]
 # For the revalidation test: names live one second, then stay (keep) as
 # candidates for a conditional fetch; no grace, so the next request waits for
-# the revalidation instead of getting the stale copy.
-SHORT_NAMES = "set beresp.ttl = 1s;\n        set beresp.grace = 0s;"
-
-
-def find_program(name):
-    path = shutil.which(name)
-    if path is None:
-        for d in ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"):
-            if os.access(os.path.join(d, name), os.X_OK):
-                return os.path.join(d, name)
-        pytest.fail("%s is not installed (run scripts/bootstrap: Debian package varnish)" % name)
-    return path
+# the revalidation instead of getting the stale copy. Statements for
+# site.vcl's sayin_site_backend_response.
+SHORT_NAMES = ('if (beresp.http.Cache-Control !~ "immutable") '
+               '{ set beresp.ttl = 1s; set beresp.grace = 0s; }')
 
 
 # ---------------------------------------------------------------- the access log
@@ -105,155 +93,14 @@ def describe_access(origin, path):
 # ---------------------------------------------------------------- Varnish
 
 
-class Varnish:
-    def __init__(self, proc, port, workdir, vcl_path, log_path):
-        self.proc = proc
-        self.port = port
-        self.workdir = workdir  # varnishd -n
-        self.vcl_path = vcl_path
-        self.log_path = log_path
-
-    def log(self):
-        try:
-            with open(self.log_path, "r", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def request(self, method, path, headers=None, timeout=10.0):
-        with H.HttpConn(self.port, timeout=timeout) as c:
-            c.request(method, path, headers=headers)
-            return c.read_response(head=(method == "HEAD"))
-
-    def get(self, path, headers=None):
-        return self.request("GET", path, headers=headers)
-
-    def backend_log(self, url):
-        """What Varnish sent to and got from the origin for url: one dict
-        per backend transaction {"headers": [(name, value)], "statuses":
-        [int]} from varnishlog on this instance's shared memory log (a 304
-        is logged as 304, then as the 200 Varnish merges it into)."""
-        r = subprocess.run([find_program("varnishlog"), "-n", self.workdir, "-d", "-b",
-                            "-g", "vxid", "-i", "BereqURL,BereqHeader,BerespStatus"],
-                           capture_output=True, text=True, errors="replace", timeout=30)
-        assert r.returncode == 0, "varnishlog failed: %s" % r.stderr
-        txs, cur = [], None
-        for line in r.stdout.splitlines():
-            if line.startswith("*"):
-                cur = {"url": None, "headers": [], "statuses": []}
-                txs.append(cur)
-                continue
-            m = re.match(r"^[-\s]+(\w+)\s+(.*)$", line)
-            if not m or cur is None:
-                continue
-            tag, value = m.group(1), m.group(2)
-            if tag == "BereqURL":
-                cur["url"] = value.strip()
-            elif tag == "BereqHeader":
-                k, _, v = value.partition(":")
-                cur["headers"].append((k.strip(), v.strip()))
-            elif tag == "BerespStatus":
-                cur["statuses"].append(int(value.strip()))
-        return [t for t in txs if t["url"] == url]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.proc.poll() is None:
-            # The manager leads its own process group (the cache child is in it).
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-
-
-def render_vcl(origin_port, name_ttl=None):
-    with open(VCL_TEMPLATE) as f:
-        vcl = f.read()
-    marker = re.compile(r"^([ \t]*)#@NAME_TTL@[ \t]*$", re.M)
-    assert "@ORIGIN_PORT@" in vcl and len(marker.findall(vcl)) == 1, VCL_TEMPLATE
-    vcl = vcl.replace("@ORIGIN_PORT@", str(origin_port))
-    if name_ttl is not None:
-        vcl = marker.sub(lambda m: m.group(1) + name_ttl, vcl)
-    return vcl
-
-
-def wait_varnish(v, timeout):
-    """Polls HEAD /healthz through Varnish until it answers (any HTTP
-    status). Returns "ok", "exited N" or "timeout"."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rc = v.proc.poll()
-        if rc is not None:
-            return "exited %d" % rc
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", v.port, timeout=2.0)
-            c.request("HEAD", "/healthz")
-            r = c.getresponse()
-            r.read()
-            c.close()
-            return "ok"
-        except (OSError, http.client.HTTPException):
-            pass
-        time.sleep(0.1)
-    return "timeout"
-
-
 @pytest.fixture
-def varnish_factory(tmp_path):
-    """start(origin, name_ttl=None) -> a running Varnish in front of origin.
-
-    varnishd runs in the foreground (-F) with its working directory (-n)
-    under tmp_path, no management port (-T none) and no privilege separation
-    (-j none: as root the default jail would switch to the varnish user, who
-    cannot enter pytest's 0700 tmp_path). Nothing in /etc or /var is used."""
-    varnishd = find_program("varnishd")
-    started = []
-    counter = [0]
-
-    def start(origin, name_ttl=None, ready_timeout=60.0):
-        counter[0] += 1
-        base = tmp_path / ("varnish-%d" % counter[0])
-        base.mkdir()
-        vcl_path = base / "sayin.vcl"
-        vcl_path.write_text(render_vcl(origin.port, name_ttl))
-        last = ""
-        for attempt in range(5):
-            port = H.free_port()
-            workdir = str(base / ("vinst-%d" % attempt))
-            log_path = str(base / ("varnishd-%d.log" % attempt))
-            argv = [varnishd, "-F", "-j", "none", "-n", workdir,
-                    "-a", "127.0.0.1:%d" % port, "-f", str(vcl_path),
-                    "-s", "malloc,64m", "-T", "none",
-                    "-p", "http_gzip_support=off"]
-            with open(log_path, "wb") as logf:
-                proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, cwd=str(base),
-                                        start_new_session=True)
-            v = Varnish(proc, port, workdir, str(vcl_path), log_path)
-            started.append(v)
-            status = wait_varnish(v, ready_timeout)
-            if status == "ok":
-                return v
-            last = v.log()
-            v.stop()
-            low = last.lower()
-            if "address already in use" in low or "could not get socket" in low:
-                continue
-            break
-        pytest.fail("varnishd did not start (%s): %s\n%s" % (status, " ".join(argv), last[-3000:]))
-
-    yield start
-    for v in started:
-        v.stop()
+def varnish_factory(edge_factory):
+    """start(origin, name_ttl=None) -> a running Varnish with
+    cdn-config/varnish/sayin.vcl in front of origin."""
+    def start(origin, name_ttl=None):
+        kw = {"backend_response": name_ttl} if name_ttl else {}
+        return edge_factory("varnish", origin, **kw)
+    return start
 
 
 @pytest.fixture
