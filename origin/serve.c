@@ -690,6 +690,20 @@ static void add_cors(struct response *resp)
 	add_header(resp, "Access-Control-Expose-Headers", CORS_EXPOSE);
 }
 
+/* The purge keys, as Fastly and Varnish's xkey read them (Surrogate-Key,
+ * space-separated) and as Cloudflare and CloudFront read them (Cache-Tag,
+ * comma-separated). buf (STORE_SURROGATE_KEY_MAX + 1 bytes) must live until
+ * the response is queued. */
+static void add_surrogate_keys(struct response *resp, const char *keys, char *buf)
+{
+	size_t i = 0;
+	for (; keys[i] != '\0' && i < STORE_SURROGATE_KEY_MAX; i++)
+		buf[i] = keys[i] == ' ' ? ',' : keys[i];
+	buf[i] = '\0';
+	add_header(resp, "Surrogate-Key", keys);
+	add_header(resp, "Cache-Tag", buf);
+}
+
 static void add_policy(serve_handler *sh, struct response *resp, enum cache_policy_kind kind)
 {
 	add_header(resp, "Cache-Control", sh->policy[kind].cache_control);
@@ -798,6 +812,7 @@ static void respond_content(serve_handler *sh, http_request *req, struct serve_r
 	int is_head = r->method == METHOD_HEAD, is_name = r->route == ROUTE_NAME;
 	struct response resp = { .n = 0 };
 	const char *surrogate_key = NULL;
+	char cache_tag[STORE_SURROGATE_KEY_MAX + 1];
 	store_txn *txn;
 	store_object obj;
 	store_name name;
@@ -869,7 +884,7 @@ static void respond_content(serve_handler *sh, http_request *req, struct serve_r
 		add_policy(sh, &resp, is_name ? POLICY_NAME : POLICY_OBJECT);
 		if (is_name) {
 			if (surrogate_key[0] != '\0')
-				add_header(&resp, "Surrogate-Key", surrogate_key);
+				add_surrogate_keys(&resp, surrogate_key, cache_tag);
 			add_header(&resp, "Vary", "Accept-Encoding");
 		}
 		add_cors(&resp);
@@ -915,7 +930,7 @@ static void respond_content(serve_handler *sh, http_request *req, struct serve_r
 		if (plen > 6 && strcmp(req->path + plen - 6, "/embed") == 0)
 			add_header(&resp, "Content-Security-Policy", EMBED_FRAME_ANCESTORS);
 		if (surrogate_key[0] != '\0')
-			add_header(&resp, "Surrogate-Key", surrogate_key);
+			add_surrogate_keys(&resp, surrogate_key, cache_tag);
 		if (r->encoding != STORE_ENC_IDENTITY)
 			add_header(&resp, "Content-Encoding", encoding_tokens[(int)r->encoding]);
 		add_header(&resp, "Vary", "Accept-Encoding");

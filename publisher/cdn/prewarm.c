@@ -1,6 +1,6 @@
 /* cdn/prewarm: after the purges, GETs the event's new and changed URLs
- * through each configured edge once per common encoding, so the first fans
- * find them in the cache. */
+ * through each configured edge once per encoding variant (br, gzip,
+ * identity), so the first fans find them in the cache. */
 #include "cdn.h"
 
 #include "error.h"
@@ -39,10 +39,12 @@ static int prewarm_configure(const config *cfg, void **state, char *err, size_t 
 static void warm(cdn_batch *b, const cdn_env *env, const char *edge, const char *path,
                  int variants)
 {
-	/* Browsers send br (and gzip): the edges keep one variant per
-	 * normalized Accept-Encoding. Objects have one representation. */
-	static const char *const encodings[] = { "Accept-Encoding: br", "Accept-Encoding: gzip" };
-	for (int i = 0; i < (variants ? 2 : 1); i++) {
+	/* The edges keep one variant per normalized Accept-Encoding: br
+	 * (browsers), gzip (older clients) and identity (tools, crawlers).
+	 * Objects have one representation. */
+	static const char *const encodings[] = { "Accept-Encoding: br", "Accept-Encoding: gzip",
+		                                 NULL };
+	for (int i = 0; i < (variants ? 3 : 1); i++) {
 		char url[2048];
 		const char *hdrs[] = { encodings[i], NULL };
 		net_request req = { .method = "GET", .url = url, .headers = hdrs, .no_body_wanted = 1,
