@@ -1266,7 +1266,7 @@ def varnish_site_vcl(origin_port, purgers=LOOPBACK_PURGERS, backend_response="")
 
 
 def start_varnish(base, origin_port, purgers=LOOPBACK_PURGERS, backend_response="",
-                  ready_timeout=60.0):
+                  ready_timeout=60.0, params=()):
     """varnishd with cdn-config/varnish/sayin.vcl (copied unchanged) and a
     test site.vcl, in the foreground (-F), its working directory (-n) under
     base, no management port (-T none), no privilege separation (-j none:
@@ -1285,6 +1285,8 @@ def start_varnish(base, origin_port, purgers=LOOPBACK_PURGERS, backend_response=
         argv = [varnishd, "-F", "-j", "none", "-n", workdir, "-a", "127.0.0.1:%d" % port,
                 "-f", vcl_path, "-s", "malloc,64m", "-T", "none",
                 "-p", "http_gzip_support=off"]
+        for p in params:  # extra varnishd parameters, "name=value"
+            argv += ["-p", p]
         return argv, lambda proc, p, log: VarnishEdge(proc, p, base, log, workdir, vcl_path)
 
     return _start_edge(make, base, ready_timeout)
