@@ -46,7 +46,8 @@ PUBLISHER_SRCS := publisher/compress.c publisher/media.c publisher/decode.c publ
 	publisher/feed.c publisher/page.c publisher/publish.c publisher/pipeline.c publisher/auth.c publisher/multipart.c publisher/api.c publisher/outbox.c publisher/net.c publisher/delivery.c \
 	publisher/cdn/cdn.c publisher/cdn/aws.c publisher/cdn/varnish.c publisher/cdn/nginx.c \
 	publisher/cdn/fastly.c publisher/cdn/cloudflare.c publisher/cdn/cloudfront.c publisher/cdn/s3.c \
-	publisher/cdn/prewarm.c publisher/crosspost.c publisher/social/social.c publisher/main.c
+	publisher/cdn/prewarm.c publisher/crosspost.c publisher/social/social.c publisher/social/oauth1.c \
+	publisher/social/xtext.c publisher/social/x.c publisher/social/facebook.c publisher/main.c
 LLHTTP_SRCS := $(wildcard $(LLHTTP_DIR)/*.c)
 
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o) $(LLHTTP_SRCS:$(LLHTTP_DIR)/%.c=$(BUILD)/llhttp/%.o)

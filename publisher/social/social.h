@@ -82,8 +82,29 @@ typedef struct social_driver {
 	                 int reconcile, social_done_fn done, void *arg);
 } social_driver;
 
+/* Lifetimes: a driver copies acct, p and env's strings before crosspost
+ * returns; env->loop and env->net must outlive the call (until done).
+ * A negative return (-EINVAL: credentials missing; -EILSEQ: the text is
+ * not UTF-8; -ENOMEM) means nothing was sent.
+ * The drivers: x.h and facebook.h say what each sends and how it reads
+ * the answers. */
+
 /* NULL-terminated (social.c). */
 extern const social_driver *const social_drivers[];
+/* The driver named name ("x", "facebook"), or NULL. */
 const social_driver *social_driver_find(const char *name);
+
+/* ---- helpers shared by the drivers (social.c) ---- */
+
+/* Unix milliseconds. */
+int64_t social_now_ms(void);
+
+/* 1 when a and b name the same page: equal, or equal but for a trailing
+ * slash (networks normalize links that way); 0 otherwise or if one is NULL. */
+int social_same_url(const char *a, const char *b);
+
+/* Copies an API's own error message into out as "prefix: message", cut
+ * to fit (at a UTF-8 boundary). */
+void social_set_error(social_result *out, const char *prefix, const char *message);
 
 #endif
