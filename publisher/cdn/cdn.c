@@ -189,6 +189,31 @@ void cdn_list_free(char **list)
 	free(list);
 }
 
+int cdn_edges_configure(const config *cfg, const char *setting, char ***edges, char *err,
+                        size_t errlen)
+{
+	const char *value = config_get(cfg, setting);
+	size_t n = 0;
+
+	if (value == NULL || *value == '\0')
+		return 1;
+	*edges = cdn_list(value, &n);
+	if (*edges == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (strncmp((*edges)[i], "http://", 7) != 0 && strncmp((*edges)[i], "https://", 8) != 0)
+			n = 0;
+	}
+	if (n == 0) {
+		cdn_list_free(*edges);
+		*edges = NULL;
+		snprintf(err, errlen, "--%s: give http(s) base URLs, e.g. http://127.0.0.1:6081",
+		         setting);
+		return SAYIN_ECONFIG;
+	}
+	return 0;
+}
+
 int64_t cdn_retry_after(const net_headers *h, int64_t now_ms)
 {
 	const char *v = h ? net_header(h, "Retry-After") : NULL;

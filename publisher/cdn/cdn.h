@@ -83,6 +83,12 @@ void cdn_batch_seal(cdn_batch *b, uv_loop_t *loop);
 char **cdn_list(const char *value, size_t *n);
 void cdn_list_free(char **list);
 
+/* Reads a list-of-edges setting (comma-separated base URLs) into *edges
+ * (free with cdn_list_free). Returns 0, 1 when the setting is absent (the
+ * driver is off), or SAYIN_ECONFIG / -ENOMEM with err. */
+int cdn_edges_configure(const config *cfg, const char *setting, char ***edges, char *err,
+                        size_t errlen);
+
 /* A Retry-After header (seconds or an HTTP date) as unix ms; 0 if absent. */
 int64_t cdn_retry_after(const net_headers *h, int64_t now_ms);
 

@@ -15,22 +15,18 @@ struct nginx {
 
 static int nginx_configure(const config *cfg, void **state, char *err, size_t errlen)
 {
-	const char *edges = config_get(cfg, "nginx-edges");
 	struct nginx *x;
-	size_t n = 0;
+	char **edges = NULL;
+	int rc = cdn_edges_configure(cfg, "nginx-edges", &edges, err, errlen);
 
-	if (edges == NULL || *edges == '\0')
-		return 1;
+	if (rc != 0)
+		return rc;
 	x = calloc(1, sizeof(*x));
-	if (x == NULL)
+	if (x == NULL) {
+		cdn_list_free(edges);
 		return -ENOMEM;
-	x->edges = cdn_list(edges, &n);
-	if (x->edges == NULL || n == 0) {
-		cdn_list_free(x->edges);
-		free(x);
-		snprintf(err, errlen, "--nginx-edges: give base URLs, e.g. http://127.0.0.1:8082");
-		return SAYIN_ECONFIG;
 	}
+	x->edges = edges;
 	*state = x;
 	return 0;
 }

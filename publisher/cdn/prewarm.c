@@ -16,22 +16,18 @@ struct prewarm {
 
 static int prewarm_configure(const config *cfg, void **state, char *err, size_t errlen)
 {
-	const char *edges = config_get(cfg, "prewarm-edges");
 	struct prewarm *p;
-	size_t n = 0;
+	char **edges = NULL;
+	int rc = cdn_edges_configure(cfg, "prewarm-edges", &edges, err, errlen);
 
-	if (edges == NULL || *edges == '\0')
-		return 1;
+	if (rc != 0)
+		return rc;
 	p = calloc(1, sizeof(*p));
-	if (p == NULL)
+	if (p == NULL) {
+		cdn_list_free(edges);
 		return -ENOMEM;
-	p->edges = cdn_list(edges, &n);
-	if (p->edges == NULL || n == 0) {
-		cdn_list_free(p->edges);
-		free(p);
-		snprintf(err, errlen, "--prewarm-edges: give base URLs, e.g. http://127.0.0.1:6081");
-		return SAYIN_ECONFIG;
 	}
+	p->edges = edges;
 	*state = p;
 	return 0;
 }

@@ -17,28 +17,25 @@ struct varnish {
 
 static int varnish_configure(const config *cfg, void **state, char *err, size_t errlen)
 {
-	const char *edges = config_get(cfg, "varnish-edges");
 	const char *soft = config_get(cfg, "varnish-soft-purge");
 	struct varnish *v;
-	size_t n = 0;
+	char **edges = NULL;
+	int rc;
 
-	if (edges == NULL || *edges == '\0')
-		return 1;
 	if (soft != NULL && strcmp(soft, "on") != 0 && strcmp(soft, "off") != 0) {
 		snprintf(err, errlen, "--varnish-soft-purge: '%s' is not on or off", soft);
 		return SAYIN_ECONFIG;
 	}
+	rc = cdn_edges_configure(cfg, "varnish-edges", &edges, err, errlen);
+	if (rc != 0)
+		return rc;
 	v = calloc(1, sizeof(*v));
-	if (v == NULL)
+	if (v == NULL) {
+		cdn_list_free(edges);
 		return -ENOMEM;
-	v->edges = cdn_list(edges, &n);
-	v->soft = soft != NULL && strcmp(soft, "on") == 0;
-	if (v->edges == NULL || n == 0) {
-		cdn_list_free(v->edges);
-		free(v);
-		snprintf(err, errlen, "--varnish-edges: give base URLs, e.g. http://127.0.0.1:6081");
-		return SAYIN_ECONFIG;
 	}
+	v->edges = edges;
+	v->soft = soft != NULL && strcmp(soft, "on") == 0;
 	*state = v;
 	return 0;
 }
