@@ -9,9 +9,10 @@
  * trusted input.
  *
  * Threading: no shared state; functions may run on any thread concurrently.
- * media_transcode_file forks and execs, so call it where that is safe. The
- * first M4A encoding routes FFmpeg's log messages (process-wide) to our log
- * at debug level. */
+ * media_transcode_file forks and execs, so call it where that is safe, and
+ * runs up to three threads of its own for the duration of the call (all
+ * joined before it returns). The first M4A encoding routes FFmpeg's log
+ * messages (process-wide) to our log at debug level. */
 #ifndef SAYIN_MEDIA_H
 #define SAYIN_MEDIA_H
 
@@ -152,8 +153,9 @@ typedef struct media_aac_options {
 
 /* Encodes audio (mono, MEDIA_RATE) with FFmpeg's native AAC encoder (AAC-LC)
  * into an M4A file (FFmpeg's ipod muxer, brand M4A) laid out for progressive
- * playback: moov before mdat (movflags +faststart). Muxed into memory; no
- * file is written. The encoder delay is recorded in an edit list, so a
+ * playback: moov before mdat (movflags +faststart). Muxed into an unlinked
+ * temporary file in $TMPDIR (or /tmp) and read back into out; the muxer
+ * opens nothing by name. The encoder delay is recorded in an edit list, so a
  * player yields audio->frames samples. Deterministic: bitexact flags, no
  * creation time, no encoder string. Returns 0, SAYIN_EEMPTY, SAYIN_EINVAL
  * (bitrate), SAYIN_EENCODE (FFmpeg failed; logged) or -ENOMEM. */
@@ -182,7 +184,7 @@ typedef struct media_transcode_options {
 	                                (not applied under AddressSanitizer) */
 	const char *decoder_exe;     /* program run as `decoder_exe __decode`;
 	                                NULL = /proc/self/exe */
-	const char *tmp_dir;         /* for the unlinked PCM file; NULL = $TMPDIR or /tmp */
+	const char *tmp_dir;         /* for the unlinked temporary files; NULL = $TMPDIR or /tmp */
 	const char *log_level;       /* the child's: "error".."debug"; NULL = "info" */
 	media_opus_options opus;     /* serial is ignored: derived from the signal */
 	unsigned waveform_points;    /* 0 = MEDIA_DEFAULT_WAVEFORM_POINTS */
@@ -216,17 +218,23 @@ typedef struct media_result {
  *     media_decode_file does and streams mono 48 kHz floats through a pipe;
  *  2. this process writes them to an unlinked temporary file while measuring
  *     integrated loudness with libebur128 (EBU R128);
- *  3. it reads them back, applies the gain to loudness_target and a
- *     look-ahead true-peak limiter (ceiling below MEDIA_TRUE_PEAK_CEILING
- *     with a margin for the codec), and encodes as media_encode_opus does
- *     (OpusHead output gain 0: the samples are already normalized). The
- *     same samples, in the same pass, feed the waveform and (unless
- *     no_fallback) a second unlinked temporary file; when the Opus
- *     encoding is accepted (it may be redone, see normalize in media.c)
- *     that file is encoded once as the M4A rendition (media_encode_m4a),
- *     so all three carry exactly the same signal.
+ *  3. it finds the gain that puts the limiter's output at loudness_target
+ *     (measuring passes, two at a time), then reads the signal back once
+ *     more through a high-pass, that gain and a look-ahead true-peak
+ *     limiter (ceiling below MEDIA_TRUE_PEAK_CEILING with a margin for the
+ *     codec) and encodes as media_encode_opus does (OpusHead output gain 0:
+ *     the samples are already normalized), decoding every packet again to
+ *     meter what a player will hear. The same samples, in the same pass,
+ *     feed the waveform and (unless no_fallback) the M4A rendition on its
+ *     own thread (as media_encode_m4a), so all three carry exactly the
+ *     same signal. A decoded stream that misses the loudness target or the
+ *     true-peak ceiling is corrected and the pass runs again (see
+ *     normalize in media.c; once is the usual case).
  * Memory stays bounded whatever the input's length, except the encoded
- * streams themselves (bitrate x duration, at most max-duration long).
+ * streams themselves (bitrate x duration, at most max-duration long): they
+ * are written to unlinked temporary files as they are made and read back
+ * into exact-size buffers at the end. Disk: the decoded signal (11 MiB per
+ * minute) and the two streams, in tmp_dir, all unlinked.
  * Deterministic: the same file and options give the same bytes.
  * Returns 0, or the errors of media_decode_file, or:
  *   SAYIN_ETOOLARGE   the file has more than max_input_bytes
