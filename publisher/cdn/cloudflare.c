@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FILES_PER_REQUEST 30
+#define FILES_PER_REQUEST 30 /* also the limit of tags in one purge */
 
 struct cloudflare {
 	char api[512];
@@ -100,9 +100,17 @@ static int cloudflare_deliver(void *state, const cdn_env *env, const char *job_i
 		free(b);
 		return -ENOMEM;
 	}
-	if (c->by_tags)
-		json_array_foreach(json_object_get(payload, "keys"), i, v)
+	if (c->by_tags) {
+		json_array_foreach(json_object_get(payload, "keys"), i, v) {
 			json_array_append(tags, (json_t *)v);
+			if (json_array_size(tags) == FILES_PER_REQUEST) {
+				json_t *body = json_pack("{s:O}", "tags", tags);
+				send_json(b, env, c, body);
+				json_decref(body);
+				json_array_clear(tags);
+			}
+		}
+	}
 	/* Removed objects carry no tag: purged by URL in either mode. */
 	for (int l = c->by_tags ? 1 : 0; l < 2; l++) {
 		json_array_foreach(json_object_get(payload, lists[l]), i, v) {
