@@ -19,6 +19,7 @@ enum facebook_stage { FB_STAGE_FEED, FB_STAGE_POST };
 
 struct facebook_call {
 	net *net;
+	uv_loop_t *loop;
 	char api[512];
 	char version[32];
 	uint64_t timeout_ms;
@@ -295,7 +296,8 @@ static int send_post(struct facebook_call *c)
 		req.headers = headers;
 		req.body = body;
 		req.body_len = strlen(body);
-		rc = net_send(c->net, &req, on_answer, c);
+		/* Never sent twice: see social_send_once. */
+		rc = social_send_once(c->loop, &req, on_answer, c);
 	}
 	free(page);
 	if (body != NULL)
@@ -386,7 +388,7 @@ static int facebook_crosspost(const social_env *env, const social_account *acct,
 	struct facebook_call *c;
 	int rc;
 
-	if (env == NULL || env->net == NULL || env->facebook_api_url == NULL ||
+	if (env == NULL || env->net == NULL || env->loop == NULL || env->facebook_api_url == NULL ||
 	    env->facebook_version == NULL || p == NULL || p->url == NULL || *p->url == '\0' ||
 	    acct->page_id[0] == '\0' || acct->page_access_token[0] == '\0')
 		return -EINVAL;
@@ -394,6 +396,7 @@ static int facebook_crosspost(const social_env *env, const social_account *acct,
 	if (c == NULL)
 		return -ENOMEM;
 	c->net = env->net;
+	c->loop = env->loop;
 	snprintf(c->api, sizeof(c->api), "%s", env->facebook_api_url);
 	while (strlen(c->api) > 0 && c->api[strlen(c->api) - 1] == '/')
 		c->api[strlen(c->api) - 1] = '\0';

@@ -4,7 +4,9 @@
 #include "facebook.h"
 #include "x.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -58,4 +60,38 @@ void social_set_error(social_result *out, const char *prefix, const char *messag
 		if (strlen(out->error) - (len - 1) < need)
 			out->error[len - 1] = '\0';
 	}
+}
+
+struct send_once {
+	net *net;
+	net_done_fn done;
+	void *arg;
+};
+
+static void once_answered(void *arg, const net_response *r, const net_headers *h)
+{
+	struct send_once *o = arg;
+	o->done(o->arg, r, h);
+	net_close(o->net, NULL, NULL); /* freed once its handles are closed */
+	free(o);
+}
+
+int social_send_once(uv_loop_t *loop, const net_request *req, net_done_fn done, void *arg)
+{
+	struct send_once *o = calloc(1, sizeof(*o));
+	int rc;
+
+	if (o == NULL)
+		return -ENOMEM;
+	o->done = done;
+	o->arg = arg;
+	rc = net_create(loop, 1, &o->net);
+	if (rc == 0) {
+		rc = net_send(o->net, req, once_answered, o);
+		if (rc != 0)
+			net_close(o->net, NULL, NULL);
+	}
+	if (rc != 0)
+		free(o);
+	return rc;
 }

@@ -107,4 +107,15 @@ int social_same_url(const char *a, const char *b);
  * to fit (at a UTF-8 boundary). */
 void social_set_error(social_result *out, const char *prefix, const char *message);
 
+/* Sends a request that must never be sent twice (a new post) on a
+ * connection opened for it alone, closed after the answer; done is called
+ * as by net_send. Why: libcurl sends a request again, on a fresh
+ * connection, when a reused one dies before the first byte of the answer
+ * (it takes that for a server closing an idle connection), so a post the
+ * network took just before the connection died would go out twice (X
+ * refuses the replayed nonce with 401). A fresh connection is never
+ * retried. Costs one connection (and TLS handshake) per post. Returns 0,
+ * or -ENOMEM / -EIO / -EINVAL without calling done. */
+int social_send_once(uv_loop_t *loop, const net_request *req, net_done_fn done, void *arg);
+
 #endif

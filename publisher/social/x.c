@@ -18,6 +18,7 @@ enum x_stage { X_STAGE_ME, X_STAGE_TWEETS, X_STAGE_POST };
 
 struct x_call {
 	net *net;
+	uv_loop_t *loop;
 	char api[512];
 	uint64_t timeout_ms;
 	social_account acct;
@@ -189,7 +190,8 @@ static void finish_found(struct x_call *c, const char *id)
 
 static void on_answer(void *arg, const net_response *r, const net_headers *h);
 
-/* Sends one signed request for the current stage. Returns 0 or -errno. */
+/* Sends one signed request for the current stage; the post (json != NULL)
+ * on a connection of its own (social_send_once). Returns 0 or -errno. */
 static int send_signed(struct x_call *c, const char *method, const char *url, const char *json)
 {
 	oauth1_request oreq = {
@@ -223,7 +225,10 @@ static int send_signed(struct x_call *c, const char *method, const char *url, co
 		req.body = json;
 		req.body_len = strlen(json);
 	}
-	rc = net_send(c->net, &req, on_answer, c);
+	if (json != NULL)
+		rc = social_send_once(c->loop, &req, on_answer, c);
+	else
+		rc = net_send(c->net, &req, on_answer, c);
 	free(auth);
 	return rc;
 }
@@ -387,8 +392,8 @@ static int x_crosspost(const social_env *env, const social_account *acct, const 
 	struct x_call *c;
 	int rc;
 
-	if (env == NULL || env->net == NULL || env->x_api_url == NULL || p == NULL ||
-	    p->url == NULL || *p->url == '\0' || acct->consumer_key[0] == '\0' ||
+	if (env == NULL || env->net == NULL || env->loop == NULL || env->x_api_url == NULL ||
+	    p == NULL || p->url == NULL || *p->url == '\0' || acct->consumer_key[0] == '\0' ||
 	    acct->consumer_secret[0] == '\0' || acct->access_token[0] == '\0' ||
 	    acct->access_token_secret[0] == '\0')
 		return -EINVAL;
@@ -396,6 +401,7 @@ static int x_crosspost(const social_env *env, const social_account *acct, const 
 	if (c == NULL)
 		return -ENOMEM;
 	c->net = env->net;
+	c->loop = env->loop;
 	snprintf(c->api, sizeof(c->api), "%s", env->x_api_url);
 	while (strlen(c->api) > 0 && c->api[strlen(c->api) - 1] == '/')
 		c->api[strlen(c->api) - 1] = '\0';
