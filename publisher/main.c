@@ -627,14 +627,14 @@ static int print_job(void *arg, const char *id, const json_t *rec)
 	int64_t next = json_integer_value(json_object_get(rec, "next_ms"));
 	int64_t lease = json_integer_value(json_object_get(rec, "lease_until_ms"));
 	const char *err = json_string_value(json_object_get(rec, "last_error"));
+	const char *post = json_string_value(json_object_get(payload, "post"));
+	const char *author = json_string_value(json_object_get(payload, "author"));
+	const char *subject = post != NULL && *post != '\0' ? post : author != NULL ? author : "?";
 
 	printf("%s  %-10s %-7s %s %s  attempts %lld  ", id,
 	       json_string_value(json_object_get(rec, "target")),
 	       parked ? "PARKED" : lease > now ? "leased" : next > now ? "backoff" : "due",
-	       json_string_value(json_object_get(payload, "event")),
-	       json_string_value(json_object_get(payload, "post"))[0]
-	               ? json_string_value(json_object_get(payload, "post"))
-	               : json_string_value(json_object_get(payload, "author")),
+	       json_string_value(json_object_get(payload, "event")) ?: "?", subject,
 	       (long long)json_integer_value(json_object_get(rec, "attempts")));
 	if (!parked && next > now)
 		printf("next in %.1f s  ", (double)(next - now) / 1e3);
