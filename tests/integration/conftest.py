@@ -190,6 +190,7 @@ def api_site(sayin, tmp_path):
         return ApiSite(sayin, data, api, org, tokens)
     return make
 
+
 @pytest.fixture
 def edge_factory(tmp_path):
     """start(kind, origin, purgers=("127.0.0.1", "::1"), **kw) -> a running

@@ -1049,6 +1049,7 @@ def error_code(resp):
     assert isinstance(doc["error"].get("message"), str) and doc["error"]["message"], doc
     return doc["error"]["code"]
 
+
 # ---------------------------------------------------------------- CDN edges (cdn-config/)
 # Varnish and nginx started with the shipped cdn-config/ files: the policy
 # file is copied byte for byte, and only the site part (origin address,
