@@ -147,7 +147,7 @@ class Req:
         self.headers = headers  # [(name, value)] as received
         self.body = body
         self.t0 = t0            # arrival (monotonic)
-        self.t1 = None          # answer sent
+        self.t1 = None          # answer about to be sent
         self.status = None
         self.faulted = False    # answered by an injected failure
         self.rejected = None    # why the service refused it (a real one would too)
@@ -279,6 +279,9 @@ class Fake:
         else:
             status, headers, out = self.service(req)
         req.status = status
+        # Stamped before the answer leaves: the client cannot act on it
+        # earlier, so "answered before B started" is exact in this order.
+        req.t1 = time.monotonic()
         try:
             h.send_response(status)
             for k, v in headers:
@@ -290,7 +293,6 @@ class Fake:
             h.wfile.flush()
         except OSError:
             pass  # the client is gone (killed): nothing to answer
-        req.t1 = time.monotonic()
 
 
 def _json(obj):
