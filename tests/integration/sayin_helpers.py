@@ -90,6 +90,15 @@ class PostResult:
             " ".join(self.args), self.returncode, self.stdout[-2000:], self.stderr[-2000:])
 
 
+def read_log(path):
+    """A process's log file as text ("" when it cannot be read)."""
+    try:
+        with open(path, "r", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 class Origin:
     def __init__(self, proc, port, data, log_path):
         self.proc = proc
@@ -102,11 +111,7 @@ class Origin:
         return "http://127.0.0.1:%d" % self.port
 
     def log(self):
-        try:
-            with open(self.log_path, "r", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def conn(self, timeout=5.0):
         return HttpConn(self.port, timeout=timeout)
@@ -935,11 +940,7 @@ class Api:
         self.base = base  # the public URL its posts' links start with
 
     def log(self):
-        try:
-            with open(self.log_path, "r", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def conn(self, timeout=30.0):
         return HttpConn(self.port, timeout=timeout)
@@ -1112,11 +1113,7 @@ class Edge:
         self.log_path = log_path
 
     def log(self):
-        try:
-            with open(self.log_path, "r", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def request(self, method, path, headers=None, timeout=10.0, host=None):
         """One request on a fresh connection, with Host: host (default the
