@@ -5,6 +5,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define STORE_NAME_MAX 400      /* below LMDB's 511-byte key limit */
 #define STORE_ID_MAX 64
@@ -19,6 +21,13 @@
 #define OBJECT_MAGIC 0x424f5953u /* "SYOB" */
 #define DBI_ABSENT ((MDB_dbi)~0u) /* a table missing from a read-only store */
 #define OBJECT_VERSION 1
+/* Blocks the space guard allocates beyond what a write transaction declared
+ * (branch pages, the free list); see store_reserve_space. */
+#define SPACE_HEADROOM (1u << 20)
+/* Object bytes at least this long go into the data file by pwrite, not
+ * through the map, so the writer's memory does not grow with them. */
+#define PWRITE_MIN (64u << 10)
+#define COPY_CHUNK (256u << 10)
 
 /* An object's value: this header, then the bytes. The bytes stay contiguous
  * in the data file, so they can be written straight from the map. */
@@ -49,6 +58,14 @@ struct store {
 	MDB_dbi refs;         /* sha256 -> post id (dupsort) */
 	MDB_dbi tables[STORE_TABLE_COUNT]; /* key -> record, by enum store_table */
 	int read_only;
+	/* Writers open the environment with MDB_WRITEMAP: LMDB writes pages
+	 * straight into the data file's map instead of copying each dirty page
+	 * into malloc'd memory first, so a transaction costs memory for the
+	 * pages it touches, not for the bytes it stores. Object bytes go in by
+	 * pwrite or copy_file_range at their place in the file (fd, map). */
+	int fd;
+	size_t psize;
+	atomic_int no_fallocate;  /* the file system cannot; the guard is off */
 	/* Transactions open or being opened in this process. Remapping after
 	 * another process grew the map is safe only when it is zero: every
 	 * pointer into the old map dies with the remap. */
@@ -59,6 +76,9 @@ struct store {
 struct store_txn {
 	store *st;
 	MDB_txn *txn;
+	int write;
+	uint64_t declared;  /* bytes this write transaction said it would add */
+	uint64_t allocated; /* file offset up to which blocks are known allocated */
 };
 
 /* Translates an LMDB code at the module's edge, logging LMDB's own words. */
@@ -137,6 +157,69 @@ static int store_open_dbis(store *st)
 	return store_error(rc, "commit (open databases)");
 }
 
+/* The writer's data file: its descriptor, map address and page size. */
+static int store_locate_file(store *st)
+{
+	MDB_stat stat;
+	mdb_filehandle_t fd;
+	int rc = mdb_env_get_fd(st->env, &fd);
+
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "data file");
+	mdb_env_stat(st->env, &stat);
+	st->fd = fd;
+	st->psize = stat.ms_psize;
+	return 0;
+}
+
+/* The space guard. Through a writable map, a page written where the disk
+ * has no block for it raises SIGBUS instead of returning ENOSPC. So each
+ * write declares, before LMDB can touch any page for it, the most the file
+ * may grow by for it (n bytes), and the blocks past the last committed page
+ * are allocated with fallocate, which reports ENOSPC: what the transaction
+ * declared plus SPACE_HEADROOM for branch pages and the free list. Pages
+ * LMDB reuses from its free list already have blocks. Returns 0, -ENOSPC
+ * or another -errno. */
+static int store_reserve_space(store_txn *t, uint64_t n)
+{
+	store *st = t->st;
+	MDB_envinfo info;
+	uint64_t from, need, extra;
+	int e;
+
+	if (!t->write || atomic_load(&st->no_fallocate))
+		return 0;
+	t->declared += n;
+	mdb_env_info(st->env, &info);
+	from = ((uint64_t)info.me_last_pgno + 1) * st->psize;
+	need = from + t->declared + SPACE_HEADROOM;
+	if (need > info.me_mapsize)
+		need = info.me_mapsize; /* beyond it LMDB says MDB_MAP_FULL */
+	if (need <= t->allocated || need <= from)
+		return 0;
+	/* Some more than needed, so that small records do not each cost a
+	 * system call; only what is needed if the disk has no more. */
+	extra = info.me_mapsize - need < SPACE_HEADROOM ? info.me_mapsize - need : SPACE_HEADROOM;
+	if (extra > 0 && fallocate(st->fd, 0, (off_t)from, (off_t)(need + extra - from)) == 0) {
+		t->allocated = need + extra;
+		return 0;
+	}
+	if (fallocate(st->fd, 0, (off_t)from, (off_t)(need - from)) == 0) {
+		t->allocated = need;
+		return 0;
+	}
+	e = errno;
+	if (e == EOPNOTSUPP || e == ENOSYS) {
+		atomic_store(&st->no_fallocate, 1);
+		log_warn("store: the file system cannot allocate ahead (fallocate: %s); a full "
+		         "disk will stop the writer with SIGBUS instead of an error", strerror(e));
+		return 0;
+	}
+	log_error("store: no room for the transaction: cannot allocate %llu bytes in the data "
+	          "file: %s", (unsigned long long)(need - from), strerror(e));
+	return -e;
+}
+
 int store_open(const char *dir, const store_options *opt, store **out)
 {
 	store_options defaults = { 0 };
@@ -169,7 +252,8 @@ int store_open(const char *dir, const store_options *opt, store **out)
 		mdb_env_set_mapsize(st->env, STORE_DEFAULT_MAP_SIZE);
 	/* MDB_NOTLS: a thread may hold several read transactions (one per
 	 * response in flight), and they are not tied to thread-local slots. */
-	rc = mdb_env_open(st->env, dir, MDB_NOTLS | (opt->read_only ? MDB_RDONLY : 0), 0640);
+	rc = mdb_env_open(st->env, dir,
+	                  MDB_NOTLS | (opt->read_only ? MDB_RDONLY : MDB_WRITEMAP), 0640);
 	if (rc != MDB_SUCCESS) {
 		rc = store_error(rc, dir);
 		mdb_env_close(st->env);
@@ -184,6 +268,8 @@ int store_open(const char *dir, const store_options *opt, store **out)
 			mdb_env_set_mapsize(st->env, STORE_DEFAULT_MAP_SIZE);
 	}
 	rc = store_open_dbis(st);
+	if (rc == 0 && !opt->read_only)
+		rc = store_locate_file(st);
 	if (rc != 0) {
 		mdb_env_close(st->env);
 		free(st);
@@ -226,6 +312,9 @@ int store_txn_begin(store *st, int write, store_txn **out)
 	if (t == NULL)
 		return -ENOMEM;
 	t->st = st;
+	t->write = write;
+	t->declared = 0;
+	t->allocated = 0;
 	/* Counted before it exists, so a concurrent remap cannot slip in
 	 * between a successful begin and the count. */
 	atomic_fetch_add(&st->open_txns, 1);
@@ -248,6 +337,11 @@ int store_txn_begin(store *st, int write, store_txn **out)
 		atomic_fetch_sub(&st->open_txns, 1);
 		free(t);
 		return store_error(rc, "begin");
+	}
+	rc = store_reserve_space(t, 0);
+	if (rc != 0) {
+		store_txn_abort(t);
+		return rc;
 	}
 	*out = t;
 	return 0;
@@ -280,32 +374,181 @@ static int sha256(const void *bytes, size_t len, uint8_t out[STORE_HASH_LEN])
 	return 0;
 }
 
-int store_put_object(store_txn *t, const void *bytes, size_t len, const char *content_type,
-                     int64_t now, uint8_t hash_out[STORE_HASH_LEN], int *is_new)
+/* SHA-256 of len bytes of fd from offset 0. -EIO if the file is shorter. */
+static int sha256_file(int fd, uint64_t len, uint8_t out[STORE_HASH_LEN])
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned char *buf = malloc(COPY_CHUNK);
+	unsigned int n = 0;
+	int rc = 0;
+
+	if (ctx == NULL || buf == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+		rc = ctx == NULL || buf == NULL ? -ENOMEM : SAYIN_ESTORE;
+		goto out;
+	}
+	for (uint64_t off = 0; off < len;) {
+		size_t want = len - off < COPY_CHUNK ? (size_t)(len - off) : COPY_CHUNK;
+		ssize_t got = pread(fd, buf, want, (off_t)off);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0) {
+			rc = got < 0 ? -errno : -EIO;
+			goto out;
+		}
+		if (EVP_DigestUpdate(ctx, buf, (size_t)got) != 1) {
+			rc = SAYIN_ESTORE;
+			goto out;
+		}
+		off += (uint64_t)got;
+	}
+	if (EVP_DigestFinal_ex(ctx, out, &n) != 1 || n != STORE_HASH_LEN)
+		rc = SAYIN_ESTORE;
+out:
+	if (rc == SAYIN_ESTORE)
+		log_error("store: SHA-256 failed");
+	EVP_MD_CTX_free(ctx);
+	free(buf);
+	return rc;
+}
+
+static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const char *p = buf;
+	while (len > 0) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* Copies len bytes of src (from offset 0) to the data file at off: in the
+ * kernel with copy_file_range, else through a small buffer. */
+static int copy_into_file(int src, int dst, uint64_t len, uint64_t off)
+{
+	loff_t in = 0, out = (loff_t)off;
+	unsigned char *buf;
+
+	while ((uint64_t)in < len) {
+		ssize_t n = copy_file_range(src, &in, dst, &out, (size_t)(len - (uint64_t)in), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n > 0)
+			continue;
+		if (n == 0)
+			return -EIO; /* the file is shorter than it was */
+		if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+			return -errno;
+		break; /* not between these files: copy by hand */
+	}
+	if ((uint64_t)in == len)
+		return 0;
+	buf = malloc(COPY_CHUNK);
+	if (buf == NULL)
+		return -ENOMEM;
+	while ((uint64_t)in < len) {
+		size_t want = len - (uint64_t)in < COPY_CHUNK ? (size_t)(len - (uint64_t)in) : COPY_CHUNK;
+		ssize_t n = pread(src, buf, want, in);
+		int rc;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			free(buf);
+			return n < 0 ? -errno : -EIO;
+		}
+		rc = pwrite_all(dst, buf, (size_t)n, (uint64_t)out);
+		if (rc != 0) {
+			free(buf);
+			return rc;
+		}
+		in += n;
+		out += n;
+	}
+	free(buf);
+	return 0;
+}
+
+/* Where a value LMDB just reserved lies in the data file, if it is an
+ * overflow run of its own (values larger than about half a page). The page
+ * header is LMDB's on-disk format (mdb.c, MDB_DATA_VERSION 1): the page
+ * number (8 bytes), 2 bytes of padding, the flags (2 bytes, P_OVERFLOW =
+ * 0x04), the run's page count (4 bytes), then the value. LMDB gives no map
+ * address to ask for (mdb_env_info's me_mapaddr is MDB_FIXEDMAP's), so the
+ * header tells the page. Returns 0 and *off, or -1: write through the map. */
+static int value_file_offset(const store *st, const MDB_val *val, uint64_t *off)
+{
+	const unsigned char *page = (const unsigned char *)val->mv_data - 16;
+	uint64_t pgno;
+	uint16_t flags;
+	uint32_t pages;
+
+	memcpy(&pgno, page, sizeof(pgno));
+	memcpy(&flags, page + 10, sizeof(flags));
+	memcpy(&pages, page + 12, sizeof(pages));
+	if (!(flags & 0x04) || (uint64_t)pages * st->psize < val->mv_size + 16 ||
+	    ((uintptr_t)page - (uintptr_t)pgno * st->psize) % st->psize != 0)
+		return -1;
+	*off = pgno * st->psize + 16;
+	return 0;
+}
+
+static int pread_all(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+	for (size_t done = 0; done < len;) {
+		ssize_t n = pread(fd, p + done, len - done, (off_t)done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* store_put_object and store_put_object_file: the bytes come from memory
+ * (bytes) or from fd. */
+static int put_object(store_txn *t, const void *bytes, int fd, uint64_t len,
+                      const char *content_type, int64_t now, uint8_t hash_out[STORE_HASH_LEN],
+                      int *is_new)
 {
 	struct object_header h;
 	uint8_t hash[STORE_HASH_LEN];
 	MDB_val key, val;
 	size_t ctype_len = strlen(content_type);
-	int rc;
+	uint64_t off = 0;
+	int rc, in_file;
 
-	if (ctype_len > STORE_CTYPE_MAX)
+	if (ctype_len > STORE_CTYPE_MAX || len > SIZE_MAX - sizeof(h))
 		return SAYIN_EINVAL;
-	rc = sha256(bytes, len, hash);
+	rc = bytes != NULL || len == 0 ? sha256(bytes, (size_t)len, hash) : sha256_file(fd, len, hash);
 	if (rc != 0)
 		return rc;
 	memcpy(hash_out, hash, sizeof(hash));
 	key.mv_data = hash;
 	key.mv_size = sizeof(hash);
-	val.mv_size = sizeof(h) + len;
-	/* MDB_RESERVE lets us write header and bytes straight into the page:
-	 * one copy, not two. MDB_NOOVERWRITE keeps an existing object. */
-	rc = mdb_put(t->txn, t->st->objects, &key, &val, MDB_NOOVERWRITE | MDB_RESERVE);
-	if (rc == MDB_KEYEXIST) {
+	val.mv_size = sizeof(h) + (size_t)len;
+	rc = mdb_get(t->txn, t->st->objects, &key, &val);
+	if (rc == MDB_SUCCESS) {
+		/* Identical bytes are stored once. */
 		if (is_new != NULL)
 			*is_new = 0;
 		return 0;
 	}
+	if (rc != MDB_NOTFOUND)
+		return store_error(rc, "look up object");
+	rc = store_reserve_space(t, val.mv_size + t->st->psize + 2 * STORE_HASH_LEN);
+	if (rc != 0)
+		return rc;
+	val.mv_size = sizeof(h) + (size_t)len;
+	/* MDB_RESERVE: LMDB makes room and we write the header and the bytes
+	 * into place, one copy. */
+	rc = mdb_put(t->txn, t->st->objects, &key, &val, MDB_NOOVERWRITE | MDB_RESERVE);
 	if (rc != MDB_SUCCESS)
 		return store_error(rc, "put object");
 	memset(&h, 0, sizeof(h));
@@ -315,11 +558,42 @@ int store_put_object(store_txn *t, const void *bytes, size_t len, const char *co
 	h.created = now;
 	memcpy(h.content_type, content_type, ctype_len);
 	memcpy(val.mv_data, &h, sizeof(h));
-	if (len > 0)
-		memcpy((char *)val.mv_data + sizeof(h), bytes, len);
+	in_file = len >= PWRITE_MIN && value_file_offset(t->st, &val, &off) == 0;
+	off += sizeof(h);
+	if (len == 0)
+		rc = 0;
+	else if (bytes == NULL && in_file)
+		rc = copy_into_file(fd, t->st->fd, len, off);
+	else if (bytes == NULL)
+		rc = pread_all(fd, (char *)val.mv_data + sizeof(h), (size_t)len);
+	else if (in_file)
+		rc = pwrite_all(t->st->fd, bytes, (size_t)len, off);
+	else
+		memcpy((char *)val.mv_data + sizeof(h), bytes, (size_t)len);
+	if (rc != 0) {
+		log_error("store: cannot write an object of %llu bytes: %s", (unsigned long long)len,
+		          strerror(-rc));
+		return rc;
+	}
 	if (is_new != NULL)
 		*is_new = 1;
 	return 0;
+}
+
+int store_put_object(store_txn *t, const void *bytes, size_t len, const char *content_type,
+                     int64_t now, uint8_t hash_out[STORE_HASH_LEN], int *is_new)
+{
+	if (bytes == NULL && len > 0)
+		return SAYIN_EINVAL;
+	return put_object(t, bytes, -1, len, content_type, now, hash_out, is_new);
+}
+
+int store_put_object_file(store_txn *t, int fd, uint64_t len, const char *content_type,
+                          int64_t now, uint8_t hash_out[STORE_HASH_LEN], int *is_new)
+{
+	if (fd < 0)
+		return SAYIN_EINVAL;
+	return put_object(t, NULL, fd, len, content_type, now, hash_out, is_new);
 }
 
 int store_delete_object(store_txn *t, const uint8_t hash[STORE_HASH_LEN])
@@ -385,6 +659,9 @@ int store_set_name_variants(store_txn *t, const char *name, const store_name_spe
 	key.mv_data = (void *)name;
 	key.mv_size = len;
 	val.mv_size = sizeof(nv) + key_len + 1;
+	rc = store_reserve_space(t, 2 * (len + val.mv_size));
+	if (rc != 0)
+		return rc;
 	rc = mdb_put(t->txn, t->st->names, &key, &val, MDB_RESERVE);
 	if (rc != MDB_SUCCESS)
 		return store_error(rc, "set name");
@@ -447,6 +724,9 @@ int store_put_post(store_txn *t, const char *id, const char *author, uint64_t se
 
 	if (!valid_key(id, STORE_ID_MAX) || !valid_key(author, STORE_HANDLE_MAX))
 		return SAYIN_EINVAL;
+	rc = store_reserve_space(t, 2 * (key.mv_size + len + akey.mv_size + sizeof(ibuf)));
+	if (rc != 0)
+		return rc;
 	rc = mdb_put(t->txn, t->st->posts, &key, &val, MDB_NOOVERWRITE);
 	if (rc != MDB_SUCCESS)
 		return store_error(rc, "put post");
@@ -620,6 +900,9 @@ int store_ref_add(store_txn *t, const uint8_t hash[STORE_HASH_LEN], const char *
 
 	if (!valid_key(post_id, STORE_ID_MAX))
 		return SAYIN_EINVAL;
+	rc = store_reserve_space(t, 2 * (key.mv_size + val.mv_size));
+	if (rc != 0)
+		return rc;
 	rc = mdb_put(t->txn, t->st->refs, &key, &val, MDB_NODUPDATA);
 	return rc == MDB_KEYEXIST ? 0 : store_error(rc, "add reference");
 }
@@ -671,6 +954,8 @@ int store_put_record(store_txn *t, enum store_table table, const char *key, cons
 {
 	MDB_val k, val = { len, (void *)record };
 	int rc = table_key(t, table, key, &k);
+	if (rc == 0)
+		rc = store_reserve_space(t, 2 * (k.mv_size + len));
 	if (rc != 0)
 		return rc;
 	return store_error(mdb_put(t->txn, t->st->tables[table], &k, &val, 0), "put record");

@@ -18,6 +18,14 @@
  * until its transaction ends (commit, abort, or a write in the same write
  * transaction). Never free these pointers.
  *
+ * Memory and disk: writers open the environment with MDB_WRITEMAP, and object
+ * bytes go into the data file by pwrite, not through the map, so a write
+ * transaction's memory does not grow with what it stores. Because a page
+ * written through a map where the disk has no room raises SIGBUS, every
+ * write first allocates the blocks it may need (fallocate): a full disk is
+ * -ENOSPC from the write, and the transaction can only be aborted. The data
+ * file's apparent size is the map size (it is sparse).
+ *
  * Errors: 0 on success; SAYIN_ENOTFOUND, SAYIN_ESTOREFULL, SAYIN_EREADONLY,
  * SAYIN_EREADERS, SAYIN_ECORRUPT, SAYIN_EINVAL, SAYIN_ESTORE (LMDB's own
  * message is logged) or a negative errno. After an error inside a write
@@ -73,6 +81,13 @@ typedef struct store_object {
  * STORE_CTYPE_MAX bytes. */
 int store_put_object(store_txn *txn, const void *bytes, size_t len, const char *content_type,
                      int64_t now, uint8_t hash_out[STORE_HASH_LEN], int *is_new);
+/* The same with the bytes in a file: len bytes of fd from offset 0 (the
+ * file's own offset is not used or moved). They are hashed in one pass and
+ * copied into the data file by the kernel (copy_file_range), so storing an
+ * object costs no memory for its bytes, however long it is. -EIO if the
+ * file holds fewer than len bytes. */
+int store_put_object_file(store_txn *txn, int fd, uint64_t len, const char *content_type,
+                          int64_t now, uint8_t hash_out[STORE_HASH_LEN], int *is_new);
 /* Removes an object. The caller guarantees no name or post still refers to
  * it. SAYIN_ENOTFOUND if absent. */
 int store_delete_object(store_txn *txn, const uint8_t hash[STORE_HASH_LEN]);

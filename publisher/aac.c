@@ -415,11 +415,13 @@ int media__m4a_add(media__m4a *m, const float *x, size_t n, char *err, size_t er
 	return 0;
 }
 
-int media__m4a_finish(media__m4a *m, media_buffer *out, char *err, size_t errlen)
+int media__m4a_finish(media__m4a *m, media_buffer *out, media_file *file, char *err,
+                      size_t errlen)
 {
 	int r;
 
-	memset(out, 0, sizeof(*out));
+	if (out != NULL)
+		memset(out, 0, sizeof(*out));
 	/* A short last frame is fine: the encoder has SMALL_LAST_FRAME. */
 	if (m->fill > 0) {
 		r = send_frame(m, err, errlen);
@@ -445,6 +447,12 @@ int media__m4a_finish(media__m4a *m, media_buffer *out, char *err, size_t errlen
 		r = -errno;
 		set_err(err, errlen, "cannot write the M4A file: %s", strerror(errno));
 		return r;
+	}
+	if (file != NULL) {
+		file->fd = m->file.fd;
+		file->len = m->file.len;
+		m->file.fd = -1;
+		return 0;
 	}
 	r = media__read_back(m->file.fd, out);
 	if (r != 0)
@@ -474,7 +482,7 @@ int media_encode_m4a(const media_audio *audio, const media_aac_options *opt, med
 	if (rc == 0)
 		rc = media__m4a_add(m, audio->samples, audio->frames, err, errlen);
 	if (rc == 0)
-		rc = media__m4a_finish(m, out, err, errlen);
+		rc = media__m4a_finish(m, out, NULL, err, errlen);
 	media__m4a_free(m);
 	return rc;
 }

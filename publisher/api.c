@@ -199,6 +199,7 @@ static void error_status(int rc, int input_fault, int *status, const char **code
 		*code = "too_large";
 		return;
 	case SAYIN_ESTOREFULL:
+	case -ENOSPC: /* the store's disk, or the temporary files' */
 		*status = 507;
 		*code = "store_full";
 		return;

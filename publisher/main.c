@@ -170,7 +170,7 @@ static int cmd_post(int argc, char **argv)
 		               .now_ms = pipeline_now_ms() };
 	rc = pipeline_run(&pipe, st, &post, &res, &timing, &input_fault, err, sizeof(err));
 	if (rc != 0) {
-		if (rc == SAYIN_ESTOREFULL)
+		if (rc == SAYIN_ESTOREFULL || rc == -ENOSPC)
 			code = EXIT_STORE_FULL;
 		else if (rc == SAYIN_EINVAL && input_fault)
 			code = EXIT_USAGE;
@@ -243,7 +243,7 @@ static int issue_token(store *st, const char *handle)
 	if (rc != 0) {
 		fprintf(stderr, "sayin-publisher author: cannot issue a token: %s\n",
 		        sayin_strerror(rc));
-		return rc == SAYIN_ESTOREFULL ? EXIT_STORE_FULL : EXIT_FAIL;
+		return rc == SAYIN_ESTOREFULL || rc == -ENOSPC ? EXIT_STORE_FULL : EXIT_FAIL;
 	}
 	printf("token %s for %s (shown once; id %s)\n%s\n", info.id, handle, info.id, token);
 	return EXIT_OK;
@@ -323,7 +323,7 @@ static int cmd_author(int argc, char **argv)
 		if (rc != 0) {
 			fprintf(stderr, "sayin-publisher author add: %s\n", err);
 			code = rc == SAYIN_EINVAL ? EXIT_USAGE
-			       : rc == SAYIN_ESTOREFULL ? EXIT_STORE_FULL : EXIT_FAIL;
+			       : rc == SAYIN_ESTOREFULL || rc == -ENOSPC ? EXIT_STORE_FULL : EXIT_FAIL;
 			goto done;
 		}
 		code = issue_token(st, handle);
@@ -365,7 +365,7 @@ static int cmd_author(int argc, char **argv)
 		rc = publish_rebuild(st, &pipe.publish, handle, pipeline_now_ms(), err, sizeof(err));
 		if (rc != 0)
 			fprintf(stderr, "sayin-publisher author rebuild: %s\n", err);
-		code = rc == 0 ? EXIT_OK : rc == SAYIN_ESTOREFULL ? EXIT_STORE_FULL : EXIT_FAIL;
+		code = rc == 0 ? EXIT_OK : rc == SAYIN_ESTOREFULL || rc == -ENOSPC ? EXIT_STORE_FULL : EXIT_FAIL;
 	} else if (strcmp(verb, "list") == 0 && config_positional_count(cfg) == 1) {
 		struct list_ctx c = { 0 };
 		code = open_store(cfg, "author", &st);

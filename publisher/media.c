@@ -292,8 +292,8 @@ struct packet_sink {
 /* media_encode_opus on a stream of `frames` samples pulled from read, in
  * reads of OPUS_FRAME samples (fewer for the last); every packet also goes
  * to sink when it is not NULL. With out_fd >= 0 the pages are written
- * there (from its current offset) and out receives the file read back in
- * one exact-size buffer. */
+ * there (from its current offset) and out (unless NULL: the file is the
+ * result) receives the file read back in one exact-size buffer. */
 static int encode_stream(media__reader read, void *ctx, size_t frames, unsigned input_rate,
                          const media_opus_options *opt, const struct packet_sink *sink,
                          int out_fd, media_buffer *out, char *err, size_t errlen)
@@ -311,7 +311,8 @@ static int encode_stream(media__reader read, void *ctx, size_t frames, unsigned 
 	int64_t page_granule = 0;
 	uint64_t n_packets, end_granule;
 
-	memset(out, 0, sizeof(*out));
+	if (out != NULL)
+		memset(out, 0, sizeof(*out));
 	if (opt == NULL)
 		opt = &defaults;
 	if (frames == 0) {
@@ -422,7 +423,9 @@ static int encode_stream(media__reader read, void *ctx, size_t frames, unsigned 
 			goto out;
 		}
 	}
-	if (out_fd >= 0) {
+	if (out_fd >= 0 && out == NULL) {
+		rc = 0;
+	} else if (out_fd >= 0) {
 		rc = media__read_back(out_fd, out);
 		if (rc != 0) {
 			set_err(err, errlen, "cannot read back the encoded stream: %s", strerror(-rc));
@@ -595,6 +598,14 @@ int media__read_back(int fd, media_buffer *out)
 	out->data = data;
 	out->len = len;
 	return 0;
+}
+
+void media_file_close(media_file *f)
+{
+	if (f->len > 0)
+		close(f->fd);
+	f->fd = -1;
+	f->len = 0;
 }
 
 /* The decoder child and what it has told us so far. */
@@ -1390,6 +1401,7 @@ static int encode_pass(const struct encode_ctx *c, double gain_db, double ceilin
 	media_buffer_free(&out->opus);
 	media_buffer_free(&out->waveform);
 	media_buffer_free(&out->m4a);
+	media_file_close(&out->m4a_file);
 	out->waveform_length = 0;
 	if (e == NULL || p == NULL) {
 		set_err(err, errlen, "out of memory");
@@ -1453,7 +1465,7 @@ static int encode_pass(const struct encode_ctx *c, double gain_db, double ceilin
 	sink = (struct packet_sink){ .start = sink_start, .packet = sink_packet,
 		                     .ctx = &e->to_verifier };
 	rc = encode_stream(fifo_reader, &e->to_opus, (size_t)c->frames, out->input_rate, c->oopt,
-	                   &sink, c->opus_fd, &out->opus, err, errlen);
+	                   &sink, c->opus_fd, c->o->keep_files ? NULL : &out->opus, err, errlen);
 	if (rc == 0)
 		fifo_close(&e->to_verifier);
 out:
@@ -1482,7 +1494,8 @@ out:
 			set_err(err, errlen, "checking the encoded output failed");
 		}
 		if (rc == 0 && e->aac.m4a != NULL)
-			rc = media__m4a_finish(e->aac.m4a, &out->m4a, err, errlen);
+			rc = media__m4a_finish(e->aac.m4a, c->o->keep_files ? NULL : &out->m4a,
+			                       c->o->keep_files ? &out->m4a_file : NULL, err, errlen);
 		if (rc == 0) {
 			rc = media_waveform_json(&wf, &out->waveform);
 			if (rc != 0)
@@ -1509,6 +1522,7 @@ out:
 		media_buffer_free(&out->opus);
 		media_buffer_free(&out->waveform);
 		media_buffer_free(&out->m4a);
+		media_file_close(&out->m4a_file);
 	}
 	pass2_free(p);
 	media_waveform_free(&wf);
@@ -1782,6 +1796,18 @@ int media_transcode_file(const char *path, const media_transcode_options *opt,
 			                .opus_fd = opus_fd, .frames = p1->frames, .out = out };
 		rc = normalize(&c, lufs, err, errlen);
 	}
+	if (rc == 0 && o.keep_files) {
+		/* The Opus stream is the file: hand it over. */
+		struct stat st;
+		if (fstat(opus_fd, &st) != 0 || st.st_size <= 0) {
+			rc = -EIO;
+			set_err(err, errlen, "cannot measure the encoded stream: %s", strerror(errno));
+		} else {
+			out->opus_file.fd = opus_fd;
+			out->opus_file.len = (uint64_t)st.st_size;
+			opus_fd = -1;
+		}
+	}
 	if (rc != 0)
 		goto out;
 	log_debug("media: %s: %s, %.2f s, %.1f LUFS, gain %+.1f dB -> %.1f LUFS, %.1f dBTP",
@@ -1810,6 +1836,8 @@ void media_result_free(media_result *res)
 		return;
 	media_buffer_free(&res->opus);
 	media_buffer_free(&res->m4a);
+	media_file_close(&res->opus_file);
+	media_file_close(&res->m4a_file);
 	media_buffer_free(&res->waveform);
 	memset(res, 0, sizeof(*res));
 }

@@ -190,13 +190,27 @@ typedef struct media_transcode_options {
 	unsigned waveform_points;    /* 0 = MEDIA_DEFAULT_WAVEFORM_POINTS */
 	int no_fallback;             /* 1: make no M4A rendition */
 	media_aac_options aac;       /* the M4A rendition's encoder */
+	int keep_files;              /* 1: the Opus and M4A streams stay in their
+	                                unlinked temporary files (opus_file,
+	                                m4a_file) instead of being read into memory
+	                                (opus, m4a), so that nothing in memory grows
+	                                with the recording's length */
 } media_transcode_options;
+
+/* An encoded stream left in an unlinked temporary file: len bytes from
+ * offset 0 of fd. Valid when len > 0; media_result_free closes it. */
+typedef struct media_file {
+	int fd;
+	uint64_t len;
+} media_file;
 
 /* What media_transcode_file made. Owned by the caller; release with
  * media_result_free(). */
 typedef struct media_result {
 	media_buffer opus;           /* the Ogg Opus stream */
 	media_buffer m4a;            /* AAC-LC in M4A; empty when no_fallback */
+	media_file opus_file;        /* with keep_files, instead of opus */
+	media_file m4a_file;         /* with keep_files, instead of m4a */
 	media_buffer waveform;       /* audiowaveform JSON v2 of what opus and m4a carry */
 	uint32_t waveform_length;    /* its pixels (min/max pairs) */
 	size_t frames;               /* samples at MEDIA_RATE */
@@ -230,10 +244,10 @@ typedef struct media_result {
  *     same signal. A decoded stream that misses the loudness target or the
  *     true-peak ceiling is corrected and the pass runs again (see
  *     normalize in media.c; once is the usual case).
- * Memory stays bounded whatever the input's length, except the encoded
- * streams themselves (bitrate x duration, at most max-duration long): they
- * are written to unlinked temporary files as they are made and read back
- * into exact-size buffers at the end. Disk: the decoded signal (11 MiB per
+ * Memory stays bounded whatever the input's length. The encoded streams
+ * are written to unlinked temporary files as they are made; with keep_files
+ * they are handed over as those files, otherwise read back into exact-size
+ * buffers at the end (bitrate x duration: memory that grows). Disk: the decoded signal (11 MiB per
  * minute) and the two streams, in tmp_dir, all unlinked.
  * Deterministic: the same file and options give the same bytes.
  * Returns 0, or the errors of media_decode_file, or:
@@ -250,6 +264,8 @@ int media_transcode_file(const char *path, const media_transcode_options *opt,
                          media_result *out, char *err, size_t errlen);
 
 void media_result_free(media_result *res);
+/* Closes a media_file (if len > 0) and zeroes it. */
+void media_file_close(media_file *f);
 
 /* The decoder child: `PROGRAM __decode LOG_LEVEL MAX_DURATION_MS MEMORY` with the
  * recording on fd 0 and the pipe on fd 1. Returns the process exit code.

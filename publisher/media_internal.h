@@ -112,13 +112,15 @@ double media__peak_finish(media__peak_meter *pm);
  * checks the options and muxes into an unlinked temporary file in tmp_dir
  * (NULL: $TMPDIR or /tmp); add takes the next n mono MEDIA_RATE samples;
  * finish flushes the encoder, writes the trailer (moov moved to the front)
- * and hands over the file, read back into one exact-size buffer. Each
- * returns 0 or an error with err set. */
+ * and hands over the file: as the file itself when file is not NULL (its
+ * descriptor is then the caller's), else read back into one exact-size
+ * buffer. Each returns 0 or an error with err set. */
 typedef struct media__m4a media__m4a;
 int media__m4a_begin(const media_aac_options *opt, const char *tmp_dir, media__m4a **out,
                      char *err, size_t errlen);
 int media__m4a_add(media__m4a *m, const float *x, size_t n, char *err, size_t errlen);
-int media__m4a_finish(media__m4a *m, media_buffer *out, char *err, size_t errlen);
+int media__m4a_finish(media__m4a *m, media_buffer *out, media_file *file, char *err,
+                      size_t errlen);
 void media__m4a_free(media__m4a *m);
 
 /* Routes FFmpeg's messages to our log at debug level (av_log callback). */

@@ -202,6 +202,9 @@ int pipeline_run(const pipeline *p, store *st, const pipeline_post *post, publis
 	 * text is another object. */
 	mopt.opus.comments = comments;
 	mopt.opus.n_comments = post->text ? 2 : 1;
+	/* The store copies the streams from their files: memory does not grow
+	 * with the recording's length. */
+	mopt.keep_files = 1;
 	rc = media_transcode_file(post->file, &mopt, &media, err, errlen);
 	t1 = mono_ms();
 	if (timing != NULL)
@@ -213,16 +216,18 @@ int pipeline_run(const pipeline *p, store *st, const pipeline_post *post, publis
 			*input_fault = 0;
 		return rc;
 	}
-	publish_input in = { .author = post->author, .text = post->text, .audio = media.opus.data,
-		             .audio_len = media.opus.len, .duration = media.duration,
+	publish_file opus = { media.opus_file.fd, media.opus_file.len };
+	publish_file m4a = { media.m4a_file.fd, media.m4a_file.len };
+	publish_input in = { .author = post->author, .text = post->text, .audio_file = &opus,
+		             .duration = media.duration,
 		             .input_format = media.input_format, .input_rate = media.input_rate,
 		             .input_channels = media.input_channels, .now_ms = post->now_ms,
 		             .has_loudness = 1, .input_lufs = media.input_lufs,
 		             .gain_db = media.gain_db, .true_peak_dbtp = media.true_peak_dbtp,
 		             .output_lufs = media.output_lufs, .waveform = media.waveform.data,
 		             .waveform_len = media.waveform.len,
-		             .waveform_points = media.waveform_length, .fallback = media.m4a.data,
-		             .fallback_len = media.m4a.len,
+		             .waveform_points = media.waveform_length,
+		             .fallback_file = m4a.len > 0 ? &m4a : NULL,
 		             .idempotency_key = post->idempotency_key,
 		             .request_sha256 = post->request_sha256, .crosspost = post->crosspost };
 	rc = publish_post(st, &p->publish, &in, res, err, errlen);

@@ -670,14 +670,17 @@ static int save_author(struct author_ctx *c)
 	return dumps_put(c->txn, STORE_AUTHORS, c->author.handle, c->record);
 }
 
-/* Stores an immutable object and records that post id uses it. */
+/* Stores an immutable object, from memory or (file not NULL) from a file,
+ * and records that post id uses it. */
 static int put_referenced(store_txn *txn, struct changes *ch, const void *bytes, size_t len,
-                          const char *ctype, int64_t now, const char *id,
-                          char hex[STORE_HASH_HEX_LEN + 1], int *is_new)
+                          const publish_file *file, const char *ctype, int64_t now,
+                          const char *id, char hex[STORE_HASH_HEX_LEN + 1], int *is_new)
 {
 	uint8_t hash[STORE_HASH_LEN];
 	int fresh = 0;
-	int rc = store_put_object(txn, bytes, len, ctype, now, hash, &fresh);
+	int rc = file != NULL
+	                 ? store_put_object_file(txn, file->fd, file->len, ctype, now, hash, &fresh)
+	                 : store_put_object(txn, bytes, len, ctype, now, hash, &fresh);
 	if (rc == 0)
 		rc = store_ref_add(txn, hash, id);
 	if (rc == 0)
@@ -708,7 +711,7 @@ static json_t *post_record(const publish_input *in, const publish_result *res, c
 	                 "text", in->text ? in->text : "",
 	                 "date_published", date, "created_ms", (json_int_t)in->now_ms,
 	                 "audio", "sha256", res->audio_hex, "mime_type", PUBLISH_OPUS_TYPE,
-	                 "size_in_bytes", (json_int_t)in->audio_len, "duration_in_seconds",
+	                 "size_in_bytes", (json_int_t)res->audio_size, "duration_in_seconds",
 	                 in->duration, "input", "format",
 	                 in->input_format ? in->input_format : "unknown", "sample_rate",
 	                 (int)in->input_rate, "channels", (int)in->input_channels);
@@ -875,34 +878,36 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	out->seq = c.last_seq;
 
 	stage = "audio object";
-	rc = put_referenced(c.txn, c.ch, in->audio, in->audio_len, PUBLISH_OPUS_TYPE, c.now, out->id,
-	                    out->audio_hex, &out->audio_was_new);
+	rc = put_referenced(c.txn, c.ch, in->audio, in->audio_len, in->audio_file, PUBLISH_OPUS_TYPE,
+	                    c.now, out->id, out->audio_hex, &out->audio_was_new);
 	if (rc != 0)
 		goto fail;
-	out->audio_size = in->audio_len;
+	out->audio_size = in->audio_file != NULL ? in->audio_file->len : in->audio_len;
 	out->duration = in->duration;
 	/* The fallback rendition and the waveform: immutable objects too,
 	 * shared by identical bytes like the audio. */
-	if (in->fallback != NULL && in->fallback_len > 0) {
+	if (in->fallback_file != NULL ? in->fallback_file->len > 0
+	                              : in->fallback != NULL && in->fallback_len > 0) {
 		stage = "fallback audio object";
-		rc = put_referenced(c.txn, c.ch, in->fallback, in->fallback_len, PUBLISH_M4A_TYPE, c.now,
-		                    out->id, out->fallback_hex, NULL);
+		rc = put_referenced(c.txn, c.ch, in->fallback, in->fallback_len, in->fallback_file,
+		                    PUBLISH_M4A_TYPE, c.now, out->id, out->fallback_hex, NULL);
 		if (rc != 0)
 			goto fail;
-		out->fallback_size = in->fallback_len;
+		out->fallback_size = in->fallback_file != NULL ? in->fallback_file->len
+		                                               : in->fallback_len;
 		out->has_fallback = 1;
 	}
 	if (in->waveform != NULL && in->waveform_len > 0) {
 		stage = "waveform object";
-		rc = put_referenced(c.txn, c.ch, in->waveform, in->waveform_len, PUBLISH_WAVEFORM_TYPE, c.now,
-		                    out->id, out->waveform_hex, NULL);
+		rc = put_referenced(c.txn, c.ch, in->waveform, in->waveform_len, NULL,
+		                    PUBLISH_WAVEFORM_TYPE, c.now, out->id, out->waveform_hex, NULL);
 		if (rc != 0)
 			goto fail;
 		out->waveform_size = in->waveform_len;
 		out->has_waveform = 1;
 	}
 	stage = "share card";
-	rc = put_referenced(c.txn, c.ch, card, card_len, PAGE_CARD_TYPE, c.now, out->id,
+	rc = put_referenced(c.txn, c.ch, card, card_len, NULL, PAGE_CARD_TYPE, c.now, out->id,
 	                    out->card_hex, NULL);
 	if (rc != 0)
 		goto fail;

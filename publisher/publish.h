@@ -46,6 +46,13 @@ typedef struct publish_settings {
 
 #define PUBLISH_NETWORKS { "x", "facebook" }
 
+/* Bytes in a file: len bytes of fd from offset 0 (the store copies them
+ * without reading them into memory). */
+typedef struct publish_file {
+	int fd;
+	uint64_t len;
+} publish_file;
+
 typedef struct publish_input {
 	const char *author;       /* handle; created on first post */
 	const char *text;         /* UTF-8 or NULL */
@@ -66,6 +73,11 @@ typedef struct publish_input {
 	unsigned waveform_points; /* its length (pairs) */
 	const void *fallback;     /* the AAC-in-M4A rendition, or NULL: none */
 	size_t fallback_len;
+	/* publish_post only: when not NULL, the audio (fallback) is in this
+	 * file, and audio and audio_len (fallback and fallback_len) are not
+	 * used. */
+	const publish_file *audio_file;
+	const publish_file *fallback_file;
 	/* With an idempotency key (from the API), the response is recorded
 	 * under "HANDLE\nKEY" in the same transaction, with request_sha256
 	 * (hex, identifies the request), so a retry finds it. */

@@ -472,6 +472,25 @@ def parse_http_date(value):
     return email.utils.parsedate_to_datetime(value)
 
 
+def file_data(path):
+    """The bytes of a file without its holes: the written extents, joined by
+    a NUL. The store's data.mdb is sparse, as large as its map (64 GiB by
+    default), so reading it whole would not fit in memory."""
+    parts = []
+    with open(path, "rb") as f:
+        fd, end, pos = f.fileno(), os.fstat(f.fileno()).st_size, 0
+        while pos < end:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:
+                break  # ENXIO: only a hole is left
+            stop = os.lseek(fd, start, os.SEEK_HOLE)
+            f.seek(start)
+            parts.append(f.read(stop - start))
+            pos = stop
+    return b"\0".join(parts)
+
+
 def sha256_hex(data):
     return hashlib.sha256(data).hexdigest()
 

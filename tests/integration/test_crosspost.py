@@ -753,7 +753,7 @@ class World:
         # Nor in the store: jobs carry the post, never the account.
         for root, _, files in os.walk(self.data):
             for name in files:
-                raw = open(os.path.join(root, name), "rb").read()
+                raw = H.file_data(os.path.join(root, name))
                 for s in self.secrets():
                     assert s.encode() not in raw, "a secret is stored in %s" % name
 

@@ -1,7 +1,10 @@
 """A post is all or nothing: killing the publisher mid-work or filling the
 store leaves no partial post and no stray files, and the store stays usable."""
 
+import json
+import shutil
 import signal
+import subprocess
 import time
 
 import pytest
@@ -157,3 +160,66 @@ def test_post_killed_at_any_moment_is_all_or_nothing(sayin, store, tmp_path, sho
     if not published:
         assert origin.get("/u/victim/feed.json").status == 404
     print("run time %.2f s, outcomes %s" % (run_time, outcomes))
+
+
+FULL_DISK_SCRIPT = r"""
+mount -t tmpfs -o size=3m tmpfs "$MNT" || exit 77
+mount -t tmpfs -o size=3m tmpfs "$MNT2" || exit 77
+post() {
+    data=$1
+    shift
+    "$PUB" post --data "$data/store" --map-size 64M --author alice "$@"
+    echo "exit=$?" >&2
+}
+# 1. An audio object that does not fit (it goes in by copy_file_range).
+post "$MNT" --text first "$SHORT" > "$OUT.1"
+post "$MNT" --text big --bitrate 510000 "$BIG" > "$OUT.2"
+post "$MNT" --text again "$SHORT" > "$OUT.3"
+cp -a --sparse=always "$MNT/store" "$OUT"
+# 2. A disk with 64 KiB left: the feeds, pages and tree pages, written
+# through the map, do not fit.
+dd if=/dev/zero of="$MNT2/filler" bs=1k count=3008 2>/dev/null
+post "$MNT2" --text cramped "$SHORT" > "$OUT.4"
+rm "$MNT2/filler"
+post "$MNT2" --text roomy "$SHORT" > "$OUT.5"
+"""
+
+
+def test_full_disk_is_a_clear_error_and_keeps_the_store(sayin, tmp_path, short_wav,
+                                                        big_noise_wav, lmdb_tools):
+    """Stores on 3 MiB tmpfs disks in a mount namespace of their own. A post
+    that does not fit fails with exit code 4 and "No space left on device",
+    instead of dying of SIGBUS in LMDB's writable map; the store keeps what
+    it had, and takes posts again once there is room."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    mnt, mnt2, out = tmp_path / "small-disk", tmp_path / "full-disk", tmp_path / "copy"
+    mnt.mkdir()
+    mnt2.mkdir()
+    env = H.clean_env({"MNT": str(mnt), "MNT2": str(mnt2), "OUT": str(out),
+                       "PUB": sayin.publisher, "SHORT": str(short_wav),
+                       "BIG": str(big_noise_wav)})
+    res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                          FULL_DISK_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=180, stdin=subprocess.DEVNULL)
+    if res.returncode == 77:
+        pytest.skip("cannot mount a tmpfs here: " + res.stderr.strip())
+    assert res.returncode == 0, res.stderr
+    exits = [line for line in res.stderr.splitlines() if line.startswith("exit=")]
+    assert exits == ["exit=0", "exit=4", "exit=0", "exit=4", "exit=0"], res.stderr
+    assert res.stderr.count("No space left on device") >= 2, res.stderr
+    assert "Bus error" not in res.stderr
+    first = json.loads((tmp_path / "copy.1").read_text())
+    again = json.loads((tmp_path / "copy.3").read_text())
+    assert (tmp_path / "copy.2").read_text() == ""
+    assert (tmp_path / "copy.4").read_text() == ""
+    assert json.loads((tmp_path / "copy.5").read_text())["id"]
+
+    # The copy of the first store: both small posts, nothing of the big one.
+    assert H.store_counts(out)["posts"] == 2
+    origin = sayin.start_origin(out)
+    for post in (first, again):
+        r = origin.get_url(post["audio_url"])
+        assert r.status == 200 and H.sha256_hex(r.body) == H.url_path(post["audio_url"])[3:67]
+    items = origin.get("/u/alice/feed.json").json()["items"]
+    assert [i["id"] for i in items] == [again["id"], first["id"]]

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -1859,6 +1860,17 @@ static void test_m4a_options(void **state)
 	media_audio_free(&a);
 }
 
+/* The file holds exactly the buffer's bytes. */
+static void assert_file_holds(const media_file *f, const media_buffer *b)
+{
+	unsigned char *got = malloc(b->len + 1);
+	assert_non_null(got);
+	assert_int_equal(f->len, b->len);
+	assert_int_equal(pread(f->fd, got, b->len + 1, 0), (ssize_t)b->len);
+	assert_memory_equal(got, b->data, b->len);
+	free(got);
+}
+
 /* The pipeline makes the M4A rendition from the samples it encodes to Opus,
  * unless told not to; it is as long as the Opus one. */
 static void test_transcode_m4a(void **state)
@@ -1881,6 +1893,22 @@ static void test_transcode_m4a(void **state)
 	assert_int_equal(again.waveform.len, r.waveform.len);
 	assert_memory_equal(again.waveform.data, r.waveform.data, r.waveform.len);
 	media_result_free(&again);
+	/* keep_files hands over the same bytes as files, and nothing in memory. */
+	o.keep_files = 1;
+	assert_int_equal(media_transcode_file(path, &o, &again, err, sizeof(err)), 0);
+	assert_null(again.opus.data);
+	assert_null(again.m4a.data);
+	assert_file_holds(&again.opus_file, &r.opus);
+	assert_file_holds(&again.m4a_file, &r.m4a);
+	assert_int_equal(again.waveform.len, r.waveform.len);
+	{
+		int fds[2] = { again.opus_file.fd, again.m4a_file.fd };
+		media_result_free(&again);
+		/* media_result_free closed them. */
+		assert_int_equal(fcntl(fds[0], F_GETFD), -1);
+		assert_int_equal(fcntl(fds[1], F_GETFD), -1);
+	}
+	o.keep_files = 0;
 	if (have_tool("ffprobe")) {
 		tmp_path(m4a, sizeof(m4a), "pipeline.m4a");
 		write_file(m4a, r.m4a.data, r.m4a.len);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct fixture {
 	char dir[64];
@@ -492,11 +493,88 @@ static void test_store_full_leaves_nothing(void **state)
 	free(audio);
 }
 
+
+/* An unlinked temporary file holding the bytes. */
+static int temp_file_of(const void *bytes, size_t len)
+{
+	char tmpl[] = "/tmp/sayin-publish-obj-XXXXXX";
+	int fd = mkstemp(tmpl);
+	assert_true(fd >= 0);
+	unlink(tmpl);
+	assert_int_equal(write(fd, bytes, len), (ssize_t)len);
+	return fd;
+}
+
+/* The audio and the fallback may come as files (what the pipeline hands
+ * over): the same objects, sizes and record as from memory. */
+static void test_renditions_from_files(void **state)
+{
+	struct fixture *f = *state;
+	size_t len = 300000;
+	unsigned char *audio = malloc(len);
+	static const char m4a[] = "M4A rendition bytes";
+	publish_file audio_file, m4a_file;
+	publish_result by_file, by_mem;
+	char err[256];
+	store_txn *txn;
+	store_object obj;
+	uint8_t hash[STORE_HASH_LEN];
+
+	assert_non_null(audio);
+	for (size_t i = 0; i < len; i++)
+		audio[i] = (unsigned char)(i * 7 + i / 1000);
+	audio_file = (publish_file){ temp_file_of(audio, len), len };
+	m4a_file = (publish_file){ temp_file_of(m4a, sizeof(m4a) - 1), sizeof(m4a) - 1 };
+	publish_input in = { .author = "filer", .text = "from files", .audio_file = &audio_file,
+		             .fallback_file = &m4a_file, .duration = 2, .input_format = "wav",
+		             .input_rate = 48000, .input_channels = 1, .now_ms = 1700000000000 };
+	assert_int_equal(publish_post(f->st, &settings, &in, &by_file, err, sizeof(err)), 0);
+	assert_int_equal(by_file.audio_size, len);
+	assert_true(by_file.audio_was_new);
+	assert_true(by_file.has_fallback);
+	assert_int_equal(by_file.fallback_size, sizeof(m4a) - 1);
+
+	assert_int_equal(store_txn_begin(f->st, 0, &txn), 0);
+	assert_int_equal(store_hash_from_hex(by_file.audio_hex, STORE_HASH_HEX_LEN, hash), 0);
+	assert_int_equal(store_get_object(txn, hash, &obj), 0);
+	assert_int_equal(obj.size, len);
+	assert_memory_equal(obj.data, audio, len);
+	assert_string_equal(obj.content_type, PUBLISH_OPUS_TYPE);
+	assert_int_equal(store_hash_from_hex(by_file.fallback_hex, STORE_HASH_HEX_LEN, hash), 0);
+	assert_int_equal(store_get_object(txn, hash, &obj), 0);
+	assert_memory_equal(obj.data, m4a, sizeof(m4a) - 1);
+	store_txn_abort(txn);
+	{
+		json_t *feed = load_name(f->st, "/u/filer/feed.json");
+		json_t *att = json_array_get(json_object_get(json_array_get(json_object_get(feed,
+		                                 "items"), 0), "attachments"), 0);
+		assert_int_equal(json_integer_value(json_object_get(att, "size_in_bytes")), len);
+		json_decref(feed);
+	}
+
+	/* The same bytes from memory are the same objects. */
+	in.audio_file = NULL;
+	in.fallback_file = NULL;
+	in.audio = audio;
+	in.audio_len = len;
+	in.fallback = m4a;
+	in.fallback_len = sizeof(m4a) - 1;
+	in.now_ms += 1000;
+	assert_int_equal(publish_post(f->st, &settings, &in, &by_mem, err, sizeof(err)), 0);
+	assert_false(by_mem.audio_was_new);
+	assert_string_equal(by_mem.audio_hex, by_file.audio_hex);
+	assert_string_equal(by_mem.fallback_hex, by_file.fallback_hex);
+	close(audio_file.fd);
+	close(m4a_file.fd);
+	free(audio);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ids_are_time_ordered_and_url_safe),
 		cmocka_unit_test(test_handles),
+		cmocka_unit_test_setup_teardown(test_renditions_from_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_feed_newest_first_and_limited, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_identical_audio_shared, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_renditions_stored_and_recorded, setup, teardown),

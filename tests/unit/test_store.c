@@ -11,9 +11,13 @@
 #include <lmdb.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char *make_dir(void)
@@ -487,6 +491,241 @@ static void test_hex_round_trip(void **state)
 	assert_int_equal(store_hash_from_hex("abcd", 4, back), SAYIN_EINVAL);
 }
 
+
+/* An unlinked temporary file holding len bytes of a pattern seeded by seed,
+ * written in pieces. */
+static int pattern_file(uint64_t len, unsigned seed)
+{
+	char tmpl[] = "/tmp/sayin-obj-XXXXXX";
+	int fd = mkstemp(tmpl);
+	unsigned char buf[65536];
+	uint32_t x = seed * 2654435761u + 1;
+
+	assert_true(fd >= 0);
+	unlink(tmpl);
+	for (uint64_t done = 0; done < len;) {
+		size_t n = len - done < sizeof(buf) ? (size_t)(len - done) : sizeof(buf);
+		for (size_t i = 0; i < n; i++) {
+			x = x * 1664525u + 1013904223u;
+			buf[i] = (unsigned char)(x >> 24);
+		}
+		assert_int_equal(write(fd, buf, n), (ssize_t)n);
+		done += n;
+	}
+	/* The file offset must not matter. */
+	assert_int_equal(lseek(fd, 7, SEEK_SET), 7);
+	return fd;
+}
+
+static unsigned char *file_bytes(int fd, uint64_t len)
+{
+	unsigned char *b = malloc(len ? len : 1);
+	assert_non_null(b);
+	assert_int_equal(pread(fd, b, len, 0), (ssize_t)len);
+	return b;
+}
+
+static void test_object_from_a_file(void **state)
+{
+	(void)state;
+	/* Through the map (small), into the file (large), and around a page. */
+	static const uint64_t sizes[] = { 0, 100, 4000, 65535, 65536, 1048579, 3u << 20 };
+	char *dir = make_dir();
+	store *st = open_rw(dir, 0);
+
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		int fd = pattern_file(sizes[i], (unsigned)i);
+		unsigned char *bytes = file_bytes(fd, sizes[i]);
+		uint8_t from_file[STORE_HASH_LEN], from_mem[STORE_HASH_LEN];
+		store_txn *txn;
+		store_object obj;
+		int is_new = -1;
+
+		assert_int_equal(store_txn_begin(st, 1, &txn), 0);
+		assert_int_equal(store_put_object_file(txn, fd, sizes[i], "audio/ogg", 5, from_file,
+		                                       &is_new), 0);
+		assert_int_equal(is_new, 1);
+		/* The same bytes from memory are the same object, stored once. */
+		assert_int_equal(store_put_object(txn, bytes, sizes[i], "audio/ogg", 6, from_mem,
+		                                  &is_new), 0);
+		assert_int_equal(is_new, 0);
+		assert_memory_equal(from_file, from_mem, STORE_HASH_LEN);
+		assert_int_equal(store_txn_commit(txn), 0);
+
+		assert_int_equal(store_txn_begin(st, 0, &txn), 0);
+		assert_int_equal(store_get_object(txn, from_file, &obj), 0);
+		assert_int_equal(obj.size, sizes[i]);
+		assert_string_equal(obj.content_type, "audio/ogg");
+		assert_int_equal(obj.created, 5);
+		if (sizes[i] > 0)
+			assert_memory_equal(obj.data, bytes, sizes[i]);
+		store_txn_abort(txn);
+		free(bytes);
+		close(fd);
+	}
+	store_close(st);
+	remove_dir(dir);
+}
+
+static void test_object_from_a_short_file_is_refused(void **state)
+{
+	(void)state;
+	char *dir = make_dir();
+	store *st = open_rw(dir, 0);
+	int fd = pattern_file(200000, 3);
+	uint8_t h[STORE_HASH_LEN];
+	store_txn *txn;
+	store_stats stats;
+
+	assert_int_equal(store_txn_begin(st, 1, &txn), 0);
+	assert_int_equal(store_put_object_file(txn, fd, 200001, "audio/ogg", 1, h, NULL), -EIO);
+	store_txn_abort(txn);
+	assert_int_equal(store_txn_begin(st, 1, &txn), 0);
+	assert_int_equal(store_put_object_file(txn, -1, 10, "audio/ogg", 1, h, NULL), SAYIN_EINVAL);
+	assert_int_equal(store_stats_get(txn, &stats), 0);
+	assert_int_equal(stats.objects, 0);
+	store_txn_abort(txn);
+	close(fd);
+	store_close(st);
+	remove_dir(dir);
+}
+
+/* The peak resident memory of this process, in KiB, since the last reset. */
+static long peak_rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kib = -1;
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+			break;
+	}
+	fclose(f);
+	return kib;
+}
+
+static void reset_peak_rss(void)
+{
+	FILE *f = fopen("/proc/self/clear_refs", "w");
+	assert_non_null(f);
+	assert_true(fputs("5", f) >= 0);
+	fclose(f);
+}
+
+/* Storing a 64 MiB object from a file, and one from memory, does not cost
+ * the writer memory for the bytes: LMDB's dirty pages would (without
+ * MDB_WRITEMAP every dirty page is a malloc'd copy), and so would writing
+ * them through the map. */
+static void test_big_objects_cost_no_memory(void **state)
+{
+	(void)state;
+	const uint64_t len = 64u << 20;
+	char *dir = make_dir();
+	store *st = open_rw(dir, 0);
+	int fd = pattern_file(len, 9);
+	unsigned char *bytes = file_bytes(fd, len);
+	uint8_t h1[STORE_HASH_LEN], h2[STORE_HASH_LEN];
+	store_txn *txn;
+	store_object obj;
+	long before, grew_file, grew_mem;
+
+	bytes[0] ^= 1; /* a different object from the file's */
+	reset_peak_rss();
+	before = peak_rss_kib();
+	assert_int_equal(store_txn_begin(st, 1, &txn), 0);
+	assert_int_equal(store_put_object_file(txn, fd, len, "audio/mp4", 1, h1, NULL), 0);
+	assert_int_equal(store_txn_commit(txn), 0);
+	grew_file = peak_rss_kib() - before;
+
+	reset_peak_rss();
+	before = peak_rss_kib();
+	assert_int_equal(store_txn_begin(st, 1, &txn), 0);
+	assert_int_equal(store_put_object(txn, bytes, len, "audio/mp4", 1, h2, NULL), 0);
+	assert_int_equal(store_txn_commit(txn), 0);
+	grew_mem = peak_rss_kib() - before;
+	print_message("peak RSS growth storing 64 MiB: from a file %ld KiB, from memory %ld KiB\n",
+	              grew_file, grew_mem);
+	assert_true(grew_file < 4096);
+	assert_true(grew_mem < 4096);
+
+	assert_int_equal(store_txn_begin(st, 0, &txn), 0);
+	assert_int_equal(store_get_object(txn, h2, &obj), 0);
+	assert_int_equal(obj.size, len);
+	assert_memory_equal(obj.data, bytes, len);
+	assert_int_equal(store_get_object(txn, h1, &obj), 0);
+	bytes[0] ^= 1;
+	assert_memory_equal(obj.data, bytes, len);
+	store_txn_abort(txn);
+	free(bytes);
+	close(fd);
+	store_close(st);
+	remove_dir(dir);
+}
+
+/* The child of test_full_disk_is_an_error: a store on an 8 MiB tmpfs of its
+ * own mount namespace. Exit 0: passed; 77: cannot mount here; else the
+ * failed step. */
+static int full_disk_child(void)
+{
+	char *dir = make_dir();
+	char path[300];
+	uint8_t small[STORE_HASH_LEN], big[STORE_HASH_LEN], h[STORE_HASH_LEN];
+	store_options opt = { .map_size = 256u << 20 };
+	store *st = NULL;
+	store_txn *txn;
+	store_object obj;
+	int fd1, fd2, rc;
+
+	if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+	    mount("tmpfs", dir, "tmpfs", 0, "size=8m") != 0)
+		return 77;
+	snprintf(path, sizeof(path), "%s/store", dir);
+	if (store_open(path, &opt, &st) != 0)
+		return 1;
+	fd1 = pattern_file(1u << 20, 1);
+	fd2 = pattern_file(16u << 20, 2); /* in /tmp, outside the small disk */
+	if (store_txn_begin(st, 1, &txn) != 0 ||
+	    store_put_object_file(txn, fd1, 1u << 20, "audio/ogg", 1, small, NULL) != 0 ||
+	    store_txn_commit(txn) != 0)
+		return 2;
+	/* 16 MiB cannot fit on 8 MiB: an error, not SIGBUS. */
+	if (store_txn_begin(st, 1, &txn) != 0)
+		return 3;
+	rc = store_put_object_file(txn, fd2, 16u << 20, "audio/ogg", 1, big, NULL);
+	store_txn_abort(txn);
+	if (rc != -ENOSPC)
+		return 4;
+	/* What was committed is intact, and a small object still goes in. */
+	if (store_txn_begin(st, 0, &txn) != 0 || store_get_object(txn, small, &obj) != 0 ||
+	    obj.size != 1u << 20)
+		return 5;
+	store_txn_abort(txn);
+	if (store_txn_begin(st, 1, &txn) != 0 ||
+	    store_put_object(txn, "still works", 11, "text/plain", 1, h, NULL) != 0 ||
+	    store_txn_commit(txn) != 0)
+		return 6;
+	store_close(st);
+	return 0;
+}
+
+static void test_full_disk_is_an_error(void **state)
+{
+	(void)state;
+	int status = 0;
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(full_disk_child());
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
+		skip(); /* not root, or no mount namespaces here */
+	if (WIFSIGNALED(status))
+		fail_msg("the writer died of signal %d on a full disk", WTERMSIG(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -503,6 +742,10 @@ int main(void)
 		cmocka_unit_test(test_read_only_refuses_writes_and_sees_commits),
 		cmocka_unit_test(test_read_only_open_of_missing_store),
 		cmocka_unit_test(test_hex_round_trip),
+		cmocka_unit_test(test_object_from_a_file),
+		cmocka_unit_test(test_object_from_a_short_file_is_refused),
+		cmocka_unit_test(test_big_objects_cost_no_memory),
+		cmocka_unit_test(test_full_disk_is_an_error),
 	};
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
