@@ -225,6 +225,11 @@ void media__m4a_free(media__m4a *m)
 	free(m);
 }
 
+int media_aac_coder_valid(const char *name)
+{
+	return name != NULL && (strcmp(name, "fast") == 0 || strcmp(name, "twoloop") == 0);
+}
+
 int media__m4a_begin(const media_aac_options *opt, const char *tmp_dir, media__m4a **out,
                      char *err, size_t errlen)
 {
@@ -232,6 +237,7 @@ int media__m4a_begin(const media_aac_options *opt, const char *tmp_dir, media__m
 	const AVCodec *codec;
 	AVDictionary *opts = NULL;
 	media__m4a *m;
+	const char *coder;
 	int bitrate, r;
 
 	*out = NULL;
@@ -241,6 +247,11 @@ int media__m4a_begin(const media_aac_options *opt, const char *tmp_dir, media__m
 	if (bitrate < MEDIA_MIN_AAC_BITRATE || bitrate > MEDIA_MAX_AAC_BITRATE) {
 		set_err(err, errlen, "AAC bitrate %d is outside %d..%d", opt->bitrate,
 		        MEDIA_MIN_AAC_BITRATE, MEDIA_MAX_AAC_BITRATE);
+		return SAYIN_EINVAL;
+	}
+	coder = opt->coder != NULL ? opt->coder : MEDIA_DEFAULT_AAC_CODER;
+	if (!media_aac_coder_valid(coder)) {
+		set_err(err, errlen, "AAC coder '%s' is not fast or twoloop", coder);
 		return SAYIN_EINVAL;
 	}
 	pthread_once(&log_once, install_log);
@@ -281,7 +292,14 @@ int media__m4a_begin(const media_aac_options *opt, const char *tmp_dir, media__m
 	m->enc->time_base = (AVRational){ 1, MEDIA_RATE };
 	m->enc->flags |= AV_CODEC_FLAG_BITEXACT | AV_CODEC_FLAG_GLOBAL_HEADER;
 	m->enc->thread_count = 1;
-	r = avcodec_open2(m->enc, codec, NULL);
+	av_dict_set(&opts, "aac_coder", coder, 0);
+	r = avcodec_open2(m->enc, codec, &opts);
+	if (r >= 0 && av_dict_count(opts) != 0) {
+		log_error("media: the AAC encoder ignored an option: %s",
+		          av_dict_get(opts, "", NULL, AV_DICT_IGNORE_SUFFIX)->key);
+		r = AVERROR(EINVAL);
+	}
+	av_dict_free(&opts);
 	if (r < 0) {
 		r = ff_fail(r, "opening the encoder", err, errlen);
 		goto fail;

@@ -40,7 +40,7 @@ static const config_arg post_args[] = {
 static const char *const post_settings[] = {
 	"data", "map-size", "public-url", "listen", "bitrate", "loudness-target", "max-input-bytes",
 	"max-duration", "decode-timeout-ms", "decode-memory", "waveform-points", "aac-fallback",
-	"aac-bitrate", "feed-items", "feed-page-items", "max-text", "log-level", NULL
+	"aac-bitrate", "aac-coder", "feed-items", "feed-page-items", "max-text", "log-level", NULL
 };
 
 static void usage(FILE *out)
@@ -392,7 +392,7 @@ done:
 static const char *const serve_settings[] = {
 	"data", "map-size", "public-url", "listen", "api-listen", "workers", "queue", "upload-dir",
 	"bitrate", "loudness-target", "max-input-bytes", "max-duration", "decode-timeout-ms",
-	"decode-memory", "waveform-points", "aac-fallback", "aac-bitrate", "feed-items",
+	"decode-memory", "waveform-points", "aac-fallback", "aac-bitrate", "aac-coder", "feed-items",
 	"feed-page-items", "max-text", "shutdown-grace-ms", "log-level", NULL
 };
 

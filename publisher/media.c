@@ -510,6 +510,11 @@ void media_buffer_free(media_buffer *buf)
  * the limiter aims that much above target. */
 #define CODEC_LOUDNESS_SHIFT (-0.5)
 #define SILENCE_GATE_LUFS (-70.0) /* BS.1770's absolute gate */
+/* Every loudness meter: integrated loudness in histogram mode, which keeps
+ * the gating blocks' energies in 1000 bins of 0.1 dB instead of a list that
+ * grows by 10 blocks per second, so memory does not grow with the length.
+ * The bins cost at most 0.05 LU (libebur128's own tests). */
+#define METER_MODE (EBUR128_MODE_I | EBUR128_MODE_M | EBUR128_MODE_HISTOGRAM)
 #define PASS2_CHUNK 8192
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -1120,7 +1125,7 @@ static struct pass2 *pass2_new(int fd, uint64_t frames, double gain_db, double c
 	media__highpass_init(&p->hp, HIGHPASS_HZ);
 	p->lim = media__limiter_new(pow(10.0, ceiling_db / 20.0));
 	if (measure)
-		p->meter = ebur128_init(1, MEDIA_RATE, EBUR128_MODE_I | EBUR128_MODE_M);
+		p->meter = ebur128_init(1, MEDIA_RATE, METER_MODE);
 	if (p->lim == NULL || (measure && p->meter == NULL)) {
 		pass2_free(p);
 		return NULL;
@@ -1426,7 +1431,7 @@ static int encode_pass(const struct encode_ctx *c, double gain_db, double ceilin
 	e->verifier.in = &e->to_verifier;
 	e->verifier.left = c->frames;
 	e->verifier.dec = opus_decoder_create(MEDIA_RATE, 1, &oerr);
-	e->verifier.meter = ebur128_init(1, MEDIA_RATE, EBUR128_MODE_I | EBUR128_MODE_M);
+	e->verifier.meter = ebur128_init(1, MEDIA_RATE, METER_MODE);
 	e->verifier.peak = media__peak_meter_new();
 	if (e->verifier.dec == NULL || e->verifier.meter == NULL || e->verifier.peak == NULL) {
 		log_error("media: cannot set up the output check: %s", opus_strerror(oerr));
@@ -1726,7 +1731,7 @@ int media_transcode_file(const char *path, const media_transcode_options *opt,
 	p1->tmp_fd = -1;
 	p1->hash = 2166136261u;
 	p1->limit = o.max_duration_ms * (MEDIA_RATE / 1000) + MEDIA_RATE;
-	p1->meter = ebur128_init(1, MEDIA_RATE, EBUR128_MODE_I | EBUR128_MODE_M);
+	p1->meter = ebur128_init(1, MEDIA_RATE, METER_MODE);
 	if (p1->meter == NULL) {
 		set_err(err, errlen, "out of memory");
 		rc = -ENOMEM;

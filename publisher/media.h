@@ -141,15 +141,24 @@ void media_waveform_free(media_waveform *w);
 
 /* ---- the AAC-in-M4A fallback rendition -------------------------------------- */
 
-#define MEDIA_DEFAULT_AAC_BITRATE 64000
+#define MEDIA_DEFAULT_AAC_BITRATE 48000
 #define MEDIA_MIN_AAC_BITRATE 32000
 #define MEDIA_MAX_AAC_BITRATE 128000
 #define MEDIA_M4A_TYPE "audio/mp4"
 
+/* FFmpeg's AAC coders (its aac_coder option) that a media_aac_options may
+ * name. fast is the default: a quarter of twoloop's CPU; what it costs in
+ * quality was measured by scripts/bench/aac-quality (README, Media). */
+#define MEDIA_DEFAULT_AAC_CODER "fast"
+
 typedef struct media_aac_options {
 	int bitrate;                 /* bits/s, MEDIA_MIN_AAC_BITRATE..MEDIA_MAX_AAC_BITRATE;
 	                                0 = MEDIA_DEFAULT_AAC_BITRATE */
+	const char *coder;           /* "fast" or "twoloop"; NULL = MEDIA_DEFAULT_AAC_CODER */
 } media_aac_options;
+
+/* 1 if name is an AAC coder media_aac_options.coder accepts. */
+int media_aac_coder_valid(const char *name);
 
 /* Encodes audio (mono, MEDIA_RATE) with FFmpeg's native AAC encoder (AAC-LC)
  * into an M4A file (FFmpeg's ipod muxer, brand M4A) laid out for progressive
@@ -158,7 +167,7 @@ typedef struct media_aac_options {
  * opens nothing by name. The encoder delay is recorded in an edit list, so a
  * player yields audio->frames samples. Deterministic: bitexact flags, no
  * creation time, no encoder string. Returns 0, SAYIN_EEMPTY, SAYIN_EINVAL
- * (bitrate), SAYIN_EENCODE (FFmpeg failed; logged) or -ENOMEM. */
+ * (bitrate, coder), SAYIN_EENCODE (FFmpeg failed; logged) or -ENOMEM. */
 int media_encode_m4a(const media_audio *audio, const media_aac_options *opt, media_buffer *out,
                      char *err, size_t errlen);
 

@@ -96,6 +96,12 @@ int pipeline_configure(pipeline *p, const config *cfg, char *err, size_t errlen)
 	    get_on_off(cfg, "aac-fallback", &aac_fallback, err, errlen) != 0 ||
 	    get_loudness_target(cfg, &m->loudness_target, err, errlen) != 0)
 		return SAYIN_ECONFIG;
+	m->aac.coder = config_get(cfg, "aac-coder");
+	if (!media_aac_coder_valid(m->aac.coder)) {
+		snprintf(err, errlen, "--aac-coder: '%s' is not fast or twoloop",
+		         m->aac.coder ? m->aac.coder : "");
+		return SAYIN_ECONFIG;
+	}
 	public_base(cfg, p->base_url, sizeof(p->base_url));
 	m->max_duration_ms = max_duration_s * 1000;
 	m->log_level = config_get(cfg, "log-level");

@@ -1927,6 +1927,19 @@ static void test_transcode_m4a(void **state)
 	o.no_fallback = 0;
 	o.aac.bitrate = 8000;
 	expect_transcode_error(path, &o, SAYIN_EINVAL, "AAC bitrate");
+	o.aac.bitrate = 0;
+	o.aac.coder = "anmr";
+	expect_transcode_error(path, &o, SAYIN_EINVAL, "AAC coder");
+	/* twoloop is the other coder: other bytes of the same length. */
+	o.aac.coder = "twoloop";
+	assert_int_equal(media_transcode_file(path, &o, &again, err, sizeof(err)), 0);
+	o.aac.coder = NULL;
+	assert_int_equal(media_transcode_file(path, &o, &r, err, sizeof(err)), 0);
+	assert_memory_equal(again.m4a.data + 4, "ftypM4A ", 8);
+	assert_true(again.m4a.len != r.m4a.len ||
+	            memcmp(again.m4a.data, r.m4a.data, r.m4a.len) != 0);
+	media_result_free(&again);
+	media_result_free(&r);
 }
 
 /* ---- runner -------------------------------------------------------------- */
