@@ -39,10 +39,10 @@ LIBS := $(CORE_LIBS) -lm -lpthread
 # llhttp is generated code that is not warning-clean under -Wextra: own flags.
 LLHTTP_CFLAGS := -O2 -g -w $(SAN_FLAGS) -I$(LLHTTP_INC)
 
-CORE_SRCS := origin/error.c origin/log.c origin/config.c origin/store.c origin/http.c origin/metrics.c
+CORE_SRCS := origin/error.c origin/log.c origin/config.c origin/fileio.c origin/store.c origin/http.c origin/metrics.c
 ORIGIN_SRCS := origin/serve.c origin/main.c
 PUBLISHER_SRCS := publisher/compress.c publisher/media.c publisher/decode.c publisher/limiter.c \
-	publisher/waveform.c publisher/aac.c \
+	publisher/waveform.c publisher/aac.c publisher/mp4.c \
 	publisher/feed.c publisher/page.c publisher/publish.c publisher/pipeline.c publisher/auth.c publisher/multipart.c publisher/api.c publisher/outbox.c publisher/net.c publisher/delivery.c \
 	publisher/cdn/cdn.c publisher/cdn/aws.c publisher/cdn/varnish.c publisher/cdn/nginx.c \
 	publisher/cdn/fastly.c publisher/cdn/cloudflare.c publisher/cdn/cloudfront.c publisher/cdn/s3.c \

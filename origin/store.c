@@ -2,6 +2,7 @@
 #include "store.h"
 
 #include "error.h"
+#include "fileio.h"
 #include "log.h"
 
 #include <errno.h>
@@ -411,68 +412,6 @@ out:
 	return rc;
 }
 
-static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-	const char *p = buf;
-	while (len > 0) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
-/* Copies len bytes of src (from offset 0) to the data file at off: in the
- * kernel with copy_file_range, else through a small buffer. */
-static int copy_into_file(int src, int dst, uint64_t len, uint64_t off)
-{
-	loff_t in = 0, out = (loff_t)off;
-	unsigned char *buf;
-
-	while ((uint64_t)in < len) {
-		ssize_t n = copy_file_range(src, &in, dst, &out, (size_t)(len - (uint64_t)in), 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n > 0)
-			continue;
-		if (n == 0)
-			return -EIO; /* the file is shorter than it was */
-		if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
-			return -errno;
-		break; /* not between these files: copy by hand */
-	}
-	if ((uint64_t)in == len)
-		return 0;
-	buf = malloc(COPY_CHUNK);
-	if (buf == NULL)
-		return -ENOMEM;
-	while ((uint64_t)in < len) {
-		size_t want = len - (uint64_t)in < COPY_CHUNK ? (size_t)(len - (uint64_t)in) : COPY_CHUNK;
-		ssize_t n = pread(src, buf, want, in);
-		int rc;
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			free(buf);
-			return n < 0 ? -errno : -EIO;
-		}
-		rc = pwrite_all(dst, buf, (size_t)n, (uint64_t)out);
-		if (rc != 0) {
-			free(buf);
-			return rc;
-		}
-		in += n;
-		out += n;
-	}
-	free(buf);
-	return 0;
-}
-
 /* Where a value LMDB just reserved lies in the data file, if it is an
  * overflow run of its own (values larger than about half a page). The page
  * header is LMDB's on-disk format (mdb.c, MDB_DATA_VERSION 1): the page
@@ -563,11 +502,11 @@ static int put_object(store_txn *t, const void *bytes, int fd, uint64_t len,
 	if (len == 0)
 		rc = 0;
 	else if (bytes == NULL && in_file)
-		rc = copy_into_file(fd, t->st->fd, len, off);
+		rc = fileio_copy(fd, t->st->fd, (int64_t)off, len);
 	else if (bytes == NULL)
 		rc = pread_all(fd, (char *)val.mv_data + sizeof(h), (size_t)len);
 	else if (in_file)
-		rc = pwrite_all(t->st->fd, bytes, (size_t)len, off);
+		rc = fileio_write(t->st->fd, bytes, (size_t)len, (int64_t)off);
 	else
 		memcpy((char *)val.mv_data + sizeof(h), bytes, (size_t)len);
 	if (rc != 0) {

@@ -1,12 +1,7 @@
 /* aac: the AAC-LC in M4A fallback rendition for players without Opus (Safari
- * before 18.4), with FFmpeg's native AAC encoder and its ipod (M4A) muxer,
- * muxed into an unlinked temporary file, so the encoded stream does not sit
- * in a growing buffer while it is made; finish reads it back once.
- *
- * +faststart: the mov muxer writes mdat first, then moves it behind the moov
- * by reopening its output for reading (AVFormatContext.io_open). io_open
- * hands the muxer a read context over the same file (pread): the muxer opens
- * nothing by name, and nothing is left behind. */
+ * before 18.4): FFmpeg's native AAC encoder, and our streaming M4A writer
+ * (mp4.c), whose memory does not grow with the length as FFmpeg's mov
+ * muxer's index does. */
 #include "media_internal.h"
 
 #include "error.h"
@@ -14,179 +9,27 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <libavcodec/avcodec.h>
-#include <libavformat/avformat.h>
 #include <libavutil/channel_layout.h>
-#include <libavutil/opt.h>
 
 #define set_err media__set_err
 
-#define M4A_IO_BUFFER 65536
-#define M4A_URL "sayin.m4a" /* our output's name: the only one io_open opens */
-
-/* FFmpeg 6.1 made write_packet's buffer const. */
-#if LIBAVFORMAT_VERSION_MAJOR >= 61
-#define WRITE_BUF const uint8_t *
-#else
-#define WRITE_BUF uint8_t *
-#endif
-
-/* The output file and the writer's position. */
-struct out_file {
-	int fd;
-	uint64_t len, pos;
-};
-
-/* A reader over an out_file, for the muxer's faststart pass. */
-struct file_reader {
-	const struct out_file *f;
-	uint64_t pos;
-};
-
 struct media__m4a {
 	AVCodecContext *enc;
-	AVFormatContext *fmt;
-	AVStream *st;
 	AVFrame *frame;
 	AVPacket *pkt;
-	struct out_file file;
+	media__mp4 *mp4;
+	const char *tmp_dir;
 	int fill;                /* samples in frame so far */
 	int64_t pts;             /* samples sent to the encoder */
-	bool header_written;
 };
 
-static int file_write(void *opaque, WRITE_BUF buf, int n)
-{
-	struct out_file *f = opaque;
-
-	for (int done = 0; done < n;) {
-		ssize_t k = pwrite(f->fd, buf + done, (size_t)(n - done), (off_t)(f->pos + (uint64_t)done));
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return AVERROR(k < 0 ? errno : EIO);
-		done += (int)k;
-	}
-	f->pos += (uint64_t)n;
-	if (f->pos > f->len)
-		f->len = f->pos;
-	return n;
-}
-
-static int64_t seek_to(uint64_t *pos, uint64_t len, int64_t offset, int whence)
-{
-	switch (whence & ~AVSEEK_FORCE) {
-	case AVSEEK_SIZE: return (int64_t)len;
-	case SEEK_SET: break;
-	case SEEK_CUR: offset += (int64_t)*pos; break;
-	case SEEK_END: offset += (int64_t)len; break;
-	default: return AVERROR(EINVAL);
-	}
-	if (offset < 0)
-		return AVERROR(EINVAL);
-	*pos = (uint64_t)offset;
-	return offset;
-}
-
-static int64_t file_seek(void *opaque, int64_t offset, int whence)
-{
-	struct out_file *f = opaque;
-	return seek_to(&f->pos, f->len, offset, whence);
-}
-
-static int file_read(void *opaque, uint8_t *buf, int n)
-{
-	struct file_reader *r = opaque;
-	ssize_t k;
-
-	if (r->pos >= r->f->len)
-		return AVERROR_EOF;
-	if ((uint64_t)n > r->f->len - r->pos)
-		n = (int)(r->f->len - r->pos);
-	do
-		k = pread(r->f->fd, buf, (size_t)n, (off_t)r->pos);
-	while (k < 0 && errno == EINTR);
-	if (k < 0)
-		return AVERROR(errno);
-	if (k == 0)
-		return AVERROR_EOF;
-	r->pos += (uint64_t)k;
-	return (int)k;
-}
-
-static int64_t file_reader_seek(void *opaque, int64_t offset, int whence)
-{
-	struct file_reader *r = opaque;
-	return seek_to(&r->pos, r->f->len, offset, whence);
-}
-
-static AVIOContext *mem_context(void *opaque, int write,
-                                int (*read)(void *, uint8_t *, int),
-                                int (*writefn)(void *, WRITE_BUF, int),
-                                int64_t (*seek)(void *, int64_t, int))
-{
-	unsigned char *buf = av_malloc(M4A_IO_BUFFER);
-	AVIOContext *pb;
-
-	if (buf == NULL)
-		return NULL;
-	pb = avio_alloc_context(buf, M4A_IO_BUFFER, write, opaque, read, writefn, seek);
-	if (pb == NULL)
-		av_free(buf);
-	return pb;
-}
-
-/* The muxer reopening its output for reading (faststart); nothing else may
- * be opened. */
-static int m4a_io_open(struct AVFormatContext *s, AVIOContext **pb, const char *url, int flags,
-                       AVDictionary **options)
-{
-	struct media__m4a *m = s->opaque;
-	struct file_reader *r;
-
-	(void)options;
-	if (url == NULL || strcmp(url, M4A_URL) != 0 || (flags & AVIO_FLAG_WRITE)) {
-		log_debug("media: the M4A muxer asked to open %s: refused", url ? url : "(null)");
-		return AVERROR(EPERM);
-	}
-	r = calloc(1, sizeof(*r));
-	if (r == NULL)
-		return AVERROR(ENOMEM);
-	r->f = &m->file;
-	*pb = mem_context(r, 0, file_read, NULL, file_reader_seek);
-	if (*pb == NULL) {
-		free(r);
-		return AVERROR(ENOMEM);
-	}
-	return 0;
-}
-
-static void free_context(AVIOContext **pb)
-{
-	if (*pb == NULL)
-		return;
-	av_freep(&(*pb)->buffer);
-	avio_context_free(pb);
-}
-
-static int m4a_io_close2(struct AVFormatContext *s, AVIOContext *pb)
-{
-	(void)s;
-	if (pb != NULL) {
-		free(pb->opaque);
-		free_context(&pb);
-	}
-	return 0;
-}
-
-/* FFmpeg logs through our log in this process too (its muxer announces the
- * faststart pass at info level). */
+/* FFmpeg logs through our log in this process too. */
 static pthread_once_t log_once = PTHREAD_ONCE_INIT;
 
 static void install_log(void)
@@ -216,12 +59,7 @@ void media__m4a_free(media__m4a *m)
 	av_frame_free(&m->frame);
 	av_packet_free(&m->pkt);
 	avcodec_free_context(&m->enc);
-	if (m->fmt != NULL) {
-		free_context(&m->fmt->pb);
-		avformat_free_context(m->fmt);
-	}
-	if (m->file.fd >= 0)
-		close(m->file.fd);
+	media__mp4_free(m->mp4);
 	free(m);
 }
 
@@ -271,9 +109,9 @@ int media__m4a_begin(const media_aac_options *opt, const char *tmp_dir, media__m
 		if (tmp_dir == NULL || tmp_dir[0] == '\0')
 			tmp_dir = "/tmp";
 	}
-	m->file.fd = media__open_tmp(tmp_dir, err, errlen);
-	if (m->file.fd < 0) {
-		r = m->file.fd;
+	m->tmp_dir = tmp_dir;
+	r = media__mp4_begin(tmp_dir, &m->mp4, err, errlen);
+	if (r != 0) {
 		free(m);
 		return r;
 	}
@@ -305,47 +143,11 @@ int media__m4a_begin(const media_aac_options *opt, const char *tmp_dir, media__m
 		goto fail;
 	}
 
-	/* The muxer: ipod = M4A brand; into memory. */
-	r = avformat_alloc_output_context2(&m->fmt, NULL, "ipod", NULL);
-	if (r < 0 || m->fmt == NULL) {
-		r = ff_fail(r < 0 ? r : AVERROR(ENOMEM), "creating the M4A muxer", err, errlen);
+	if (m->enc->extradata == NULL || m->enc->extradata_size <= 0 ||
+	    m->enc->initial_padding < 0) {
+		r = ff_fail(AVERROR(EINVAL), "the encoder gave no AudioSpecificConfig", err, errlen);
 		goto fail;
 	}
-	av_freep(&m->fmt->url);
-	m->fmt->url = av_strdup(M4A_URL);
-	m->fmt->pb = mem_context(&m->file, 1, NULL, file_write, file_seek);
-	if (m->fmt->url == NULL || m->fmt->pb == NULL) {
-		r = ff_fail(AVERROR(ENOMEM), "creating the M4A muxer", err, errlen);
-		goto fail;
-	}
-	m->fmt->flags |= AVFMT_FLAG_CUSTOM_IO | AVFMT_FLAG_BITEXACT;
-	m->fmt->opaque = m;
-	m->fmt->io_open = m4a_io_open;
-	m->fmt->io_close2 = m4a_io_close2;
-	m->st = avformat_new_stream(m->fmt, NULL);
-	if (m->st == NULL) {
-		r = ff_fail(AVERROR(ENOMEM), "creating the M4A stream", err, errlen);
-		goto fail;
-	}
-	m->st->time_base = m->enc->time_base;
-	r = avcodec_parameters_from_context(m->st->codecpar, m->enc);
-	if (r < 0) {
-		r = ff_fail(r, "setting the M4A stream", err, errlen);
-		goto fail;
-	}
-	av_dict_set(&opts, "movflags", "+faststart", 0);
-	r = avformat_write_header(m->fmt, &opts);
-	if (r >= 0 && av_dict_count(opts) != 0) {
-		log_error("media: the M4A muxer ignored an option: %s",
-		          av_dict_get(opts, "", NULL, AV_DICT_IGNORE_SUFFIX)->key);
-		r = AVERROR(EINVAL);
-	}
-	av_dict_free(&opts);
-	if (r < 0) {
-		r = ff_fail(r, "writing the M4A header", err, errlen);
-		goto fail;
-	}
-	m->header_written = true;
 
 	m->frame = av_frame_alloc();
 	m->pkt = av_packet_alloc();
@@ -381,12 +183,16 @@ static int drain(media__m4a *m, char *err, size_t errlen)
 			return 0;
 		if (r < 0)
 			return ff_fail(r, "encoding", err, errlen);
-		m->pkt->stream_index = m->st->index;
-		av_packet_rescale_ts(m->pkt, m->enc->time_base, m->st->time_base);
-		r = av_write_frame(m->fmt, m->pkt);
+		if (m->pkt->size <= 0 || m->pkt->duration <= 0 || m->pkt->duration > UINT32_MAX)
+			r = -EINVAL;
+		else
+			r = media__mp4_packet(m->mp4, m->pkt->data, (size_t)m->pkt->size,
+			                      (uint32_t)m->pkt->duration);
 		av_packet_unref(m->pkt);
-		if (r < 0)
-			return ff_fail(r, "muxing", err, errlen);
+		if (r != 0) {
+			set_err(err, errlen, "cannot write the M4A packets: %s", strerror(-r));
+			return r;
+		}
 	}
 }
 
@@ -456,23 +262,26 @@ int media__m4a_finish(media__m4a *m, media_buffer *out, media_file *file, char *
 	r = drain(m, err, errlen);
 	if (r != 0)
 		return r;
-	r = av_write_trailer(m->fmt);
-	m->header_written = false;
-	if (r < 0)
-		return ff_fail(r, "writing the M4A index", err, errlen);
-	/* The file is exactly what the muxer wrote: len bytes. */
-	if (ftruncate(m->file.fd, (off_t)m->file.len) != 0) {
-		r = -errno;
-		set_err(err, errlen, "cannot write the M4A file: %s", strerror(errno));
-		return r;
+	{
+		media__mp4_track t = { .rate = MEDIA_RATE, .delay = (uint32_t)m->enc->initial_padding,
+			               .asc = m->enc->extradata,
+			               .asc_len = (size_t)m->enc->extradata_size,
+			               .bitrate = (uint32_t)m->enc->bit_rate,
+			               .tmp_dir = m->tmp_dir };
+		uint64_t len;
+		int fd;
+
+		r = media__mp4_finish(m->mp4, &t, &fd, &len, err, errlen);
+		if (r != 0)
+			return r;
+		if (file != NULL) {
+			file->fd = fd;
+			file->len = len;
+			return 0;
+		}
+		r = media__read_back(fd, out);
+		close(fd);
 	}
-	if (file != NULL) {
-		file->fd = m->file.fd;
-		file->len = m->file.len;
-		m->file.fd = -1;
-		return 0;
-	}
-	r = media__read_back(m->file.fd, out);
 	if (r != 0)
 		set_err(err, errlen, "cannot read back the M4A file: %s", strerror(-r));
 	return r;

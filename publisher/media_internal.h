@@ -123,6 +123,28 @@ int media__m4a_finish(media__m4a *m, media_buffer *out, media_file *file, char *
                       size_t errlen);
 void media__m4a_free(media__m4a *m);
 
+/* The M4A container of one AAC track, written as it streams (mp4.c): begin
+ * opens two unlinked temporary files in tmp_dir (packets, sizes); packet
+ * appends one encoded packet and its duration in media ticks; finish writes
+ * the file (faststart: moov first) into a third unlinked temporary file and
+ * hands over its descriptor and length. Memory does not grow with the
+ * number of packets. Errors: -errno, -ENOMEM, SAYIN_EEMPTY (no packets),
+ * SAYIN_EENCODE (over 4 GiB); err is set by begin and finish. */
+typedef struct media__mp4 media__mp4;
+typedef struct media__mp4_track {
+	unsigned rate;           /* sample rate, the media timescale */
+	uint32_t delay;          /* encoder delay (priming samples): the edit list skips it */
+	const uint8_t *asc;      /* AudioSpecificConfig: the encoder's extradata */
+	size_t asc_len;
+	uint32_t bitrate;        /* the encoder's target, bits/s */
+	const char *tmp_dir;     /* for the output file */
+} media__mp4_track;
+int media__mp4_begin(const char *tmp_dir, media__mp4 **out, char *err, size_t errlen);
+int media__mp4_packet(media__mp4 *w, const uint8_t *data, size_t len, uint32_t duration);
+int media__mp4_finish(media__mp4 *w, const media__mp4_track *track, int *out_fd,
+                      uint64_t *out_len, char *err, size_t errlen);
+void media__mp4_free(media__mp4 *w);
+
 /* Routes FFmpeg's messages to our log at debug level (av_log callback). */
 void media__ff_log(void *avcl, int level, const char *fmt, va_list ap);
 

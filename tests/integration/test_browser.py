@@ -389,6 +389,162 @@ def test_post_page_plays_in_chromium(sayin, store, espeak_wav, browser):
     browser.assert_clean(origin)
 
 
+# JavaScript: a detached <audio> for one URL alone (no <source> to fall back
+# from), every media event it fires logged with its time, in window.__m4a.
+M4A_PLAYER = """(function (url) {
+  var a = new Audio(), log = [], updates = [];
+  window.__m4a = {audio: a, log: log, updates: updates};
+  ["loadstart", "loadedmetadata", "loadeddata", "canplay", "canplaythrough", "seeking",
+   "seeked", "play", "playing", "pause", "waiting", "stalled", "ended", "error",
+   "emptied", "abort"].forEach(function (type) {
+    a.addEventListener(type, function () {
+      log.push({type: type, currentTime: a.currentTime, readyState: a.readyState});
+    });
+  });
+  a.addEventListener("timeupdate", function () { updates.push(a.currentTime); });
+  a.muted = true;
+  a.preload = "auto";
+  a.src = url;
+  a.load();
+  return true;
+})(%s)"""
+
+# JavaScript: the state of that <audio>, for assertions and failure messages.
+M4A_STATE = """(function (m) {
+  var a = m.audio, ranges = function (r) {
+    var out = [];
+    for (var i = 0; i < r.length; i++) out.push([r.start(i), r.end(i)]);
+    return out;
+  };
+  return {readyState: a.readyState, networkState: a.networkState, duration: a.duration,
+          currentTime: a.currentTime, paused: a.paused, ended: a.ended, seeking: a.seeking,
+          playbackRate: a.playbackRate, currentSrc: a.currentSrc,
+          error: a.error && {code: a.error.code, message: a.error.message},
+          buffered: ranges(a.buffered), seekable: ranges(a.seekable), played: ranges(a.played),
+          events: m.log.map(function (e) { return e.type + "@" + e.currentTime.toFixed(3); }),
+          updates: m.updates.length};
+})(window.__m4a)"""
+
+MEDIA_ERRORS = {1: "MEDIA_ERR_ABORTED", 2: "MEDIA_ERR_NETWORK", 3: "MEDIA_ERR_DECODE",
+                4: "MEDIA_ERR_SRC_NOT_SUPPORTED"}
+
+
+def m4a_state(browser):
+    return browser.js(M4A_STATE)
+
+
+def m4a_report(browser, state=None):
+    """What went wrong, for a failure message: the element's state (error
+    code named), the browser's collected errors and Chromium's own log."""
+    try:
+        state = state or m4a_state(browser)
+    except BrowserError as e:
+        state = {"unreadable": str(e)}
+    err = state.get("error")
+    if err:
+        err = "%s (%s) %r" % (err["code"], MEDIA_ERRORS.get(err["code"], "?"), err["message"])
+    log = "\n".join(l for l in browser.log().splitlines() if "dbus" not in l)  # no D-Bus here
+    return ("element error: %s\nstate: %s\nbrowser errors: %s\nchromium log tail:\n%s" % (
+        err, json.dumps(state, sort_keys=True), browser.errors or "none",
+        log[-1500:] or "(nothing but D-Bus noise)"))
+
+
+def m4a_wait(browser, condition, timeout, what):
+    """Polls condition (JavaScript over `a`, the element) until truthy; fails
+    at once, with the full report, if the element reports an error."""
+    expr = "(function (a) { return a.error ? {error: a.error.code} : {ok: !!(%s)}; })" \
+           "(window.__m4a.audio)" % condition
+    deadline = time.monotonic() + timeout
+    while True:
+        r = browser.js(expr)
+        if "error" in r:
+            pytest.fail("the M4A fallback failed while waiting for %s\n%s" % (
+                what, m4a_report(browser)))
+        if r["ok"]:
+            return m4a_state(browser)
+        if time.monotonic() > deadline:
+            pytest.fail("timed out after %.0f s waiting for %s of the M4A fallback\n%s" % (
+                timeout, what, m4a_report(browser)))
+        time.sleep(0.05)
+
+
+def test_m4a_fallback_plays_in_chromium(sayin, store, espeak_wav, browser):
+    """The AAC-LC-in-M4A rendition, for browsers without Opus: the post
+    page's <audio> lists it second, so Chromium never picks it there. Here
+    Chromium gets it alone, on the post page's origin: it loads whole, its
+    duration is the post's, it seeks, and it plays to the end."""
+    site = Site(sayin, store)
+    post = site.post("alice", espeak_wav, "the fallback")
+    origin = site.serve()
+    url, want = post["fallback_url"], post["duration_in_seconds"]
+    assert url.startswith(origin.base + "/a/") and url.endswith(".m4a"), url
+    r = origin.get_url(url)
+    assert r.status == 200 and r.header("content-type") == "audio/mp4", (r.status, r.headers)
+
+    browser.open(post["url"])
+    # The page's own player must not join in: it holds the Opus source.
+    browser.js("document.querySelector('audio').pause()")
+    can = browser.js("new Audio().canPlayType('audio/mp4; codecs=\"mp4a.40.2\"')")
+    assert can in ("maybe", "probably"), \
+        "this Chromium cannot play AAC-LC in MP4 (canPlayType %r)" % can
+    browser.js(M4A_PLAYER % json.dumps(url))
+
+    # It loads: all of it, without error, and it is the M4A that loaded.
+    state = m4a_wait(browser, "a.readyState >= 4", 10, "HAVE_ENOUGH_DATA")
+    assert state["error"] is None, m4a_report(browser, state)
+    assert state["currentSrc"] == url, m4a_report(browser, state)
+    duration = state["duration"]
+    assert isinstance(duration, (int, float)) and math.isfinite(duration), \
+        m4a_report(browser, state)
+    assert abs(duration - want) <= 0.05, \
+        "the M4A lasts %.4f s in Chromium, the post %.4f s\n%s" % (
+            duration, want, m4a_report(browser, state))
+    assert url in browser.requests, browser.requests
+    # Seekable throughout (the origin answers ranges), else seeks snap to 0.
+    assert state["seekable"] and state["seekable"][0][0] <= 0.05 \
+        and abs(state["seekable"][-1][1] - duration) <= 0.1, \
+        "the M4A is not seekable throughout\n" + m4a_report(browser, state)
+
+    # It seeks, before it has played at all: to the middle, paused there.
+    middle = duration / 2
+    browser.js("window.__m4a.audio.currentTime = %r" % middle)
+    state = m4a_wait(browser, "!a.seeking && window.__m4a.log.some("
+                     "function (e) { return e.type === 'seeked'; })", 10, "'seeked'")
+    assert abs(state["currentTime"] - middle) <= 0.05 and state["paused"], \
+        m4a_report(browser, state)
+
+    # It plays on from the middle to the end (four times as fast).
+    played = browser.js("(function (a) { a.playbackRate = 4; return a.play().then("
+                        "function () { return 'playing'; }, function (e) { return String(e); });"
+                        " })(window.__m4a.audio)")
+    assert played == "playing", "play() was refused: %s\n%s" % (played, m4a_report(browser))
+    state = m4a_wait(browser, "a.ended", 10, "'ended' after the seek")
+    assert "ended@" in " ".join(state["events"]), m4a_report(browser, state)
+    assert abs(state["currentTime"] - duration) <= 0.1, m4a_report(browser, state)
+    # It played from the middle (not restarted at 0) through to the end.
+    assert state["played"] and abs(state["played"][0][0] - middle) <= 0.1 \
+        and abs(state["played"][-1][1] - duration) <= 0.1, m4a_report(browser, state)
+    assert state["updates"] >= 2, m4a_report(browser, state)
+
+    # And from the start, all of it, to the end again.
+    browser.js("window.__m4a.log.length = 0; window.__m4a.updates.length = 0;"
+               " window.__m4a.audio.currentTime = 0")
+    m4a_wait(browser, "!a.seeking && window.__m4a.log.some("
+             "function (e) { return e.type === 'seeked'; })", 10, "'seeked' to the start")
+    played = browser.js("window.__m4a.audio.play().then(function () { return 'playing'; },"
+                        " function (e) { return String(e); })")
+    assert played == "playing", "play() was refused: %s\n%s" % (played, m4a_report(browser))
+    state = m4a_wait(browser, "a.ended", 10, "'ended' from the start")
+    assert state["error"] is None, m4a_report(browser, state)
+    assert abs(state["currentTime"] - duration) <= 0.1, m4a_report(browser, state)
+    assert abs(state["duration"] - duration) <= 0.001, m4a_report(browser, state)
+    assert state["played"] and state["played"][0][0] <= 0.05 \
+        and abs(state["played"][-1][1] - duration) <= 0.1, m4a_report(browser, state)
+    assert state["updates"] >= 2, m4a_report(browser, state)
+
+    browser.assert_clean(origin)
+
+
 def test_share_card_is_served(sayin, store, espeak_wav):
     site = Site(sayin, store)
     post = site.post("alice", espeak_wav, "a card")
