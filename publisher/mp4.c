@@ -10,9 +10,9 @@
  *
  * The layout is the one FFmpeg's ipod muxer writes with movflags=+faststart
  * and +bitexact for one AAC track, box for box and byte for byte (a unit
- * test remuxes our file with FFmpeg and compares): ftyp M4A, moov (mvhd,
- * trak (tkhd, edts/elst skipping the encoder delay, mdia (mdhd, hdlr,
- * minf (smhd, dinf, stbl (stsd/mp4a/esds, stts, stsc, stsz, stco,
+ * test muxes the same packets with libavformat and compares): ftyp M4A,
+ * moov (mvhd, trak (tkhd, edts/elst skipping the encoder delay, mdia (mdhd,
+ * hdlr, minf (smhd, dinf, stbl (stsd/mp4a/esds, stts, stsc, stsz, stco,
  * sgpd/sbgp 'roll'))))), udta/meta), free, mdat with every packet in one
  * chunk. References: ISO/IEC 14496-12 (boxes), 14496-14 (mp4a, esds),
  * 14496-1 (descriptors). */
