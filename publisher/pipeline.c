@@ -174,6 +174,12 @@ int pipeline_check_text(const pipeline *p, const char *text, size_t len, char *e
 		if ((need == 2 && cp < 0x800) || (need == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
 		    (cp >= 0xd800 && cp <= 0xdfff))
 			goto bad;
+		/* The C1 controls, U+0080..U+009F: no text means them (NEL would
+		 * break lines only in some renderers). */
+		if (cp <= 0x9f) {
+			snprintf(err, errlen, "text holds a control character (byte %zu)", i);
+			return SAYIN_EINVAL;
+		}
 		i += need + 1;
 		chars++;
 	}

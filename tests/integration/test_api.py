@@ -226,6 +226,7 @@ AFTER_BODY = [
     ("too_long", _raw("too_long"), 422, "too_long"),
     ("text_not_utf8", _raw(None, text=None), 400, "bad_request"),
     ("text_control_char", _raw(None, text="a\x01b"), 400, "bad_request"),
+    ("text_c1_control_char", _raw(None, text="a\u0085b"), 400, "bad_request"),
     ("text_over_max", _raw(None, text="x" * 501), 400, "bad_request"),
     ("no_audio_part", _form(lambda f, c: [("text", "hello", None, None)]), 400, "bad_request"),
     ("empty_audio_part", _form(lambda f, c: [("audio", b"", "a.wav", "audio/wav")]),

@@ -193,6 +193,8 @@ USAGE_ERRORS = {
     "feed-items-zero": lambda wav: ["--author", "alice", "--feed-items", "0", str(wav)],
     "bad-log-level": lambda wav: ["--author", "alice", "--log-level", "loud", str(wav)],
     "bad-map-size": lambda wav: ["--author", "alice", "--map-size", "lots", str(wav)],
+    "text-c0-control": lambda wav: ["--author", "alice", "--text", "a\x07b", str(wav)],
+    "text-c1-control": lambda wav: ["--author", "alice", "--text", "a\u0085b", str(wav)],
 }
 
 
