@@ -83,6 +83,7 @@ struct req_state {
 	int has_crosspost;
 	char idem_key[IDEMPOTENCY_KEY_MAX + 1];
 	int has_idem;
+	int over_limit;          /* let in past workers + queue as a retry of a known key */
 	struct part_ctx {
 		struct req_state *rs;
 		http_request *req;
@@ -511,6 +512,34 @@ static int on_mp_part_end(void *arg)
 
 static const multipart_callbacks mp_callbacks = { on_mp_part, on_mp_data, on_mp_part_end };
 
+static void respond_overloaded(struct api *a, http_request *req, int close_after)
+{
+	static const http_header retry[] = { { "Retry-After", "5" } };
+	metrics_add(a->shard, a->m_overloaded, 1);
+	log_warn("api: %u uploads accepted and waiting: answering 503 (raise workers or queue)",
+	         a->slots_used);
+	respond_error(req, 503, "overloaded", "too many recordings are being encoded; retry", retry,
+	              1, close_after);
+}
+
+static int idem_lookup(struct api *a, const char *handle, const char *idem_key, json_t **out);
+
+/* 1 if (handle, key) has a first request encoding, or a response on record
+ * that has not expired. */
+static int idem_known(struct api *a, const char *handle, const char *idem_key)
+{
+	json_t *j = NULL;
+	int known;
+
+	for (struct job *q = a->inflight; q != NULL; q = q->next_inflight) {
+		if (strcmp(q->author, handle) == 0 && strcmp(q->idem_key, idem_key) == 0)
+			return 1;
+	}
+	known = idem_lookup(a, handle, idem_key, &j) == 0;
+	json_decref(j);
+	return known;
+}
+
 /* POST /v1/posts, headers in: authenticate, check capacity, size and type,
  * open the temporary file. Returns HTTP_BODY_ACCEPT or REJECT. */
 static int upload_headers(struct api *a, http_request *req, struct req_state *rs)
@@ -568,13 +597,15 @@ static int upload_headers(struct api *a, http_request *req, struct req_state *rs
 		rs->has_idem = 1;
 	}
 	if (a->slots_used >= a->opt.workers + a->opt.queue) {
-		static const http_header retry[] = { { "Retry-After", "5" } };
-		metrics_add(a->shard, a->m_overloaded, 1);
-		log_warn("api: %u uploads accepted and waiting: answering 503 (raise workers or "
-		         "queue)", a->slots_used);
-		respond_error(req, 503, "overloaded", "too many recordings are being encoded; retry",
-		              retry, 1, 1);
-		return HTTP_BODY_REJECT;
+		/* A retry of a key whose first request is done or encoding needs
+		 * no worker: it is answered from the record or with the first
+		 * request's outcome. Anything else waits for room. */
+		if (rs->has_idem && idem_known(a, rs->who.handle, rs->idem_key)) {
+			rs->over_limit = 1;
+		} else {
+			respond_overloaded(a, req, 1);
+			return HTTP_BODY_REJECT;
+		}
 	}
 	rs->sha = EVP_MD_CTX_new();
 	if (rs->sha == NULL || EVP_DigestInit_ex(rs->sha, EVP_sha256(), NULL) != 1) {
@@ -854,21 +885,20 @@ static int queue_job(struct api *a, struct job *j)
 
 /* ---- idempotency ---- */
 
-/* Looks for the first response to (author, key). Returns 1 and answers req
- * when one is on record (or 422 when the key came with another request),
- * 0 when there is none, -1 after answering an error. */
-static int replay_recorded(struct api *a, http_request *req, struct req_state *rs,
-                           const char *request_sha)
+/* The first response to (handle, key) on record and not expired: 0 and
+ * *out (the record's JSON, the caller's), SAYIN_ENOTFOUND, or an error
+ * (SAYIN_ECORRUPT for a record that is not JSON). */
+static int idem_lookup(struct api *a, const char *handle, const char *idem_key, json_t **out)
 {
-	static const http_header replay_hdr[] = { { "Idempotent-Replayed", "true" } };
 	char key[PUBLISH_HANDLE_MAX + 2 + IDEMPOTENCY_KEY_MAX + 1];
 	const void *rec;
 	size_t len;
 	store_txn *txn;
 	json_t *j = NULL;
-	int rc, found = 0;
+	int rc;
 
-	snprintf(key, sizeof(key), "%s\n%s", rs->who.handle, rs->idem_key);
+	*out = NULL;
+	snprintf(key, sizeof(key), "%s\n%s", handle, idem_key);
 	rc = store_txn_begin(a->st, 0, &txn);
 	if (rc == 0) {
 		rc = store_get_record(txn, STORE_IDEMPOTENCY, key, &rec, &len);
@@ -876,33 +906,51 @@ static int replay_recorded(struct api *a, http_request *req, struct req_state *r
 			j = json_loadb(rec, len, 0, NULL);
 		store_txn_abort(txn);
 	}
+	if (rc == 0 && j == NULL)
+		rc = SAYIN_ECORRUPT;
+	if (rc == 0 && json_integer_value(json_object_get(j, "created_ms")) <
+	                       pipeline_now_ms() - IDEMPOTENCY_TTL_MS)
+		rc = SAYIN_ENOTFOUND; /* expired: the key is free again */
+	if (rc != 0) {
+		json_decref(j);
+		return rc;
+	}
+	*out = j;
+	return 0;
+}
+
+/* Looks for the first response to (author, key). Returns 1 and answers req
+ * when one is on record (or 422 when the key came with another request),
+ * 0 when there is none, -1 after answering an error. */
+static int replay_recorded(struct api *a, http_request *req, struct req_state *rs,
+                           const char *request_sha)
+{
+	static const http_header replay_hdr[] = { { "Idempotent-Replayed", "true" } };
+	json_t *j = NULL;
+	int rc = idem_lookup(a, rs->who.handle, rs->idem_key, &j);
+	const char *sha, *body;
+
 	if (rc == SAYIN_ENOTFOUND)
 		return 0;
-	if (rc != 0 || j == NULL) {
-		respond_error(req, 500, "internal", rc ? sayin_strerror(rc) : "corrupt record", NULL,
-		              0, 0);
-		json_decref(j);
+	if (rc != 0) {
+		respond_error(req, 500, "internal", sayin_strerror(rc), NULL, 0, 0);
 		return -1;
 	}
-	if (json_integer_value(json_object_get(j, "created_ms")) >=
-	    pipeline_now_ms() - IDEMPOTENCY_TTL_MS) {
-		const char *sha = json_string_value(json_object_get(j, "request_sha256"));
-		const char *body = json_string_value(json_object_get(j, "body"));
-		found = 1;
-		if (sha == NULL || body == NULL || strcmp(sha, request_sha) != 0) {
-			respond_error(req, 422, "idempotency_key_reused",
-			              "this Idempotency-Key was used for a different request", NULL, 0, 0);
-		} else {
-			char location[128], *copy = strdup(body);
-			http_header h[2] = { { "Location", location }, replay_hdr[0] };
-			snprintf(location, sizeof(location), "/v1/posts/%s",
-			         json_string_value(json_object_get(j, "post_id")));
-			metrics_add(a->shard, a->m_replayed, 1);
-			respond_owned(req, 201, copy, h, 2, 0);
-		}
+	sha = json_string_value(json_object_get(j, "request_sha256"));
+	body = json_string_value(json_object_get(j, "body"));
+	if (sha == NULL || body == NULL || strcmp(sha, request_sha) != 0) {
+		respond_error(req, 422, "idempotency_key_reused",
+		              "this Idempotency-Key was used for a different request", NULL, 0, 0);
+	} else {
+		char location[128], *copy = strdup(body);
+		http_header h[2] = { { "Location", location }, replay_hdr[0] };
+		snprintf(location, sizeof(location), "/v1/posts/%s",
+		         json_string_value(json_object_get(j, "post_id")));
+		metrics_add(a->shard, a->m_replayed, 1);
+		respond_owned(req, 201, copy, h, 2, 0);
 	}
 	json_decref(j);
-	return found;
+	return 1;
 }
 
 static void request_digest(struct req_state *rs, char out[65])
@@ -989,6 +1037,12 @@ static void upload_complete(struct api *a, http_request *req, struct req_state *
 			         rs->who.handle);
 			return;
 		}
+	}
+	if (rs->over_limit) {
+		/* Let in as a retry, but the first request failed meanwhile (no
+		 * record): a new job, for which there is no room. */
+		respond_overloaded(a, req, 0);
+		goto discard;
 	}
 	j = calloc(1, sizeof(*j));
 	if (j == NULL) {

@@ -708,6 +708,42 @@ def test_full_queue_answers_503_with_retry_after(api_site, speech_clip):
     assert H.wait_for(lambda: not site.api.uploads())
 
 
+def test_retry_of_a_known_key_is_answered_when_the_queue_is_full(api_site, speech_clip,
+                                                                speech_clip_b):
+    """workers 1 + queue 1, both slots held: a retry of an Idempotency-Key
+    whose first request is on record needs no worker and is replayed (201),
+    the same key with another body still gets 422, and a new key gets 503."""
+    site = api_site(args=("--workers", "1", "--queue", "1"), origin=False)
+    token = site.tokens["alice"]
+    audio, other = speech_clip.read_bytes(), speech_clip_b.read_bytes()
+    first = assert_created(site.api.post_raw(token, audio, headers={"Idempotency-Key": "k-1"}))
+    hdrs = [("Authorization", "Bearer " + token), ("Content-Type", "audio/wav"),
+            ("Content-Length", str(len(audio)))]
+    holders = [site.api.conn(60), site.api.conn(60)]
+    try:
+        for c in holders:
+            c.request("POST", "/v1/posts", headers=hdrs)
+        assert H.wait_for(lambda: site.api.metrics()["sayin_api_uploads_accepted"] == 2), \
+            site.api.metrics()
+        before = H.store_counts(site.data)
+        r = site.api.post_raw(token, audio, headers={"Idempotency-Key": "k-1"})
+        assert r.status == 201 and r.header("Idempotent-Replayed") == "true", (r, r.body)
+        assert r.json()["id"] == first["id"]
+        r = site.api.post_raw(token, other, headers={"Idempotency-Key": "k-1"})
+        assert r.status == 422 and H.error_code(r) == "idempotency_key_reused", (r, r.body)
+        r = site.api.post_raw(token, audio, headers={"Idempotency-Key": "k-2"})
+        assert r.status == 503 and H.error_code(r) == "overloaded", (r, r.body)
+        assert H.store_counts(site.data) == before
+        for c in holders:
+            c.send(audio)
+        for c in holders:
+            assert_created(c.read_response())
+    finally:
+        for c in holders:
+            c.close()
+    assert H.wait_for(lambda: not site.api.uploads())
+
+
 def test_burst_over_capacity_counts_503s(api_site, speech_clip):
     """20 uploads at once with room for 3: the rest get 503, and every 201
     is one post."""
