@@ -132,11 +132,26 @@ static void free_body(void *arg)
 	free(arg);
 }
 
+/* Every POST /v1/posts is counted once in sayin_api_posts_total: created
+ * and replayed where they happen, overloaded with its 503, and every other
+ * answer here, by status: 4xx rejected (the request's fault: headers, body,
+ * text or recording), 5xx failed (ours). */
+static void count_upload_outcome(http_request *req, int status)
+{
+	struct req_state *rs = req->data;
+
+	if (rs == NULL || rs->kind != REQ_UPLOAD || status == 201 || status == 503)
+		return;
+	metrics_add(rs->api->shard, status < 500 ? rs->api->m_rejected : rs->api->m_failed, 1);
+}
+
 static void respond_owned(http_request *req, int status, char *body, const http_header *extra,
                           size_t n_extra, int close_after)
 {
 	http_header h[8];
 	size_t n = 0;
+
+	count_upload_outcome(req, body == NULL ? 500 : status);
 
 	h[n++] = (http_header){ "Content-Type", "application/json" };
 	h[n++] = (http_header){ "Cache-Control", "no-store" };
@@ -828,7 +843,7 @@ static void on_work_done(uv_work_t *w, int status)
 			metrics_observe(a->shard, a->m_stage_s[2], j->res.ms_pages / 1e3);
 			metrics_observe(a->shard, a->m_stage_s[3], j->res.ms_commit / 1e3);
 		} else {
-			metrics_add(a->shard, j->input_fault ? a->m_rejected : a->m_failed, 1);
+			/* Counted as rejected or failed by its answer. */
 			if (j->input_fault)
 				log_info("api: post by %s refused: %s", j->author, j->err);
 			else
@@ -838,7 +853,8 @@ static void on_work_done(uv_work_t *w, int status)
 		while (j->waiters != NULL) {
 			struct waiter *wt = j->waiters;
 			j->waiters = wt->next;
-			metrics_add(a->shard, a->m_replayed, 1);
+			if (j->rc == 0)
+				metrics_add(a->shard, a->m_replayed, 1);
 			answer_post(j, wt->req, 1);
 			free(wt);
 		}

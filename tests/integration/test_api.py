@@ -33,6 +33,16 @@ def nothing_left(site, before):
     assert after == before, "the store changed: %r -> %r" % (before, after)
 
 
+def counted_as_rejected_once(site):
+    """The one refused upload is in sayin_api_posts_total as rejected, and in
+    no other outcome."""
+    m = site.api.metrics()
+    outcomes = {r: m.get('sayin_api_posts_total{result="%s"}' % r, 0)
+                for r in ("created", "replayed", "rejected", "failed", "overloaded")}
+    assert outcomes == {"created": 0, "replayed": 0, "rejected": 1, "failed": 0,
+                        "overloaded": 0}, outcomes
+
+
 def assert_created(resp):
     assert resp.status == 201, (resp, resp.body[:500])
     post = resp.json()
@@ -183,6 +193,7 @@ def test_rejected_before_the_body(api_site, name, headers, status, code):
             assert (r.header("WWW-Authenticate") or "").startswith("Bearer"), r
         assert c.closed_by_peer(timeout=5), "the connection stayed open after %d" % status
     nothing_left(site, before)
+    counted_as_rejected_once(site)
     m = site.api.metrics()
     assert m['sayin_api_upload_bytes_total'] == 0
 
@@ -280,6 +291,7 @@ def test_rejected_after_the_body(api_site, bad_files, speech_clip, name, how, st
     else:
         assert got in ("unsupported_audio", "undecodable_audio"), r.body
     nothing_left(site, before)
+    counted_as_rejected_once(site)
 
 
 def test_store_full_is_507_and_stores_nothing(api_site, tmp_path):
