@@ -7,6 +7,7 @@ full, deletion with shared objects, tokens, disconnects and SIGTERM.
 Every test has its own store, API, origin and ports (fixtures in
 conftest.py)."""
 
+import contextlib
 import json
 import os
 import select
@@ -683,27 +684,19 @@ def test_50_concurrent_uploads_while_gets_stay_fast(api_site, speech_clip):
     assert {i for _, i in seen} == ids | {first["id"]}
 
 
-def test_full_queue_answers_503_with_retry_after(api_site, speech_clip):
-    """workers 1 + queue 1: two uploads whose headers are in hold both
-    slots; a third is refused at once, before its body."""
-    site = api_site(args=("--workers", "1", "--queue", "1"), origin=False)
-    token = site.tokens["alice"]
-    audio = speech_clip.read_bytes()
+@contextlib.contextmanager
+def all_slots_held(site, token, audio, n=2):
+    """n uploads whose headers are in hold every slot of workers + queue
+    while the block runs; then their bodies go and each must be created."""
     hdrs = [("Authorization", "Bearer " + token), ("Content-Type", "audio/wav"),
             ("Content-Length", str(len(audio)))]
-    holders = [site.api.conn(60), site.api.conn(60)]
+    holders = [site.api.conn(60) for _ in range(n)]
     try:
         for c in holders:
             c.request("POST", "/v1/posts", headers=hdrs)
-        assert H.wait_for(lambda: site.api.metrics()["sayin_api_uploads_accepted"] == 2), \
+        assert H.wait_for(lambda: site.api.metrics()["sayin_api_uploads_accepted"] == n), \
             site.api.metrics()
-        before = H.store_counts(site.data)
-        with site.api.conn(10) as c:
-            c.request("POST", "/v1/posts", headers=hdrs)
-            r = c.read_response()
-        assert r.status == 503 and H.error_code(r) == "overloaded", (r, r.body)
-        assert r.header("Retry-After") is not None and int(r.header("Retry-After")) > 0
-        assert H.store_counts(site.data) == before
+        yield hdrs
         for c in holders:
             c.send(audio)
         for c in holders:
@@ -711,6 +704,22 @@ def test_full_queue_answers_503_with_retry_after(api_site, speech_clip):
     finally:
         for c in holders:
             c.close()
+
+
+def test_full_queue_answers_503_with_retry_after(api_site, speech_clip):
+    """workers 1 + queue 1: two uploads whose headers are in hold both
+    slots; a third is refused at once, before its body."""
+    site = api_site(args=("--workers", "1", "--queue", "1"), origin=False)
+    token = site.tokens["alice"]
+    audio = speech_clip.read_bytes()
+    with all_slots_held(site, token, audio) as hdrs:
+        before = H.store_counts(site.data)
+        with site.api.conn(10) as c:
+            c.request("POST", "/v1/posts", headers=hdrs)
+            r = c.read_response()
+        assert r.status == 503 and H.error_code(r) == "overloaded", (r, r.body)
+        assert r.header("Retry-After") is not None and int(r.header("Retry-After")) > 0
+        assert H.store_counts(site.data) == before
     # Capacity is back once they are answered.
     assert_created(site.api.post_raw(token, audio))
     m = site.api.metrics()
@@ -729,14 +738,7 @@ def test_retry_of_a_known_key_is_answered_when_the_queue_is_full(api_site, speec
     token = site.tokens["alice"]
     audio, other = speech_clip.read_bytes(), speech_clip_b.read_bytes()
     first = assert_created(site.api.post_raw(token, audio, headers={"Idempotency-Key": "k-1"}))
-    hdrs = [("Authorization", "Bearer " + token), ("Content-Type", "audio/wav"),
-            ("Content-Length", str(len(audio)))]
-    holders = [site.api.conn(60), site.api.conn(60)]
-    try:
-        for c in holders:
-            c.request("POST", "/v1/posts", headers=hdrs)
-        assert H.wait_for(lambda: site.api.metrics()["sayin_api_uploads_accepted"] == 2), \
-            site.api.metrics()
+    with all_slots_held(site, token, audio):
         before = H.store_counts(site.data)
         r = site.api.post_raw(token, audio, headers={"Idempotency-Key": "k-1"})
         assert r.status == 201 and r.header("Idempotent-Replayed") == "true", (r, r.body)
@@ -746,13 +748,6 @@ def test_retry_of_a_known_key_is_answered_when_the_queue_is_full(api_site, speec
         r = site.api.post_raw(token, audio, headers={"Idempotency-Key": "k-2"})
         assert r.status == 503 and H.error_code(r) == "overloaded", (r, r.body)
         assert H.store_counts(site.data) == before
-        for c in holders:
-            c.send(audio)
-        for c in holders:
-            assert_created(c.read_response())
-    finally:
-        for c in holders:
-            c.close()
     assert H.wait_for(lambda: not site.api.uploads())
 
 
