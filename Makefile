@@ -32,22 +32,19 @@ BIN := $(BUILD)/bin
 
 CFLAGS ?= -O2 -g
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(SAN_FLAGS) -Iorigin -Ipublisher -Ipublisher/cdn -Ipublisher/social -I$(LLHTTP_INC) $(PKG_CFLAGS) $(CFLAGS)
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(SAN_FLAGS) -Iorigin -Ipublisher -I$(LLHTTP_INC) $(PKG_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := $(SAN_FLAGS) $(LDFLAGS)
 LIBS := $(CORE_LIBS) -lm -lpthread
 
 # llhttp is generated code that is not warning-clean under -Wextra: own flags.
 LLHTTP_CFLAGS := -O2 -g -w $(SAN_FLAGS) -I$(LLHTTP_INC)
 
-CORE_SRCS := origin/error.c origin/log.c origin/config.c origin/fileio.c origin/store.c origin/http.c origin/metrics.c
-ORIGIN_SRCS := origin/serve.c origin/main.c
-PUBLISHER_SRCS := publisher/compress.c publisher/media.c publisher/decode.c publisher/limiter.c \
-	publisher/waveform.c publisher/aac.c publisher/mp4.c \
-	publisher/feed.c publisher/page.c publisher/publish.c publisher/pipeline.c publisher/auth.c publisher/multipart.c publisher/api.c publisher/outbox.c publisher/net.c publisher/delivery.c \
-	publisher/cdn/cdn.c publisher/cdn/aws.c publisher/cdn/varnish.c publisher/cdn/nginx.c \
-	publisher/cdn/fastly.c publisher/cdn/cloudflare.c publisher/cdn/cloudfront.c publisher/cdn/s3.c \
-	publisher/cdn/prewarm.c publisher/crosspost.c publisher/social/social.c publisher/social/oauth1.c \
-	publisher/social/xtext.c publisher/social/x.c publisher/social/facebook.c publisher/main.c
+# Sources are found by folder, so a new file needs no line here. The tree is
+# the map (README.md): origin/core/ is libcore.a, the only code both
+# programs link; origin/*.c is the origin; publisher/**.c the publisher.
+CORE_SRCS := $(sort $(wildcard origin/core/*.c))
+ORIGIN_SRCS := $(sort $(wildcard origin/*.c))
+PUBLISHER_SRCS := $(sort $(shell find publisher -name '*.c'))
 LLHTTP_SRCS := $(wildcard $(LLHTTP_DIR)/*.c)
 
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o) $(LLHTTP_SRCS:$(LLHTTP_DIR)/%.c=$(BUILD)/llhttp/%.o)
@@ -55,9 +52,15 @@ ORIGIN_OBJS := $(ORIGIN_SRCS:%.c=$(BUILD)/%.o)
 PUBLISHER_OBJS := $(PUBLISHER_SRCS:%.c=$(BUILD)/%.o)
 PUBLISHER_LIB_OBJS := $(filter-out $(BUILD)/publisher/main.o,$(PUBLISHER_OBJS))
 
-UNIT_TESTS := $(patsubst tests/unit/%.c,$(BIN)/%,$(wildcard tests/unit/test_*.c))
+# Unit tests mirror the tree: tests/unit/core/test_store.c tests core/store.
+# Every test_*.c is one program; the other .c files under tests/unit are
+# shared fixtures, linked from an archive so a test takes only what it uses.
+UNIT_SRCS := $(sort $(shell find tests/unit -name 'test_*.c'))
+UNIT_TESTS := $(UNIT_SRCS:%.c=$(BUILD)/%)
+UNIT_SUPPORT_SRCS := $(sort $(filter-out $(UNIT_SRCS),$(shell find tests/unit -name '*.c')))
+UNIT_SUPPORT_OBJS := $(UNIT_SUPPORT_SRCS:%.c=$(BUILD)/%.o)
 
-.PHONY: all check unit integration demo install uninstall clean bootstrap bench
+.PHONY: all check unit integration layers demo install uninstall clean bootstrap bench
 
 # bin/ always holds the binaries of the last build (release or sanitizer), so
 # scripts, tests and README name one path.
@@ -84,9 +87,17 @@ $(BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	$(CC) $(LLHTTP_CFLAGS) -c -o $@ $<
 
 # Unit tests (cmocka) link the modules directly, never the programs.
-$(BIN)/test_%: tests/unit/test_%.c $(PUBLISHER_LIB_OBJS) $(BUILD)/libcore.a
+$(BUILD)/libunitsupport.a: $(UNIT_SUPPORT_OBJS)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ $(PUBLISHER_LIBS) $(LIBS) $(shell $(PKG_CONFIG) --libs cmocka libbrotlidec)
+	$(AR) rcs $@ $^
+
+$(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libunitsupport.a $(PUBLISHER_LIB_OBJS) $(BUILD)/libcore.a
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $(ALL_LDFLAGS) -o $@ $^ $(PUBLISHER_LIBS) $(LIBS) $(shell $(PKG_CONFIG) --libs cmocka libbrotlidec)
+
+$(BUILD)/tests/unit/%.o: tests/unit/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Itests/unit -MMD -MP -c -o $@ $<
 
 bootstrap:
 	@scripts/bootstrap
@@ -94,11 +105,18 @@ bootstrap:
 unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
 
+# The tree's rules (LAYOUT): path-qualified includes, origin/core/ includes
+# only itself, publisher/ uses only core/ from origin/, no include cycle in a
+# folder, and no call cycle among the media files.
+layers: all
+	scripts/check-layers
+
 integration: all
 	SAYIN_BIN=$(CURDIR)/bin /usr/bin/python3 -m pytest -q -n 2 tests/integration
 
 check: bootstrap
 	$(MAKE) all
+	$(MAKE) layers
 	$(MAKE) unit
 	$(MAKE) integration
 

@@ -18,13 +18,13 @@
  *   callbacks evaluated at scrape time on the scraping thread: the HTTP
  *   core's own counters are relaxed atomics, and the store is read in a
  *   short read transaction. */
-#include "config.h"
-#include "error.h"
-#include "http.h"
-#include "log.h"
-#include "metrics.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "core/http.h"
+#include "core/log.h"
+#include "core/metrics.h"
 #include "serve.h"
-#include "store.h"
+#include "core/store.h"
 
 #include <errno.h>
 #include <math.h>

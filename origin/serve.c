@@ -4,8 +4,8 @@
  * caching policy table. It only reads the store. */
 #include "serve.h"
 
-#include "error.h"
-#include "log.h"
+#include "core/error.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -8,9 +8,9 @@
 #ifndef SAYIN_SERVE_H
 #define SAYIN_SERVE_H
 
-#include "http.h"
-#include "metrics.h"
-#include "store.h"
+#include "core/http.h"
+#include "core/metrics.h"
+#include "core/store.h"
 
 #include <stdint.h>
 

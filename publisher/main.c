@@ -1,17 +1,17 @@
 /* sayin-publisher: publishes voice posts into the store (the only writer). */
-#include "api.h"
-#include "auth.h"
-#include "crosspost.h"
-#include "delivery.h"
-#include "outbox.h"
-#include "config.h"
+#include "ingest/api.h"
+#include "ingest/auth.h"
+#include "deliver/crosspost.h"
+#include "deliver/delivery.h"
+#include "deliver/outbox.h"
+#include "core/config.h"
 #include "pipeline.h"
-#include "error.h"
-#include "feed.h"
-#include "log.h"
-#include "media.h"
+#include "core/error.h"
+#include "render/feed.h"
+#include "core/log.h"
+#include "media/media.h"
 #include "publish.h"
-#include "store.h"
+#include "core/store.h"
 
 #include <errno.h>
 #include <jansson.h>

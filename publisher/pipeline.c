@@ -1,8 +1,8 @@
 /* pipeline: settings in, a committed post out (media, then publish). */
 #include "pipeline.h"
 
-#include "error.h"
-#include "log.h"
+#include "core/error.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -8,12 +8,12 @@
 #ifndef SAYIN_PIPELINE_H
 #define SAYIN_PIPELINE_H
 
-#include "config.h"
-#include "crosspost.h"
-#include "delivery.h"
-#include "media.h"
+#include "core/config.h"
+#include "deliver/crosspost.h"
+#include "deliver/delivery.h"
+#include "media/media.h"
 #include "publish.h"
-#include "store.h"
+#include "core/store.h"
 
 typedef struct pipeline {
 	media_transcode_options media;

@@ -3,13 +3,13 @@
  * names. */
 #include "publish.h"
 
-#include "compress.h"
-#include "error.h"
-#include "feed.h"
-#include "page.h"
-#include "log.h"
-#include "outbox.h"
-#include "page.h"
+#include "render/compress.h"
+#include "core/error.h"
+#include "render/feed.h"
+#include "render/page.h"
+#include "core/log.h"
+#include "deliver/outbox.h"
+#include "render/page.h"
 
 #include <errno.h>
 #include <jansson.h>

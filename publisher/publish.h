@@ -8,7 +8,7 @@
 #ifndef SAYIN_PUBLISH_H
 #define SAYIN_PUBLISH_H
 
-#include "store.h"
+#include "core/store.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -7,11 +7,11 @@
  *
  * Prints one line per run and a summary, both as JSON, on stdout.
  * scripts/bench/publish drives it and writes BENCHMARKS.md. */
-#include "error.h"
-#include "log.h"
-#include "media.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "media/media.h"
 #include "publish.h"
-#include "store.h"
+#include "core/store.h"
 
 #include <stdio.h>
 #include <stdlib.h>

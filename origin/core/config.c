@@ -1,0 +1,505 @@
+/* config: settings from defaults, an INI file, the environment and flags. */
+#include "core/config.h"
+
+#include "core/error.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Every setting either program knows. Keep README's table in step
+ * (`sayin-publisher config-reference` prints it). */
+typedef struct setting {
+	const char *name;    /* flag: --name */
+	const char *section; /* INI [section] */
+	const char *key;     /* INI key */
+	const char *env;
+	const char *def;     /* NULL: unset unless derived (see the help) */
+	const char *help;
+} setting;
+
+static const setting settings[] = {
+	{ "data", "store", "data", "SAYIN_DATA", "./var/store", "store directory (the LMDB environment)" },
+	{ "map-size", "store", "map_size", "SAYIN_MAP_SIZE", "64G",
+	  "LMDB map size: the most the store may hold (address space, not disk)" },
+	{ "listen", "origin", "listen", "SAYIN_LISTEN", "127.0.0.1:8080", "origin listen address" },
+	{ "threads", "origin", "threads", "SAYIN_THREADS", "0",
+	  "event loops, each with its own SO_REUSEPORT socket (0 = one per core)" },
+	{ "admin-listen", "origin", "admin_listen", "SAYIN_ADMIN_LISTEN", NULL,
+	  "address serving /metrics apart from fans' traffic; default: /metrics on listen" },
+	{ "access-log", "origin", "access_log", "SAYIN_ACCESS_LOG", "off",
+	  "on: one structured line per request on stderr" },
+	{ "max-header-bytes", "origin", "max_header_bytes", "SAYIN_MAX_HEADER_BYTES", "16384",
+	  "request line and headers, bytes (431 beyond)" },
+	{ "max-headers", "origin", "max_headers", "SAYIN_MAX_HEADERS", "64",
+	  "header fields per request (431 beyond)" },
+	{ "max-uri", "origin", "max_uri", "SAYIN_MAX_URI", "4096", "request-target bytes (414 beyond)" },
+	{ "max-connections", "origin", "max_connections", "SAYIN_MAX_CONNECTIONS", "10000",
+	  "open connections per event loop; beyond: 503 and close, counted" },
+	{ "idle-timeout-ms", "origin", "idle_timeout_ms", "SAYIN_IDLE_TIMEOUT_MS", "60000",
+	  "keep-alive connection idle time" },
+	{ "header-timeout-ms", "origin", "header_timeout_ms", "SAYIN_HEADER_TIMEOUT_MS", "10000",
+	  "time to receive a request's headers (cuts off slowloris clients)" },
+	{ "write-timeout-ms", "origin", "write_timeout_ms", "SAYIN_WRITE_TIMEOUT_MS", "30000",
+	  "a response write making no progress this long closes the connection" },
+	{ "shutdown-grace-ms", "origin", "shutdown_grace_ms", "SAYIN_SHUTDOWN_GRACE_MS", "5000",
+	  "on SIGTERM/SIGINT, time responses in flight get to finish" },
+	{ "name-max-age", "cache", "name_max_age", "SAYIN_NAME_MAX_AGE", "60",
+	  "browser lifetime of feeds and pages, seconds" },
+	{ "name-shared-max-age", "cache", "name_shared_max_age", "SAYIN_NAME_SHARED_MAX_AGE",
+	  "86400", "CDN lifetime of feeds and pages (s-maxage, CDN-Cache-Control); purged on change" },
+	{ "stale-while-revalidate", "cache", "stale_while_revalidate", "SAYIN_STALE_WHILE_REVALIDATE",
+	  "60", "seconds a cache may serve a stale name while it revalidates" },
+	{ "stale-if-error", "cache", "stale_if_error", "SAYIN_STALE_IF_ERROR", "86400",
+	  "seconds a cache may serve a stale name while the origin fails" },
+	{ "public-url", "publisher", "public_url", "SAYIN_PUBLIC_URL", NULL,
+	  "base of every URL in feeds and pages (the CDN); default: http://LISTEN" },
+	{ "bitrate", "media", "bitrate", "SAYIN_BITRATE", "32000", "Opus bitrate, bits/s (6000-510000)" },
+	/* [media]: loudness and the limits on untrusted recordings */
+	{ "loudness-target", "media", "loudness_target", "SAYIN_LOUDNESS_TARGET", "-16",
+	  "integrated loudness every post is normalized to, LUFS (EBU R128; -60 to -5)" },
+	{ "max-input-bytes", "media", "max_input_bytes", "SAYIN_MAX_INPUT_BYTES", "100M",
+	  "largest recording accepted, bytes (K, M, G suffixes); beyond: too large" },
+	{ "max-duration", "media", "max_duration", "SAYIN_MAX_DURATION", "600",
+	  "longest recording accepted, seconds; checked while decoding, beyond: too long" },
+	{ "decode-timeout-ms", "media", "decode_timeout_ms", "SAYIN_DECODE_TIMEOUT_MS", "60000",
+	  "wall-clock time the decoder process gets before it is killed" },
+	{ "decode-memory", "media", "decode_memory", "SAYIN_DECODE_MEMORY", "1G",
+	  "address space of the decoder process (RLIMIT_AS; not applied under ASan)" },
+	/* [media]: the renditions beside the Opus audio */
+	{ "waveform-points", "media", "waveform_points", "SAYIN_WAVEFORM_POINTS", "1000",
+	  "min/max pairs in each post's waveform JSON (10-100000; fewer only for shorter audio)" },
+	{ "aac-fallback", "media", "aac_fallback", "SAYIN_AAC_FALLBACK", "on",
+	  "on: also publish an AAC-in-M4A rendition for players without Opus (old Safari)" },
+	{ "aac-bitrate", "media", "aac_bitrate", "SAYIN_AAC_BITRATE", "48000",
+	  "bitrate of the AAC fallback, bits/s (32000-128000)" },
+	{ "aac-coder", "media", "aac_coder", "SAYIN_AAC_CODER", "fast",
+	  "FFmpeg's AAC coder for the fallback: fast, or twoloop (4x the CPU)" },
+	{ "feed-items", "feed", "items", "SAYIN_FEED_ITEMS", "20",
+	  "posts in an author's head feed.json and author page" },
+	{ "feed-page-items", "feed", "page_items", "SAYIN_FEED_PAGE_ITEMS", "20",
+	  "posts in a full archive page /u/HANDLE/feed/N.json" },
+	{ "api-listen", "api", "listen", "SAYIN_API_LISTEN", "127.0.0.1:8081",
+	  "ingest API listen address (serve)" },
+	{ "workers", "api", "workers", "SAYIN_WORKERS", "2",
+	  "threads that transcode and publish uploads (serve)" },
+	{ "queue", "api", "queue", "SAYIN_QUEUE", "16",
+	  "uploads waiting for a worker before POST answers 503 (serve)" },
+	{ "max-text", "api", "max_text", "SAYIN_MAX_TEXT", "500", "characters of a post's text" },
+	{ "upload-dir", "api", "upload_dir", "SAYIN_UPLOAD_DIR", NULL,
+	  "temporary upload files (default: DATA/uploads; swept at start)" },
+	{ "varnish-edges", "cdn", "varnish_edges", "SAYIN_VARNISH_EDGES", NULL,
+	  "Varnish edges to purge (URL PURGE and xkey), comma-separated base URLs" },
+	{ "varnish-soft-purge", "cdn", "varnish_soft_purge", "SAYIN_VARNISH_SOFT_PURGE", "off",
+	  "on: xkey soft purges (stale kept for grace) instead of hard ones" },
+	{ "nginx-edges", "cdn", "nginx_edges", "SAYIN_NGINX_EDGES", NULL,
+	  "nginx edges (cache purge module) to purge by URL, comma-separated base URLs" },
+	{ "prewarm-edges", "cdn", "prewarm_edges", "SAYIN_PREWARM_EDGES", NULL,
+	  "edges to GET new feeds and objects through after the purges, comma-separated" },
+	{ "fastly-service-id", "cdn", "fastly_service_id", "SAYIN_FASTLY_SERVICE_ID", NULL,
+	  "Fastly service to purge by surrogate key (turns the driver on)" },
+	{ "fastly-api-key", "cdn", "fastly_api_key", "SAYIN_FASTLY_API_KEY", NULL,
+	  "Fastly API token with purge_select (secret)" },
+	{ "fastly-api-url", "cdn", "fastly_api_url", "SAYIN_FASTLY_API_URL", "https://api.fastly.com",
+	  "Fastly API base URL" },
+	{ "fastly-soft-purge", "cdn", "fastly_soft_purge", "SAYIN_FASTLY_SOFT_PURGE", "off",
+	  "on: Fastly-Soft-Purge (mark stale) instead of hard purges" },
+	{ "cloudflare-zone-id", "cdn", "cloudflare_zone_id", "SAYIN_CLOUDFLARE_ZONE_ID", NULL,
+	  "Cloudflare zone to purge (turns the driver on)" },
+	{ "cloudflare-api-token", "cdn", "cloudflare_api_token", "SAYIN_CLOUDFLARE_API_TOKEN", NULL,
+	  "Cloudflare API token with Cache Purge (secret)" },
+	{ "cloudflare-api-url", "cdn", "cloudflare_api_url", "SAYIN_CLOUDFLARE_API_URL",
+	  "https://api.cloudflare.com/client/v4", "Cloudflare API base URL" },
+	{ "cloudflare-purge-by", "cdn", "cloudflare_purge_by", "SAYIN_CLOUDFLARE_PURGE_BY", "files",
+	  "files (URLs) or tags (Cache-Tag; Enterprise)" },
+	{ "cloudfront-distribution-id", "cdn", "cloudfront_distribution_id",
+	  "SAYIN_CLOUDFRONT_DISTRIBUTION_ID", NULL,
+	  "CloudFront distribution to invalidate (turns the driver on)" },
+	{ "cloudfront-api-url", "cdn", "cloudfront_api_url", "SAYIN_CLOUDFRONT_API_URL",
+	  "https://cloudfront.amazonaws.com", "CloudFront API base URL" },
+	{ "s3-bucket", "cdn", "s3_bucket", "SAYIN_S3_BUCKET", NULL,
+	  "S3-compatible bucket to push objects and names to (turns the driver on)" },
+	{ "s3-endpoint", "cdn", "s3_endpoint", "SAYIN_S3_ENDPOINT", NULL,
+	  "S3 endpoint, path-style (default: https://s3.REGION.amazonaws.com)" },
+	{ "aws-access-key-id", "cdn", "aws_access_key_id", "AWS_ACCESS_KEY_ID", NULL,
+	  "AWS (or S3-compatible) access key id for cloudfront and s3" },
+	{ "aws-secret-access-key", "cdn", "aws_secret_access_key", "AWS_SECRET_ACCESS_KEY", NULL,
+	  "AWS secret access key (secret)" },
+	{ "aws-region", "cdn", "aws_region", "AWS_REGION", "us-east-1", "region for s3 signatures" },
+	{ "social-accounts", "social", "accounts", "SAYIN_SOCIAL_ACCOUNTS", NULL,
+	  "authors' X and Facebook credentials (INI, mode 600; see README)" },
+	{ "x-api-url", "social", "x_api_url", "SAYIN_X_API_URL", "https://api.twitter.com",
+	  "X API base URL" },
+	{ "facebook-api-url", "social", "facebook_api_url", "SAYIN_FACEBOOK_API_URL",
+	  "https://graph.facebook.com", "Facebook Graph API base URL" },
+	{ "facebook-api-version", "social", "facebook_api_version", "SAYIN_FACEBOOK_API_VERSION",
+	  "v19.0", "Graph API version in request paths" },
+	{ "crosspost-timeout-ms", "social", "timeout_ms", "SAYIN_CROSSPOST_TIMEOUT_MS", "15000",
+	  "a network request taking longer fails (and is retried)" },
+	{ "outbox-max-attempts", "outbox", "max_attempts", "SAYIN_OUTBOX_MAX_ATTEMPTS", "10",
+	  "failed deliveries before a job is parked" },
+	{ "outbox-max-age", "outbox", "max_age", "SAYIN_OUTBOX_MAX_AGE", "86400",
+	  "seconds a failing job is retried before it is parked" },
+	{ "outbox-lease-ms", "outbox", "lease_ms", "SAYIN_OUTBOX_LEASE_MS", "60000",
+	  "how long a worker holds a job before another may take it" },
+	{ "outbox-backoff-ms", "outbox", "backoff_ms", "SAYIN_OUTBOX_BACKOFF_MS", "1000",
+	  "first retry delay; doubles per failure (with jitter) up to 10 minutes" },
+	{ "log-level", "log", "level", "SAYIN_LOG_LEVEL", "info", "error, warn, info or debug" },
+};
+#define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+struct config {
+	char *values[N_SETTINGS];
+	const config_arg *args;
+	size_t nargs;
+	char **arg_values;
+	char **positional;
+	size_t npositional;
+};
+
+static int set_value(char **slot, const char *value)
+{
+	char *copy = strdup(value);
+	if (copy == NULL)
+		return -ENOMEM;
+	free(*slot);
+	*slot = copy;
+	return 0;
+}
+
+struct ini_state {
+	config *cfg;
+	char *err;
+	size_t errlen;
+	int failed;
+	const char *secret; /* a secret setting the file sets, or NULL */
+};
+
+/* Settings that are credentials: a file that sets one must be private. */
+static int is_secret(const char *name)
+{
+	return strcmp(name, "fastly-api-key") == 0 || strcmp(name, "cloudflare-api-token") == 0 ||
+	       strcmp(name, "aws-secret-access-key") == 0;
+}
+
+static int on_ini_entry(void *user, const char *section, const char *key, const char *value)
+{
+	struct ini_state *st = user;
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		if (strcmp(settings[i].section, section) == 0 && strcmp(settings[i].key, key) == 0) {
+			if (set_value(&st->cfg->values[i], value) != 0)
+				return 0;
+			if (is_secret(settings[i].name))
+				st->secret = settings[i].name;
+			return 1;
+		}
+	}
+	/* An unknown key is a typo until proven otherwise: refuse it. */
+	snprintf(st->err, st->errlen, "unknown setting [%s] %s", section, key);
+	st->failed = 1;
+	return 0;
+}
+
+static int load_file(config *cfg, const char *path, char *err, size_t errlen)
+{
+	struct ini_state st = { cfg, err, errlen, 0, NULL };
+	FILE *f = fopen(path, "r");
+	struct stat sb;
+	int rc, open_mode;
+
+	if (f == NULL) {
+		snprintf(err, errlen, "cannot open config file %s: %s", path, strerror(errno));
+		return SAYIN_ECONFIG;
+	}
+	open_mode = fstat(fileno(f), &sb) == 0 && (sb.st_mode & (S_IRWXG | S_IRWXO)) != 0;
+	rc = ini_parse_file(f, on_ini_entry, &st);
+	fclose(f);
+	if (rc == 0 && st.secret != NULL && open_mode) {
+		snprintf(err, errlen, "config file %s holds a secret (%s) and others may read it: "
+		         "chmod 600 %s, or pass the secret in the environment", path, st.secret, path);
+		return SAYIN_ECONFIG;
+	}
+	if (rc != 0) {
+		if (st.failed) {
+			size_t used = strlen(err);
+			snprintf(err + used, errlen - used, " (%s line %d)", path, rc);
+		} else {
+			snprintf(err, errlen, "config file %s: syntax error on line %d", path, rc);
+		}
+		return SAYIN_ECONFIG;
+	}
+	return 0;
+}
+
+static const setting *find_setting(const char *name, size_t len, size_t *index)
+{
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		if (strlen(settings[i].name) == len && strncmp(settings[i].name, name, len) == 0) {
+			*index = i;
+			return &settings[i];
+		}
+	}
+	return NULL;
+}
+
+static const config_arg *find_arg(const config *cfg, const char *name, size_t len, size_t *index)
+{
+	for (size_t i = 0; i < cfg->nargs; i++) {
+		if (strlen(cfg->args[i].name) == len && strncmp(cfg->args[i].name, name, len) == 0) {
+			*index = i;
+			return &cfg->args[i];
+		}
+	}
+	return NULL;
+}
+
+/* Finds --config in argv before anything else, since the file comes first. */
+static const char *config_file_arg(int argc, char **argv)
+{
+	const char *path = getenv("SAYIN_CONFIG");
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+			path = argv[i + 1];
+		else if (strncmp(argv[i], "--config=", 9) == 0)
+			path = argv[i] + 9;
+	}
+	return path;
+}
+
+static int parse_flags(config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+	int only_positional = 0;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *name, *eq, *value = NULL;
+		size_t len, idx;
+		char **slot;
+		int is_switch = 0;
+
+		if (only_positional || a[0] != '-' || a[1] == '\0') {
+			cfg->positional[cfg->npositional++] = argv[i];
+			continue;
+		}
+		if (strcmp(a, "--") == 0) {
+			only_positional = 1;
+			continue;
+		}
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+			return 1;
+		if (a[1] != '-') {
+			snprintf(err, errlen, "unknown option %s (options are --long)", a);
+			return SAYIN_ECONFIG;
+		}
+		name = a + 2;
+		eq = strchr(name, '=');
+		len = eq != NULL ? (size_t)(eq - name) : strlen(name);
+		if (len == 6 && strncmp(name, "config", 6) == 0) {
+			if (eq == NULL)
+				i++; /* value already read by config_file_arg */
+			continue;
+		}
+		if (find_setting(name, len, &idx) != NULL) {
+			slot = &cfg->values[idx];
+		} else if (find_arg(cfg, name, len, &idx) != NULL) {
+			slot = &cfg->arg_values[idx];
+			is_switch = cfg->args[idx].is_switch;
+		} else {
+			snprintf(err, errlen, "unknown option --%.*s", (int)len, name);
+			return SAYIN_ECONFIG;
+		}
+		if (is_switch) {
+			if (eq != NULL) {
+				snprintf(err, errlen, "option --%.*s takes no value", (int)len, name);
+				return SAYIN_ECONFIG;
+			}
+			value = "1";
+		} else if (eq != NULL) {
+			value = eq + 1;
+		} else if (i + 1 < argc) {
+			value = argv[++i];
+		} else {
+			snprintf(err, errlen, "option --%.*s needs a value", (int)len, name);
+			return SAYIN_ECONFIG;
+		}
+		if (set_value(slot, value) != 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+int config_load(int argc, char **argv, const config_arg *args, size_t nargs, config **out,
+                char *err, size_t errlen)
+{
+	config *cfg = calloc(1, sizeof(*cfg));
+	const char *file;
+	int rc = -ENOMEM;
+
+	if (cfg == NULL)
+		return -ENOMEM;
+	cfg->args = args;
+	cfg->nargs = nargs;
+	cfg->arg_values = calloc(nargs + 1, sizeof(char *));
+	cfg->positional = calloc((size_t)argc + 1, sizeof(char *));
+	if (cfg->arg_values == NULL || cfg->positional == NULL)
+		goto fail;
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		if (settings[i].def != NULL && set_value(&cfg->values[i], settings[i].def) != 0)
+			goto fail;
+	}
+	file = config_file_arg(argc, argv);
+	if (file != NULL) {
+		rc = load_file(cfg, file, err, errlen);
+		if (rc != 0)
+			goto fail;
+	}
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		const char *v = getenv(settings[i].env);
+		if (v != NULL && set_value(&cfg->values[i], v) != 0) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+	}
+	rc = parse_flags(cfg, argc, argv, err, errlen);
+	if (rc < 0)
+		goto fail;
+	*out = cfg;
+	return rc;
+fail:
+	if (rc == -ENOMEM)
+		snprintf(err, errlen, "out of memory");
+	config_free(cfg);
+	return rc;
+}
+
+void config_free(config *cfg)
+{
+	if (cfg == NULL)
+		return;
+	for (size_t i = 0; i < N_SETTINGS; i++)
+		free(cfg->values[i]);
+	if (cfg->arg_values != NULL) {
+		for (size_t i = 0; i < cfg->nargs; i++)
+			free(cfg->arg_values[i]);
+	}
+	free(cfg->arg_values);
+	free(cfg->positional);
+	free(cfg);
+}
+
+const char *config_get(const config *cfg, const char *name)
+{
+	size_t idx, len = strlen(name);
+	if (find_setting(name, len, &idx) != NULL)
+		return cfg->values[idx];
+	if (find_arg(cfg, name, len, &idx) != NULL)
+		return cfg->arg_values[idx];
+	return NULL;
+}
+
+static int parse_u64(const char *s, int allow_suffix, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	if (s == NULL || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0)
+		return -1;
+	if (allow_suffix && *end != '\0' && end[1] == '\0') {
+		switch (*end) {
+		case 'K': case 'k': shift = 10; break;
+		case 'M': case 'm': shift = 20; break;
+		case 'G': case 'g': shift = 30; break;
+		case 'T': case 't': shift = 40; break;
+		default: return -1;
+		}
+		end++;
+	}
+	if (*end != '\0' || (shift != 0 && v > (UINT64_MAX >> shift)))
+		return -1;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+static int get_number(const config *cfg, const char *name, int allow_suffix, uint64_t min,
+                      uint64_t max, uint64_t *out, char *err, size_t errlen)
+{
+	const char *v = config_get(cfg, name);
+	uint64_t n;
+
+	if (parse_u64(v, allow_suffix, &n) != 0) {
+		snprintf(err, errlen, "--%s: '%s' is not a %s", name, v ? v : "",
+		         allow_suffix ? "size (e.g. 512M, 64G)" : "number");
+		return SAYIN_ECONFIG;
+	}
+	if (n < min || n > max) {
+		snprintf(err, errlen, "--%s: %s is outside %llu..%llu", name, v,
+		         (unsigned long long)min, (unsigned long long)max);
+		return SAYIN_ECONFIG;
+	}
+	*out = n;
+	return 0;
+}
+
+int config_get_u64(const config *cfg, const char *name, uint64_t min, uint64_t max, uint64_t *out,
+                   char *err, size_t errlen)
+{
+	return get_number(cfg, name, 0, min, max, out, err, errlen);
+}
+
+int config_get_size(const config *cfg, const char *name, uint64_t min, uint64_t max,
+                    uint64_t *out, char *err, size_t errlen)
+{
+	return get_number(cfg, name, 1, min, max, out, err, errlen);
+}
+
+size_t config_positional_count(const config *cfg)
+{
+	return cfg->npositional;
+}
+
+const char *config_positional(const config *cfg, size_t i)
+{
+	return i < cfg->npositional ? cfg->positional[i] : NULL;
+}
+
+void config_usage(FILE *out, const config_arg *args, size_t nargs, const char *const *names)
+{
+	size_t idx;
+
+	if (nargs > 0)
+		fprintf(out, "\nArguments:\n");
+	for (size_t i = 0; i < nargs; i++) {
+		char flag[64];
+		snprintf(flag, sizeof(flag), "--%s%s%s", args[i].name, args[i].metavar ? " " : "",
+		         args[i].metavar ? args[i].metavar : "");
+		fprintf(out, "  %-24s %s\n", flag, args[i].help);
+	}
+	fprintf(out, "\nSettings (flag > environment > --config FILE > default):\n");
+	for (; names != NULL && *names != NULL; names++) {
+		const setting *s = find_setting(*names, strlen(*names), &idx);
+		if (s == NULL)
+			continue;
+		fprintf(out, "  --%-22s %s\n  %24s [%s] %s, $%s, default: %s\n", s->name, s->help, "",
+		        s->section, s->key, s->env, s->def ? s->def : "(see above)");
+	}
+	fprintf(out, "  --%-22s %s\n", "config FILE", "INI file of settings (also $SAYIN_CONFIG)");
+}
+
+void config_print_reference(FILE *out)
+{
+	fprintf(out, "| flag | INI | environment | default | meaning |\n|---|---|---|---|---|\n");
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		const setting *s = &settings[i];
+		fprintf(out, "| `--%s` | `[%s] %s` | `%s` | %s | %s |\n", s->name, s->section, s->key,
+		        s->env, s->def ? s->def : "(derived)", s->help);
+	}
+}

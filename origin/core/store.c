@@ -1,0 +1,1027 @@
+/* store: objects, names, posts and authors in one LMDB environment. */
+#include "core/store.h"
+
+#include "core/error.h"
+#include "core/fileio.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define STORE_NAME_MAX 400      /* below LMDB's 511-byte key limit */
+#define STORE_ID_MAX 64
+#define STORE_HANDLE_MAX 64
+#define OBJECT_MAGIC 0x424f5953u /* "SYOB" */
+#define DBI_ABSENT ((MDB_dbi)~0u) /* a table missing from a read-only store */
+#define OBJECT_VERSION 1
+/* Blocks the space guard allocates beyond what a write transaction declared
+ * (branch pages, the free list); see store_reserve_space. */
+#define SPACE_HEADROOM (1u << 20)
+/* Object bytes at least this long go into the data file by pwrite, not
+ * through the map, so the writer's memory does not grow with them. */
+#define PWRITE_MIN (64u << 10)
+#define COPY_CHUNK (256u << 10)
+
+/* An object's value: this header, then the bytes. The bytes stay contiguous
+ * in the data file, so they can be written straight from the map. */
+struct object_header {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t reserved;
+	uint64_t size;
+	int64_t created;
+	char content_type[STORE_CTYPE_MAX + 1];
+};
+
+/* A name's value: this header, then the surrogate key and a NUL. */
+struct name_value {
+	uint32_t encodings;
+	uint32_t key_len;
+	int64_t updated;
+	uint8_t variant[STORE_ENC_COUNT][STORE_HASH_LEN];
+};
+
+struct store {
+	MDB_env *env;
+	MDB_dbi objects;      /* sha256 -> object_header + bytes */
+	MDB_dbi names;        /* path -> name_value */
+	MDB_dbi posts;        /* id -> record */
+	MDB_dbi author_posts; /* handle -> seq (8 bytes, big-endian) + id (dupsort:
+	                         values sort by seq) */
+	MDB_dbi refs;         /* sha256 -> post id (dupsort) */
+	MDB_dbi tables[STORE_TABLE_COUNT]; /* key -> record, by enum store_table */
+	int read_only;
+	/* Writers open the environment with MDB_WRITEMAP: LMDB writes pages
+	 * straight into the data file's map instead of copying each dirty page
+	 * into malloc'd memory first, so a transaction costs memory for the
+	 * pages it touches, not for the bytes it stores. Object bytes go in by
+	 * pwrite or copy_file_range at their place in the file (fd, map). */
+	int fd;
+	size_t psize;
+	atomic_int no_fallocate;  /* the file system cannot; the guard is off */
+	/* Transactions open or being opened in this process. Remapping after
+	 * another process grew the map is safe only when it is zero: every
+	 * pointer into the old map dies with the remap. */
+	atomic_int open_txns;
+	pthread_mutex_t remap_lock;
+};
+
+struct store_txn {
+	store *st;
+	MDB_txn *txn;
+	int write;
+	uint64_t declared;  /* bytes this write transaction said it would add */
+	uint64_t allocated; /* file offset up to which blocks are known allocated */
+};
+
+/* Translates an LMDB code at the module's edge, logging LMDB's own words. */
+static int store_error(int rc, const char *what)
+{
+	switch (rc) {
+	case MDB_SUCCESS: return 0;
+	case MDB_NOTFOUND: return SAYIN_ENOTFOUND;
+	case MDB_MAP_FULL:
+		log_error("store: %s: %s", what, mdb_strerror(rc));
+		return SAYIN_ESTOREFULL;
+	case MDB_READERS_FULL:
+		log_warn("store: %s: %s", what, mdb_strerror(rc));
+		return SAYIN_EREADERS;
+	case MDB_KEYEXIST: return -EEXIST;
+	case MDB_CORRUPTED:
+	case MDB_PAGE_NOTFOUND:
+	case MDB_INVALID:
+	case MDB_VERSION_MISMATCH:
+		log_error("store: %s: %s", what, mdb_strerror(rc));
+		return SAYIN_ECORRUPT;
+	default: break;
+	}
+	if (rc > 0 && rc < 1000) {
+		/* LMDB passes errno values through. */
+		if (rc != ENOENT)
+			log_error("store: %s: %s", what, mdb_strerror(rc));
+		return -rc;
+	}
+	log_error("store: %s: %s", what, mdb_strerror(rc));
+	return SAYIN_ESTORE;
+}
+
+static int store_open_dbis(store *st)
+{
+	static const struct {
+		const char *name;
+		unsigned flags;
+		size_t offset;
+	} dbs[] = {
+		{ "objects", 0, offsetof(store, objects) },
+		{ "names", 0, offsetof(store, names) },
+		{ "posts", 0, offsetof(store, posts) },
+		{ "author_posts", MDB_DUPSORT, offsetof(store, author_posts) },
+		{ "authors", 0, offsetof(store, tables[STORE_AUTHORS]) },
+		{ "refs", MDB_DUPSORT, offsetof(store, refs) },
+		{ "tokens", 0, offsetof(store, tables[STORE_TOKENS]) },
+		{ "idempotency", 0, offsetof(store, tables[STORE_IDEMPOTENCY]) },
+		{ "outbox", 0, offsetof(store, tables[STORE_OUTBOX]) },
+		{ "meta", 0, offsetof(store, tables[STORE_META]) },
+		{ "crossposts", 0, offsetof(store, tables[STORE_CROSSPOSTS]) },
+	};
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(st->env, NULL, st->read_only ? MDB_RDONLY : 0, &txn);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "begin (open databases)");
+	for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
+		unsigned flags = dbs[i].flags | (st->read_only ? 0 : MDB_CREATE);
+		MDB_dbi *dbi = (MDB_dbi *)((char *)st + dbs[i].offset);
+		rc = mdb_dbi_open(txn, dbs[i].name, flags, dbi);
+		/* A reader of a store an older publisher wrote: the tables it did
+		 * not have yet read as empty (the origin needs only the first four). */
+		if (rc == MDB_NOTFOUND && st->read_only && i >= 4) {
+			*dbi = DBI_ABSENT;
+			continue;
+		}
+		if (rc != MDB_SUCCESS) {
+			mdb_txn_abort(txn);
+			/* A read-only opener of a store no publisher has written yet. */
+			if (rc == MDB_NOTFOUND)
+				return -ENOENT;
+			return store_error(rc, "open database");
+		}
+	}
+	rc = mdb_txn_commit(txn);
+	return store_error(rc, "commit (open databases)");
+}
+
+/* The writer's data file: its descriptor, map address and page size. */
+static int store_locate_file(store *st)
+{
+	MDB_stat stat;
+	mdb_filehandle_t fd;
+	int rc = mdb_env_get_fd(st->env, &fd);
+
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "data file");
+	mdb_env_stat(st->env, &stat);
+	st->fd = fd;
+	st->psize = stat.ms_psize;
+	return 0;
+}
+
+/* The space guard. Through a writable map, a page written where the disk
+ * has no block for it raises SIGBUS instead of returning ENOSPC. So each
+ * write declares, before LMDB can touch any page for it, the most the file
+ * may grow by for it (n bytes), and the blocks past the last committed page
+ * are allocated with fallocate, which reports ENOSPC: what the transaction
+ * declared plus SPACE_HEADROOM for branch pages and the free list. Pages
+ * LMDB reuses from its free list already have blocks. Returns 0, -ENOSPC
+ * or another -errno. */
+static int store_reserve_space(store_txn *t, uint64_t n)
+{
+	store *st = t->st;
+	MDB_envinfo info;
+	uint64_t from, need, extra;
+	int e;
+
+	if (!t->write || atomic_load(&st->no_fallocate))
+		return 0;
+	t->declared += n;
+	mdb_env_info(st->env, &info);
+	from = ((uint64_t)info.me_last_pgno + 1) * st->psize;
+	need = from + t->declared + SPACE_HEADROOM;
+	if (need > info.me_mapsize)
+		need = info.me_mapsize; /* beyond it LMDB says MDB_MAP_FULL */
+	if (need <= t->allocated || need <= from)
+		return 0;
+	/* Some more than needed, so that small records do not each cost a
+	 * system call; only what is needed if the disk has no more. */
+	extra = info.me_mapsize - need < SPACE_HEADROOM ? info.me_mapsize - need : SPACE_HEADROOM;
+	if (extra > 0 && fallocate(st->fd, 0, (off_t)from, (off_t)(need + extra - from)) == 0) {
+		t->allocated = need + extra;
+		return 0;
+	}
+	if (fallocate(st->fd, 0, (off_t)from, (off_t)(need - from)) == 0) {
+		t->allocated = need;
+		return 0;
+	}
+	e = errno;
+	if (e == EOPNOTSUPP || e == ENOSYS) {
+		atomic_store(&st->no_fallocate, 1);
+		log_warn("store: the file system cannot allocate ahead (fallocate: %s); a full "
+		         "disk will stop the writer with SIGBUS instead of an error", strerror(e));
+		return 0;
+	}
+	log_error("store: no room for the transaction: cannot allocate %llu bytes in the data "
+	          "file: %s", (unsigned long long)(need - from), strerror(e));
+	return -e;
+}
+
+int store_open(const char *dir, const store_options *opt, store **out)
+{
+	store_options defaults = { 0 };
+	store *st;
+	int rc;
+
+	if (opt == NULL)
+		opt = &defaults;
+	if (!opt->read_only && mkdir(dir, 0750) != 0 && errno != EEXIST) {
+		rc = -errno;
+		log_error("store: cannot create %s: %s", dir, sayin_strerror(rc));
+		return rc;
+	}
+	st = calloc(1, sizeof(*st));
+	if (st == NULL)
+		return -ENOMEM;
+	st->read_only = opt->read_only;
+	atomic_init(&st->open_txns, 0);
+	pthread_mutex_init(&st->remap_lock, NULL);
+	rc = mdb_env_create(&st->env);
+	if (rc != MDB_SUCCESS) {
+		free(st);
+		return store_error(rc, "env create");
+	}
+	mdb_env_set_maxdbs(st->env, 16);
+	mdb_env_set_maxreaders(st->env, opt->max_readers ? opt->max_readers : 4096);
+	if (opt->map_size != 0)
+		mdb_env_set_mapsize(st->env, opt->map_size);
+	else if (!opt->read_only)
+		mdb_env_set_mapsize(st->env, STORE_DEFAULT_MAP_SIZE);
+	/* MDB_NOTLS: a thread may hold several read transactions (one per
+	 * response in flight), and they are not tied to thread-local slots. */
+	rc = mdb_env_open(st->env, dir,
+	                  MDB_NOTLS | (opt->read_only ? MDB_RDONLY : MDB_WRITEMAP), 0640);
+	if (rc != MDB_SUCCESS) {
+		rc = store_error(rc, dir);
+		mdb_env_close(st->env);
+		free(st);
+		return rc;
+	}
+	if (!opt->read_only && opt->map_size == 0) {
+		/* Keep a store created with a larger map at its size. */
+		MDB_envinfo info;
+		mdb_env_info(st->env, &info);
+		if (info.me_mapsize < STORE_DEFAULT_MAP_SIZE)
+			mdb_env_set_mapsize(st->env, STORE_DEFAULT_MAP_SIZE);
+	}
+	rc = store_open_dbis(st);
+	if (rc == 0 && !opt->read_only)
+		rc = store_locate_file(st);
+	if (rc != 0) {
+		mdb_env_close(st->env);
+		free(st);
+		return rc;
+	}
+	*out = st;
+	return 0;
+}
+
+void store_close(store *st)
+{
+	if (st == NULL)
+		return;
+	mdb_env_close(st->env);
+	pthread_mutex_destroy(&st->remap_lock);
+	free(st);
+}
+
+/* Adopts a map size grown by another process, if no transaction of ours
+ * can still point into the current map. Returns 1 if it remapped. */
+static int store_adopt_map_size(store *st)
+{
+	int remapped = 0;
+	pthread_mutex_lock(&st->remap_lock);
+	if (atomic_load(&st->open_txns) == 0 && mdb_env_set_mapsize(st->env, 0) == MDB_SUCCESS)
+		remapped = 1;
+	pthread_mutex_unlock(&st->remap_lock);
+	return remapped;
+}
+
+int store_txn_begin(store *st, int write, store_txn **out)
+{
+	unsigned flags = write ? 0 : MDB_RDONLY;
+	store_txn *t;
+	int rc;
+
+	if (write && st->read_only)
+		return SAYIN_EREADONLY;
+	t = malloc(sizeof(*t));
+	if (t == NULL)
+		return -ENOMEM;
+	t->st = st;
+	t->write = write;
+	t->declared = 0;
+	t->allocated = 0;
+	/* Counted before it exists, so a concurrent remap cannot slip in
+	 * between a successful begin and the count. */
+	atomic_fetch_add(&st->open_txns, 1);
+	rc = mdb_txn_begin(st->env, NULL, flags, &t->txn);
+	if (rc == MDB_MAP_RESIZED) {
+		atomic_fetch_sub(&st->open_txns, 1);
+		if (store_adopt_map_size(st))
+			log_info("store: adopted the map size another process set");
+		atomic_fetch_add(&st->open_txns, 1);
+		rc = mdb_txn_begin(st->env, NULL, flags, &t->txn);
+		if (rc == MDB_MAP_RESIZED) {
+			/* Our own transactions still hold the old map: retry once
+			 * they have ended. */
+			atomic_fetch_sub(&st->open_txns, 1);
+			free(t);
+			return -EAGAIN;
+		}
+	}
+	if (rc != MDB_SUCCESS) {
+		atomic_fetch_sub(&st->open_txns, 1);
+		free(t);
+		return store_error(rc, "begin");
+	}
+	rc = store_reserve_space(t, 0);
+	if (rc != 0) {
+		store_txn_abort(t);
+		return rc;
+	}
+	*out = t;
+	return 0;
+}
+
+int store_txn_commit(store_txn *t)
+{
+	int rc = mdb_txn_commit(t->txn);
+	atomic_fetch_sub(&t->st->open_txns, 1);
+	free(t);
+	return store_error(rc, "commit");
+}
+
+void store_txn_abort(store_txn *t)
+{
+	if (t == NULL)
+		return;
+	mdb_txn_abort(t->txn);
+	atomic_fetch_sub(&t->st->open_txns, 1);
+	free(t);
+}
+
+static int sha256(const void *bytes, size_t len, uint8_t out[STORE_HASH_LEN])
+{
+	unsigned int n = 0;
+	if (EVP_Digest(bytes, len, out, &n, EVP_sha256(), NULL) != 1 || n != STORE_HASH_LEN) {
+		log_error("store: SHA-256 failed");
+		return SAYIN_ESTORE;
+	}
+	return 0;
+}
+
+/* SHA-256 of len bytes of fd from offset 0. -EIO if the file is shorter. */
+static int sha256_file(int fd, uint64_t len, uint8_t out[STORE_HASH_LEN])
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned char *buf = malloc(COPY_CHUNK);
+	unsigned int n = 0;
+	int rc = 0;
+
+	if (ctx == NULL || buf == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+		rc = ctx == NULL || buf == NULL ? -ENOMEM : SAYIN_ESTORE;
+		goto out;
+	}
+	for (uint64_t off = 0; off < len;) {
+		size_t want = len - off < COPY_CHUNK ? (size_t)(len - off) : COPY_CHUNK;
+		ssize_t got = pread(fd, buf, want, (off_t)off);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0) {
+			rc = got < 0 ? -errno : -EIO;
+			goto out;
+		}
+		if (EVP_DigestUpdate(ctx, buf, (size_t)got) != 1) {
+			rc = SAYIN_ESTORE;
+			goto out;
+		}
+		off += (uint64_t)got;
+	}
+	if (EVP_DigestFinal_ex(ctx, out, &n) != 1 || n != STORE_HASH_LEN)
+		rc = SAYIN_ESTORE;
+out:
+	if (rc == SAYIN_ESTORE)
+		log_error("store: SHA-256 failed");
+	EVP_MD_CTX_free(ctx);
+	free(buf);
+	return rc;
+}
+
+/* Where a value LMDB just reserved lies in the data file, if it is an
+ * overflow run of its own (values larger than about half a page). The page
+ * header is LMDB's on-disk format (mdb.c, MDB_DATA_VERSION 1): the page
+ * number (8 bytes), 2 bytes of padding, the flags (2 bytes, P_OVERFLOW =
+ * 0x04), the run's page count (4 bytes), then the value. LMDB gives no map
+ * address to ask for (mdb_env_info's me_mapaddr is MDB_FIXEDMAP's), so the
+ * header tells the page. Returns 0 and *off, or -1: write through the map. */
+static int value_file_offset(const store *st, const MDB_val *val, uint64_t *off)
+{
+	const unsigned char *page = (const unsigned char *)val->mv_data - 16;
+	uint64_t pgno;
+	uint16_t flags;
+	uint32_t pages;
+
+	memcpy(&pgno, page, sizeof(pgno));
+	memcpy(&flags, page + 10, sizeof(flags));
+	memcpy(&pages, page + 12, sizeof(pages));
+	if (!(flags & 0x04) || (uint64_t)pages * st->psize < val->mv_size + 16 ||
+	    ((uintptr_t)page - (uintptr_t)pgno * st->psize) % st->psize != 0)
+		return -1;
+	*off = pgno * st->psize + 16;
+	return 0;
+}
+
+static int pread_all(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+	for (size_t done = 0; done < len;) {
+		ssize_t n = pread(fd, p + done, len - done, (off_t)done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* store_put_object and store_put_object_file: the bytes come from memory
+ * (bytes) or from fd. */
+static int put_object(store_txn *t, const void *bytes, int fd, uint64_t len,
+                      const char *content_type, int64_t now, uint8_t hash_out[STORE_HASH_LEN],
+                      int *is_new)
+{
+	struct object_header h;
+	uint8_t hash[STORE_HASH_LEN];
+	MDB_val key, val;
+	size_t ctype_len = strlen(content_type);
+	uint64_t off = 0;
+	int rc, in_file;
+
+	if (ctype_len > STORE_CTYPE_MAX || len > SIZE_MAX - sizeof(h))
+		return SAYIN_EINVAL;
+	rc = bytes != NULL || len == 0 ? sha256(bytes, (size_t)len, hash) : sha256_file(fd, len, hash);
+	if (rc != 0)
+		return rc;
+	memcpy(hash_out, hash, sizeof(hash));
+	key.mv_data = hash;
+	key.mv_size = sizeof(hash);
+	val.mv_size = sizeof(h) + (size_t)len;
+	rc = mdb_get(t->txn, t->st->objects, &key, &val);
+	if (rc == MDB_SUCCESS) {
+		/* Identical bytes are stored once. */
+		if (is_new != NULL)
+			*is_new = 0;
+		return 0;
+	}
+	if (rc != MDB_NOTFOUND)
+		return store_error(rc, "look up object");
+	rc = store_reserve_space(t, val.mv_size + t->st->psize + 2 * STORE_HASH_LEN);
+	if (rc != 0)
+		return rc;
+	val.mv_size = sizeof(h) + (size_t)len;
+	/* MDB_RESERVE: LMDB makes room and we write the header and the bytes
+	 * into place, one copy. */
+	rc = mdb_put(t->txn, t->st->objects, &key, &val, MDB_NOOVERWRITE | MDB_RESERVE);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "put object");
+	memset(&h, 0, sizeof(h));
+	h.magic = OBJECT_MAGIC;
+	h.version = OBJECT_VERSION;
+	h.size = len;
+	h.created = now;
+	memcpy(h.content_type, content_type, ctype_len);
+	memcpy(val.mv_data, &h, sizeof(h));
+	in_file = len >= PWRITE_MIN && value_file_offset(t->st, &val, &off) == 0;
+	off += sizeof(h);
+	if (len == 0)
+		rc = 0;
+	else if (bytes == NULL && in_file)
+		rc = fileio_copy(fd, t->st->fd, (int64_t)off, len);
+	else if (bytes == NULL)
+		rc = pread_all(fd, (char *)val.mv_data + sizeof(h), (size_t)len);
+	else if (in_file)
+		rc = fileio_write(t->st->fd, bytes, (size_t)len, (int64_t)off);
+	else
+		memcpy((char *)val.mv_data + sizeof(h), bytes, (size_t)len);
+	if (rc != 0) {
+		log_error("store: cannot write an object of %llu bytes: %s", (unsigned long long)len,
+		          strerror(-rc));
+		return rc;
+	}
+	if (is_new != NULL)
+		*is_new = 1;
+	return 0;
+}
+
+int store_put_object(store_txn *t, const void *bytes, size_t len, const char *content_type,
+                     int64_t now, uint8_t hash_out[STORE_HASH_LEN], int *is_new)
+{
+	if (bytes == NULL && len > 0)
+		return SAYIN_EINVAL;
+	return put_object(t, bytes, -1, len, content_type, now, hash_out, is_new);
+}
+
+int store_put_object_file(store_txn *t, int fd, uint64_t len, const char *content_type,
+                          int64_t now, uint8_t hash_out[STORE_HASH_LEN], int *is_new)
+{
+	if (fd < 0)
+		return SAYIN_EINVAL;
+	return put_object(t, NULL, fd, len, content_type, now, hash_out, is_new);
+}
+
+int store_delete_object(store_txn *t, const uint8_t hash[STORE_HASH_LEN])
+{
+	MDB_val key = { STORE_HASH_LEN, (void *)hash };
+	return store_error(mdb_del(t->txn, t->st->objects, &key, NULL), "delete object");
+}
+
+int store_get_object(store_txn *t, const uint8_t hash[STORE_HASH_LEN], store_object *out)
+{
+	struct object_header h;
+	MDB_val key = { STORE_HASH_LEN, (void *)hash }, val;
+	int rc = mdb_get(t->txn, t->st->objects, &key, &val);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "get object");
+	if (val.mv_size < sizeof(h))
+		return SAYIN_ECORRUPT;
+	memcpy(&h, val.mv_data, sizeof(h));
+	if (h.magic != OBJECT_MAGIC || h.version != OBJECT_VERSION ||
+	    h.size != val.mv_size - sizeof(h))
+		return SAYIN_ECORRUPT;
+	memcpy(out->hash, hash, STORE_HASH_LEN);
+	out->data = (const char *)val.mv_data + sizeof(h);
+	out->size = h.size;
+	/* The NUL-terminated type inside the map, valid as long as the txn. */
+	out->content_type = (const char *)val.mv_data + offsetof(struct object_header, content_type);
+	out->created = h.created;
+	return 0;
+}
+
+int store_set_name(store_txn *t, const char *name, const uint8_t hash[STORE_HASH_LEN], int64_t now)
+{
+	store_name_spec spec = { .variant = { hash } };
+	return store_set_name_variants(t, name, &spec, now);
+}
+
+int store_set_name_variants(store_txn *t, const char *name, const store_name_spec *spec,
+                            int64_t now)
+{
+	struct name_value nv;
+	MDB_val key, val, obj;
+	size_t len = strlen(name);
+	size_t key_len = spec->surrogate_key ? strlen(spec->surrogate_key) : 0;
+	int rc;
+
+	if (len == 0 || len > STORE_NAME_MAX || spec->variant[STORE_ENC_IDENTITY] == NULL ||
+	    key_len > STORE_SURROGATE_KEY_MAX)
+		return SAYIN_EINVAL;
+	memset(&nv, 0, sizeof(nv));
+	for (int e = 0; e < STORE_ENC_COUNT; e++) {
+		MDB_val hkey = { STORE_HASH_LEN, (void *)spec->variant[e] };
+		if (spec->variant[e] == NULL)
+			continue;
+		/* A name never points at nothing. */
+		rc = mdb_get(t->txn, t->st->objects, &hkey, &obj);
+		if (rc != MDB_SUCCESS)
+			return store_error(rc, "set name: object");
+		memcpy(nv.variant[e], spec->variant[e], STORE_HASH_LEN);
+		nv.encodings |= 1u << e;
+	}
+	nv.updated = now;
+	nv.key_len = (uint32_t)key_len;
+	key.mv_data = (void *)name;
+	key.mv_size = len;
+	val.mv_size = sizeof(nv) + key_len + 1;
+	rc = store_reserve_space(t, 2 * (len + val.mv_size));
+	if (rc != 0)
+		return rc;
+	rc = mdb_put(t->txn, t->st->names, &key, &val, MDB_RESERVE);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "set name");
+	memcpy(val.mv_data, &nv, sizeof(nv));
+	if (key_len > 0)
+		memcpy((char *)val.mv_data + sizeof(nv), spec->surrogate_key, key_len);
+	((char *)val.mv_data)[sizeof(nv) + key_len] = '\0';
+	return 0;
+}
+
+int store_get_name(store_txn *t, const char *name, store_name *out)
+{
+	struct name_value nv;
+	MDB_val key = { strlen(name), (void *)name }, val;
+	int rc;
+
+	if (key.mv_size == 0 || key.mv_size > STORE_NAME_MAX)
+		return SAYIN_ENOTFOUND;
+	rc = mdb_get(t->txn, t->st->names, &key, &val);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "get name");
+	if (val.mv_size < sizeof(nv) + 1)
+		return SAYIN_ECORRUPT;
+	memcpy(&nv, val.mv_data, sizeof(nv));
+	if (val.mv_size != sizeof(nv) + nv.key_len + 1 || !(nv.encodings & 1u))
+		return SAYIN_ECORRUPT;
+	memcpy(out->hash, nv.variant[STORE_ENC_IDENTITY], STORE_HASH_LEN);
+	memcpy(out->variant, nv.variant, sizeof(nv.variant));
+	out->encodings = nv.encodings;
+	out->updated = nv.updated;
+	out->surrogate_key = (const char *)val.mv_data + sizeof(nv);
+	return 0;
+}
+
+static int valid_key(const char *s, size_t max)
+{
+	size_t len = strlen(s);
+	return len > 0 && len <= max;
+}
+
+/* An index value: seq big-endian (so values sort by seq), then the id. */
+static size_t index_value(uint64_t seq, const char *id, unsigned char *buf)
+{
+	size_t len = strlen(id);
+	for (int i = 7; i >= 0; i--) {
+		buf[i] = (unsigned char)(seq & 0xff);
+		seq >>= 8;
+	}
+	memcpy(buf + 8, id, len);
+	return 8 + len;
+}
+
+int store_put_post(store_txn *t, const char *id, const char *author, uint64_t seq,
+                   const void *record, size_t len)
+{
+	unsigned char ibuf[8 + STORE_ID_MAX];
+	MDB_val key = { strlen(id), (void *)id }, val = { len, (void *)record };
+	MDB_val akey = { strlen(author), (void *)author }, ival;
+	int rc;
+
+	if (!valid_key(id, STORE_ID_MAX) || !valid_key(author, STORE_HANDLE_MAX))
+		return SAYIN_EINVAL;
+	rc = store_reserve_space(t, 2 * (key.mv_size + len + akey.mv_size + sizeof(ibuf)));
+	if (rc != 0)
+		return rc;
+	rc = mdb_put(t->txn, t->st->posts, &key, &val, MDB_NOOVERWRITE);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "put post");
+	ival.mv_size = index_value(seq, id, ibuf);
+	ival.mv_data = ibuf;
+	rc = mdb_put(t->txn, t->st->author_posts, &akey, &ival, MDB_NODUPDATA);
+	return store_error(rc, "index post");
+}
+
+int store_get_post(store_txn *t, const char *id, const void **record, size_t *len)
+{
+	MDB_val key = { strlen(id), (void *)id }, val;
+	int rc;
+
+	if (!valid_key(id, STORE_ID_MAX))
+		return SAYIN_ENOTFOUND;
+	rc = mdb_get(t->txn, t->st->posts, &key, &val);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "get post");
+	*record = val.mv_data;
+	*len = val.mv_size;
+	return 0;
+}
+
+int store_delete_post(store_txn *t, const char *id, const char *author, uint64_t seq)
+{
+	unsigned char ibuf[8 + STORE_ID_MAX];
+	MDB_val key = { strlen(id), (void *)id }, akey = { strlen(author), (void *)author }, ival;
+	int rc;
+
+	if (!valid_key(id, STORE_ID_MAX) || !valid_key(author, STORE_HANDLE_MAX))
+		return SAYIN_ENOTFOUND;
+	rc = mdb_del(t->txn, t->st->posts, &key, NULL);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "delete post");
+	ival.mv_size = index_value(seq, id, ibuf);
+	ival.mv_data = ibuf;
+	rc = mdb_del(t->txn, t->st->author_posts, &akey, &ival);
+	/* A record without its index entry means the caller's seq is wrong:
+	 * the transaction must not commit. */
+	return rc == MDB_NOTFOUND ? SAYIN_ECORRUPT : store_error(rc, "unindex post");
+}
+
+static uint64_t index_seq(const MDB_val *v)
+{
+	const unsigned char *p = v->mv_data;
+	uint64_t seq = 0;
+	for (int i = 0; i < 8; i++)
+		seq = seq << 8 | p[i];
+	return seq;
+}
+
+/* Walks the index from the cursor's position towards older posts. */
+static int walk_posts(store_txn *t, MDB_cursor *cur, MDB_val *akey, MDB_val *iv, int rc,
+                      uint64_t seq_lo, size_t limit, store_post_fn fn, void *arg)
+{
+	char idbuf[STORE_ID_MAX + 1];
+	size_t seen = 0;
+	int stop = 0;
+
+	while (rc == MDB_SUCCESS && (limit == 0 || seen < limit)) {
+		MDB_val id, val;
+		uint64_t seq;
+		if (iv->mv_size <= 8 || iv->mv_size > 8 + STORE_ID_MAX) {
+			stop = SAYIN_ECORRUPT;
+			break;
+		}
+		seq = index_seq(iv);
+		if (seq < seq_lo)
+			break;
+		id.mv_size = iv->mv_size - 8;
+		id.mv_data = (char *)iv->mv_data + 8;
+		memcpy(idbuf, id.mv_data, id.mv_size);
+		idbuf[id.mv_size] = '\0';
+		rc = mdb_get(t->txn, t->st->posts, &id, &val);
+		if (rc != MDB_SUCCESS) {
+			stop = rc == MDB_NOTFOUND ? SAYIN_ECORRUPT : store_error(rc, "get post");
+			break;
+		}
+		stop = fn(arg, idbuf, seq, val.mv_data, val.mv_size);
+		if (stop != 0)
+			break;
+		seen++;
+		rc = mdb_cursor_get(cur, akey, iv, MDB_PREV_DUP);
+	}
+	if (stop != 0)
+		return stop;
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+		return store_error(rc, "walk posts");
+	return 0;
+}
+
+int store_author_posts_range(store_txn *t, const char *author, uint64_t seq_hi, uint64_t seq_lo,
+                             size_t limit, store_post_fn fn, void *arg)
+{
+	unsigned char probe[8];
+	MDB_cursor *cur;
+	MDB_val akey = { strlen(author), (void *)author }, iv;
+	int rc;
+
+	if (!valid_key(author, STORE_HANDLE_MAX))
+		return SAYIN_EINVAL;
+	if (seq_hi < seq_lo)
+		return 0;
+	rc = mdb_cursor_open(t->txn, t->st->author_posts, &cur);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "cursor");
+	rc = mdb_cursor_get(cur, &akey, &iv, MDB_SET);
+	if (rc == MDB_SUCCESS && seq_hi == UINT64_MAX) {
+		rc = mdb_cursor_get(cur, &akey, &iv, MDB_LAST_DUP);
+	} else if (rc == MDB_SUCCESS) {
+		/* The first entry past seq_hi (any id sorts after the bare
+		 * 8-byte prefix), then one step back; none past it: the last. */
+		index_value(seq_hi + 1, "", probe);
+		iv.mv_size = sizeof(probe);
+		iv.mv_data = probe;
+		rc = mdb_cursor_get(cur, &akey, &iv, MDB_GET_BOTH_RANGE);
+		if (rc == MDB_SUCCESS)
+			rc = mdb_cursor_get(cur, &akey, &iv, MDB_PREV_DUP);
+		else if (rc == MDB_NOTFOUND)
+			rc = mdb_cursor_get(cur, &akey, &iv, MDB_LAST_DUP);
+	}
+	rc = walk_posts(t, cur, &akey, &iv, rc, seq_lo, limit, fn, arg);
+	mdb_cursor_close(cur);
+	return rc;
+}
+
+int store_author_posts(store_txn *t, const char *author, size_t limit, store_post_fn fn, void *arg)
+{
+	return store_author_posts_range(t, author, UINT64_MAX, 0, limit, fn, arg);
+}
+
+int store_author_post_count(store_txn *t, const char *author, size_t *count)
+{
+	MDB_cursor *cur;
+	MDB_val akey = { strlen(author), (void *)author }, id;
+	size_t n = 0;
+	int rc;
+
+	rc = mdb_cursor_open(t->txn, t->st->author_posts, &cur);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "cursor");
+	rc = mdb_cursor_get(cur, &akey, &id, MDB_SET);
+	if (rc == MDB_SUCCESS)
+		rc = mdb_cursor_count(cur, &n);
+	mdb_cursor_close(cur);
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+		return store_error(rc, "count posts");
+	*count = n;
+	return 0;
+}
+
+int store_put_author(store_txn *t, const char *handle, const void *record, size_t len)
+{
+	if (!valid_key(handle, STORE_HANDLE_MAX))
+		return SAYIN_EINVAL;
+	return store_put_record(t, STORE_AUTHORS, handle, record, len);
+}
+
+int store_get_author(store_txn *t, const char *handle, const void **record, size_t *len)
+{
+	if (!valid_key(handle, STORE_HANDLE_MAX))
+		return SAYIN_ENOTFOUND;
+	return store_get_record(t, STORE_AUTHORS, handle, record, len);
+}
+
+int store_ref_add(store_txn *t, const uint8_t hash[STORE_HASH_LEN], const char *post_id)
+{
+	MDB_val key = { STORE_HASH_LEN, (void *)hash }, val = { strlen(post_id), (void *)post_id };
+	int rc;
+
+	if (!valid_key(post_id, STORE_ID_MAX))
+		return SAYIN_EINVAL;
+	rc = store_reserve_space(t, 2 * (key.mv_size + val.mv_size));
+	if (rc != 0)
+		return rc;
+	rc = mdb_put(t->txn, t->st->refs, &key, &val, MDB_NODUPDATA);
+	return rc == MDB_KEYEXIST ? 0 : store_error(rc, "add reference");
+}
+
+int store_ref_remove(store_txn *t, const uint8_t hash[STORE_HASH_LEN], const char *post_id,
+                     size_t *remaining)
+{
+	MDB_val key = { STORE_HASH_LEN, (void *)hash }, val = { strlen(post_id), (void *)post_id };
+	MDB_cursor *cur;
+	size_t n = 0;
+	int rc = mdb_del(t->txn, t->st->refs, &key, &val);
+
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+		return store_error(rc, "remove reference");
+	rc = mdb_cursor_open(t->txn, t->st->refs, &cur);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "cursor");
+	rc = mdb_cursor_get(cur, &key, &val, MDB_SET);
+	if (rc == MDB_SUCCESS)
+		rc = mdb_cursor_count(cur, &n);
+	mdb_cursor_close(cur);
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+		return store_error(rc, "count references");
+	*remaining = n;
+	return 0;
+}
+
+int store_delete_name(store_txn *t, const char *name)
+{
+	MDB_val key = { strlen(name), (void *)name };
+	if (!valid_key(name, STORE_NAME_MAX))
+		return SAYIN_ENOTFOUND;
+	return store_error(mdb_del(t->txn, t->st->names, &key, NULL), "delete name");
+}
+
+static int table_key(store_txn *t, enum store_table table, const char *key, MDB_val *out)
+{
+	if ((unsigned)table >= STORE_TABLE_COUNT || !valid_key(key, STORE_NAME_MAX))
+		return SAYIN_EINVAL;
+	if (t->st->tables[table] == DBI_ABSENT)
+		return SAYIN_ENOTFOUND;
+	out->mv_size = strlen(key);
+	out->mv_data = (void *)key;
+	return 0;
+}
+
+int store_put_record(store_txn *t, enum store_table table, const char *key, const void *record,
+                     size_t len)
+{
+	MDB_val k, val = { len, (void *)record };
+	int rc = table_key(t, table, key, &k);
+	if (rc == 0)
+		rc = store_reserve_space(t, 2 * (k.mv_size + len));
+	if (rc != 0)
+		return rc;
+	return store_error(mdb_put(t->txn, t->st->tables[table], &k, &val, 0), "put record");
+}
+
+int store_get_record(store_txn *t, enum store_table table, const char *key, const void **record,
+                     size_t *len)
+{
+	MDB_val k, val;
+	int rc = table_key(t, table, key, &k);
+	if (rc != 0)
+		return rc == SAYIN_EINVAL ? SAYIN_ENOTFOUND : rc;
+	rc = mdb_get(t->txn, t->st->tables[table], &k, &val);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "get record");
+	*record = val.mv_data;
+	*len = val.mv_size;
+	return 0;
+}
+
+int store_delete_record(store_txn *t, enum store_table table, const char *key)
+{
+	MDB_val k;
+	int rc = table_key(t, table, key, &k);
+	if (rc != 0)
+		return rc == SAYIN_EINVAL ? SAYIN_ENOTFOUND : rc;
+	return store_error(mdb_del(t->txn, t->st->tables[table], &k, NULL), "delete record");
+}
+
+int store_each_record(store_txn *t, enum store_table table, const char *prefix,
+                      store_record_fn fn, void *arg)
+{
+	char keybuf[STORE_NAME_MAX + 1];
+	size_t plen = strlen(prefix);
+	MDB_cursor *cur;
+	MDB_val k = { plen, (void *)prefix }, val;
+	int rc, stop = 0;
+
+	if ((unsigned)table >= STORE_TABLE_COUNT)
+		return SAYIN_EINVAL;
+	if (t->st->tables[table] == DBI_ABSENT)
+		return 0;
+	rc = mdb_cursor_open(t->txn, t->st->tables[table], &cur);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "cursor");
+	rc = plen > 0 ? mdb_cursor_get(cur, &k, &val, MDB_SET_RANGE)
+	              : mdb_cursor_get(cur, &k, &val, MDB_FIRST);
+	while (rc == MDB_SUCCESS) {
+		if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+			break;
+		if (k.mv_size > STORE_NAME_MAX) {
+			stop = SAYIN_ECORRUPT;
+			break;
+		}
+		memcpy(keybuf, k.mv_data, k.mv_size);
+		keybuf[k.mv_size] = '\0';
+		stop = fn(arg, keybuf, val.mv_data, val.mv_size);
+		if (stop != 0)
+			break;
+		/* fn may have deleted this record: MDB_SET_RANGE finds the next
+		 * key from a copy, whatever the cursor's state. */
+		k.mv_size = strlen(keybuf) + 1;
+		keybuf[k.mv_size - 1] = '\0';
+		k.mv_data = keybuf;
+		rc = mdb_cursor_get(cur, &k, &val, MDB_SET_RANGE);
+	}
+	mdb_cursor_close(cur);
+	if (stop != 0)
+		return stop;
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+		return store_error(rc, "walk records");
+	return 0;
+}
+
+int store_stats_get(store_txn *t, store_stats *out)
+{
+	MDB_envinfo info;
+	MDB_stat env_stat, s;
+	int rc;
+
+	mdb_env_info(t->st->env, &info);
+	mdb_env_stat(t->st->env, &env_stat);
+	out->map_size = info.me_mapsize;
+	out->map_used = (uint64_t)(info.me_last_pgno + 1) * env_stat.ms_psize;
+	rc = mdb_stat(t->txn, t->st->objects, &s);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "stat");
+	out->objects = s.ms_entries;
+	rc = mdb_stat(t->txn, t->st->names, &s);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "stat");
+	out->names = s.ms_entries;
+	rc = mdb_stat(t->txn, t->st->posts, &s);
+	if (rc != MDB_SUCCESS)
+		return store_error(rc, "stat");
+	out->posts = s.ms_entries;
+	return 0;
+}
+
+void store_hash_to_hex(const uint8_t hash[STORE_HASH_LEN], char *hex)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < STORE_HASH_LEN; i++) {
+		hex[2 * i] = digits[hash[i] >> 4];
+		hex[2 * i + 1] = digits[hash[i] & 15];
+	}
+	hex[STORE_HASH_HEX_LEN] = '\0';
+}
+
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+int store_hash_from_hex(const char *hex, size_t len, uint8_t hash[STORE_HASH_LEN])
+{
+	if (len != STORE_HASH_HEX_LEN)
+		return SAYIN_EINVAL;
+	for (size_t i = 0; i < STORE_HASH_LEN; i++) {
+		int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return SAYIN_EINVAL;
+		hash[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}

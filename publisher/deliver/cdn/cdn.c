@@ -1,0 +1,233 @@
+/* cdn: the driver table and the helpers drivers share. */
+#include "deliver/cdn/cdn.h"
+
+#include "core/error.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+extern const cdn_driver cdn_s3, cdn_varnish, cdn_nginx, cdn_fastly, cdn_cloudflare,
+	cdn_cloudfront, cdn_prewarm;
+
+const cdn_driver *const cdn_drivers[] = {
+	&cdn_s3, &cdn_varnish, &cdn_nginx, &cdn_fastly, &cdn_cloudflare, &cdn_cloudfront,
+	&cdn_prewarm, NULL,
+};
+
+int64_t cdn_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct cdn_batch {
+	char driver[32];
+	cdn_done_fn done;
+	void *arg;
+	unsigned pending;
+	int sealed;
+	cdn_result res;
+	uv_timer_t timer; /* only for an empty batch */
+};
+
+struct one {
+	cdn_batch *b;
+	cdn_check_fn check;
+	char what[300];
+};
+
+static void batch_finish(cdn_batch *b)
+{
+	if (b->res.error[0] == '\0')
+		b->res.ok = 1;
+	b->done(b->arg, &b->res);
+	free(b);
+}
+
+static void on_empty_timer_closed(uv_handle_t *h)
+{
+	batch_finish(h->data);
+}
+
+static void on_empty_timer(uv_timer_t *t)
+{
+	uv_close((uv_handle_t *)t, on_empty_timer_closed);
+}
+
+cdn_batch *cdn_batch_new(const char *driver, cdn_done_fn done, void *arg)
+{
+	cdn_batch *b = calloc(1, sizeof(*b));
+	if (b == NULL)
+		return NULL;
+	snprintf(b->driver, sizeof(b->driver), "%s", driver);
+	b->done = done;
+	b->arg = arg;
+	return b;
+}
+
+static int check_2xx(const net_response *res, const net_headers *h, cdn_result *out)
+{
+	(void)h;
+	if (res->status >= 200 && res->status < 300)
+		return 0;
+	snprintf(out->error, sizeof(out->error), "HTTP %ld", res->status);
+	return -1;
+}
+
+static void on_one(void *arg, const net_response *res, const net_headers *h)
+{
+	struct one *o = arg;
+	cdn_batch *b = o->b;
+	cdn_result r = { 0 };
+
+	if (res->error != NULL) {
+		if (snprintf(r.error, sizeof(r.error), "%s: %s", o->what, res->error) < 0)
+			r.error[0] = '?'; /* truncation is fine: the start names the request */
+	} else if ((o->check ? o->check : check_2xx)(res, h, &r) != 0) {
+		char why[sizeof(r.error)];
+		snprintf(why, sizeof(why), "%s", r.error[0] ? r.error : "refused");
+		if (snprintf(r.error, sizeof(r.error), "%s: %s", o->what, why) < 0)
+			r.error[0] = '?';
+		if (r.retry_at_ms == 0)
+			r.retry_at_ms = cdn_retry_after(h, cdn_now_ms());
+	}
+	if (r.error[0] != '\0') {
+		log_warn("cdn %s: %s", b->driver, r.error);
+		/* The first failure is the one reported; permanence and the
+		 * latest Retry-After accumulate. */
+		if (b->res.error[0] == '\0')
+			snprintf(b->res.error, sizeof(b->res.error), "%s", r.error);
+		b->res.permanent |= r.permanent;
+		if (r.retry_at_ms > b->res.retry_at_ms)
+			b->res.retry_at_ms = r.retry_at_ms;
+	}
+	free(o);
+	if (--b->pending == 0 && b->sealed)
+		batch_finish(b);
+}
+
+int cdn_batch_send(cdn_batch *b, net *n, const net_request *req, cdn_check_fn check)
+{
+	struct one *o = calloc(1, sizeof(*o));
+	int rc;
+	if (o == NULL)
+		return -ENOMEM;
+	o->b = b;
+	o->check = check;
+	snprintf(o->what, sizeof(o->what), "%s %s", req->method, req->url);
+	rc = net_send(n, req, on_one, o);
+	if (rc != 0) {
+		free(o);
+		if (b->res.error[0] == '\0')
+			snprintf(b->res.error, sizeof(b->res.error), "%s %s: %s", req->method, req->url,
+			         sayin_strerror(rc));
+		return rc;
+	}
+	b->pending++;
+	return 0;
+}
+
+void cdn_batch_seal(cdn_batch *b, uv_loop_t *loop)
+{
+	b->sealed = 1;
+	if (b->pending > 0)
+		return;
+	uv_timer_init(loop, &b->timer);
+	b->timer.data = b;
+	uv_timer_start(&b->timer, on_empty_timer, 0, 0);
+}
+
+char **cdn_list(const char *value, size_t *n)
+{
+	size_t cap = 1, count = 0;
+	const char *p;
+	char **list;
+
+	for (p = value; p != NULL && *p; p++)
+		if (*p == ',')
+			cap++;
+	list = calloc(cap + 1, sizeof(char *));
+	if (list == NULL)
+		return NULL;
+	p = value ? value : "";
+	while (*p != '\0') {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		const char *s = p;
+		while (len > 0 && (*s == ' ' || *s == '\t')) {
+			s++;
+			len--;
+		}
+		while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t' || s[len - 1] == '/'))
+			len--;
+		if (len > 0) {
+			list[count] = strndup(s, len);
+			if (list[count] == NULL) {
+				cdn_list_free(list);
+				return NULL;
+			}
+			count++;
+		}
+		if (end == NULL)
+			break;
+		p = end + 1;
+	}
+	if (n != NULL)
+		*n = count;
+	return list;
+}
+
+void cdn_list_free(char **list)
+{
+	for (size_t i = 0; list != NULL && list[i] != NULL; i++)
+		free(list[i]);
+	free(list);
+}
+
+int cdn_edges_configure(const config *cfg, const char *setting, char ***edges, char *err,
+                        size_t errlen)
+{
+	const char *value = config_get(cfg, setting);
+	size_t n = 0;
+
+	if (value == NULL || *value == '\0')
+		return 1;
+	*edges = cdn_list(value, &n);
+	if (*edges == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (strncmp((*edges)[i], "http://", 7) != 0 && strncmp((*edges)[i], "https://", 8) != 0)
+			n = 0;
+	}
+	if (n == 0) {
+		cdn_list_free(*edges);
+		*edges = NULL;
+		snprintf(err, errlen, "--%s: give http(s) base URLs, e.g. http://127.0.0.1:6081",
+		         setting);
+		return SAYIN_ECONFIG;
+	}
+	return 0;
+}
+
+int64_t cdn_retry_after(const net_headers *h, int64_t now_ms)
+{
+	const char *v = h ? net_header(h, "Retry-After") : NULL;
+	char *end;
+	long secs;
+	struct tm tm;
+
+	if (v == NULL)
+		return 0;
+	secs = strtol(v, &end, 10);
+	if (end != v && *end == '\0' && secs >= 0)
+		return now_ms + (int64_t)secs * 1000;
+	memset(&tm, 0, sizeof(tm));
+	if (strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm) != NULL)
+		return (int64_t)timegm(&tm) * 1000;
+	return 0;
+}

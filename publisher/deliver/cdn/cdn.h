@@ -1,0 +1,98 @@
+/* cdn: the interface every CDN driver implements, one file per driver
+ * (varnish.c, fastly.c, cloudflare.c, cloudfront.c, s3.c, prewarm.c), and
+ * the table that lists them. Adding a CDN means adding a file and a line in
+ * cdn_drivers (cdn.c).
+ *
+ * A driver delivers one outbox job: the payload publish enqueued for it
+ *   { "event": "publish" | "delete", "author", "post",
+ *     "paths":   [ names that changed or were removed, e.g. "/u/ann/feed.json" ],
+ *     "keys":    [ their surrogate keys, e.g. "feed-ann", "post-ID" ],
+ *     "objects": [ { "path": "/a/HASH.opus", "sha256", "type" } new immutable objects ],
+ *     "removed": [ "/a/HASH.opus", ... immutable objects deleted ] }
+ * with as many HTTP requests as it needs (concurrently, through net), then
+ * reports once. Drivers are configured from the settings (config.c) and
+ * each takes an API base URL so tests point them at local endpoints.
+ *
+ * Threading: configure on the main thread; deliver and its callback on the
+ * delivery loop's thread. */
+#ifndef SAYIN_CDN_H
+#define SAYIN_CDN_H
+
+#include "core/config.h"
+#include "deliver/net.h"
+#include "core/store.h"
+
+#include <jansson.h>
+#include <stdint.h>
+
+/* The order jobs of one event are delivered in: storage first (a CDN that
+ * serves from the bucket must find the new bytes before it is purged), then
+ * purges, then prewarming through the edges. */
+enum cdn_stage { CDN_STAGE_STORAGE, CDN_STAGE_PURGE, CDN_STAGE_PREWARM, CDN_STAGE_COUNT };
+
+typedef struct cdn_result {
+	int ok;
+	int permanent;          /* retrying cannot help (credentials rejected): park */
+	int64_t retry_at_ms;    /* the target asked to come back then (Retry-After); 0: backoff */
+	char error[512];        /* why it failed: logged, kept in the job; never a secret */
+} cdn_result;
+
+typedef void (*cdn_done_fn)(void *arg, const cdn_result *res);
+
+typedef struct cdn_env {
+	uv_loop_t *loop;
+	net *net;
+	store *st;              /* read transactions only (s3 reads object bytes) */
+	const char *base_url;   /* public-url, no trailing slash */
+} cdn_env;
+
+typedef struct cdn_driver {
+	const char *name;       /* the job's target */
+	enum cdn_stage stage;
+	/* Reads the driver's settings. Returns 0 and *state (configured), 1
+	 * when its settings are absent (the driver is off), or SAYIN_ECONFIG
+	 * with err naming the setting. */
+	int (*configure)(const config *cfg, void **state, char *err, size_t errlen);
+	/* Starts delivering payload (job_id is stable across retries: an
+	 * idempotency token for APIs that take one). Returns 0 and calls done exactly once,
+	 * later, on the loop; or a negative errno and does not call it. */
+	int (*deliver)(void *state, const cdn_env *env, const char *job_id, const json_t *payload,
+	               cdn_done_fn done, void *arg);
+	void (*destroy)(void *state);
+} cdn_driver;
+
+/* NULL-terminated. */
+extern const cdn_driver *const cdn_drivers[];
+
+/* ---- helpers shared by the drivers (cdn.c) ---- */
+
+/* A fan-out of requests reported as one result: the first failure wins;
+ * done runs when the last request finished. */
+typedef struct cdn_batch cdn_batch;
+cdn_batch *cdn_batch_new(const char *driver, cdn_done_fn done, void *arg);
+/* Sends one request as part of the batch; the response is checked by ok_fn
+ * (NULL: any 2xx). Returns 0 or -errno (the batch then fails). */
+typedef int (*cdn_check_fn)(const net_response *res, const net_headers *h, cdn_result *out);
+int cdn_batch_send(cdn_batch *b, net *n, const net_request *req, cdn_check_fn check);
+/* No more requests: done runs once every request answered (at once, from
+ * the loop, when there were none). */
+void cdn_batch_seal(cdn_batch *b, uv_loop_t *loop);
+
+/* Splits a comma-separated setting into a NULL-terminated malloc'd array
+ * of trimmed, non-empty strings (free with cdn_list_free). */
+char **cdn_list(const char *value, size_t *n);
+void cdn_list_free(char **list);
+
+/* Reads a list-of-edges setting (comma-separated base URLs) into *edges
+ * (free with cdn_list_free). Returns 0, 1 when the setting is absent (the
+ * driver is off), or SAYIN_ECONFIG / -ENOMEM with err. */
+int cdn_edges_configure(const config *cfg, const char *setting, char ***edges, char *err,
+                        size_t errlen);
+
+/* A Retry-After header (seconds or an HTTP date) as unix ms; 0 if absent. */
+int64_t cdn_retry_after(const net_headers *h, int64_t now_ms);
+
+/* Unix milliseconds. */
+int64_t cdn_now_ms(void);
+
+#endif

@@ -1,0 +1,150 @@
+/* cdn/cloudflare: POST /zones/{zone}/purge_cache with an API token, by
+ * "files" (absolute URLs, at most 30 a request) or by "tags" (Cache-Tag:
+ * the edge must be told to read our Surrogate-Key as tags, see
+ * cdn-config/cloudflare/README.md). */
+#include "deliver/cdn/cdn.h"
+
+#include "core/error.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FILES_PER_REQUEST 30 /* also the limit of tags in one purge */
+
+struct cloudflare {
+	char api[512];
+	char zone[128];
+	char auth[600];
+	int by_tags;
+};
+
+static int cloudflare_configure(const config *cfg, void **state, char *err, size_t errlen)
+{
+	const char *zone = config_get(cfg, "cloudflare-zone-id");
+	const char *token = config_get(cfg, "cloudflare-api-token");
+	const char *api = config_get(cfg, "cloudflare-api-url");
+	const char *by = config_get(cfg, "cloudflare-purge-by");
+	struct cloudflare *c;
+
+	if (zone == NULL || *zone == '\0')
+		return 1;
+	if (token == NULL || *token == '\0' || strlen(token) > 500 || strlen(zone) > 100 ||
+	    strchr(token, '\n') != NULL) {
+		snprintf(err, errlen, "cloudflare: --cloudflare-api-token is required with "
+		                      "--cloudflare-zone-id");
+		return SAYIN_ECONFIG;
+	}
+	if (by == NULL || (strcmp(by, "files") != 0 && strcmp(by, "tags") != 0)) {
+		snprintf(err, errlen, "--cloudflare-purge-by: '%s' is not files or tags", by ? by : "");
+		return SAYIN_ECONFIG;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return -ENOMEM;
+	snprintf(c->api, sizeof(c->api), "%s", api);
+	while (strlen(c->api) > 0 && c->api[strlen(c->api) - 1] == '/')
+		c->api[strlen(c->api) - 1] = '\0';
+	snprintf(c->zone, sizeof(c->zone), "%s", zone);
+	snprintf(c->auth, sizeof(c->auth), "Authorization: Bearer %s", token);
+	c->by_tags = strcmp(by, "tags") == 0;
+	*state = c;
+	return 0;
+}
+
+/* Cloudflare answers {"success": true|false, "errors": [{"code","message"}]}. */
+static int cloudflare_ok(const net_response *res, const net_headers *h, cdn_result *out)
+{
+	json_t *j = json_loadb(res->body, res->body_len, 0, NULL);
+	const json_t *e0 = json_array_get(json_object_get(j, "errors"), 0);
+	(void)h;
+	if (res->status >= 200 && res->status < 300 && json_is_true(json_object_get(j, "success"))) {
+		json_decref(j);
+		return 0;
+	}
+	out->permanent = res->status == 401 || res->status == 403;
+	snprintf(out->error, sizeof(out->error), "HTTP %ld: %s%s", res->status,
+	         json_string_value(json_object_get(e0, "message")) ?: "no success in the answer",
+	         out->permanent ? " (API token rejected)" : "");
+	json_decref(j);
+	return -1;
+}
+
+static void send_json(cdn_batch *b, const cdn_env *env, struct cloudflare *c, json_t *body)
+{
+	char url[1024], *s = json_dumps(body, JSON_COMPACT);
+	const char *hdrs[] = { c->auth, "Content-Type: application/json", NULL };
+	net_request req = { .method = "POST", .url = url, .headers = hdrs, .body = s,
+		            .body_len = s ? strlen(s) : 0 };
+	snprintf(url, sizeof(url), "%s/zones/%s/purge_cache", c->api, c->zone);
+	if (s != NULL)
+		cdn_batch_send(b, env->net, &req, cloudflare_ok);
+	free(s);
+}
+
+static int cloudflare_deliver(void *state, const cdn_env *env, const char *job_id,
+                              const json_t *payload, cdn_done_fn done, void *arg)
+{
+	struct cloudflare *c = state;
+	cdn_batch *b = cdn_batch_new("cloudflare", done, arg);
+	json_t *files = json_array(), *tags = json_array();
+	static const char *const lists[] = { "paths", "removed" };
+	const json_t *v;
+	size_t i;
+
+	(void)job_id;
+	if (b == NULL || files == NULL || tags == NULL) {
+		json_decref(files);
+		json_decref(tags);
+		free(b);
+		return -ENOMEM;
+	}
+	if (c->by_tags) {
+		json_array_foreach(json_object_get(payload, "keys"), i, v) {
+			json_array_append(tags, (json_t *)v);
+			if (json_array_size(tags) == FILES_PER_REQUEST) {
+				json_t *body = json_pack("{s:O}", "tags", tags);
+				send_json(b, env, c, body);
+				json_decref(body);
+				json_array_clear(tags);
+			}
+		}
+	}
+	/* Removed objects carry no tag: purged by URL in either mode. */
+	for (int l = c->by_tags ? 1 : 0; l < 2; l++) {
+		json_array_foreach(json_object_get(payload, lists[l]), i, v) {
+			char url[2048];
+			snprintf(url, sizeof(url), "%s%s", env->base_url, json_string_value(v));
+			json_array_append_new(files, json_string(url));
+			if (json_array_size(files) == FILES_PER_REQUEST) {
+				json_t *body = json_pack("{s:O}", "files", files);
+				send_json(b, env, c, body);
+				json_decref(body);
+				json_array_clear(files);
+			}
+		}
+	}
+	if (json_array_size(files) > 0) {
+		json_t *body = json_pack("{s:O}", "files", files);
+		send_json(b, env, c, body);
+		json_decref(body);
+	}
+	if (json_array_size(tags) > 0) {
+		json_t *body = json_pack("{s:O}", "tags", tags);
+		send_json(b, env, c, body);
+		json_decref(body);
+	}
+	json_decref(files);
+	json_decref(tags);
+	cdn_batch_seal(b, env->loop);
+	return 0;
+}
+
+static void cloudflare_destroy(void *state)
+{
+	free(state);
+}
+
+const cdn_driver cdn_cloudflare = { "cloudflare", CDN_STAGE_PURGE, cloudflare_configure,
+	                            cloudflare_deliver, cloudflare_destroy };

@@ -1,0 +1,378 @@
+/* crosspost: accounts file, and the worker posting cross-post jobs. */
+#include "deliver/crosspost.h"
+
+#include "core/error.h"
+#include "core/log.h"
+#include "deliver/net.h"
+#include "deliver/social/social.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <openssl/crypto.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ACCOUNTS_MAX 256
+
+struct crosspost_accounts {
+	social_account a[ACCOUNTS_MAX];
+	size_t n;
+};
+
+static social_account *account_get(struct crosspost_accounts *s, const char *handle,
+                                   const char *network, int create)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (strcmp(s->a[i].handle, handle) == 0 && strcmp(s->a[i].network, network) == 0)
+			return &s->a[i];
+	if (!create || s->n == ACCOUNTS_MAX)
+		return NULL;
+	social_account *a = &s->a[s->n++];
+	memset(a, 0, sizeof(*a));
+	snprintf(a->handle, sizeof(a->handle), "%s", handle);
+	snprintf(a->network, sizeof(a->network), "%s", network);
+	return a;
+}
+
+/* Sets key on a; 0, or -1 for an unknown key or an over-long value. */
+static int account_set(social_account *a, const char *key, const char *value)
+{
+	static const struct {
+		const char *network, *key;
+		size_t off, size;
+	} fields[] = {
+#define F(net, name) { net, #name, offsetof(social_account, name), sizeof(((social_account *)0)->name) }
+		F("x", consumer_key), F("x", consumer_secret), F("x", access_token),
+		F("x", access_token_secret), F("x", user_id), F("facebook", page_id),
+		F("facebook", page_access_token), F("facebook", app_secret),
+#undef F
+	};
+	if (strcmp(key, "enabled") == 0) {
+		a->enabled = strcmp(value, "true") == 0 || strcmp(value, "on") == 0 ||
+		             strcmp(value, "1") == 0 || strcmp(value, "yes") == 0;
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		if (strcmp(fields[i].network, a->network) == 0 && strcmp(fields[i].key, key) == 0) {
+			if (strlen(value) >= fields[i].size)
+				return -1;
+			snprintf((char *)a + fields[i].off, fields[i].size, "%s", value);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+struct ini_ctx {
+	struct crosspost_accounts *s;
+	char *err;
+	size_t errlen;
+};
+
+static int known_network(const char *n)
+{
+	return strcmp(n, "x") == 0 || strcmp(n, "facebook") == 0;
+}
+
+static int on_entry(void *user, const char *section, const char *key, const char *value)
+{
+	struct ini_ctx *c = user;
+	char handle[64];
+	const char *dot = strrchr(section, '.');
+	social_account *a;
+
+	if (dot == NULL || (size_t)(dot - section) >= sizeof(handle) || !known_network(dot + 1)) {
+		snprintf(c->err, c->errlen, "section [%s]: use [HANDLE.x] or [HANDLE.facebook]", section);
+		return 0;
+	}
+	memcpy(handle, section, (size_t)(dot - section));
+	handle[dot - section] = '\0';
+	a = account_get(c->s, handle, dot + 1, 1);
+	if (a == NULL || account_set(a, key, value) != 0) {
+		/* The value may be a secret: name the key only. */
+		snprintf(c->err, c->errlen, "[%s] %s: unknown key or value too long", section, key);
+		return 0;
+	}
+	return 1;
+}
+
+/* SAYIN_SOCIAL_<HANDLE>_<NETWORK>_<KEY> overrides for every account known
+ * from the file, and accounts wholly from the environment. */
+static void apply_environment(struct crosspost_accounts *s)
+{
+	extern char **environ;
+	static const char *const networks[] = { "x", "facebook" };
+	for (char **e = environ; *e != NULL; e++) {
+		const char *v = strchr(*e, '=');
+		char name[256], lower[256];
+		if (strncmp(*e, "SAYIN_SOCIAL_", 13) != 0 || v == NULL || (size_t)(v - *e) >= sizeof(name))
+			continue;
+		memcpy(name, *e + 13, (size_t)(v - *e) - 13);
+		name[v - *e - 13] = '\0';
+		for (size_t i = 0; name[i] != '\0'; i++)
+			lower[i] = (char)tolower((unsigned char)name[i]);
+		lower[strlen(name)] = '\0';
+		/* handle_network_key: handles may hold '_', networks do not. */
+		for (size_t n = 0; n < 2; n++) {
+			char pat[32];
+			char *hit;
+			snprintf(pat, sizeof(pat), "_%s_", networks[n]);
+			hit = strstr(lower, pat);
+			if (hit == NULL || hit == lower)
+				continue;
+			*hit = '\0';
+			social_account *a = account_get(s, lower, networks[n], 1);
+			if (a != NULL && account_set(a, hit + strlen(pat), v + 1) != 0)
+				log_warn("crosspost: %.*s: unknown key", (int)(v - *e), *e);
+			break;
+		}
+	}
+}
+
+int crosspost_accounts_load(const char *path, crosspost_accounts **out, char *err, size_t errlen)
+{
+	struct crosspost_accounts *s = calloc(1, sizeof(*s));
+	struct ini_ctx c = { s, err, errlen };
+
+	if (s == NULL)
+		return -ENOMEM;
+	err[0] = '\0';
+	if (path != NULL && *path != '\0') {
+		struct stat sb;
+		FILE *f = fopen(path, "r");
+		int rc;
+		if (f == NULL) {
+			snprintf(err, errlen, "cannot open the social accounts file %s: %s", path,
+			         strerror(errno));
+			free(s);
+			return SAYIN_ECONFIG;
+		}
+		if (fstat(fileno(f), &sb) == 0 && (sb.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+			snprintf(err, errlen, "%s holds secrets and others may read it: chmod 600 %s", path,
+			         path);
+			fclose(f);
+			free(s);
+			return SAYIN_ECONFIG;
+		}
+		rc = ini_parse_file(f, on_entry, &c);
+		fclose(f);
+		if (rc != 0) {
+			if (err[0] == '\0')
+				snprintf(err, errlen, "%s: syntax error on line %d", path, rc);
+			else {
+				size_t used = strlen(err);
+				snprintf(err + used, errlen - used, " (%s line %d)", path, rc);
+			}
+			free(s);
+			return SAYIN_ECONFIG;
+		}
+	}
+	apply_environment(s);
+	*out = s;
+	return 0;
+}
+
+void crosspost_accounts_free(crosspost_accounts *a)
+{
+	if (a != NULL)
+		OPENSSL_cleanse(a, sizeof(*a)); /* secrets do not outlive their use */
+	free(a);
+}
+
+int crosspost_enabled(void *arg, const char *handle, const char *network)
+{
+	social_account *a = account_get(arg, handle, network, 0);
+	return a != NULL && a->enabled;
+}
+
+/* ---- the worker ---- */
+
+struct run {
+	uv_loop_t loop;
+	net *net;
+	social_env env;
+	const crosspost_options *opt;
+	const crosspost_accounts *accounts;
+	crosspost_counts *counts;
+	char owner[64];
+	unsigned pending;
+	int stop;
+	int rc;
+};
+
+struct job_ctx {
+	struct run *r;
+	char id[OUTBOX_ID_LEN + 1];
+	char key[128];
+	char network[32];
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void lease_round(struct run *r);
+
+static void on_posted(void *arg, const social_result *res)
+{
+	struct job_ctx *j = arg;
+	struct run *r = j->r;
+	int rc, parked = 0;
+
+	if (res->ok) {
+		json_t *rec = json_pack("{s:s, s:s, s:s, s:b, s:I}", "network", j->network,
+		                        "remote_id", res->remote_id, "remote_url", res->remote_url,
+		                        "found", res->found, "done_ms", (json_int_t)now_ms());
+		char *s = rec ? json_dumps(rec, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+		json_decref(rec);
+		rc = s ? outbox_complete_record(r->opt->st, j->id, r->owner, STORE_CROSSPOSTS, j->key, s)
+		       : -ENOMEM;
+		free(s);
+		if (rc == 0) {
+			if (res->found)
+				r->counts->found++;
+			else
+				r->counts->posted++;
+			log_info("crosspost: job %s: %s post %s %s", j->id, j->network,
+			         res->remote_id[0] ? res->remote_id : "(id unknown)",
+			         res->found ? "found already there (not posted again)" : "created");
+		}
+	} else {
+		rc = outbox_fail(r->opt->st, &r->opt->policy, j->id, r->owner, res->error, res->permanent,
+		                 res->retry_at_ms, now_ms(), &parked);
+		if (rc == 0) {
+			r->counts->failed++;
+			if (parked)
+				r->counts->parked++;
+			log_warn("crosspost: job %s (%s) %s: %s", j->id, j->network,
+			         parked ? "parked, needs action" : "failed, will retry", res->error);
+		}
+	}
+	if (rc != 0)
+		log_error("crosspost: job %s: cannot record the outcome: %s (the next run reconciles "
+		          "before posting again)", j->id, sayin_strerror(rc));
+	free(j);
+	if (--r->pending == 0)
+		lease_round(r);
+}
+
+static void start_job(struct run *r, const outbox_job *job)
+{
+	const social_driver *drv = social_driver_find(job->target);
+	const char *author = json_string_value(json_object_get(job->payload, "author"));
+	const char *post = json_string_value(json_object_get(job->payload, "post"));
+	social_account *acct = author ? account_get((struct crosspost_accounts *)r->accounts, author,
+	                                            job->target, 0)
+	                              : NULL;
+	struct job_ctx *j = calloc(1, sizeof(*j));
+	social_result fail = { 0 };
+	int rc;
+
+	if (j == NULL)
+		return;
+	j->r = r;
+	snprintf(j->id, sizeof(j->id), "%s", job->id);
+	snprintf(j->network, sizeof(j->network), "%s", job->target);
+	snprintf(j->key, sizeof(j->key), "%s\n%s", post ? post : "", job->target);
+	r->pending++;
+	if (drv == NULL || post == NULL || acct == NULL || !acct->enabled) {
+		snprintf(fail.error, sizeof(fail.error), "%s", drv == NULL ? "unknown network"
+		         : post == NULL ? "job without a post" : "no enabled account for this author");
+		fail.permanent = 1;
+		on_posted(j, &fail);
+		return;
+	}
+	/* Recorded before the request: if we die after the network took the
+	 * post and before we record it, the next run reconciles first. */
+	rc = outbox_mark_attempt(r->opt->st, job->id, r->owner);
+	if (rc == 0) {
+		social_post p = { post, json_string_value(json_object_get(job->payload, "text")),
+			          json_string_value(json_object_get(job->payload, "url")) };
+		if (job->attempted)
+			log_info("crosspost: job %s (%s): an earlier attempt has no outcome: reconciling "
+			         "first", job->id, job->target);
+		rc = drv->crosspost(&r->env, acct, &p, job->attempted, on_posted, j);
+	}
+	if (rc != 0) {
+		snprintf(fail.error, sizeof(fail.error), "cannot start: %s", sayin_strerror(rc));
+		on_posted(j, &fail);
+	}
+}
+
+static void lease_round(struct run *r)
+{
+	static const char *const networks[] = { "x", "facebook", NULL };
+	outbox_job *jobs = NULL;
+	size_t n = 0;
+	int rc;
+
+	if (r->stop)
+		return;
+	rc = outbox_lease_targets(r->opt->st, &r->opt->policy, r->owner, networks, now_ms(), 16,
+	                          &jobs, &n);
+	if (rc != 0 || n == 0) {
+		if (rc != 0) {
+			log_error("crosspost: cannot lease jobs: %s", sayin_strerror(rc));
+			r->rc = rc;
+		}
+		outbox_jobs_free(jobs, n);
+		r->stop = 1;
+		net_close(r->net, NULL, NULL);
+		return;
+	}
+	r->pending++; /* held while starting, so a quick answer cannot end the round */
+	for (size_t i = 0; i < n; i++)
+		start_job(r, &jobs[i]);
+	outbox_jobs_free(jobs, n);
+	if (--r->pending == 0)
+		lease_round(r);
+}
+
+static void on_start(uv_timer_t *t)
+{
+	uv_close((uv_handle_t *)t, NULL);
+	lease_round(t->data);
+}
+
+int crosspost_run(const crosspost_options *opt, const crosspost_accounts *accounts,
+                  crosspost_counts *counts)
+{
+	struct run r = { .opt = opt, .accounts = accounts, .counts = counts };
+	unsigned char rnd[8];
+	uv_timer_t start;
+	int rc;
+
+	memset(counts, 0, sizeof(*counts));
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		memset(rnd, 0, sizeof(rnd));
+	snprintf(r.owner, sizeof(r.owner), "crosspost-%d-%02x%02x%02x%02x%02x%02x%02x%02x",
+	         (int)getpid(), rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+	rc = uv_loop_init(&r.loop);
+	if (rc != 0)
+		return rc;
+	rc = net_create(&r.loop, 8, &r.net);
+	if (rc != 0) {
+		uv_loop_close(&r.loop);
+		return rc;
+	}
+	r.env = (social_env){ .loop = &r.loop, .net = r.net, .x_api_url = opt->x_api_url,
+		              .facebook_api_url = opt->facebook_api_url,
+		              .facebook_version = opt->facebook_version,
+		              .timeout_ms = opt->timeout_ms };
+	uv_timer_init(&r.loop, &start);
+	start.data = &r;
+	uv_timer_start(&start, on_start, 0, 0);
+	uv_run(&r.loop, UV_RUN_DEFAULT);
+	uv_loop_close(&r.loop);
+	return r.rc;
+}

@@ -1,0 +1,63 @@
+/* crosspost: the authors' network accounts and the worker that posts the
+ * outbox's cross-post jobs (`sayin-publisher crosspost`, run by cron).
+ *
+ * Accounts come from a credentials file (INI, libinih), one section per
+ * author and network:
+ *
+ *   [ann.x]                      [ann.facebook]
+ *   enabled = true               enabled = true
+ *   consumer_key = ...           page_id = ...
+ *   consumer_secret = ...        page_access_token = ...
+ *   access_token = ...           app_secret = ...
+ *   access_token_secret = ...
+ *
+ * and any value may come from the environment instead:
+ * SAYIN_SOCIAL_<HANDLE>_<NETWORK>_<KEY> (uppercase), e.g.
+ * SAYIN_SOCIAL_ANN_X_CONSUMER_SECRET. The file is refused when its group or
+ * others may read it. Secrets are never logged or printed.
+ *
+ * Guarantees (README, "Cross-posting"): a job is posted by one worker at a
+ * time (an exclusive lock on DATA/crosspost.lock for overlapping cron runs,
+ * plus the outbox lease); the remote id is recorded in the transaction that
+ * completes the job; an attempt is recorded before the request, and a job
+ * found with an attempt but no outcome (the process died in between) is
+ * reconciled (the network searched for our post URL) before it is retried. */
+#ifndef SAYIN_CROSSPOST_H
+#define SAYIN_CROSSPOST_H
+
+#include "core/config.h"
+#include "deliver/outbox.h"
+#include "core/store.h"
+
+typedef struct crosspost_accounts crosspost_accounts;
+
+/* Loads path (NULL or "": no file, accounts from the environment only).
+ * Returns 0 and *out, or SAYIN_ECONFIG with err (unreadable file, mode too
+ * open, unknown network or key, syntax). */
+int crosspost_accounts_load(const char *path, crosspost_accounts **out, char *err,
+                            size_t errlen);
+void crosspost_accounts_free(crosspost_accounts *a);
+
+/* 1 when handle has an enabled account on network (for
+ * publish_settings.crosspost_enabled; arg is the accounts). */
+int crosspost_enabled(void *accounts, const char *handle, const char *network);
+
+typedef struct crosspost_options {
+	store *st;
+	outbox_policy policy;
+	const char *x_api_url;
+	const char *facebook_api_url;
+	const char *facebook_version;
+	uint64_t timeout_ms;
+} crosspost_options;
+
+typedef struct crosspost_counts {
+	unsigned long posted, found, failed, parked;
+} crosspost_counts;
+
+/* Posts every due cross-post job once (blocking; its own loop), then
+ * returns. Returns 0, or a negative errno / store error that stopped it. */
+int crosspost_run(const crosspost_options *opt, const crosspost_accounts *accounts,
+                  crosspost_counts *counts);
+
+#endif

@@ -1,0 +1,451 @@
+/* outbox: delivery jobs in the store: enqueue, lease, complete, fail, park. */
+#include "deliver/outbox.h"
+
+#include "core/error.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define SEQ_KEY "outbox_next_id"
+
+static void policy_defaults(const outbox_policy *in, outbox_policy *p)
+{
+	*p = in ? *in : (outbox_policy){ 0 };
+	if (p->lease_ms == 0)
+		p->lease_ms = 60000;
+	if (p->backoff_ms == 0)
+		p->backoff_ms = 1000;
+	if (p->backoff_max_ms == 0)
+		p->backoff_max_ms = 600000;
+	if (p->max_attempts == 0)
+		p->max_attempts = 10;
+	if (p->max_age_ms == 0)
+		p->max_age_ms = 86400000;
+}
+
+static int put_json(store_txn *txn, enum store_table t, const char *key, const json_t *j)
+{
+	char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	int rc;
+	if (s == NULL)
+		return -ENOMEM;
+	rc = store_put_record(txn, t, key, s, strlen(s));
+	free(s);
+	return rc;
+}
+
+static int next_id(store_txn *txn, char id[OUTBOX_ID_LEN + 1])
+{
+	const void *rec;
+	size_t len;
+	unsigned long long n = 1;
+	char buf[32];
+	int rc = store_get_record(txn, STORE_META, SEQ_KEY, &rec, &len);
+
+	if (rc == 0) {
+		if (len == 0 || len >= sizeof(buf))
+			return SAYIN_ECORRUPT;
+		memcpy(buf, rec, len);
+		buf[len] = '\0';
+		n = strtoull(buf, NULL, 10);
+	} else if (rc != SAYIN_ENOTFOUND) {
+		return rc;
+	}
+	snprintf(id, OUTBOX_ID_LEN + 1, "%020llu", n);
+	snprintf(buf, sizeof(buf), "%llu", n + 1);
+	return store_put_record(txn, STORE_META, SEQ_KEY, buf, strlen(buf));
+}
+
+int outbox_enqueue(store_txn *txn, const char *target, json_t *payload, const char *const *after,
+                   size_t n_after, int64_t now_ms, char id[OUTBOX_ID_LEN + 1])
+{
+	json_t *j, *deps = json_array();
+	int rc = next_id(txn, id);
+
+	if (rc != 0 || deps == NULL) {
+		json_decref(deps);
+		return rc != 0 ? rc : -ENOMEM;
+	}
+	for (size_t i = 0; i < n_after; i++)
+		json_array_append_new(deps, json_string(after[i]));
+	j = json_pack("{s:s, s:s, s:O, s:o, s:I, s:i, s:I, s:I, s:s, s:s, s:b}", "id", id, "target",
+	              target, "payload", payload, "after", deps, "created_ms", (json_int_t)now_ms,
+	              "attempts", 0, "next_ms", (json_int_t)now_ms, "lease_until_ms",
+	              (json_int_t)0, "lease_owner", "", "last_error", "", "parked", 0);
+	if (j == NULL)
+		return -ENOMEM;
+	rc = put_json(txn, STORE_OUTBOX, id, j);
+	json_decref(j);
+	return rc;
+}
+
+void outbox_jobs_free(outbox_job *jobs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		json_decref(jobs[i].payload);
+	free(jobs);
+}
+
+struct lease_ctx {
+	const char *const *targets; /* NULL: any */
+	store_txn *txn;
+	const outbox_policy *pol;
+	const char *owner;
+	int64_t now;
+	size_t max;
+	outbox_job *jobs;
+	size_t n;
+	int rc;
+};
+
+static int64_t jint(const json_t *j, const char *k)
+{
+	return (int64_t)json_integer_value(json_object_get(j, k));
+}
+
+/* 1 when every job in "after" is gone. */
+static int deps_done(store_txn *txn, const json_t *rec)
+{
+	const json_t *deps = json_object_get(rec, "after"), *d;
+	size_t i;
+	json_array_foreach(deps, i, d) {
+		const void *r;
+		size_t len;
+		const char *id = json_string_value(d);
+		if (id != NULL && store_get_record(txn, STORE_OUTBOX, id, &r, &len) == 0)
+			return 0;
+	}
+	return 1;
+}
+
+static int lease_one(void *arg, const char *key, const void *record, size_t len)
+{
+	struct lease_ctx *c = arg;
+	json_t *j;
+	int rc;
+
+	if (c->n >= c->max)
+		return 1; /* enough: stop the walk */
+	j = json_loadb(record, len, 0, NULL);
+	if (j == NULL) {
+		log_error("outbox: job %s has a corrupt record", key);
+		return 0;
+	}
+	if (c->targets != NULL) {
+		const char *t = json_string_value(json_object_get(j, "target"));
+		size_t k = 0;
+		while (c->targets[k] != NULL && (t == NULL || strcmp(c->targets[k], t) != 0))
+			k++;
+		if (c->targets[k] == NULL) {
+			json_decref(j);
+			return 0;
+		}
+	}
+	if (json_is_true(json_object_get(j, "parked")) || jint(j, "next_ms") > c->now ||
+	    jint(j, "lease_until_ms") > c->now || !deps_done(c->txn, j)) {
+		json_decref(j);
+		return 0;
+	}
+	json_object_set_new(j, "lease_until_ms", json_integer(c->now + (json_int_t)c->pol->lease_ms));
+	json_object_set_new(j, "lease_owner", json_string(c->owner));
+	rc = put_json(c->txn, STORE_OUTBOX, key, j);
+	if (rc == 0) {
+		outbox_job *job = &c->jobs[c->n++];
+		snprintf(job->id, sizeof(job->id), "%s", key);
+		snprintf(job->target, sizeof(job->target), "%s",
+		         json_string_value(json_object_get(j, "target")) ?: "");
+		job->payload = json_incref(json_object_get(j, "payload"));
+		job->attempts = (unsigned)jint(j, "attempts");
+		job->created_ms = jint(j, "created_ms");
+		job->attempted = json_is_true(json_object_get(j, "attempt_started"));
+	}
+	json_decref(j);
+	c->rc = rc;
+	return rc;
+}
+
+int outbox_lease(store *st, const outbox_policy *pol, const char *owner, int64_t now_ms,
+                 size_t max, outbox_job **jobs, size_t *n)
+{
+	return outbox_lease_targets(st, pol, owner, NULL, now_ms, max, jobs, n);
+}
+
+int outbox_lease_targets(store *st, const outbox_policy *pol_in, const char *owner,
+                         const char *const *targets, int64_t now_ms, size_t max,
+                         outbox_job **jobs, size_t *n)
+{
+	outbox_policy pol;
+	struct lease_ctx c = { .targets = targets, .owner = owner, .now = now_ms, .max = max };
+	int rc;
+
+	policy_defaults(pol_in, &pol);
+	c.pol = &pol;
+	*jobs = NULL;
+	*n = 0;
+	c.jobs = calloc(max ? max : 1, sizeof(*c.jobs));
+	if (c.jobs == NULL)
+		return -ENOMEM;
+	rc = store_txn_begin(st, 1, &c.txn);
+	if (rc != 0) {
+		free(c.jobs);
+		return rc;
+	}
+	rc = store_each_record(c.txn, STORE_OUTBOX, "", lease_one, &c);
+	if (rc == 1)
+		rc = 0;
+	if (rc == 0 && c.n == 0) {
+		store_txn_abort(c.txn);
+	} else if (rc == 0) {
+		rc = store_txn_commit(c.txn);
+	} else {
+		store_txn_abort(c.txn);
+	}
+	if (rc != 0) {
+		outbox_jobs_free(c.jobs, c.n);
+		return rc;
+	}
+	*jobs = c.jobs;
+	*n = c.n;
+	return 0;
+}
+
+/* Loads a job leased by owner inside txn. */
+static int load_leased(store_txn *txn, const char *id, const char *owner, json_t **out)
+{
+	const void *rec;
+	size_t len;
+	json_t *j;
+	const char *held;
+	int rc = store_get_record(txn, STORE_OUTBOX, id, &rec, &len);
+
+	if (rc == SAYIN_ENOTFOUND)
+		return -ESTALE; /* completed by someone else */
+	if (rc != 0)
+		return rc;
+	j = json_loadb(rec, len, 0, NULL);
+	if (j == NULL)
+		return SAYIN_ECORRUPT;
+	held = json_string_value(json_object_get(j, "lease_owner"));
+	if (held == NULL || strcmp(held, owner) != 0) {
+		json_decref(j);
+		return -ESTALE;
+	}
+	*out = j;
+	return 0;
+}
+
+int outbox_complete_record(store *st, const char *id, const char *owner, enum store_table table,
+                           const char *key, const char *record)
+{
+	store_txn *txn;
+	json_t *j = NULL;
+	int rc = store_txn_begin(st, 1, &txn);
+
+	if (rc != 0)
+		return rc;
+	rc = load_leased(txn, id, owner, &j);
+	if (rc == 0)
+		rc = store_delete_record(txn, STORE_OUTBOX, id);
+	if (rc == 0 && key != NULL)
+		rc = store_put_record(txn, table, key, record, strlen(record));
+	json_decref(j);
+	if (rc == 0)
+		return store_txn_commit(txn);
+	store_txn_abort(txn);
+	return rc;
+}
+
+int outbox_complete(store *st, const char *id, const char *owner)
+{
+	return outbox_complete_record(st, id, owner, STORE_OUTBOX, NULL, NULL);
+}
+
+int outbox_mark_attempt(store *st, const char *id, const char *owner)
+{
+	store_txn *txn;
+	json_t *j = NULL;
+	int rc = store_txn_begin(st, 1, &txn);
+
+	if (rc != 0)
+		return rc;
+	rc = load_leased(txn, id, owner, &j);
+	if (rc == 0 && json_object_set_new(j, "attempt_started", json_true()) != 0)
+		rc = -ENOMEM;
+	if (rc == 0)
+		rc = put_json(txn, STORE_OUTBOX, id, j);
+	json_decref(j);
+	if (rc == 0)
+		return store_txn_commit(txn);
+	store_txn_abort(txn);
+	return rc;
+}
+
+/* Full jitter on the upper half: [d/2, d). */
+static uint64_t jitter(uint64_t d)
+{
+	uint32_t r = 0;
+	if (d < 2 || getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		return d;
+	return d / 2 + r % (d / 2);
+}
+
+int outbox_fail(store *st, const outbox_policy *pol_in, const char *id, const char *owner,
+                const char *error, int permanent, int64_t retry_at_ms, int64_t now_ms,
+                int *parked)
+{
+	outbox_policy pol;
+	store_txn *txn;
+	json_t *j = NULL;
+	unsigned attempts;
+	int rc;
+
+	policy_defaults(pol_in, &pol);
+	*parked = 0;
+	rc = store_txn_begin(st, 1, &txn);
+	if (rc != 0)
+		return rc;
+	rc = load_leased(txn, id, owner, &j);
+	if (rc != 0) {
+		store_txn_abort(txn);
+		return rc;
+	}
+	attempts = (unsigned)jint(j, "attempts") + 1;
+	if (permanent || attempts >= pol.max_attempts ||
+	    now_ms - jint(j, "created_ms") >= (int64_t)pol.max_age_ms) {
+		*parked = 1;
+	} else {
+		uint64_t d = pol.backoff_ms;
+		for (unsigned i = 1; i < attempts && d < pol.backoff_max_ms; i++)
+			d *= 2;
+		if (d > pol.backoff_max_ms)
+			d = pol.backoff_max_ms;
+		int64_t next = now_ms + (int64_t)jitter(d);
+		if (retry_at_ms > next)
+			next = retry_at_ms;
+		json_object_set_new(j, "next_ms", json_integer(next));
+	}
+	json_object_set_new(j, "attempts", json_integer(attempts));
+	json_object_set_new(j, "last_error", json_string(error ? error : "failed"));
+	json_object_set_new(j, "parked", json_boolean(*parked));
+	json_object_set_new(j, "lease_until_ms", json_integer(0));
+	json_object_set_new(j, "lease_owner", json_string(""));
+	rc = put_json(txn, STORE_OUTBOX, id, j);
+	json_decref(j);
+	if (rc == 0)
+		return store_txn_commit(txn);
+	store_txn_abort(txn);
+	return rc;
+}
+
+struct retry_ctx {
+	store_txn *txn;
+	int64_t now;
+	unsigned n;
+};
+
+static int retry_one(void *arg, const char *key, const void *record, size_t len)
+{
+	struct retry_ctx *c = arg;
+	json_t *j = json_loadb(record, len, 0, NULL);
+	int rc = 0;
+	if (j == NULL)
+		return SAYIN_ECORRUPT;
+	if (json_is_true(json_object_get(j, "parked"))) {
+		json_object_set_new(j, "parked", json_false());
+		json_object_set_new(j, "attempts", json_integer(0));
+		json_object_set_new(j, "next_ms", json_integer(c->now));
+		/* A retried job gets a fresh age, or it would park again at once. */
+		json_object_set_new(j, "created_ms", json_integer(c->now));
+		rc = put_json(c->txn, STORE_OUTBOX, key, j);
+		if (rc == 0)
+			c->n++;
+	}
+	json_decref(j);
+	return rc;
+}
+
+int outbox_retry(store *st, const char *id, int64_t now_ms, unsigned *count)
+{
+	struct retry_ctx c = { .now = now_ms };
+	int rc = store_txn_begin(st, 1, &c.txn);
+
+	*count = 0;
+	if (rc != 0)
+		return rc;
+	if (id == NULL) {
+		rc = store_each_record(c.txn, STORE_OUTBOX, "", retry_one, &c);
+	} else {
+		const void *rec;
+		size_t len;
+		rc = store_get_record(c.txn, STORE_OUTBOX, id, &rec, &len);
+		if (rc == 0)
+			rc = retry_one(&c, id, rec, len);
+	}
+	if (rc == 0) {
+		*count = c.n;
+		return store_txn_commit(c.txn);
+	}
+	store_txn_abort(c.txn);
+	return rc;
+}
+
+struct each_ctx {
+	outbox_each_fn fn;
+	void *arg;
+};
+
+static int each_one(void *arg, const char *key, const void *record, size_t len)
+{
+	struct each_ctx *c = arg;
+	json_t *j = json_loadb(record, len, 0, NULL);
+	int rc;
+	if (j == NULL)
+		return SAYIN_ECORRUPT;
+	rc = c->fn(c->arg, key, j);
+	json_decref(j);
+	return rc;
+}
+
+int outbox_each(store *st, outbox_each_fn fn, void *arg)
+{
+	struct each_ctx c = { fn, arg };
+	store_txn *txn;
+	int rc = store_txn_begin(st, 0, &txn);
+	if (rc != 0)
+		return rc;
+	rc = store_each_record(txn, STORE_OUTBOX, "", each_one, &c);
+	store_txn_abort(txn);
+	return rc;
+}
+
+struct stats_ctx {
+	outbox_stats *s;
+	int64_t now;
+};
+
+static int stats_one(void *arg, const char *id, const json_t *rec)
+{
+	struct stats_ctx *c = arg;
+	(void)id;
+	if (json_is_true(json_object_get(rec, "parked"))) {
+		c->s->parked++;
+		return 0;
+	}
+	c->s->depth++;
+	if (jint(rec, "lease_until_ms") > c->now)
+		c->s->leased++;
+	if (c->s->oldest_ms == 0 || jint(rec, "created_ms") < c->s->oldest_ms)
+		c->s->oldest_ms = jint(rec, "created_ms");
+	return 0;
+}
+
+int outbox_stats_get(store *st, int64_t now_ms, outbox_stats *out)
+{
+	struct stats_ctx c = { out, now_ms };
+	memset(out, 0, sizeof(*out));
+	return outbox_each(st, stats_one, &c);
+}

@@ -1,0 +1,57 @@
+/* api: the ingest API of `sayin-publisher serve`, a handler on origin/http.
+ *
+ *   POST   /v1/posts        upload a recording (multipart/form-data with an
+ *                           "audio" file part and "text", "crosspost" fields,
+ *                           or the raw recording with ?text=); 201
+ *   GET    /v1/posts/ID     the post and the state of its delivery
+ *   GET    /v1/posts?author=HANDLE[&before=SEQ][&limit=N]   newest first
+ *   DELETE /v1/posts/ID     removes the post (one transaction)
+ *   GET    /healthz, /metrics
+ *
+ * Every /v1 request carries "Authorization: Bearer TOKEN" (see auth.h).
+ * Uploads stream to a temporary file in upload_dir, capped while reading;
+ * transcoding and every store write run on libuv's thread pool (workers
+ * threads), never on the loop, so the API answers while posts encode. When
+ * workers + queue uploads are already accepted, POST answers 503 with
+ * Retry-After before reading the body.
+ *
+ * Threading: api_start, api_stop and every callback run on the loop's
+ * thread; the store and the pipeline are shared with the workers. */
+#ifndef SAYIN_API_H
+#define SAYIN_API_H
+
+#include "core/metrics.h"
+#include "pipeline.h"
+#include "core/store.h"
+
+#include <uv.h>
+
+typedef struct api api;
+
+typedef struct api_options {
+	const char *listen;       /* "127.0.0.1:8081" */
+	const char *upload_dir;   /* created if missing; leftovers are removed at start */
+	unsigned workers;         /* transcoding threads (UV_THREADPOOL_SIZE) */
+	unsigned queue;           /* accepted uploads beyond the workers */
+	uint64_t max_upload;      /* bytes of the recording (413 beyond) */
+	metrics *metrics;         /* definitions are made by api_start */
+	/* Called on the loop after each committed post or deletion (serve
+	 * kicks the delivery worker with it); may be NULL. */
+	void (*on_commit)(void *arg);
+	void *on_commit_arg;
+} api_options;
+
+/* Starts serving on loop. The store and pipeline must outlive the api.
+ * Returns 0 and *out, or a negative errno / SAYIN_ECONFIG (bad address),
+ * with err naming the cause. */
+int api_start(uv_loop_t *loop, store *st, const pipeline *pipe, const api_options *opt,
+              api **out, char *err, size_t errlen);
+
+/* Stops accepting, lets responses and jobs in flight finish, then frees the
+ * api and calls on_stopped(arg). */
+void api_stop(api *a, uint64_t grace_ms, void (*on_stopped)(void *arg), void *arg);
+
+/* The bound port (for listen addresses with port 0). */
+int api_port(const api *a);
+
+#endif
