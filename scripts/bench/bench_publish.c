@@ -6,7 +6,7 @@
  *   bench_publish STORE_DIR RECORDING PUBLISHER_BIN SMALL BIG RUNS
  *
  * Prints one line per run and a summary, both as JSON, on stdout.
- * scripts/bench/publish drives it and writes BENCHMARKS.md. */
+ * scripts/bench/publish drives it and writes scripts/bench/README.md. */
 #include "core/error.h"
 #include "core/log.h"
 #include "media/media.h"
