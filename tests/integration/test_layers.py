@@ -30,6 +30,11 @@ CLEAN = {
     "publisher/render/feed.c": '#include "media/media.h"\n',
     "tests/unit/core/fixture.h": "",
     "tests/unit/core/test_store.c": '#include "core/store.h"\n#include "core/fixture.h"\n',
+    "README.md": "| [`origin/`](origin) | [`origin/core/`](origin/core) |\n"
+                 "| [`publisher/media/`](publisher/media) | "
+                 "[`publisher/render/`](publisher/render) | [media](publisher/media/README.md#x) "
+                 "| [site](https://example.com/) |\n",
+    "publisher/media/README.md": "[up](../../README.md) [opus](opus.c)\n",
 }
 
 
@@ -57,6 +62,16 @@ def test_each_layer_rule_fails(tmp_path, path, text, says):
     r = run(tree(tmp_path, files))
     assert r.returncode == 1
     assert says in r.stderr, r.stderr
+
+
+def test_the_readme_map_must_match_the_tree(tmp_path):
+    files = dict(CLEAN)
+    files["publisher/ingest/api.c"] = '#include "media/media.h"\n'
+    files["publisher/media/README.md"] = "[gone](decode.c)\n"
+    r = run(tree(tmp_path, files))
+    assert r.returncode == 1
+    assert "README.md: the map does not link publisher/ingest/" in r.stderr, r.stderr
+    assert "publisher/media/README.md: link to decode.c, which is not in the tree" in r.stderr
 
 
 def test_an_include_cycle_in_a_folder_fails(tmp_path):
