@@ -498,24 +498,31 @@ int store_author_posts(store_txn *t, const char *author, size_t limit, store_pos
 	return store_author_posts_range(t, author, UINT64_MAX, 0, limit, fn, arg);
 }
 
-int store_author_post_count(store_txn *t, const char *author, size_t *count)
+/* How many values a dupsort table holds under key (0 when none); what
+ * names the count in LMDB's error. */
+static int count_values(store_txn *t, MDB_dbi dbi, MDB_val *key, const char *what, size_t *count)
 {
 	MDB_cursor *cur;
-	MDB_val akey = { strlen(author), (void *)author }, id;
+	MDB_val val;
 	size_t n = 0;
-	int rc;
+	int rc = mdb_cursor_open(t->txn, dbi, &cur);
 
-	rc = mdb_cursor_open(t->txn, t->st->author_posts, &cur);
 	if (rc != MDB_SUCCESS)
 		return store__error(rc, "cursor");
-	rc = mdb_cursor_get(cur, &akey, &id, MDB_SET);
+	rc = mdb_cursor_get(cur, key, &val, MDB_SET);
 	if (rc == MDB_SUCCESS)
 		rc = mdb_cursor_count(cur, &n);
 	mdb_cursor_close(cur);
 	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-		return store__error(rc, "count posts");
+		return store__error(rc, what);
 	*count = n;
 	return 0;
+}
+
+int store_author_post_count(store_txn *t, const char *author, size_t *count)
+{
+	MDB_val akey = { strlen(author), (void *)author };
+	return count_values(t, t->st->author_posts, &akey, "count posts", count);
 }
 
 int store_put_author(store_txn *t, const char *handle, const void *record, size_t len)
@@ -550,23 +557,11 @@ int store_ref_remove(store_txn *t, const uint8_t hash[STORE_HASH_LEN], const cha
                      size_t *remaining)
 {
 	MDB_val key = { STORE_HASH_LEN, (void *)hash }, val = { strlen(post_id), (void *)post_id };
-	MDB_cursor *cur;
-	size_t n = 0;
 	int rc = mdb_del(t->txn, t->st->refs, &key, &val);
 
 	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
 		return store__error(rc, "remove reference");
-	rc = mdb_cursor_open(t->txn, t->st->refs, &cur);
-	if (rc != MDB_SUCCESS)
-		return store__error(rc, "cursor");
-	rc = mdb_cursor_get(cur, &key, &val, MDB_SET);
-	if (rc == MDB_SUCCESS)
-		rc = mdb_cursor_count(cur, &n);
-	mdb_cursor_close(cur);
-	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-		return store__error(rc, "count references");
-	*remaining = n;
-	return 0;
+	return count_values(t, t->st->refs, &key, "count references", remaining);
 }
 
 int store_delete_name(store_txn *t, const char *name)

@@ -102,15 +102,13 @@ static int sha256_file(int fd, uint64_t len, uint8_t out[STORE_HASH_LEN])
 		goto out;
 	}
 	for (uint64_t off = 0; off < len;) {
-		size_t want = len - off < COPY_CHUNK ? (size_t)(len - off) : COPY_CHUNK;
-		ssize_t got = pread(fd, buf, want, (off_t)off);
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got <= 0) {
-			rc = got < 0 ? -errno : -EIO;
+		size_t want = len - off < COPY_CHUNK ? (size_t)(len - off) : COPY_CHUNK, got;
+		rc = fileio_read(fd, buf, want, (int64_t)off, &got);
+		if (rc == 0 && got < want)
+			rc = -EIO; /* the file is shorter than len */
+		if (rc != 0)
 			goto out;
-		}
-		if (EVP_DigestUpdate(ctx, buf, (size_t)got) != 1) {
+		if (EVP_DigestUpdate(ctx, buf, got) != 1) {
 			rc = SAYIN_ESTORE;
 			goto out;
 		}
@@ -150,18 +148,13 @@ static int value_file_offset(const store *st, const MDB_val *val, uint64_t *off)
 	return 0;
 }
 
-static int pread_all(int fd, void *buf, size_t len)
+/* Reads len bytes of fd from offset 0: 0, -EIO if the file is shorter, or
+ * -errno. */
+static int read_whole(int fd, void *buf, size_t len)
 {
-	char *p = buf;
-	for (size_t done = 0; done < len;) {
-		ssize_t n = pread(fd, p + done, len - done, (off_t)done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		done += (size_t)n;
-	}
-	return 0;
+	size_t got;
+	int rc = fileio_read(fd, buf, len, 0, &got);
+	return rc == 0 && got < len ? -EIO : rc;
 }
 
 /* store_put_object and store_put_object_file: the bytes come from memory
@@ -218,7 +211,7 @@ static int put_object(store_txn *t, const void *bytes, int fd, uint64_t len,
 	else if (bytes == NULL && in_file)
 		rc = fileio_copy(fd, t->st->fd, (int64_t)off, len);
 	else if (bytes == NULL)
-		rc = pread_all(fd, (char *)val.mv_data + sizeof(h), (size_t)len);
+		rc = read_whole(fd, (char *)val.mv_data + sizeof(h), (size_t)len);
 	else if (in_file)
 		rc = fileio_write(t->st->fd, bytes, (size_t)len, (int64_t)off);
 	else
