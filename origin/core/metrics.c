@@ -1,5 +1,4 @@
-/* metrics: a registry of Prometheus series with per-thread shards, rendered
- * in the text exposition format 0.0.4. */
+/* metrics: Prometheus series in per-thread shards, rendered as text format 0.0.4. */
 #include "core/metrics.h"
 
 #include "core/buf.h"

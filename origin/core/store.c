@@ -1,5 +1,4 @@
-/* store: the LMDB environment, its transactions and the tables: names,
- * posts, authors, references and records (objects: store_object.c). */
+/* store: the LMDB environment, transactions and the tables (objects: store_object.c). */
 #include "core/store.h"
 
 #include "core/store_internal.h"

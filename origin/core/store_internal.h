@@ -1,6 +1,6 @@
-/* store_internal: what the store's files share and nothing else includes:
- * the handles' fields, the LMDB error translation and the space guard.
- * Include core/store.h first. */
+/* store_internal: the store handles' fields and helpers its two files share. */
+/* Nothing outside store.c and store_object.c includes it. Include
+ * core/store.h first. */
 #ifndef SAYIN_STORE_INTERNAL_H
 #define SAYIN_STORE_INTERNAL_H
 

@@ -1,6 +1,4 @@
-/* store_object: content-addressed objects: SHA-256 of the bytes (from
- * memory or a file), the space guard, and the copy into the value LMDB
- * reserved, through the map or straight into the data file. */
+/* store_object: content-addressed objects: hashing, the space guard, the copy in. */
 #include "core/store.h"
 
 #include "core/store_internal.h"
