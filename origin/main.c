@@ -18,6 +18,7 @@
  *   callbacks evaluated at scrape time on the scraping thread: the HTTP
  *   core's own counters are relaxed atomics, and the store is read in a
  *   short read transaction. */
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "core/http.h"
@@ -655,14 +656,12 @@ int main(int argc, char **argv)
 	store_options sopt = { .read_only = 1 };
 	enum log_level level;
 	uint64_t threads;
-	struct timespec now;
 	char err[512];
 	int rc;
 
 	memset(&o, 0, sizeof(o));
 	atomic_init(&o.workers_stopped, 0);
-	clock_gettime(CLOCK_REALTIME, &now);
-	o.start_time = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+	o.start_time = (double)clock_now_ms() / 1000;
 
 	rc = config_load(argc, argv, NULL, 0, &o.cfg, err, sizeof(err));
 	if (rc == 1) {

@@ -1,4 +1,4 @@
-/* fileio: see fileio.h. */
+/* fileio: whole-buffer reads and writes and file copies, EINTR-safe (fileio.h). */
 #include "core/fileio.h"
 
 #include <errno.h>

@@ -1,5 +1,4 @@
-/* http: the HTTP/1.1 server core: connections, llhttp parsing, limits,
- * timeouts and zero-copy response writes on one libuv loop. */
+/* http: the HTTP/1.1 server core: connections, parsing, limits, timeouts, writes. */
 #include "core/http.h"
 
 #include "core/error.h"

@@ -1,9 +1,11 @@
 /* log: level-filtered, single-write log lines on stderr. */
 #include "core/log.h"
 
+#include "core/clock.h"
 #include "core/error.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -32,18 +34,18 @@ void log_msg(enum log_level level, const char *fmt, ...)
 {
 	static const char *const tags[] = { "error", "warn", "info", "debug" };
 	char line[2048];
-	struct timespec now;
+	int64_t now_ms = clock_now_ms();
+	time_t now = (time_t)(now_ms / 1000);
 	struct tm tm;
 	va_list ap;
 	int n;
 
 	if (level > log_threshold)
 		return;
-	clock_gettime(CLOCK_REALTIME, &now);
-	gmtime_r(&now.tv_sec, &tm);
+	gmtime_r(&now, &tm);
 	n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s ",
 	             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-	             tm.tm_sec, now.tv_nsec / 1000000, tags[level]);
+	             tm.tm_sec, (long)(now_ms % 1000), tags[level]);
 	va_start(ap, fmt);
 	n += vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
 	va_end(ap);

@@ -1,6 +1,7 @@
-/* metrics: a registry of Prometheus series with per-thread shards, rendered
- * in the text exposition format 0.0.4. */
+/* metrics: Prometheus series in per-thread shards, rendered as text format 0.0.4. */
 #include "core/metrics.h"
+
+#include "core/buf.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -408,46 +409,6 @@ void metrics_observe(metrics_shard *s, metrics_id id, double value)
 
 /* ---- rendering ---- */
 
-struct buf {
-	char *p;
-	size_t len, cap;
-	int failed;
-};
-
-static void buf_reserve(struct buf *b, size_t more)
-{
-	size_t cap;
-	char *p;
-
-	if (b->failed || b->len + more < b->cap)
-		return;
-	cap = b->cap == 0 ? 4096 : b->cap;
-	while (cap <= b->len + more)
-		cap *= 2;
-	p = realloc(b->p, cap);
-	if (p == NULL) {
-		b->failed = 1;
-		return;
-	}
-	b->p = p;
-	b->cap = cap;
-}
-
-static void buf_put(struct buf *b, const char *s, size_t len)
-{
-	buf_reserve(b, len);
-	if (b->failed)
-		return;
-	memcpy(b->p + b->len, s, len);
-	b->len += len;
-	b->p[b->len] = '\0';
-}
-
-static void buf_str(struct buf *b, const char *s)
-{
-	buf_put(b, s, strlen(s));
-}
-
 /* Shortest text that reads back as the same double, as Prometheus clients
  * print ("0.005", not "0.0050000000000000001"); integers without exponent. */
 static void format_double(double d, char *out, size_t size)
@@ -472,36 +433,36 @@ static void format_double(double d, char *out, size_t size)
 }
 
 /* HELP text escapes backslash and newline. */
-static void put_help(struct buf *b, const char *help)
+static void put_help(buf *b, const char *help)
 {
 	for (const char *p = help; *p != '\0'; p++) {
 		if (*p == '\\')
-			buf_put(b, "\\\\", 2);
+			buf_append(b, "\\\\", 2);
 		else if (*p == '\n')
-			buf_put(b, "\\n", 2);
+			buf_append(b, "\\n", 2);
 		else
-			buf_put(b, p, 1);
+			buf_putc(b, *p);
 	}
 }
 
 /* name + suffix + {labels[,extra]} + " " + value + "\n" */
-static void put_sample(struct buf *b, const char *name, const char *suffix, const char *labels,
+static void put_sample(buf *b, const char *name, const char *suffix, const char *labels,
                        const char *extra, const char *value)
 {
-	buf_str(b, name);
-	buf_str(b, suffix);
+	buf_puts(b, name);
+	buf_puts(b, suffix);
 	if (labels[0] != '\0' || extra != NULL) {
-		buf_put(b, "{", 1);
-		buf_str(b, labels);
+		buf_putc(b, '{');
+		buf_puts(b, labels);
 		if (labels[0] != '\0' && extra != NULL)
-			buf_put(b, ",", 1);
+			buf_putc(b, ',');
 		if (extra != NULL)
-			buf_str(b, extra);
-		buf_put(b, "}", 1);
+			buf_puts(b, extra);
+		buf_putc(b, '}');
 	}
-	buf_put(b, " ", 1);
-	buf_str(b, value);
-	buf_put(b, "\n", 1);
+	buf_putc(b, ' ');
+	buf_puts(b, value);
+	buf_putc(b, '\n');
 }
 
 static uint64_t sum_slot(struct metrics_shard *shards, size_t slot)
@@ -515,7 +476,7 @@ static uint64_t sum_slot(struct metrics_shard *shards, size_t slot)
 
 /* _count is the +Inf bucket, so the two always agree even while writers
  * race with the scrape. */
-static void put_histogram(struct buf *b, const struct family *f, const struct series *se,
+static void put_histogram(buf *b, const struct family *f, const struct series *se,
                           struct metrics_shard *shards)
 {
 	char value[32], le[48], num[32];
@@ -550,27 +511,27 @@ static const char *const type_names[] = {
 int metrics_render(metrics *m, char **out, size_t *len)
 {
 	struct metrics_shard *shards = atomic_load_explicit(&m->shards, memory_order_acquire);
-	struct buf b = { 0 };
+	buf b = BUF_INIT;
 	char value[32];
 
-	buf_reserve(&b, 1); /* an empty registry still yields "" */
+	buf_append(&b, "", 0); /* an empty registry still yields "" */
 	for (size_t fi = 0; fi < m->n_families; fi++) {
 		const struct family *f = &m->families[fi];
 
 		if (f->first == NO_SERIES)
 			continue;
 		if (f->help[0] != '\0') {
-			buf_str(&b, "# HELP ");
-			buf_str(&b, f->name);
-			buf_put(&b, " ", 1);
+			buf_puts(&b, "# HELP ");
+			buf_puts(&b, f->name);
+			buf_putc(&b, ' ');
 			put_help(&b, f->help);
-			buf_put(&b, "\n", 1);
+			buf_putc(&b, '\n');
 		}
-		buf_str(&b, "# TYPE ");
-		buf_str(&b, f->name);
-		buf_put(&b, " ", 1);
-		buf_str(&b, type_names[f->type]);
-		buf_put(&b, "\n", 1);
+		buf_puts(&b, "# TYPE ");
+		buf_puts(&b, f->name);
+		buf_putc(&b, ' ');
+		buf_puts(&b, type_names[f->type]);
+		buf_putc(&b, '\n');
 		for (size_t i = f->first; i != NO_SERIES; i = m->series[i].next) {
 			const struct series *se = &m->series[i];
 			switch (se->kind) {
@@ -589,12 +550,11 @@ int metrics_render(metrics *m, char **out, size_t *len)
 			}
 		}
 	}
-	if (b.failed) {
-		free(b.p);
+	if (buf_failed(&b)) {
+		buf_free(&b);
 		return -ENOMEM;
 	}
-	b.p[b.len] = '\0';
-	*out = b.p;
+	*out = b.data; /* NUL-terminated by every append */
 	*len = b.len;
 	return 0;
 }

@@ -1,45 +1,23 @@
-/* store: objects, names, posts and authors in one LMDB environment. */
+/* store: the LMDB environment, transactions and the tables (objects: store_object.c). */
 #include "core/store.h"
 
+#include "core/store_internal.h"
+
 #include "core/error.h"
-#include "core/fileio.h"
 #include "core/log.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <lmdb.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #define STORE_NAME_MAX 400      /* below LMDB's 511-byte key limit */
 #define STORE_ID_MAX 64
 #define STORE_HANDLE_MAX 64
-#define OBJECT_MAGIC 0x424f5953u /* "SYOB" */
 #define DBI_ABSENT ((MDB_dbi)~0u) /* a table missing from a read-only store */
-#define OBJECT_VERSION 1
-/* Blocks the space guard allocates beyond what a write transaction declared
- * (branch pages, the free list); see store_reserve_space. */
-#define SPACE_HEADROOM (1u << 20)
-/* Object bytes at least this long go into the data file by pwrite, not
- * through the map, so the writer's memory does not grow with them. */
-#define PWRITE_MIN (64u << 10)
-#define COPY_CHUNK (256u << 10)
-
-/* An object's value: this header, then the bytes. The bytes stay contiguous
- * in the data file, so they can be written straight from the map. */
-struct object_header {
-	uint32_t magic;
-	uint16_t version;
-	uint16_t reserved;
-	uint64_t size;
-	int64_t created;
-	char content_type[STORE_CTYPE_MAX + 1];
-};
 
 /* A name's value: this header, then the surrogate key and a NUL. */
 struct name_value {
@@ -49,41 +27,8 @@ struct name_value {
 	uint8_t variant[STORE_ENC_COUNT][STORE_HASH_LEN];
 };
 
-struct store {
-	MDB_env *env;
-	MDB_dbi objects;      /* sha256 -> object_header + bytes */
-	MDB_dbi names;        /* path -> name_value */
-	MDB_dbi posts;        /* id -> record */
-	MDB_dbi author_posts; /* handle -> seq (8 bytes, big-endian) + id (dupsort:
-	                         values sort by seq) */
-	MDB_dbi refs;         /* sha256 -> post id (dupsort) */
-	MDB_dbi tables[STORE_TABLE_COUNT]; /* key -> record, by enum store_table */
-	int read_only;
-	/* Writers open the environment with MDB_WRITEMAP: LMDB writes pages
-	 * straight into the data file's map instead of copying each dirty page
-	 * into malloc'd memory first, so a transaction costs memory for the
-	 * pages it touches, not for the bytes it stores. Object bytes go in by
-	 * pwrite or copy_file_range at their place in the file (fd, map). */
-	int fd;
-	size_t psize;
-	atomic_int no_fallocate;  /* the file system cannot; the guard is off */
-	/* Transactions open or being opened in this process. Remapping after
-	 * another process grew the map is safe only when it is zero: every
-	 * pointer into the old map dies with the remap. */
-	atomic_int open_txns;
-	pthread_mutex_t remap_lock;
-};
-
-struct store_txn {
-	store *st;
-	MDB_txn *txn;
-	int write;
-	uint64_t declared;  /* bytes this write transaction said it would add */
-	uint64_t allocated; /* file offset up to which blocks are known allocated */
-};
-
 /* Translates an LMDB code at the module's edge, logging LMDB's own words. */
-static int store_error(int rc, const char *what)
+int store__error(int rc, const char *what)
 {
 	switch (rc) {
 	case MDB_SUCCESS: return 0;
@@ -135,7 +80,7 @@ static int store_open_dbis(store *st)
 	MDB_txn *txn;
 	int rc = mdb_txn_begin(st->env, NULL, st->read_only ? MDB_RDONLY : 0, &txn);
 	if (rc != MDB_SUCCESS)
-		return store_error(rc, "begin (open databases)");
+		return store__error(rc, "begin (open databases)");
 	for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
 		unsigned flags = dbs[i].flags | (st->read_only ? 0 : MDB_CREATE);
 		MDB_dbi *dbi = (MDB_dbi *)((char *)st + dbs[i].offset);
@@ -151,11 +96,11 @@ static int store_open_dbis(store *st)
 			/* A read-only opener of a store no publisher has written yet. */
 			if (rc == MDB_NOTFOUND)
 				return -ENOENT;
-			return store_error(rc, "open database");
+			return store__error(rc, "open database");
 		}
 	}
 	rc = mdb_txn_commit(txn);
-	return store_error(rc, "commit (open databases)");
+	return store__error(rc, "commit (open databases)");
 }
 
 /* The writer's data file: its descriptor, map address and page size. */
@@ -166,59 +111,11 @@ static int store_locate_file(store *st)
 	int rc = mdb_env_get_fd(st->env, &fd);
 
 	if (rc != MDB_SUCCESS)
-		return store_error(rc, "data file");
+		return store__error(rc, "data file");
 	mdb_env_stat(st->env, &stat);
 	st->fd = fd;
 	st->psize = stat.ms_psize;
 	return 0;
-}
-
-/* The space guard. Through a writable map, a page written where the disk
- * has no block for it raises SIGBUS instead of returning ENOSPC. So each
- * write declares, before LMDB can touch any page for it, the most the file
- * may grow by for it (n bytes), and the blocks past the last committed page
- * are allocated with fallocate, which reports ENOSPC: what the transaction
- * declared plus SPACE_HEADROOM for branch pages and the free list. Pages
- * LMDB reuses from its free list already have blocks. Returns 0, -ENOSPC
- * or another -errno. */
-static int store_reserve_space(store_txn *t, uint64_t n)
-{
-	store *st = t->st;
-	MDB_envinfo info;
-	uint64_t from, need, extra;
-	int e;
-
-	if (!t->write || atomic_load(&st->no_fallocate))
-		return 0;
-	t->declared += n;
-	mdb_env_info(st->env, &info);
-	from = ((uint64_t)info.me_last_pgno + 1) * st->psize;
-	need = from + t->declared + SPACE_HEADROOM;
-	if (need > info.me_mapsize)
-		need = info.me_mapsize; /* beyond it LMDB says MDB_MAP_FULL */
-	if (need <= t->allocated || need <= from)
-		return 0;
-	/* Some more than needed, so that small records do not each cost a
-	 * system call; only what is needed if the disk has no more. */
-	extra = info.me_mapsize - need < SPACE_HEADROOM ? info.me_mapsize - need : SPACE_HEADROOM;
-	if (extra > 0 && fallocate(st->fd, 0, (off_t)from, (off_t)(need + extra - from)) == 0) {
-		t->allocated = need + extra;
-		return 0;
-	}
-	if (fallocate(st->fd, 0, (off_t)from, (off_t)(need - from)) == 0) {
-		t->allocated = need;
-		return 0;
-	}
-	e = errno;
-	if (e == EOPNOTSUPP || e == ENOSYS) {
-		atomic_store(&st->no_fallocate, 1);
-		log_warn("store: the file system cannot allocate ahead (fallocate: %s); a full "
-		         "disk will stop the writer with SIGBUS instead of an error", strerror(e));
-		return 0;
-	}
-	log_error("store: no room for the transaction: cannot allocate %llu bytes in the data "
-	          "file: %s", (unsigned long long)(need - from), strerror(e));
-	return -e;
 }
 
 int store_open(const char *dir, const store_options *opt, store **out)
@@ -243,7 +140,7 @@ int store_open(const char *dir, const store_options *opt, store **out)
 	rc = mdb_env_create(&st->env);
 	if (rc != MDB_SUCCESS) {
 		free(st);
-		return store_error(rc, "env create");
+		return store__error(rc, "env create");
 	}
 	mdb_env_set_maxdbs(st->env, 16);
 	mdb_env_set_maxreaders(st->env, opt->max_readers ? opt->max_readers : 4096);
@@ -256,7 +153,7 @@ int store_open(const char *dir, const store_options *opt, store **out)
 	rc = mdb_env_open(st->env, dir,
 	                  MDB_NOTLS | (opt->read_only ? MDB_RDONLY : MDB_WRITEMAP), 0640);
 	if (rc != MDB_SUCCESS) {
-		rc = store_error(rc, dir);
+		rc = store__error(rc, dir);
 		mdb_env_close(st->env);
 		free(st);
 		return rc;
@@ -337,9 +234,9 @@ int store_txn_begin(store *st, int write, store_txn **out)
 	if (rc != MDB_SUCCESS) {
 		atomic_fetch_sub(&st->open_txns, 1);
 		free(t);
-		return store_error(rc, "begin");
+		return store__error(rc, "begin");
 	}
-	rc = store_reserve_space(t, 0);
+	rc = store__reserve_space(t, 0);
 	if (rc != 0) {
 		store_txn_abort(t);
 		return rc;
@@ -353,7 +250,7 @@ int store_txn_commit(store_txn *t)
 	int rc = mdb_txn_commit(t->txn);
 	atomic_fetch_sub(&t->st->open_txns, 1);
 	free(t);
-	return store_error(rc, "commit");
+	return store__error(rc, "commit");
 }
 
 void store_txn_abort(store_txn *t)
@@ -363,204 +260,6 @@ void store_txn_abort(store_txn *t)
 	mdb_txn_abort(t->txn);
 	atomic_fetch_sub(&t->st->open_txns, 1);
 	free(t);
-}
-
-static int sha256(const void *bytes, size_t len, uint8_t out[STORE_HASH_LEN])
-{
-	unsigned int n = 0;
-	if (EVP_Digest(bytes, len, out, &n, EVP_sha256(), NULL) != 1 || n != STORE_HASH_LEN) {
-		log_error("store: SHA-256 failed");
-		return SAYIN_ESTORE;
-	}
-	return 0;
-}
-
-/* SHA-256 of len bytes of fd from offset 0. -EIO if the file is shorter. */
-static int sha256_file(int fd, uint64_t len, uint8_t out[STORE_HASH_LEN])
-{
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	unsigned char *buf = malloc(COPY_CHUNK);
-	unsigned int n = 0;
-	int rc = 0;
-
-	if (ctx == NULL || buf == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
-		rc = ctx == NULL || buf == NULL ? -ENOMEM : SAYIN_ESTORE;
-		goto out;
-	}
-	for (uint64_t off = 0; off < len;) {
-		size_t want = len - off < COPY_CHUNK ? (size_t)(len - off) : COPY_CHUNK;
-		ssize_t got = pread(fd, buf, want, (off_t)off);
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got <= 0) {
-			rc = got < 0 ? -errno : -EIO;
-			goto out;
-		}
-		if (EVP_DigestUpdate(ctx, buf, (size_t)got) != 1) {
-			rc = SAYIN_ESTORE;
-			goto out;
-		}
-		off += (uint64_t)got;
-	}
-	if (EVP_DigestFinal_ex(ctx, out, &n) != 1 || n != STORE_HASH_LEN)
-		rc = SAYIN_ESTORE;
-out:
-	if (rc == SAYIN_ESTORE)
-		log_error("store: SHA-256 failed");
-	EVP_MD_CTX_free(ctx);
-	free(buf);
-	return rc;
-}
-
-/* Where a value LMDB just reserved lies in the data file, if it is an
- * overflow run of its own (values larger than about half a page). The page
- * header is LMDB's on-disk format (mdb.c, MDB_DATA_VERSION 1): the page
- * number (8 bytes), 2 bytes of padding, the flags (2 bytes, P_OVERFLOW =
- * 0x04), the run's page count (4 bytes), then the value. LMDB gives no map
- * address to ask for (mdb_env_info's me_mapaddr is MDB_FIXEDMAP's), so the
- * header tells the page. Returns 0 and *off, or -1: write through the map. */
-static int value_file_offset(const store *st, const MDB_val *val, uint64_t *off)
-{
-	const unsigned char *page = (const unsigned char *)val->mv_data - 16;
-	uint64_t pgno;
-	uint16_t flags;
-	uint32_t pages;
-
-	memcpy(&pgno, page, sizeof(pgno));
-	memcpy(&flags, page + 10, sizeof(flags));
-	memcpy(&pages, page + 12, sizeof(pages));
-	if (!(flags & 0x04) || (uint64_t)pages * st->psize < val->mv_size + 16 ||
-	    ((uintptr_t)page - (uintptr_t)pgno * st->psize) % st->psize != 0)
-		return -1;
-	*off = pgno * st->psize + 16;
-	return 0;
-}
-
-static int pread_all(int fd, void *buf, size_t len)
-{
-	char *p = buf;
-	for (size_t done = 0; done < len;) {
-		ssize_t n = pread(fd, p + done, len - done, (off_t)done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		done += (size_t)n;
-	}
-	return 0;
-}
-
-/* store_put_object and store_put_object_file: the bytes come from memory
- * (bytes) or from fd. */
-static int put_object(store_txn *t, const void *bytes, int fd, uint64_t len,
-                      const char *content_type, int64_t now, uint8_t hash_out[STORE_HASH_LEN],
-                      int *is_new)
-{
-	struct object_header h;
-	uint8_t hash[STORE_HASH_LEN];
-	MDB_val key, val;
-	size_t ctype_len = strlen(content_type);
-	uint64_t off = 0;
-	int rc, in_file;
-
-	if (ctype_len > STORE_CTYPE_MAX || len > SIZE_MAX - sizeof(h))
-		return SAYIN_EINVAL;
-	rc = bytes != NULL || len == 0 ? sha256(bytes, (size_t)len, hash) : sha256_file(fd, len, hash);
-	if (rc != 0)
-		return rc;
-	memcpy(hash_out, hash, sizeof(hash));
-	key.mv_data = hash;
-	key.mv_size = sizeof(hash);
-	val.mv_size = sizeof(h) + (size_t)len;
-	rc = mdb_get(t->txn, t->st->objects, &key, &val);
-	if (rc == MDB_SUCCESS) {
-		/* Identical bytes are stored once. */
-		if (is_new != NULL)
-			*is_new = 0;
-		return 0;
-	}
-	if (rc != MDB_NOTFOUND)
-		return store_error(rc, "look up object");
-	rc = store_reserve_space(t, val.mv_size + t->st->psize + 2 * STORE_HASH_LEN);
-	if (rc != 0)
-		return rc;
-	val.mv_size = sizeof(h) + (size_t)len;
-	/* MDB_RESERVE: LMDB makes room and we write the header and the bytes
-	 * into place, one copy. */
-	rc = mdb_put(t->txn, t->st->objects, &key, &val, MDB_NOOVERWRITE | MDB_RESERVE);
-	if (rc != MDB_SUCCESS)
-		return store_error(rc, "put object");
-	memset(&h, 0, sizeof(h));
-	h.magic = OBJECT_MAGIC;
-	h.version = OBJECT_VERSION;
-	h.size = len;
-	h.created = now;
-	memcpy(h.content_type, content_type, ctype_len);
-	memcpy(val.mv_data, &h, sizeof(h));
-	in_file = len >= PWRITE_MIN && value_file_offset(t->st, &val, &off) == 0;
-	off += sizeof(h);
-	if (len == 0)
-		rc = 0;
-	else if (bytes == NULL && in_file)
-		rc = fileio_copy(fd, t->st->fd, (int64_t)off, len);
-	else if (bytes == NULL)
-		rc = pread_all(fd, (char *)val.mv_data + sizeof(h), (size_t)len);
-	else if (in_file)
-		rc = fileio_write(t->st->fd, bytes, (size_t)len, (int64_t)off);
-	else
-		memcpy((char *)val.mv_data + sizeof(h), bytes, (size_t)len);
-	if (rc != 0) {
-		log_error("store: cannot write an object of %llu bytes: %s", (unsigned long long)len,
-		          strerror(-rc));
-		return rc;
-	}
-	if (is_new != NULL)
-		*is_new = 1;
-	return 0;
-}
-
-int store_put_object(store_txn *t, const void *bytes, size_t len, const char *content_type,
-                     int64_t now, uint8_t hash_out[STORE_HASH_LEN], int *is_new)
-{
-	if (bytes == NULL && len > 0)
-		return SAYIN_EINVAL;
-	return put_object(t, bytes, -1, len, content_type, now, hash_out, is_new);
-}
-
-int store_put_object_file(store_txn *t, int fd, uint64_t len, const char *content_type,
-                          int64_t now, uint8_t hash_out[STORE_HASH_LEN], int *is_new)
-{
-	if (fd < 0)
-		return SAYIN_EINVAL;
-	return put_object(t, NULL, fd, len, content_type, now, hash_out, is_new);
-}
-
-int store_delete_object(store_txn *t, const uint8_t hash[STORE_HASH_LEN])
-{
-	MDB_val key = { STORE_HASH_LEN, (void *)hash };
-	return store_error(mdb_del(t->txn, t->st->objects, &key, NULL), "delete object");
-}
-
-int store_get_object(store_txn *t, const uint8_t hash[STORE_HASH_LEN], store_object *out)
-{
-	struct object_header h;
-	MDB_val key = { STORE_HASH_LEN, (void *)hash }, val;
-	int rc = mdb_get(t->txn, t->st->objects, &key, &val);
-	if (rc != MDB_SUCCESS)
-		return store_error(rc, "get object");
-	if (val.mv_size < sizeof(h))
-		return SAYIN_ECORRUPT;
-	memcpy(&h, val.mv_data, sizeof(h));
-	if (h.magic != OBJECT_MAGIC || h.version != OBJECT_VERSION ||
-	    h.size != val.mv_size - sizeof(h))
-		return SAYIN_ECORRUPT;
-	memcpy(out->hash, hash, STORE_HASH_LEN);
-	out->data = (const char *)val.mv_data + sizeof(h);
-	out->size = h.size;
-	/* The NUL-terminated type inside the map, valid as long as the txn. */
-	out->content_type = (const char *)val.mv_data + offsetof(struct object_header, content_type);
-	out->created = h.created;
-	return 0;
 }
 
 int store_set_name(store_txn *t, const char *name, const uint8_t hash[STORE_HASH_LEN], int64_t now)
@@ -589,7 +288,7 @@ int store_set_name_variants(store_txn *t, const char *name, const store_name_spe
 		/* A name never points at nothing. */
 		rc = mdb_get(t->txn, t->st->objects, &hkey, &obj);
 		if (rc != MDB_SUCCESS)
-			return store_error(rc, "set name: object");
+			return store__error(rc, "set name: object");
 		memcpy(nv.variant[e], spec->variant[e], STORE_HASH_LEN);
 		nv.encodings |= 1u << e;
 	}
@@ -598,12 +297,12 @@ int store_set_name_variants(store_txn *t, const char *name, const store_name_spe
 	key.mv_data = (void *)name;
 	key.mv_size = len;
 	val.mv_size = sizeof(nv) + key_len + 1;
-	rc = store_reserve_space(t, 2 * (len + val.mv_size));
+	rc = store__reserve_space(t, 2 * (len + val.mv_size));
 	if (rc != 0)
 		return rc;
 	rc = mdb_put(t->txn, t->st->names, &key, &val, MDB_RESERVE);
 	if (rc != MDB_SUCCESS)
-		return store_error(rc, "set name");
+		return store__error(rc, "set name");
 	memcpy(val.mv_data, &nv, sizeof(nv));
 	if (key_len > 0)
 		memcpy((char *)val.mv_data + sizeof(nv), spec->surrogate_key, key_len);
@@ -621,7 +320,7 @@ int store_get_name(store_txn *t, const char *name, store_name *out)
 		return SAYIN_ENOTFOUND;
 	rc = mdb_get(t->txn, t->st->names, &key, &val);
 	if (rc != MDB_SUCCESS)
-		return store_error(rc, "get name");
+		return store__error(rc, "get name");
 	if (val.mv_size < sizeof(nv) + 1)
 		return SAYIN_ECORRUPT;
 	memcpy(&nv, val.mv_data, sizeof(nv));
@@ -663,16 +362,16 @@ int store_put_post(store_txn *t, const char *id, const char *author, uint64_t se
 
 	if (!valid_key(id, STORE_ID_MAX) || !valid_key(author, STORE_HANDLE_MAX))
 		return SAYIN_EINVAL;
-	rc = store_reserve_space(t, 2 * (key.mv_size + len + akey.mv_size + sizeof(ibuf)));
+	rc = store__reserve_space(t, 2 * (key.mv_size + len + akey.mv_size + sizeof(ibuf)));
 	if (rc != 0)
 		return rc;
 	rc = mdb_put(t->txn, t->st->posts, &key, &val, MDB_NOOVERWRITE);
 	if (rc != MDB_SUCCESS)
-		return store_error(rc, "put post");
+		return store__error(rc, "put post");
 	ival.mv_size = index_value(seq, id, ibuf);
 	ival.mv_data = ibuf;
 	rc = mdb_put(t->txn, t->st->author_posts, &akey, &ival, MDB_NODUPDATA);
-	return store_error(rc, "index post");
+	return store__error(rc, "index post");
 }
 
 int store_get_post(store_txn *t, const char *id, const void **record, size_t *len)
@@ -684,7 +383,7 @@ int store_get_post(store_txn *t, const char *id, const void **record, size_t *le
 		return SAYIN_ENOTFOUND;
 	rc = mdb_get(t->txn, t->st->posts, &key, &val);
 	if (rc != MDB_SUCCESS)
-		return store_error(rc, "get post");
+		return store__error(rc, "get post");
 	*record = val.mv_data;
 	*len = val.mv_size;
 	return 0;
@@ -700,13 +399,13 @@ int store_delete_post(store_txn *t, const char *id, const char *author, uint64_t
 		return SAYIN_ENOTFOUND;
 	rc = mdb_del(t->txn, t->st->posts, &key, NULL);
 	if (rc != MDB_SUCCESS)
-		return store_error(rc, "delete post");
+		return store__error(rc, "delete post");
 	ival.mv_size = index_value(seq, id, ibuf);
 	ival.mv_data = ibuf;
 	rc = mdb_del(t->txn, t->st->author_posts, &akey, &ival);
 	/* A record without its index entry means the caller's seq is wrong:
 	 * the transaction must not commit. */
-	return rc == MDB_NOTFOUND ? SAYIN_ECORRUPT : store_error(rc, "unindex post");
+	return rc == MDB_NOTFOUND ? SAYIN_ECORRUPT : store__error(rc, "unindex post");
 }
 
 static uint64_t index_seq(const MDB_val *v)
@@ -742,7 +441,7 @@ static int walk_posts(store_txn *t, MDB_cursor *cur, MDB_val *akey, MDB_val *iv,
 		idbuf[id.mv_size] = '\0';
 		rc = mdb_get(t->txn, t->st->posts, &id, &val);
 		if (rc != MDB_SUCCESS) {
-			stop = rc == MDB_NOTFOUND ? SAYIN_ECORRUPT : store_error(rc, "get post");
+			stop = rc == MDB_NOTFOUND ? SAYIN_ECORRUPT : store__error(rc, "get post");
 			break;
 		}
 		stop = fn(arg, idbuf, seq, val.mv_data, val.mv_size);
@@ -754,7 +453,7 @@ static int walk_posts(store_txn *t, MDB_cursor *cur, MDB_val *akey, MDB_val *iv,
 	if (stop != 0)
 		return stop;
 	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-		return store_error(rc, "walk posts");
+		return store__error(rc, "walk posts");
 	return 0;
 }
 
@@ -772,7 +471,7 @@ int store_author_posts_range(store_txn *t, const char *author, uint64_t seq_hi, 
 		return 0;
 	rc = mdb_cursor_open(t->txn, t->st->author_posts, &cur);
 	if (rc != MDB_SUCCESS)
-		return store_error(rc, "cursor");
+		return store__error(rc, "cursor");
 	rc = mdb_cursor_get(cur, &akey, &iv, MDB_SET);
 	if (rc == MDB_SUCCESS && seq_hi == UINT64_MAX) {
 		rc = mdb_cursor_get(cur, &akey, &iv, MDB_LAST_DUP);
@@ -798,24 +497,31 @@ int store_author_posts(store_txn *t, const char *author, size_t limit, store_pos
 	return store_author_posts_range(t, author, UINT64_MAX, 0, limit, fn, arg);
 }
 
-int store_author_post_count(store_txn *t, const char *author, size_t *count)
+/* How many values a dupsort table holds under key (0 when none); what
+ * names the count in LMDB's error. */
+static int count_values(store_txn *t, MDB_dbi dbi, MDB_val *key, const char *what, size_t *count)
 {
 	MDB_cursor *cur;
-	MDB_val akey = { strlen(author), (void *)author }, id;
+	MDB_val val;
 	size_t n = 0;
-	int rc;
+	int rc = mdb_cursor_open(t->txn, dbi, &cur);
 
-	rc = mdb_cursor_open(t->txn, t->st->author_posts, &cur);
 	if (rc != MDB_SUCCESS)
-		return store_error(rc, "cursor");
-	rc = mdb_cursor_get(cur, &akey, &id, MDB_SET);
+		return store__error(rc, "cursor");
+	rc = mdb_cursor_get(cur, key, &val, MDB_SET);
 	if (rc == MDB_SUCCESS)
 		rc = mdb_cursor_count(cur, &n);
 	mdb_cursor_close(cur);
 	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-		return store_error(rc, "count posts");
+		return store__error(rc, what);
 	*count = n;
 	return 0;
+}
+
+int store_author_post_count(store_txn *t, const char *author, size_t *count)
+{
+	MDB_val akey = { strlen(author), (void *)author };
+	return count_values(t, t->st->author_posts, &akey, "count posts", count);
 }
 
 int store_put_author(store_txn *t, const char *handle, const void *record, size_t len)
@@ -839,34 +545,22 @@ int store_ref_add(store_txn *t, const uint8_t hash[STORE_HASH_LEN], const char *
 
 	if (!valid_key(post_id, STORE_ID_MAX))
 		return SAYIN_EINVAL;
-	rc = store_reserve_space(t, 2 * (key.mv_size + val.mv_size));
+	rc = store__reserve_space(t, 2 * (key.mv_size + val.mv_size));
 	if (rc != 0)
 		return rc;
 	rc = mdb_put(t->txn, t->st->refs, &key, &val, MDB_NODUPDATA);
-	return rc == MDB_KEYEXIST ? 0 : store_error(rc, "add reference");
+	return rc == MDB_KEYEXIST ? 0 : store__error(rc, "add reference");
 }
 
 int store_ref_remove(store_txn *t, const uint8_t hash[STORE_HASH_LEN], const char *post_id,
                      size_t *remaining)
 {
 	MDB_val key = { STORE_HASH_LEN, (void *)hash }, val = { strlen(post_id), (void *)post_id };
-	MDB_cursor *cur;
-	size_t n = 0;
 	int rc = mdb_del(t->txn, t->st->refs, &key, &val);
 
 	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-		return store_error(rc, "remove reference");
-	rc = mdb_cursor_open(t->txn, t->st->refs, &cur);
-	if (rc != MDB_SUCCESS)
-		return store_error(rc, "cursor");
-	rc = mdb_cursor_get(cur, &key, &val, MDB_SET);
-	if (rc == MDB_SUCCESS)
-		rc = mdb_cursor_count(cur, &n);
-	mdb_cursor_close(cur);
-	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-		return store_error(rc, "count references");
-	*remaining = n;
-	return 0;
+		return store__error(rc, "remove reference");
+	return count_values(t, t->st->refs, &key, "count references", remaining);
 }
 
 int store_delete_name(store_txn *t, const char *name)
@@ -874,7 +568,7 @@ int store_delete_name(store_txn *t, const char *name)
 	MDB_val key = { strlen(name), (void *)name };
 	if (!valid_key(name, STORE_NAME_MAX))
 		return SAYIN_ENOTFOUND;
-	return store_error(mdb_del(t->txn, t->st->names, &key, NULL), "delete name");
+	return store__error(mdb_del(t->txn, t->st->names, &key, NULL), "delete name");
 }
 
 static int table_key(store_txn *t, enum store_table table, const char *key, MDB_val *out)
@@ -894,10 +588,10 @@ int store_put_record(store_txn *t, enum store_table table, const char *key, cons
 	MDB_val k, val = { len, (void *)record };
 	int rc = table_key(t, table, key, &k);
 	if (rc == 0)
-		rc = store_reserve_space(t, 2 * (k.mv_size + len));
+		rc = store__reserve_space(t, 2 * (k.mv_size + len));
 	if (rc != 0)
 		return rc;
-	return store_error(mdb_put(t->txn, t->st->tables[table], &k, &val, 0), "put record");
+	return store__error(mdb_put(t->txn, t->st->tables[table], &k, &val, 0), "put record");
 }
 
 int store_get_record(store_txn *t, enum store_table table, const char *key, const void **record,
@@ -909,7 +603,7 @@ int store_get_record(store_txn *t, enum store_table table, const char *key, cons
 		return rc == SAYIN_EINVAL ? SAYIN_ENOTFOUND : rc;
 	rc = mdb_get(t->txn, t->st->tables[table], &k, &val);
 	if (rc != MDB_SUCCESS)
-		return store_error(rc, "get record");
+		return store__error(rc, "get record");
 	*record = val.mv_data;
 	*len = val.mv_size;
 	return 0;
@@ -921,7 +615,7 @@ int store_delete_record(store_txn *t, enum store_table table, const char *key)
 	int rc = table_key(t, table, key, &k);
 	if (rc != 0)
 		return rc == SAYIN_EINVAL ? SAYIN_ENOTFOUND : rc;
-	return store_error(mdb_del(t->txn, t->st->tables[table], &k, NULL), "delete record");
+	return store__error(mdb_del(t->txn, t->st->tables[table], &k, NULL), "delete record");
 }
 
 int store_each_record(store_txn *t, enum store_table table, const char *prefix,
@@ -939,7 +633,7 @@ int store_each_record(store_txn *t, enum store_table table, const char *prefix,
 		return 0;
 	rc = mdb_cursor_open(t->txn, t->st->tables[table], &cur);
 	if (rc != MDB_SUCCESS)
-		return store_error(rc, "cursor");
+		return store__error(rc, "cursor");
 	rc = plen > 0 ? mdb_cursor_get(cur, &k, &val, MDB_SET_RANGE)
 	              : mdb_cursor_get(cur, &k, &val, MDB_FIRST);
 	while (rc == MDB_SUCCESS) {
@@ -965,7 +659,7 @@ int store_each_record(store_txn *t, enum store_table table, const char *prefix,
 	if (stop != 0)
 		return stop;
 	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-		return store_error(rc, "walk records");
+		return store__error(rc, "walk records");
 	return 0;
 }
 
@@ -981,47 +675,15 @@ int store_stats_get(store_txn *t, store_stats *out)
 	out->map_used = (uint64_t)(info.me_last_pgno + 1) * env_stat.ms_psize;
 	rc = mdb_stat(t->txn, t->st->objects, &s);
 	if (rc != MDB_SUCCESS)
-		return store_error(rc, "stat");
+		return store__error(rc, "stat");
 	out->objects = s.ms_entries;
 	rc = mdb_stat(t->txn, t->st->names, &s);
 	if (rc != MDB_SUCCESS)
-		return store_error(rc, "stat");
+		return store__error(rc, "stat");
 	out->names = s.ms_entries;
 	rc = mdb_stat(t->txn, t->st->posts, &s);
 	if (rc != MDB_SUCCESS)
-		return store_error(rc, "stat");
+		return store__error(rc, "stat");
 	out->posts = s.ms_entries;
-	return 0;
-}
-
-void store_hash_to_hex(const uint8_t hash[STORE_HASH_LEN], char *hex)
-{
-	static const char digits[] = "0123456789abcdef";
-	for (size_t i = 0; i < STORE_HASH_LEN; i++) {
-		hex[2 * i] = digits[hash[i] >> 4];
-		hex[2 * i + 1] = digits[hash[i] & 15];
-	}
-	hex[STORE_HASH_HEX_LEN] = '\0';
-}
-
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
-int store_hash_from_hex(const char *hex, size_t len, uint8_t hash[STORE_HASH_LEN])
-{
-	if (len != STORE_HASH_HEX_LEN)
-		return SAYIN_EINVAL;
-	for (size_t i = 0; i < STORE_HASH_LEN; i++) {
-		int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			return SAYIN_EINVAL;
-		hash[i] = (uint8_t)(hi << 4 | lo);
-	}
 	return 0;
 }
