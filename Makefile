@@ -51,6 +51,7 @@ CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o) $(LLHTTP_SRCS:$(LLHTTP_DIR)/%.c=$(BUI
 ORIGIN_OBJS := $(ORIGIN_SRCS:%.c=$(BUILD)/%.o)
 PUBLISHER_OBJS := $(PUBLISHER_SRCS:%.c=$(BUILD)/%.o)
 PUBLISHER_LIB_OBJS := $(filter-out $(BUILD)/publisher/main.o,$(PUBLISHER_OBJS))
+ORIGIN_LIB_OBJS := $(filter-out $(BUILD)/origin/main.o,$(ORIGIN_OBJS))
 
 # Unit tests mirror the tree: tests/unit/core/test_store.c tests core/store.
 # Every test_*.c is one program; the other .c files under tests/unit are
@@ -86,12 +87,13 @@ $(BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	@mkdir -p $(@D)
 	$(CC) $(LLHTTP_CFLAGS) -c -o $@ $<
 
-# Unit tests (cmocka) link the modules directly, never the programs.
+# Unit tests (cmocka) link the modules directly, never the programs (every
+# object but the two main.o).
 $(BUILD)/libunitsupport.a: $(UNIT_SUPPORT_OBJS)
 	@mkdir -p $(@D)
 	$(AR) rcs $@ $^
 
-$(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libunitsupport.a $(PUBLISHER_LIB_OBJS) $(BUILD)/libcore.a
+$(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libunitsupport.a $(ORIGIN_LIB_OBJS) $(PUBLISHER_LIB_OBJS) $(BUILD)/libcore.a
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Itests/unit $(ALL_LDFLAGS) -o $@ $^ $(PUBLISHER_LIBS) $(LIBS) $(shell $(PKG_CONFIG) --libs cmocka libbrotlidec)
 
