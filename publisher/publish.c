@@ -3,13 +3,15 @@
  * names. */
 #include "publish.h"
 
-#include "render/compress.h"
+#include "core/clock.h"
 #include "core/error.h"
-#include "render/feed.h"
-#include "render/page.h"
+#include "core/jsonstore.h"
 #include "core/log.h"
 #include "deliver/outbox.h"
+#include "render/compress.h"
+#include "render/feed.h"
 #include "render/page.h"
+#include "render/record.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -63,13 +65,6 @@ void publish_format_time(int64_t now_ms, char *buf, size_t len)
 	gmtime_r(&secs, &tm);
 	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
 	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(now_ms % 1000));
-}
-
-static double mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 /* What a transaction changed, for the delivery jobs it enqueues (the
@@ -293,17 +288,6 @@ struct author_ctx {
 	int64_t now;       /* unix seconds */
 };
 
-static int dumps_put(store_txn *txn, enum store_table table, const char *key, const json_t *j)
-{
-	char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	int rc;
-	if (s == NULL)
-		return -ENOMEM;
-	rc = store_put_record(txn, table, key, s, strlen(s));
-	free(s);
-	return rc;
-}
-
 /* Loads the author record into ctx; creates it on a handle's first post
  * when the settings allow (*created = 1). */
 static int load_author(struct author_ctx *ctx, const char *handle, int create, int64_t now_ms,
@@ -316,7 +300,7 @@ static int load_author(struct author_ctx *ctx, const char *handle, int create, i
 
 	*created = 0;
 	if (rc == 0) {
-		j = json_loadb(rec, len, 0, NULL);
+		jsonstore_parse(rec, len, &j);
 		if (j == NULL || json_string_value(json_object_get(j, "name")) == NULL) {
 			json_decref(j);
 			return SAYIN_ECORRUPT;
@@ -359,8 +343,7 @@ static int collect_post(void *arg, const char *id, uint64_t seq, const void *rec
 		l->items = items;
 		l->cap = cap;
 	}
-	j = json_loadb(record, len, 0, NULL);
-	if (j == NULL) {
+	if (jsonstore_parse(record, len, &j) != 0) {
 		log_error("publish: post %s has a corrupt record", id);
 		return SAYIN_ECORRUPT;
 	}
@@ -591,8 +574,9 @@ struct author_list {
 static int collect_author(void *arg, const char *key, const void *record, size_t len)
 {
 	struct author_list *l = arg;
-	json_t *j = json_loadb(record, len, 0, NULL);
+	json_t *j;
 	(void)key;
+	jsonstore_parse(record, len, &j);
 	if (j == NULL || json_string_value(json_object_get(j, "name")) == NULL) {
 		json_decref(j);
 		return SAYIN_ECORRUPT;
@@ -667,7 +651,7 @@ static int save_author(struct author_ctx *c)
 {
 	if (json_object_set_new(c->record, "last_seq", json_integer((json_int_t)c->last_seq)) != 0)
 		return -ENOMEM;
-	return dumps_put(c->txn, STORE_AUTHORS, c->author.handle, c->record);
+	return jsonstore_put(c->txn, STORE_AUTHORS, c->author.handle, c->record);
 }
 
 /* Stores an immutable object, from memory or (file not NULL) from a file,
@@ -704,51 +688,38 @@ static int put_plain(store_txn *txn, const void *bytes, size_t len, const char *
 	return rc;
 }
 
+/* The post record (render/record.h) of a post made of in and res. */
 static json_t *post_record(const publish_input *in, const publish_result *res, const char *date)
 {
-	json_t *rec = json_pack("{s:s, s:s, s:I, s:s, s:s, s:I, s:{s:s, s:s, s:I, s:f}, s:{s:s, s:i, s:i}}",
-	                 "id", res->id, "author", in->author, "seq", (json_int_t)res->seq,
-	                 "text", in->text ? in->text : "",
-	                 "date_published", date, "created_ms", (json_int_t)in->now_ms,
-	                 "audio", "sha256", res->audio_hex, "mime_type", PUBLISH_OPUS_TYPE,
-	                 "size_in_bytes", (json_int_t)res->audio_size, "duration_in_seconds",
-	                 in->duration, "input", "format",
-	                 in->input_format ? in->input_format : "unknown", "sample_rate",
-	                 (int)in->input_rate, "channels", (int)in->input_channels);
+	record_post p = {
+		.id = res->id,
+		.author = in->author,
+		.seq = res->seq,
+		.text = in->text,
+		.date = date,
+		.created_ms = in->now_ms,
+		.audio_sha256 = res->audio_hex,
+		.audio_mime = PUBLISH_OPUS_TYPE,
+		.audio_size = res->audio_size,
+		.duration = in->duration,
+		.input_format = in->input_format,
+		.input_rate = in->input_rate,
+		.input_channels = in->input_channels,
+		.has_loudness = in->has_loudness,
+		.input_lufs = in->input_lufs,
+		.gain_db = in->gain_db,
+		.true_peak_dbtp = in->true_peak_dbtp,
+		.output_lufs = in->output_lufs,
+		.waveform_sha256 = res->has_waveform ? res->waveform_hex : NULL,
+		.waveform_size = res->waveform_size,
+		.waveform_points = in->waveform_points,
+		.card_sha256 = res->card_hex[0] != '\0' ? res->card_hex : NULL,
+		.fallback_sha256 = res->has_fallback ? res->fallback_hex : NULL,
+		.fallback_mime = PUBLISH_M4A_TYPE,
+		.fallback_size = res->fallback_size,
+	};
 
-	/* Rounded to 0.01 dB: more digits would only be noise. -inf has no JSON. */
-	if (rec != NULL && in->has_loudness && isfinite(in->input_lufs) && isfinite(in->gain_db) &&
-	    isfinite(in->true_peak_dbtp)) {
-		json_t *l = json_pack("{s:f, s:f, s:f}", "input_lufs", round(in->input_lufs * 100) / 100,
-		                      "gain_db", round(in->gain_db * 100) / 100, "true_peak_dbtp",
-		                      round(in->true_peak_dbtp * 100) / 100);
-		if (l != NULL && isfinite(in->output_lufs) &&
-		    json_object_set_new(l, "output_lufs", json_real(round(in->output_lufs * 100) / 100)) != 0) {
-			json_decref(l);
-			l = NULL;
-		}
-		if (l == NULL || json_object_set_new(rec, "loudness", l) != 0)
-			goto fail;
-	}
-	if (rec != NULL && res->has_waveform &&
-	    json_object_set_new(rec, "waveform",
-	                        json_pack("{s:s, s:I, s:i}", "sha256", res->waveform_hex,
-	                                  "size_in_bytes", (json_int_t)res->waveform_size, "points",
-	                                  (int)in->waveform_points)) != 0)
-		goto fail;
-	if (rec != NULL && res->card_hex[0] != '\0' &&
-	    json_object_set_new(rec, "card", json_pack("{s:s}", "sha256", res->card_hex)) != 0)
-		goto fail;
-	if (rec != NULL && res->has_fallback &&
-	    json_object_set_new(rec, "fallback",
-	                        json_pack("{s:s, s:s, s:I}", "sha256", res->fallback_hex, "mime_type",
-	                                  PUBLISH_M4A_TYPE, "size_in_bytes",
-	                                  (json_int_t)res->fallback_size)) != 0)
-		goto fail;
-	return rec;
-fail:
-	json_decref(rec);
-	return NULL;
+	return record_new(&p);
 }
 
 static int url_of(char *buf, size_t len, const char *base, int (*path_fn)(char *, size_t, const char *),
@@ -813,7 +784,7 @@ static int record_idempotency(store_txn *txn, const publish_settings *set, const
 	free(body);
 	if (j == NULL)
 		return -ENOMEM;
-	rc = dumps_put(txn, STORE_IDEMPOTENCY, key, j);
+	rc = jsonstore_put(txn, STORE_IDEMPOTENCY, key, j);
 	json_decref(j);
 	return rc;
 }
@@ -826,7 +797,7 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	struct enqueued q;
 	json_t *post = NULL;
 	unsigned char *card = NULL;
-	size_t card_len = 0;
+	size_t card_len = 0, record_len = 0;
 	char date[40], *record = NULL;
 	const char *stage = "begin";
 	int rc, created = 0;
@@ -864,7 +835,7 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 		rc = store_txn_begin(st, 1, &c.txn);
 	if (rc != 0)
 		goto fail;
-	t0 = mono_ms();
+	t0 = clock_mono_ms_f();
 	stage = "author";
 	rc = load_author(&c, in->author, set->create_authors, in->now_ms, &created);
 	if (rc == SAYIN_ENOTFOUND) {
@@ -920,12 +891,12 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 		rc = SAYIN_EINVAL;
 		goto fail_quiet;
 	}
-	record = json_dumps(post, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	record = jsonstore_dumps(post, &record_len);
 	if (record == NULL) {
 		rc = -ENOMEM;
 		goto fail;
 	}
-	rc = store_put_post(c.txn, out->id, in->author, out->seq, record, strlen(record));
+	rc = store_put_post(c.txn, out->id, in->author, out->seq, record, record_len);
 	if (rc == 0)
 		rc = save_author(&c);
 	if (rc == 0) {
@@ -934,9 +905,9 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	}
 	if (rc != 0)
 		goto fail;
-	out->ms_objects = mono_ms() - t0;
+	out->ms_objects = clock_mono_ms_f() - t0;
 
-	t0 = mono_ms();
+	t0 = clock_mono_ms_f();
 	stage = "feed";
 	rc = write_head(&c);
 	/* The post pushed seq n-H out of the head, into its archive page. */
@@ -950,8 +921,8 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	}
 	if (rc != 0)
 		goto fail;
-	out->ms_feed = mono_ms() - t0;
-	t0 = mono_ms();
+	out->ms_feed = clock_mono_ms_f() - t0;
+	t0 = clock_mono_ms_f();
 	stage = "post pages";
 	rc = write_post_pages(&c, post, out->id);
 	if (rc != 0)
@@ -962,15 +933,15 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 		rc = enqueue_crossposts(c.txn, set, in, out, &q, in->now_ms);
 	if (rc != 0)
 		goto fail;
-	out->ms_pages = mono_ms() - t0;
+	out->ms_pages = clock_mono_ms_f() - t0;
 
-	t0 = mono_ms();
+	t0 = clock_mono_ms_f();
 	stage = "commit";
 	rc = store_txn_commit(c.txn);
 	c.txn = NULL;
 	if (rc != 0)
 		goto fail;
-	out->ms_commit = mono_ms() - t0;
+	out->ms_commit = clock_mono_ms_f() - t0;
 	log_info("publish: post %s (#%llu) by %s committed (audio %s, %llu bytes%s)", out->id,
 	         (unsigned long long)out->seq, in->author, out->audio_hex,
 	         (unsigned long long)out->audio_size, out->audio_was_new ? "" : ", already stored");
@@ -1118,6 +1089,7 @@ int publish_delete(store *st, const publish_settings *set, const char *id, const
 	struct changes ch = { 0 };
 	struct author_ctx c = { .ch = &ch, .set = set, .now = now_ms / 1000 };
 	json_t *post = NULL;
+	record_view v;
 	const void *rec;
 	size_t len;
 	const char *stage = "begin", *owner;
@@ -1139,9 +1111,12 @@ int publish_delete(store *st, const publish_settings *set, const char *id, const
 	}
 	if (rc != 0)
 		goto fail;
-	post = json_loadb(rec, len, 0, NULL);
-	owner = json_string_value(json_object_get(post, "author"));
-	seq = (uint64_t)json_integer_value(json_object_get(post, "seq"));
+	/* Any post can be deleted, even one a page could not render: only
+	 * its author, seq and object hashes are needed. */
+	jsonstore_parse(rec, len, &post);
+	record_view_read(post, &v);
+	owner = v.author;
+	seq = v.seq;
 	if (owner == NULL || seq == 0 || strlen(owner) > PUBLISH_HANDLE_MAX) {
 		rc = SAYIN_ECORRUPT;
 		goto fail;
@@ -1160,15 +1135,14 @@ int publish_delete(store *st, const publish_settings *set, const char *id, const
 	if (rc != 0)
 		goto fail;
 	stage = "objects";
-	static const struct {
-		const char *field, *ctype;
-	} objects[] = { { "audio", PUBLISH_OPUS_TYPE }, { "fallback", PUBLISH_M4A_TYPE },
-		        { "waveform", PUBLISH_WAVEFORM_TYPE }, { "card", PAGE_CARD_TYPE } };
+	const struct {
+		const char *hex, *ctype;
+	} objects[] = { { v.audio_sha256, PUBLISH_OPUS_TYPE },
+		        { v.fallback_sha256, PUBLISH_M4A_TYPE },
+		        { v.waveform_sha256, PUBLISH_WAVEFORM_TYPE },
+		        { v.card_sha256, PAGE_CARD_TYPE } };
 	for (size_t i = 0; rc == 0 && i < sizeof(objects) / sizeof(objects[0]); i++)
-		rc = release_object(c.txn, c.ch,
-		                    json_string_value(json_object_get(
-		                        json_object_get(post, objects[i].field), "sha256")),
-		                    objects[i].ctype, id, out);
+		rc = release_object(c.txn, c.ch, objects[i].hex, objects[i].ctype, id, out);
 	if (rc != 0)
 		goto fail;
 	stage = "post page";
@@ -1300,6 +1274,7 @@ int publish_import(store *st, const publish_settings *set, const publish_input *
 		for (size_t i = 0; rc == 0 && i < batch && done < count; i++, done++) {
 			int64_t t = in->now_ms + (int64_t)done;
 			char date[40], *record;
+			size_t record_len = 0;
 			json_t *post;
 			stage = "post";
 			rc = publish_new_id(t, res.id);
@@ -1308,13 +1283,13 @@ int publish_import(store *st, const publish_settings *set, const publish_input *
 			res.seq = ++c.last_seq;
 			publish_format_time(t, date, sizeof(date));
 			post = post_record(in, &res, date);
-			record = post ? json_dumps(post, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+			record = post ? jsonstore_dumps(post, &record_len) : NULL;
 			json_decref(post);
 			if (record == NULL) {
 				rc = -ENOMEM;
 				break;
 			}
-			rc = store_put_post(c.txn, res.id, in->author, res.seq, record, strlen(record));
+			rc = store_put_post(c.txn, res.id, in->author, res.seq, record, record_len);
 			free(record);
 			/* Each post refers to the shared objects, as a published one would. */
 			for (int k = 0; rc == 0 && k < 3; k++) {
