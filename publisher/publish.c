@@ -629,8 +629,6 @@ int publish_author_add(store *st, const publish_settings *set, const char *handl
 		stage = "outbox";
 		rc = enqueue_deliveries(c.txn, set, &ch, "author", handle, NULL, now_ms, NULL);
 	}
-	if (rc != 0)
-		goto done;
 done:
 	rc = txn_end(&c, rc, "adding author", stage, err, errlen);
 	if (rc == 0)
@@ -752,8 +750,6 @@ int publish_delete(store *st, const publish_settings *set, const char *id, const
 	 * deletion cannot leave the audio cached at the edges. */
 	stage = "outbox";
 	rc = enqueue_deliveries(c.txn, set, &ch, "delete", out->author, id, now_ms, NULL);
-	if (rc != 0)
-		goto done;
 done:
 	rc = txn_end(&c, rc, "delete", stage, err, errlen);
 	if (rc == 0)
@@ -789,8 +785,6 @@ int publish_rebuild(store *st, const publish_settings *set, const char *handle, 
 		stage = "outbox";
 		rc = enqueue_deliveries(c.txn, set, &ch, "rebuild", handle, NULL, now_ms, NULL);
 	}
-	if (rc != 0)
-		goto done;
 done:
 	rc = txn_end(&c, rc, "rebuild", stage, err, errlen);
 	if (rc == 0)

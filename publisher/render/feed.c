@@ -16,35 +16,19 @@ static int path_fmt(char *buf, size_t len, const char *prefix, const char *arg, 
 	return n < 0 || (size_t)n >= len ? -ENOSPC : 0;
 }
 
-int feed_path_audio(char *buf, size_t len, const char *sha256_hex)
-{
-	return path_fmt(buf, len, "/a/", sha256_hex, ".opus");
-}
+/* The paths that are prefix + one argument + suffix (feed.h). */
+#define FEED_PATH(name, prefix, suffix)                          \
+	int name(char *buf, size_t len, const char *arg)         \
+	{                                                        \
+		return path_fmt(buf, len, prefix, arg, suffix);  \
+	}
 
-int feed_path_fallback(char *buf, size_t len, const char *sha256_hex)
-{
-	return path_fmt(buf, len, "/a/", sha256_hex, ".m4a");
-}
-
-int feed_path_waveform(char *buf, size_t len, const char *sha256_hex)
-{
-	return path_fmt(buf, len, "/a/", sha256_hex, ".json");
-}
-
-int feed_path_feed(char *buf, size_t len, const char *handle)
-{
-	return path_fmt(buf, len, "/u/", handle, "/feed.json");
-}
-
-int feed_path_author(char *buf, size_t len, const char *handle)
-{
-	return path_fmt(buf, len, "/u/", handle, "/");
-}
-
-int feed_path_post(char *buf, size_t len, const char *id)
-{
-	return path_fmt(buf, len, "/p/", id, "");
-}
+FEED_PATH(feed_path_audio, "/a/", ".opus")
+FEED_PATH(feed_path_fallback, "/a/", ".m4a")
+FEED_PATH(feed_path_waveform, "/a/", ".json")
+FEED_PATH(feed_path_feed, "/u/", "/feed.json")
+FEED_PATH(feed_path_author, "/u/", "/")
+FEED_PATH(feed_path_post, "/p/", "")
 
 int feed_path_page(char *buf, size_t len, const char *handle, uint64_t page)
 {

@@ -296,6 +296,16 @@ static void share_head(buf *b, const char *base_url, const char *path,
 
 /* ----------------------------------------------------------------- player */
 
+/* <source src="BASE_URL+PATH" type="MIME"> and a newline. */
+static void source_tag(buf *b, const char *base_url, const char *path, const char *mime)
+{
+	buf_puts(b, "<source src=\"");
+	html_url(b, base_url, path);
+	buf_puts(b, "\" type=\"");
+	html_text(b, mime);
+	buf_puts(b, "\">\n");
+}
+
 /* The .player box: <audio controls preload="metadata"> with the Opus source
  * first (browsers take the first they can play) and the M4A second; the
  * script replaces the browser's controls with its own. label names the post
@@ -317,19 +327,12 @@ static void player(buf *b, const char *base_url, const record_view *v,
 	buf_puts(b, num);
 	buf_puts(b, "\">\n<audio controls preload=\"metadata\" aria-label=\"Voice post: ");
 	html_text(b, label);
-	buf_puts(b, "\">\n<source src=\"");
-	feed_path_audio(path, sizeof(path), v->audio_sha256);
-	html_url(b, base_url, path);
-	buf_puts(b, "\" type=\"");
-	html_text(b, v->audio_mime);
 	buf_puts(b, "\">\n");
+	feed_path_audio(path, sizeof(path), v->audio_sha256);
+	source_tag(b, base_url, path, v->audio_mime);
 	if (v->fallback_sha256 != NULL) {
-		buf_puts(b, "<source src=\"");
 		feed_path_fallback(path, sizeof(path), v->fallback_sha256);
-		html_url(b, base_url, path);
-		buf_puts(b, "\" type=\"");
-		html_text(b, v->fallback_mime);
-		buf_puts(b, "\">\n");
+		source_tag(b, base_url, path, v->fallback_mime);
 	}
 	buf_puts(b, "<a href=\"");
 	feed_path_audio(path, sizeof(path), v->audio_sha256);
