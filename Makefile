@@ -101,6 +101,21 @@ $(BUILD)/tests/unit/%.o: tests/unit/%.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Itests/unit -MMD -MP -c -o $@ $<
 
+# Render assets: the pages' stylesheet and script are real files, embedded
+# byte for byte into a generated C file (scripts/embed-assets) that every
+# program linking the publisher's objects links too; editing one rebuilds it.
+RENDER_ASSETS := publisher/render/assets/style.css publisher/render/assets/player.js
+RENDER_ASSETS_OBJ := $(BUILD)/gen/render/assets.o
+
+$(BIN)/sayin-publisher $(UNIT_TESTS) $(BIN)/bench_publish: $(RENDER_ASSETS_OBJ)
+
+$(BUILD)/gen/render/assets.c: $(RENDER_ASSETS) scripts/embed-assets
+	@mkdir -p $(@D)
+	scripts/embed-assets $(RENDER_ASSETS) > $@.tmp && mv $@.tmp $@
+
+$(RENDER_ASSETS_OBJ): $(BUILD)/gen/render/assets.c
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
 bootstrap:
 	@scripts/bootstrap
 

@@ -1,19 +1,21 @@
-/* publish: one write transaction per post (or deletion): objects and their
- * references, record, head feed, one archive page, author and post pages,
- * names. */
+/* publish: the write transactions (a post, a deletion, an author, a
+ * rebuild, an import): objects and their references, the post record,
+ * delivery jobs; the documents they regenerate are documents.c's. */
 #include "publish.h"
 
-#include "render/compress.h"
+#include "documents.h"
+
+#include "core/clock.h"
 #include "core/error.h"
-#include "render/feed.h"
-#include "render/page.h"
+#include "core/jsonstore.h"
 #include "core/log.h"
 #include "deliver/outbox.h"
+#include "render/feed.h"
 #include "render/page.h"
+#include "render/record.h"
 
 #include <errno.h>
 #include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,68 +67,6 @@ void publish_format_time(int64_t now_ms, char *buf, size_t len)
 	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(now_ms % 1000));
 }
 
-static double mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-/* What a transaction changed, for the delivery jobs it enqueues (the
- * payload cdn/cdn.h documents). */
-struct changes {
-	json_t *paths;   /* names written */
-	json_t *keys;    /* their surrogate keys, except author-* (that would purge everything) */
-	json_t *objects; /* new immutable objects: {path, sha256, type} */
-	json_t *removed; /* names and objects deleted */
-};
-
-static int changes_init(struct changes *ch)
-{
-	ch->paths = json_array();
-	ch->keys = json_array();
-	ch->objects = json_array();
-	ch->removed = json_array();
-	return ch->paths && ch->keys && ch->objects && ch->removed ? 0 : -ENOMEM;
-}
-
-static void changes_free(struct changes *ch)
-{
-	json_decref(ch->paths);
-	json_decref(ch->keys);
-	json_decref(ch->objects);
-	json_decref(ch->removed);
-}
-
-static int array_add_unique(json_t *a, const char *s, size_t len)
-{
-	json_t *v;
-	size_t i;
-	json_array_foreach(a, i, v) {
-		const char *x = json_string_value(v);
-		if (strlen(x) == len && memcmp(x, s, len) == 0)
-			return 0;
-	}
-	return json_array_append_new(a, json_stringn(s, len)) == 0 ? 0 : -ENOMEM;
-}
-
-static int note_name(struct changes *ch, const char *path, const char *keys, int removed)
-{
-	int rc;
-	if (ch == NULL)
-		return 0;
-	rc = array_add_unique(removed ? ch->removed : ch->paths, path, strlen(path));
-	while (rc == 0 && keys != NULL && *keys != '\0') {
-		size_t n = strcspn(keys, " ");
-		if (n > 0 && strncmp(keys, "author-", 7) != 0)
-			rc = array_add_unique(ch->keys, keys, n);
-		keys += n;
-		while (*keys == ' ')
-			keys++;
-	}
-	return rc;
-}
-
 /* /a/HEX.ext for an object's content type. */
 static const char *object_ext(const char *ctype)
 {
@@ -139,14 +79,14 @@ static const char *object_ext(const char *ctype)
 	return "json";
 }
 
-static int note_object(struct changes *ch, const char *hex, const char *ctype, int removed)
+static int note_object(documents_changes *ch, const char *hex, const char *ctype, int removed)
 {
 	char path[128];
 	if (ch == NULL)
 		return 0;
 	snprintf(path, sizeof(path), "/a/%s.%s", hex, object_ext(ctype));
 	if (removed)
-		return array_add_unique(ch->removed, path, strlen(path));
+		return documents_note_name(ch, path, NULL, 1);
 	return json_array_append_new(ch->objects, json_pack("{s:s, s:s, s:s}", "path", path,
 	                                                    "sha256", hex, "type", ctype)) == 0
 	               ? 0
@@ -202,7 +142,7 @@ struct enqueued {
 };
 
 static int enqueue_deliveries(store_txn *txn, const publish_settings *set,
-                              const struct changes *ch, const char *event, const char *author,
+                              const documents_changes *ch, const char *event, const char *author,
                               const char *post_id, int64_t now_ms, struct enqueued *q)
 {
 	struct enqueued local;
@@ -282,397 +222,9 @@ static int enqueue_crossposts(store_txn *txn, const publish_settings *set, const
 	return rc;
 }
 
-/* Everything one transaction needs to rewrite an author's documents. */
-struct author_ctx {
-	struct changes *ch;
-	store_txn *txn;
-	const publish_settings *set;
-	feed_author author;
-	json_t *record;    /* the author record; "last_seq" is n */
-	uint64_t last_seq;
-	int64_t now;       /* unix seconds */
-};
-
-static int dumps_put(store_txn *txn, enum store_table table, const char *key, const json_t *j)
-{
-	char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	int rc;
-	if (s == NULL)
-		return -ENOMEM;
-	rc = store_put_record(txn, table, key, s, strlen(s));
-	free(s);
-	return rc;
-}
-
-/* Loads the author record into ctx; creates it on a handle's first post
- * when the settings allow (*created = 1). */
-static int load_author(struct author_ctx *ctx, const char *handle, int create, int64_t now_ms,
-                       int *created)
-{
-	const void *rec;
-	size_t len;
-	json_t *j;
-	int rc = store_get_author(ctx->txn, handle, &rec, &len);
-
-	*created = 0;
-	if (rc == 0) {
-		j = json_loadb(rec, len, 0, NULL);
-		if (j == NULL || json_string_value(json_object_get(j, "name")) == NULL) {
-			json_decref(j);
-			return SAYIN_ECORRUPT;
-		}
-	} else if (rc == SAYIN_ENOTFOUND && create) {
-		/* Its display name is the handle until an operator sets one. */
-		j = json_pack("{s:s, s:s, s:I, s:I}", "handle", handle, "name", handle, "created_ms",
-		              (json_int_t)now_ms, "last_seq", (json_int_t)0);
-		if (j == NULL)
-			return -ENOMEM;
-		*created = 1;
-	} else {
-		return rc;
-	}
-	ctx->record = j;
-	ctx->author.handle = json_string_value(json_object_get(j, "handle"));
-	if (ctx->author.handle == NULL)
-		ctx->author.handle = handle;
-	ctx->author.name = json_string_value(json_object_get(j, "name"));
-	ctx->last_seq = (uint64_t)json_integer_value(json_object_get(j, "last_seq"));
-	return 0;
-}
-
-struct post_list {
-	json_t **items;
-	size_t n, cap;
-};
-
-static int collect_post(void *arg, const char *id, uint64_t seq, const void *record, size_t len)
-{
-	struct post_list *l = arg;
-	json_t *j;
-
-	(void)seq;
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 32;
-		json_t **items = realloc(l->items, cap * sizeof(*items));
-		if (items == NULL)
-			return -ENOMEM;
-		l->items = items;
-		l->cap = cap;
-	}
-	j = json_loadb(record, len, 0, NULL);
-	if (j == NULL) {
-		log_error("publish: post %s has a corrupt record", id);
-		return SAYIN_ECORRUPT;
-	}
-	l->items[l->n++] = j;
-	return 0;
-}
-
-static void post_list_free(struct post_list *l)
-{
-	for (size_t i = 0; i < l->n; i++)
-		json_decref(l->items[i]);
-	free(l->items);
-	l->items = NULL;
-	l->n = l->cap = 0;
-}
-
-/* Deletes the objects a name pointed at before, except those it still
- * points at (now may be NULL: the name is gone). Names own their generated
- * documents (a feed or page embeds its own URL, so no other name can share
- * its bytes). */
-static int drop_replaced(store_txn *txn, const store_name *old, const store_name *now)
-{
-	for (int e = 0; e < STORE_ENC_COUNT; e++) {
-		int still_used = 0;
-		if (!(old->encodings & (1u << e)))
-			continue;
-		for (int k = 0; now != NULL && k < STORE_ENC_COUNT; k++) {
-			if ((now->encodings & (1u << k)) &&
-			    memcmp(old->variant[e], now->variant[k], STORE_HASH_LEN) == 0)
-				still_used = 1;
-		}
-		if (!still_used) {
-			int rc = store_delete_object(txn, old->variant[e]);
-			if (rc != 0 && rc != SAYIN_ENOTFOUND)
-				return rc;
-		}
-	}
-	return 0;
-}
-
-/* Stores a document with its gzip and brotli variants (each kept only when
- * smaller than the original) and points name at them, tagged with the
- * surrogate keys CDNs purge by. */
-static int put_named(store_txn *txn, struct changes *ch, const char *name, const char *bytes,
-                     size_t len, const char *ctype, const char *surrogate_key, int64_t now)
-{
-	static int (*const encoders[STORE_ENC_COUNT])(const void *, size_t, unsigned char **,
-	                                              size_t *) = {
-		[STORE_ENC_GZIP] = compress_gzip,
-		[STORE_ENC_BR] = compress_brotli,
-	};
-	uint8_t hashes[STORE_ENC_COUNT][STORE_HASH_LEN];
-	store_name_spec spec = { .surrogate_key = surrogate_key };
-	store_name old, cur;
-	int had_old = store_get_name(txn, name, &old) == 0;
-	int rc = store_put_object(txn, bytes, len, ctype, now, hashes[STORE_ENC_IDENTITY], NULL);
-
-	spec.variant[STORE_ENC_IDENTITY] = hashes[STORE_ENC_IDENTITY];
-	for (int e = 0; rc == 0 && e < STORE_ENC_COUNT; e++) {
-		unsigned char *enc = NULL;
-		size_t enc_len = 0;
-		if (encoders[e] == NULL)
-			continue;
-		rc = encoders[e](bytes, len, &enc, &enc_len);
-		/* The variant object records the document's type; the encoding
-		 * lives in the name, which is how the origin picks it. */
-		if (rc == 0 && enc_len < len) {
-			rc = store_put_object(txn, enc, enc_len, ctype, now, hashes[e], NULL);
-			if (rc == 0)
-				spec.variant[e] = hashes[e];
-		}
-		free(enc);
-	}
-	if (rc == 0)
-		rc = store_set_name_variants(txn, name, &spec, now);
-	if (rc == 0 && had_old && store_get_name(txn, name, &cur) == 0)
-		rc = drop_replaced(txn, &old, &cur);
-	if (rc == 0)
-		rc = note_name(ch, name, surrogate_key, 0);
-	return rc;
-}
-
-/* Removes a name and the documents it owned. Absent: 0. */
-static int remove_named(store_txn *txn, struct changes *ch, const char *name)
-{
-	store_name old;
-	int rc = store_get_name(txn, name, &old);
-	if (rc == SAYIN_ENOTFOUND)
-		return 0;
-	if (rc == 0)
-		rc = note_name(ch, name, old.surrogate_key, 1);
-	if (rc == 0)
-		rc = drop_replaced(txn, &old, NULL);
-	if (rc == 0)
-		rc = store_delete_name(txn, name);
-	return rc;
-}
-
-/* "author-HANDLE <kind>..." : the keys a CDN purges a name by (Surrogate-Key). */
-static int surrogate_keys(char *buf, size_t len, const char *handle, const char *kind,
-                          const char *id)
-{
-	int n = snprintf(buf, len, "author-%s %s%s", handle, kind, id);
-	return n < 0 || (size_t)n >= len ? -ENOSPC : 0;
-}
-
-/* Page windows (see publish.h). */
-static uint64_t head_low(const struct author_ctx *c)
-{
-	uint64_t h = c->set->feed_items;
-	return c->last_seq > h ? c->last_seq - h + 1 : 1;
-}
-
-/* The newest archive page: the one holding seq n-H; 0 when the head holds
- * everything. */
-static uint64_t newest_page(const struct author_ctx *c)
-{
-	uint64_t h = c->set->feed_items, p = c->set->page_items;
-	return c->last_seq > h ? (c->last_seq - h + p - 1) / p : 0;
-}
-
-static uint64_t page_of(const struct author_ctx *c, uint64_t seq)
-{
-	return (seq + c->set->page_items - 1) / c->set->page_items;
-}
-
-static int page_url(const struct author_ctx *c, uint64_t page, char *buf, size_t len)
-{
-	char path[256];
-	int rc = feed_path_page(path, sizeof(path), c->author.handle, page);
-	int n;
-	if (rc != 0)
-		return rc;
-	n = snprintf(buf, len, "%s%s", c->set->base_url, path);
-	return n < 0 || (size_t)n >= len ? -ENOSPC : 0;
-}
-
-/* Writes a JSON Feed page of the posts in [lo, hi] to path. */
-static int write_feed_doc(struct author_ctx *c, const char *path, uint64_t hi, uint64_t lo,
-                          uint64_t next_page, const char *keys, struct post_list *list)
-{
-	char next[1024], *doc = NULL;
-	size_t len;
-	int rc = store_author_posts_range(c->txn, c->author.handle, hi, lo, 0, collect_post, list);
-
-	if (rc == 0 && next_page > 0)
-		rc = page_url(c, next_page, next, sizeof(next));
-	if (rc == 0)
-		rc = feed_author_json(c->set->base_url, &c->author, list->items, list->n,
-		                      next_page > 0 ? next : NULL, &doc, &len);
-	if (rc == 0)
-		rc = put_named(c->txn, c->ch, path, doc, len, FEED_CONTENT_TYPE, keys, c->now);
-	free(doc);
-	return rc;
-}
-
-/* The author page /u/HANDLE/: the head's posts, linking the same older page. */
-static int write_author_page(struct author_ctx *c, const struct post_list *list)
-{
-	char path[256], keys[STORE_SURROGATE_KEY_MAX + 1], older[1024], *doc = NULL;
-	uint64_t page = newest_page(c);
-	size_t len;
-	int rc = page > 0 ? page_url(c, page, older, sizeof(older)) : 0;
-
-	if (rc == 0)
-		rc = page_author_html(c->set->base_url, &c->author, list->items, list->n,
-		                      page > 0 ? older : NULL, &doc, &len);
-	if (rc == 0)
-		rc = feed_path_author(path, sizeof(path), c->author.handle);
-	if (rc == 0)
-		rc = surrogate_keys(keys, sizeof(keys), c->author.handle, "feed-", c->author.handle);
-	if (rc == 0)
-		rc = put_named(c->txn, c->ch, path, doc, len, PAGE_HTML_TYPE, keys, c->now);
-	free(doc);
-	return rc;
-}
-
-/* The head feed.json: the newest H posts; and the author page, which shows
- * the same posts (and is purged with the feed: same surrogate key). */
-static int write_head(struct author_ctx *c)
-{
-	struct post_list list = { 0 };
-	char path[256], keys[STORE_SURROGATE_KEY_MAX + 1];
-	int rc = feed_path_feed(path, sizeof(path), c->author.handle);
-
-	if (rc == 0)
-		rc = surrogate_keys(keys, sizeof(keys), c->author.handle, "feed-", c->author.handle);
-	if (rc == 0)
-		rc = write_feed_doc(c, path, c->last_seq, head_low(c), newest_page(c), keys, &list);
-	if (rc == 0)
-		rc = write_author_page(c, &list);
-	post_list_free(&list);
-	return rc;
-}
-
-/* Archive page k. Pages past the newest do not exist. */
-static int write_archive_page(struct author_ctx *c, uint64_t k)
-{
-	struct post_list list = { 0 };
-	char path[256], keys[STORE_SURROGATE_KEY_MAX + 1], kind[64];
-	uint64_t p = c->set->page_items, hi;
-	int rc;
-
-	if (k == 0 || k > newest_page(c))
-		return 0;
-	hi = k * p < head_low(c) - 1 ? k * p : head_low(c) - 1;
-	snprintf(kind, sizeof(kind), "page-%s-", c->author.handle);
-	rc = feed_path_page(path, sizeof(path), c->author.handle, k);
-	if (rc == 0) {
-		char num[24];
-		snprintf(num, sizeof(num), "%llu", (unsigned long long)k);
-		rc = surrogate_keys(keys, sizeof(keys), c->author.handle, kind, num);
-	}
-	if (rc == 0)
-		rc = write_feed_doc(c, path, hi, (k - 1) * p + 1, k - 1, keys, &list);
-	post_list_free(&list);
-	return rc;
-}
-
-/* /authors.json: every author, in handle order. O(authors): written only
- * when an author is added. */
-struct author_list {
-	feed_author *items;
-	json_t **records;
-	size_t n, cap;
-};
-
-static int collect_author(void *arg, const char *key, const void *record, size_t len)
-{
-	struct author_list *l = arg;
-	json_t *j = json_loadb(record, len, 0, NULL);
-	(void)key;
-	if (j == NULL || json_string_value(json_object_get(j, "name")) == NULL) {
-		json_decref(j);
-		return SAYIN_ECORRUPT;
-	}
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 16;
-		feed_author *items = realloc(l->items, cap * sizeof(*items));
-		json_t **records = items ? realloc(l->records, cap * sizeof(*records)) : NULL;
-		if (items != NULL)
-			l->items = items;
-		if (records == NULL) {
-			json_decref(j);
-			return -ENOMEM;
-		}
-		l->records = records;
-		l->cap = cap;
-	}
-	l->records[l->n] = j;
-	l->items[l->n].handle = json_string_value(json_object_get(j, "handle"));
-	l->items[l->n].name = json_string_value(json_object_get(j, "name"));
-	if (l->items[l->n].handle == NULL) {
-		json_decref(j);
-		return SAYIN_ECORRUPT;
-	}
-	l->n++;
-	return 0;
-}
-
-static int write_authors_json(store_txn *txn, struct changes *ch, const publish_settings *set,
-                              int64_t now)
-{
-	struct author_list l = { 0 };
-	char *doc = NULL;
-	size_t len;
-	int rc = store_each_record(txn, STORE_AUTHORS, "", collect_author, &l);
-
-	if (rc == 0)
-		rc = feed_authors_json(set->base_url, l.items, l.n, &doc, &len);
-	if (rc == 0)
-		rc = put_named(txn, ch, FEED_PATH_AUTHORS, doc, len, "application/json", "authors", now);
-	for (size_t i = 0; i < l.n; i++)
-		json_decref(l.records[i]);
-	free(l.records);
-	free(l.items);
-	free(doc);
-	return rc;
-}
-
-/* /p/ID and /p/ID/embed. */
-static int write_post_pages(struct author_ctx *c, const json_t *post, const char *id)
-{
-	static int (*const render[2])(const char *, const feed_author *, const json_t *, char **,
-	                              size_t *) = { page_post_html, page_embed_html };
-	char path[256], keys[STORE_SURROGATE_KEY_MAX + 1], *doc = NULL;
-	size_t len;
-	int rc = surrogate_keys(keys, sizeof(keys), c->author.handle, "post-", id);
-
-	for (int i = 0; rc == 0 && i < 2; i++) {
-		rc = render[i](c->set->base_url, &c->author, post, &doc, &len);
-		if (rc == 0)
-			rc = i == 0 ? feed_path_post(path, sizeof(path), id)
-			            : page_path_embed(path, sizeof(path), id);
-		if (rc == 0)
-			rc = put_named(c->txn, c->ch, path, doc, len, PAGE_HTML_TYPE, keys, c->now);
-		free(doc);
-		doc = NULL;
-	}
-	return rc;
-}
-
-static int save_author(struct author_ctx *c)
-{
-	if (json_object_set_new(c->record, "last_seq", json_integer((json_int_t)c->last_seq)) != 0)
-		return -ENOMEM;
-	return dumps_put(c->txn, STORE_AUTHORS, c->author.handle, c->record);
-}
-
 /* Stores an immutable object, from memory or (file not NULL) from a file,
  * and records that post id uses it. */
-static int put_referenced(store_txn *txn, struct changes *ch, const void *bytes, size_t len,
+static int put_referenced(store_txn *txn, documents_changes *ch, const void *bytes, size_t len,
                           const publish_file *file, const char *ctype, int64_t now,
                           const char *id, char hex[STORE_HASH_HEX_LEN + 1], int *is_new)
 {
@@ -704,51 +256,38 @@ static int put_plain(store_txn *txn, const void *bytes, size_t len, const char *
 	return rc;
 }
 
+/* The post record (render/record.h) of a post made of in and res. */
 static json_t *post_record(const publish_input *in, const publish_result *res, const char *date)
 {
-	json_t *rec = json_pack("{s:s, s:s, s:I, s:s, s:s, s:I, s:{s:s, s:s, s:I, s:f}, s:{s:s, s:i, s:i}}",
-	                 "id", res->id, "author", in->author, "seq", (json_int_t)res->seq,
-	                 "text", in->text ? in->text : "",
-	                 "date_published", date, "created_ms", (json_int_t)in->now_ms,
-	                 "audio", "sha256", res->audio_hex, "mime_type", PUBLISH_OPUS_TYPE,
-	                 "size_in_bytes", (json_int_t)res->audio_size, "duration_in_seconds",
-	                 in->duration, "input", "format",
-	                 in->input_format ? in->input_format : "unknown", "sample_rate",
-	                 (int)in->input_rate, "channels", (int)in->input_channels);
+	record_post p = {
+		.id = res->id,
+		.author = in->author,
+		.seq = res->seq,
+		.text = in->text,
+		.date = date,
+		.created_ms = in->now_ms,
+		.audio_sha256 = res->audio_hex,
+		.audio_mime = PUBLISH_OPUS_TYPE,
+		.audio_size = res->audio_size,
+		.duration = in->duration,
+		.input_format = in->input_format,
+		.input_rate = in->input_rate,
+		.input_channels = in->input_channels,
+		.has_loudness = in->has_loudness,
+		.input_lufs = in->input_lufs,
+		.gain_db = in->gain_db,
+		.true_peak_dbtp = in->true_peak_dbtp,
+		.output_lufs = in->output_lufs,
+		.waveform_sha256 = res->has_waveform ? res->waveform_hex : NULL,
+		.waveform_size = res->waveform_size,
+		.waveform_points = in->waveform_points,
+		.card_sha256 = res->card_hex[0] != '\0' ? res->card_hex : NULL,
+		.fallback_sha256 = res->has_fallback ? res->fallback_hex : NULL,
+		.fallback_mime = PUBLISH_M4A_TYPE,
+		.fallback_size = res->fallback_size,
+	};
 
-	/* Rounded to 0.01 dB: more digits would only be noise. -inf has no JSON. */
-	if (rec != NULL && in->has_loudness && isfinite(in->input_lufs) && isfinite(in->gain_db) &&
-	    isfinite(in->true_peak_dbtp)) {
-		json_t *l = json_pack("{s:f, s:f, s:f}", "input_lufs", round(in->input_lufs * 100) / 100,
-		                      "gain_db", round(in->gain_db * 100) / 100, "true_peak_dbtp",
-		                      round(in->true_peak_dbtp * 100) / 100);
-		if (l != NULL && isfinite(in->output_lufs) &&
-		    json_object_set_new(l, "output_lufs", json_real(round(in->output_lufs * 100) / 100)) != 0) {
-			json_decref(l);
-			l = NULL;
-		}
-		if (l == NULL || json_object_set_new(rec, "loudness", l) != 0)
-			goto fail;
-	}
-	if (rec != NULL && res->has_waveform &&
-	    json_object_set_new(rec, "waveform",
-	                        json_pack("{s:s, s:I, s:i}", "sha256", res->waveform_hex,
-	                                  "size_in_bytes", (json_int_t)res->waveform_size, "points",
-	                                  (int)in->waveform_points)) != 0)
-		goto fail;
-	if (rec != NULL && res->card_hex[0] != '\0' &&
-	    json_object_set_new(rec, "card", json_pack("{s:s}", "sha256", res->card_hex)) != 0)
-		goto fail;
-	if (rec != NULL && res->has_fallback &&
-	    json_object_set_new(rec, "fallback",
-	                        json_pack("{s:s, s:s, s:I}", "sha256", res->fallback_hex, "mime_type",
-	                                  PUBLISH_M4A_TYPE, "size_in_bytes",
-	                                  (json_int_t)res->fallback_size)) != 0)
-		goto fail;
-	return rec;
-fail:
-	json_decref(rec);
-	return NULL;
+	return record_new(&p);
 }
 
 static int url_of(char *buf, size_t len, const char *base, int (*path_fn)(char *, size_t, const char *),
@@ -813,20 +352,62 @@ static int record_idempotency(store_txn *txn, const publish_settings *set, const
 	free(body);
 	if (j == NULL)
 		return -ENOMEM;
-	rc = dumps_put(txn, STORE_IDEMPOTENCY, key, j);
+	rc = jsonstore_put(txn, STORE_IDEMPOTENCY, key, j);
 	json_decref(j);
+	return rc;
+}
+
+/* Starts a write transaction for the documents of an author: c from the
+ * settings, ch (NULL: changes are not noted) made empty. */
+static int txn_begin(store *st, const publish_settings *set, int64_t now_ms,
+                     documents_changes *ch, documents_author *c)
+{
+	int rc = ch != NULL ? documents_changes_init(ch) : 0;
+
+	memset(c, 0, sizeof(*c));
+	c->ch = ch;
+	c->base_url = set->base_url;
+	c->feed_items = set->feed_items;
+	c->page_items = set->page_items;
+	c->now = now_ms / 1000;
+	if (rc == 0)
+		rc = store_txn_begin(st, 1, &c->txn);
+	return rc;
+}
+
+/* Ends c's transaction: commits it when rc is 0, aborts it otherwise. On
+ * failure err says "WHAT failed at STAGE: error", unless stage is NULL (the
+ * caller has said why in err). Frees the author record and the change list.
+ * Returns the outcome. */
+static int txn_end(documents_author *c, int rc, const char *what, const char *stage, char *err,
+                   size_t errlen)
+{
+	if (rc == 0) {
+		stage = "commit";
+		rc = store_txn_commit(c->txn);
+		c->txn = NULL;
+	}
+	if (rc != 0) {
+		if (stage != NULL)
+			snprintf(err, errlen, "%s failed at %s: %s", what, stage, sayin_strerror(rc));
+		store_txn_abort(c->txn);
+	}
+	json_decref(c->record);
+	c->record = NULL;
+	if (c->ch != NULL)
+		documents_changes_free(c->ch);
 	return rc;
 }
 
 int publish_post(store *st, const publish_settings *set, const publish_input *in,
                  publish_result *out, char *err, size_t errlen)
 {
-	struct changes ch = { 0 };
-	struct author_ctx c = { .ch = &ch, .set = set, .now = in->now_ms / 1000 };
+	documents_changes ch = { 0 };
+	documents_author c = { 0 };
 	struct enqueued q;
 	json_t *post = NULL;
 	unsigned char *card = NULL;
-	size_t card_len = 0;
+	size_t card_len = 0, record_len = 0;
 	char date[40], *record = NULL;
 	const char *stage = "begin";
 	int rc, created = 0;
@@ -859,21 +440,20 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 		snprintf(err, errlen, "publish failed at share card: %s", sayin_strerror(rc));
 		return rc;
 	}
-	rc = changes_init(&ch);
-	if (rc == 0)
-		rc = store_txn_begin(st, 1, &c.txn);
+	rc = txn_begin(st, set, in->now_ms, &ch, &c);
 	if (rc != 0)
-		goto fail;
-	t0 = mono_ms();
+		goto done;
+	t0 = clock_mono_ms_f();
 	stage = "author";
-	rc = load_author(&c, in->author, set->create_authors, in->now_ms, &created);
+	rc = documents_load_author(&c, in->author, set->create_authors, in->now_ms, &created);
 	if (rc == SAYIN_ENOTFOUND) {
 		snprintf(err, errlen, "no author '%s' (create it with: sayin-publisher author add)",
 		         in->author);
-		goto fail_quiet;
+		stage = NULL;
+		goto done;
 	}
 	if (rc != 0)
-		goto fail;
+		goto done;
 	c.last_seq++;
 	out->seq = c.last_seq;
 
@@ -881,7 +461,7 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	rc = put_referenced(c.txn, c.ch, in->audio, in->audio_len, in->audio_file, PUBLISH_OPUS_TYPE,
 	                    c.now, out->id, out->audio_hex, &out->audio_was_new);
 	if (rc != 0)
-		goto fail;
+		goto done;
 	out->audio_size = in->audio_file != NULL ? in->audio_file->len : in->audio_len;
 	out->duration = in->duration;
 	/* The fallback rendition and the waveform: immutable objects too,
@@ -892,7 +472,7 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 		rc = put_referenced(c.txn, c.ch, in->fallback, in->fallback_len, in->fallback_file,
 		                    PUBLISH_M4A_TYPE, c.now, out->id, out->fallback_hex, NULL);
 		if (rc != 0)
-			goto fail;
+			goto done;
 		out->fallback_size = in->fallback_file != NULL ? in->fallback_file->len
 		                                               : in->fallback_len;
 		out->has_fallback = 1;
@@ -902,7 +482,7 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 		rc = put_referenced(c.txn, c.ch, in->waveform, in->waveform_len, NULL,
 		                    PUBLISH_WAVEFORM_TYPE, c.now, out->id, out->waveform_hex, NULL);
 		if (rc != 0)
-			goto fail;
+			goto done;
 		out->waveform_size = in->waveform_len;
 		out->has_waveform = 1;
 	}
@@ -910,7 +490,7 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	rc = put_referenced(c.txn, c.ch, card, card_len, NULL, PAGE_CARD_TYPE, c.now, out->id,
 	                    out->card_hex, NULL);
 	if (rc != 0)
-		goto fail;
+		goto done;
 
 	stage = "post record";
 	post = post_record(in, out, date);
@@ -918,78 +498,66 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 		/* jansson refuses text that is not valid UTF-8. */
 		snprintf(err, errlen, "post text is not valid UTF-8");
 		rc = SAYIN_EINVAL;
-		goto fail_quiet;
+		stage = NULL;
+		goto done;
 	}
-	record = json_dumps(post, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	record = jsonstore_dumps(post, &record_len);
 	if (record == NULL) {
 		rc = -ENOMEM;
-		goto fail;
+		goto done;
 	}
-	rc = store_put_post(c.txn, out->id, in->author, out->seq, record, strlen(record));
+	rc = store_put_post(c.txn, out->id, in->author, out->seq, record, record_len);
 	if (rc == 0)
-		rc = save_author(&c);
+		rc = documents_save_author(&c);
 	if (rc == 0) {
 		stage = "idempotency key";
 		rc = record_idempotency(c.txn, set, in, out);
 	}
 	if (rc != 0)
-		goto fail;
-	out->ms_objects = mono_ms() - t0;
+		goto done;
+	out->ms_objects = clock_mono_ms_f() - t0;
 
-	t0 = mono_ms();
+	t0 = clock_mono_ms_f();
 	stage = "feed";
-	rc = write_head(&c);
+	rc = documents_write_head(&c);
 	/* The post pushed seq n-H out of the head, into its archive page. */
 	if (rc == 0 && c.last_seq > set->feed_items) {
 		stage = "archive page";
-		rc = write_archive_page(&c, page_of(&c, c.last_seq - set->feed_items));
+		rc = documents_write_archive_page(&c, documents_page_of(&c, c.last_seq - set->feed_items));
 	}
 	if (rc == 0 && created) {
 		stage = "authors.json";
-		rc = write_authors_json(c.txn, c.ch, set, c.now);
+		rc = documents_write_authors_json(c.txn, c.ch, set->base_url, c.now);
 	}
 	if (rc != 0)
-		goto fail;
-	out->ms_feed = mono_ms() - t0;
-	t0 = mono_ms();
+		goto done;
+	out->ms_feed = clock_mono_ms_f() - t0;
+	t0 = clock_mono_ms_f();
 	stage = "post pages";
-	rc = write_post_pages(&c, post, out->id);
+	rc = documents_write_post_pages(&c, post, out->id);
 	if (rc != 0)
-		goto fail;
+		goto done;
 	stage = "outbox";
 	rc = enqueue_deliveries(c.txn, set, &ch, "publish", in->author, out->id, in->now_ms, &q);
 	if (rc == 0)
 		rc = enqueue_crossposts(c.txn, set, in, out, &q, in->now_ms);
 	if (rc != 0)
-		goto fail;
-	out->ms_pages = mono_ms() - t0;
+		goto done;
+	out->ms_pages = clock_mono_ms_f() - t0;
 
-	t0 = mono_ms();
-	stage = "commit";
-	rc = store_txn_commit(c.txn);
-	c.txn = NULL;
-	if (rc != 0)
-		goto fail;
-	out->ms_commit = mono_ms() - t0;
-	log_info("publish: post %s (#%llu) by %s committed (audio %s, %llu bytes%s)", out->id,
-	         (unsigned long long)out->seq, in->author, out->audio_hex,
-	         (unsigned long long)out->audio_size, out->audio_was_new ? "" : ", already stored");
-	json_decref(c.record);
+done:
+	t0 = clock_mono_ms_f();
+	rc = txn_end(&c, rc, "publish", stage, err, errlen);
+	if (rc == 0) {
+		out->ms_commit = clock_mono_ms_f() - t0;
+		log_info("publish: post %s (#%llu) by %s committed (audio %s, %llu bytes%s)", out->id,
+		         (unsigned long long)out->seq, in->author, out->audio_hex,
+		         (unsigned long long)out->audio_size,
+		         out->audio_was_new ? "" : ", already stored");
+	}
 	json_decref(post);
 	free(record);
 	free(card);
-	changes_free(&ch);
-	return 0;
-
-fail:
-	snprintf(err, errlen, "publish failed at %s: %s", stage, sayin_strerror(rc));
-fail_quiet:
-	store_txn_abort(c.txn);
-	json_decref(c.record);
-	json_decref(post);
-	free(record);
-	free(card);
-	changes_free(&ch);
 	return rc;
 }
 
@@ -1014,8 +582,8 @@ static int valid_name(const char *name)
 int publish_author_add(store *st, const publish_settings *set, const char *handle,
                        const char *name, int64_t now_ms, char *err, size_t errlen)
 {
-	struct changes ch = { 0 };
-	struct author_ctx c = { .ch = &ch, .set = set, .now = now_ms / 1000 };
+	documents_changes ch = { 0 };
+	documents_author c = { 0 };
 	const void *rec;
 	size_t len;
 	const char *stage = "begin";
@@ -1029,62 +597,48 @@ int publish_author_add(store *st, const publish_settings *set, const char *handl
 		snprintf(err, errlen, "invalid name: use 1-100 characters of UTF-8 text");
 		return SAYIN_EINVAL;
 	}
-	rc = changes_init(&ch);
-	if (rc == 0)
-		rc = store_txn_begin(st, 1, &c.txn);
+	rc = txn_begin(st, set, now_ms, &ch, &c);
 	if (rc != 0)
-		goto fail;
+		goto done;
 	stage = "author";
 	rc = store_get_author(c.txn, handle, &rec, &len);
 	if (rc == 0) {
 		snprintf(err, errlen, "author '%s' exists", handle);
 		rc = -EEXIST;
-		goto fail_quiet;
+		stage = NULL;
+		goto done;
 	}
 	if (rc != SAYIN_ENOTFOUND)
-		goto fail;
-	rc = load_author(&c, handle, 1, now_ms, &created);
+		goto done;
+	rc = documents_load_author(&c, handle, 1, now_ms, &created);
 	if (rc == 0 && json_object_set_new(c.record, "name", json_string(name)) != 0)
 		rc = -ENOMEM;
 	if (rc == 0) {
 		c.author.name = json_string_value(json_object_get(c.record, "name"));
-		rc = save_author(&c);
+		rc = documents_save_author(&c);
 	}
 	if (rc != 0)
-		goto fail;
+		goto done;
 	stage = "feed";
-	rc = write_head(&c);
+	rc = documents_write_head(&c);
 	if (rc != 0)
-		goto fail;
+		goto done;
 	stage = "authors.json";
-	rc = write_authors_json(c.txn, c.ch, set, c.now);
+	rc = documents_write_authors_json(c.txn, c.ch, set->base_url, c.now);
 	if (rc == 0) {
 		stage = "outbox";
 		rc = enqueue_deliveries(c.txn, set, &ch, "author", handle, NULL, now_ms, NULL);
 	}
-	if (rc != 0)
-		goto fail;
-	stage = "commit";
-	rc = store_txn_commit(c.txn);
-	c.txn = NULL;
-	if (rc != 0)
-		goto fail;
-	log_info("publish: author %s added", handle);
-	json_decref(c.record);
-	changes_free(&ch);
-	return 0;
-fail:
-	snprintf(err, errlen, "adding author failed at %s: %s", stage, sayin_strerror(rc));
-fail_quiet:
-	store_txn_abort(c.txn);
-	json_decref(c.record);
-	changes_free(&ch);
+done:
+	rc = txn_end(&c, rc, "adding author", stage, err, errlen);
+	if (rc == 0)
+		log_info("publish: author %s added", handle);
 	return rc;
 }
 
 /* Drops post id's reference to the object named by hex; deletes the object
  * when it was the last. */
-static int release_object(store_txn *txn, struct changes *ch, const char *hex, const char *ctype,
+static int release_object(store_txn *txn, documents_changes *ch, const char *hex, const char *ctype,
                           const char *id, publish_deleted *out)
 {
 	uint8_t hash[STORE_HASH_LEN];
@@ -1115,151 +669,128 @@ static int release_object(store_txn *txn, struct changes *ch, const char *hex, c
 int publish_delete(store *st, const publish_settings *set, const char *id, const char *author,
                    int64_t now_ms, publish_deleted *out, char *err, size_t errlen)
 {
-	struct changes ch = { 0 };
-	struct author_ctx c = { .ch = &ch, .set = set, .now = now_ms / 1000 };
+	documents_changes ch = { 0 };
+	documents_author c = { 0 };
 	json_t *post = NULL;
+	record_view v;
 	const void *rec;
 	size_t len;
 	const char *stage = "begin", *owner;
 	char path[256];
 	int rc, created;
-	uint64_t seq;
+	uint64_t seq = 0;
 
 	memset(out, 0, sizeof(*out));
-	rc = changes_init(&ch);
-	if (rc == 0)
-		rc = store_txn_begin(st, 1, &c.txn);
+	rc = txn_begin(st, set, now_ms, &ch, &c);
 	if (rc != 0)
-		goto fail;
+		goto done;
 	stage = "post record";
 	rc = store_get_post(c.txn, id, &rec, &len);
 	if (rc == SAYIN_ENOTFOUND) {
 		snprintf(err, errlen, "no post '%s'", id);
-		goto fail_quiet;
+		stage = NULL;
+		goto done;
 	}
 	if (rc != 0)
-		goto fail;
-	post = json_loadb(rec, len, 0, NULL);
-	owner = json_string_value(json_object_get(post, "author"));
-	seq = (uint64_t)json_integer_value(json_object_get(post, "seq"));
+		goto done;
+	/* Any post can be deleted, even one a page could not render: only
+	 * its author, seq and object hashes are needed. */
+	jsonstore_parse(rec, len, &post);
+	record_view_read(post, &v);
+	owner = v.author;
+	seq = v.seq;
 	if (owner == NULL || seq == 0 || strlen(owner) > PUBLISH_HANDLE_MAX) {
 		rc = SAYIN_ECORRUPT;
-		goto fail;
+		goto done;
 	}
 	if (author != NULL && strcmp(author, owner) != 0) {
 		snprintf(err, errlen, "post '%s' belongs to another author", id);
 		rc = -EPERM;
-		goto fail_quiet;
+		stage = NULL;
+		goto done;
 	}
 	snprintf(out->author, sizeof(out->author), "%s", owner);
 	out->seq = seq;
-	rc = load_author(&c, owner, 0, now_ms, &created);
+	rc = documents_load_author(&c, owner, 0, now_ms, &created);
 	if (rc != 0)
-		goto fail;
+		goto done;
 	rc = store_delete_post(c.txn, id, owner, seq);
 	if (rc != 0)
-		goto fail;
+		goto done;
 	stage = "objects";
-	static const struct {
-		const char *field, *ctype;
-	} objects[] = { { "audio", PUBLISH_OPUS_TYPE }, { "fallback", PUBLISH_M4A_TYPE },
-		        { "waveform", PUBLISH_WAVEFORM_TYPE }, { "card", PAGE_CARD_TYPE } };
+	const struct {
+		const char *hex, *ctype;
+	} objects[] = { { v.audio_sha256, PUBLISH_OPUS_TYPE },
+		        { v.fallback_sha256, PUBLISH_M4A_TYPE },
+		        { v.waveform_sha256, PUBLISH_WAVEFORM_TYPE },
+		        { v.card_sha256, PAGE_CARD_TYPE } };
 	for (size_t i = 0; rc == 0 && i < sizeof(objects) / sizeof(objects[0]); i++)
-		rc = release_object(c.txn, c.ch,
-		                    json_string_value(json_object_get(
-		                        json_object_get(post, objects[i].field), "sha256")),
-		                    objects[i].ctype, id, out);
+		rc = release_object(c.txn, c.ch, objects[i].hex, objects[i].ctype, id, out);
 	if (rc != 0)
-		goto fail;
+		goto done;
 	stage = "post page";
 	rc = feed_path_post(path, sizeof(path), id);
 	if (rc == 0)
-		rc = remove_named(c.txn, c.ch, path);
+		rc = documents_remove_named(c.txn, c.ch, path);
 	if (rc == 0)
 		rc = page_path_embed(path, sizeof(path), id);
 	if (rc == 0)
-		rc = remove_named(c.txn, c.ch, path);
+		rc = documents_remove_named(c.txn, c.ch, path);
 	if (rc != 0)
-		goto fail;
+		goto done;
 	/* The head always (its window is by seq, so it may now hold H-1
 	 * posts), and the archive page that held the post. */
 	stage = "feed";
-	rc = write_head(&c);
-	if (rc == 0 && seq < head_low(&c))
-		rc = write_archive_page(&c, page_of(&c, seq));
+	rc = documents_write_head(&c);
+	if (rc == 0 && seq < documents_head_low(&c))
+		rc = documents_write_archive_page(&c, documents_page_of(&c, seq));
 	if (rc != 0)
-		goto fail;
+		goto done;
 	/* The CDN forgets the post in this same transaction: an acknowledged
 	 * deletion cannot leave the audio cached at the edges. */
 	stage = "outbox";
 	rc = enqueue_deliveries(c.txn, set, &ch, "delete", out->author, id, now_ms, NULL);
-	if (rc != 0)
-		goto fail;
-	stage = "commit";
-	rc = store_txn_commit(c.txn);
-	c.txn = NULL;
-	if (rc != 0)
-		goto fail;
-	log_info("publish: post %s (#%llu) by %s deleted (%u objects deleted, %u shared kept)", id,
-	         (unsigned long long)seq, out->author, out->objects_deleted, out->objects_kept);
-	json_decref(c.record);
+done:
+	rc = txn_end(&c, rc, "delete", stage, err, errlen);
+	if (rc == 0)
+		log_info("publish: post %s (#%llu) by %s deleted (%u objects deleted, %u shared kept)",
+		         id, (unsigned long long)seq, out->author, out->objects_deleted,
+		         out->objects_kept);
 	json_decref(post);
-	changes_free(&ch);
-	return 0;
-fail:
-	snprintf(err, errlen, "delete failed at %s: %s", stage, sayin_strerror(rc));
-fail_quiet:
-	store_txn_abort(c.txn);
-	json_decref(c.record);
-	json_decref(post);
-	changes_free(&ch);
 	return rc;
 }
 
 int publish_rebuild(store *st, const publish_settings *set, const char *handle, int64_t now_ms,
                     char *err, size_t errlen)
 {
-	struct changes ch = { 0 };
-	struct author_ctx c = { .ch = &ch, .set = set, .now = now_ms / 1000 };
+	documents_changes ch = { 0 };
+	documents_author c = { 0 };
 	const char *stage = "begin";
 	int rc, created;
 
-	rc = changes_init(&ch);
-	if (rc == 0)
-		rc = store_txn_begin(st, 1, &c.txn);
+	rc = txn_begin(st, set, now_ms, &ch, &c);
 	if (rc != 0)
-		goto fail;
+		goto done;
 	stage = "author";
-	rc = load_author(&c, handle, 0, now_ms, &created);
+	rc = documents_load_author(&c, handle, 0, now_ms, &created);
 	if (rc != 0)
-		goto fail;
+		goto done;
 	stage = "feed";
-	rc = write_head(&c);
-	for (uint64_t k = 1; rc == 0 && k <= newest_page(&c); k++) {
+	rc = documents_write_head(&c);
+	for (uint64_t k = 1; rc == 0 && k <= documents_newest_page(&c); k++) {
 		stage = "archive page";
-		rc = write_archive_page(&c, k);
+		rc = documents_write_archive_page(&c, k);
 	}
 	if (rc == 0) {
 		stage = "outbox";
 		rc = enqueue_deliveries(c.txn, set, &ch, "rebuild", handle, NULL, now_ms, NULL);
 	}
-	if (rc != 0)
-		goto fail;
-	stage = "commit";
-	rc = store_txn_commit(c.txn);
-	c.txn = NULL;
-	if (rc != 0)
-		goto fail;
-	log_info("publish: %s's feed rebuilt (%llu posts, %llu archive pages)", handle,
-	         (unsigned long long)c.last_seq, (unsigned long long)newest_page(&c));
-	json_decref(c.record);
-	changes_free(&ch);
-	return 0;
-fail:
-	snprintf(err, errlen, "rebuild failed at %s: %s", stage, sayin_strerror(rc));
-	store_txn_abort(c.txn);
-	json_decref(c.record);
-	changes_free(&ch);
+done:
+	rc = txn_end(&c, rc, "rebuild", stage, err, errlen);
+	if (rc == 0)
+		log_info("publish: %s's feed rebuilt (%llu posts, %llu archive pages)", handle,
+		         (unsigned long long)c.last_seq,
+		         (unsigned long long)documents_newest_page(&c));
 	return rc;
 }
 
@@ -1271,14 +802,14 @@ int publish_import(store *st, const publish_settings *set, const publish_input *
 	int rc = 0;
 
 	while (rc == 0 && done < count) {
-		struct author_ctx c = { .set = set, .now = in->now_ms / 1000 };
+		documents_author c;
 		publish_result res = { 0 };
 		const char *stage = "author";
 		int created;
 
-		rc = store_txn_begin(st, 1, &c.txn);
+		rc = txn_begin(st, set, in->now_ms, NULL, &c);
 		if (rc == 0)
-			rc = load_author(&c, in->author, set->create_authors, in->now_ms, &created);
+			rc = documents_load_author(&c, in->author, set->create_authors, in->now_ms, &created);
 		if (rc == 0) {
 			stage = "objects";
 			rc = put_plain(c.txn, in->audio, in->audio_len, PUBLISH_OPUS_TYPE, c.now,
@@ -1300,6 +831,7 @@ int publish_import(store *st, const publish_settings *set, const publish_input *
 		for (size_t i = 0; rc == 0 && i < batch && done < count; i++, done++) {
 			int64_t t = in->now_ms + (int64_t)done;
 			char date[40], *record;
+			size_t record_len = 0;
 			json_t *post;
 			stage = "post";
 			rc = publish_new_id(t, res.id);
@@ -1308,13 +840,13 @@ int publish_import(store *st, const publish_settings *set, const publish_input *
 			res.seq = ++c.last_seq;
 			publish_format_time(t, date, sizeof(date));
 			post = post_record(in, &res, date);
-			record = post ? json_dumps(post, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+			record = post ? jsonstore_dumps(post, &record_len) : NULL;
 			json_decref(post);
 			if (record == NULL) {
 				rc = -ENOMEM;
 				break;
 			}
-			rc = store_put_post(c.txn, res.id, in->author, res.seq, record, strlen(record));
+			rc = store_put_post(c.txn, res.id, in->author, res.seq, record, record_len);
 			free(record);
 			/* Each post refers to the shared objects, as a published one would. */
 			for (int k = 0; rc == 0 && k < 3; k++) {
@@ -1326,7 +858,7 @@ int publish_import(store *st, const publish_settings *set, const publish_input *
 			}
 		}
 		if (rc == 0)
-			rc = save_author(&c);
+			rc = documents_save_author(&c);
 		if (rc == 0) {
 			stage = "commit";
 			rc = store_txn_commit(c.txn);

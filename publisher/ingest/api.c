@@ -5,6 +5,7 @@
 #include "ingest/auth.h"
 #include "core/error.h"
 #include "render/feed.h"
+#include "render/record.h"
 #include "core/http.h"
 #include "core/log.h"
 #include "ingest/multipart.h"
@@ -1107,47 +1108,46 @@ discard:
 static json_t *post_view(const pipeline *p, const json_t *rec)
 {
 	char path[256], url[1024];
-	const char *id = json_string_value(json_object_get(rec, "id"));
-	const char *author = json_string_value(json_object_get(rec, "author"));
-	const json_t *audio = json_object_get(rec, "audio");
-	const char *sha = json_string_value(json_object_get(audio, "sha256"));
-	const char *fb = json_string_value(json_object_get(json_object_get(rec, "fallback"), "sha256"));
-	const char *wf = json_string_value(json_object_get(json_object_get(rec, "waveform"), "sha256"));
+	record_view r;
 	json_t *v;
 
-	if (id == NULL || author == NULL || sha == NULL)
+	/* The API shows any post it can name, even one a page could not render. */
+	record_view_read(rec, &r);
+	if (r.id == NULL || r.author == NULL || r.audio_sha256 == NULL)
 		return NULL;
 	v = json_object();
 	if (v == NULL)
 		return NULL;
-	json_object_set_new(v, "id", json_string(id));
-	json_object_set_new(v, "author", json_string(author));
-	json_object_set(v, "seq", json_object_get(rec, "seq"));
-	json_object_set(v, "text", json_object_get(rec, "text"));
-	json_object_set(v, "date_published", json_object_get(rec, "date_published"));
-	json_object_set(v, "duration_in_seconds", json_object_get(audio, "duration_in_seconds"));
-	json_object_set(v, "size_in_bytes", json_object_get(audio, "size_in_bytes"));
-	feed_path_post(path, sizeof(path), id);
-	snprintf(url, sizeof(url), "%s%s", p->base_url, path);
-	json_object_set_new(v, "url", json_string(url));
-	feed_path_audio(path, sizeof(path), sha);
-	snprintf(url, sizeof(url), "%s%s", p->base_url, path);
-	json_object_set_new(v, "audio_url", json_string(url));
-	feed_path_feed(path, sizeof(path), author);
-	snprintf(url, sizeof(url), "%s%s", p->base_url, path);
-	json_object_set_new(v, "feed_url", json_string(url));
-	if (fb != NULL) {
-		feed_path_fallback(path, sizeof(path), fb);
+	json_object_set_new(v, "id", json_string(r.id));
+	json_object_set_new(v, "author", json_string(r.author));
+	if (r.seq > 0)
+		json_object_set_new(v, "seq", json_integer((json_int_t)r.seq));
+	json_object_set_new(v, "text", json_string(r.text));
+	if (r.date != NULL)
+		json_object_set_new(v, "date_published", json_string(r.date));
+	json_object_set_new(v, "duration_in_seconds", json_real(r.duration));
+	json_object_set_new(v, "size_in_bytes", json_integer(r.audio_size));
+	/* The absolute URLs, in this order; an absent rendition has none. */
+	const struct {
+		const char *key;
+		int (*path)(char *, size_t, const char *);
+		const char *arg;
+	} urls[] = {
+		{ "url", feed_path_post, r.id },
+		{ "audio_url", feed_path_audio, r.audio_sha256 },
+		{ "feed_url", feed_path_feed, r.author },
+		{ "fallback_url", feed_path_fallback, r.fallback_sha256 },
+		{ "waveform_url", feed_path_waveform, r.waveform_sha256 },
+	};
+	for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+		if (urls[i].arg == NULL)
+			continue;
+		urls[i].path(path, sizeof(path), urls[i].arg);
 		snprintf(url, sizeof(url), "%s%s", p->base_url, path);
-		json_object_set_new(v, "fallback_url", json_string(url));
+		json_object_set_new(v, urls[i].key, json_string(url));
 	}
-	if (wf != NULL) {
-		feed_path_waveform(path, sizeof(path), wf);
-		snprintf(url, sizeof(url), "%s%s", p->base_url, path);
-		json_object_set_new(v, "waveform_url", json_string(url));
-	}
-	if (json_object_get(rec, "loudness") != NULL)
-		json_object_set(v, "loudness", json_object_get(rec, "loudness"));
+	if (r.loudness != NULL)
+		json_object_set(v, "loudness", (json_t *)r.loudness);
 	return v;
 }
 

@@ -2,6 +2,7 @@
 #include "render/feed.h"
 
 #include "core/error.h"
+#include "render/record.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -15,35 +16,19 @@ static int path_fmt(char *buf, size_t len, const char *prefix, const char *arg, 
 	return n < 0 || (size_t)n >= len ? -ENOSPC : 0;
 }
 
-int feed_path_audio(char *buf, size_t len, const char *sha256_hex)
-{
-	return path_fmt(buf, len, "/a/", sha256_hex, ".opus");
-}
+/* The paths that are prefix + one argument + suffix (feed.h). */
+#define FEED_PATH(name, prefix, suffix)                          \
+	int name(char *buf, size_t len, const char *arg)         \
+	{                                                        \
+		return path_fmt(buf, len, prefix, arg, suffix);  \
+	}
 
-int feed_path_fallback(char *buf, size_t len, const char *sha256_hex)
-{
-	return path_fmt(buf, len, "/a/", sha256_hex, ".m4a");
-}
-
-int feed_path_waveform(char *buf, size_t len, const char *sha256_hex)
-{
-	return path_fmt(buf, len, "/a/", sha256_hex, ".json");
-}
-
-int feed_path_feed(char *buf, size_t len, const char *handle)
-{
-	return path_fmt(buf, len, "/u/", handle, "/feed.json");
-}
-
-int feed_path_author(char *buf, size_t len, const char *handle)
-{
-	return path_fmt(buf, len, "/u/", handle, "/");
-}
-
-int feed_path_post(char *buf, size_t len, const char *id)
-{
-	return path_fmt(buf, len, "/p/", id, "");
-}
+FEED_PATH(feed_path_audio, "/a/", ".opus")
+FEED_PATH(feed_path_fallback, "/a/", ".m4a")
+FEED_PATH(feed_path_waveform, "/a/", ".json")
+FEED_PATH(feed_path_feed, "/u/", "/feed.json")
+FEED_PATH(feed_path_author, "/u/", "/")
+FEED_PATH(feed_path_post, "/p/", "")
 
 int feed_path_page(char *buf, size_t len, const char *handle, uint64_t page)
 {
@@ -65,22 +50,6 @@ static json_t *url_json(const char *base_url, const char *path)
 	free(s);
 	return j;
 }
-
-struct post_view {
-	const char *id;
-	const char *text;
-	const char *date;
-	const char *sha256;
-	const char *mime;
-	json_int_t size;
-	double duration;
-	const char *fallback_sha256;  /* NULL: no fallback rendition */
-	const char *fallback_mime;
-	json_int_t fallback_size;
-	const char *waveform_sha256;  /* NULL: no waveform */
-	const json_t *lufs;           /* the published loudness, or NULL */
-	char title[FEED_TITLE_MAX * 4 + 8];
-};
 
 /* The attachments' title: the post text on one line, cut after
  * FEED_TITLE_MAX characters (at a word when one ends near there, then "…"),
@@ -128,31 +97,15 @@ static void make_title(const char *text, char *buf, size_t len)
 	buf[n] = '\0';
 }
 
-static int post_view_read(const json_t *post, struct post_view *v)
+/* A feed item needs less than a page: any id, a date, the audio's hash and
+ * type, and the fallback's type when it has one. */
+static int item_view_read(const json_t *post, record_view *v)
 {
-	const json_t *audio = json_object_get(post, "audio");
-	const json_t *fallback = json_object_get(post, "fallback");
-	const json_t *lufs = json_object_get(json_object_get(post, "loudness"), "output_lufs");
-	v->id = json_string_value(json_object_get(post, "id"));
-	v->text = json_string_value(json_object_get(post, "text"));
-	v->date = json_string_value(json_object_get(post, "date_published"));
-	v->sha256 = json_string_value(json_object_get(audio, "sha256"));
-	v->mime = json_string_value(json_object_get(audio, "mime_type"));
-	v->size = json_integer_value(json_object_get(audio, "size_in_bytes"));
-	v->duration = json_number_value(json_object_get(audio, "duration_in_seconds"));
-	if (v->id == NULL || v->date == NULL || v->sha256 == NULL || v->mime == NULL)
+	record_view_read(post, v);
+	if (v->id == NULL || v->date == NULL || v->audio_sha256 == NULL || v->audio_mime == NULL)
 		return SAYIN_ECORRUPT;
-	if (v->text == NULL)
-		v->text = "";
-	v->fallback_sha256 = json_string_value(json_object_get(fallback, "sha256"));
-	v->fallback_mime = json_string_value(json_object_get(fallback, "mime_type"));
-	v->fallback_size = json_integer_value(json_object_get(fallback, "size_in_bytes"));
 	if (v->fallback_sha256 != NULL && v->fallback_mime == NULL)
 		return SAYIN_ECORRUPT;
-	v->waveform_sha256 =
-		json_string_value(json_object_get(json_object_get(post, "waveform"), "sha256"));
-	v->lufs = json_is_number(lufs) ? lufs : NULL;
-	make_title(v->text, v->title, sizeof(v->title));
 	return 0;
 }
 
@@ -175,12 +128,13 @@ static int add_attachment(json_t *atts, const char *base_url, const char *path, 
 
 static json_t *feed_item(const char *base_url, const json_t *post)
 {
-	struct post_view v;
-	char path[256];
+	record_view v;
+	char path[256], title[FEED_TITLE_MAX * 4 + 8];
 	json_t *item, *atts, *ext = NULL;
 
-	if (post_view_read(post, &v) != 0)
+	if (item_view_read(post, &v) != 0)
 		return NULL;
+	make_title(v.text, title, sizeof(title));
 	item = json_object();
 	atts = json_array();
 	if (item == NULL || atts == NULL)
@@ -192,18 +146,18 @@ static json_t *feed_item(const char *base_url, const json_t *post)
 	    json_object_set_new(item, "date_published", json_string(v.date)) != 0)
 		goto fail;
 	/* Opus first; the fallback, with the same title, is its alternate. */
-	if (feed_path_audio(path, sizeof(path), v.sha256) != 0 ||
-	    add_attachment(atts, base_url, path, v.mime, v.title, v.size, v.duration) != 0)
+	if (feed_path_audio(path, sizeof(path), v.audio_sha256) != 0 ||
+	    add_attachment(atts, base_url, path, v.audio_mime, title, v.audio_size, v.duration) != 0)
 		goto fail;
 	if (v.fallback_sha256 != NULL &&
 	    (feed_path_fallback(path, sizeof(path), v.fallback_sha256) != 0 ||
-	     add_attachment(atts, base_url, path, v.fallback_mime, v.title, v.fallback_size,
+	     add_attachment(atts, base_url, path, v.fallback_mime, title, v.fallback_size,
 	                    v.duration) != 0))
 		goto fail;
 	if (json_object_set(item, "attachments", atts) != 0)
 		goto fail;
 	/* The extension object (JSON Feed: keys starting with "_"). */
-	if (v.waveform_sha256 != NULL || v.lufs != NULL) {
+	if (v.waveform_sha256 != NULL || v.has_output_lufs) {
 		ext = json_object();
 		if (ext == NULL)
 			goto fail;
@@ -211,7 +165,8 @@ static json_t *feed_item(const char *base_url, const json_t *post)
 		    (feed_path_waveform(path, sizeof(path), v.waveform_sha256) != 0 ||
 		     json_object_set_new(ext, "waveform_url", url_json(base_url, path)) != 0))
 			goto fail;
-		if (v.lufs != NULL && json_object_set(ext, "loudness_lufs", (json_t *)v.lufs) != 0)
+		if (v.has_output_lufs &&
+		    json_object_set_new(ext, "loudness_lufs", json_real(v.output_lufs)) != 0)
 			goto fail;
 		if (json_object_set(item, "_sayin", ext) != 0)
 			goto fail;

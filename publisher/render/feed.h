@@ -1,14 +1,8 @@
 /* feed: JSON Feed 1.1 documents built from post records (pages: page.h).
  * Pure: records in, bytes out; no store, no network, no clock.
  *
- * A post record is the JSON object publish stores for every post:
- *   { "id", "author", "text", "date_published" (RFC 3339),
- *     "audio": { "sha256", "mime_type", "size_in_bytes", "duration_in_seconds" },
- *     "input": { "format", "sample_rate", "channels", "duration_in_seconds" },
- *   and, when the post has them:
- *     "loudness": { "input_lufs", "gain_db", "true_peak_dbtp", "output_lufs" },
- *     "waveform": { "sha256", "size_in_bytes", "points" },
- *     "fallback": { "sha256", "mime_type", "size_in_bytes" } }
+ * Post records are read through render/record.h, the one file that knows
+ * their fields.
  *
  * A feed item lists the Opus audio first and the fallback (AAC in M4A)
  * second, both with the same "title": JSON Feed's way of saying "the same

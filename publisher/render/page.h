@@ -1,16 +1,17 @@
-/* page: the HTML pages fans open (post, embeddable player, author) and the
- * PNG share card social networks show, built from post records.
- * Pure: records in, bytes out; no store, no network, no clock.
+/* page: the HTML pages fans open (post, embeddable player, author; page.c)
+ * and the PNG share card social networks show (card.c), built from post
+ * records. Pure: records in, bytes out; no store, no network, no clock.
  *
- * Post records are the ones feed.h documents; a record may also carry
- * "card": {"sha256"}, the hash of its share card PNG (/a/HASH.png). Without
- * it the pages have no og:image and no twitter:image.
+ * Post records are read through render/record.h; a page needs the record to
+ * be complete and well-formed as record_view_read says. A record with a
+ * share card (/a/HASH.png) gets og:image and twitter:image.
  *
  * Every URL in a page is absolute: base_url (no trailing slash, e.g.
  * "https://cdn.example.com") + path. The pages carry one inline script and
- * one inline style, allowed by a Content-Security-Policy meta tag by their
- * SHA-256, and load nothing from anywhere but the page's own origin and
- * base_url: no external scripts, no third-party requests. The script draws
+ * one inline style (render/assets/, see assets.h), allowed by a
+ * Content-Security-Policy meta tag by their SHA-256, and load nothing from
+ * anywhere but the page's own origin and base_url: no external scripts, no
+ * third-party requests. The script draws
  * the waveform (fetched from the URL in data-waveform), gives each <audio> a
  * labelled play/pause button and a seek slider (arrow keys, Home, End), and
  * on the author page loads older posts from the JSON Feed archive pages.
