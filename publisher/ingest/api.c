@@ -3,6 +3,7 @@
 #include "ingest/api.h"
 
 #include "ingest/auth.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "render/feed.h"
 #include "core/http.h"
@@ -718,7 +719,7 @@ static void work_post(struct job *j)
 		               .idempotency_key = j->has_idem ? j->idem_key : NULL,
 		               .request_sha256 = j->request_sha,
 		               .crosspost = j->crosspost_given ? j->crosspost : NULL,
-		               .now_ms = pipeline_now_ms() };
+		               .now_ms = clock_now_ms() };
 	j->rc = pipeline_run(a->pipe, a->st, &post, &j->res, &j->timing, &j->input_fault, j->err,
 	                     sizeof(j->err));
 	/* The recording is not needed any more, whatever happened. */
@@ -751,7 +752,7 @@ static int sweep_one(void *arg, const char *key, const void *record, size_t len)
 
 static void work_sweep(struct job *j)
 {
-	struct sweep_ctx c = { .cutoff = pipeline_now_ms() - IDEMPOTENCY_TTL_MS };
+	struct sweep_ctx c = { .cutoff = clock_now_ms() - IDEMPOTENCY_TTL_MS };
 	j->rc = store_txn_begin(j->api->st, 1, &c.txn);
 	if (j->rc != 0)
 		return;
@@ -772,7 +773,7 @@ static void on_work(uv_work_t *w)
 		break;
 	case JOB_DELETE:
 		j->rc = publish_delete(j->api->st, &j->api->pipe->publish, j->id, j->author,
-		                       pipeline_now_ms(), &j->del, j->err, sizeof(j->err));
+		                       clock_now_ms(), &j->del, j->err, sizeof(j->err));
 		break;
 	case JOB_SWEEP:
 		work_sweep(j);
@@ -925,7 +926,7 @@ static int idem_lookup(struct api *a, const char *handle, const char *idem_key, 
 	if (rc == 0 && j == NULL)
 		rc = SAYIN_ECORRUPT;
 	if (rc == 0 && json_integer_value(json_object_get(j, "created_ms")) <
-	                       pipeline_now_ms() - IDEMPOTENCY_TTL_MS)
+	                       clock_now_ms() - IDEMPOTENCY_TTL_MS)
 		rc = SAYIN_ENOTFOUND; /* expired: the key is free again */
 	if (rc != 0) {
 		json_decref(j);
@@ -1084,7 +1085,7 @@ static void upload_complete(struct api *a, http_request *req, struct req_state *
 	rs->fd = -1;
 	snprintf(j->path, sizeof(j->path), "%s", rs->path);
 	rs->path[0] = '\0';
-	j->started_ms = pipeline_now_ms();
+	j->started_ms = clock_now_ms();
 	rc = queue_job(a, j);
 	if (rc != 0) {
 		respond_error(req, 500, "internal", "cannot queue the job", NULL, 0, 0);
