@@ -1,5 +1,4 @@
-/* api: the ingest API's routes and JSON responses, reads and deletions,
- * start and stop; uploads are in upload.c, the worker jobs in jobs.c. */
+/* api: the ingest API's routes, JSON responses, reads, deletions, start and stop. */
 #include "ingest/api.h"
 
 #include "core/error.h"

@@ -1,5 +1,4 @@
-/* jobs: the api's work on libuv's thread pool (encode and publish, delete,
- * sweep), and answering each request on the loop when its job is done. */
+/* jobs: the api's work on libuv's thread pool, answered on the loop when done. */
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"

@@ -1,5 +1,4 @@
-/* upload: POST /v1/posts: the body streamed to a temporary file under its
- * limits, the form's fields, then the job (or the idempotent replay). */
+/* upload: POST /v1/posts streamed to a temporary file under its limits, then queued. */
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/fileio.h"
