@@ -1,6 +1,7 @@
 /* pipeline: settings in, a committed post out (media, then publish). */
 #include "pipeline.h"
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -8,21 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-int64_t pipeline_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static double mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /* Reads --loudness-target: a decimal number of LUFS. */
 static int get_loudness_target(const config *cfg, double *out, char *err, size_t errlen)
@@ -201,7 +187,7 @@ int pipeline_run(const pipeline *p, store *st, const pipeline_post *post, publis
 	media_result media = { 0 };
 	media_comment comments[2] = { { "ARTIST", post->author },
 		                      { "TITLE", post->text ? post->text : "" } };
-	double t0 = mono_ms(), t1;
+	double t0 = clock_mono_ms_f(), t1;
 	int rc;
 
 	*input_fault = 1;
@@ -218,7 +204,7 @@ int pipeline_run(const pipeline *p, store *st, const pipeline_post *post, publis
 	 * with the recording's length. */
 	mopt.keep_files = 1;
 	rc = media_transcode_file(post->file, &mopt, &media, err, errlen);
-	t1 = mono_ms();
+	t1 = clock_mono_ms_f();
 	if (timing != NULL)
 		timing->media_ms = t1 - t0;
 	if (rc != 0) {
@@ -244,12 +230,12 @@ int pipeline_run(const pipeline *p, store *st, const pipeline_post *post, publis
 		             .request_sha256 = post->request_sha256, .crosspost = post->crosspost };
 	rc = publish_post(st, &p->publish, &in, res, err, errlen);
 	if (timing != NULL)
-		timing->publish_ms = mono_ms() - t1;
+		timing->publish_ms = clock_mono_ms_f() - t1;
 	*input_fault = rc == SAYIN_EINVAL;
 	if (rc == 0)
 		log_info("post: %s: media %.1f ms, publish %.1f ms (objects %.1f, feed %.1f, page %.1f, "
 		         "commit %.1f) for %.1f s of %s, %.1f LUFS, gain %+.1f dB",
-		         res->id, t1 - t0, mono_ms() - t1, res->ms_objects, res->ms_feed,
+		         res->id, t1 - t0, clock_mono_ms_f() - t1, res->ms_objects, res->ms_feed,
 		         res->ms_pages, res->ms_commit, res->duration, media.input_format,
 		         media.input_lufs, media.gain_db);
 	media_result_free(&media);

@@ -57,7 +57,4 @@ int pipeline_run(const pipeline *p, store *st, const pipeline_post *post, publis
  * characters but newline and tab. Returns 0 or SAYIN_EINVAL with err. */
 int pipeline_check_text(const pipeline *p, const char *text, size_t len, char *err, size_t errlen);
 
-/* Milliseconds since the epoch (CLOCK_REALTIME). */
-int64_t pipeline_now_ms(void);
-
 #endif

@@ -1,4 +1,7 @@
-/* api: the ingest API of `sayin-publisher serve`, a handler on origin/http.
+/* api: the ingest API of `sayin-publisher serve`, a handler on core/http.
+ * Its files: api.c (routes, responses, reads), upload.c (the body of
+ * POST /v1/posts), jobs.c (the thread pool), idempotency.[ch]; internal.h
+ * is what they share.
  *
  *   POST   /v1/posts        upload a recording (multipart/form-data with an
  *                           "audio" file part and "text", "crosspost" fields,

@@ -2,13 +2,13 @@
 #include "ingest/auth.h"
 
 #include "core/error.h"
+#include "core/jsonstore.h"
 
 #include <errno.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -68,7 +68,7 @@ int auth_token_issue(store_txn *txn, const char *handle, int64_t now_ms,
                      char token[AUTH_TOKEN_LEN + 1], auth_token_info *info)
 {
 	unsigned char id_raw[AUTH_TOKEN_ID_LEN / 2], secret_raw[SECRET_BYTES], digest[32];
-	char secret[SECRET_LEN + 1], digest_hex[65], *s;
+	char secret[SECRET_LEN + 1], digest_hex[65];
 	const void *rec;
 	size_t len;
 	json_t *j;
@@ -90,12 +90,8 @@ int auth_token_issue(store_txn *txn, const char *handle, int64_t now_ms,
 	hex(digest, sizeof(digest), digest_hex);
 	j = json_pack("{s:s, s:s, s:I}", "handle", handle, "sha256", digest_hex, "created_ms",
 	              (json_int_t)now_ms);
-	s = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	rc = j ? jsonstore_put(txn, STORE_TOKENS, info->id, j) : -ENOMEM;
 	json_decref(j);
-	if (s == NULL)
-		return -ENOMEM;
-	rc = store_put_record(txn, STORE_TOKENS, info->id, s, strlen(s));
-	free(s);
 	if (rc != 0)
 		return rc;
 	snprintf(info->handle, sizeof(info->handle), "%s", handle);
@@ -108,9 +104,12 @@ int auth_token_issue(store_txn *txn, const char *handle, int64_t now_ms,
 static int read_info(const char *id, const void *rec, size_t len, auth_token_info *info,
                      char digest_hex[65])
 {
-	json_t *j = json_loadb(rec, len, 0, NULL);
-	const char *handle = json_string_value(json_object_get(j, "handle"));
-	const char *sha = json_string_value(json_object_get(j, "sha256"));
+	json_t *j = NULL;
+	const char *handle, *sha;
+
+	jsonstore_parse(rec, len, &j);
+	handle = json_string_value(json_object_get(j, "handle"));
+	sha = json_string_value(json_object_get(j, "sha256"));
 	if (handle == NULL || sha == NULL || strlen(sha) != 64 || strlen(handle) > PUBLISH_HANDLE_MAX) {
 		json_decref(j);
 		return SAYIN_ECORRUPT;

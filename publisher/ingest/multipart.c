@@ -1,10 +1,10 @@
 /* multipart: multipart/form-data, parsed as it streams. */
 #include "ingest/multipart.h"
 
+#include "core/buf.h"
 #include "core/error.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +20,7 @@ struct multipart {
 	size_t delim_len;
 	/* Bytes not yet resolved: a possible delimiter's start, or part
 	 * headers. Bounded by MULTIPART_HEADERS_MAX + one feed's piece. */
-	char *buf;
-	size_t len, cap;
+	buf pending;
 };
 
 static int bchar(int c)
@@ -83,14 +82,10 @@ multipart *multipart_new(const char *boundary, const multipart_callbacks *cb, vo
 	memcpy(m->delim + 4, boundary, blen);
 	m->delim_len = blen + 4;
 	m->state = ST_PREAMBLE;
-	m->buf = malloc(2);
-	if (m->buf == NULL) {
+	if (buf_append(&m->pending, "\r\n", 2) != 0) {
 		free(m);
 		return NULL;
 	}
-	m->cap = 2;
-	memcpy(m->buf, "\r\n", 2);
-	m->len = 2;
 	return m;
 }
 
@@ -98,29 +93,17 @@ void multipart_free(multipart *m)
 {
 	if (m == NULL)
 		return;
-	free(m->buf);
+	buf_free(&m->pending);
 	free(m);
-}
-
-static int append(multipart *m, const char *data, size_t len)
-{
-	if (m->len + len > m->cap) {
-		size_t cap = m->cap * 2 > m->len + len ? m->cap * 2 : m->len + len;
-		char *b = realloc(m->buf, cap);
-		if (b == NULL)
-			return -ENOMEM;
-		m->buf = b;
-		m->cap = cap;
-	}
-	memcpy(m->buf + m->len, data, len);
-	m->len += len;
-	return 0;
 }
 
 static void consume(multipart *m, size_t n)
 {
-	memmove(m->buf, m->buf + n, m->len - n);
-	m->len -= n;
+	buf *b = &m->pending;
+
+	memmove(b->data, b->data + n, b->len - n);
+	b->len -= n;
+	b->data[b->len] = '\0'; /* as buf keeps it */
 }
 
 /* A header parameter: name="value" (quoted, with \-escapes) or name=token,
@@ -201,12 +184,12 @@ static int step(multipart *m)
 		switch (m->state) {
 		case ST_PREAMBLE:
 		case ST_BODY: {
-			char *hit = memmem(m->buf, m->len, m->delim, m->delim_len);
+			char *hit = memmem(m->pending.data, m->pending.len, m->delim, m->delim_len);
 			size_t keep = m->delim_len - 1, emit;
 			if (hit != NULL) {
-				emit = (size_t)(hit - m->buf);
+				emit = (size_t)(hit - m->pending.data);
 				if (m->state == ST_BODY && emit > 0) {
-					int rc = m->cb.on_data(m->arg, m->buf, emit);
+					int rc = m->cb.on_data(m->arg, m->pending.data, emit);
 					if (rc != 0)
 						return rc;
 				}
@@ -221,10 +204,10 @@ static int step(multipart *m)
 			}
 			/* No delimiter: everything but a possible delimiter's start
 			 * is part data (or preamble, dropped). */
-			if (m->len > keep) {
-				emit = m->len - keep;
+			if (m->pending.len > keep) {
+				emit = m->pending.len - keep;
 				if (m->state == ST_BODY) {
-					int rc = m->cb.on_data(m->arg, m->buf, emit);
+					int rc = m->cb.on_data(m->arg, m->pending.data, emit);
 					if (rc != 0)
 						return rc;
 				}
@@ -234,47 +217,47 @@ static int step(multipart *m)
 		}
 		case ST_AFTER_BOUNDARY:
 			/* "--" closes the body; otherwise optional whitespace, CRLF. */
-			if (m->len < 2)
+			if (m->pending.len < 2)
 				return 0;
-			if (m->buf[0] == '-' && m->buf[1] == '-') {
+			if (m->pending.data[0] == '-' && m->pending.data[1] == '-') {
 				m->state = ST_DONE;
-				m->len = 0;
+				buf_reset(&m->pending);
 				return 0;
 			} else {
-				char *crlf = memmem(m->buf, m->len, "\r\n", 2);
+				char *crlf = memmem(m->pending.data, m->pending.len, "\r\n", 2);
 				if (crlf == NULL) {
-					if (m->len > 64)
+					if (m->pending.len > 64)
 						return SAYIN_EFORMAT;
 					return 0;
 				}
-				for (char *p = m->buf; p < crlf; p++)
+				for (char *p = m->pending.data; p < crlf; p++)
 					if (*p != ' ' && *p != '\t')
 						return SAYIN_EFORMAT;
-				consume(m, (size_t)(crlf - m->buf) + 2);
+				consume(m, (size_t)(crlf - m->pending.data) + 2);
 				m->state = ST_HEADERS;
 			}
 			continue;
 		case ST_HEADERS: {
-			char *end = memmem(m->buf, m->len, "\r\n\r\n", 4);
+			char *end = memmem(m->pending.data, m->pending.len, "\r\n\r\n", 4);
 			int rc;
 			if (end == NULL) {
-				if (m->len >= 2 && m->buf[0] == '\r' && m->buf[1] == '\n')
+				if (m->pending.len >= 2 && m->pending.data[0] == '\r' && m->pending.data[1] == '\n')
 					return SAYIN_EFORMAT; /* a part without headers */
-				return m->len > MULTIPART_HEADERS_MAX ? SAYIN_EFORMAT : 0;
+				return m->pending.len > MULTIPART_HEADERS_MAX ? SAYIN_EFORMAT : 0;
 			}
-			if ((size_t)(end - m->buf) > MULTIPART_HEADERS_MAX)
+			if ((size_t)(end - m->pending.data) > MULTIPART_HEADERS_MAX)
 				return SAYIN_EFORMAT;
-			rc = part_headers(m, m->buf, (size_t)(end - m->buf) + 2);
+			rc = part_headers(m, m->pending.data, (size_t)(end - m->pending.data) + 2);
 			if (rc != 0)
 				return rc;
-			consume(m, (size_t)(end - m->buf) + 4);
+			consume(m, (size_t)(end - m->pending.data) + 4);
 			/* The data's CRLF before the next delimiter belongs to the
 			 * delimiter, which starts with CRLF. */
 			m->state = ST_BODY;
 			continue;
 		}
 		case ST_DONE:
-			m->len = 0; /* the epilogue is ignored */
+			buf_reset(&m->pending); /* the epilogue is ignored */
 			return 0;
 		case ST_FAILED:
 			return SAYIN_EFORMAT;
@@ -290,7 +273,7 @@ int multipart_feed(multipart *m, const char *data, size_t len)
 		return SAYIN_EFORMAT;
 	if (m->state == ST_DONE)
 		return 0;
-	rc = append(m, data, len);
+	rc = buf_append(&m->pending, data, len);
 	if (rc == 0)
 		rc = step(m);
 	if (rc != 0)

@@ -41,8 +41,8 @@ int multipart_boundary(const char *content_type, char *out);
 
 /* Returns a parser or NULL (-ENOMEM). */
 multipart *multipart_new(const char *boundary, const multipart_callbacks *cb, void *arg);
-/* Parses the next bytes. Returns 0, SAYIN_EFORMAT (malformed; the parser
- * is then dead), or a callback's nonzero value. */
+/* Parses the next bytes. Returns 0, SAYIN_EFORMAT (malformed), -ENOMEM,
+ * or a callback's nonzero value; after any error the parser is dead. */
 int multipart_feed(multipart *m, const char *data, size_t len);
 /* The body ended: returns 0 if the closing boundary was seen, else
  * SAYIN_ETRUNCATED. */

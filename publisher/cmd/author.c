@@ -1,0 +1,216 @@
+/* cmd author: adds authors, issues and revokes API tokens, rebuilds and lists. */
+#include "cmd/cmd.h"
+
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/jsonstore.h"
+#include "ingest/auth.h"
+#include "pipeline.h"
+#include "publish.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+static const config_arg author_args[] = {
+	{ "name", "NAME", "display name (author add)", 0 },
+};
+
+static const char *const author_settings[] = { "data", "map-size", "public-url", "listen",
+	                                       "feed-items", "feed-page-items", "log-level",
+	                                       NULL };
+
+static const cmd_spec author_spec = {
+	.name = "author",
+	.usage = "Usage: sayin-publisher author add HANDLE --name \"Display Name\"\n"
+	         "       sayin-publisher author token HANDLE\n"
+	         "       sayin-publisher author revoke HANDLE [TOKEN-ID]\n"
+	         "       sayin-publisher author rebuild HANDLE\n"
+	         "       sayin-publisher author list\n\n"
+	         "add creates an author (its empty feed, author page and /authors.json) and\n"
+	         "prints a new API token once; token issues another; revoke removes one\n"
+	         "token, or all of the author's; rebuild rewrites the author's feed, every\n"
+	         "archive page and the author page (after changing feed-items,\n"
+	         "feed-page-items or public-url); list prints authors, their post counts\n"
+	         "and token ids. Tokens are stored only as hashes: a lost token cannot be\n"
+	         "shown again, only revoked and replaced.\n\n",
+	.args = author_args,
+	.nargs = sizeof(author_args) / sizeof(author_args[0]),
+	.settings = author_settings,
+};
+
+/* Prints a new token of handle (a write transaction of its own). */
+static int issue_token(store *st, const char *handle)
+{
+	char token[AUTH_TOKEN_LEN + 1];
+	auth_token_info info;
+	store_txn *txn;
+	int rc = store_txn_begin(st, 1, &txn);
+
+	if (rc == 0) {
+		rc = auth_token_issue(txn, handle, clock_now_ms(), token, &info);
+		if (rc == 0)
+			rc = store_txn_commit(txn);
+		else
+			store_txn_abort(txn);
+	}
+	if (rc == SAYIN_ENOTFOUND) {
+		fprintf(stderr, "sayin-publisher author: no author '%s'\n", handle);
+		return EXIT_FAIL;
+	}
+	if (rc != 0) {
+		fprintf(stderr, "sayin-publisher author: cannot issue a token: %s\n",
+		        sayin_strerror(rc));
+		return cmd_store_exit(rc);
+	}
+	printf("token %s for %s (shown once; id %s)\n%s\n", info.id, handle, info.id, token);
+	return EXIT_OK;
+}
+
+/* Revokes one token of handle (id) or all of them (id NULL). */
+static int revoke_tokens(store *st, const char *handle, const char *id)
+{
+	store_txn *txn;
+	unsigned n = 0;
+	int rc = store_txn_begin(st, 1, &txn);
+
+	if (rc == 0) {
+		rc = auth_token_revoke(txn, handle, id, &n);
+		if (rc == 0)
+			rc = store_txn_commit(txn);
+		else
+			store_txn_abort(txn);
+	}
+	if (rc == SAYIN_ENOTFOUND) {
+		fprintf(stderr, "sayin-publisher author revoke: %s has no token %s\n", handle,
+		        id ? id : "");
+		return EXIT_FAIL;
+	}
+	if (rc != 0) {
+		fprintf(stderr, "sayin-publisher author revoke: %s\n", sayin_strerror(rc));
+		return EXIT_FAIL;
+	}
+	printf("revoked %u token%s of %s\n", n, n == 1 ? "" : "s", handle);
+	return EXIT_OK;
+}
+
+struct list_ctx {
+	store_txn *txn;
+};
+
+static int print_token(void *arg, const auth_token_info *info)
+{
+	(void)arg;
+	printf("  token %s  created %lld\n", info->id, (long long)(info->created_ms / 1000));
+	return 0;
+}
+
+static int print_author(void *arg, const char *key, const void *record, size_t len)
+{
+	struct list_ctx *c = arg;
+	json_t *j = NULL;
+	size_t count = 0;
+
+	jsonstore_parse(record, len, &j);
+	store_author_post_count(c->txn, key, &count);
+	printf("%s\t%s\t%zu posts\n", key, j ? json_string_value(json_object_get(j, "name")) : "?",
+	       count);
+	json_decref(j);
+	return auth_token_each(c->txn, key, print_token, NULL);
+}
+
+static int list_authors(store *st)
+{
+	struct list_ctx c = { 0 };
+	int rc = store_txn_begin(st, 0, &c.txn);
+
+	if (rc == 0) {
+		rc = store_each_record(c.txn, STORE_AUTHORS, "", print_author, &c);
+		store_txn_abort(c.txn);
+	}
+	if (rc != 0)
+		fprintf(stderr, "sayin-publisher author list: %s\n", sayin_strerror(rc));
+	return rc == 0 ? EXIT_OK : EXIT_FAIL;
+}
+
+int cmd_author(int argc, char **argv)
+{
+	config *cfg = NULL;
+	store *st = NULL;
+	pipeline pipe = { 0 };
+	char err[512];
+	const char *verb, *handle = NULL;
+	size_t npos;
+	int rc, code;
+
+	code = cmd_load_config(&author_spec, argc, argv, &cfg);
+	if (code >= 0)
+		return code;
+	code = EXIT_USAGE;
+	npos = config_positional_count(cfg);
+	if (npos < 1) {
+		cmd_usage(stderr, &author_spec);
+		goto done;
+	}
+	verb = config_positional(cfg, 0);
+	if (strcmp(verb, "list") != 0) {
+		if (npos < 2) {
+			fprintf(stderr, "sayin-publisher author %s: give the author's HANDLE\n", verb);
+			goto done;
+		}
+		handle = config_positional(cfg, 1);
+		if (!publish_valid_handle(handle)) {
+			fprintf(stderr, "sayin-publisher author: invalid handle '%s': use 1-32 of a-z, "
+			                "0-9, _\n", handle);
+			goto done;
+		}
+	}
+	if (pipeline_configure(&pipe, cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sayin-publisher author: %s\n", err);
+		goto done;
+	}
+	if (strcmp(verb, "add") == 0) {
+		const char *name = config_get(cfg, "name");
+		if (name == NULL || npos != 2) {
+			fprintf(stderr, "sayin-publisher author add: usage: author add HANDLE --name NAME\n");
+			goto done;
+		}
+	} else if (!(strcmp(verb, "token") == 0 && npos == 2) &&
+	           !(strcmp(verb, "revoke") == 0 && npos <= 3) &&
+	           !(strcmp(verb, "rebuild") == 0 && npos == 2) &&
+	           !(strcmp(verb, "list") == 0 && npos == 1)) {
+		cmd_usage(stderr, &author_spec);
+		goto done;
+	}
+	code = cmd_open_store(cfg, "author", &st);
+	if (code >= 0)
+		goto done;
+	if (strcmp(verb, "add") == 0) {
+		rc = publish_author_add(st, &pipe.publish, handle, config_get(cfg, "name"),
+		                        clock_now_ms(), err, sizeof(err));
+		if (rc != 0) {
+			fprintf(stderr, "sayin-publisher author add: %s\n", err);
+			code = rc == SAYIN_EINVAL ? EXIT_USAGE : cmd_store_exit(rc);
+			goto done;
+		}
+		code = issue_token(st, handle);
+	} else if (strcmp(verb, "token") == 0) {
+		code = issue_token(st, handle);
+	} else if (strcmp(verb, "revoke") == 0) {
+		code = revoke_tokens(st, handle, npos == 3 ? config_positional(cfg, 2) : NULL);
+	} else if (strcmp(verb, "rebuild") == 0) {
+		pipe.publish.create_authors = 0;
+		rc = publish_rebuild(st, &pipe.publish, handle, clock_now_ms(), err, sizeof(err));
+		if (rc != 0)
+			fprintf(stderr, "sayin-publisher author rebuild: %s\n", err);
+		code = cmd_store_exit(rc);
+	} else {
+		code = list_authors(st);
+	}
+done:
+	pipeline_free(&pipe);
+	store_close(st);
+	config_free(cfg);
+	return code;
+}

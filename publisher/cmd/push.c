@@ -1,0 +1,80 @@
+/* cmd push: delivers the due outbox jobs once and exits. */
+#include "cmd/cmd.h"
+
+#include "core/error.h"
+#include "core/log.h"
+#include "deliver/delivery.h"
+#include "pipeline.h"
+
+#include <stdio.h>
+#include <uv.h>
+
+static const cmd_spec push_spec = {
+	.name = "push",
+	.usage = "Usage: sayin-publisher push [options]\n\n"
+	         "Delivers every due outbox job (CDN purges, pushes, prewarming) once and\n"
+	         "exits: for cron, or when serve is not running. Safe to run next to serve\n"
+	         "or another push: jobs are leased. Exit codes: 0 all delivered, 1 some\n"
+	         "failed (they are retried later, or parked: see status), 2 usage.\n\n",
+	.settings = cmd_outbox_settings,
+};
+
+struct push_state {
+	uv_loop_t loop;
+	delivery *d;
+	delivery_counts counts;
+};
+
+static void on_push_idle(void *arg, const delivery_counts *c)
+{
+	struct push_state *p = arg;
+	p->counts = *c;
+	delivery_stop(p->d, NULL, NULL);
+}
+
+static int read_policy(const config *cfg, const pipeline *pipe, void *arg, char *err,
+                       size_t errlen)
+{
+	(void)pipe;
+	return delivery_policy_configure(cfg, arg, err, errlen);
+}
+
+int cmd_push(int argc, char **argv)
+{
+	config *cfg = NULL;
+	store *st = NULL;
+	pipeline pipe = { 0 };
+	struct push_state p = { 0 };
+	delivery_options dopt = { 0 };
+	int code, rc, loop_ready = 0;
+
+	code = cmd_load_config(&push_spec, argc, argv, &cfg);
+	if (code >= 0)
+		return code;
+	code = cmd_prepare(&push_spec, cfg, &pipe, read_policy, &dopt.policy, &st);
+	if (code >= 0)
+		goto done;
+	code = EXIT_FAIL;
+	if (uv_loop_init(&p.loop) != 0)
+		goto done;
+	loop_ready = 1;
+	dopt.st = st;
+	dopt.base_url = pipe.base_url;
+	dopt.once = 1;
+	rc = delivery_start(&p.loop, &dopt, pipe.targets, on_push_idle, &p, &p.d);
+	if (rc != 0) {
+		fprintf(stderr, "sayin-publisher push: %s\n", sayin_strerror(rc));
+		goto done;
+	}
+	uv_run(&p.loop, UV_RUN_DEFAULT);
+	printf("delivered %lu, failed %lu (parked %lu)\n", p.counts.delivered, p.counts.failed,
+	       p.counts.parked);
+	code = p.counts.failed == 0 ? EXIT_OK : EXIT_FAIL;
+done:
+	if (loop_ready && uv_loop_close(&p.loop) != 0)
+		log_warn("push: loop closed with handles open");
+	pipeline_free(&pipe);
+	store_close(st);
+	config_free(cfg);
+	return code;
+}

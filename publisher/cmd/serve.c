@@ -1,0 +1,166 @@
+/* cmd serve: runs the ingest API and the delivery worker until a signal. */
+#include "cmd/cmd.h"
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "deliver/delivery.h"
+#include "ingest/api.h"
+#include "pipeline.h"
+
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+static const char *const serve_settings[] = {
+	"data", "map-size", "public-url", "listen", "api-listen", "workers", "queue", "upload-dir",
+	"bitrate", "loudness-target", "max-input-bytes", "max-duration", "decode-timeout-ms",
+	"decode-memory", "waveform-points", "aac-fallback", "aac-bitrate", "aac-coder", "feed-items",
+	"feed-page-items", "max-text", "shutdown-grace-ms", "log-level", NULL
+};
+
+static const cmd_spec serve_spec = {
+	.name = "serve",
+	.usage = "Usage: sayin-publisher serve [options]\n\n"
+	         "Runs the ingest API (see README: POST /v1/posts, GET and DELETE\n"
+	         "/v1/posts/ID, GET /v1/posts?author=, /healthz, /metrics) on --api-listen.\n"
+	         "Uploads are transcoded and published by --workers threads; SIGINT or\n"
+	         "SIGTERM finishes the work in flight, then exits.\n\n",
+	.settings = serve_settings,
+};
+
+struct serve_state {
+	uv_loop_t loop;
+	uv_signal_t sigint, sigterm;
+	api *api;
+	delivery_thread *delivery;
+	uint64_t grace_ms;
+};
+
+static void kick_delivery(void *arg)
+{
+	delivery_thread_kick(arg);
+}
+
+static void on_api_stopped(void *arg)
+{
+	struct serve_state *s = arg;
+	uv_close((uv_handle_t *)&s->sigint, NULL);
+	uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
+
+static void on_serve_signal(uv_signal_t *h, int signum)
+{
+	struct serve_state *s = h->data;
+	log_info("serve: %s: finishing uploads and posts in flight, then exiting", strsignal(signum));
+	uv_signal_stop(&s->sigint);
+	uv_signal_stop(&s->sigterm);
+	api_stop(s->api, s->grace_ms, on_api_stopped, s);
+}
+
+struct serve_limits {
+	uint64_t workers, queue, grace_ms;
+};
+
+static int read_limits(const config *cfg, const pipeline *pipe, void *arg, char *err,
+                       size_t errlen)
+{
+	struct serve_limits *l = arg;
+
+	(void)pipe;
+	return config_get_u64(cfg, "workers", 1, 64, &l->workers, err, errlen) != 0 ||
+	       config_get_u64(cfg, "queue", 0, 10000, &l->queue, err, errlen) != 0 ||
+	       config_get_u64(cfg, "shutdown-grace-ms", 0, 3600 * 1000, &l->grace_ms, err,
+	                      errlen) != 0;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+	config *cfg = NULL;
+	store *st = NULL;
+	metrics *reg = NULL;
+	pipeline pipe = { 0 };
+	struct serve_state s = { 0 };
+	api_options aopt = { 0 };
+	struct serve_limits lim;
+	char err[512], upload_dir[PATH_MAX], threads[16];
+	int code, rc, loop_ready = 0;
+
+	code = cmd_load_config(&serve_spec, argc, argv, &cfg);
+	if (code >= 0)
+		return code;
+	code = EXIT_USAGE;
+	if (config_positional_count(cfg) != 0) {
+		fprintf(stderr, "sayin-publisher serve: unexpected argument '%s'\n",
+		        config_positional(cfg, 0));
+		goto done;
+	}
+	code = cmd_prepare(&serve_spec, cfg, &pipe, read_limits, &lim, &st);
+	if (code >= 0)
+		goto done;
+	code = EXIT_FAIL;
+	s.grace_ms = lim.grace_ms;
+	/* The API creates authors explicitly (author add): a token's author
+	 * always exists. */
+	pipe.publish.create_authors = 0;
+	if (config_get(cfg, "upload-dir") != NULL)
+		snprintf(upload_dir, sizeof(upload_dir), "%s", config_get(cfg, "upload-dir"));
+	else
+		snprintf(upload_dir, sizeof(upload_dir), "%s/uploads", config_get(cfg, "data"));
+	/* libuv's pool runs the encodes: one thread per worker. Read when the
+	 * pool first starts, so set before any work is queued. */
+	snprintf(threads, sizeof(threads), "%llu", (unsigned long long)lim.workers);
+	setenv("UV_THREADPOOL_SIZE", threads, 1);
+	if (metrics_create(&reg) != 0 || uv_loop_init(&s.loop) != 0)
+		goto done;
+	loop_ready = 1;
+	if (pipe.publish.n_targets > 0) {
+		delivery_options dopt = { .st = st, .base_url = pipe.base_url, .metrics = reg };
+		if (delivery_policy_configure(cfg, &dopt.policy, err, sizeof(err)) != 0) {
+			fprintf(stderr, "sayin-publisher serve: %s\n", err);
+			code = EXIT_USAGE;
+			goto done;
+		}
+		rc = delivery_thread_start(&dopt, pipe.targets, &s.delivery);
+		if (rc != 0) {
+			fprintf(stderr, "sayin-publisher serve: cannot start the delivery worker: %s\n",
+			        sayin_strerror(rc));
+			goto done;
+		}
+	}
+	aopt = (api_options){ .listen = config_get(cfg, "api-listen"), .upload_dir = upload_dir,
+		              .workers = (unsigned)lim.workers, .queue = (unsigned)lim.queue,
+		              .max_upload = pipe.media.max_input_bytes, .metrics = reg,
+		              .on_commit = s.delivery ? kick_delivery : NULL,
+		              .on_commit_arg = s.delivery };
+	rc = api_start(&s.loop, st, &pipe, &aopt, &s.api, err, sizeof(err));
+	if (rc != 0) {
+		fprintf(stderr, "sayin-publisher serve: %s\n", err);
+		goto done;
+	}
+	uv_signal_init(&s.loop, &s.sigint);
+	uv_signal_init(&s.loop, &s.sigterm);
+	s.sigint.data = s.sigterm.data = &s;
+	uv_signal_start(&s.sigint, on_serve_signal, SIGINT);
+	uv_signal_start(&s.sigterm, on_serve_signal, SIGTERM);
+	log_info("serve: ingest API on http://%s (port %d), %llu workers, queue %llu, uploads in %s",
+	         aopt.listen, api_port(s.api), (unsigned long long)lim.workers,
+	         (unsigned long long)lim.queue, upload_dir);
+	uv_run(&s.loop, UV_RUN_DEFAULT);
+	log_info("serve: stopped");
+	code = EXIT_OK;
+done:
+	/* The worker finishes the request in flight or leaves its lease to
+	 * expire; either way the jobs stay in the outbox. */
+	delivery_thread_stop(s.delivery);
+	pipeline_free(&pipe);
+	if (loop_ready && uv_loop_close(&s.loop) != 0)
+		log_warn("serve: loop closed with handles open");
+	metrics_destroy(reg);
+	store_close(st);
+	config_free(cfg);
+	return code;
+}

@@ -1,0 +1,99 @@
+/* cmd status: prints the outbox and the cross-posts done. */
+#include "cmd/cmd.h"
+
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/jsonstore.h"
+#include "deliver/outbox.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+static const cmd_spec status_spec = {
+	.name = "status",
+	.usage = "Usage: sayin-publisher status [options]\n\n"
+	         "Prints the outbox: queue depth, the oldest job's age, and every job with\n"
+	         "its target, attempts, next attempt and last error; parked jobs need\n"
+	         "`sayin-publisher retry`. Never prints a credential.\n\n",
+	.settings = cmd_outbox_settings,
+};
+
+static int print_job(void *arg, const char *id, const json_t *rec)
+{
+	int64_t now = *(const int64_t *)arg;
+	const json_t *payload = json_object_get(rec, "payload");
+	int parked = json_is_true(json_object_get(rec, "parked"));
+	int64_t next = json_integer_value(json_object_get(rec, "next_ms"));
+	int64_t lease = json_integer_value(json_object_get(rec, "lease_until_ms"));
+	const char *err = json_string_value(json_object_get(rec, "last_error"));
+	const char *post = json_string_value(json_object_get(payload, "post"));
+	const char *author = json_string_value(json_object_get(payload, "author"));
+	const char *subject = post != NULL && *post != '\0' ? post : author != NULL ? author : "?";
+
+	printf("%s  %-10s %-7s %s %s  attempts %lld  ", id,
+	       json_string_value(json_object_get(rec, "target")),
+	       parked ? "PARKED" : lease > now ? "leased" : next > now ? "backoff" : "due",
+	       json_string_value(json_object_get(payload, "event")) ?: "?", subject,
+	       (long long)json_integer_value(json_object_get(rec, "attempts")));
+	if (!parked && next > now)
+		printf("next in %.1f s  ", (double)(next - now) / 1e3);
+	if (err != NULL && *err != '\0')
+		printf("last error: %s", err);
+	printf("\n");
+	return 0;
+}
+
+static int print_crosspost(void *arg, const char *key, const void *record, size_t len)
+{
+	json_t *j = NULL;
+
+	(void)arg;
+	jsonstore_parse(record, len, &j);
+	printf("  %.*s  %-8s %s %s\n", (int)strcspn(key, "\n"), key,
+	       json_string_value(json_object_get(j, "network")) ?: "?",
+	       json_string_value(json_object_get(j, "remote_url")) ?: "",
+	       json_is_true(json_object_get(j, "found")) ? "(found by reconciling)" : "");
+	json_decref(j);
+	return 0;
+}
+
+int cmd_status(int argc, char **argv)
+{
+	config *cfg = NULL;
+	store *st = NULL;
+	outbox_stats s;
+	int64_t now = clock_now_ms();
+	int code, rc;
+
+	code = cmd_load_config(&status_spec, argc, argv, &cfg);
+	if (code >= 0)
+		return code;
+	code = cmd_open_store(cfg, "status", &st);
+	if (code >= 0)
+		goto done;
+	rc = outbox_stats_get(st, now, &s);
+	if (rc == 0) {
+		printf("outbox: %llu jobs waiting (%llu leased), %llu parked, oldest %.1f s\n",
+		       (unsigned long long)s.depth, (unsigned long long)s.leased,
+		       (unsigned long long)s.parked,
+		       s.oldest_ms ? (double)(now - s.oldest_ms) / 1e3 : 0.0);
+		rc = outbox_each(st, print_job, &now);
+	}
+	if (rc == 0) {
+		store_txn *txn;
+		rc = store_txn_begin(st, 0, &txn);
+		if (rc == 0) {
+			printf("cross-posts done:\n");
+			rc = store_each_record(txn, STORE_CROSSPOSTS, "", print_crosspost, NULL);
+			store_txn_abort(txn);
+		}
+	}
+	if (rc != 0)
+		fprintf(stderr, "sayin-publisher status: %s\n", sayin_strerror(rc));
+	code = rc == 0 ? EXIT_OK : EXIT_FAIL;
+done:
+	store_close(st);
+	config_free(cfg);
+	return code;
+}

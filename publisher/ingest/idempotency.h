@@ -1,0 +1,37 @@
+/* idempotency: the Idempotency-Key records of POST /v1/posts. The publish
+ * transaction records the first response to (author, key) (publish_input's
+ * idempotency_key); this module finds it again for a retry and removes it
+ * once it has expired.
+ *
+ * A record lives in STORE_IDEMPOTENCY under "HANDLE\nKEY" as JSON:
+ * created_ms, request_sha256 (what identifies the request), post_id, status
+ * and body (the first response). It counts for IDEMPOTENCY_TTL_MS.
+ *
+ * Threading: any thread; each function runs its own store transaction. */
+#ifndef SAYIN_IDEMPOTENCY_H
+#define SAYIN_IDEMPOTENCY_H
+
+#include "core/store.h"
+
+#include <jansson.h>
+#include <stdint.h>
+
+#define IDEMPOTENCY_KEY_MAX 255
+#define IDEMPOTENCY_TTL_MS (24LL * 3600 * 1000)
+
+/* 1 if k is a valid key: 1-255 visible ASCII characters; else 0. */
+int idempotency_key_valid(const char *k);
+
+/* The first response to (handle, key) on record and not expired at now_ms.
+ * Returns 0 and *out (the record, the caller's), SAYIN_ENOTFOUND (none, or
+ * expired: the key is free again), SAYIN_ECORRUPT (a record that is not a
+ * JSON object) or a store error; *out is NULL on error. */
+int idempotency_lookup(store *st, const char *handle, const char *key, int64_t now_ms,
+                       json_t **out);
+
+/* Deletes the records that have expired at now_ms, in one write
+ * transaction (committed only when it deleted some). Returns 0 and *swept,
+ * or a store error (nothing deleted). */
+int idempotency_sweep(store *st, int64_t now_ms, unsigned *swept);
+
+#endif
