@@ -45,11 +45,13 @@ LLHTTP_CFLAGS := -O2 -g -w $(SAN_FLAGS) -I$(LLHTTP_INC)
 CORE_SRCS := $(sort $(wildcard origin/core/*.c))
 ORIGIN_SRCS := $(sort $(wildcard origin/*.c))
 PUBLISHER_SRCS := $(sort $(shell find publisher -name '*.c'))
+RENDER_ASSETS := $(sort $(wildcard publisher/render/assets/*))
+RENDER_ASSETS_OBJ := $(BUILD)/gen/render/assets.o
 LLHTTP_SRCS := $(wildcard $(LLHTTP_DIR)/*.c)
 
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o) $(LLHTTP_SRCS:$(LLHTTP_DIR)/%.c=$(BUILD)/llhttp/%.o)
 ORIGIN_OBJS := $(ORIGIN_SRCS:%.c=$(BUILD)/%.o)
-PUBLISHER_OBJS := $(PUBLISHER_SRCS:%.c=$(BUILD)/%.o)
+PUBLISHER_OBJS := $(PUBLISHER_SRCS:%.c=$(BUILD)/%.o) $(RENDER_ASSETS_OBJ)
 PUBLISHER_LIB_OBJS := $(filter-out $(BUILD)/publisher/main.o,$(PUBLISHER_OBJS))
 ORIGIN_LIB_OBJS := $(filter-out $(BUILD)/origin/main.o,$(ORIGIN_OBJS))
 
@@ -102,13 +104,8 @@ $(BUILD)/tests/unit/%.o: tests/unit/%.c
 	$(CC) $(ALL_CFLAGS) -Itests/unit -MMD -MP -c -o $@ $<
 
 # Render assets: the pages' stylesheet and script are real files, embedded
-# byte for byte into a generated C file (scripts/embed-assets) that every
-# program linking the publisher's objects links too; editing one rebuilds it.
-RENDER_ASSETS := publisher/render/assets/style.css publisher/render/assets/player.js
-RENDER_ASSETS_OBJ := $(BUILD)/gen/render/assets.o
-
-$(BIN)/sayin-publisher $(UNIT_TESTS) $(BIN)/bench_publish: $(RENDER_ASSETS_OBJ)
-
+# byte for byte into a generated C file (scripts/embed-assets), one of the
+# publisher's objects; editing one rebuilds it.
 $(BUILD)/gen/render/assets.c: $(RENDER_ASSETS) scripts/embed-assets
 	@mkdir -p $(@D)
 	scripts/embed-assets $(RENDER_ASSETS) > $@.tmp && mv $@.tmp $@
