@@ -37,7 +37,10 @@ import urllib.parse
 
 import pytest
 
-import sayin_helpers as H
+from helpers.api import author_add, start_api
+from helpers.audio import write_wav_module
+from helpers.procs import clean_env, wait_for
+from helpers.store import file_data
 
 PUBLIC = "https://voices.example.com"
 FB_VERSION = "v19.0"
@@ -618,7 +621,7 @@ class World:
         self.data = tmp_path / "data"
         self.accounts_path = tmp_path / "social-accounts.ini"
         self.wav = tmp_path / "voice.wav"
-        H.write_wav_module(self.wav, 8000, 1, seconds=0.1)
+        write_wav_module(self.wav, 8000, 1, seconds=0.1)
         self.consumer_key = "ck" + secrets.token_hex(10)
         self.consumer_secret = _secret("cs-")
         self.app_secret = secrets.token_hex(16)
@@ -708,7 +711,7 @@ class World:
             p = subprocess.Popen([self.sayin.publisher] + [str(a) for a in
                                                            self.crosspost_args(**kw)],
                                  stdout=logf, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, env=H.clean_env(),
+                                 stdin=subprocess.DEVNULL, env=clean_env(),
                                  cwd=self.sayin.workdir)
         p.log_path = path
         self.sayin.procs.append(p)
@@ -753,7 +756,7 @@ class World:
         # Nor in the store: jobs carry the post, never the account.
         for root, _, files in os.walk(self.data):
             for name in files:
-                raw = H.file_data(os.path.join(root, name))
+                raw = file_data(os.path.join(root, name))
                 for s in self.secrets():
                     assert s.encode() not in raw, "a secret is stored in %s" % name
 
@@ -856,8 +859,8 @@ def test_post_goes_to_each_network_once_with_fitted_text_and_link(sayin, world):
 
 def test_api_post_shows_crosspost_delivery(sayin, world):
     w = world(("ann",))
-    token = H.author_add(sayin, w.data, "ann")
-    api = H.start_api(sayin, w.data, args=["--social-accounts", w.accounts_path,
+    token = author_add(sayin, w.data, "ann")
+    api = start_api(sayin, w.data, args=["--social-accounts", w.accounts_path,
                                            "--aac-fallback", "off"], base=PUBLIC)
     audio = w.wav.read_bytes()
     r = api.post_form(token, [("audio", audio, "v.wav", "audio/wav"),
@@ -1193,7 +1196,7 @@ def test_crash_window_sigkill_after_the_network_took_the_post(sayin, world):
     w.x.inject("take_hold", seconds=30)
     w.fb.inject("take_hold", seconds=30)
     proc = w.popen_crosspost(lease_ms=3000)
-    assert H.wait_for(lambda: w.x.holding() == 1 and w.fb.holding() == 1, 10), \
+    assert wait_for(lambda: w.x.holding() == 1 and w.fb.holding() == 1, 10), \
         w.output_of(proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(5)
@@ -1238,8 +1241,8 @@ def test_overlapping_runs_never_post_twice(sayin, world):
     p4 = w.post("ann", "the slow one")
     w.x.inject("take_hold", seconds=30)
     a = w.popen_crosspost(lease_ms=20000, timeout_ms=20000)
-    assert H.wait_for(lambda: w.x.holding() == 1, 10), w.output_of(a)
-    assert H.wait_for(lambda: len(w.fb.posts_for(p4["url"])) == 1, 10)
+    assert wait_for(lambda: w.x.holding() == 1, 10), w.output_of(a)
+    assert wait_for(lambda: len(w.fb.posts_for(p4["url"])) == 1, 10)
     t0 = time.monotonic()
     r = w.crosspost()
     assert r.returncode == 0 and time.monotonic() - t0 < 5, r.stdout + r.stderr
@@ -1306,8 +1309,8 @@ def test_chaos_200_posts_cron_runs_killed_at_random(sayin, world):
     rng = random.Random()
     # a7's Page token was revoked: its Facebook jobs must park, with the reason.
     w.fb.page_by_handle("a7")[1]["expired"] = True
-    tokens = {h: H.author_add(sayin, w.data, h) for h in handles}
-    api = H.start_api(sayin, w.data, args=["--social-accounts", w.accounts_path,
+    tokens = {h: author_add(sayin, w.data, h) for h in handles}
+    api = start_api(sayin, w.data, args=["--social-accounts", w.accounts_path,
                                            "--aac-fallback", "off", "--waveform-points", "10"],
                       base=PUBLIC)
     for fake, extra in ((w.x, {"429": 0.02}), (w.fb, {"4": 0.02})):

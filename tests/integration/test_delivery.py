@@ -26,7 +26,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-import sayin_helpers as H
+from helpers.api import author_add, author_token, start_api
+from helpers.audio import write_noise_wav
+from helpers.procs import clean_env, wait_for
 
 BASE = "https://cdn.test"
 HOST = "cdn.test"
@@ -531,7 +533,7 @@ def popen_push(sayin, data, args):
     p = subprocess.Popen([sayin.publisher, "push", "--data", str(data), "--public-url", BASE]
                          + [str(a) for a in args], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                         env=H.clean_env(), cwd=sayin.workdir)
+                         env=clean_env(), cwd=sayin.workdir)
     sayin.procs.append(p)
     return p
 
@@ -702,13 +704,13 @@ def test_driver_sends_exactly_what_the_service_expects(sayin, tmp_path, fakes, s
     # Delete through the API; serve's worker fails once (503) and parks
     # the job (max attempts 1) so that its payload can be read, then a push
     # delivers it.
-    token = H.author_token(sayin, data, "ann")
+    token = author_token(sayin, data, "ann")
     for f in flakes:
         f.down(503)
-    api = H.start_api(sayin, data, args=args + ["--outbox-max-attempts", "1"], base=BASE)
+    api = start_api(sayin, data, args=args + ["--outbox-max-attempts", "1"], base=BASE)
     d = api.delete(token, p["id"])
     assert d.status in (200, 204), d
-    parked = H.wait_for(lambda: [j for j in outbox(data) if j["parked"]], timeout=5)
+    parked = wait_for(lambda: [j for j in outbox(data) if j["parked"]], timeout=5)
     assert parked, (outbox(data), api.log())
     assert api.stop() == 0, api.log()
     del_jobs = outbox(data)
@@ -816,7 +818,7 @@ def test_failing_target_recovers_every_job_once(sayin, tmp_path, fakes, wav_fact
     assert "delivered 0, failed 0" in r.stdout and len(fastly.requests(ok_only=False)) == n
 
     fastly.down(429, [("Retry-After", "2")], b'{"msg":"rate limited"}')
-    assert H.wait_for(lambda: status(sayin, data).count("due") == 3, timeout=3, interval=0.05)
+    assert wait_for(lambda: status(sayin, data).count("due") == 3, timeout=3, interval=0.05)
     r = push(sayin, data, short, expect=1)
     assert "delivered 0, failed 3" in r.stdout, r.stdout
     fastly.up()
@@ -935,7 +937,7 @@ def test_kill_9_mid_flight_loses_nothing(sayin, tmp_path, fakes, short_wav):
     jobs = outbox(data)
     fastly.hang()
     p = popen_push(sayin, data, args)
-    assert H.wait_for(lambda: fastly.requests(ok_only=False), timeout=10)
+    assert wait_for(lambda: fastly.requests(ok_only=False), timeout=10)
     t_leased = time.monotonic()
     p.send_signal(signal.SIGKILL)
     p.wait(10)
@@ -958,8 +960,8 @@ def test_serve_delivers_on_its_own_with_metrics(sayin, tmp_path, fakes, short_wa
     edge, fastly = fakes("edge"), fakes("fastly")
     args = (driver_args("varnish", edge) + driver_args("fastly", fastly)
             + ["--outbox-backoff-ms", "100"])
-    token = H.author_add(sayin, data, "alice", args=("--public-url", BASE))
-    api = H.start_api(sayin, data, args=args, base=BASE)
+    token = author_add(sayin, data, "alice", args=("--public-url", BASE))
+    api = start_api(sayin, data, args=args, base=BASE)
     fastly.fail(1, 503)
     r = api.post_raw(token, short_wav.read_bytes())
     t_ack = time.monotonic()
@@ -968,16 +970,16 @@ def test_serve_delivers_on_its_own_with_metrics(sayin, tmp_path, fakes, short_wa
 
     def feed_purged():
         return [x for x in edge.requests() if x.path == "/u/alice/feed.json"]
-    assert H.wait_for(feed_purged, timeout=3), edge.requests(ok_only=False)
+    assert wait_for(feed_purged, timeout=3), edge.requests(ok_only=False)
     lag = feed_purged()[0].t0 - t_ack
     assert lag < 1.0, "the feed purge reached the edge %.2f s after the ack" % lag
-    assert H.wait_for(lambda: any(x.path.endswith("/post-" + pid) for x in fastly.requests()),
+    assert wait_for(lambda: any(x.path.endswith("/post-" + pid) for x in fastly.requests()),
                       timeout=5), fastly.requests(ok_only=False)
 
     def settled():
         m = api.metrics()
         return m if m.get("sayin_outbox_depth") == 0 else None
-    m = H.wait_for(settled, timeout=5)
+    m = wait_for(settled, timeout=5)
     assert m, api.metrics()
     assert m['sayin_outbox_jobs_total{target="varnish",result="ok"}'] == 1, m
     assert m['sayin_outbox_jobs_total{target="fastly",result="failed"}'] == 1, m
@@ -993,7 +995,7 @@ def test_s3_object_over_one_mebibyte(sayin, tmp_path, fakes):
     signed and stored byte for byte."""
     data = tmp_path / "store"
     wav = tmp_path / "noise.wav"
-    H.write_noise_wav(wav, 48000, 40)
+    write_noise_wav(wav, 48000, 40)
     s3 = fakes("s3")
     args = driver_args("s3", s3)
     p = post(sayin, data, wav, args + ["--bitrate", "510000"])
