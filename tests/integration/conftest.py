@@ -15,7 +15,9 @@ import pytest
 from helpers.api import author_add, start_api
 from helpers.audio import (
     OpusHead, make_signal, ogg_packets, ogg_pages, write_noise_wav, write_wav_module)
+from helpers.crossposting import worlds
 from helpers.edges import LOOPBACK_PURGERS, start_nginx, start_varnish
+from helpers.fakes_cdn import fake_services
 from helpers.procs import Sayin, tool_available
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -218,3 +220,17 @@ def edge_factory(tmp_path):
     yield start
     for edge in started:
         edge.stop()
+
+
+@pytest.fixture
+def world(sayin, tmp_path):
+    """Cross-posting worlds (helpers/crossposting.py): world(handles, seed)
+    builds a store, accounts and fake X and Facebook; all stopped at teardown."""
+    yield from worlds(sayin, tmp_path)
+
+
+@pytest.fixture
+def fakes():
+    """Fake CDN and storage services (helpers/fakes_cdn.py): fakes(kind)
+    starts one; all stopped at teardown."""
+    yield from fake_services()
