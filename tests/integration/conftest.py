@@ -12,7 +12,13 @@ import subprocess
 
 import pytest
 
-import sayin_helpers as H
+from helpers.api import author_add, start_api
+from helpers.audio import (
+    OpusHead, make_signal, ogg_packets, ogg_pages, write_noise_wav, write_wav_module)
+from helpers.crossposting import worlds
+from helpers.edges import LOOPBACK_PURGERS, start_nginx, start_varnish
+from helpers.fakes_cdn import fake_services
+from helpers.procs import Sayin, tool_available
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -29,7 +35,7 @@ def bin_dir():
 
 @pytest.fixture
 def sayin(bin_dir, tmp_path):
-    s = H.Sayin(bin_dir, str(tmp_path))
+    s = Sayin(bin_dir, str(tmp_path))
     yield s
     s.cleanup()
 
@@ -41,7 +47,7 @@ def store(tmp_path):
 
 
 def require_tool(name):
-    if not H.tool_available(name):
+    if not tool_available(name):
         pytest.fail("%s is not installed (run scripts/bootstrap)" % name)
 
 
@@ -64,12 +70,12 @@ def libopus_lookahead(tmp_path_factory, opus_tools):
     pre-skip when it does not resample) and cross-checked with opusinfo."""
     d = tmp_path_factory.mktemp("lookahead")
     wav, opus = d / "ref.wav", d / "ref.opus"
-    H.write_wav_module(wav, 48000, 1, seconds=0.2)
+    write_wav_module(wav, 48000, 1, seconds=0.2)
     r = subprocess.run(["opusenc", "--quiet", str(wav), str(opus)], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    pages = H.ogg_pages(opus.read_bytes())
-    head = H.OpusHead(H.ogg_packets(pages)[0][0])
+    pages = ogg_pages(opus.read_bytes())
+    head = OpusHead(ogg_packets(pages)[0][0])
     info = subprocess.run(["opusinfo", str(opus)], capture_output=True, text=True, timeout=60)
     assert "Pre-skip: %d" % head.preskip in info.stdout, info.stdout
     return head.preskip
@@ -79,7 +85,7 @@ def libopus_lookahead(tmp_path_factory, opus_tools):
 def short_wav(tmp_path):
     """A 0.4 s 16-bit mono 16 kHz WAV."""
     p = tmp_path / "short.wav"
-    H.write_wav_module(p, 16000, 1, seconds=0.4)
+    write_wav_module(p, 16000, 1, seconds=0.4)
     return p
 
 
@@ -91,8 +97,8 @@ def wav_factory(tmp_path):
     def make(name, rate=16000, channels=1, seconds=0.4, seed=1):
         p = tmp_path / name
         frames = int(round(rate * seconds))
-        H.write_wav_module(p, rate, channels,
-                           samples=H.make_signal(rate, channels, frames, seed=seed))
+        write_wav_module(p, rate, channels,
+                           samples=make_signal(rate, channels, frames, seed=seed))
         return p
     return make
 
@@ -114,7 +120,7 @@ def long_noise_wav(tmp_path_factory):
     """Ten minutes of 48 kHz 16-bit mono white noise (about 55 MiB): takes
     the publisher seconds to encode, long enough to kill it mid-work."""
     p = tmp_path_factory.mktemp("long") / "noise-10min.wav"
-    H.write_noise_wav(p, 48000, 600)
+    write_noise_wav(p, 48000, 600)
     return p
 
 
@@ -123,7 +129,7 @@ def big_noise_wav(tmp_path_factory):
     """80 s of 48 kHz noise: at 510 kb/s (libopus gives mono ~250 kb/s) its
     Opus stream is over 2 MiB."""
     p = tmp_path_factory.mktemp("big") / "noise-80s.wav"
-    H.write_noise_wav(p, 48000, 80)
+    write_noise_wav(p, 48000, 80)
     return p
 
 
@@ -183,9 +189,9 @@ def api_site(sayin, tmp_path):
     def make(args=(), authors=("alice", "bob"), origin=True, author_args=(),
              base="https://cdn.test"):
         data = tmp_path / "store"
-        tokens = {h: H.author_add(sayin, data, h, args=tuple(author_args) +
+        tokens = {h: author_add(sayin, data, h, args=tuple(author_args) +
                                   ("--public-url", base)) for h in authors}
-        api = H.start_api(sayin, data, args=args, base=base)
+        api = start_api(sayin, data, args=args, base=base)
         org = sayin.start_origin(data) if origin else None
         return ApiSite(sayin, data, api, org, tokens)
     return make
@@ -200,12 +206,12 @@ def edge_factory(tmp_path):
     own directory under tmp_path; all are stopped at teardown."""
     started = []
 
-    def start(kind, origin, purgers=H.LOOPBACK_PURGERS, **kw):
+    def start(kind, origin, purgers=LOOPBACK_PURGERS, **kw):
         base = str(tmp_path / ("%s-%d" % (kind, len(started) + 1)))
         if kind == "varnish":
-            edge = H.start_varnish(base, origin.port, purgers=purgers, **kw)
+            edge = start_varnish(base, origin.port, purgers=purgers, **kw)
         elif kind == "nginx":
-            edge = H.start_nginx(base, origin.port, purgers=purgers, **kw)
+            edge = start_nginx(base, origin.port, purgers=purgers, **kw)
         else:
             raise ValueError(kind)
         started.append(edge)
@@ -214,3 +220,17 @@ def edge_factory(tmp_path):
     yield start
     for edge in started:
         edge.stop()
+
+
+@pytest.fixture
+def world(sayin, tmp_path):
+    """Cross-posting worlds (helpers/crossposting.py): world(handles, seed)
+    builds a store, accounts and fake X and Facebook; all stopped at teardown."""
+    yield from worlds(sayin, tmp_path)
+
+
+@pytest.fixture
+def fakes():
+    """Fake CDN and storage services (helpers/fakes_cdn.py): fakes(kind)
+    starts one; all stopped at teardown."""
+    yield from fake_services()

@@ -19,7 +19,11 @@ import time
 
 import pytest
 
-import sayin_helpers as H
+from helpers.api import author_add, author_token, error_code, multipart_body, start_api, token_id
+from helpers.audio import encode_samples, make_signal, wav_bytes, write_noise_wav
+from helpers.http import OPUS_TYPE, HttpConn, url_path
+from helpers.procs import wait_for
+from helpers.store import POST_ID_RE, store_counts
 
 POST_KEYS = {"id", "url", "audio_url", "feed_url", "duration_in_seconds", "size_in_bytes",
              "fallback_url", "waveform_url"}
@@ -28,9 +32,9 @@ POST_KEYS = {"id", "url", "audio_url", "feed_url", "duration_in_seconds", "size_
 def nothing_left(site, before):
     """Asserts that no post, object or name was added to the store and that
     no upload file remains (the unlink may follow the response by a moment)."""
-    left = H.wait_for(lambda: not site.api.uploads(), timeout=5.0)
+    left = wait_for(lambda: not site.api.uploads(), timeout=5.0)
     assert left, "upload files left behind: %r" % site.api.uploads()
-    after = H.store_counts(site.data)
+    after = store_counts(site.data)
     assert after == before, "the store changed: %r -> %r" % (before, after)
 
 
@@ -48,7 +52,7 @@ def assert_created(resp):
     assert resp.status == 201, (resp, resp.body[:500])
     post = resp.json()
     assert POST_KEYS <= set(post), post
-    assert H.POST_ID_RE.match(post["id"]), post
+    assert POST_ID_RE.match(post["id"]), post
     assert resp.header("Location") == "/v1/posts/" + post["id"]
     return post
 
@@ -83,7 +87,7 @@ def test_multipart_upload_from_curl(api_site, speech_clip):
     assert 0.5 < post["duration_in_seconds"] < 2.0, post
     # Everything it links is served by the origin.
     audio = site.origin.get_url(post["audio_url"])
-    assert audio.status == 200 and audio.header("Content-Type") == H.OPUS_TYPE
+    assert audio.status == 200 and audio.header("Content-Type") == OPUS_TYPE
     assert len(audio.body) == post["size_in_bytes"]
     assert audio.body[:4] == b"OggS"
     for k in ("fallback_url", "waveform_url", "url"):
@@ -117,7 +121,7 @@ def test_raw_upload_with_text_query(api_site, speech_clip):
                            content_type="application/octet-stream")
     post2 = assert_created(r2)
     assert feed_ids(site.origin, "alice") == [post2["id"], post["id"]]
-    assert H.wait_for(lambda: not site.api.uploads())
+    assert wait_for(lambda: not site.api.uploads())
 
 
 def test_chunked_raw_upload(api_site, speech_clip):
@@ -179,7 +183,7 @@ def test_rejected_before_the_body(api_site, name, headers, status, code):
     """The answer comes after the headers alone (the body is never sent),
     with Connection: close, and nothing is stored."""
     site = api_site(args=("--max-input-bytes", "1M"), origin=False)
-    before = H.store_counts(site.data)
+    before = store_counts(site.data)
     hdrs = list(headers)
     if not any(k == "Authorization" for k, _ in hdrs) and name != "no_token":
         hdrs.insert(0, ("Authorization", "Bearer " + site.tokens["alice"]))
@@ -188,7 +192,7 @@ def test_rejected_before_the_body(api_site, name, headers, status, code):
         c.request("POST", path, headers=hdrs)
         r = c.read_response()
         assert r.status == status, (r, r.body)
-        assert H.error_code(r) == code, r.body
+        assert error_code(r) == code, r.body
         assert "close" in (r.header("Connection") or "").lower(), r
         if status == 401:
             assert (r.header("WWW-Authenticate") or "").startswith("Bearer"), r
@@ -204,7 +208,7 @@ def bad_files(tmp_path_factory, opus_tools):
     d = tmp_path_factory.mktemp("bad")
     files = {}
     files["not_audio"] = b"This is a text file, not a recording.\n" * 200
-    wav = H.wav_bytes(16000, 1, "s16", H.encode_samples(H.make_signal(16000, 1, 16000), "s16"))
+    wav = wav_bytes(16000, 1, "s16", encode_samples(make_signal(16000, 1, 16000), "s16"))
     files["truncated_wav"] = wav[:len(wav) // 2]
     garbage = bytearray(os.urandom(8000))
     files["random_bytes"] = bytes(garbage)
@@ -214,9 +218,9 @@ def bad_files(tmp_path_factory, opus_tools):
                        timeout=60)
     assert r.returncode == 0, r.stderr
     files["video_without_audio"] = p.read_bytes()
-    files["silent"] = H.wav_bytes(16000, 1, "s16", bytes(2 * 16000))
-    files["too_long"] = H.wav_bytes(8000, 1, "s16",
-                                    H.encode_samples(H.make_signal(8000, 1, 8000 * 3), "s16"))
+    files["silent"] = wav_bytes(16000, 1, "s16", bytes(2 * 16000))
+    files["too_long"] = wav_bytes(8000, 1, "s16",
+                                    encode_samples(make_signal(8000, 1, 8000 * 3), "s16"))
     return files
 
 
@@ -265,13 +269,13 @@ def test_rejected_after_the_body(api_site, bad_files, speech_clip, name, how, st
     site = api_site(args=("--max-duration", "2"), origin=False)
     token = site.tokens["alice"]
     clip = speech_clip.read_bytes()
-    before = H.store_counts(site.data)
+    before = store_counts(site.data)
     if name == "text_not_utf8":
         r = site.api.request("POST", "/v1/posts?text=caf%E9", token,
                              [("Content-Type", "audio/wav"), ("Content-Length", str(len(clip)))],
                              clip)
     elif name in ("multipart_without_closing_boundary", "multipart_garbage"):
-        ctype, body = H.multipart_body([("audio", clip, "a.wav", "audio/wav")])
+        ctype, body = multipart_body([("audio", clip, "a.wav", "audio/wav")])
         if name == "multipart_without_closing_boundary":
             body = body[:body.rindex(b"--sayinTestBoundary")]
         else:
@@ -286,7 +290,7 @@ def test_rejected_after_the_body(api_site, bad_files, speech_clip, name, how, st
         else:
             r = site.api.post_form(token, req[1])
     assert r.status == status, (r, r.body)
-    got = H.error_code(r)
+    got = error_code(r)
     if code is not None:
         assert got == code, r.body
     else:
@@ -300,18 +304,18 @@ def test_store_full_is_507_and_stores_nothing(api_site, tmp_path):
     site = api_site(args=("--map-size", "1M", "--bitrate", "510000", "--aac-bitrate", "128000"),
                     author_args=("--map-size", "1M"), origin=False)
     noise = tmp_path / "noise.wav"
-    H.write_noise_wav(noise, 48000, 30)
-    before = H.store_counts(site.data)
+    write_noise_wav(noise, 48000, 30)
+    before = store_counts(site.data)
     r = site.api.post_raw(site.tokens["alice"], noise.read_bytes(), timeout=120)
     assert r.status == 507, (r, r.body)
-    assert H.error_code(r) == "store_full"
+    assert error_code(r) == "store_full"
     nothing_left(site, before)
     assert site.api.metrics()['sayin_api_posts_total{result="failed"}'] == 1
 
 
 def test_chunked_upload_over_cap_is_413_while_reading(api_site):
     site = api_site(args=("--max-input-bytes", "64K"))
-    before = H.store_counts(site.data)
+    before = store_counts(site.data)
     with site.api.conn(timeout=10) as c:
         c.request("POST", "/v1/posts", headers=[
             ("Authorization", "Bearer " + site.tokens["alice"]),
@@ -319,7 +323,7 @@ def test_chunked_upload_over_cap_is_413_while_reading(api_site):
         for _ in range(3):
             c.send(b"8000\r\n" + b"\x01" * 0x8000 + b"\r\n")  # 96 KiB > 64 KiB
         r = c.read_response()
-    assert r.status == 413 and H.error_code(r) == "too_large", (r, r.body)
+    assert r.status == 413 and error_code(r) == "too_large", (r, r.body)
     assert "close" in (r.header("Connection") or "").lower()
     nothing_left(site, before)
 
@@ -328,8 +332,8 @@ def test_chunked_multipart_over_cap_is_413_whatever_the_part(api_site, speech_cl
     """The cap holds for every byte of a chunked form, not only the audio
     part's: a large field the API ignores is cut off too."""
     site = api_site(args=("--max-input-bytes", "1M"), origin=False)
-    before = H.store_counts(site.data)
-    ctype, body = H.multipart_body([("junk", b"j" * (3 << 20), None, None),
+    before = store_counts(site.data)
+    ctype, body = multipart_body([("junk", b"j" * (3 << 20), None, None),
                                     ("audio", speech_clip.read_bytes(), "a.wav", "audio/wav")])
     with site.api.conn(10) as c:
         c.request("POST", "/v1/posts", headers=[
@@ -343,7 +347,7 @@ def test_chunked_multipart_over_cap_is_413_whatever_the_part(api_site, speech_cl
         except OSError:
             pass  # closed after the 413
         r = c.read_response()
-    assert r.status == 413 and H.error_code(r) == "too_large", (r, r.body)
+    assert r.status == 413 and error_code(r) == "too_large", (r, r.body)
     consumed = site.api.metrics()["sayin_api_upload_bytes_total"]
     assert consumed <= (2 << 20) + (1 << 17), consumed
     nothing_left(site, before)
@@ -359,15 +363,15 @@ def test_wrong_method_and_unknown_paths(api_site):
     for method, path, allowed in cases:
         r = site.api.request(method, path, t)
         assert r.status == 405, (method, path, r)
-        assert H.error_code(r) == "method_not_allowed"
+        assert error_code(r) == "method_not_allowed"
         assert allowed in [a.strip() for a in (r.header("Allow") or "").split(",")], r
     for path in ("/", "/v1", "/v1/post", "/v1/posts/not-an-id", "/u/alice/feed.json"):
         r = site.api.request("GET", path, t)
-        assert r.status == 404 and H.error_code(r) == "not_found", (path, r)
+        assert r.status == 404 and error_code(r) == "not_found", (path, r)
     r = site.api.get_post(t, "01m8gsf00zfqge8dksdbtptr5g")
-    assert r.status == 404 and H.error_code(r) == "not_found"
+    assert r.status == 404 and error_code(r) == "not_found"
     r = site.api.request("GET", "/v1/posts/01m8gsf00zfqge8dksdbtptr5g")
-    assert r.status == 401 and H.error_code(r) == "unauthorized"
+    assert r.status == 401 and error_code(r) == "unauthorized"
     assert site.api.request("GET", "/v1/posts?author=nobody", t).status == 404
     assert site.api.request("GET", "/v1/posts?author=Bad-Handle", t).status == 400
     assert site.api.request("GET", "/v1/posts?author=alice&limit=0", t).status == 400
@@ -379,15 +383,15 @@ def test_wrong_method_and_unknown_paths(api_site):
 def test_revoked_token_is_401_and_other_tokens_still_work(api_site, speech_clip):
     site = api_site(origin=False)
     first = site.tokens["alice"]
-    second = H.author_token(site.sayin, site.data, "alice")
+    second = author_token(site.sayin, site.data, "alice")
     post = assert_created(site.api.post_raw(first, speech_clip.read_bytes()))
     assert site.api.get_post(first, post["id"]).status == 200
-    r = site.sayin.run(site.sayin.publisher, ["author", "revoke", "alice", H.token_id(first),
+    r = site.sayin.run(site.sayin.publisher, ["author", "revoke", "alice", token_id(first),
                                               "--data", str(site.data)])
     assert r.returncode == 0, r.stderr
     for resp in (site.api.get_post(first, post["id"]), site.api.delete(first, post["id"]),
                  site.api.post_raw(first, speech_clip.read_bytes())):
-        assert resp.status == 401 and H.error_code(resp) == "unauthorized", resp
+        assert resp.status == 401 and error_code(resp) == "unauthorized", resp
         assert (resp.header("WWW-Authenticate") or "").startswith("Bearer")
     assert site.api.get_post(second, post["id"]).status == 200
     # A token differing from a valid one in its secret only is refused too.
@@ -398,14 +402,14 @@ def test_revoked_token_is_401_and_other_tokens_still_work(api_site, speech_clip)
                                               str(site.data)])
     assert r.returncode == 0, r.stderr
     assert site.api.get_post(second, post["id"]).status == 401
-    assert H.store_counts(site.data)["posts"] == 1
+    assert store_counts(site.data)["posts"] == 1
 
 
 def test_delete_with_another_authors_token_is_403(api_site, speech_clip):
     site = api_site()
     post = assert_created(site.api.post_raw(site.tokens["alice"], speech_clip.read_bytes()))
     r = site.api.delete(site.tokens["bob"], post["id"])
-    assert r.status == 403 and H.error_code(r) == "forbidden", (r, r.body)
+    assert r.status == 403 and error_code(r) == "forbidden", (r, r.body)
     assert site.api.get_post(site.tokens["bob"], post["id"]).status == 200
     assert site.origin.get_url(post["audio_url"]).status == 200
     assert feed_ids(site.origin, "alice") == [post["id"]]
@@ -429,7 +433,7 @@ def test_idempotency_key_retry_returns_the_first_response(api_site, speech_clip,
     # The same key with another recording, or another text: refused.
     for audio, text in ((speech_clip_b.read_bytes(), "once"), (clip, "twice")):
         r = site.api.post_raw(alice, audio, text=text, headers=key)
-        assert r.status == 422 and H.error_code(r) == "idempotency_key_reused", (r, r.body)
+        assert r.status == 422 and error_code(r) == "idempotency_key_reused", (r, r.body)
     # Keys are per author: bob's identical request is a new post.
     p3 = assert_created(site.api.post_raw(bob, clip, text="once", headers=key))
     assert p3["id"] != p1["id"]
@@ -439,11 +443,11 @@ def test_idempotency_key_retry_returns_the_first_response(api_site, speech_clip,
                                     ("text", "once", None, None)], headers=key)
     assert assert_created(r4)["id"] == p1["id"]
     assert feed_ids(site.origin, "alice") == [p1["id"]]
-    assert H.store_counts(site.data)["posts"] == 2
+    assert store_counts(site.data)["posts"] == 2
     m = site.api.metrics()
     assert m['sayin_api_posts_total{result="created"}'] == 2
     assert m['sayin_api_posts_total{result="replayed"}'] == 2
-    assert H.wait_for(lambda: not site.api.uploads())
+    assert wait_for(lambda: not site.api.uploads())
 
 
 def _send_upload(conn, token, audio, key):
@@ -474,9 +478,9 @@ def test_idempotency_key_concurrent_identical_requests(api_site, long_speech_cli
     assert p1 == p2
     assert sorted([r1.header("Idempotent-Replayed"), r2.header("Idempotent-Replayed")],
                   key=str) == [None, "true"]
-    assert H.store_counts(site.data)["posts"] == 1
+    assert store_counts(site.data)["posts"] == 1
     assert "while the first is encoding" in site.api.log()
-    assert H.wait_for(lambda: not site.api.uploads())
+    assert wait_for(lambda: not site.api.uploads())
 
 
 def test_idempotency_key_parallel_threads(api_site, speech_clip):
@@ -500,7 +504,7 @@ def test_idempotency_key_parallel_threads(api_site, speech_clip):
     ids = {assert_created(r)["id"] for r in results}
     assert len(ids) == 1, ids
     assert [r.header("Idempotent-Replayed") for r in results].count(None) == 1
-    assert H.store_counts(site.data)["posts"] == 1
+    assert store_counts(site.data)["posts"] == 1
 
 
 # ---------------------------------------------------------------- size cap
@@ -531,7 +535,7 @@ def _big_upload(port, token, chunked, total=200 << 20, stop_on_response=True):
     t0 = time.monotonic()
     t = threading.Thread(target=send)
     t.start()
-    conn = H.HttpConn.__new__(H.HttpConn)
+    conn = HttpConn.__new__(HttpConn)
     conn.sock, conn.buf, conn.eof = s, b"", False
     try:
         resp = conn.read_response()
@@ -548,9 +552,9 @@ def _big_upload(port, token, chunked, total=200 << 20, stop_on_response=True):
 def test_200_mib_upload_is_cut_off_at_the_cap(api_site, chunked):
     cap = 4 << 20
     site = api_site(args=("--max-input-bytes", str(cap)), origin=False)
-    before = H.store_counts(site.data)
+    before = store_counts(site.data)
     resp, at_response, sent, secs = _big_upload(site.api.port, site.tokens["alice"], chunked)
-    assert resp.status == 413 and H.error_code(resp) == "too_large", (resp, resp.body)
+    assert resp.status == 413 and error_code(resp) == "too_large", (resp, resp.body)
     assert "close" in (resp.header("Connection") or "").lower()
     # The answer came long before the client was done: the server did not
     # wait for 200 MiB.
@@ -579,10 +583,10 @@ def test_200_mib_upload_from_a_client_ignoring_the_413_is_closed_early(api_site)
 @pytest.mark.parametrize("form", [False, True], ids=["raw", "multipart"])
 def test_client_disconnect_mid_upload_leaves_no_file(api_site, speech_clip, form):
     site = api_site(origin=False)
-    before = H.store_counts(site.data)
+    before = store_counts(site.data)
     audio = speech_clip.read_bytes()
     if form:
-        ctype, body = H.multipart_body([("audio", audio, "a.wav", "audio/wav")])
+        ctype, body = multipart_body([("audio", audio, "a.wav", "audio/wav")])
     else:
         ctype, body = "audio/wav", audio
     c = site.api.conn(10)
@@ -590,25 +594,25 @@ def test_client_disconnect_mid_upload_leaves_no_file(api_site, speech_clip, form
         ("Authorization", "Bearer " + site.tokens["alice"]), ("Content-Type", ctype),
         ("Content-Length", str(len(body) + 100000))], body=body)
     # The upload is in progress: its file exists and holds what was sent.
-    assert H.wait_for(lambda: site.api.metrics()["sayin_api_upload_bytes_total"] == len(body)), \
+    assert wait_for(lambda: site.api.metrics()["sayin_api_upload_bytes_total"] == len(body)), \
         site.api.metrics()
     assert len(site.api.uploads()) == 1, site.api.uploads()
     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     c.close()  # a reset, as when a phone loses its network
-    assert H.wait_for(lambda: not site.api.uploads(), timeout=5), site.api.uploads()
+    assert wait_for(lambda: not site.api.uploads(), timeout=5), site.api.uploads()
     assert "abandoned" in site.api.log()
     assert site.api.metrics()["sayin_api_uploads_accepted"] == 0
-    assert H.store_counts(site.data) == before
+    assert store_counts(site.data) == before
 
 
 def test_leftover_upload_files_are_removed_at_start(sayin, tmp_path):
     data = tmp_path / "store"
-    H.author_add(sayin, data, "alice")
+    author_add(sayin, data, "alice")
     uploads = data / "uploads"
     uploads.mkdir(exist_ok=True)
     (uploads / "upload-Ab12Cd").write_bytes(b"half an upload")
     (uploads / "keep-me.txt").write_bytes(b"not ours")
-    api = H.start_api(sayin, data)
+    api = start_api(sayin, data)
     assert sorted(os.listdir(uploads)) == ["keep-me.txt"]
     assert api.stop() == 0
 
@@ -658,7 +662,7 @@ def test_50_concurrent_uploads_while_gets_stay_fast(api_site, speech_clip):
     getter.join(30)
     ids = {assert_created(r)["id"] for r in results}
     assert len(ids) == n
-    assert H.store_counts(site.data)["posts"] == n + 1
+    assert store_counts(site.data)["posts"] == n + 1
     lat.sort()
     p99 = lat[int(0.99 * (len(lat) - 1))]
     # An encode of this clip takes well over 100 ms: a loop blocked by one
@@ -669,7 +673,7 @@ def test_50_concurrent_uploads_while_gets_stay_fast(api_site, speech_clip):
     m = site.api.metrics()
     assert m['sayin_api_posts_total{result="created"}'] == n + 1
     assert m['sayin_api_posts_total{result="overloaded"}'] == 0
-    assert H.wait_for(lambda: not site.api.uploads())
+    assert wait_for(lambda: not site.api.uploads())
     # Listing pages through every post once, newest first.
     seen, path = [], "/v1/posts?author=alice&limit=7"
     while path:
@@ -679,7 +683,7 @@ def test_50_concurrent_uploads_while_gets_stay_fast(api_site, speech_clip):
         seen += [(p["seq"], p["id"]) for p in doc["posts"]]
         path = doc.get("next_url")
         if path and path.startswith("http"):
-            path = H.url_path(path)
+            path = url_path(path)
     assert [s for s, _ in seen] == list(range(n + 1, 0, -1))
     assert {i for _, i in seen} == ids | {first["id"]}
 
@@ -694,7 +698,7 @@ def all_slots_held(site, token, audio, n=2):
     try:
         for c in holders:
             c.request("POST", "/v1/posts", headers=hdrs)
-        assert H.wait_for(lambda: site.api.metrics()["sayin_api_uploads_accepted"] == n), \
+        assert wait_for(lambda: site.api.metrics()["sayin_api_uploads_accepted"] == n), \
             site.api.metrics()
         yield hdrs
         for c in holders:
@@ -713,20 +717,20 @@ def test_full_queue_answers_503_with_retry_after(api_site, speech_clip):
     token = site.tokens["alice"]
     audio = speech_clip.read_bytes()
     with all_slots_held(site, token, audio) as hdrs:
-        before = H.store_counts(site.data)
+        before = store_counts(site.data)
         with site.api.conn(10) as c:
             c.request("POST", "/v1/posts", headers=hdrs)
             r = c.read_response()
-        assert r.status == 503 and H.error_code(r) == "overloaded", (r, r.body)
+        assert r.status == 503 and error_code(r) == "overloaded", (r, r.body)
         assert r.header("Retry-After") is not None and int(r.header("Retry-After")) > 0
-        assert H.store_counts(site.data) == before
+        assert store_counts(site.data) == before
     # Capacity is back once they are answered.
     assert_created(site.api.post_raw(token, audio))
     m = site.api.metrics()
     assert m['sayin_api_posts_total{result="overloaded"}'] == 1
     assert m['sayin_api_posts_total{result="created"}'] == 3
-    assert H.store_counts(site.data)["posts"] == 3
-    assert H.wait_for(lambda: not site.api.uploads())
+    assert store_counts(site.data)["posts"] == 3
+    assert wait_for(lambda: not site.api.uploads())
 
 
 def test_retry_of_a_known_key_is_answered_when_the_queue_is_full(api_site, speech_clip,
@@ -739,16 +743,16 @@ def test_retry_of_a_known_key_is_answered_when_the_queue_is_full(api_site, speec
     audio, other = speech_clip.read_bytes(), speech_clip_b.read_bytes()
     first = assert_created(site.api.post_raw(token, audio, headers={"Idempotency-Key": "k-1"}))
     with all_slots_held(site, token, audio):
-        before = H.store_counts(site.data)
+        before = store_counts(site.data)
         r = site.api.post_raw(token, audio, headers={"Idempotency-Key": "k-1"})
         assert r.status == 201 and r.header("Idempotent-Replayed") == "true", (r, r.body)
         assert r.json()["id"] == first["id"]
         r = site.api.post_raw(token, other, headers={"Idempotency-Key": "k-1"})
-        assert r.status == 422 and H.error_code(r) == "idempotency_key_reused", (r, r.body)
+        assert r.status == 422 and error_code(r) == "idempotency_key_reused", (r, r.body)
         r = site.api.post_raw(token, audio, headers={"Idempotency-Key": "k-2"})
-        assert r.status == 503 and H.error_code(r) == "overloaded", (r, r.body)
-        assert H.store_counts(site.data) == before
-    assert H.wait_for(lambda: not site.api.uploads())
+        assert r.status == 503 and error_code(r) == "overloaded", (r, r.body)
+        assert store_counts(site.data) == before
+    assert wait_for(lambda: not site.api.uploads())
 
 
 def test_burst_over_capacity_counts_503s(api_site, speech_clip):
@@ -778,12 +782,12 @@ def test_burst_over_capacity_counts_503s(api_site, speech_clip):
     assert len(created) + len(refused) == n, [r.status for r in resps]
     assert len(created) >= 3 and len(refused) >= 1, [r.status for r in resps]
     assert all(r.header("Retry-After") for r in refused)
-    assert all(H.error_code(r) == "overloaded" for r in refused)
-    assert H.store_counts(site.data)["posts"] == len(created)
+    assert all(error_code(r) == "overloaded" for r in refused)
+    assert store_counts(site.data)["posts"] == len(created)
     assert len({r.json()["id"] for r in created}) == len(created)
     m = site.api.metrics()
     assert m['sayin_api_posts_total{result="overloaded"}'] == len(refused)
-    assert H.wait_for(lambda: not site.api.uploads())
+    assert wait_for(lambda: not site.api.uploads())
 
 
 # ---------------------------------------------------------------- deletion
@@ -839,10 +843,10 @@ def test_delete_removes_the_post_and_only_unshared_objects(api_site, speech_clip
 
     # Again: 404. The author page no longer mentions the deleted posts.
     r = site.api.delete(t, p1["id"])
-    assert r.status == 404 and H.error_code(r) == "not_found"
+    assert r.status == 404 and error_code(r) == "not_found"
     page = o.get("/u/alice/").body.decode()
     assert p4["id"] in page and p1["id"] not in page and p3["id"] not in page
-    assert H.store_counts(site.data)["posts"] == 1
+    assert store_counts(site.data)["posts"] == 1
     assert site.api.metrics()["sayin_api_deletes_total"] == 3
 
 
@@ -858,7 +862,7 @@ def test_sigterm_during_an_encode_finishes_that_post(api_site, long_speech_clip)
             ("Authorization", "Bearer " + token), ("Content-Type", "audio/wav"),
             ("Content-Length", str(len(audio)))], body=audio)
         # The whole body is in: the job is queued and encoding.
-        assert H.wait_for(
+        assert wait_for(
             lambda: site.api.metrics()["sayin_api_upload_bytes_total"] == len(audio))
         readable, _, _ = select.select([c.sock], [], [], 0)
         assert not readable, "answered before SIGTERM: the clip encodes too fast for this test"
@@ -867,7 +871,7 @@ def test_sigterm_during_an_encode_finishes_that_post(api_site, long_speech_clip)
     post = assert_created(r)
     assert site.api.proc.wait(30) == 0, site.api.log()
     assert "finishing uploads and posts in flight" in site.api.log()
-    counts = H.store_counts(site.data)
+    counts = store_counts(site.data)
     assert counts["posts"] == 1
     assert site.api.uploads() == []
     origin = site.sayin.start_origin(site.data)

@@ -8,7 +8,10 @@ import subprocess
 
 import pytest
 
-import sayin_helpers as H
+from helpers.audio import (
+    chunk, encode_samples, make_signal, wav_bytes, write_wav, write_wav_module)
+from helpers.procs import EXIT_BAD_INPUT, EXIT_USAGE, tool_available
+from helpers.store import mdb_keys, store_counts, store_files
 
 NOT_WAV = r"not a|riff|wave?\b|format|mp3|empty|looks like|recogni"
 TRUNCATED = r"truncat|ends|remain|short|incomplete|claims"
@@ -33,7 +36,7 @@ def _empty(p):
 
 def _ffmpeg(args):
     def build(p):
-        if not H.tool_available("ffmpeg"):
+        if not tool_available("ffmpeg"):
             pytest.fail("ffmpeg is not installed")
         r = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
                             "-i", "sine=frequency=440:duration=1"] + args + [str(p)],
@@ -43,13 +46,13 @@ def _ffmpeg(args):
 
 
 def _riff_avi(p):
-    body = b"AVI " + H.chunk(b"LIST", b"hdrl" + b"\0" * 64)
+    body = b"AVI " + chunk(b"LIST", b"hdrl" + b"\0" * 64)
     p.write_bytes(b"RIFF" + len(body).to_bytes(4, "little") + body)
 
 
 def _valid_wav_bytes():
-    data = H.encode_samples(H.make_signal(16000, 1, 8000), "s16")
-    return H.wav_bytes(16000, 1, "s16", data)
+    data = encode_samples(make_signal(16000, 1, 8000), "s16")
+    return wav_bytes(16000, 1, "s16", data)
 
 
 def _truncated_half(p):
@@ -62,34 +65,34 @@ def _truncated_header(p):
 
 
 def _pcm8(p):
-    H.write_wav_module(p, 16000, 1, seconds=0.3, sampwidth=1)
+    write_wav_module(p, 16000, 1, seconds=0.3, sampwidth=1)
 
 
 def _mulaw(p):
     data = bytes(range(256)) * 20
-    p.write_bytes(H.wav_bytes(8000, 1, "u8", data, format_tag=0x0007, bits=8))
+    p.write_bytes(wav_bytes(8000, 1, "u8", data, format_tag=0x0007, bits=8))
 
 
 def _extensible_non_pcm(p):
-    data = H.encode_samples(H.make_signal(16000, 1, 4000), "s16")
-    p.write_bytes(H.wav_bytes(16000, 1, "s16", data, extensible=True, format_tag=0x0055))
+    data = encode_samples(make_signal(16000, 1, 4000), "s16")
+    p.write_bytes(wav_bytes(16000, 1, "s16", data, extensible=True, format_tag=0x0055))
 
 
 def _no_samples(p):
-    p.write_bytes(H.wav_bytes(16000, 1, "s16", b""))
+    p.write_bytes(wav_bytes(16000, 1, "s16", b""))
 
 
 def _no_fmt(p):
-    body = b"WAVE" + H.chunk(b"data", b"\0\0" * 1000)
+    body = b"WAVE" + chunk(b"data", b"\0\0" * 1000)
     p.write_bytes(b"RIFF" + len(body).to_bytes(4, "little") + body)
 
 
 def _rate_4000(p):
-    H.write_wav_module(p, 4000, 1, seconds=0.5)
+    write_wav_module(p, 4000, 1, seconds=0.5)
 
 
 def _nine_channels(p):
-    H.write_wav(p, 16000, 9, "s16", frames=1600)
+    write_wav(p, 16000, 9, "s16", frames=1600)
 
 
 def _directory(p):
@@ -99,7 +102,7 @@ def _directory(p):
 def _unreadable(p):
     if os.geteuid() == 0:
         pytest.skip("root ignores file permissions")
-    H.write_wav_module(p, 16000, 1, seconds=0.3)
+    write_wav_module(p, 16000, 1, seconds=0.3)
     p.chmod(0)
 
 
@@ -129,7 +132,7 @@ BAD_FILES = {
 
 
 def check_rejected(res, path, pattern):
-    assert res.returncode == H.EXIT_BAD_INPUT, "expected exit 3:\n" + res.describe()
+    assert res.returncode == EXIT_BAD_INPUT, "expected exit 3:\n" + res.describe()
     assert res.stdout == "", "a rejected post printed on stdout:\n" + res.describe()
     lines = res.stderr_lines
     assert len(lines) == 1, "expected ONE line on stderr, got %d:\n%s" % (len(lines), res.stderr)
@@ -144,20 +147,20 @@ def test_bad_file_is_rejected_and_stores_nothing(sayin, store, tmp_path, short_w
     build, pattern = BAD_FILES[case]
     # A store with one good post by someone else.
     good = sayin.post(store, "other", short_wav, text="good").json
-    counts = H.store_counts(store)
-    keys = H.mdb_keys(store, "objects")
-    names = H.mdb_keys(store, "names")
-    files = H.store_files(store)
+    counts = store_counts(store)
+    keys = mdb_keys(store, "objects")
+    names = mdb_keys(store, "names")
+    files = store_files(store)
 
     bad = tmp_path / ("input-%s.bin" % case)
     build(bad)
     res = sayin.post(store, "victim", bad, text="must not appear", check=False)
     check_rejected(res, bad, pattern)
 
-    assert H.store_counts(store) == counts, "the store changed"
-    assert H.mdb_keys(store, "objects") == keys, "objects changed"
-    assert H.mdb_keys(store, "names") == names, "names changed"
-    assert H.store_files(store) == files, "files left in the store directory"
+    assert store_counts(store) == counts, "the store changed"
+    assert mdb_keys(store, "objects") == keys, "objects changed"
+    assert mdb_keys(store, "names") == names, "names changed"
+    assert store_files(store) == files, "files left in the store directory"
     origin = sayin.start_origin(store)
     assert origin.get("/u/victim/feed.json").status == 404
     feed = origin.get("/u/other/feed.json")
@@ -172,7 +175,7 @@ def test_bad_file_into_a_new_store_stores_nothing(sayin, store, tmp_path, case, 
     res = sayin.post(store, "victim", bad, check=False)
     check_rejected(res, bad, pattern)
     if store.exists() and (store / "data.mdb").exists():
-        c = H.store_counts(store)
+        c = store_counts(store)
         assert c["posts"] == 0 and c["objects"] == 0 and c["names"] == 0, c
 
 
@@ -202,7 +205,7 @@ USAGE_ERRORS = {
 def test_usage_error_exits_2_and_touches_nothing(sayin, store, short_wav, case):
     args = ["post", "--data", str(store)] + USAGE_ERRORS[case](short_wav)
     r = sayin.run(sayin.publisher, args)
-    assert r.returncode == H.EXIT_USAGE, "expected exit 2, got %d: %s" % (r.returncode, r.stderr)
+    assert r.returncode == EXIT_USAGE, "expected exit 2, got %d: %s" % (r.returncode, r.stderr)
     assert r.stdout == ""
     assert r.stderr.strip() != "", "no message on stderr"
     assert not store.exists(), "a usage error created the store"
@@ -210,6 +213,6 @@ def test_usage_error_exits_2_and_touches_nothing(sayin, store, short_wav, case):
 
 def test_unknown_command_and_no_command_exit_2(sayin):
     r = sayin.run(sayin.publisher, ["frobnicate"])
-    assert r.returncode == H.EXIT_USAGE and r.stderr.strip()
+    assert r.returncode == EXIT_USAGE and r.stderr.strip()
     r = sayin.run(sayin.publisher, [])
-    assert r.returncode == H.EXIT_USAGE and r.stderr.strip()
+    assert r.returncode == EXIT_USAGE and r.stderr.strip()

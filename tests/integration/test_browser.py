@@ -23,7 +23,10 @@ import urllib.request
 
 import pytest
 
-import sayin_helpers as H
+from helpers.audio import write_wav_module
+from helpers.http import FEED_TYPE, OBJECT_CACHE, OPUS_TYPE, page_path
+from helpers.procs import free_port
+from helpers.store import sha256_hex
 
 websocket = pytest.importorskip(
     "websocket", reason="python3-websocket is not installed (run scripts/bootstrap)")
@@ -246,7 +249,7 @@ def speech_like_wav(path, seed, seconds=0.8, rate=16000):
     samples = array.array("d", (
         0.6 * abs(math.sin(math.pi * beats * n / rate)) * math.sin(2 * math.pi * f0 * n / rate)
         for n in range(frames)))
-    H.write_wav_module(path, rate, 1, samples=samples)
+    write_wav_module(path, rate, 1, samples=samples)
     return path
 
 
@@ -272,7 +275,7 @@ class Site:
 
     def __init__(self, sayin, store, extra_args=()):
         self.sayin, self.store = sayin, store
-        self.port = H.free_port()
+        self.port = free_port()
         self.base = "http://127.0.0.1:%d" % self.port
         self.args = ["--public-url", self.base] + list(extra_args)
         self.origin = None
@@ -308,7 +311,7 @@ def test_post_page_social_tags_are_absolute(sayin, store, espeak_wav):
     site = Site(sayin, store)
     post = site.post("alice", espeak_wav, "tags")
     origin = site.serve()
-    r = origin.get(H.page_path(post))
+    r = origin.get(page_path(post))
     assert r.status == 200
     p = TagParser()
     p.feed(r.body.decode("utf-8"))
@@ -321,14 +324,14 @@ def test_post_page_social_tags_are_absolute(sayin, store, espeak_wav):
     assert m["twitter:card"] == "player"
     assert m["og:url"] == post["url"]
     assert p.meta["og:audio"] == [post["audio_url"], post["fallback_url"]]
-    assert p.meta["og:audio:type"][0] == H.OPUS_TYPE
+    assert p.meta["og:audio:type"][0] == OPUS_TYPE
     assert m["twitter:player"] == post["url"] + "/embed"
     assert m["twitter:player:stream"] == post["fallback_url"]
     assert int(m["twitter:player:width"]) > 0 and int(m["twitter:player:height"]) > 0
     for key in ("og:url", "og:audio", "twitter:player", "twitter:player:stream"):
         assert m[key].startswith(origin.base + "/"), (key, m[key])
     feeds = [l for l in p.links if l.get("rel") == "alternate"]
-    assert [l.get("type") for l in feeds] == [H.FEED_TYPE]
+    assert [l.get("type") for l in feeds] == [FEED_TYPE]
     assert feeds[0]["href"] == post["feed_url"]
     assert [s["src"] for s in p.sources] == [post["audio_url"], post["fallback_url"]]
 
@@ -550,18 +553,18 @@ def test_share_card_is_served(sayin, store, espeak_wav):
     post = site.post("alice", espeak_wav, "a card")
     origin = site.serve()
     p = TagParser()
-    p.feed(origin.get(H.page_path(post)).body.decode("utf-8"))
+    p.feed(origin.get(page_path(post)).body.decode("utf-8"))
     image = p.meta.get("og:image")
     assert image and p.meta.get("twitter:image") == image, p.meta
     assert image[0].startswith(origin.base + "/a/") and image[0].endswith(".png"), image
     r = origin.get_url(image[0])
     assert r.status == 200, (image, r.status)
     assert r.header("content-type") == "image/png"
-    assert r.header("cache-control") == H.OBJECT_CACHE
+    assert r.header("cache-control") == OBJECT_CACHE
     png = r.body
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
     assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (1200, 630)
-    assert image[0].rsplit("/", 1)[1] == H.sha256_hex(png) + ".png"
+    assert image[0].rsplit("/", 1)[1] == sha256_hex(png) + ".png"
 
 
 def test_embed_page_plays_and_may_be_framed(sayin, store, espeak_wav, browser):

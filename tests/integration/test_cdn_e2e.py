@@ -10,7 +10,10 @@ import time
 
 import pytest
 
-import sayin_helpers as H
+from helpers.api import author_add, start_api
+from helpers.edges import start_nginx, start_varnish
+from helpers.http import brotli_decode
+from helpers.procs import wait_for
 
 WITHIN = 1.0  # seconds: the "within one second"
 
@@ -20,7 +23,7 @@ def feed_ids(edge, handle, encoding="br"):
     assert r.status == 200, r
     body = r.body
     if r.header("Content-Encoding") == "br":
-        body = H.brotli_decode(body)
+        body = brotli_decode(body)
     elif r.header("Content-Encoding") == "gzip":
         import gzip
         body = gzip.decompress(body)
@@ -29,17 +32,17 @@ def feed_ids(edge, handle, encoding="br"):
 
 
 def edge_site(sayin, store, tmp_path, kind, speech_clip):
-    token = H.author_add(sayin, store, "ann")
+    token = author_add(sayin, store, "ann")
     origin = sayin.start_origin(store)
     if kind == "varnish":
-        edge = H.start_varnish(str(tmp_path / "edge"), origin.port)
+        edge = start_varnish(str(tmp_path / "edge"), origin.port)
         driver = ["--varnish-edges", "http://127.0.0.1:%d" % edge.port]
     else:
-        edge = H.start_nginx(str(tmp_path / "edge"), origin.port)
+        edge = start_nginx(str(tmp_path / "edge"), origin.port)
         driver = ["--nginx-edges", "http://127.0.0.1:%d" % edge.port]
     sayin.procs.append(edge.proc)
     base = "http://127.0.0.1:%d" % edge.port
-    api = H.start_api(sayin, store, args=driver + ["--prewarm-edges", base], base=base)
+    api = start_api(sayin, store, args=driver + ["--prewarm-edges", base], base=base)
     return token, origin, edge, api, base
 
 
@@ -65,7 +68,7 @@ def test_post_is_at_the_edge_within_a_second(sayin, store, tmp_path, speech_clip
         assert r.status == 201, r
         post = r.json()
         assert post["feed_url"].startswith(base)
-        seen = H.wait_for(lambda: post["id"] in feed_ids(edge, "ann")[0], timeout=5)
+        seen = wait_for(lambda: post["id"] in feed_ids(edge, "ann")[0], timeout=5)
         elapsed = time.monotonic() - acked
         assert seen, "the post never reached the edge's feed"
         assert elapsed <= WITHIN, "the post took %.2f s to reach the edge" % elapsed
@@ -77,7 +80,7 @@ def test_post_is_at_the_edge_within_a_second(sayin, store, tmp_path, speech_clip
         for _ in range(20):
             assert edge.get("/p/" + post["id"]).status == 200
         # Every job (purge, then prewarm) ends delivered, none parked.
-        assert H.wait_for(lambda: api.metrics().get("sayin_outbox_depth") == 0, timeout=10), \
+        assert wait_for(lambda: api.metrics().get("sayin_outbox_depth") == 0, timeout=10), \
             sayin.run(sayin.publisher, ["status", "--data", str(store)]).stdout
         assert api.metrics().get("sayin_outbox_parked") == 0
     finally:
@@ -91,12 +94,12 @@ def test_deleted_audio_leaves_the_edge(sayin, store, tmp_path, speech_clip):
         assert r.status == 201, r
         post = r.json()
         audio_path = post["audio_url"][len(base):]
-        assert H.wait_for(lambda: edge.get(audio_path).status == 200, timeout=5)
+        assert wait_for(lambda: edge.get(audio_path).status == 200, timeout=5)
         assert edge.get(audio_path).header("X-Cache") == "HIT"  # prewarmed, then cached
         r = api.delete(token, post["id"])
         assert r.status == 200, r
         deleted = time.monotonic()
-        gone = H.wait_for(lambda: edge.get(audio_path).status == 404, timeout=5)
+        gone = wait_for(lambda: edge.get(audio_path).status == 404, timeout=5)
         assert gone, "the deleted audio is still served by the edge"
         assert time.monotonic() - deleted <= WITHIN + 0.5
         assert post["id"] not in feed_ids(edge, "ann")[0]

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-import sayin_helpers as H
+from helpers.audio import ogg_crc, ogg_pages, write_wav_module
 from test_publish import Checks, verify_opus_stream
 
 RATE = 44100
@@ -18,7 +18,7 @@ FRAMES = int(RATE * 1.5) + 7
 @pytest.fixture
 def reference(tmp_path, opus_tools):
     wav = tmp_path / "in.wav"
-    H.write_wav_module(wav, RATE, 1, frames=FRAMES)
+    write_wav_module(wav, RATE, 1, frames=FRAMES)
     out = tmp_path / "ref.opus"
     subprocess.run(["opusenc", "--quiet", "--artist", "alice", "--comment", "TITLE=hello",
                     str(wav), str(out)], check=True, timeout=60)
@@ -34,7 +34,7 @@ def failures(tmp_path, body, lookahead, text="hello", author="alice"):
 def rewrite_page(body, index, mutate):
     """Applies mutate(header bytearray, body bytearray) to one page and
     fixes its CRC, so only the mutated field is wrong."""
-    pages = H.ogg_pages(body)
+    pages = ogg_pages(body)
     p = pages[index]
     end = p.offset + 27 + len(p.lacing) + len(p.body)
     hdr = bytearray(body[p.offset:p.offset + 27 + len(p.lacing)])
@@ -42,7 +42,7 @@ def rewrite_page(body, index, mutate):
     mutate(hdr, pbody)
     page = hdr + pbody
     page[22:26] = b"\0\0\0\0"
-    page[22:26] = struct.pack("<I", H.ogg_crc(bytes(page)))
+    page[22:26] = struct.pack("<I", ogg_crc(bytes(page)))
     return body[:p.offset] + bytes(page) + body[end:]
 
 
@@ -51,14 +51,14 @@ def test_reference_stream_passes(tmp_path, reference, libopus_lookahead):
 
 
 def test_missing_last_page_is_caught(tmp_path, reference, libopus_lookahead):
-    last = H.ogg_pages(reference)[-1]
+    last = ogg_pages(reference)[-1]
     f = failures(tmp_path, reference[:last.offset], libopus_lookahead)
     assert any("EOS" in m for m in f), f
     assert any("opusinfo" in m for m in f), f
 
 
 def test_eos_flag_cleared_is_caught(tmp_path, reference, libopus_lookahead):
-    n = len(H.ogg_pages(reference))
+    n = len(ogg_pages(reference))
 
     def clear_eos(hdr, _):
         hdr[5] &= ~4 & 0xFF
@@ -74,7 +74,7 @@ def test_wrong_preskip_is_caught(tmp_path, reference, libopus_lookahead):
 
 
 def test_wrong_end_granule_is_caught(tmp_path, reference, libopus_lookahead):
-    n = len(H.ogg_pages(reference))
+    n = len(ogg_pages(reference))
 
     def untrimmed(hdr, _):
         granule = struct.unpack_from("<q", hdr, 6)[0]

@@ -12,7 +12,8 @@ import subprocess
 
 import pytest
 
-import sayin_helpers as H
+from helpers.http import OPUS_TYPE, Response, brotli_decode, url_path
+from helpers.store import sha256_hex
 
 
 @pytest.fixture(scope="session")
@@ -22,9 +23,6 @@ def curl_brotli():
         pytest.fail("curl is not installed (run scripts/bootstrap)")
     out = subprocess.run(["curl", "-V"], capture_output=True, text=True, timeout=30).stdout
     return "brotli" in out.lower()
-
-
-brotli_decode = H.brotli_decode
 
 
 def decode(encoding, data):
@@ -37,20 +35,9 @@ def decode(encoding, data):
     raise AssertionError("unexpected Content-Encoding %r" % encoding)
 
 
-class CurlResult:
+class CurlResult(Response):
     def __init__(self, status, headers, body):
-        self.status = status
-        self.headers = headers  # [(name, value)]
-        self.body = body
-
-    def header(self, name):
-        for k, v in self.headers:
-            if k.lower() == name.lower():
-                return v
-        return None
-
-    def header_all(self, name):
-        return [v for k, v in self.headers if k.lower() == name.lower()]
+        super().__init__(None, status, "", headers, body)
 
     def __repr__(self):
         return "<curl %s %r body=%d bytes>" % (self.status, self.headers, len(self.body))
@@ -91,7 +78,7 @@ def served(sayin, tmp_path, short_wav):
 @pytest.mark.parametrize("kind", ["feed", "page"])
 def test_curl_compressed_gets_identical_variants(served, tmp_path, curl_brotli, kind):
     origin, post = served
-    path = H.url_path(post["feed_url"] if kind == "feed" else post["url"])
+    path = url_path(post["feed_url"] if kind == "feed" else post["url"])
     url = origin.base + path
 
     identity = curl(tmp_path, url, ["-H", "Accept-Encoding: identity"])
@@ -146,7 +133,7 @@ def test_curl_compressed_gets_identical_variants(served, tmp_path, curl_brotli, 
 
 def test_audio_is_never_compressed(served, tmp_path):
     origin, post = served
-    path = H.url_path(post["audio_url"])
+    path = url_path(post["audio_url"])
     digest = path[len("/a/"):-len(".opus")]
     url = origin.base + path
     etag = None
@@ -159,9 +146,9 @@ def test_audio_is_never_compressed(served, tmp_path):
             % (r.header("Content-Encoding"), ae))
         assert not vary_tokens(r), "audio has one representation, yet says Vary: %r" % (
             r.header_all("Vary"),)
-        assert r.header("Content-Type") == H.OPUS_TYPE, r
+        assert r.header("Content-Type") == OPUS_TYPE, r
         assert r.header("Content-Length") == str(post["size_in_bytes"]), r
-        assert H.sha256_hex(r.body) == digest, "the audio bytes are not the object"
+        assert sha256_hex(r.body) == digest, "the audio bytes are not the object"
         assert r.header("ETag") == '"%s"' % digest, r
         etag = etag or r.header("ETag")
         assert r.header("ETag") == etag

@@ -6,7 +6,9 @@ import socket
 
 import pytest
 
-import sayin_helpers as H
+from helpers.audio import write_noise_wav
+from helpers.procs import EXIT_STORE_FULL, EXIT_USAGE, free_port
+from helpers.store import store_counts
 
 
 def write_ini(path, sections):
@@ -69,15 +71,15 @@ def test_data_dir_flag_beats_env_beats_file(sayin, tmp_path, short_wav, lmdb_too
     env = {"SAYIN_DATA": str(tmp_path / "env-store")}
 
     sayin.post(None, "alice", short_wav, args=cfg)
-    assert H.store_counts(tmp_path / "ini-store")["posts"] == 1
+    assert store_counts(tmp_path / "ini-store")["posts"] == 1
     sayin.post(None, "alice", short_wav, args=cfg, env=env)
-    assert H.store_counts(tmp_path / "env-store")["posts"] == 1
+    assert store_counts(tmp_path / "env-store")["posts"] == 1
     sayin.post(None, "alice", short_wav, env=env,
                args=cfg + ["--data", str(tmp_path / "flag-store")])
-    assert H.store_counts(tmp_path / "flag-store")["posts"] == 1
+    assert store_counts(tmp_path / "flag-store")["posts"] == 1
     # Each post went to exactly one store.
-    assert H.store_counts(tmp_path / "ini-store")["posts"] == 1
-    assert H.store_counts(tmp_path / "env-store")["posts"] == 1
+    assert store_counts(tmp_path / "ini-store")["posts"] == 1
+    assert store_counts(tmp_path / "env-store")["posts"] == 1
 
 
 def test_feed_items_flag_beats_env_beats_file(sayin, store, tmp_path, wav_factory):
@@ -97,7 +99,7 @@ def test_feed_items_flag_beats_env_beats_file(sayin, store, tmp_path, wav_factor
 
 def test_bitrate_flag_beats_env_beats_file(sayin, tmp_path):
     wav = tmp_path / "noise.wav"
-    H.write_noise_wav(wav, 48000, 2)
+    write_noise_wav(wav, 48000, 2)
     ini = write_ini(tmp_path / "sayin.ini", {"media": {"bitrate": "96000"}})
     cfg = ["--config", str(ini)]
     low_env = {"SAYIN_BITRATE": "8000"}
@@ -114,7 +116,7 @@ def test_map_size_from_file_and_env(sayin, tmp_path, big_noise_wav):
                                              "media": {"bitrate": "510000"}})
     cfg = ["--config", str(ini)]
     r = sayin.post(tmp_path / "a", "a", big_noise_wav, args=cfg, check=False)
-    assert r.returncode == H.EXIT_STORE_FULL, r.describe()
+    assert r.returncode == EXIT_STORE_FULL, r.describe()
     r = sayin.post(tmp_path / "b", "a", big_noise_wav, args=cfg + ["--map-size", "1G"],
                    env={"SAYIN_MAP_SIZE": "1M"})
     assert r.json["size_in_bytes"] > 1 << 20
@@ -122,7 +124,7 @@ def test_map_size_from_file_and_env(sayin, tmp_path, big_noise_wav):
 
 def test_origin_listen_flag_beats_env_beats_file(sayin, store, tmp_path, short_wav):
     sayin.post(store, "alice", short_wav)
-    p_file, p_env, p_flag = H.free_port(), H.free_port(), H.free_port()
+    p_file, p_env, p_flag = free_port(), free_port(), free_port()
     ini = write_ini(tmp_path / "origin.ini", {"origin": {"listen": "127.0.0.1:%d" % p_file},
                                               "store": {"data": str(store)}})
     cfg = ["--config", str(ini)]
@@ -163,9 +165,9 @@ def test_unknown_ini_key_is_refused(sayin, tmp_path, short_wav, program, ini, na
                                         "--author", "alice", str(short_wav)])
     else:
         r = sayin.run(sayin.origin_bin, ["--config", str(path), "--data", str(store),
-                                         "--listen", "127.0.0.1:%d" % H.free_port()],
+                                         "--listen", "127.0.0.1:%d" % free_port()],
                       timeout=10)
-    assert r.returncode == H.EXIT_USAGE, "exit %d: %s" % (r.returncode, r.stderr)
+    assert r.returncode == EXIT_USAGE, "exit %d: %s" % (r.returncode, r.stderr)
     assert named in r.stderr, "the message does not name %r: %r" % (named, r.stderr)
     assert not store.exists()
 
@@ -174,7 +176,7 @@ def test_unknown_ini_key_via_sayin_config(sayin, tmp_path, short_wav):
     path = write_ini(tmp_path / "bad.ini", {"log": {"lvl": "debug"}})
     r = sayin.run(sayin.publisher, ["post", "--data", str(tmp_path / "s"), "--author", "a",
                                     str(short_wav)], env={"SAYIN_CONFIG": str(path)})
-    assert r.returncode == H.EXIT_USAGE and "lvl" in r.stderr, r
+    assert r.returncode == EXIT_USAGE and "lvl" in r.stderr, r
 
 
 def test_missing_config_file_is_an_error(sayin, tmp_path, short_wav):
@@ -190,7 +192,7 @@ def test_invalid_setting_values_exit_2(sayin, tmp_path, short_wav):
     for env in ({"SAYIN_BITRATE": "loud"}, {"SAYIN_LOG_LEVEL": "chatty"},
                 {"SAYIN_MAP_SIZE": "huge"}, {"SAYIN_FEED_ITEMS": "-1"}):
         r = sayin.post(tmp_path / "s", "a", short_wav, env=env, check=False)
-        assert r.returncode == H.EXIT_USAGE, "%s: %s" % (env, r.describe())
+        assert r.returncode == EXIT_USAGE, "%s: %s" % (env, r.describe())
         assert r.stderr.strip()
     r = sayin.run(sayin.origin_bin, ["--data", str(tmp_path / "s")],
                   env={"SAYIN_LOG_LEVEL": "chatty"}, timeout=10)

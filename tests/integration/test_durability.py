@@ -9,12 +9,15 @@ import time
 
 import pytest
 
-import sayin_helpers as H
+from helpers.audio import write_noise_wav
+from helpers.http import url_path
+from helpers.procs import EXIT_STORE_FULL, clean_env
+from helpers.store import mdb_keys, sha256_hex, store_counts, store_files
 
 
 def snapshot(store):
-    return (H.store_counts(store), H.mdb_keys(store, "objects"), H.mdb_keys(store, "names"),
-            H.mdb_keys(store, "posts"), H.store_files(store))
+    return (store_counts(store), mdb_keys(store, "objects"), mdb_keys(store, "names"),
+            mdb_keys(store, "posts"), store_files(store))
 
 
 @pytest.mark.parametrize("delay", [0.3, 1.5])
@@ -55,9 +58,9 @@ def test_killed_post_into_a_new_store_leaves_nothing(sayin, store, long_noise_wa
     proc.kill()
     proc.wait(10)
     if store.exists():
-        assert set(H.store_files(store)) <= {"data.mdb", "lock.mdb"}, H.store_files(store)
+        assert set(store_files(store)) <= {"data.mdb", "lock.mdb"}, store_files(store)
         if (store / "data.mdb").exists():
-            c = H.store_counts(store)
+            c = store_counts(store)
             assert c["posts"] == 0 and c["objects"] == 0 and c["names"] == 0, c
 
 
@@ -69,7 +72,7 @@ def test_store_full_is_a_clear_error_and_keeps_earlier_posts(sayin, store, tmp_p
 
     res = sayin.post(store, "alice", big_noise_wav, text="too big",
                      args=small + ["--bitrate", "510000"], check=False)
-    assert res.returncode == H.EXIT_STORE_FULL, "expected exit 4:\n" + res.describe()
+    assert res.returncode == EXIT_STORE_FULL, "expected exit 4:\n" + res.describe()
     assert "store full" in res.stderr.lower(), res.stderr
     assert res.stdout == ""
 
@@ -77,7 +80,7 @@ def test_store_full_is_a_clear_error_and_keeps_earlier_posts(sayin, store, tmp_p
     assert after == before, "a failed post changed the store:\n%s\n%s" % (before, after)
     origin = sayin.start_origin(store)
     r = origin.get_url(first["audio_url"])
-    assert r.status == 200 and H.sha256_hex(r.body) == H.url_path(first["audio_url"])[3:67]
+    assert r.status == 200 and sha256_hex(r.body) == url_path(first["audio_url"])[3:67]
     items = origin.get("/u/alice/feed.json").json()["items"]
     assert [i["id"] for i in items] == [first["id"]]
     assert origin.get_url(first["url"]).status == 200
@@ -98,10 +101,10 @@ def test_store_full_is_a_clear_error_and_keeps_earlier_posts(sayin, store, tmp_p
 def test_store_full_from_a_fresh_store(sayin, store, big_noise_wav, lmdb_tools):
     res = sayin.post(store, "alice", big_noise_wav, args=["--map-size", "1M",
                                                            "--bitrate", "510000"], check=False)
-    assert res.returncode == H.EXIT_STORE_FULL, res.describe()
+    assert res.returncode == EXIT_STORE_FULL, res.describe()
     assert "store full" in res.stderr.lower()
     if (store / "data.mdb").exists():
-        c = H.store_counts(store)
+        c = store_counts(store)
         assert c["posts"] == 0 and c["objects"] == 0, c
 
 
@@ -111,7 +114,7 @@ def test_post_killed_at_any_moment_is_all_or_nothing(sayin, store, tmp_path, sho
     past its commit: after each kill the post is either fully there (record,
     feed item, page, audio) or not there at all."""
     wav = tmp_path / "noise.wav"
-    H.write_noise_wav(wav, 48000, 20)
+    write_noise_wav(wav, 48000, 20)
     sayin.post(store, "other", short_wav)
     t0 = time.monotonic()
     sayin.post(tmp_path / "timing", "victim", wav)
@@ -121,15 +124,15 @@ def test_post_killed_at_any_moment_is_all_or_nothing(sayin, store, tmp_path, sho
     published = []
     outcomes = []
     for frac in (0.5, 0.8, 0.9, 0.95, 0.98, 1.0, 1.02, 1.1):
-        before = H.store_counts(store)
-        posts_before = set(H.mdb_keys(store, "posts"))
+        before = store_counts(store)
+        posts_before = set(mdb_keys(store, "posts"))
         proc = sayin.popen_post(store, "victim", wav, text="kill %.2f" % frac)
         time.sleep(run_time * frac)
         proc.kill()
         proc.wait(10)
-        after = H.store_counts(store)
-        assert H.store_files(store) == ["data.mdb", "lock.mdb"], H.store_files(store)
-        new = set(H.mdb_keys(store, "posts")) - posts_before
+        after = store_counts(store)
+        assert store_files(store) == ["data.mdb", "lock.mdb"], store_files(store)
+        new = set(mdb_keys(store, "posts")) - posts_before
         if not new:
             assert after == before, "no new post, yet the store changed: %s -> %s" % (
                 before, after)
@@ -196,7 +199,7 @@ def test_full_disk_is_a_clear_error_and_keeps_the_store(sayin, tmp_path, short_w
     mnt, mnt2, out = tmp_path / "small-disk", tmp_path / "full-disk", tmp_path / "copy"
     mnt.mkdir()
     mnt2.mkdir()
-    env = H.clean_env({"MNT": str(mnt), "MNT2": str(mnt2), "OUT": str(out),
+    env = clean_env({"MNT": str(mnt), "MNT2": str(mnt2), "OUT": str(out),
                        "PUB": sayin.publisher, "SHORT": str(short_wav),
                        "BIG": str(big_noise_wav)})
     res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
@@ -216,10 +219,10 @@ def test_full_disk_is_a_clear_error_and_keeps_the_store(sayin, tmp_path, short_w
     assert json.loads((tmp_path / "copy.5").read_text())["id"]
 
     # The copy of the first store: both small posts, nothing of the big one.
-    assert H.store_counts(out)["posts"] == 2
+    assert store_counts(out)["posts"] == 2
     origin = sayin.start_origin(out)
     for post in (first, again):
         r = origin.get_url(post["audio_url"])
-        assert r.status == 200 and H.sha256_hex(r.body) == H.url_path(post["audio_url"])[3:67]
+        assert r.status == 200 and sha256_hex(r.body) == url_path(post["audio_url"])[3:67]
     items = origin.get("/u/alice/feed.json").json()["items"]
     assert [i["id"] for i in items] == [again["id"], first["id"]]

@@ -19,10 +19,13 @@ import time
 
 import pytest
 
-import sayin_helpers as H
+from helpers.api import author_add
+from helpers.edges import NGINX_CONF, VARNISH_VCL, origin_content_requests, origin_metric
+from helpers.http import brotli_decode, url_path
+from helpers.procs import find_program, wait_for
 
 EDGES = ["varnish", "nginx"]
-DECODE = {"br": H.brotli_decode, "gzip": gzip.decompress, None: lambda b: b}
+DECODE = {"br": brotli_decode, "gzip": gzip.decompress, None: lambda b: b}
 
 
 @pytest.fixture(params=EDGES)
@@ -47,9 +50,9 @@ def wait_requests(origin, expected, timeout=5.0):
     """The origin's object+name request count once it reached expected (or
     the timeout passed), then checked again a moment later so a late extra
     request is seen too."""
-    H.wait_for(lambda: H.origin_content_requests(origin) >= expected, timeout, 0.02)
+    wait_for(lambda: origin_content_requests(origin) >= expected, timeout, 0.02)
     time.sleep(0.2)
-    return H.origin_content_requests(origin)
+    return origin_content_requests(origin)
 
 
 FANS_HOST = "cdn.sayin.test"
@@ -69,20 +72,20 @@ def fetch_variants(edge, path, encodings=("br", "gzip", None), host=None):
 
 
 def test_varnish_vcl_compiles(tmp_path):
-    varnishd = H.find_program("varnishd", "varnish")
-    r = subprocess.run([varnishd, "-C", "-n", str(tmp_path / "v"), "-f", H.VARNISH_VCL],
+    varnishd = find_program("varnishd", "varnish")
+    r = subprocess.run([varnishd, "-C", "-n", str(tmp_path / "v"), "-f", VARNISH_VCL],
                        capture_output=True, text=True, errors="replace", timeout=60)
-    assert r.returncode == 0, "varnishd -C -f %s:\n%s" % (H.VARNISH_VCL, r.stderr[-3000:])
+    assert r.returncode == 0, "varnishd -C -f %s:\n%s" % (VARNISH_VCL, r.stderr[-3000:])
 
 
 def test_nginx_conf_is_accepted(tmp_path):
-    nginx = H.find_program("nginx", "nginx-light")
+    nginx = find_program("nginx", "nginx-light")
     (tmp_path / "temp").mkdir()
-    r = subprocess.run([nginx, "-t", "-p", str(tmp_path) + "/", "-c", H.NGINX_CONF,
+    r = subprocess.run([nginx, "-t", "-p", str(tmp_path) + "/", "-c", NGINX_CONF,
                         "-e", "stderr"], capture_output=True, text=True, timeout=60)
     out = r.stdout + r.stderr
     assert r.returncode == 0 and "test is successful" in out, (
-        "nginx -t -c %s (needs libnginx-mod-http-cache-purge):\n%s" % (H.NGINX_CONF, out))
+        "nginx -t -c %s (needs libnginx-mod-http-cache-purge):\n%s" % (NGINX_CONF, out))
 
 
 # ---------------------------------------------------------------- caching
@@ -91,11 +94,11 @@ def test_nginx_conf_is_accepted(tmp_path):
 def test_objects_and_names_are_cached(kind, site, edge_factory):
     origin, post, _ = site()
     edge = edge_factory(kind, origin)
-    paths = [H.url_path(post["audio_url"]), H.url_path(post["feed_url"]),
-             H.url_path(post["url"])]
-    before = H.origin_content_requests(origin)
+    paths = [url_path(post["audio_url"]), url_path(post["feed_url"]),
+             url_path(post["url"])]
+    before = origin_content_requests(origin)
     for n, path in enumerate(paths, 1):
-        counted = H.origin_content_requests(origin)
+        counted = origin_content_requests(origin)
         direct = origin.get(path)
         assert direct.status == 200, direct
         base = wait_requests(origin, counted + 1)  # our direct GET, once counted
@@ -114,7 +117,7 @@ def test_objects_and_names_are_cached(kind, site, edge_factory):
         assert wait_requests(origin, base + 1) == base + 1, (
             "%s: hits reached the origin through %s" % (path, kind))
     # The direct GETs plus one miss per URL.
-    assert H.origin_content_requests(origin) == before + 2 * len(paths)
+    assert origin_content_requests(origin) == before + 2 * len(paths)
 
 
 async def _get_all(port, path, n, before_send, before_read):
@@ -168,16 +171,16 @@ def test_concurrent_misses_cause_one_origin_request(kind, site, edge_factory):
     # machine is slower than the test's window.
     edge = edge_factory(kind, origin, **({"params": ("thread_pool_min=600",)}
                                           if kind == "varnish" else {}))
-    path = H.url_path(post["audio_url"])
+    path = url_path(post["audio_url"])
     digest = re.match(r"^/a/([0-9a-f]{64})\.opus$", path).group(1)
     n = 1000
     if kind == "varnish":
         # Varnish starts its threads gradually: wait until there is one for
         # every request, or requests sit in the session queue past the
         # fetch and arrive as hits, proving nothing about coalescing.
-        assert H.wait_for(lambda: edge.stat("MAIN.threads") >= n + 20, 60.0, 0.2), \
+        assert wait_for(lambda: edge.stat("MAIN.threads") >= n + 20, 60.0, 0.2), \
             "varnishd has only %d threads" % edge.stat("MAIN.threads")
-    before = H.origin_content_requests(origin)
+    before = origin_content_requests(origin)
     slept_before = edge.stat("MAIN.busy_sleep") if kind == "varnish" else 0
 
     async def all_arrived():
@@ -185,7 +188,7 @@ def test_concurrent_misses_cause_one_origin_request(kind, site, edge_factory):
         # (Varnish counts its waiters only when their tasks end, so the
         # count is checked afterwards).
         if kind == "varnish":
-            await asyncio.get_running_loop().run_in_executor(None, lambda: H.wait_for(
+            await asyncio.get_running_loop().run_in_executor(None, lambda: wait_for(
                 lambda: edge.stat("MAIN.busy_sleep") - slept_before >= n - 1, 3.0, 0.1))
         await asyncio.sleep(1.0)
         os.kill(origin.proc.pid, signal.SIGCONT)
@@ -216,16 +219,16 @@ def test_concurrent_misses_cause_one_origin_request(kind, site, edge_factory):
 def test_range_is_cut_from_the_cached_object(kind, site, edge_factory):
     origin, post, _ = site()
     edge = edge_factory(kind, origin)
-    path = H.url_path(post["audio_url"])
+    path = url_path(post["audio_url"])
     size = post["size_in_bytes"]
-    counted = H.origin_content_requests(origin)
+    counted = origin_content_requests(origin)
     whole = origin.get(path).body
     assert len(whole) == size > 400
     # The origin counts a request once its response is written, possibly
     # on another event loop than the one answering /metrics: wait until our
     # own GET is counted before taking the baseline.
     before = wait_requests(origin, counted + 1)
-    partial_before = H.origin_metric(origin, "sayin_origin_partial_total")
+    partial_before = origin_metric(origin, "sayin_origin_partial_total")
 
     cold = edge.get(path, headers={"Range": "bytes=0-99"})
     assert cold.status == 206, cold
@@ -240,15 +243,15 @@ def test_range_is_cut_from_the_cached_object(kind, site, edge_factory):
         assert r.body == whole[first:last + 1], spec
     assert wait_requests(origin, before + 1) == before + 1, (
         "Range requests through %s reached the origin" % kind)
-    assert H.origin_metric(origin, "sayin_origin_partial_total") == partial_before, (
+    assert origin_metric(origin, "sayin_origin_partial_total") == partial_before, (
         "%s forwarded a Range to the origin instead of fetching the whole object" % kind)
 
 
 def test_encodings_are_kept_apart(kind, site, edge_factory):
     origin, post, _ = site()
     edge = edge_factory(kind, origin)
-    path = H.url_path(post["feed_url"])
-    counted = H.origin_content_requests(origin)
+    path = url_path(post["feed_url"])
+    counted = origin_content_requests(origin)
     direct = fetch_variants(origin, path)
     identity = direct[None].body
     before = wait_requests(origin, counted + len(direct))  # the direct GETs, once counted
@@ -281,7 +284,7 @@ def test_stale_is_served_while_the_origin_is_down(kind, site, edge_factory):
     origin, post, _ = site(origin_args=["--name-shared-max-age", "1",
                                         "--stale-while-revalidate", "0"])
     edge = edge_factory(kind, origin)
-    feed, audio = H.url_path(post["feed_url"]), H.url_path(post["audio_url"])
+    feed, audio = url_path(post["feed_url"]), url_path(post["audio_url"])
     warm = {p: edge.get(p) for p in (feed, audio)}
     for p, r in warm.items():
         assert r.status == 200 and r.header("X-Cache") == "MISS", (p, r)
@@ -309,7 +312,7 @@ def test_stale_is_served_while_the_origin_is_down(kind, site, edge_factory):
 def test_purge_of_a_url_refreshes_it(kind, site, edge_factory, sayin, wav_factory):
     origin, post, data = site()
     edge = edge_factory(kind, origin)
-    path = H.url_path(post["feed_url"])
+    path = url_path(post["feed_url"])
     # Fans ask with the CDN's host name, the purge driver with the edge's
     # address (Edge.purge's Host): both must name the same copy.
     old = fetch_variants(edge, path, host=FANS_HOST)
@@ -339,7 +342,7 @@ def test_purge_of_a_url_refreshes_it(kind, site, edge_factory, sayin, wav_factor
 def test_xkey_purge_by_surrogate_key(site, edge_factory, sayin, wav_factory):
     origin, post, data = site()
     edge = edge_factory("varnish", origin)
-    feed, author, page = (H.url_path(post["feed_url"]), "/u/fan_fav/", H.url_path(post["url"]))
+    feed, author, page = (url_path(post["feed_url"]), "/u/fan_fav/", url_path(post["url"]))
     paths = (feed, author, page)
     for p in paths:
         assert edge.get(p).status == 200
@@ -369,7 +372,7 @@ def test_xkey_purge_by_surrogate_key(site, edge_factory, sayin, wav_factory):
 def test_purge_is_refused_outside_the_acl(kind, site, edge_factory):
     origin, post, _ = site()
     edge = edge_factory(kind, origin, purgers=("192.0.2.1",))
-    path = H.url_path(post["feed_url"])
+    path = url_path(post["feed_url"])
     assert edge.get(path).status == 200
     attempts = [("PURGE", path, None)]
     if kind == "varnish":
@@ -387,7 +390,7 @@ def test_purged_object_the_origin_no_longer_has_is_gone(kind, site, edge_factory
                                                         tmp_path):
     origin, post, _ = site()
     edge = edge_factory(kind, origin)
-    path = H.url_path(post["audio_url"])
+    path = url_path(post["audio_url"])
     assert edge.get(path).status == 200
     assert edge.get(path).header("X-Cache") == "HIT"
 
@@ -395,7 +398,7 @@ def test_purged_object_the_origin_no_longer_has_is_gone(kind, site, edge_factory
     port = origin.port
     assert origin.stop() == 0
     empty = tmp_path / "empty-store"
-    H.author_add(sayin, empty, "someone_else")
+    author_add(sayin, empty, "someone_else")
     origin2 = sayin.start_origin(empty, port=port)
     assert origin2.get(path).status == 404
     r = edge.get(path)
@@ -404,7 +407,7 @@ def test_purged_object_the_origin_no_longer_has_is_gone(kind, site, edge_factory
 
     assert edge.purge(path).status == 200
     # The edge may take a moment to see the new origin as healthy.
-    final = H.wait_for(lambda: edge.get(path).status == 404, 10.0, 0.1)
+    final = wait_for(lambda: edge.get(path).status == 404, 10.0, 0.1)
     r = edge.get(path)
     assert final and r.status == 404, (
         "after a purge, %s still answers %r for an object the origin no longer has"

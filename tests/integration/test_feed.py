@@ -6,13 +6,14 @@ import html.parser
 
 import pytest
 
-import sayin_helpers as H
+from helpers.http import FEED_TYPE, JSONFEED_VERSION, NAME_CACHE, OPUS_TYPE, RFC3339_RE
+from helpers.store import sha256_hex
 
 CDN = "https://cdn.example.test"
 
 
 def parse_time(s):
-    assert H.RFC3339_RE.match(s), "date_published %r is not RFC 3339" % s
+    assert RFC3339_RE.match(s), "date_published %r is not RFC 3339" % s
     return datetime.datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00"))
 
 
@@ -33,7 +34,7 @@ def all_urls(node, path="$"):
 def get_feed(origin, handle):
     r = origin.get("/u/%s/feed.json" % handle)
     assert r.status == 200, r
-    assert r.header("Content-Type").split(";")[0].strip() == H.FEED_TYPE, r.headers
+    assert r.header("Content-Type").split(";")[0].strip() == FEED_TYPE, r.headers
     return r.json()
 
 
@@ -45,7 +46,7 @@ def test_feed_has_every_json_feed_field(sayin, store, short_wav):
     origin = sayin.start_origin(store)
     feed = get_feed(origin, "alice")
 
-    assert feed.get("version") == H.JSONFEED_VERSION, feed
+    assert feed.get("version") == JSONFEED_VERSION, feed
     assert isinstance(feed.get("title"), str) and feed["title"].strip(), feed
     assert isinstance(feed.get("home_page_url"), str) and \
         feed["home_page_url"].startswith(CDN + "/"), feed
@@ -62,7 +63,7 @@ def test_feed_has_every_json_feed_field(sayin, store, short_wav):
     assert isinstance(item.get("attachments"), list) and item["attachments"], item
     att = item["attachments"][0]
     assert att.get("url") == post["audio_url"]
-    assert att.get("mime_type") == H.OPUS_TYPE
+    assert att.get("mime_type") == OPUS_TYPE
     assert isinstance(att.get("size_in_bytes"), int) and att["size_in_bytes"] == \
         post["size_in_bytes"]
     assert isinstance(att.get("duration_in_seconds"), (int, float))
@@ -186,8 +187,8 @@ def test_text_round_trips_in_feed_and_page(sayin, store, short_wav, case):
     page = origin.get_url(post["url"])
     assert page.status == 200, page
     assert page.header("Content-Type").split(";")[0].strip() == "text/html", page.headers
-    assert page.header("Cache-Control") == H.NAME_CACHE
-    assert page.header("ETag") == '"%s"' % H.sha256_hex(page.body)
+    assert page.header("Cache-Control") == NAME_CACHE
+    assert page.header("ETag") == '"%s"' % sha256_hex(page.body)
     body = page.body.decode("utf-8")
     p = PageParser()
     p.feed(body)

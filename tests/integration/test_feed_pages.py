@@ -11,7 +11,9 @@ import re
 
 import pytest
 
-import sayin_helpers as H
+from helpers.api import author_add, author_token, start_api
+from helpers.audio import write_wav_module
+from helpers.http import FEED_TYPE, url_path
 
 HEAD, PAGE = 3, 4
 BASE = "https://cdn.test"
@@ -38,7 +40,7 @@ def walk(origin, handle="carol"):
         seen.add(path)
         r = origin.get(path)
         assert r.status == 200, (path, r)
-        assert r.header("Content-Type") == H.FEED_TYPE, r
+        assert r.header("Content-Type") == FEED_TYPE, r
         doc = r.json()
         assert doc["feed_url"] == BASE + "/u/%s/feed.json" % handle, doc["feed_url"]
         pages.append((path, r))
@@ -46,7 +48,7 @@ def walk(origin, handle="carol"):
         if nxt is None:
             break
         assert nxt.startswith(BASE + "/"), "next_url is not absolute: %r" % nxt
-        path = H.url_path(nxt)
+        path = url_path(nxt)
         assert PAGE_PATH.match(path), path
     return pages
 
@@ -89,7 +91,7 @@ def changed(before, after):
 
 def test_next_url_walk_and_full_pages_never_change(sayin, store, tmp_path):
     wav = tmp_path / "tiny.wav"
-    H.write_wav_module(wav, 16000, 1, seconds=0.2)
+    write_wav_module(wav, 16000, 1, seconds=0.2)
     ids = publish(sayin, store, wav, 8)
     origin = sayin.start_origin(store)
     check_layout(origin, ids)
@@ -129,10 +131,10 @@ def test_next_url_walk_and_full_pages_never_change(sayin, store, tmp_path):
 
 def test_deleting_a_post_changes_only_its_page(sayin, store, tmp_path):
     wav = tmp_path / "tiny.wav"
-    H.write_wav_module(wav, 16000, 1, seconds=0.2)
+    write_wav_module(wav, 16000, 1, seconds=0.2)
     ids = publish(sayin, store, wav, 12)  # head 10-12, pages 1 (1-4), 2 (5-8), 3 (9)
-    token = H.author_token(sayin, store, "carol")
-    api = H.start_api(sayin, store, args=SETTINGS[:4], base=BASE)
+    token = author_token(sayin, store, "carol")
+    api = start_api(sayin, store, args=SETTINGS[:4], base=BASE)
     origin = sayin.start_origin(store)
     check_layout(origin, ids)
     deleted = set()
@@ -170,9 +172,9 @@ def test_deleting_a_post_changes_only_its_page(sayin, store, tmp_path):
 
 def test_authors_json_lists_every_author_with_absolute_feed_urls(sayin, store, tmp_path):
     wav = tmp_path / "tiny.wav"
-    H.write_wav_module(wav, 16000, 1, seconds=0.2)
-    H.author_add(sayin, store, "alice", name="Alice A.", args=("--public-url", BASE))
-    H.author_add(sayin, store, "bob_2", name="Bob", args=("--public-url", BASE))
+    write_wav_module(wav, 16000, 1, seconds=0.2)
+    author_add(sayin, store, "alice", name="Alice A.", args=("--public-url", BASE))
+    author_add(sayin, store, "bob_2", name="Bob", args=("--public-url", BASE))
     sayin.post(store, "carol", wav, args=("--public-url", BASE))
     origin = sayin.start_origin(store)
     r = origin.get("/authors.json")
@@ -190,7 +192,7 @@ def test_authors_json_lists_every_author_with_absolute_feed_urls(sayin, store, t
 
 
 def test_authors_json_is_served_as_plain_json(sayin, store):
-    H.author_add(sayin, store, "alice", args=("--public-url", BASE))
+    author_add(sayin, store, "alice", args=("--public-url", BASE))
     origin = sayin.start_origin(store)
     r = origin.get("/authors.json")
     assert r.status == 200 and "version" not in r.json()

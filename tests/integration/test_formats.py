@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-import sayin_helpers as H
+from helpers.audio import ebur128, opus_samples
+from helpers.procs import EXIT_BAD_INPUT
+from helpers.store import store_counts
 
 TARGET = -16.0
 
@@ -25,29 +27,6 @@ def has_encoder(name):
     r = subprocess.run(["ffmpeg", "-hide_banner", "-encoders"], capture_output=True, text=True,
                        timeout=60)
     return re.search(r"^\s*\S+\s+%s\s" % re.escape(name), r.stdout, re.M) is not None
-
-
-def ebur128(path):
-    """(integrated LUFS, true peak dBTP) of a file, by ffmpeg's ebur128 filter."""
-    r = subprocess.run(["ffmpeg", "-nostdin", "-nostats", "-i", str(path), "-af",
-                        "ebur128=peak=true", "-f", "null", "-"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    summary = r.stderr[r.stderr.rindex("Summary:"):]
-    lufs = float(re.search(r"I:\s+(-?[\d.]+|-inf) LUFS", summary).group(1))
-    peak = float(re.search(r"Peak:\s+(-?[\d.]+|-inf) dBFS", summary).group(1))
-    return lufs, peak
-
-
-def samples_of(path):
-    """Decoded length at 48 kHz, by opusdec (which applies pre-skip and end trim)."""
-    out = str(path) + ".wav"
-    r = subprocess.run(["opusdec", "--quiet", "--rate", "48000", str(path), out],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    rate, samples = H.read_wav_s16_mono(out)
-    assert rate == 48000
-    return len(samples)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +79,7 @@ def check_published(sayin, store, tmp_path, res, expect_seconds):
     opus.write_bytes(r.body)
     info = subprocess.run(["opusinfo", str(opus)], capture_output=True, text=True, timeout=60)
     assert info.returncode == 0 and "WARNING" not in info.stdout, info.stdout + info.stderr
-    n = samples_of(opus)
+    n = opus_samples(opus)
     assert abs(n - expect_seconds * 48000) <= 960, "decoded %d samples, input %.3f s" % (
         n, expect_seconds)
     lufs, peak = ebur128(opus)
@@ -279,19 +258,19 @@ REJECTIONS = {
 
 
 def check_rejected(sayin, store, res, pattern, before):
-    assert res.returncode == H.EXIT_BAD_INPUT, res.describe()
+    assert res.returncode == EXIT_BAD_INPUT, res.describe()
     assert res.stdout == ""
     lines = res.stderr_lines
     assert len(lines) == 1, res.stderr
     assert re.search(pattern, lines[0], re.I), lines[0]
-    assert H.store_counts(store) == before, "the store changed"
+    assert store_counts(store) == before, "the store changed"
 
 
 @pytest.mark.parametrize("case", sorted(REJECTIONS))
 def test_bad_input_is_refused(sayin, store, tmp_path, speech, case, short_wav, lmdb_tools):
     build, pattern = REJECTIONS[case]
     sayin.post(store, "other", short_wav)
-    before = H.store_counts(store)
+    before = store_counts(store)
     bad = build(speech, tmp_path)
     t0 = time.monotonic()
     res = sayin.post(store, "victim", bad, check=False)
@@ -303,7 +282,7 @@ def test_bad_input_is_refused(sayin, store, tmp_path, speech, case, short_wav, l
 
 def test_over_max_duration_is_too_long(sayin, store, tmp_path, speech, short_wav, lmdb_tools):
     sayin.post(store, "other", short_wav)
-    before = H.store_counts(store)
+    before = store_counts(store)
     src = make_format(speech, tmp_path, "ogg-vorbis")
     res = sayin.post(store, "victim", src, args=["--max-duration", "2"], check=False)
     check_rejected(sayin, store, res, r"too long", before)
@@ -311,7 +290,7 @@ def test_over_max_duration_is_too_long(sayin, store, tmp_path, speech, short_wav
 
 def test_over_max_input_bytes_is_too_large(sayin, store, tmp_path, speech, short_wav, lmdb_tools):
     sayin.post(store, "other", short_wav)
-    before = H.store_counts(store)
+    before = store_counts(store)
     src = make_format(speech, tmp_path, "flac")
     res = sayin.post(store, "victim", src, args=["--max-input-bytes", "10K"], check=False)
     check_rejected(sayin, store, res, r"too large", before)
@@ -324,7 +303,7 @@ def test_flac_bomb_stops_quickly(sayin, store, tmp_path, short_wav, lmdb_tools):
            timeout=300)
     assert bomb.stat().st_size < 10 << 20
     sayin.post(store, "other", short_wav)
-    before = H.store_counts(store)
+    before = store_counts(store)
     t0 = time.monotonic()
     res = sayin.post(store, "victim", bomb, check=False)
     assert time.monotonic() - t0 < 5, "took %.1f s" % (time.monotonic() - t0)
@@ -344,7 +323,7 @@ def test_flac_bomb_stops_quickly(sayin, store, tmp_path, short_wav, lmdb_tools):
 def test_decoder_crash_and_hang_then_next_post_works(sayin, store, tmp_path, short_wav,
                                                      lmdb_tools):
     sayin.post(store, "other", short_wav)
-    before = H.store_counts(store)
+    before = store_counts(store)
     res = sayin.post(store, "victim", short_wav, check=False,
                      env={"SAYIN_TEST_DECODER_CRASH": "segv"})
     check_rejected(sayin, store, res, r"decoder crashed \(signal 11", before)
@@ -365,7 +344,7 @@ def test_decoder_memory_limit_is_a_clear_error(sayin, store, tmp_path, speech, s
     if "__asan_init" in r.stdout:
         pytest.skip("RLIMIT_AS is not applied under AddressSanitizer")
     sayin.post(store, "other", short_wav)
-    before = H.store_counts(store)
+    before = store_counts(store)
     src = make_format(speech, tmp_path, "m4a-aac")
     res = sayin.post(store, "victim", src, args=["--decode-memory", "16M"], check=False)
     check_rejected(sayin, store, res, r"decoder|memory", before)

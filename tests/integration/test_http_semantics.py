@@ -16,18 +16,15 @@ import time
 
 import pytest
 
-import sayin_helpers as H
+from helpers.http import OBJECT_CACHE, audio_path, page_path, parse_http_date, refused_and_closed
+from helpers.procs import tool_available
+from helpers.store import sha256_hex
 
-OBJECT_CACHE = "public, max-age=31536000, immutable"
 ALLOWED = ["GET", "HEAD", "OPTIONS"]
 # Defaults of --name-max-age, --name-shared-max-age, --stale-while-revalidate
 # and --stale-if-error.
 NAME_DEFAULTS = {"max-age": "60", "s-maxage": "86400", "stale-while-revalidate": "60",
                  "stale-if-error": "86400"}
-
-
-audio_path = H.audio_path
-page_path = H.page_path
 
 
 FEED = "/u/alice/feed.json"
@@ -50,12 +47,12 @@ def tokens(value):
 
 
 def etag_of(body):
-    return '"%s"' % H.sha256_hex(body)
+    return '"%s"' % sha256_hex(body)
 
 
 def brotli_decode(data, tmp_path):
     """Decodes with the brotli CLI (Debian package brotli)."""
-    if not H.tool_available("brotli"):
+    if not tool_available("brotli"):
         pytest.fail("the brotli CLI is not installed (run scripts/bootstrap)")
     src = tmp_path / "body.br"
     src.write_bytes(data)
@@ -149,7 +146,7 @@ def test_invalid_range_is_ignored(served, value):
     origin, post = served
     r = origin.get(audio_path(post), headers={"Range": value})
     assert r.status == 200, (value, r)
-    assert H.sha256_hex(r.body) == audio_path(post)[3:3 + 64]
+    assert sha256_hex(r.body) == audio_path(post)[3:3 + 64]
     assert r.header("Content-Range") is None
 
 
@@ -166,7 +163,7 @@ def test_if_range_with_the_etag_honours_the_range(served):
 def test_if_range_mismatch_sends_the_whole_object(served, validator):
     origin, post = served
     full = origin.get(audio_path(post))
-    lm = H.parse_http_date(full.header("Last-Modified"))
+    lm = parse_http_date(full.header("Last-Modified"))
     value = {
         "other-etag": '"%s"' % ("0" * 64),
         # If-Range needs a strong validator: a weak tag never matches.
@@ -262,7 +259,7 @@ def test_if_none_match_mismatch_gets_200(served, value):
     origin, post = served
     r = origin.get(audio_path(post), headers={"If-None-Match": value})
     assert r.status == 200, r
-    assert H.sha256_hex(r.body) == audio_path(post)[3:3 + 64]
+    assert sha256_hex(r.body) == audio_path(post)[3:3 + 64]
 
 
 def test_304_on_a_name_carries_the_cdn_headers(served):
@@ -290,7 +287,7 @@ def test_head_304_has_the_get_304_headers(served):
 def test_if_modified_since_not_modified(served, form):
     origin, post = served
     full = origin.get(audio_path(post))
-    lm = H.parse_http_date(full.header("Last-Modified"))
+    lm = parse_http_date(full.header("Last-Modified"))
     if form == "later":
         lm += datetime.timedelta(hours=1)
     value = {
@@ -309,7 +306,7 @@ def test_if_modified_since_not_modified(served, form):
 def test_if_modified_since_modified_gets_200(served, form):
     origin, post = served
     full = origin.get(audio_path(post))
-    lm = H.parse_http_date(full.header("Last-Modified"))
+    lm = parse_http_date(full.header("Last-Modified"))
     value = {"earlier": email.utils.format_datetime(lm - datetime.timedelta(seconds=1),
                                                     usegmt=True),
              "invalid": "not a date"}[form]
@@ -345,18 +342,26 @@ def identity_and(origin, path, accept):
     return ident, r
 
 
+def check_variant(origin, post, what, coding, name, decode):
+    """The feed or page in Content-Encoding coding: a variant of its own
+    (Vary, ETag of the bytes sent) that decodes to the identity body."""
+    path = FEED if what == "feed" else page_path(post)
+    ident, r = identity_and(origin, path, coding)
+    assert r.status == 200, r
+    assert r.header("Content-Encoding") == coding, (
+        "no %s variant for %s (does the publisher store variants?): %s" % (name, path, r.headers))
+    assert r.header("Vary") == "Accept-Encoding"
+    assert decode(r.body) == ident.body
+    assert r.header("ETag") == etag_of(r.body), "the ETag is not the hash of the bytes sent"
+    assert r.header("ETag") != ident.header("ETag")
+    return ident, r
+
+
 @pytest.mark.parametrize("what", ["feed", "page"])
 def test_brotli_variant(served, tmp_path, what):
     origin, post = served
-    path = FEED if what == "feed" else page_path(post)
-    ident, r = identity_and(origin, path, "br")
-    assert r.status == 200, r
-    assert r.header("Content-Encoding") == "br", (
-        "no brotli variant for %s (does the publisher store variants?): %s" % (path, r.headers))
-    assert r.header("Vary") == "Accept-Encoding"
-    assert brotli_decode(r.body, tmp_path) == ident.body
-    assert r.header("ETag") == etag_of(r.body), "the ETag is not the hash of the bytes sent"
-    assert r.header("ETag") != ident.header("ETag")
+    ident, r = check_variant(origin, post, what, "br", "brotli",
+                             lambda body: brotli_decode(body, tmp_path))
     assert r.header("Content-Type") == ident.header("Content-Type")
     assert r.header("Content-Length") == str(len(r.body))
 
@@ -364,15 +369,7 @@ def test_brotli_variant(served, tmp_path, what):
 @pytest.mark.parametrize("what", ["feed", "page"])
 def test_gzip_variant(served, what):
     origin, post = served
-    path = FEED if what == "feed" else page_path(post)
-    ident, r = identity_and(origin, path, "gzip")
-    assert r.status == 200, r
-    assert r.header("Content-Encoding") == "gzip", (
-        "no gzip variant for %s (does the publisher store variants?): %s" % (path, r.headers))
-    assert r.header("Vary") == "Accept-Encoding"
-    assert gzip.decompress(r.body) == ident.body
-    assert r.header("ETag") == etag_of(r.body)
-    assert r.header("ETag") != ident.header("ETag")
+    check_variant(origin, post, what, "gzip", "gzip", gzip.decompress)
 
 
 # accept value -> expected Content-Encoding (None: identity, 406: Not Acceptable)
@@ -464,7 +461,7 @@ def test_audio_is_never_compressed_and_has_no_vary(served, accept):
     assert r.status == 200, r
     assert r.header("Content-Encoding") is None
     assert r.header("Vary") is None
-    assert H.sha256_hex(r.body) == audio_path(post)[3:3 + 64]
+    assert sha256_hex(r.body) == audio_path(post)[3:3 + 64]
 
 
 @pytest.mark.parametrize("accept", ["br", "gzip", "identity;q=0"])
@@ -608,13 +605,7 @@ def test_other_methods_get_405_with_allow(served, method):
 @pytest.mark.parametrize("method", ["GET", "OPTIONS"])
 def test_body_on_a_bodiless_method_gets_400_and_close(served, method):
     origin, post = served
-    with origin.conn() as c:
-        c.send(c.build(method, FEED, body=b"GET /nope HTTP/1.1\r\n\r\n"))
-        r = c.read_response()
-        assert r.status == 400, r
-        assert (r.header("Connection") or "").lower() == "close"
-        assert c.closed_by_peer(), "refused a body but kept the connection"
-    assert origin.get("/healthz").status == 200
+    refused_and_closed(origin, method, FEED)
 
 
 def test_pipelined_mixed_requests_are_answered_in_order(served):

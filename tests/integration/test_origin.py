@@ -11,11 +11,12 @@ import time
 
 import pytest
 
-import sayin_helpers as H
-
-
-audio_path = H.audio_path
-page_path = H.page_path
+from helpers.audio import write_noise_wav
+from helpers.http import (
+    FEED_TYPE, IMF_FIXDATE_RE, NAME_CACHE, OBJECT_CACHE, OPUS_TYPE, ConnectionClosed, audio_path,
+    page_path, parse_http_date, refused_and_closed)
+from helpers.procs import free_port, proc_fd_flags
+from helpers.store import sha256_hex
 
 
 def sha_of(post):
@@ -29,11 +30,11 @@ def check_entity_headers(r, content_type, cache_control):
     assert r.header("Content-Type") == content_type, r.headers
     assert r.header("Cache-Control") == cache_control, r.headers
     assert r.header("Content-Length") == str(len(r.body)), r.headers
-    assert r.header("ETag") == '"%s"' % H.sha256_hex(r.body), (
+    assert r.header("ETag") == '"%s"' % sha256_hex(r.body), (
         "ETag %r is not the sha256 of the body" % r.header("ETag"))
     lm = r.header("Last-Modified")
-    assert lm and H.IMF_FIXDATE_RE.match(lm), "Last-Modified %r is not an IMF-fixdate" % lm
-    t = H.parse_http_date(lm)
+    assert lm and IMF_FIXDATE_RE.match(lm), "Last-Modified %r is not an IMF-fixdate" % lm
+    t = parse_http_date(lm)
     assert now - datetime.timedelta(minutes=5) <= t <= now + datetime.timedelta(seconds=5), lm
     assert len(r.header_all("Content-Length")) == 1
 
@@ -41,8 +42,8 @@ def check_entity_headers(r, content_type, cache_control):
 def test_audio_headers(served):
     origin, post = served
     r = origin.get(audio_path(post))
-    check_entity_headers(r, H.OPUS_TYPE, H.OBJECT_CACHE)
-    assert H.sha256_hex(r.body) == sha_of(post), "the object URL is not its content's sha256"
+    check_entity_headers(r, OPUS_TYPE, OBJECT_CACHE)
+    assert sha256_hex(r.body) == sha_of(post), "the object URL is not its content's sha256"
     assert len(r.body) == post["size_in_bytes"]
     assert r.body[:4] == b"OggS"
 
@@ -50,7 +51,7 @@ def test_audio_headers(served):
 def test_feed_headers(served):
     origin, post = served
     r = origin.get("/u/alice/feed.json")
-    check_entity_headers(r, H.FEED_TYPE, H.NAME_CACHE)
+    check_entity_headers(r, FEED_TYPE, NAME_CACHE)
     assert r.json()["items"][0]["id"] == post["id"]
 
 
@@ -60,7 +61,7 @@ def test_post_page_headers(served):
     assert r.status == 200, r
     ct = r.header("Content-Type")
     assert ct and ct.split(";")[0].strip() == "text/html", ct
-    check_entity_headers(r, ct, H.NAME_CACHE)
+    check_entity_headers(r, ct, NAME_CACHE)
     assert b"<audio" in r.body
 
 
@@ -141,7 +142,7 @@ def test_keep_alive_serves_several_requests_on_one_connection(served):
             r = c.read_response()
             assert r.status in (200, 404), r
             assert (r.header("Connection") or "").lower() != "close", r.headers
-        assert H.sha256_hex(r.body) == sha_of(post)
+        assert sha256_hex(r.body) == sha_of(post)
         assert not c.closed_by_peer(timeout=0.2), "the server closed a keep-alive connection"
 
 
@@ -157,8 +158,8 @@ def test_pipelined_requests_are_answered_in_order(served):
         missing = c.read_response()
         page = c.read_response()
     assert feed.status == 200 and feed.json()["items"][0]["id"] == post["id"]
-    assert head.status == 200 and head.header("Content-Type") == H.OPUS_TYPE
-    assert audio.status == 200 and H.sha256_hex(audio.body) == sha_of(post)
+    assert head.status == 200 and head.header("Content-Type") == OPUS_TYPE
+    assert audio.status == 200 and sha256_hex(audio.body) == sha_of(post)
     assert missing.status == 404
     assert page.status == 200 and b"<audio" in page.body
 
@@ -168,7 +169,7 @@ def test_http10_and_connection_close_close_the_connection(served):
     with origin.conn() as c:
         c.request("GET", audio_path(post), version="HTTP/1.0")
         r = c.read_response()
-        assert r.status == 200 and H.sha256_hex(r.body) == sha_of(post)
+        assert r.status == 200 and sha256_hex(r.body) == sha_of(post)
         assert c.closed_by_peer(), "HTTP/1.0 without keep-alive must close"
     with origin.conn() as c:
         c.request("GET", "/healthz", headers={"Connection": "close"})
@@ -200,7 +201,7 @@ def test_malformed_request_gets_400_and_close(served, case):
         bad.send(MALFORMED[case])
         try:
             r = bad.read_response()
-        except H.ConnectionClosed as e:
+        except ConnectionClosed as e:
             pytest.fail("no 400 response before the close: %s" % e)
         assert r.status == 400, r
         assert len(r.body) < 1024
@@ -208,7 +209,7 @@ def test_malformed_request_gets_400_and_close(served, case):
     # Everyone else is still served: the idle keep-alive client and new ones.
     idle.request("GET", audio_path(post))
     r = idle.read_response()
-    assert r.status == 200 and H.sha256_hex(r.body) == sha_of(post)
+    assert r.status == 200 and sha256_hex(r.body) == sha_of(post)
     idle.close()
     assert origin.get("/healthz").status == 200
     assert origin.proc.poll() is None
@@ -229,13 +230,7 @@ def test_get_with_a_body_gets_400_and_close(served):
     """A GET with a body is refused (400) and the connection closed, so the
     body can never be parsed as a smuggled second request."""
     origin, post = served
-    with origin.conn() as c:
-        c.send(c.build("GET", "/healthz", body=b"GET /nope HTTP/1.1\r\n\r\n"))
-        r = c.read_response()
-        assert r.status == 400, r
-        assert (r.header("Connection") or "").lower() == "close"
-        assert c.closed_by_peer(), "refused a body but kept reading the connection"
-    assert origin.get("/healthz").status == 200
+    refused_and_closed(origin, "GET", "/healthz")
 
 
 def test_post_with_a_body_gets_405(served):
@@ -257,14 +252,14 @@ def test_post_published_while_running_is_served_at_once(sayin, served, store, wa
     conn.request("GET", audio_path(second))
     r = conn.read_response()
     assert r.status == 200, "new audio not served on the next request: %r" % r
-    assert H.sha256_hex(r.body) == sha_of(second)
+    assert sha256_hex(r.body) == sha_of(second)
     conn.request("GET", "/u/alice/feed.json")
     feed = conn.read_response()
     conn.close()
     assert feed.status == 200
     assert [i["id"] for i in feed.json()["items"]] == [second["id"], first["id"]]
     assert feed.header("ETag") != old_feed.header("ETag")
-    assert feed.header("ETag") == '"%s"' % H.sha256_hex(feed.body)
+    assert feed.header("ETag") == '"%s"' % sha256_hex(feed.body)
     assert origin.get(page_path(second)).status == 200
     # A brand-new author's feed appears too.
     third = sayin.post(store, "bob", wav_factory("third.wav", seed=43)).json
@@ -274,7 +269,7 @@ def test_post_published_while_running_is_served_at_once(sayin, served, store, wa
 
 def test_large_object_is_served_whole_to_concurrent_clients(sayin, store, tmp_path):
     wav = tmp_path / "noise.wav"
-    H.write_noise_wav(wav, 48000, 12)
+    write_noise_wav(wav, 48000, 12)
     post = sayin.post(store, "alice", wav, args=["--bitrate", "256000"]).json
     assert post["size_in_bytes"] > 200_000, post
     origin = sayin.start_origin(store)
@@ -286,7 +281,7 @@ def test_large_object_is_served_whole_to_concurrent_clients(sayin, store, tmp_pa
                 for _ in range(2):
                     c.request("GET", audio_path(post))
                     r = c.read_response()
-                    results.append((r.status, H.sha256_hex(r.body)))
+                    results.append((r.status, sha256_hex(r.body)))
         except Exception as e:  # reported below
             results.append(("error", repr(e)))
 
@@ -321,7 +316,7 @@ def test_origin_cannot_write_to_the_store(served, store):
             fds.append(fd)
     assert fds, "no file descriptor on data.mdb"
     for fd in fds:
-        flags = H.proc_fd_flags(pid, fd)
+        flags = proc_fd_flags(pid, fd)
         assert flags & 3 == os.O_RDONLY, "fd %s on data.mdb has flags %o (not O_RDONLY)" % (
             fd, flags)
 
@@ -347,7 +342,7 @@ def test_origin_without_a_store_exits_with_a_message(sayin, tmp_path, case):
     data = tmp_path / "no-store"
     if case == "empty-dir":
         data.mkdir()
-    origin = sayin.start_origin(data, wait=False, port=H.free_port())
+    origin = sayin.start_origin(data, wait=False, port=free_port())
     try:
         rc = origin.proc.wait(10)
     except Exception:
@@ -376,5 +371,5 @@ def test_origin_follows_a_map_grown_by_the_publisher(sayin, served, store, wav_f
                         args=["--map-size", "128G"]).json
     r = origin.get(audio_path(second))
     assert r.status == 200, r
-    assert H.sha256_hex(r.body) == sha_of(second)
+    assert sha256_hex(r.body) == sha_of(second)
     assert origin.get(audio_path(first)).status == 200

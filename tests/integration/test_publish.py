@@ -9,7 +9,10 @@ import time
 
 import pytest
 
-import sayin_helpers as H
+from helpers.audio import (
+    OpusHead, OpusTags, burst_signal, ogg_packets, ogg_pages, opus_packet_samples, read_wav_info,
+    read_wav_s16_mono, write_noise_wav, write_wav, write_wav_module)
+from helpers.store import CROCKFORD, POST_ID_RE, mdb_keys, sha256_hex, store_counts
 
 AUTHOR = "alice"
 
@@ -20,7 +23,7 @@ AUTHOR = "alice"
 def _wave_module(rate, channels):
     def build(path):
         frames = int(rate * 0.5) + 7
-        H.write_wav_module(path, rate, channels, frames=frames)
+        write_wav_module(path, rate, channels, frames=frames)
         return rate, channels, frames
     return build
 
@@ -28,7 +31,7 @@ def _wave_module(rate, channels):
 def _hand(rate, channels, fmt, seconds=0.5, **kw):
     def build(path):
         frames = int(rate * seconds) + 3
-        H.write_wav(path, rate, channels, fmt, frames=frames, **kw)
+        write_wav(path, rate, channels, fmt, frames=frames, **kw)
         return rate, channels, frames
     return build
 
@@ -80,7 +83,7 @@ def check_post_json(res, base, author):
         not isinstance(j["duration_in_seconds"], bool), j
     assert isinstance(j.get("size_in_bytes"), int) and \
         not isinstance(j["size_in_bytes"], bool), j
-    assert H.POST_ID_RE.match(j["id"]), "post id %r is not 26 lowercase Crockford digits" % j["id"]
+    assert POST_ID_RE.match(j["id"]), "post id %r is not 26 lowercase Crockford digits" % j["id"]
     assert j["url"] == base + "/p/" + j["id"], j
     assert j["feed_url"] == base + "/u/%s/feed.json" % author, j
     m = re.match(re.escape(base) + r"/a/([0-9a-f]{64})\.opus$", j["audio_url"])
@@ -97,7 +100,7 @@ def verify_opus_stream(tmp_path, body, rate, frames, author, text, lookahead, ch
 
     # --- Our own parse of the Ogg pages (RFC 3533 / RFC 7845).
     try:
-        pages = H.ogg_pages(body)
+        pages = ogg_pages(body)
     except AssertionError as e:
         check(False, "not a well-formed Ogg stream: %s" % e)
         pages = []
@@ -112,11 +115,11 @@ def verify_opus_stream(tmp_path, body, rate, frames, author, text, lookahead, ch
               "first page only")
         check(pages[-1].eos, "last page lacks the EOS flag (header_type & 4)")
         check(not any(p.eos for p in pages[:-1]), "EOS set before the last page")
-        packets = H.ogg_packets(pages)
+        packets = ogg_packets(pages)
         check(all(pi is not None for _, pi in packets), "the stream ends inside a packet")
         try:
-            head = H.OpusHead(packets[0][0])
-            tags = H.OpusTags(packets[1][0])
+            head = OpusHead(packets[0][0])
+            tags = OpusTags(packets[1][0])
         except (AssertionError, IndexError) as e:
             check(False, "header packets: %s" % e)
             return
@@ -153,7 +156,7 @@ def verify_opus_stream(tmp_path, body, rate, frames, author, text, lookahead, ch
         total = 0
         done_by_page = {}
         for pkt, pi in audio:
-            total += H.opus_packet_samples(pkt)
+            total += opus_packet_samples(pkt)
             if pi is not None:
                 done_by_page[pi] = total
         for pi, cum in sorted(done_by_page.items()):
@@ -205,7 +208,7 @@ def verify_opus_stream(tmp_path, body, rate, frames, author, text, lookahead, ch
                        capture_output=True, text=True, errors="replace", timeout=60)
     check(r.returncode == 0, "opusdec exit %d: %s" % (r.returncode, r.stderr))
     if r.returncode == 0:
-        dec_rate, samples = H.read_wav_s16_mono(out_wav)
+        dec_rate, samples = read_wav_s16_mono(out_wav)
         check(dec_rate == 48000, "opusdec rate %d" % dec_rate)
         check(abs(len(samples) - expected_samples) <= 960,
               "decoded %d samples, input is %d at 48 kHz (%.1f ms off)"
@@ -231,7 +234,7 @@ def test_wav_variant_publishes_valid_opus(sayin, store, tmp_path, variant, libop
     origin = sayin.start_origin(store)
     r = origin.get_url(res.json["audio_url"])
     assert r.status == 200, r
-    assert H.sha256_hex(r.body) == sha, "audio bytes do not hash to their address"
+    assert sha256_hex(r.body) == sha, "audio bytes do not hash to their address"
     assert len(r.body) == res.json["size_in_bytes"]
 
     check = Checks()
@@ -240,7 +243,7 @@ def test_wav_variant_publishes_valid_opus(sayin, store, tmp_path, variant, libop
 
 
 def test_spoken_clip_publishes_valid_opus(sayin, store, tmp_path, espeak_wav, libopus_lookahead):
-    channels, width, rate, frames = H.read_wav_info(espeak_wav)
+    channels, width, rate, frames = read_wav_info(espeak_wav)
     text = "My first voice post \U0001F399"
     res = sayin.post(store, "celebrity", espeak_wav, text=text)
     check_post_json(res, "http://127.0.0.1:8080", "celebrity")
@@ -264,7 +267,7 @@ def test_decoded_audio_is_time_aligned(sayin, store, tmp_path, rate, opus_tools)
     frames = int(rate * 0.6)
     start = int(rate * 0.25)
     wav = tmp_path / "burst.wav"
-    H.write_wav_module(wav, rate, 1, samples=H.burst_signal(rate, frames, start, int(rate * 0.2)))
+    write_wav_module(wav, rate, 1, samples=burst_signal(rate, frames, start, int(rate * 0.2)))
     res = sayin.post(store, AUTHOR, wav)
     origin = sayin.start_origin(store)
     r = origin.get_url(res.json["audio_url"])
@@ -275,7 +278,7 @@ def test_decoded_audio_is_time_aligned(sayin, store, tmp_path, rate, opus_tools)
     d = subprocess.run(["opusdec", "--quiet", "--rate", "48000", str(opus_path), str(out)],
                        capture_output=True, text=True, timeout=60)
     assert d.returncode == 0, d.stderr
-    _, samples = H.read_wav_s16_mono(out)
+    _, samples = read_wav_s16_mono(out)
     peak = max(abs(s) for s in samples)
     assert peak > 0.3 * 32767, "burst lost: peak %d" % peak
     onset = next(i for i, s in enumerate(samples) if abs(s) > 0.3 * peak)
@@ -302,11 +305,11 @@ def test_post_ids_are_time_ordered_ulids(sayin, store, wav_factory):
         ids.append(sayin.post(store, AUTHOR, wav_factory("p%d.wav" % i, seed=i)).json["id"])
     t1 = time.time()
     for pid in ids:
-        assert H.POST_ID_RE.match(pid), pid
+        assert POST_ID_RE.match(pid), pid
         # ULID-like: the first 10 digits are milliseconds since the epoch.
         ms = 0
         for ch in pid[:10]:
-            ms = ms * 32 + H.CROCKFORD.index(ch)
+            ms = ms * 32 + CROCKFORD.index(ch)
         assert t0 - 2 <= ms / 1000 <= t1 + 2, "id %s encodes time %s, not now" % (pid, ms)
     assert len(set(ids)) == len(ids), ids
     assert ids == sorted(ids), "ids do not sort in publication order: %s" % ids
@@ -321,9 +324,9 @@ def test_valid_handles_publish(sayin, store, short_wav, handle):
 def test_identical_recordings_share_one_object(sayin, store, wav_factory, lmdb_tools):
     wav = wav_factory("same.wav", seed=3)
     first = sayin.post(store, AUTHOR, wav, text="same text").json
-    keys1 = set(H.mdb_keys(store, "objects"))
+    keys1 = set(mdb_keys(store, "objects"))
     second = sayin.post(store, AUTHOR, wav, text="same text").json
-    keys2 = set(H.mdb_keys(store, "objects"))
+    keys2 = set(mdb_keys(store, "objects"))
 
     assert first["id"] != second["id"], "two posts must have two ids"
     assert first["audio_url"] == second["audio_url"], "identical recordings, different audio"
@@ -342,11 +345,11 @@ def test_identical_recordings_share_one_object(sayin, store, wav_factory, lmdb_t
         assert origin.get("/a/%s.opus" % k).status == 404, "a second audio object %s" % k
     # A different recording does add one audio object.
     third = sayin.post(store, AUTHOR, wav_factory("other.wav", seed=4), text="same text").json
-    keys3 = set(H.mdb_keys(store, "objects"))
+    keys3 = set(mdb_keys(store, "objects"))
     assert third["audio_url"] != first["audio_url"]
     new_audio = [k for k in keys3 - keys2 if origin.get("/a/%s.opus" % k).status == 200]
     assert len(new_audio) == 1, new_audio
-    assert H.store_counts(store)["posts"] == 3
+    assert store_counts(store)["posts"] == 3
 
 
 def test_encoding_is_deterministic_across_stores(sayin, tmp_path, wav_factory):
@@ -361,14 +364,14 @@ def test_encoding_is_deterministic_across_stores(sayin, tmp_path, wav_factory):
                    text="t").json
     o1 = sayin.start_origin(tmp_path / "s1")
     o3 = sayin.start_origin(tmp_path / "s3")
-    serial_a = H.ogg_pages(o1.get_url(a["audio_url"]).body)[0].serial
-    serial_c = H.ogg_pages(o3.get_url(c["audio_url"]).body)[0].serial
+    serial_a = ogg_pages(o1.get_url(a["audio_url"]).body)[0].serial
+    serial_c = ogg_pages(o3.get_url(c["audio_url"]).body)[0].serial
     assert serial_a != serial_c, "the same Ogg serial for different recordings"
 
 
 def test_bitrate_setting_changes_the_stream(sayin, tmp_path):
     wav = tmp_path / "noise.wav"
-    H.write_noise_wav(wav, 48000, 2)
+    write_noise_wav(wav, 48000, 2)
     low = sayin.post(tmp_path / "lo", AUTHOR, wav, args=["--bitrate", "12000"]).json
     high = sayin.post(tmp_path / "hi", AUTHOR, wav, args=["--bitrate", "96000"]).json
     assert high["size_in_bytes"] > 2.5 * low["size_in_bytes"], (low, high)

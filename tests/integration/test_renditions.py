@@ -10,11 +10,12 @@ import subprocess
 
 import pytest
 
-import sayin_helpers as H
+from helpers.audio import ebur128, opus_samples, write_noise_wav
+from helpers.http import OPUS_TYPE
+from helpers.store import mdb_keys, store_counts
 
 AUTHOR = "ann"
 TEXT = "Hello fans, this is my first voice post."
-OPUS_TYPE = "audio/ogg; codecs=opus"
 M4A_TYPE = "audio/mp4"
 
 
@@ -45,27 +46,6 @@ def top_level_boxes(data):
         boxes.append(kind)
         pos += size
     return boxes
-
-
-def ebur128(path):
-    """(integrated LUFS, true peak dBTP) by ffmpeg's ebur128 filter."""
-    r = run("ffmpeg", "-nostdin", "-nostats", "-i", path, "-af", "ebur128=peak=true",
-            "-f", "null", "-")
-    assert r.returncode == 0, r.stderr
-    summary = r.stderr[r.stderr.rindex("Summary:"):]
-    lufs = float(re.search(r"I:\s+(-?[\d.]+|-inf) LUFS", summary).group(1))
-    peak = float(re.search(r"Peak:\s+(-?[\d.]+|-inf) dBFS", summary).group(1))
-    return lufs, peak
-
-
-def opus_samples(path):
-    """Decoded length at 48 kHz, by opusdec (pre-skip and end trim applied)."""
-    out = str(path) + ".wav"
-    r = run("opusdec", "--quiet", "--rate", "48000", path, out)
-    assert r.returncode == 0, r.stderr
-    rate, samples = H.read_wav_s16_mono(out)
-    assert rate == 48000
-    return len(samples)
 
 
 def feed_item(origin, res):
@@ -190,7 +170,7 @@ def test_fallback_off_stores_no_m4a(sayin, store, espeak_wav, lmdb_tools):
     html = origin.get_url(res.json["url"]).body.decode()
     assert html.count("<source ") == 1
     # No object in the store is an M4A.
-    keys = H.mdb_keys(store, "objects")
+    keys = mdb_keys(store, "objects")
     assert keys
     for k in keys:
         assert origin.get("/a/%s.m4a" % k).status == 404, "an M4A object %s" % k
@@ -224,7 +204,7 @@ def test_renditions_are_deterministic(sayin, tmp_path, wav_factory):
 
 def test_aac_bitrate_setting(sayin, tmp_path):
     wav = tmp_path / "noise.wav"
-    H.write_noise_wav(wav, 48000, 2)
+    write_noise_wav(wav, 48000, 2)
     sizes = {}
     for rate in ("32000", "128000"):
         res = sayin.post(tmp_path / rate, AUTHOR, wav, args=["--aac-bitrate", rate])
@@ -253,7 +233,7 @@ def test_aac_coder_setting(sayin, tmp_path):
     """fast (the default) and twoloop are both FFmpeg's AAC-LC: different
     bytes, the same length, both valid M4A."""
     wav = tmp_path / "noise.wav"
-    H.write_noise_wav(wav, 48000, 2)
+    write_noise_wav(wav, 48000, 2)
     bodies = {}
     for coder in ("default", "twoloop", "fast"):
         args = [] if coder == "default" else ["--aac-coder", coder]
@@ -280,4 +260,4 @@ def test_bad_rendition_settings_are_usage_errors(sayin, store, short_wav, args):
     res = sayin.post(store, AUTHOR, short_wav, args=args, check=False)
     assert res.returncode == 2, res.describe()
     assert args[0] in res.stderr, res.stderr
-    assert not store.exists() or H.store_counts(store)["objects"] == 0
+    assert not store.exists() or store_counts(store)["objects"] == 0

@@ -18,7 +18,10 @@ import time
 
 import pytest
 
-import sayin_helpers as H
+from helpers.audio import write_wav_module
+from helpers.http import ConnectionClosed, HttpConn, url_path
+from helpers.procs import Sayin, free_port
+from helpers.store import sha256_hex, store_counts
 
 # ---------------------------------------------------------------- helpers
 
@@ -84,7 +87,7 @@ class Steady(threading.Thread):
         while not self.halt.is_set():
             try:
                 if conn is None:
-                    conn = H.HttpConn(self.port, timeout=5.0)
+                    conn = HttpConn(self.port, timeout=5.0)
                 conn.request("GET", self.path)
                 r = conn.read_response()
                 self.results.append(r.status)
@@ -196,7 +199,7 @@ class Metrics:
 
 
 def scrape(port):
-    with H.HttpConn(port) as c:
+    with HttpConn(port) as c:
         c.request("GET", "/metrics")
         r = c.read_response()
     assert r.status == 200, r
@@ -296,9 +299,9 @@ def big_store(bin_dir, tmp_path_factory, big_noise_wav):
     """A store with a small post by alice and a ~2.4 MiB Opus object by bob.
     Read-only for the tests that share it."""
     d = tmp_path_factory.mktemp("bigstore")
-    s = H.Sayin(bin_dir, str(d))
+    s = Sayin(bin_dir, str(d))
     small = d / "small.wav"
-    H.write_wav_module(small, 16000, 1, seconds=0.4)
+    write_wav_module(small, 16000, 1, seconds=0.4)
     try:
         alice = s.post(d / "store", "alice", small, text="hello").json
         bob = s.post(d / "store", "bob", big_noise_wav, text="loud",
@@ -307,8 +310,8 @@ def big_store(bin_dir, tmp_path_factory, big_noise_wav):
         s.cleanup()
     assert bob["size_in_bytes"] > 2 << 20, bob
     return {"dir": d / "store", "alice": alice, "bob": bob,
-            "big_path": H.url_path(bob["audio_url"]), "big_size": bob["size_in_bytes"],
-            "big_sha": H.url_path(bob["audio_url"])[3:3 + 64]}
+            "big_path": url_path(bob["audio_url"]), "big_size": bob["size_in_bytes"],
+            "big_sha": url_path(bob["audio_url"])[3:3 + 64]}
 
 
 def start(sayin, big_store, *args):
@@ -316,7 +319,7 @@ def start(sayin, big_store, *args):
 
 
 def get_big(port, path, timeout=30.0):
-    with H.HttpConn(port, timeout=timeout) as c:
+    with HttpConn(port, timeout=timeout) as c:
         c.request("GET", path)
         return c.read_response()
 
@@ -367,7 +370,7 @@ def test_oversized_requests_are_refused_while_others_are_served(sayin, big_store
     assert keep.read_response().status == 200
     before = scrape(origin.port).get("sayin_origin_bad_requests_total")
 
-    with H.HttpConn(origin.port) as c:
+    with HttpConn(origin.port) as c:
         c.send(raw)
         r = c.read_response()
         assert r.status == status, r
@@ -377,7 +380,7 @@ def test_oversized_requests_are_refused_while_others_are_served(sayin, big_store
     # The limit is not shared: a request just under it still works, and the
     # keep-alive client next door is unaffected.
     ok = request_bytes("/healthz", "X-Big: %s\r\n" % ("a" * 1500))
-    with H.HttpConn(origin.port) as c:
+    with HttpConn(origin.port) as c:
         c.send(ok)
         assert c.read_response().status == 200
     keep.request("GET", "/u/alice/feed.json")
@@ -388,7 +391,7 @@ def test_oversized_requests_are_refused_while_others_are_served(sayin, big_store
 
 
 def test_connections_beyond_the_limit_are_refused_politely(sayin, big_store, tmp_path):
-    admin = H.free_port()
+    admin = free_port()
     origin = start(sayin, big_store, "--max-connections", 4, "--threads", 1,
                    "--admin-listen", "127.0.0.1:%d" % admin)
     held = []
@@ -425,10 +428,10 @@ def test_connections_beyond_the_limit_are_refused_politely(sayin, big_store, tmp
     status = None
     while time.monotonic() < deadline:
         try:
-            with H.HttpConn(origin.port) as c:
+            with HttpConn(origin.port) as c:
                 c.request("GET", "/healthz")
                 status = c.read_response().status
-        except (H.ConnectionClosed, OSError):
+        except (ConnectionClosed, OSError):
             status = None
         if status == 200:
             break
@@ -471,7 +474,7 @@ def test_a_client_that_never_reads_is_cut_after_the_write_timeout(sayin, big_sto
 
     # Others are served meanwhile, in full.
     r = get_big(origin.port, path)
-    assert r.status == 200 and H.sha256_hex(r.body) == big_store["big_sha"]
+    assert r.status == 200 and sha256_hex(r.body) == big_store["big_sha"]
 
     closed, got = closed_within(s, 10.0)
     s.close()
@@ -486,7 +489,7 @@ def test_vanishing_clients_cost_nothing(sayin, tmp_path, wav_factory, big_noise_
     store = tmp_path / "store"
     post = sayin.post(store, "alice", wav_factory("a.wav", seed=3)).json
     big = sayin.post(store, "bob", big_noise_wav, args=["--bitrate", BIG_BITRATE]).json
-    path = H.url_path(big["audio_url"])
+    path = url_path(big["audio_url"])
     origin = sayin.start_origin(store, args=["--threads", "2"])
     for i in range(40):
         s = raw_connect(origin.port, rcvbuf=16384)
@@ -508,9 +511,9 @@ def test_vanishing_clients_cost_nothing(sayin, tmp_path, wav_factory, big_noise_
     assert open_now == 1, "%d connections outlive their clients" % (open_now - 1)
 
     r = get_big(origin.port, path)
-    assert r.status == 200 and H.sha256_hex(r.body) == path[3:3 + 64]
+    assert r.status == 200 and sha256_hex(r.body) == path[3:3 + 64]
     newer = sayin.post(store, "alice", wav_factory("b.wav", seed=4), text="still here").json
-    r = origin.get(H.url_path(newer["audio_url"]))
+    r = origin.get(url_path(newer["audio_url"]))
     assert r.status == 200, r
     feed = origin.get("/u/alice/feed.json").json()
     assert [i["id"] for i in feed["items"]][:2] == [newer["id"], post["id"]]
@@ -564,7 +567,7 @@ def test_sigterm_lets_a_slow_download_finish(sayin, big_store):
     for status, body in responses:
         assert status == 200 and body is not None, \
             "a response in flight was cut at shutdown (%d bytes in all)" % len(data)
-        assert H.sha256_hex(body) == big_store["big_sha"]
+        assert sha256_hex(body) == big_store["big_sha"]
     assert time.monotonic() - t0 > 0.3, "the download was over before the signal"
     assert origin.proc.wait(10) == 0, origin.log()
     with pytest.raises(OSError):
@@ -590,7 +593,7 @@ def test_sigterm_cuts_a_stalled_download_at_the_grace_bound(sayin, big_store):
 
 
 def test_two_threads_share_the_port(sayin, big_store):
-    admin = H.free_port()
+    admin = free_port()
     # One connection per loop: a second one served at the same time proves
     # that a second loop accepts.
     origin = start(sayin, big_store, "--threads", 2, "--max-connections", 1,
@@ -611,7 +614,7 @@ def test_two_threads_share_the_port(sayin, big_store):
                 if len(served) == 2:
                     break
                 continue
-        except (H.ConnectionClosed, OSError):
+        except (ConnectionClosed, OSError):
             pass
         c.close()
     assert len(served) == 2, "only one connection at a time was served"
@@ -657,11 +660,11 @@ def test_metrics_are_valid_and_count(sayin, big_store):
 
 
 def test_admin_listener_takes_metrics_off_the_main_listener(sayin, big_store):
-    admin = H.free_port()
+    admin = free_port()
     origin = start(sayin, big_store, "--admin-listen", "127.0.0.1:%d" % admin, "--threads", 1)
     m = scrape(admin)
     assert m.get("sayin_origin_threads") == 1
-    with H.HttpConn(admin) as c:
+    with HttpConn(admin) as c:
         c.request("GET", "/healthz")
         assert c.read_response().status == 200
         c.request("GET", "/u/alice/feed.json")
@@ -683,7 +686,7 @@ def test_store_gauges_match_mdb_stat(sayin, tmp_path, wav_factory, lmdb_tools):
         sayin.post(store, "alice" if i < 2 else "carol", wav_factory("%d.wav" % i, seed=i + 1))
     origin = sayin.start_origin(store, args=["--threads", "1"])
     m = scrape(origin.port)
-    counts = H.store_counts(store)
+    counts = store_counts(store)
     assert m.get("sayin_store_objects") == counts["objects"]
     assert m.get("sayin_store_names") == counts["names"]
     assert m.get("sayin_store_posts") == counts["posts"] == 3
@@ -698,7 +701,7 @@ def test_store_gauges_match_mdb_stat(sayin, tmp_path, wav_factory, lmdb_tools):
     # Live: a commit shows at the next scrape.
     sayin.post(store, "carol", wav_factory("late.wav", seed=9))
     m2 = scrape(origin.port)
-    assert m2.get("sayin_store_objects") == H.store_counts(store)["objects"] > counts["objects"]
+    assert m2.get("sayin_store_objects") == store_counts(store)["objects"] > counts["objects"]
     assert m2.get("sayin_store_posts") == 4
     assert m2.get("sayin_store_map_used_bytes") >= m.get("sayin_store_map_used_bytes")
 
@@ -743,7 +746,7 @@ def test_a_second_origin_does_not_join_the_first(sayin, big_store):
 
 
 def test_admin_port_in_use_leaves_nothing_running(sayin, big_store):
-    port = H.free_port()
+    port = free_port()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
@@ -776,7 +779,7 @@ def test_a_bad_listen_address_fails_the_start(sayin, big_store, listen):
 def test_bad_settings_exit_2_naming_the_setting(sayin, tmp_path, flag, value):
     store = tmp_path / "store"
     r = sayin.run(sayin.origin_bin, ["--data", str(store), "--listen",
-                                     "127.0.0.1:%d" % H.free_port(), flag, value], timeout=10)
+                                     "127.0.0.1:%d" % free_port(), flag, value], timeout=10)
     assert r.returncode == 2, r
     assert flag in r.stderr, r.stderr
     assert not store.exists()

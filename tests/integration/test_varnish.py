@@ -20,7 +20,8 @@ import time
 
 import pytest
 
-import sayin_helpers as H
+from helpers.http import OPUS_TYPE, brotli_decode, url_path
+from helpers.store import sha256_hex
 
 ORIGIN_ARGS = ["--access-log", "on"]
 # For the revalidation test: names live one second, then stay (keep) as
@@ -122,7 +123,7 @@ def test_object_is_cached_one_origin_request(sayin, published, varnish_factory):
     data, post = published
     origin = sayin.start_origin(data, args=ORIGIN_ARGS)
     v = varnish_factory(origin)
-    path = H.url_path(post["audio_url"])
+    path = url_path(post["audio_url"])
     digest = re.match(r"^/a/([0-9a-f]{64})\.opus$", path).group(1)
 
     first = v.get(path)
@@ -135,11 +136,11 @@ def test_object_is_cached_one_origin_request(sayin, published, varnish_factory):
         % second)
 
     assert first.body == second.body
-    assert H.sha256_hex(second.body) == digest, "the cached bytes are not the object"
+    assert sha256_hex(second.body) == digest, "the cached bytes are not the object"
     assert len(second.body) == post["size_in_bytes"]
     for r in (first, second):
         assert immutable_cache_control(r.header("Cache-Control")), r
-        assert r.header("Content-Type") == H.OPUS_TYPE, r
+        assert r.header("Content-Type") == OPUS_TYPE, r
         assert r.header("ETag") == '"%s"' % digest, r
 
     entries = wait_access(origin, path, 1)
@@ -159,7 +160,7 @@ def test_stale_name_is_revalidated_with_304(sayin, published, varnish_factory):
     data, post = published
     origin = sayin.start_origin(data, args=ORIGIN_ARGS)
     v = varnish_factory(origin, name_ttl=SHORT_NAMES)
-    path = H.url_path(post["feed_url"])
+    path = url_path(post["feed_url"])
 
     direct = origin.get(path)
     assert direct.status == 200, direct
@@ -210,7 +211,7 @@ def test_range_is_served_from_the_cache(sayin, published, varnish_factory):
     data, post = published
     origin = sayin.start_origin(data, args=ORIGIN_ARGS)
     v = varnish_factory(origin)
-    path = H.url_path(post["audio_url"])
+    path = url_path(post["audio_url"])
 
     # A Range on a cold object: Varnish fetches the whole object once and
     # answers the range from it.
@@ -248,14 +249,11 @@ def test_range_is_served_from_the_cache(sayin, published, varnish_factory):
         "a Range was forwarded to the origin: %r" % txs[0]["headers"])
 
 
-brotli_decode = H.brotli_decode
-
-
 def test_vary_keeps_one_variant_per_encoding(sayin, published, varnish_factory):
     data, post = published
     origin = sayin.start_origin(data, args=ORIGIN_ARGS)
     v = varnish_factory(origin)
-    path = H.url_path(post["feed_url"])
+    path = url_path(post["feed_url"])
     identity = origin.get(path)
     assert identity.status == 200 and identity.header("Content-Encoding") is None, identity
 
