@@ -10,6 +10,7 @@
 #include "core/jsonstore.h"
 #include "core/log.h"
 #include "deliver/outbox.h"
+#include "ingest/idempotency.h"
 #include "render/feed.h"
 #include "render/page.h"
 #include "render/record.h"
@@ -332,28 +333,21 @@ int publish_response_json(const char *base_url, const char *author, const publis
 }
 
 /* The first response to an idempotent request, kept with what identifies
- * the request. */
+ * the request (ingest/idempotency owns the record). */
 static int record_idempotency(store_txn *txn, const publish_settings *set, const publish_input *in,
                               const publish_result *res)
 {
-	char key[PUBLISH_HANDLE_MAX + 2 + 256], *body = NULL;
-	json_t *j;
+	char *body = NULL;
 	int rc;
 
 	if (in->idempotency_key == NULL)
 		return 0;
-	snprintf(key, sizeof(key), "%s\n%s", in->author, in->idempotency_key);
 	rc = publish_response_json(set->base_url, in->author, res, &body);
 	if (rc != 0)
 		return rc;
-	j = json_pack("{s:I, s:s, s:s, s:i, s:s}", "created_ms", (json_int_t)in->now_ms,
-	              "request_sha256", in->request_sha256 ? in->request_sha256 : "", "post_id",
-	              res->id, "status", 201, "body", body);
+	rc = idempotency_record(txn, in->author, in->idempotency_key, in->now_ms,
+	                        in->request_sha256 ? in->request_sha256 : "", res->id, body);
 	free(body);
-	if (j == NULL)
-		return -ENOMEM;
-	rc = jsonstore_put(txn, STORE_IDEMPOTENCY, key, j);
-	json_decref(j);
 	return rc;
 }
 

@@ -2,6 +2,7 @@
 #include "ingest/api.h"
 
 #include "core/error.h"
+#include "core/jsonstore.h"
 #include "core/log.h"
 #include "ingest/internal.h"
 #include "render/feed.h"
@@ -367,7 +368,7 @@ static void get_post(struct api *a, http_request *req, const char *id)
 	if (rc == 0) {
 		rc = store_get_post(txn, id, &rec, &len);
 		if (rc == 0)
-			j = json_loadb(rec, len, 0, NULL);
+			jsonstore_parse(rec, len, &j);
 		v = j ? post_view(a->pipe, j) : NULL;
 		if (v != NULL)
 			json_object_set_new(v, "delivery", delivery_view(txn, id));
@@ -398,8 +399,10 @@ struct list_ctx {
 static int list_one(void *arg, const char *id, uint64_t seq, const void *record, size_t len)
 {
 	struct list_ctx *c = arg;
-	json_t *j = json_loadb(record, len, 0, NULL);
-	json_t *v = j ? post_view(c->pipe, j) : NULL;
+	json_t *j = NULL, *v;
+
+	jsonstore_parse(record, len, &j);
+	v = j ? post_view(c->pipe, j) : NULL;
 	json_decref(j);
 	if (v == NULL) {
 		log_error("api: post %s has a corrupt record", id);

@@ -5,6 +5,7 @@
 #include "core/jsonstore.h"
 #include "publish.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -19,16 +20,41 @@ int idempotency_key_valid(const char *k)
 	return 1;
 }
 
+/* The record's key: "HANDLE\nKEY". */
+#define RECORD_KEY_MAX (PUBLISH_HANDLE_MAX + 2 + IDEMPOTENCY_KEY_MAX + 1)
+
+static void record_key(char out[RECORD_KEY_MAX], const char *handle, const char *key)
+{
+	snprintf(out, RECORD_KEY_MAX, "%s\n%s", handle, key);
+}
+
+int idempotency_record(store_txn *txn, const char *handle, const char *key, int64_t now_ms,
+                       const char *request_sha256, const char *post_id, const char *body)
+{
+	char rkey[RECORD_KEY_MAX];
+	json_t *j = json_pack("{s:I, s:s, s:s, s:i, s:s}", "created_ms", (json_int_t)now_ms,
+	                      "request_sha256", request_sha256, "post_id", post_id, "status",
+	                      201, "body", body);
+	int rc;
+
+	if (j == NULL)
+		return -ENOMEM;
+	record_key(rkey, handle, key);
+	rc = jsonstore_put(txn, STORE_IDEMPOTENCY, rkey, j);
+	json_decref(j);
+	return rc;
+}
+
 int idempotency_lookup(store *st, const char *handle, const char *key, int64_t now_ms,
                        json_t **out)
 {
-	char rkey[PUBLISH_HANDLE_MAX + 2 + IDEMPOTENCY_KEY_MAX + 1];
+	char rkey[RECORD_KEY_MAX];
 	store_txn *txn;
 	json_t *j = NULL;
 	int rc;
 
 	*out = NULL;
-	snprintf(rkey, sizeof(rkey), "%s\n%s", handle, key);
+	record_key(rkey, handle, key);
 	rc = store_txn_begin(st, 0, &txn);
 	if (rc == 0) {
 		rc = jsonstore_get(txn, STORE_IDEMPOTENCY, rkey, &j);

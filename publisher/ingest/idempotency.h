@@ -1,13 +1,15 @@
-/* idempotency: the Idempotency-Key records of POST /v1/posts. The publish
- * transaction records the first response to (author, key) (publish_input's
- * idempotency_key); this module finds it again for a retry and removes it
- * once it has expired.
+/* idempotency: the Idempotency-Key records of POST /v1/posts, and the only
+ * code that knows their layout. The publish transaction records the first
+ * response to (author, key) through idempotency_record (publish_input's
+ * idempotency_key), in the transaction that makes the post; this module
+ * finds it again for a retry and removes it once it has expired.
  *
  * A record lives in STORE_IDEMPOTENCY under "HANDLE\nKEY" as JSON:
  * created_ms, request_sha256 (what identifies the request), post_id, status
  * and body (the first response). It counts for IDEMPOTENCY_TTL_MS.
  *
- * Threading: any thread; each function runs its own store transaction. */
+ * Threading: any thread; each function runs its own store transaction,
+ * except idempotency_record, which writes in the caller's. */
 #ifndef SAYIN_IDEMPOTENCY_H
 #define SAYIN_IDEMPOTENCY_H
 
@@ -21,6 +23,12 @@
 
 /* 1 if k is a valid key: 1-255 visible ASCII characters; else 0. */
 int idempotency_key_valid(const char *k);
+
+/* Records body, the first response (status 201) to the request identified
+ * by request_sha256 ("" when unknown) that made post_id, under (handle,
+ * key), in txn. Returns 0, -ENOMEM, or an error of store_put_record. */
+int idempotency_record(store_txn *txn, const char *handle, const char *key, int64_t now_ms,
+                       const char *request_sha256, const char *post_id, const char *body);
 
 /* The first response to (handle, key) on record and not expired at now_ms.
  * Returns 0 and *out (the record, the caller's), SAYIN_ENOTFOUND (none, or
