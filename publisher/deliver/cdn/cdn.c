@@ -1,6 +1,7 @@
 /* cdn: the driver table and the helpers drivers share. */
 #include "deliver/cdn/cdn.h"
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -17,13 +18,6 @@ const cdn_driver *const cdn_drivers[] = {
 	&cdn_s3, &cdn_varnish, &cdn_nginx, &cdn_fastly, &cdn_cloudflare, &cdn_cloudfront,
 	&cdn_prewarm, NULL,
 };
-
-int64_t cdn_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 struct cdn_batch {
 	char driver[32];
@@ -94,7 +88,7 @@ static void on_one(void *arg, const net_response *res, const net_headers *h)
 		if (snprintf(r.error, sizeof(r.error), "%s: %s", o->what, why) < 0)
 			r.error[0] = '?';
 		if (r.retry_at_ms == 0)
-			r.retry_at_ms = cdn_retry_after(h, cdn_now_ms());
+			r.retry_at_ms = cdn_retry_after(h, clock_now_ms());
 	}
 	if (r.error[0] != '\0') {
 		log_warn("cdn %s: %s", b->driver, r.error);

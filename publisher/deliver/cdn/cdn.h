@@ -92,7 +92,4 @@ int cdn_edges_configure(const config *cfg, const char *setting, char ***edges, c
 /* A Retry-After header (seconds or an HTTP date) as unix ms; 0 if absent. */
 int64_t cdn_retry_after(const net_headers *h, int64_t now_ms);
 
-/* Unix milliseconds. */
-int64_t cdn_now_ms(void);
-
 #endif

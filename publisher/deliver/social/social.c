@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* The drivers, one file each; adding a network adds a file and a name here. */
 extern const social_driver social_x, social_facebook;
@@ -18,13 +17,6 @@ const social_driver *social_driver_find(const char *name)
 		if (strcmp(social_drivers[i]->name, name) == 0)
 			return social_drivers[i];
 	return NULL;
-}
-
-int64_t social_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int social_same_url(const char *a, const char *b)

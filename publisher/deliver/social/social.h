@@ -96,9 +96,6 @@ const social_driver *social_driver_find(const char *name);
 
 /* ---- helpers shared by the drivers (social.c) ---- */
 
-/* Unix milliseconds. */
-int64_t social_now_ms(void);
-
 /* 1 when a and b name the same page: equal, or equal but for a trailing
  * slash (networks normalize links that way); 0 otherwise or if one is NULL. */
 int social_same_url(const char *a, const char *b);

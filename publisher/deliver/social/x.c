@@ -3,6 +3,7 @@
  * 100 posts. */
 #include "deliver/social/x.h"
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "deliver/social/oauth1.h"
 #include "deliver/social/xtext.h"
@@ -63,7 +64,7 @@ enum x_outcome x_classify(const char *transport_error, long status, const char *
 		char *end;
 		long long reset = rate_limit_reset ? strtoll(rate_limit_reset, &end, 10) : 0;
 		if (rate_limit_reset != NULL && end != rate_limit_reset && *end == '\0' && reset > 0 &&
-		    reset * 1000 > social_now_ms())
+		    reset * 1000 > clock_now_ms())
 			out->retry_at_ms = (int64_t)reset * 1000;
 		set_api_message(out, status, body, "rate limited");
 		return X_OUTCOME_FAILED;
