@@ -6,6 +6,7 @@
 #include "deliver/cdn/aws.h"
 #include "deliver/cdn/cdn.h"
 
+#include "core/buf.h"
 #include "core/error.h"
 
 #include <errno.h>
@@ -62,46 +63,25 @@ static int cloudfront_ok(const net_response *res, const net_headers *h, cdn_resu
 	return -1;
 }
 
-/* Appends s to the growing XML; paths are ours ([A-Za-z0-9/._-]), so no
- * escaping is needed, but <, > and & are refused rather than trusted. */
-static int add(char **buf, size_t *len, size_t *cap, const char *s)
-{
-	size_t n = strlen(s);
-	if (*len + n + 1 > *cap) {
-		size_t c = *cap ? *cap * 2 : 1024;
-		while (c < *len + n + 1)
-			c *= 2;
-		char *b = realloc(*buf, c);
-		if (b == NULL)
-			return -ENOMEM;
-		*buf = b;
-		*cap = c;
-	}
-	memcpy(*buf + *len, s, n + 1);
-	*len += n;
-	return 0;
-}
-
 static int cloudfront_deliver(void *state, const cdn_env *env, const char *job_id,
                               const json_t *payload, cdn_done_fn done, void *arg)
 {
 	struct cloudfront *c = state;
 	static const char *const lists[] = { "paths", "removed" };
-	char *xml = NULL, num[32], url[1024], sigv4[128];
-	size_t len = 0, cap = 0, n = 0;
-	int rc = 0;
+	buf xml = BUF_INIT;
+	char url[1024], sigv4[128];
+	size_t n = 0;
 	cdn_batch *b;
 
 	for (int l = 0; l < 2; l++)
 		n += json_array_size(json_object_get(payload, lists[l]));
 	if (n > PATHS_MAX)
 		n = PATHS_MAX; /* more would be refused: the rest waits for the next event */
-	snprintf(num, sizeof(num), "%zu", n);
-	rc |= add(&xml, &len, &cap, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-	                            "<InvalidationBatch xmlns=\"http://cloudfront.amazonaws.com/doc/"
-	                            "2020-05-31/\"><Paths><Quantity>");
-	rc |= add(&xml, &len, &cap, num);
-	rc |= add(&xml, &len, &cap, "</Quantity><Items>");
+	/* The paths are ours ([A-Za-z0-9/._-]), so no escaping is needed, but
+	 * <, > and & are refused rather than trusted. */
+	buf_printf(&xml, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+	                 "<InvalidationBatch xmlns=\"http://cloudfront.amazonaws.com/doc/"
+	                 "2020-05-31/\"><Paths><Quantity>%zu</Quantity><Items>", n);
 	for (int l = 0, k = 0; l < 2; l++) {
 		const json_t *v;
 		size_t i;
@@ -110,33 +90,26 @@ static int cloudfront_deliver(void *state, const cdn_env *env, const char *job_i
 			if ((size_t)k++ >= n)
 				break;
 			if (p == NULL || strpbrk(p, "<>&") != NULL) {
-				free(xml);
+				buf_free(&xml);
 				return -EINVAL;
 			}
-			rc |= add(&xml, &len, &cap, "<Path>");
-			rc |= add(&xml, &len, &cap, p);
-			rc |= add(&xml, &len, &cap, "</Path>");
+			buf_printf(&xml, "<Path>%s</Path>", p);
 		}
 	}
-	rc |= add(&xml, &len, &cap, "</Items></Paths><CallerReference>sayin-");
-	rc |= add(&xml, &len, &cap, job_id);
-	rc |= add(&xml, &len, &cap, "</CallerReference></InvalidationBatch>");
-	if (rc != 0) {
-		free(xml);
-		return -ENOMEM;
-	}
-	b = cdn_batch_new("cloudfront", done, arg);
+	buf_printf(&xml, "</Items></Paths><CallerReference>sayin-%s</CallerReference>"
+	                 "</InvalidationBatch>", job_id);
+	b = buf_failed(&xml) ? NULL : cdn_batch_new("cloudfront", done, arg);
 	if (b == NULL) {
-		free(xml);
+		buf_free(&xml);
 		return -ENOMEM;
 	}
 	if (n > 0) {
 		char sha[65], sha_header[100];
-		cdn_aws_sha256_hex(xml, len, sha);
+		cdn_aws_sha256_hex(xml.data, xml.len, sha);
 		snprintf(sha_header, sizeof(sha_header), "x-amz-content-sha256: %s", sha);
 		const char *hdrs[] = { "Content-Type: text/xml", sha_header, NULL };
-		net_request req = { .method = "POST", .url = url, .headers = hdrs, .body = xml,
-			            .body_len = len, .aws_sigv4 = sigv4, .userpwd = c->aws.userpwd,
+		net_request req = { .method = "POST", .url = url, .headers = hdrs, .body = xml.data,
+			            .body_len = xml.len, .aws_sigv4 = sigv4, .userpwd = c->aws.userpwd,
 			            .timeout_ms = 30000 };
 		snprintf(url, sizeof(url), "%s/2020-05-31/distribution/%s/invalidation", c->api,
 		         c->distribution);
@@ -144,7 +117,7 @@ static int cloudfront_deliver(void *state, const cdn_env *env, const char *job_i
 		snprintf(sigv4, sizeof(sigv4), "aws:amz:us-east-1:cloudfront");
 		cdn_batch_send(b, env->net, &req, cloudfront_ok);
 	}
-	free(xml);
+	buf_free(&xml);
 	cdn_batch_seal(b, env->loop);
 	return 0;
 }
