@@ -1,4 +1,4 @@
-/* outbox: delivery jobs in the store: enqueue, lease, complete, fail, park. */
+/* outbox: keeps delivery jobs in the store: enqueue, lease, complete, fail, park, retry. */
 #include "deliver/outbox.h"
 
 #include "core/error.h"
@@ -330,64 +330,15 @@ int outbox_fail(store *st, const outbox_policy *pol, const char *id, const char 
 	return with_leased(st, id, owner, fail_one, &c);
 }
 
-struct retry_ctx {
-	store_txn *txn;
-	int64_t now;
-	unsigned n;
-};
-
-static int retry_one(void *arg, const char *key, const void *record, size_t len)
-{
-	struct retry_ctx *c = arg;
-	json_t *j;
-	int rc = jsonstore_parse(record, len, &j);
-	if (rc != 0)
-		return rc;
-	if (json_is_true(json_object_get(j, "parked"))) {
-		json_object_set_new(j, "parked", json_false());
-		json_object_set_new(j, "attempts", json_integer(0));
-		json_object_set_new(j, "next_ms", json_integer(c->now));
-		/* A retried job gets a fresh age, or it would park again at once. */
-		json_object_set_new(j, "created_ms", json_integer(c->now));
-		rc = jsonstore_put(c->txn, STORE_OUTBOX, key, j);
-		if (rc == 0)
-			c->n++;
-	}
-	json_decref(j);
-	return rc;
-}
-
-int outbox_retry(store *st, const char *id, int64_t now_ms, unsigned *count)
-{
-	struct retry_ctx c = { .now = now_ms };
-	int rc = store_txn_begin(st, 1, &c.txn);
-
-	*count = 0;
-	if (rc != 0)
-		return rc;
-	if (id == NULL) {
-		rc = store_each_record(c.txn, STORE_OUTBOX, "", retry_one, &c);
-	} else {
-		const void *rec;
-		size_t len;
-		rc = store_get_record(c.txn, STORE_OUTBOX, id, &rec, &len);
-		if (rc == 0)
-			rc = retry_one(&c, id, rec, len);
-	}
-	if (rc == 0) {
-		*count = c.n;
-		return store_txn_commit(c.txn);
-	}
-	store_txn_abort(c.txn);
-	return rc;
-}
+/* Called with a job's parsed record (the callee may change it, not keep it). */
+typedef int (*job_fn)(void *arg, const char *id, json_t *job);
 
 struct each_ctx {
-	outbox_each_fn fn;
+	job_fn fn;
 	void *arg;
 };
 
-static int each_one(void *arg, const char *key, const void *record, size_t len)
+static int each_parsed(void *arg, const char *key, const void *record, size_t len)
 {
 	struct each_ctx *c = arg;
 	json_t *j;
@@ -399,14 +350,81 @@ static int each_one(void *arg, const char *key, const void *record, size_t len)
 	return rc;
 }
 
-int outbox_each(store *st, outbox_each_fn fn, void *arg)
+/* Calls fn for every job in txn (id NULL), or for job id alone. Returns 0,
+ * the first non-zero return of fn, SAYIN_ENOTFOUND, SAYIN_ECORRUPT, or a
+ * store error. */
+static int each_job(store_txn *txn, const char *id, job_fn fn, void *arg)
 {
 	struct each_ctx c = { fn, arg };
+	const void *rec;
+	size_t len;
+	int rc;
+
+	if (id == NULL)
+		return store_each_record(txn, STORE_OUTBOX, "", each_parsed, &c);
+	rc = store_get_record(txn, STORE_OUTBOX, id, &rec, &len);
+	return rc != 0 ? rc : each_parsed(&c, id, rec, len);
+}
+
+struct retry_ctx {
+	store_txn *txn;
+	int64_t now;
+	unsigned n;
+};
+
+static int retry_one(void *arg, const char *id, json_t *j)
+{
+	struct retry_ctx *c = arg;
+	int rc = 0;
+	if (json_is_true(json_object_get(j, "parked"))) {
+		json_object_set_new(j, "parked", json_false());
+		json_object_set_new(j, "attempts", json_integer(0));
+		json_object_set_new(j, "next_ms", json_integer(c->now));
+		/* A retried job gets a fresh age, or it would park again at once. */
+		json_object_set_new(j, "created_ms", json_integer(c->now));
+		rc = jsonstore_put(c->txn, STORE_OUTBOX, id, j);
+		if (rc == 0)
+			c->n++;
+	}
+	return rc;
+}
+
+int outbox_retry(store *st, const char *id, int64_t now_ms, unsigned *count)
+{
+	struct retry_ctx c = { .now = now_ms };
+	int rc = store_txn_begin(st, 1, &c.txn);
+
+	*count = 0;
+	if (rc != 0)
+		return rc;
+	rc = each_job(c.txn, id, retry_one, &c);
+	if (rc == 0) {
+		*count = c.n;
+		return store_txn_commit(c.txn);
+	}
+	store_txn_abort(c.txn);
+	return rc;
+}
+
+struct user_ctx {
+	outbox_each_fn fn;
+	void *arg;
+};
+
+static int each_user(void *arg, const char *id, json_t *job)
+{
+	struct user_ctx *u = arg;
+	return u->fn(u->arg, id, job);
+}
+
+int outbox_each(store *st, outbox_each_fn fn, void *arg)
+{
+	struct user_ctx u = { fn, arg };
 	store_txn *txn;
 	int rc = store_txn_begin(st, 0, &txn);
 	if (rc != 0)
 		return rc;
-	rc = store_each_record(txn, STORE_OUTBOX, "", each_one, &c);
+	rc = each_job(txn, NULL, each_user, &u);
 	store_txn_abort(txn);
 	return rc;
 }

@@ -25,8 +25,7 @@ struct cloudfront {
 static int cloudfront_configure(const config *cfg, void **state, char *err, size_t errlen)
 {
 	const char *dist = config_get(cfg, "cloudfront-distribution-id");
-	const char *api = config_get(cfg, "cloudfront-api-url");
-	struct cloudfront *c;
+	struct cloudfront c = { 0 };
 	int rc;
 
 	if (dist == NULL || *dist == '\0')
@@ -35,20 +34,12 @@ static int cloudfront_configure(const config *cfg, void **state, char *err, size
 		snprintf(err, errlen, "--cloudfront-distribution-id: '%s' is not a distribution id", dist);
 		return SAYIN_ECONFIG;
 	}
-	c = calloc(1, sizeof(*c));
-	if (c == NULL)
-		return -ENOMEM;
-	rc = cdn_aws_configure(cfg, "cloudfront", &c->aws, err, errlen);
-	if (rc != 0) {
-		free(c);
+	rc = cdn_aws_configure(cfg, "cloudfront", &c.aws, err, errlen);
+	if (rc != 0)
 		return rc;
-	}
-	snprintf(c->api, sizeof(c->api), "%s", api);
-	while (strlen(c->api) > 0 && c->api[strlen(c->api) - 1] == '/')
-		c->api[strlen(c->api) - 1] = '\0';
-	snprintf(c->distribution, sizeof(c->distribution), "%s", dist);
-	*state = c;
-	return 0;
+	cdn_copy_base_url(c.api, sizeof(c.api), config_get(cfg, "cloudfront-api-url"));
+	snprintf(c.distribution, sizeof(c.distribution), "%s", dist);
+	return cdn_state_keep(&c, sizeof(c), state);
 }
 
 static int cloudfront_ok(const net_response *res, const net_headers *h, cdn_result *out)
@@ -122,10 +113,5 @@ static int cloudfront_deliver(void *state, const cdn_env *env, const char *job_i
 	return 0;
 }
 
-static void cloudfront_destroy(void *state)
-{
-	free(state);
-}
-
 const cdn_driver cdn_cloudfront = { "cloudfront", CDN_STAGE_PURGE, cloudfront_configure,
-	                            cloudfront_deliver, cloudfront_destroy };
+	                            cloudfront_deliver, cdn_state_free };
