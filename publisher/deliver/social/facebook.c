@@ -169,31 +169,17 @@ int facebook_created_id(const char *body, char *id, size_t idlen)
 	return social_answer_id(body, NULL, id, idlen);
 }
 
+/* A post carries post_url as its link or in its message. */
+static int post_carries(const json_t *post, const char *post_url)
+{
+	const char *message = json_string_value(json_object_get(post, "message"));
+	return social_same_url(json_string_value(json_object_get(post, "link")), post_url) ||
+	       (message != NULL && strstr(message, post_url) != NULL);
+}
+
 int facebook_find_post(const char *body, const char *post_url, char *id, size_t idlen)
 {
-	json_t *j = json_loads(body ? body : "", 0, NULL), *data, *post;
-	size_t i;
-	int rc = 0;
-
-	data = json_object_get(j, "data");
-	if (!json_is_array(data)) {
-		json_decref(j);
-		return -1;
-	}
-	json_array_foreach(data, i, post) {
-		const char *link = json_string_value(json_object_get(post, "link"));
-		const char *message = json_string_value(json_object_get(post, "message"));
-		const char *pid = json_string_value(json_object_get(post, "id"));
-		if ((social_same_url(link, post_url) ||
-		     (message != NULL && strstr(message, post_url) != NULL)) &&
-		    pid != NULL && strlen(pid) < idlen) {
-			snprintf(id, idlen, "%s", pid);
-			rc = 1;
-			break;
-		}
-	}
-	json_decref(j);
-	return rc;
+	return social_find_post(body, post_url, 0, post_carries, id, idlen);
 }
 
 void facebook_remote_url(const char *id, char *out, size_t outlen)

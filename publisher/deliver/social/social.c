@@ -1,4 +1,4 @@
-/* social: the cross-posting driver table and the request and answer plumbing the drivers share. */
+/* social: the cross-posting driver table and the plumbing its drivers share. */
 #include "deliver/social/social.h"
 
 #include "core/log.h"
@@ -74,13 +74,12 @@ static void once_answered(void *arg, const net_response *r, const net_headers *h
 
 int social_send_once(uv_loop_t *loop, const net_request *req, net_done_fn done, void *arg)
 {
-	struct send_once *o = calloc(1, sizeof(*o));
+	struct send_once *o = malloc(sizeof(*o));
 	int rc;
 
 	if (o == NULL)
 		return -ENOMEM;
-	o->done = done;
-	o->arg = arg;
+	*o = (struct send_once){ .done = done, .arg = arg };
 	rc = net_create(loop, 1, &o->net);
 	if (rc == 0) {
 		rc = net_send(o->net, req, once_answered, o);
@@ -116,6 +115,31 @@ int social_answer_id(const char *body, const char *within, char *id, size_t idle
 	if (v != NULL && *v != '\0' && strlen(v) < idlen) {
 		snprintf(id, idlen, "%s", v);
 		rc = 0;
+	}
+	json_decref(j);
+	return rc;
+}
+
+int social_find_post(const char *body, const char *post_url, int absent_is_empty,
+                     int (*carries)(const json_t *post, const char *post_url), char *id,
+                     size_t idlen)
+{
+	json_t *j = json_loads(body ? body : "", 0, NULL);
+	const json_t *data = json_object_get(j, "data"), *post;
+	size_t i;
+	int rc = -1;
+
+	if (json_is_array(data))
+		rc = 0;
+	else if (json_is_object(j) && data == NULL && absent_is_empty)
+		rc = 0;
+	json_array_foreach(data, i, post) {
+		const char *pid = json_string_value(json_object_get(post, "id"));
+		if (carries(post, post_url) && pid != NULL && strlen(pid) < idlen) {
+			snprintf(id, idlen, "%s", pid);
+			rc = 1;
+			break;
+		}
 	}
 	json_decref(j);
 	return rc;

@@ -87,46 +87,27 @@ int x_me_id(const char *body, char *id, size_t idlen)
 	return social_answer_id(body, "data", id, idlen);
 }
 
+/* A tweet carries post_url in its text or as one of its links. */
+static int tweet_carries(const json_t *tweet, const char *post_url)
+{
+	const char *text = json_string_value(json_object_get(tweet, "text"));
+	const json_t *u;
+	size_t k;
+
+	if (text != NULL && strstr(text, post_url) != NULL)
+		return 1;
+	json_array_foreach(json_object_get(json_object_get(tweet, "entities"), "urls"), k, u) {
+		if (social_same_url(json_string_value(json_object_get(u, "expanded_url")), post_url) ||
+		    social_same_url(json_string_value(json_object_get(u, "unwound_url")), post_url))
+			return 1;
+	}
+	return 0;
+}
+
 int x_find_post(const char *body, const char *post_url, char *id, size_t idlen)
 {
-	json_t *j = json_loads(body ? body : "", 0, NULL), *data, *tweet;
-	size_t i;
-	int rc = 0;
-
-	if (!json_is_object(j)) {
-		json_decref(j);
-		return -1;
-	}
-	data = json_object_get(j, "data");
-	if (data == NULL) {
-		/* No posts at all: X leaves "data" out (meta.result_count 0). */
-		json_decref(j);
-		return 0;
-	}
-	if (!json_is_array(data)) {
-		json_decref(j);
-		return -1;
-	}
-	json_array_foreach(data, i, tweet) {
-		json_t *urls = json_object_get(json_object_get(tweet, "entities"), "urls"), *u;
-		const char *text = json_string_value(json_object_get(tweet, "text"));
-		const char *tid = json_string_value(json_object_get(tweet, "id"));
-		size_t k;
-		int match = text != NULL && strstr(text, post_url) != NULL;
-
-		json_array_foreach(urls, k, u) {
-			if (social_same_url(json_string_value(json_object_get(u, "expanded_url")), post_url) ||
-			    social_same_url(json_string_value(json_object_get(u, "unwound_url")), post_url))
-				match = 1;
-		}
-		if (match && tid != NULL && strlen(tid) < idlen) {
-			snprintf(id, idlen, "%s", tid);
-			rc = 1;
-			break;
-		}
-	}
-	json_decref(j);
-	return rc;
+	/* No posts at all: X leaves "data" out (meta.result_count 0). */
+	return social_find_post(body, post_url, 1, tweet_carries, id, idlen);
 }
 
 void x_remote_url(const char *id, char *out, size_t outlen)
