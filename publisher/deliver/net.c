@@ -1,5 +1,6 @@
-/* net: libcurl multi on a libuv loop (the multi-uv pattern from curl's
- * examples: uv_poll per socket, one uv_timer for curl's timeouts). */
+/* net: outbound HTTP for the drivers: libcurl multi driven by a libuv loop. */
+/* The multi-uv pattern from curl's examples: uv_poll per socket, one
+ * uv_timer for curl's timeouts. */
 #include "deliver/net.h"
 
 #include "core/buf.h"

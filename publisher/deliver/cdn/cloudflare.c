@@ -1,6 +1,7 @@
-/* cdn/cloudflare: POST /zones/{zone}/purge_cache with an API token, by
- * "files" (absolute URLs, at most 30 a request) or by "tags" (Cache-Tag:
- * the edge must be told to read our Surrogate-Key as tags, see
+/* cdn/cloudflare: the Cloudflare driver: purges by URL or by cache tag. */
+/* POST /zones/{zone}/purge_cache with an API token, by "files" (absolute
+ * URLs, at most 30 a request) or by "tags" (Cache-Tag: the edge must be
+ * told to read our Surrogate-Key as tags, see
  * cdn-config/cloudflare/README.md). */
 #include "deliver/cdn/cdn.h"
 

@@ -1,7 +1,8 @@
-/* cdn/cloudfront: CreateInvalidation (POST /2020-05-31/distribution/{id}/
- * invalidation, an InvalidationBatch XML) for the changed and removed paths,
- * signed with SigV4 (service cloudfront, region us-east-1: CloudFront's API
- * is global). The CallerReference is the outbox job's id, so a retried job
+/* cdn/cloudfront: the CloudFront driver: one invalidation per event. */
+/* CreateInvalidation (POST /2020-05-31/distribution/{id}/invalidation, an
+ * InvalidationBatch XML) for the changed and removed paths, signed with
+ * SigV4 (service cloudfront, region us-east-1: CloudFront's API is
+ * global). The CallerReference is the outbox job's id, so a retried job
  * cannot create a second invalidation. */
 #include "deliver/cdn/aws.h"
 #include "deliver/cdn/cdn.h"
@@ -11,7 +12,6 @@
 
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define PATHS_MAX 3000 /* CloudFront's limit of paths in one invalidation */

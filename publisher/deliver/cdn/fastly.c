@@ -1,14 +1,12 @@
-/* cdn/fastly: purges by surrogate key (POST /service/{id}/purge/{key} with
- * Fastly-Key; Fastly-Soft-Purge: 1 when soft), and removed objects by URL
- * (POST /purge/{host}{path}). Fastly tags cached names with the origin's
+/* cdn/fastly: the Fastly driver: purges by surrogate key and by URL. */
+/* Purges by surrogate key (POST /service/{id}/purge/{key} with Fastly-Key;
+ * Fastly-Soft-Purge: 1 when soft), and removed objects by URL (POST
+ * /purge/{host}{path}). Fastly tags cached names with the origin's
  * Surrogate-Key header itself. */
 #include "deliver/cdn/cdn.h"
 
-#include "core/error.h"
-
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 struct fastly {

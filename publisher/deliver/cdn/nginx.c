@@ -1,13 +1,10 @@
-/* cdn/nginx: purges nginx edges (cdn-config/nginx/edge.conf, the cache
- * purge module): PURGE of every changed URL. nginx has no surrogate keys. */
+/* cdn/nginx: the nginx driver: PURGE of every changed URL on each edge. */
+/* For edges with the cache purge module (cdn-config/nginx/edge.conf).
+ * nginx has no surrogate keys. */
 #include "deliver/cdn/cdn.h"
-
-#include "core/error.h"
 
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 static int nginx_configure(const config *cfg, void **state, char *err, size_t errlen)
 {

@@ -1,14 +1,11 @@
-/* cdn/prewarm: after the purges, GETs the event's new and changed URLs
- * through each configured edge once per encoding variant (br, gzip,
- * identity), so the first fans find them in the cache. */
+/* cdn/prewarm: the prewarm driver: fills the edges' caches after the purges. */
+/* GETs the event's new and changed URLs through each configured edge once
+ * per encoding variant (br, gzip, identity), so the first fans find them
+ * in the cache. */
 #include "deliver/cdn/cdn.h"
-
-#include "core/error.h"
 
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 static int prewarm_configure(const config *cfg, void **state, char *err, size_t errlen)
 {

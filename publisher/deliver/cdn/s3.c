@@ -1,5 +1,6 @@
-/* cdn/s3: pushes to an S3-compatible bucket (CloudFront on S3, Cloudflare on
- * R2, Bunny storage), path-style: PUT {endpoint}/{bucket}/{key} of every new
+/* cdn/s3: the S3 driver: mirrors changed names and new objects into a bucket. */
+/* Pushes to an S3-compatible bucket (CloudFront on S3, Cloudflare on R2,
+ * Bunny storage), path-style: PUT {endpoint}/{bucket}/{key} of every new
  * immutable object and of the current bytes of every changed name, each
  * with its Content-Type and the origin's Cache-Control; DELETE of removed
  * names and objects. Signed with SigV4 (service s3) by libcurl, with
@@ -13,7 +14,6 @@
 
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define OBJECT_CACHE "public, max-age=31536000, immutable"

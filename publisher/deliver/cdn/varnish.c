@@ -1,14 +1,12 @@
-/* cdn/varnish: purges Varnish edges: PURGE of every changed URL, then one
- * xkey purge of the event's surrogate keys (cdn-config/varnish/sayin.vcl
- * accepts both from its ACL). */
+/* cdn/varnish: the Varnish driver: purges by URL and by surrogate key. */
+/* PURGE of every changed URL, then one xkey purge of the event's surrogate
+ * keys, on each edge (cdn-config/varnish/sayin.vcl accepts both from its
+ * ACL). */
 #include "deliver/cdn/cdn.h"
-
-#include "core/error.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 struct varnish {
 	char **edges;

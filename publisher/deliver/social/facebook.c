@@ -1,6 +1,6 @@
-/* social/facebook: posts to a Facebook Page's feed with a Page access
- * token and appsecret_proof; reconciles by looking for our link in the
- * Page's latest 100 posts. */
+/* social/facebook: the Facebook driver: posts to a Page's feed. */
+/* With a Page access token and appsecret_proof; reconciles by looking for
+ * our link in the Page's latest 100 posts. */
 #include "deliver/social/facebook.h"
 
 #include "core/log.h"

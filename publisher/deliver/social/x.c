@@ -1,6 +1,6 @@
-/* social/x: posts to X with POST /2/tweets, signed with OAuth 1.0a user
- * context; reconciles by looking for our link in the account's latest
- * 100 posts. */
+/* social/x: the X driver: posts with POST /2/tweets, signed with OAuth 1.0a. */
+/* User context; reconciles by looking for our link in the account's
+ * latest 100 posts. */
 #include "deliver/social/x.h"
 
 #include "core/clock.h"
