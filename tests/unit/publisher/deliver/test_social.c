@@ -425,24 +425,14 @@ static social_result run_failed(struct fixture *fx, const char *network, int rec
 	return r;
 }
 
-/* run, then the outcome: the post made now, as remote_id. */
-static social_result run_posted(struct fixture *fx, const char *network, int reconcile,
-                                const char *remote_id)
+/* run, then the outcome: a success, the post made now or (found) found
+ * already posted, as remote_id ("": its id is unknown). */
+static social_result run_ok(struct fixture *fx, const char *network, int reconcile, int found,
+                            const char *remote_id)
 {
 	social_result r = run(fx, network, reconcile);
 	assert_true(r.ok);
-	assert_false(r.found);
-	assert_string_equal(r.remote_id, remote_id);
-	return r;
-}
-
-/* run, then the outcome: found already posted, as remote_id ("": unknown). */
-static social_result run_found(struct fixture *fx, const char *network, int reconcile,
-                               const char *remote_id)
-{
-	social_result r = run(fx, network, reconcile);
-	assert_true(r.ok);
-	assert_true(r.found);
+	assert_int_equal(r.found, found);
 	assert_string_equal(r.remote_id, remote_id);
 	return r;
 }
@@ -465,7 +455,7 @@ static void test_x_posts_signed_json(void **state)
 	const char *text;
 
 	set_post(fx, 201, NULL, "{\"data\":{\"id\":\"1445880548472328192\",\"text\":\"hi\"}}");
-	r = run_posted(fx, "x", 0, "1445880548472328192");
+	r = run_ok(fx, "x", 0, 0, "1445880548472328192");
 	assert_string_equal(r.remote_url, "https://x.com/i/web/status/1445880548472328192");
 	assert_int_equal(fx->n, 1);
 	assert_string_equal(fx->reqs[0].method, "POST");
@@ -529,7 +519,7 @@ static void test_x_duplicate_is_found(void **state)
 	         "\"Forbidden\",\"status\":403}");
 	fx->timeline = "{\"data\":[{\"id\":\"555\",\"text\":\"hello https://t.co/abc\",\"entities\":"
 	               "{\"urls\":[{\"url\":\"https://t.co/abc\",\"expanded_url\":\"" POST_URL "\"}]}}]}";
-	run_found(fx, "x", 0, "555");
+	run_ok(fx, "x", 0, 1, "555");
 	assert_int_equal(fx->n, 3);
 	assert_string_equal(fx->reqs[1].target, "/2/users/me");
 	assert_string_equal(fx->reqs[2].target, "/2/users/42/tweets?max_results=100&tweet.fields=entities");
@@ -538,7 +528,7 @@ static void test_x_duplicate_is_found(void **state)
 
 	/* Not in the latest 100: still already posted, without an id. */
 	fx->timeline = "{\"data\":[{\"id\":\"9\",\"text\":\"other\"}]}";
-	run_found(fx, "x", 0, "");
+	run_ok(fx, "x", 0, 1, "");
 }
 
 static void test_x_401_is_permanent(void **state)
@@ -592,7 +582,7 @@ static void test_x_reconcile_found_does_not_post(void **state)
 	set_post(fx, 201, NULL, "{\"data\":{\"id\":\"999\",\"text\":\"dup\"}}");
 	fx->timeline = "{\"data\":[{\"id\":\"1\",\"text\":\"a\"},{\"id\":\"777\",\"text\":\"b https://t.co/x\","
 	               "\"entities\":{\"urls\":[{\"expanded_url\":\"" POST_URL "/\"}]}}]}";
-	r = run_found(fx, "x", 1, "777");
+	r = run_ok(fx, "x", 1, 1, "777");
 	assert_string_equal(r.remote_url, "https://x.com/i/web/status/777");
 	assert_int_equal(fx->n, 2);
 	for (int i = 0; i < fx->n; i++) {
@@ -602,7 +592,7 @@ static void test_x_reconcile_found_does_not_post(void **state)
 
 	/* With user_id set, no /2/users/me. */
 	snprintf(fx->x_acct.user_id, sizeof(fx->x_acct.user_id), "42");
-	run_found(fx, "x", 1, "777");
+	run_ok(fx, "x", 1, 1, "777");
 	assert_int_equal(fx->n, 1);
 	assert_string_equal(fx->reqs[0].target, "/2/users/42/tweets?max_results=100&tweet.fields=entities");
 }
@@ -613,7 +603,7 @@ static void test_x_reconcile_not_found_posts(void **state)
 	set_post(fx, 201, NULL, "{\"data\":{\"id\":\"999\",\"text\":\"new\"}}");
 	fx->timeline = "{\"data\":[{\"id\":\"1\",\"text\":\"https://sayin.example.com/p/other\","
 	               "\"entities\":{\"urls\":[{\"expanded_url\":\"https://sayin.example.com/p/other\"}]}}]}";
-	run_posted(fx, "x", 1, "999");
+	run_ok(fx, "x", 1, 0, "999");
 	assert_int_equal(fx->n, 3);
 	assert_string_equal(fx->reqs[2].method, "POST");
 
@@ -632,7 +622,7 @@ static void test_facebook_posts_with_proof(void **state)
 	char v[512];
 
 	set_post(fx, 200, NULL, "{\"id\":\"1001_2002\"}");
-	r = run_posted(fx, "facebook", 0, "1001_2002");
+	r = run_ok(fx, "facebook", 0, 0, "1001_2002");
 	assert_string_equal(r.remote_url, "https://www.facebook.com/1001_2002");
 	assert_int_equal(fx->n, 1);
 	assert_string_equal(fx->reqs[0].target, "/v19.0/" PAGE_ID "/feed");
@@ -691,7 +681,7 @@ static void test_facebook_rate_limits_back_off(void **state)
 	run_failed(fx, "facebook", 0, 0, NULL);
 	/* A success at 100% usage is still a success. */
 	set_post(fx, 200, "x-app-usage: {\"call_count\":100}\r\n", "{\"id\":\"1001_3\"}");
-	run_posted(fx, "facebook", 0, "1001_3");
+	run_ok(fx, "facebook", 0, 0, "1001_3");
 }
 
 static void test_facebook_500_and_timeout_back_off(void **state)
@@ -711,7 +701,7 @@ static void test_facebook_reconcile(void **state)
 	set_post(fx, 200, NULL, "{\"id\":\"1001_9\"}");
 	fx->feed = "{\"data\":[{\"id\":\"1001_5\",\"message\":\"x\",\"link\":\"https://other/\"},"
 	           "{\"id\":\"1001_6\",\"message\":\"A voice message\",\"link\":\"" POST_URL "\"}]}";
-	run_found(fx, "facebook", 1, "1001_6");
+	run_ok(fx, "facebook", 1, 1, "1001_6");
 	assert_int_equal(fx->n, 1);
 	assert_string_equal(fx->reqs[0].method, "GET");
 	assert_non_null(strstr(fx->reqs[0].target, "/v19.0/" PAGE_ID "/feed?fields=id,link,message&limit=100&"));
@@ -719,7 +709,7 @@ static void test_facebook_reconcile(void **state)
 
 	/* Not there: post. */
 	fx->feed = "{\"data\":[{\"id\":\"1001_5\",\"link\":\"https://other/\"}]}";
-	run_posted(fx, "facebook", 1, "1001_9");
+	run_ok(fx, "facebook", 1, 0, "1001_9");
 	assert_int_equal(fx->n, 2);
 	assert_string_equal(fx->reqs[1].method, "POST");
 
@@ -736,7 +726,7 @@ static void test_facebook_duplicate(void **state)
 	set_post(fx, 400, NULL, "{\"error\":{\"message\":\"(#506) Duplicate status message\","
 	                        "\"type\":\"OAuthException\",\"code\":506}}");
 	fx->feed = "{\"data\":[{\"id\":\"1001_6\",\"link\":\"" POST_URL "\"}]}";
-	run_found(fx, "facebook", 0, "1001_6");
+	run_ok(fx, "facebook", 0, 1, "1001_6");
 	fx->feed = "{\"data\":[]}";
 	run_failed(fx, "facebook", 0, 1, NULL);
 }
