@@ -48,7 +48,8 @@ static int account_set(social_account *a, const char *key, const char *value)
 		const char *network, *key;
 		size_t off, size;
 	} fields[] = {
-#define F(net, name) { net, #name, offsetof(social_account, name), sizeof(((social_account *)0)->name) }
+#define F(net, name)                                                                       \
+	{ net, #name, offsetof(social_account, name), sizeof(((social_account *)0)->name) }
 		F("x", consumer_key), F("x", consumer_secret), F("x", access_token),
 		F("x", access_token_secret), F("x", user_id), F("facebook", page_id),
 		F("facebook", page_access_token), F("facebook", app_secret),
