@@ -1,6 +1,7 @@
-/* crosspost: accounts file, and the worker posting cross-post jobs. */
+/* crosspost: loads the social accounts file and runs the worker that posts cross-post jobs. */
 #include "deliver/crosspost.h"
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "deliver/net.h"
@@ -16,7 +17,6 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #define ACCOUNTS_MAX 256
@@ -48,7 +48,8 @@ static int account_set(social_account *a, const char *key, const char *value)
 		const char *network, *key;
 		size_t off, size;
 	} fields[] = {
-#define F(net, name) { net, #name, offsetof(social_account, name), sizeof(((social_account *)0)->name) }
+#define F(net, name)                                                                       \
+	{ net, #name, offsetof(social_account, name), sizeof(((social_account *)0)->name) }
 		F("x", consumer_key), F("x", consumer_secret), F("x", access_token),
 		F("x", access_token_secret), F("x", user_id), F("facebook", page_id),
 		F("facebook", page_access_token), F("facebook", app_secret),
@@ -214,13 +215,6 @@ struct job_ctx {
 	char network[32];
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void lease_round(struct run *r);
 
 static void on_posted(void *arg, const social_result *res)
@@ -232,12 +226,11 @@ static void on_posted(void *arg, const social_result *res)
 	if (res->ok) {
 		json_t *rec = json_pack("{s:s, s:s, s:s, s:b, s:I}", "network", j->network,
 		                        "remote_id", res->remote_id, "remote_url", res->remote_url,
-		                        "found", res->found, "done_ms", (json_int_t)now_ms());
-		char *s = rec ? json_dumps(rec, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+		                        "found", res->found, "done_ms", (json_int_t)clock_now_ms());
+		rc = rec ? outbox_complete_record(r->opt->st, j->id, r->owner, STORE_CROSSPOSTS, j->key,
+		                                  rec)
+		         : -ENOMEM;
 		json_decref(rec);
-		rc = s ? outbox_complete_record(r->opt->st, j->id, r->owner, STORE_CROSSPOSTS, j->key, s)
-		       : -ENOMEM;
-		free(s);
 		if (rc == 0) {
 			if (res->found)
 				r->counts->found++;
@@ -249,7 +242,7 @@ static void on_posted(void *arg, const social_result *res)
 		}
 	} else {
 		rc = outbox_fail(r->opt->st, &r->opt->policy, j->id, r->owner, res->error, res->permanent,
-		                 res->retry_at_ms, now_ms(), &parked);
+		                 res->retry_at_ms, clock_now_ms(), &parked);
 		if (rc == 0) {
 			r->counts->failed++;
 			if (parked)
@@ -318,7 +311,7 @@ static void lease_round(struct run *r)
 
 	if (r->stop)
 		return;
-	rc = outbox_lease_targets(r->opt->st, &r->opt->policy, r->owner, networks, now_ms(), 16,
+	rc = outbox_lease_targets(r->opt->st, &r->opt->policy, r->owner, networks, clock_now_ms(), 16,
 	                          &jobs, &n);
 	if (rc != 0 || n == 0) {
 		if (rc != 0) {

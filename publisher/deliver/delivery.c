@@ -1,6 +1,7 @@
-/* delivery: lease -> driver -> complete or fail, on one loop. */
+/* delivery: the CDN outbox worker: lease -> driver -> complete or fail, on one loop. */
 #include "deliver/delivery.h"
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -11,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
 #include <unistd.h>
 
 struct target {
@@ -153,7 +153,7 @@ static void on_delivered(void *arg, const cdn_result *res)
 			}
 		} else {
 			rc = outbox_fail(d->opt.st, &d->opt.policy, f->id, d->owner, res->error,
-			                 res->permanent, res->retry_at_ms, cdn_now_ms(), &parked);
+			                 res->permanent, res->retry_at_ms, clock_now_ms(), &parked);
 			if (rc == 0) {
 				d->counts.failed++;
 				count(parked ? &f->target->n_parked : &f->target->n_failed);
@@ -195,7 +195,7 @@ static void round_start(delivery *d)
 	uv_timer_stop(&d->timer);
 	/* Only our targets: cross-posts have a worker of their own. */
 	rc = outbox_lease_targets(d->opt.st, &d->opt.policy, d->owner, d->targets->names,
-	                          cdn_now_ms(), d->opt.batch, &jobs, &n);
+	                          clock_now_ms(), d->opt.batch, &jobs, &n);
 	if (rc != 0) {
 		log_error("delivery: cannot lease jobs: %s", sayin_strerror(rc));
 		n = 0;
@@ -233,7 +233,7 @@ static void round_start(delivery *d)
 			 * more: park it, visibly, rather than drop it. */
 			int parked;
 			outbox_fail(d->opt.st, &d->opt.policy, f->id, d->owner,
-			            "target not configured in this process", 1, 0, cdn_now_ms(), &parked);
+			            "target not configured in this process", 1, 0, clock_now_ms(), &parked);
 			log_error("delivery: job %s names target '%s', which is not configured: parked",
 			          f->id, jobs[i].target);
 			free(f);
@@ -269,23 +269,23 @@ static double gauge_depth(void *arg)
 {
 	delivery *d = arg;
 	outbox_stats s;
-	return outbox_stats_get(d->opt.st, cdn_now_ms(), &s) == 0 ? (double)s.depth : -1;
+	return outbox_stats_get(d->opt.st, clock_now_ms(), &s) == 0 ? (double)s.depth : -1;
 }
 
 static double gauge_parked(void *arg)
 {
 	delivery *d = arg;
 	outbox_stats s;
-	return outbox_stats_get(d->opt.st, cdn_now_ms(), &s) == 0 ? (double)s.parked : -1;
+	return outbox_stats_get(d->opt.st, clock_now_ms(), &s) == 0 ? (double)s.parked : -1;
 }
 
 static double gauge_oldest(void *arg)
 {
 	delivery *d = arg;
 	outbox_stats s;
-	if (outbox_stats_get(d->opt.st, cdn_now_ms(), &s) != 0 || s.oldest_ms == 0)
+	if (outbox_stats_get(d->opt.st, clock_now_ms(), &s) != 0 || s.oldest_ms == 0)
 		return 0;
-	return (double)(cdn_now_ms() - s.oldest_ms) / 1e3;
+	return (double)(clock_now_ms() - s.oldest_ms) / 1e3;
 }
 
 static double read_count(void *arg)

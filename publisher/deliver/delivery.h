@@ -20,6 +20,9 @@
 
 #include <uv.h>
 
+/* Reads the outbox-* settings. */
+int delivery_policy_configure(const config *cfg, outbox_policy *out, char *err, size_t errlen);
+
 typedef struct delivery_targets delivery_targets;
 
 /* Configures every driver whose settings are present. Returns 0 and
@@ -29,9 +32,6 @@ int delivery_targets_configure(const config *cfg, delivery_targets **out, char *
 void delivery_targets_free(delivery_targets *t);
 /* The configured targets, for publish_settings (valid while t lives). */
 const publish_target *delivery_targets_list(const delivery_targets *t, size_t *n);
-
-/* Reads the outbox-* settings. */
-int delivery_policy_configure(const config *cfg, outbox_policy *out, char *err, size_t errlen);
 
 typedef struct delivery_options {
 	store *st;

@@ -1,7 +1,9 @@
-/* net: libcurl multi on a libuv loop (the multi-uv pattern from curl's
- * examples: uv_poll per socket, one uv_timer for curl's timeouts). */
+/* net: outbound HTTP for the drivers: libcurl multi driven by a libuv loop. */
+/* The multi-uv pattern from curl's examples: uv_poll per socket, one
+ * uv_timer for curl's timeouts. */
 #include "deliver/net.h"
 
+#include "core/buf.h"
 #include "core/log.h"
 
 #include <curl/curl.h>
@@ -40,8 +42,7 @@ struct transfer {
 	struct curl_slist *headers;
 	net_done_fn done;
 	void *arg;
-	char *body;
-	size_t body_len, body_cap;
+	buf body;
 	int keep_body;
 	struct net_headers h;
 	char errbuf[CURL_ERROR_SIZE];
@@ -110,21 +111,10 @@ static size_t on_data(char *data, size_t size, size_t nmemb, void *userp)
 {
 	struct transfer *t = userp;
 	size_t len = size * nmemb;
-	if (!t->keep_body || t->body_len + len > BODY_MAX)
+	if (!t->keep_body || t->body.len + len > BODY_MAX)
 		return len; /* dropped, but the transfer goes on */
-	if (t->body_len + len + 1 > t->body_cap) {
-		size_t cap = t->body_cap ? t->body_cap * 2 : 4096;
-		while (cap < t->body_len + len + 1)
-			cap *= 2;
-		char *b = realloc(t->body, cap);
-		if (b == NULL)
-			return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
-		t->body = b;
-		t->body_cap = cap;
-	}
-	memcpy(t->body + t->body_len, data, len);
-	t->body_len += len;
-	t->body[t->body_len] = '\0';
+	if (buf_append(&t->body, data, len) != 0)
+		return 0; /* out of memory: aborts the transfer (CURLE_WRITE_ERROR) */
 	return len;
 }
 
@@ -132,7 +122,7 @@ static void transfer_free(struct transfer *t)
 {
 	curl_slist_free_all(t->headers);
 	curl_easy_cleanup(t->easy);
-	free(t->body);
+	buf_free(&t->body);
 	free(t);
 }
 
@@ -146,8 +136,8 @@ static void finish(struct transfer *t, CURLcode code)
 	curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &secs);
 	res.status = code == CURLE_OK ? status : 0;
 	res.error = code == CURLE_OK ? NULL : (t->errbuf[0] ? t->errbuf : curl_easy_strerror(code));
-	res.body = t->body ? t->body : "";
-	res.body_len = t->body_len;
+	res.body = t->body.data ? t->body.data : "";
+	res.body_len = t->body.len;
 	res.seconds = secs;
 	t->n->in_flight--;
 	if (t->prev != NULL)
@@ -285,7 +275,8 @@ int net_create(uv_loop_t *loop, unsigned max_per_host, net **out)
 	curl_multi_setopt(n->multi, CURLMOPT_SOCKETDATA, n);
 	curl_multi_setopt(n->multi, CURLMOPT_TIMERFUNCTION, on_timeout);
 	curl_multi_setopt(n->multi, CURLMOPT_TIMERDATA, n);
-	curl_multi_setopt(n->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)(max_per_host ? max_per_host : 16));
+	curl_multi_setopt(n->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+	                  (long)(max_per_host ? max_per_host : 16));
 	*out = n;
 	return 0;
 }

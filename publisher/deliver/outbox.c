@@ -1,7 +1,8 @@
-/* outbox: delivery jobs in the store: enqueue, lease, complete, fail, park. */
+/* outbox: keeps delivery jobs in the store: enqueue, lease, complete, fail, park, retry. */
 #include "deliver/outbox.h"
 
 #include "core/error.h"
+#include "core/jsonstore.h"
 #include "core/log.h"
 
 #include <errno.h>
@@ -25,17 +26,6 @@ static void policy_defaults(const outbox_policy *in, outbox_policy *p)
 		p->max_attempts = 10;
 	if (p->max_age_ms == 0)
 		p->max_age_ms = 86400000;
-}
-
-static int put_json(store_txn *txn, enum store_table t, const char *key, const json_t *j)
-{
-	char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	int rc;
-	if (s == NULL)
-		return -ENOMEM;
-	rc = store_put_record(txn, t, key, s, strlen(s));
-	free(s);
-	return rc;
 }
 
 static int next_id(store_txn *txn, char id[OUTBOX_ID_LEN + 1])
@@ -78,7 +68,7 @@ int outbox_enqueue(store_txn *txn, const char *target, json_t *payload, const ch
 	              (json_int_t)0, "lease_owner", "", "last_error", "", "parked", 0);
 	if (j == NULL)
 		return -ENOMEM;
-	rc = put_json(txn, STORE_OUTBOX, id, j);
+	rc = jsonstore_put(txn, STORE_OUTBOX, id, j);
 	json_decref(j);
 	return rc;
 }
@@ -130,8 +120,7 @@ static int lease_one(void *arg, const char *key, const void *record, size_t len)
 
 	if (c->n >= c->max)
 		return 1; /* enough: stop the walk */
-	j = json_loadb(record, len, 0, NULL);
-	if (j == NULL) {
+	if (jsonstore_parse(record, len, &j) != 0) {
 		log_error("outbox: job %s has a corrupt record", key);
 		return 0;
 	}
@@ -152,7 +141,7 @@ static int lease_one(void *arg, const char *key, const void *record, size_t len)
 	}
 	json_object_set_new(j, "lease_until_ms", json_integer(c->now + (json_int_t)c->pol->lease_ms));
 	json_object_set_new(j, "lease_owner", json_string(c->owner));
-	rc = put_json(c->txn, STORE_OUTBOX, key, j);
+	rc = jsonstore_put(c->txn, STORE_OUTBOX, key, j);
 	if (rc == 0) {
 		outbox_job *job = &c->jobs[c->n++];
 		snprintf(job->id, sizeof(job->id), "%s", key);
@@ -213,50 +202,58 @@ int outbox_lease_targets(store *st, const outbox_policy *pol_in, const char *own
 	return 0;
 }
 
-/* Loads a job leased by owner inside txn. */
-static int load_leased(store_txn *txn, const char *id, const char *owner, json_t **out)
-{
-	const void *rec;
-	size_t len;
-	json_t *j;
-	const char *held;
-	int rc = store_get_record(txn, STORE_OUTBOX, id, &rec, &len);
+/* Changes the leased job j (id) inside the write transaction txn. */
+typedef int (*leased_fn)(store_txn *txn, const char *id, json_t *j, void *arg);
 
-	if (rc == SAYIN_ENOTFOUND)
-		return -ESTALE; /* completed by someone else */
-	if (rc != 0)
-		return rc;
-	j = json_loadb(rec, len, 0, NULL);
-	if (j == NULL)
-		return SAYIN_ECORRUPT;
-	held = json_string_value(json_object_get(j, "lease_owner"));
-	if (held == NULL || strcmp(held, owner) != 0) {
-		json_decref(j);
-		return -ESTALE;
-	}
-	*out = j;
-	return 0;
-}
-
-int outbox_complete_record(store *st, const char *id, const char *owner, enum store_table table,
-                           const char *key, const char *record)
+/* Runs fn on job id in a write transaction of its own, committed when fn
+ * returns 0. -ESTALE when owner no longer holds the lease (or the job is
+ * gone: completed by someone else); SAYIN_ECORRUPT; a store error; or
+ * fn's error (the transaction is then aborted). */
+static int with_leased(store *st, const char *id, const char *owner, leased_fn fn, void *arg)
 {
 	store_txn *txn;
 	json_t *j = NULL;
+	const char *held;
 	int rc = store_txn_begin(st, 1, &txn);
 
 	if (rc != 0)
 		return rc;
-	rc = load_leased(txn, id, owner, &j);
+	rc = jsonstore_get(txn, STORE_OUTBOX, id, &j);
+	if (rc == SAYIN_ENOTFOUND)
+		rc = -ESTALE;
+	held = json_string_value(json_object_get(j, "lease_owner"));
+	if (rc == 0 && (held == NULL || strcmp(held, owner) != 0))
+		rc = -ESTALE;
 	if (rc == 0)
-		rc = store_delete_record(txn, STORE_OUTBOX, id);
-	if (rc == 0 && key != NULL)
-		rc = store_put_record(txn, table, key, record, strlen(record));
+		rc = fn(txn, id, j, arg);
 	json_decref(j);
 	if (rc == 0)
 		return store_txn_commit(txn);
 	store_txn_abort(txn);
 	return rc;
+}
+
+struct complete_ctx {
+	enum store_table table;
+	const char *key;
+	const json_t *record;
+};
+
+static int complete_one(store_txn *txn, const char *id, json_t *j, void *arg)
+{
+	const struct complete_ctx *c = arg;
+	int rc = store_delete_record(txn, STORE_OUTBOX, id);
+	(void)j;
+	if (rc == 0 && c->key != NULL)
+		rc = jsonstore_put(txn, c->table, c->key, c->record);
+	return rc;
+}
+
+int outbox_complete_record(store *st, const char *id, const char *owner, enum store_table table,
+                           const char *key, const json_t *record)
+{
+	struct complete_ctx c = { table, key, record };
+	return with_leased(st, id, owner, complete_one, &c);
 }
 
 int outbox_complete(store *st, const char *id, const char *owner)
@@ -264,24 +261,17 @@ int outbox_complete(store *st, const char *id, const char *owner)
 	return outbox_complete_record(st, id, owner, STORE_OUTBOX, NULL, NULL);
 }
 
+static int mark_one(store_txn *txn, const char *id, json_t *j, void *arg)
+{
+	(void)arg;
+	if (json_object_set_new(j, "attempt_started", json_true()) != 0)
+		return -ENOMEM;
+	return jsonstore_put(txn, STORE_OUTBOX, id, j);
+}
+
 int outbox_mark_attempt(store *st, const char *id, const char *owner)
 {
-	store_txn *txn;
-	json_t *j = NULL;
-	int rc = store_txn_begin(st, 1, &txn);
-
-	if (rc != 0)
-		return rc;
-	rc = load_leased(txn, id, owner, &j);
-	if (rc == 0 && json_object_set_new(j, "attempt_started", json_true()) != 0)
-		rc = -ENOMEM;
-	if (rc == 0)
-		rc = put_json(txn, STORE_OUTBOX, id, j);
-	json_decref(j);
-	if (rc == 0)
-		return store_txn_commit(txn);
-	store_txn_abort(txn);
-	return rc;
+	return with_leased(st, id, owner, mark_one, NULL);
 }
 
 /* Full jitter on the upper half: [d/2, d). */
@@ -293,52 +283,87 @@ static uint64_t jitter(uint64_t d)
 	return d / 2 + r % (d / 2);
 }
 
-int outbox_fail(store *st, const outbox_policy *pol_in, const char *id, const char *owner,
-                const char *error, int permanent, int64_t retry_at_ms, int64_t now_ms,
-                int *parked)
-{
+struct fail_ctx {
 	outbox_policy pol;
-	store_txn *txn;
-	json_t *j = NULL;
-	unsigned attempts;
-	int rc;
+	const char *error;
+	int permanent;
+	int64_t retry_at_ms, now_ms;
+	int *parked;
+};
 
-	policy_defaults(pol_in, &pol);
-	*parked = 0;
-	rc = store_txn_begin(st, 1, &txn);
-	if (rc != 0)
-		return rc;
-	rc = load_leased(txn, id, owner, &j);
-	if (rc != 0) {
-		store_txn_abort(txn);
-		return rc;
-	}
-	attempts = (unsigned)jint(j, "attempts") + 1;
-	if (permanent || attempts >= pol.max_attempts ||
-	    now_ms - jint(j, "created_ms") >= (int64_t)pol.max_age_ms) {
-		*parked = 1;
+static int fail_one(store_txn *txn, const char *id, json_t *j, void *arg)
+{
+	const struct fail_ctx *c = arg;
+	unsigned attempts = (unsigned)jint(j, "attempts") + 1;
+
+	if (c->permanent || attempts >= c->pol.max_attempts ||
+	    c->now_ms - jint(j, "created_ms") >= (int64_t)c->pol.max_age_ms) {
+		*c->parked = 1;
 	} else {
-		uint64_t d = pol.backoff_ms;
-		for (unsigned i = 1; i < attempts && d < pol.backoff_max_ms; i++)
+		uint64_t d = c->pol.backoff_ms;
+		for (unsigned i = 1; i < attempts && d < c->pol.backoff_max_ms; i++)
 			d *= 2;
-		if (d > pol.backoff_max_ms)
-			d = pol.backoff_max_ms;
-		int64_t next = now_ms + (int64_t)jitter(d);
-		if (retry_at_ms > next)
-			next = retry_at_ms;
+		if (d > c->pol.backoff_max_ms)
+			d = c->pol.backoff_max_ms;
+		int64_t next = c->now_ms + (int64_t)jitter(d);
+		if (c->retry_at_ms > next)
+			next = c->retry_at_ms;
 		json_object_set_new(j, "next_ms", json_integer(next));
 	}
 	json_object_set_new(j, "attempts", json_integer(attempts));
-	json_object_set_new(j, "last_error", json_string(error ? error : "failed"));
-	json_object_set_new(j, "parked", json_boolean(*parked));
+	json_object_set_new(j, "last_error", json_string(c->error ? c->error : "failed"));
+	json_object_set_new(j, "parked", json_boolean(*c->parked));
 	json_object_set_new(j, "lease_until_ms", json_integer(0));
 	json_object_set_new(j, "lease_owner", json_string(""));
-	rc = put_json(txn, STORE_OUTBOX, id, j);
+	return jsonstore_put(txn, STORE_OUTBOX, id, j);
+}
+
+int outbox_fail(store *st, const outbox_policy *pol, const char *id, const char *owner,
+                const char *error, int permanent, int64_t retry_at_ms, int64_t now_ms,
+                int *parked)
+{
+	struct fail_ctx c = { .error = error, .permanent = permanent, .retry_at_ms = retry_at_ms,
+		              .now_ms = now_ms, .parked = parked };
+
+	policy_defaults(pol, &c.pol);
+	*parked = 0;
+	return with_leased(st, id, owner, fail_one, &c);
+}
+
+/* Called with a job's parsed record (the callee may change it, not keep it). */
+typedef int (*job_fn)(void *arg, const char *id, json_t *job);
+
+struct each_ctx {
+	job_fn fn;
+	void *arg;
+};
+
+static int each_parsed(void *arg, const char *key, const void *record, size_t len)
+{
+	struct each_ctx *c = arg;
+	json_t *j;
+	int rc = jsonstore_parse(record, len, &j);
+	if (rc != 0)
+		return rc;
+	rc = c->fn(c->arg, key, j);
 	json_decref(j);
-	if (rc == 0)
-		return store_txn_commit(txn);
-	store_txn_abort(txn);
 	return rc;
+}
+
+/* Calls fn for every job in txn (id NULL), or for job id alone. Returns 0,
+ * the first non-zero return of fn, SAYIN_ENOTFOUND, SAYIN_ECORRUPT, or a
+ * store error. */
+static int each_job(store_txn *txn, const char *id, job_fn fn, void *arg)
+{
+	struct each_ctx c = { fn, arg };
+	const void *rec;
+	size_t len;
+	int rc;
+
+	if (id == NULL)
+		return store_each_record(txn, STORE_OUTBOX, "", each_parsed, &c);
+	rc = store_get_record(txn, STORE_OUTBOX, id, &rec, &len);
+	return rc != 0 ? rc : each_parsed(&c, id, rec, len);
 }
 
 struct retry_ctx {
@@ -347,24 +372,20 @@ struct retry_ctx {
 	unsigned n;
 };
 
-static int retry_one(void *arg, const char *key, const void *record, size_t len)
+static int retry_one(void *arg, const char *id, json_t *j)
 {
 	struct retry_ctx *c = arg;
-	json_t *j = json_loadb(record, len, 0, NULL);
 	int rc = 0;
-	if (j == NULL)
-		return SAYIN_ECORRUPT;
 	if (json_is_true(json_object_get(j, "parked"))) {
 		json_object_set_new(j, "parked", json_false());
 		json_object_set_new(j, "attempts", json_integer(0));
 		json_object_set_new(j, "next_ms", json_integer(c->now));
 		/* A retried job gets a fresh age, or it would park again at once. */
 		json_object_set_new(j, "created_ms", json_integer(c->now));
-		rc = put_json(c->txn, STORE_OUTBOX, key, j);
+		rc = jsonstore_put(c->txn, STORE_OUTBOX, id, j);
 		if (rc == 0)
 			c->n++;
 	}
-	json_decref(j);
 	return rc;
 }
 
@@ -376,15 +397,7 @@ int outbox_retry(store *st, const char *id, int64_t now_ms, unsigned *count)
 	*count = 0;
 	if (rc != 0)
 		return rc;
-	if (id == NULL) {
-		rc = store_each_record(c.txn, STORE_OUTBOX, "", retry_one, &c);
-	} else {
-		const void *rec;
-		size_t len;
-		rc = store_get_record(c.txn, STORE_OUTBOX, id, &rec, &len);
-		if (rc == 0)
-			rc = retry_one(&c, id, rec, len);
-	}
+	rc = each_job(c.txn, id, retry_one, &c);
 	if (rc == 0) {
 		*count = c.n;
 		return store_txn_commit(c.txn);
@@ -393,31 +406,25 @@ int outbox_retry(store *st, const char *id, int64_t now_ms, unsigned *count)
 	return rc;
 }
 
-struct each_ctx {
+struct user_ctx {
 	outbox_each_fn fn;
 	void *arg;
 };
 
-static int each_one(void *arg, const char *key, const void *record, size_t len)
+static int each_user(void *arg, const char *id, json_t *job)
 {
-	struct each_ctx *c = arg;
-	json_t *j = json_loadb(record, len, 0, NULL);
-	int rc;
-	if (j == NULL)
-		return SAYIN_ECORRUPT;
-	rc = c->fn(c->arg, key, j);
-	json_decref(j);
-	return rc;
+	struct user_ctx *u = arg;
+	return u->fn(u->arg, id, job);
 }
 
 int outbox_each(store *st, outbox_each_fn fn, void *arg)
 {
-	struct each_ctx c = { fn, arg };
+	struct user_ctx u = { fn, arg };
 	store_txn *txn;
 	int rc = store_txn_begin(st, 0, &txn);
 	if (rc != 0)
 		return rc;
-	rc = store_each_record(txn, STORE_OUTBOX, "", each_one, &c);
+	rc = each_job(txn, NULL, each_user, &u);
 	store_txn_abort(txn);
 	return rc;
 }

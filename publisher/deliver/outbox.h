@@ -77,10 +77,11 @@ void outbox_jobs_free(outbox_job *jobs, size_t n);
  * lease (it expired and another worker took it): the caller's work is
  * then a duplicate, which the lease made unlikely, not impossible. */
 int outbox_complete(store *st, const char *id, const char *owner);
-/* The same, and in the same transaction puts record under key in table:
- * the outcome (a remote post id) is recorded exactly when the job ends. */
+/* The same, and in the same transaction stores the JSON document record
+ * (jsonstore's canonical form) under key in table: the outcome (a remote
+ * post id) is recorded exactly when the job ends. */
 int outbox_complete_record(store *st, const char *id, const char *owner, enum store_table table,
-                           const char *key, const char *record);
+                           const char *key, const json_t *record);
 
 /* Records a failed attempt of a leased job. retry_at_ms > 0 asks for that
  * time (a target's Retry-After); permanent != 0 parks the job at once (a

@@ -1,6 +1,7 @@
-/* cdn: the driver table and the helpers drivers share. */
+/* cdn: the CDN driver table and the helpers the drivers share. */
 #include "deliver/cdn/cdn.h"
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -17,13 +18,6 @@ const cdn_driver *const cdn_drivers[] = {
 	&cdn_s3, &cdn_varnish, &cdn_nginx, &cdn_fastly, &cdn_cloudflare, &cdn_cloudfront,
 	&cdn_prewarm, NULL,
 };
-
-int64_t cdn_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 struct cdn_batch {
 	char driver[32];
@@ -94,7 +88,7 @@ static void on_one(void *arg, const net_response *res, const net_headers *h)
 		if (snprintf(r.error, sizeof(r.error), "%s: %s", o->what, why) < 0)
 			r.error[0] = '?';
 		if (r.retry_at_ms == 0)
-			r.retry_at_ms = cdn_retry_after(h, cdn_now_ms());
+			r.retry_at_ms = cdn_retry_after(h, clock_now_ms());
 	}
 	if (r.error[0] != '\0') {
 		log_warn("cdn %s: %s", b->driver, r.error);
@@ -140,6 +134,62 @@ void cdn_batch_seal(cdn_batch *b, uv_loop_t *loop)
 	uv_timer_init(loop, &b->timer);
 	b->timer.data = b;
 	uv_timer_start(&b->timer, on_empty_timer, 0, 0);
+}
+
+int cdn_state_keep(const void *tmp, size_t size, void **state)
+{
+	void *copy = malloc(size);
+	if (copy == NULL)
+		return -ENOMEM;
+	memcpy(copy, tmp, size);
+	*state = copy;
+	return 0;
+}
+
+void cdn_state_free(void *state)
+{
+	free(state);
+}
+
+void cdn_copy_base_url(char *out, size_t len, const char *url)
+{
+	size_t n;
+	snprintf(out, len, "%s", url);
+	n = strlen(out);
+	while (n > 0 && out[n - 1] == '/')
+		out[--n] = '\0';
+}
+
+int cdn_on_off(const config *cfg, const char *setting, int *on, char *err, size_t errlen)
+{
+	const char *v = config_get(cfg, setting);
+	if (v != NULL && strcmp(v, "on") != 0 && strcmp(v, "off") != 0) {
+		snprintf(err, errlen, "--%s: '%s' is not on or off", setting, v);
+		return SAYIN_ECONFIG;
+	}
+	*on = v != NULL && strcmp(v, "on") == 0;
+	return 0;
+}
+
+int cdn_api_configure(const config *cfg, const char *driver, const char *id_setting,
+                      const char *secret_setting, const char *url_setting,
+                      const char *auth_prefix, cdn_api *out, char *err, size_t errlen)
+{
+	const char *id = config_get(cfg, id_setting);
+	const char *secret = config_get(cfg, secret_setting);
+
+	if (id == NULL || *id == '\0')
+		return 1;
+	if (secret == NULL || *secret == '\0' || strlen(secret) > 500 || strlen(id) > 100 ||
+	    strchr(secret, '\n') != NULL) {
+		snprintf(err, errlen, "%s: --%s is required with --%s", driver, secret_setting,
+		         id_setting);
+		return SAYIN_ECONFIG;
+	}
+	cdn_copy_base_url(out->url, sizeof(out->url), config_get(cfg, url_setting));
+	snprintf(out->id, sizeof(out->id), "%s", id);
+	snprintf(out->auth, sizeof(out->auth), "%s%s", auth_prefix, secret);
+	return 0;
 }
 
 char **cdn_list(const char *value, size_t *n)
@@ -210,6 +260,38 @@ int cdn_edges_configure(const config *cfg, const char *setting, char ***edges, c
 		snprintf(err, errlen, "--%s: give http(s) base URLs, e.g. http://127.0.0.1:6081",
 		         setting);
 		return SAYIN_ECONFIG;
+	}
+	return 0;
+}
+
+int cdn_edges_state(const config *cfg, const char *setting, void **state, char *err,
+                    size_t errlen)
+{
+	char **edges = NULL;
+	int rc = cdn_edges_configure(cfg, setting, &edges, err, errlen);
+	if (rc == 0)
+		*state = edges;
+	return rc;
+}
+
+void cdn_edges_free(void *state)
+{
+	cdn_list_free(state);
+}
+
+int cdn_purge_paths(cdn_batch *b, net *n, const char *edge, const json_t *paths,
+                    cdn_check_fn check)
+{
+	const json_t *p;
+	size_t i;
+	json_array_foreach(paths, i, p) {
+		char url[2048];
+		net_request req = { .method = "PURGE", .url = url, .no_body_wanted = 1 };
+		int rc;
+		snprintf(url, sizeof(url), "%s%s", edge, json_string_value(p));
+		rc = cdn_batch_send(b, n, &req, check);
+		if (rc != 0)
+			return rc;
 	}
 	return 0;
 }

@@ -66,6 +66,37 @@ extern const cdn_driver *const cdn_drivers[];
 
 /* ---- helpers shared by the drivers (cdn.c) ---- */
 
+/* Configuring. A driver fills its state on the stack, then keeps it:
+ * cdn_state_keep stores a malloc'd copy of the size bytes at tmp in *state
+ * (0, or -ENOMEM), and cdn_state_free is the destroy of a state that owns
+ * no pointers. */
+int cdn_state_keep(const void *tmp, size_t size, void **state);
+void cdn_state_free(void *state);
+
+/* Copies a base URL into out (len bytes, cut to fit) without its trailing
+ * slashes. */
+void cdn_copy_base_url(char *out, size_t len, const char *url);
+
+/* Reads an on/off setting into *on (absent: off). Returns 0, or
+ * SAYIN_ECONFIG with err for any other value. */
+int cdn_on_off(const config *cfg, const char *setting, int *on, char *err, size_t errlen);
+
+/* A CDN's HTTP API as a driver reaches it. */
+typedef struct cdn_api {
+	char url[512];          /* the API's base URL, without trailing slash */
+	char id[128];           /* the account's object: a zone, a service */
+	char auth[600];         /* the header line that carries the secret */
+} cdn_api;
+
+/* Reads id_setting (absent or empty: returns 1, the driver is off),
+ * secret_setting (then required, one line of at most 500 bytes; the id at
+ * most 100) and url_setting; the auth header is auth_prefix followed by
+ * the secret. Returns 0, 1, or SAYIN_ECONFIG with err (driver names the
+ * driver in it; the secret is never put there). */
+int cdn_api_configure(const config *cfg, const char *driver, const char *id_setting,
+                      const char *secret_setting, const char *url_setting,
+                      const char *auth_prefix, cdn_api *out, char *err, size_t errlen);
+
 /* A fan-out of requests reported as one result: the first failure wins;
  * done runs when the last request finished. */
 typedef struct cdn_batch cdn_batch;
@@ -89,10 +120,20 @@ void cdn_list_free(char **list);
 int cdn_edges_configure(const config *cfg, const char *setting, char ***edges, char *err,
                         size_t errlen);
 
+/* For a driver whose whole state is its list of edges: configure reads
+ * setting as cdn_edges_configure does, with the list as *state, and
+ * cdn_edges_free is its destroy. */
+int cdn_edges_state(const config *cfg, const char *setting, void **state, char *err,
+                    size_t errlen);
+void cdn_edges_free(void *state);
+
+/* Sends PURGE {edge}{path} for every path (a JSON array of strings), each
+ * checked by check, as part of b. Returns 0, or -errno at the first
+ * request that could not be sent (the rest are not). */
+int cdn_purge_paths(cdn_batch *b, net *n, const char *edge, const json_t *paths,
+                    cdn_check_fn check);
+
 /* A Retry-After header (seconds or an HTTP date) as unix ms; 0 if absent. */
 int64_t cdn_retry_after(const net_headers *h, int64_t now_ms);
-
-/* Unix milliseconds. */
-int64_t cdn_now_ms(void);
 
 #endif

@@ -1,6 +1,7 @@
-/* cdn/cloudflare: POST /zones/{zone}/purge_cache with an API token, by
- * "files" (absolute URLs, at most 30 a request) or by "tags" (Cache-Tag:
- * the edge must be told to read our Surrogate-Key as tags, see
+/* cdn/cloudflare: the Cloudflare driver: purges by URL or by cache tag. */
+/* POST /zones/{zone}/purge_cache with an API token, by "files" (absolute
+ * URLs, at most 30 a request) or by "tags" (Cache-Tag: the edge must be
+ * told to read our Surrogate-Key as tags, see
  * cdn-config/cloudflare/README.md). */
 #include "deliver/cdn/cdn.h"
 
@@ -14,43 +15,26 @@
 #define FILES_PER_REQUEST 30 /* also the limit of tags in one purge */
 
 struct cloudflare {
-	char api[512];
-	char zone[128];
-	char auth[600];
+	cdn_api api;            /* api.id: the zone */
 	int by_tags;
 };
 
 static int cloudflare_configure(const config *cfg, void **state, char *err, size_t errlen)
 {
-	const char *zone = config_get(cfg, "cloudflare-zone-id");
-	const char *token = config_get(cfg, "cloudflare-api-token");
-	const char *api = config_get(cfg, "cloudflare-api-url");
 	const char *by = config_get(cfg, "cloudflare-purge-by");
-	struct cloudflare *c;
+	struct cloudflare c = { 0 };
+	int rc = cdn_api_configure(cfg, "cloudflare", "cloudflare-zone-id", "cloudflare-api-token",
+	                           "cloudflare-api-url", "Authorization: Bearer ", &c.api, err,
+	                           errlen);
 
-	if (zone == NULL || *zone == '\0')
-		return 1;
-	if (token == NULL || *token == '\0' || strlen(token) > 500 || strlen(zone) > 100 ||
-	    strchr(token, '\n') != NULL) {
-		snprintf(err, errlen, "cloudflare: --cloudflare-api-token is required with "
-		                      "--cloudflare-zone-id");
-		return SAYIN_ECONFIG;
-	}
+	if (rc != 0)
+		return rc;
 	if (by == NULL || (strcmp(by, "files") != 0 && strcmp(by, "tags") != 0)) {
 		snprintf(err, errlen, "--cloudflare-purge-by: '%s' is not files or tags", by ? by : "");
 		return SAYIN_ECONFIG;
 	}
-	c = calloc(1, sizeof(*c));
-	if (c == NULL)
-		return -ENOMEM;
-	snprintf(c->api, sizeof(c->api), "%s", api);
-	while (strlen(c->api) > 0 && c->api[strlen(c->api) - 1] == '/')
-		c->api[strlen(c->api) - 1] = '\0';
-	snprintf(c->zone, sizeof(c->zone), "%s", zone);
-	snprintf(c->auth, sizeof(c->auth), "Authorization: Bearer %s", token);
-	c->by_tags = strcmp(by, "tags") == 0;
-	*state = c;
-	return 0;
+	c.by_tags = strcmp(by, "tags") == 0;
+	return cdn_state_keep(&c, sizeof(c), state);
 }
 
 /* Cloudflare answers {"success": true|false, "errors": [{"code","message"}]}. */
@@ -71,16 +55,21 @@ static int cloudflare_ok(const net_response *res, const net_headers *h, cdn_resu
 	return -1;
 }
 
-static void send_json(cdn_batch *b, const cdn_env *env, struct cloudflare *c, json_t *body)
+/* Sends {"files": [...]} or {"tags": [...]} (name) and empties list. */
+static void send_list(cdn_batch *b, const cdn_env *env, const struct cloudflare *c,
+                      const char *name, json_t *list)
 {
-	char url[1024], *s = json_dumps(body, JSON_COMPACT);
-	const char *hdrs[] = { c->auth, "Content-Type: application/json", NULL };
+	json_t *body = json_pack("{s:O}", name, list);
+	char url[1024], *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	const char *hdrs[] = { c->api.auth, "Content-Type: application/json", NULL };
 	net_request req = { .method = "POST", .url = url, .headers = hdrs, .body = s,
 		            .body_len = s ? strlen(s) : 0 };
-	snprintf(url, sizeof(url), "%s/zones/%s/purge_cache", c->api, c->zone);
+	snprintf(url, sizeof(url), "%s/zones/%s/purge_cache", c->api.url, c->api.id);
 	if (s != NULL)
 		cdn_batch_send(b, env->net, &req, cloudflare_ok);
 	free(s);
+	json_decref(body);
+	json_array_clear(list);
 }
 
 static int cloudflare_deliver(void *state, const cdn_env *env, const char *job_id,
@@ -103,12 +92,8 @@ static int cloudflare_deliver(void *state, const cdn_env *env, const char *job_i
 	if (c->by_tags) {
 		json_array_foreach(json_object_get(payload, "keys"), i, v) {
 			json_array_append(tags, (json_t *)v);
-			if (json_array_size(tags) == FILES_PER_REQUEST) {
-				json_t *body = json_pack("{s:O}", "tags", tags);
-				send_json(b, env, c, body);
-				json_decref(body);
-				json_array_clear(tags);
-			}
+			if (json_array_size(tags) == FILES_PER_REQUEST)
+				send_list(b, env, c, "tags", tags);
 		}
 	}
 	/* Removed objects carry no tag: purged by URL in either mode. */
@@ -117,34 +102,19 @@ static int cloudflare_deliver(void *state, const cdn_env *env, const char *job_i
 			char url[2048];
 			snprintf(url, sizeof(url), "%s%s", env->base_url, json_string_value(v));
 			json_array_append_new(files, json_string(url));
-			if (json_array_size(files) == FILES_PER_REQUEST) {
-				json_t *body = json_pack("{s:O}", "files", files);
-				send_json(b, env, c, body);
-				json_decref(body);
-				json_array_clear(files);
-			}
+			if (json_array_size(files) == FILES_PER_REQUEST)
+				send_list(b, env, c, "files", files);
 		}
 	}
-	if (json_array_size(files) > 0) {
-		json_t *body = json_pack("{s:O}", "files", files);
-		send_json(b, env, c, body);
-		json_decref(body);
-	}
-	if (json_array_size(tags) > 0) {
-		json_t *body = json_pack("{s:O}", "tags", tags);
-		send_json(b, env, c, body);
-		json_decref(body);
-	}
+	if (json_array_size(files) > 0)
+		send_list(b, env, c, "files", files);
+	if (json_array_size(tags) > 0)
+		send_list(b, env, c, "tags", tags);
 	json_decref(files);
 	json_decref(tags);
 	cdn_batch_seal(b, env->loop);
 	return 0;
 }
 
-static void cloudflare_destroy(void *state)
-{
-	free(state);
-}
-
 const cdn_driver cdn_cloudflare = { "cloudflare", CDN_STAGE_PURGE, cloudflare_configure,
-	                            cloudflare_deliver, cloudflare_destroy };
+	                            cloudflare_deliver, cdn_state_free };

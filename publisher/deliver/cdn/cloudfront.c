@@ -1,16 +1,17 @@
-/* cdn/cloudfront: CreateInvalidation (POST /2020-05-31/distribution/{id}/
- * invalidation, an InvalidationBatch XML) for the changed and removed paths,
- * signed with SigV4 (service cloudfront, region us-east-1: CloudFront's API
- * is global). The CallerReference is the outbox job's id, so a retried job
+/* cdn/cloudfront: the CloudFront driver: one invalidation per event. */
+/* CreateInvalidation (POST /2020-05-31/distribution/{id}/invalidation, an
+ * InvalidationBatch XML) for the changed and removed paths, signed with
+ * SigV4 (service cloudfront, region us-east-1: CloudFront's API is
+ * global). The CallerReference is the outbox job's id, so a retried job
  * cannot create a second invalidation. */
 #include "deliver/cdn/aws.h"
 #include "deliver/cdn/cdn.h"
 
+#include "core/buf.h"
 #include "core/error.h"
 
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define PATHS_MAX 3000 /* CloudFront's limit of paths in one invalidation */
@@ -24,8 +25,7 @@ struct cloudfront {
 static int cloudfront_configure(const config *cfg, void **state, char *err, size_t errlen)
 {
 	const char *dist = config_get(cfg, "cloudfront-distribution-id");
-	const char *api = config_get(cfg, "cloudfront-api-url");
-	struct cloudfront *c;
+	struct cloudfront c = { 0 };
 	int rc;
 
 	if (dist == NULL || *dist == '\0')
@@ -34,20 +34,12 @@ static int cloudfront_configure(const config *cfg, void **state, char *err, size
 		snprintf(err, errlen, "--cloudfront-distribution-id: '%s' is not a distribution id", dist);
 		return SAYIN_ECONFIG;
 	}
-	c = calloc(1, sizeof(*c));
-	if (c == NULL)
-		return -ENOMEM;
-	rc = cdn_aws_configure(cfg, "cloudfront", &c->aws, err, errlen);
-	if (rc != 0) {
-		free(c);
+	rc = cdn_aws_configure(cfg, "cloudfront", &c.aws, err, errlen);
+	if (rc != 0)
 		return rc;
-	}
-	snprintf(c->api, sizeof(c->api), "%s", api);
-	while (strlen(c->api) > 0 && c->api[strlen(c->api) - 1] == '/')
-		c->api[strlen(c->api) - 1] = '\0';
-	snprintf(c->distribution, sizeof(c->distribution), "%s", dist);
-	*state = c;
-	return 0;
+	cdn_copy_base_url(c.api, sizeof(c.api), config_get(cfg, "cloudfront-api-url"));
+	snprintf(c.distribution, sizeof(c.distribution), "%s", dist);
+	return cdn_state_keep(&c, sizeof(c), state);
 }
 
 static int cloudfront_ok(const net_response *res, const net_headers *h, cdn_result *out)
@@ -62,46 +54,25 @@ static int cloudfront_ok(const net_response *res, const net_headers *h, cdn_resu
 	return -1;
 }
 
-/* Appends s to the growing XML; paths are ours ([A-Za-z0-9/._-]), so no
- * escaping is needed, but <, > and & are refused rather than trusted. */
-static int add(char **buf, size_t *len, size_t *cap, const char *s)
-{
-	size_t n = strlen(s);
-	if (*len + n + 1 > *cap) {
-		size_t c = *cap ? *cap * 2 : 1024;
-		while (c < *len + n + 1)
-			c *= 2;
-		char *b = realloc(*buf, c);
-		if (b == NULL)
-			return -ENOMEM;
-		*buf = b;
-		*cap = c;
-	}
-	memcpy(*buf + *len, s, n + 1);
-	*len += n;
-	return 0;
-}
-
 static int cloudfront_deliver(void *state, const cdn_env *env, const char *job_id,
                               const json_t *payload, cdn_done_fn done, void *arg)
 {
 	struct cloudfront *c = state;
 	static const char *const lists[] = { "paths", "removed" };
-	char *xml = NULL, num[32], url[1024], sigv4[128];
-	size_t len = 0, cap = 0, n = 0;
-	int rc = 0;
+	buf xml = BUF_INIT;
+	char url[1024], sigv4[128];
+	size_t n = 0;
 	cdn_batch *b;
 
 	for (int l = 0; l < 2; l++)
 		n += json_array_size(json_object_get(payload, lists[l]));
 	if (n > PATHS_MAX)
 		n = PATHS_MAX; /* more would be refused: the rest waits for the next event */
-	snprintf(num, sizeof(num), "%zu", n);
-	rc |= add(&xml, &len, &cap, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-	                            "<InvalidationBatch xmlns=\"http://cloudfront.amazonaws.com/doc/"
-	                            "2020-05-31/\"><Paths><Quantity>");
-	rc |= add(&xml, &len, &cap, num);
-	rc |= add(&xml, &len, &cap, "</Quantity><Items>");
+	/* The paths are ours ([A-Za-z0-9/._-]), so no escaping is needed, but
+	 * <, > and & are refused rather than trusted. */
+	buf_printf(&xml, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+	                 "<InvalidationBatch xmlns=\"http://cloudfront.amazonaws.com/doc/"
+	                 "2020-05-31/\"><Paths><Quantity>%zu</Quantity><Items>", n);
 	for (int l = 0, k = 0; l < 2; l++) {
 		const json_t *v;
 		size_t i;
@@ -110,33 +81,26 @@ static int cloudfront_deliver(void *state, const cdn_env *env, const char *job_i
 			if ((size_t)k++ >= n)
 				break;
 			if (p == NULL || strpbrk(p, "<>&") != NULL) {
-				free(xml);
+				buf_free(&xml);
 				return -EINVAL;
 			}
-			rc |= add(&xml, &len, &cap, "<Path>");
-			rc |= add(&xml, &len, &cap, p);
-			rc |= add(&xml, &len, &cap, "</Path>");
+			buf_printf(&xml, "<Path>%s</Path>", p);
 		}
 	}
-	rc |= add(&xml, &len, &cap, "</Items></Paths><CallerReference>sayin-");
-	rc |= add(&xml, &len, &cap, job_id);
-	rc |= add(&xml, &len, &cap, "</CallerReference></InvalidationBatch>");
-	if (rc != 0) {
-		free(xml);
-		return -ENOMEM;
-	}
-	b = cdn_batch_new("cloudfront", done, arg);
+	buf_printf(&xml, "</Items></Paths><CallerReference>sayin-%s</CallerReference>"
+	                 "</InvalidationBatch>", job_id);
+	b = buf_failed(&xml) ? NULL : cdn_batch_new("cloudfront", done, arg);
 	if (b == NULL) {
-		free(xml);
+		buf_free(&xml);
 		return -ENOMEM;
 	}
 	if (n > 0) {
 		char sha[65], sha_header[100];
-		cdn_aws_sha256_hex(xml, len, sha);
+		cdn_aws_sha256_hex(xml.data, xml.len, sha);
 		snprintf(sha_header, sizeof(sha_header), "x-amz-content-sha256: %s", sha);
 		const char *hdrs[] = { "Content-Type: text/xml", sha_header, NULL };
-		net_request req = { .method = "POST", .url = url, .headers = hdrs, .body = xml,
-			            .body_len = len, .aws_sigv4 = sigv4, .userpwd = c->aws.userpwd,
+		net_request req = { .method = "POST", .url = url, .headers = hdrs, .body = xml.data,
+			            .body_len = xml.len, .aws_sigv4 = sigv4, .userpwd = c->aws.userpwd,
 			            .timeout_ms = 30000 };
 		snprintf(url, sizeof(url), "%s/2020-05-31/distribution/%s/invalidation", c->api,
 		         c->distribution);
@@ -144,15 +108,10 @@ static int cloudfront_deliver(void *state, const cdn_env *env, const char *job_i
 		snprintf(sigv4, sizeof(sigv4), "aws:amz:us-east-1:cloudfront");
 		cdn_batch_send(b, env->net, &req, cloudfront_ok);
 	}
-	free(xml);
+	buf_free(&xml);
 	cdn_batch_seal(b, env->loop);
 	return 0;
 }
 
-static void cloudfront_destroy(void *state)
-{
-	free(state);
-}
-
 const cdn_driver cdn_cloudfront = { "cloudfront", CDN_STAGE_PURGE, cloudfront_configure,
-	                            cloudfront_deliver, cloudfront_destroy };
+	                            cloudfront_deliver, cdn_state_free };

@@ -1,35 +1,15 @@
-/* cdn/prewarm: after the purges, GETs the event's new and changed URLs
- * through each configured edge once per encoding variant (br, gzip,
- * identity), so the first fans find them in the cache. */
+/* cdn/prewarm: the prewarm driver: fills the edges' caches after the purges. */
+/* GETs the event's new and changed URLs through each configured edge once
+ * per encoding variant (br, gzip, identity), so the first fans find them
+ * in the cache. */
 #include "deliver/cdn/cdn.h"
-
-#include "core/error.h"
 
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-struct prewarm {
-	char **edges;
-};
 
 static int prewarm_configure(const config *cfg, void **state, char *err, size_t errlen)
 {
-	struct prewarm *p;
-	char **edges = NULL;
-	int rc = cdn_edges_configure(cfg, "prewarm-edges", &edges, err, errlen);
-
-	if (rc != 0)
-		return rc;
-	p = calloc(1, sizeof(*p));
-	if (p == NULL) {
-		cdn_list_free(edges);
-		return -ENOMEM;
-	}
-	p->edges = edges;
-	*state = p;
-	return 0;
+	return cdn_edges_state(cfg, "prewarm-edges", state, err, errlen);
 }
 
 static void warm(cdn_batch *b, const cdn_env *env, const char *edge, const char *path,
@@ -53,7 +33,7 @@ static void warm(cdn_batch *b, const cdn_env *env, const char *edge, const char 
 static int prewarm_deliver(void *state, const cdn_env *env, const char *job_id,
                            const json_t *payload, cdn_done_fn done, void *arg)
 {
-	struct prewarm *p = state;
+	char **edges = state;
 	cdn_batch *b = cdn_batch_new("prewarm", done, arg);
 	const json_t *v;
 	size_t i;
@@ -61,22 +41,15 @@ static int prewarm_deliver(void *state, const cdn_env *env, const char *job_id,
 	(void)job_id;
 	if (b == NULL)
 		return -ENOMEM;
-	for (size_t e = 0; p->edges[e] != NULL; e++) {
+	for (size_t e = 0; edges[e] != NULL; e++) {
 		json_array_foreach(json_object_get(payload, "paths"), i, v)
-			warm(b, env, p->edges[e], json_string_value(v), 1);
+			warm(b, env, edges[e], json_string_value(v), 1);
 		json_array_foreach(json_object_get(payload, "objects"), i, v)
-			warm(b, env, p->edges[e], json_string_value(json_object_get(v, "path")), 0);
+			warm(b, env, edges[e], json_string_value(json_object_get(v, "path")), 0);
 	}
 	cdn_batch_seal(b, env->loop);
 	return 0;
 }
 
-static void prewarm_destroy(void *state)
-{
-	struct prewarm *p = state;
-	cdn_list_free(p->edges);
-	free(p);
-}
-
 const cdn_driver cdn_prewarm = { "prewarm", CDN_STAGE_PREWARM, prewarm_configure,
-	                         prewarm_deliver, prewarm_destroy };
+	                         prewarm_deliver, cdn_edges_free };

@@ -1,5 +1,6 @@
-/* cdn/s3: pushes to an S3-compatible bucket (CloudFront on S3, Cloudflare on
- * R2, Bunny storage), path-style: PUT {endpoint}/{bucket}/{key} of every new
+/* cdn/s3: the S3 driver: mirrors changed names and new objects into a bucket. */
+/* Pushes to an S3-compatible bucket (CloudFront on S3, Cloudflare on R2,
+ * Bunny storage), path-style: PUT {endpoint}/{bucket}/{key} of every new
  * immutable object and of the current bytes of every changed name, each
  * with its Content-Type and the origin's Cache-Control; DELETE of removed
  * names and objects. Signed with SigV4 (service s3) by libcurl, with
@@ -13,7 +14,6 @@
 
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define OBJECT_CACHE "public, max-age=31536000, immutable"
@@ -30,7 +30,7 @@ static int s3_configure(const config *cfg, void **state, char *err, size_t errle
 {
 	const char *bucket = config_get(cfg, "s3-bucket");
 	const char *endpoint = config_get(cfg, "s3-endpoint");
-	struct s3 *s;
+	struct s3 s = { 0 };
 	int rc;
 
 	if (bucket == NULL || *bucket == '\0')
@@ -40,29 +40,21 @@ static int s3_configure(const config *cfg, void **state, char *err, size_t errle
 		snprintf(err, errlen, "--s3-bucket: '%s' is not a bucket name", bucket);
 		return SAYIN_ECONFIG;
 	}
-	s = calloc(1, sizeof(*s));
-	if (s == NULL)
-		return -ENOMEM;
-	rc = cdn_aws_configure(cfg, "s3", &s->aws, err, errlen);
-	if (rc != 0) {
-		free(s);
+	rc = cdn_aws_configure(cfg, "s3", &s.aws, err, errlen);
+	if (rc != 0)
 		return rc;
-	}
 	if (endpoint != NULL && *endpoint != '\0')
-		snprintf(s->endpoint, sizeof(s->endpoint), "%s", endpoint);
+		cdn_copy_base_url(s.endpoint, sizeof(s.endpoint), endpoint);
 	else
-		snprintf(s->endpoint, sizeof(s->endpoint), "https://s3.%s.amazonaws.com", s->aws.region);
-	while (strlen(s->endpoint) > 0 && s->endpoint[strlen(s->endpoint) - 1] == '/')
-		s->endpoint[strlen(s->endpoint) - 1] = '\0';
-	snprintf(s->bucket, sizeof(s->bucket), "%s", bucket);
-	snprintf(s->sigv4, sizeof(s->sigv4), "aws:amz:%s:s3", s->aws.region);
+		snprintf(s.endpoint, sizeof(s.endpoint), "https://s3.%s.amazonaws.com", s.aws.region);
+	snprintf(s.bucket, sizeof(s.bucket), "%s", bucket);
+	snprintf(s.sigv4, sizeof(s.sigv4), "aws:amz:%s:s3", s.aws.region);
 	/* The same policy the origin sends for names (see origin/serve.c). */
-	snprintf(s->name_cache, sizeof(s->name_cache),
+	snprintf(s.name_cache, sizeof(s.name_cache),
 	         "public, max-age=%s, s-maxage=%s, stale-while-revalidate=%s, stale-if-error=%s",
 	         config_get(cfg, "name-max-age"), config_get(cfg, "name-shared-max-age"),
 	         config_get(cfg, "stale-while-revalidate"), config_get(cfg, "stale-if-error"));
-	*state = s;
-	return 0;
+	return cdn_state_keep(&s, sizeof(s), state);
 }
 
 static int s3_ok(const net_response *res, const net_headers *h, cdn_result *out)
@@ -160,9 +152,4 @@ static int s3_deliver(void *state, const cdn_env *env, const char *job_id, const
 	return 0;
 }
 
-static void s3_destroy(void *state)
-{
-	free(state);
-}
-
-const cdn_driver cdn_s3 = { "s3", CDN_STAGE_STORAGE, s3_configure, s3_deliver, s3_destroy };
+const cdn_driver cdn_s3 = { "s3", CDN_STAGE_STORAGE, s3_configure, s3_deliver, cdn_state_free };

@@ -1,14 +1,12 @@
-/* cdn/varnish: purges Varnish edges: PURGE of every changed URL, then one
- * xkey purge of the event's surrogate keys (cdn-config/varnish/sayin.vcl
- * accepts both from its ACL). */
+/* cdn/varnish: the Varnish driver: purges by URL and by surrogate key. */
+/* PURGE of every changed URL, then one xkey purge of the event's surrogate
+ * keys, on each edge (cdn-config/varnish/sayin.vcl accepts both from its
+ * ACL). */
 #include "deliver/cdn/cdn.h"
-
-#include "core/error.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 struct varnish {
 	char **edges;
@@ -17,27 +15,17 @@ struct varnish {
 
 static int varnish_configure(const config *cfg, void **state, char *err, size_t errlen)
 {
-	const char *soft = config_get(cfg, "varnish-soft-purge");
-	struct varnish *v;
-	char **edges = NULL;
-	int rc;
+	struct varnish v = { 0 };
+	int rc = cdn_on_off(cfg, "varnish-soft-purge", &v.soft, err, errlen);
 
-	if (soft != NULL && strcmp(soft, "on") != 0 && strcmp(soft, "off") != 0) {
-		snprintf(err, errlen, "--varnish-soft-purge: '%s' is not on or off", soft);
-		return SAYIN_ECONFIG;
-	}
-	rc = cdn_edges_configure(cfg, "varnish-edges", &edges, err, errlen);
+	if (rc == 0)
+		rc = cdn_edges_configure(cfg, "varnish-edges", &v.edges, err, errlen);
 	if (rc != 0)
 		return rc;
-	v = calloc(1, sizeof(*v));
-	if (v == NULL) {
-		cdn_list_free(edges);
-		return -ENOMEM;
-	}
-	v->edges = edges;
-	v->soft = soft != NULL && strcmp(soft, "on") == 0;
-	*state = v;
-	return 0;
+	rc = cdn_state_keep(&v, sizeof(v), state);
+	if (rc != 0)
+		cdn_list_free(v.edges);
+	return rc;
 }
 
 /* A URL purge of something not cached is fine. */
@@ -49,20 +37,6 @@ static int purge_ok(const net_response *res, const net_headers *h, cdn_result *o
 	snprintf(out->error, sizeof(out->error), "HTTP %ld%s", res->status,
 	         res->status == 403 || res->status == 405 ? " (not in the edge's purge ACL?)" : "");
 	return -1;
-}
-
-static int purge_paths(cdn_batch *b, const cdn_env *env, const char *edge, const json_t *paths)
-{
-	const json_t *p;
-	size_t i;
-	json_array_foreach(paths, i, p) {
-		char url[2048];
-		net_request req = { .method = "PURGE", .url = url, .no_body_wanted = 1 };
-		snprintf(url, sizeof(url), "%s%s", edge, json_string_value(p));
-		if (cdn_batch_send(b, env->net, &req, purge_ok) != 0)
-			return -1;
-	}
-	return 0;
 }
 
 static int varnish_deliver(void *state, const cdn_env *env, const char *job_id,
@@ -84,8 +58,10 @@ static int varnish_deliver(void *state, const cdn_env *env, const char *job_id,
 			used += (size_t)n;
 	}
 	for (size_t e = 0; v->edges[e] != NULL; e++) {
-		if (purge_paths(b, env, v->edges[e], json_object_get(payload, "paths")) != 0 ||
-		    purge_paths(b, env, v->edges[e], json_object_get(payload, "removed")) != 0)
+		if (cdn_purge_paths(b, env->net, v->edges[e], json_object_get(payload, "paths"),
+		                    purge_ok) != 0 ||
+		    cdn_purge_paths(b, env->net, v->edges[e], json_object_get(payload, "removed"),
+		                    purge_ok) != 0)
 			break;
 		if (json_array_size(keys) > 0) {
 			char url[2048];

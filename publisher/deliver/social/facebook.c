@@ -1,6 +1,6 @@
-/* social/facebook: posts to a Facebook Page's feed with a Page access
- * token and appsecret_proof; reconciles by looking for our link in the
- * Page's latest 100 posts. */
+/* social/facebook: the Facebook driver: posts to a Page's feed. */
+/* With a Page access token and appsecret_proof; reconciles by looking for
+ * our link in the Page's latest 100 posts. */
 #include "deliver/social/facebook.h"
 
 #include "core/log.h"
@@ -18,19 +18,11 @@
 enum facebook_stage { FB_STAGE_FEED, FB_STAGE_POST };
 
 struct facebook_call {
-	net *net;
-	uv_loop_t *loop;
-	char api[512];
+	social_call base;    /* first: base.after_duplicate: Facebook said duplicate: is it
+	                        ours? */
 	char version[32];
-	uint64_t timeout_ms;
-	social_account acct;
-	char proof[65];
-	char *text;
-	char *url;
-	social_done_fn done;
-	void *arg;
+	char proof[65];      /* appsecret_proof, "" without an app secret */
 	enum facebook_stage stage;
-	int after_duplicate; /* Facebook said duplicate: is it ours? */
 };
 
 int facebook_usage_exhausted(const char *header)
@@ -64,14 +56,8 @@ enum facebook_outcome facebook_classify(const char *transport_error, long status
 	enum facebook_outcome o = FACEBOOK_OUTCOME_FAILED;
 	int throttled = facebook_usage_exhausted(app_usage) || facebook_usage_exhausted(page_usage);
 
-	out->ok = 0;
-	out->permanent = 0;
-	out->retry_at_ms = 0;
-	if (transport_error != NULL || status == 0) {
-		social_set_error(out, "Facebook: no answer",
-		                 transport_error ? transport_error : "no status");
+	if (social_no_answer(out, "Facebook", transport_error, status))
 		return FACEBOOK_OUTCOME_FAILED;
-	}
 	j = json_loads(body ? body : "", 0, NULL);
 	err = json_object_get(j, "error");
 	if (status >= 200 && status < 300 && err == NULL) {
@@ -180,42 +166,20 @@ char *facebook_post_body(const char *message, const char *link, const char *toke
 
 int facebook_created_id(const char *body, char *id, size_t idlen)
 {
-	json_t *j = json_loads(body ? body : "", 0, NULL);
-	const char *v = json_string_value(json_object_get(j, "id"));
-	int rc = -1;
-	if (v != NULL && *v != '\0' && strlen(v) < idlen) {
-		snprintf(id, idlen, "%s", v);
-		rc = 0;
-	}
-	json_decref(j);
-	return rc;
+	return social_answer_id(body, NULL, id, idlen);
+}
+
+/* A post carries post_url as its link or in its message. */
+static int post_carries(const json_t *post, const char *post_url)
+{
+	const char *message = json_string_value(json_object_get(post, "message"));
+	return social_same_url(json_string_value(json_object_get(post, "link")), post_url) ||
+	       (message != NULL && strstr(message, post_url) != NULL);
 }
 
 int facebook_find_post(const char *body, const char *post_url, char *id, size_t idlen)
 {
-	json_t *j = json_loads(body ? body : "", 0, NULL), *data, *post;
-	size_t i;
-	int rc = 0;
-
-	data = json_object_get(j, "data");
-	if (!json_is_array(data)) {
-		json_decref(j);
-		return -1;
-	}
-	json_array_foreach(data, i, post) {
-		const char *link = json_string_value(json_object_get(post, "link"));
-		const char *message = json_string_value(json_object_get(post, "message"));
-		const char *pid = json_string_value(json_object_get(post, "id"));
-		if ((social_same_url(link, post_url) ||
-		     (message != NULL && strstr(message, post_url) != NULL)) &&
-		    pid != NULL && strlen(pid) < idlen) {
-			snprintf(id, idlen, "%s", pid);
-			rc = 1;
-			break;
-		}
-	}
-	json_decref(j);
-	return rc;
+	return social_find_post(body, post_url, 0, post_carries, id, idlen);
 }
 
 void facebook_remote_url(const char *id, char *out, size_t outlen)
@@ -225,50 +189,26 @@ void facebook_remote_url(const char *id, char *out, size_t outlen)
 
 /* ---- the driver ---- */
 
-static void call_free(struct facebook_call *c)
-{
-	free(c->text);
-	free(c->url);
-	OPENSSL_cleanse(&c->acct, sizeof(c->acct)); /* secrets */
-	OPENSSL_cleanse(c->proof, sizeof(c->proof));
-	free(c);
-}
-
-static void finish(struct facebook_call *c, social_result *res)
-{
-	if (!res->ok)
-		log_warn("facebook %s: %s", c->acct.handle, res->error);
-	c->done(c->arg, res);
-	call_free(c);
-}
-
-static void finish_found(struct facebook_call *c, const char *id)
-{
-	social_result res = { .ok = 1, .found = 1 };
-	snprintf(res.remote_id, sizeof(res.remote_id), "%s", id);
-	facebook_remote_url(id, res.remote_url, sizeof(res.remote_url));
-	finish(c, &res);
-}
-
 static void on_answer(void *arg, const net_response *r, const net_headers *h);
 
 static int send_feed(struct facebook_call *c)
 {
-	char *page = oauth1_encode(c->acct.page_id, strlen(c->acct.page_id));
-	char *token = oauth1_encode(c->acct.page_access_token, strlen(c->acct.page_access_token));
+	const social_account *acct = &c->base.acct;
+	char *page = oauth1_encode(acct->page_id, strlen(acct->page_id));
+	char *token = oauth1_encode(acct->page_access_token, strlen(acct->page_access_token));
 	char *url = NULL;
-	net_request req = { .method = "GET", .timeout_ms = c->timeout_ms };
+	net_request req = { .method = "GET", .timeout_ms = c->base.timeout_ms };
 	const char *headers[] = { "Accept: application/json", NULL };
 	int rc = -ENOMEM;
 
 	if (page != NULL && token != NULL &&
 	    asprintf(&url, "%s/%s/%s/feed?fields=id,link,message&limit=100&access_token=%s%s%s",
-	             c->api, c->version, page, token, c->proof[0] ? "&appsecret_proof=" : "",
+	             c->base.api, c->version, page, token, c->proof[0] ? "&appsecret_proof=" : "",
 	             c->proof) >= 0) {
 		c->stage = FB_STAGE_FEED;
 		req.url = url;
 		req.headers = headers;
-		rc = net_send(c->net, &req, on_answer, c);
+		rc = social_call_send(&c->base, &req, 0, on_answer);
 		OPENSSL_cleanse(url, strlen(url));
 		free(url);
 	}
@@ -281,23 +221,24 @@ static int send_feed(struct facebook_call *c)
 
 static int send_post(struct facebook_call *c)
 {
-	char *page = oauth1_encode(c->acct.page_id, strlen(c->acct.page_id));
-	char *body = facebook_post_body(c->text, c->url, c->acct.page_access_token,
+	const social_account *acct = &c->base.acct;
+	char *page = oauth1_encode(acct->page_id, strlen(acct->page_id));
+	char *body = facebook_post_body(c->base.text, c->base.url, acct->page_access_token,
 	                                c->proof[0] ? c->proof : NULL);
 	char url[1024];
-	net_request req = { .method = "POST", .url = url, .timeout_ms = c->timeout_ms };
+	net_request req = { .method = "POST", .url = url, .timeout_ms = c->base.timeout_ms };
 	const char *headers[] = { "Accept: application/json",
 		                  "Content-Type: application/x-www-form-urlencoded", NULL };
 	int rc = -ENOMEM;
 
 	if (page != NULL && body != NULL) {
-		snprintf(url, sizeof(url), "%s/%s/%s/feed", c->api, c->version, page);
+		snprintf(url, sizeof(url), "%s/%s/%s/feed", c->base.api, c->version, page);
 		c->stage = FB_STAGE_POST;
 		req.headers = headers;
 		req.body = body;
 		req.body_len = strlen(body);
 		/* Never sent twice: see social_send_once. */
-		rc = social_send_once(c->loop, &req, on_answer, c);
+		rc = social_call_send(&c->base, &req, 1, on_answer);
 	}
 	free(page);
 	if (body != NULL)
@@ -329,56 +270,45 @@ static void on_answer(void *arg, const net_response *r, const net_headers *h)
 
 	if (c->stage == FB_STAGE_FEED) {
 		if (o != FACEBOOK_OUTCOME_OK) {
-			finish(c, &res);
+			social_call_finish(&c->base, &res);
 			return;
 		}
-		switch (facebook_find_post(r->body, c->url, id, sizeof(id))) {
+		switch (facebook_find_post(r->body, c->base.url, id, sizeof(id))) {
 		case 1:
-			log_info("facebook %s: %s is already posted as %s", c->acct.handle, c->url, id);
-			finish_found(c, id);
+			log_info("facebook %s: %s is already posted as %s", c->base.acct.handle,
+			         c->base.url, id);
+			social_call_found(&c->base, id);
 			return;
 		case 0:
-			if (c->after_duplicate) {
+			if (c->base.after_duplicate) {
 				res.permanent = 1;
 				snprintf(res.error, sizeof(res.error),
 				         "Facebook: refused as a duplicate status message, and the Page's "
 				         "latest posts do not carry our link");
-				finish(c, &res);
+				social_call_finish(&c->base, &res);
 				return;
 			}
 			rc = send_post(c);
 			break;
 		default:
 			snprintf(res.error, sizeof(res.error), "Facebook: the feed answer is not JSON");
-			finish(c, &res);
+			social_call_finish(&c->base, &res);
 			return;
 		}
+	} else if (o == FACEBOOK_OUTCOME_DUPLICATE) {
+		c->base.after_duplicate = 1;
+		rc = send_feed(c);
+	} else if (o == FACEBOOK_OUTCOME_FAILED) {
+		social_call_finish(&c->base, &res);
+		return;
 	} else {
-		if (o == FACEBOOK_OUTCOME_DUPLICATE) {
-			c->after_duplicate = 1;
-			rc = send_feed(c);
-		} else if (o == FACEBOOK_OUTCOME_FAILED) {
-			finish(c, &res);
-			return;
-		} else if (facebook_created_id(r->body, id, sizeof(id)) != 0) {
-			snprintf(res.error, sizeof(res.error), "Facebook: HTTP %ld without a post id",
-			         r->status);
-			finish(c, &res);
-			return;
-		} else {
-			res.ok = 1;
-			snprintf(res.remote_id, sizeof(res.remote_id), "%s", id);
-			facebook_remote_url(id, res.remote_url, sizeof(res.remote_url));
-			finish(c, &res);
-			return;
-		}
+		social_call_created(&c->base,
+		                    facebook_created_id(r->body, id, sizeof(id)) == 0 ? id : NULL,
+		                    r->status);
+		return;
 	}
-	if (rc != 0) {
-		social_result fail = { 0 };
-		snprintf(fail.error, sizeof(fail.error), "Facebook: could not send the request: %s",
-		         strerror(-rc));
-		finish(c, &fail);
-	}
+	if (rc != 0)
+		social_call_fail_send(&c->base, rc, 0);
 }
 
 static int facebook_crosspost(const social_env *env, const social_account *acct,
@@ -386,37 +316,26 @@ static int facebook_crosspost(const social_env *env, const social_account *acct,
                               void *arg)
 {
 	struct facebook_call *c;
+	void *call;
 	int rc;
 
-	if (env == NULL || env->net == NULL || env->loop == NULL || env->facebook_api_url == NULL ||
-	    env->facebook_version == NULL || p == NULL || p->url == NULL || *p->url == '\0' ||
-	    acct->page_id[0] == '\0' || acct->page_access_token[0] == '\0')
+	if (env == NULL || env->facebook_version == NULL || acct->page_id[0] == '\0' ||
+	    acct->page_access_token[0] == '\0')
 		return -EINVAL;
-	c = calloc(1, sizeof(*c));
-	if (c == NULL)
-		return -ENOMEM;
-	c->net = env->net;
-	c->loop = env->loop;
-	snprintf(c->api, sizeof(c->api), "%s", env->facebook_api_url);
-	while (strlen(c->api) > 0 && c->api[strlen(c->api) - 1] == '/')
-		c->api[strlen(c->api) - 1] = '\0';
+	rc = social_call_new(&social_facebook, sizeof(*c), env, env->facebook_api_url, acct, p,
+	                     done, arg, &call);
+	if (rc != 0)
+		return rc;
+	c = call;
 	snprintf(c->version, sizeof(c->version), "%s", env->facebook_version);
-	c->timeout_ms = env->timeout_ms;
-	c->acct = *acct;
-	c->text = strdup(p->text ? p->text : "");
-	c->url = strdup(p->url);
-	c->done = done;
-	c->arg = arg;
-	rc = c->text == NULL || c->url == NULL ? -ENOMEM : 0;
-	if (rc == 0 && acct->app_secret[0] != '\0')
+	if (acct->app_secret[0] != '\0')
 		rc = facebook_appsecret_proof(acct->app_secret, acct->page_access_token, c->proof);
 	if (rc == 0)
 		rc = reconcile ? send_feed(c) : send_post(c);
-	if (rc != 0) {
-		call_free(c);
-		return rc;
-	}
-	return 0;
+	if (rc != 0)
+		social_call_free(&c->base);
+	return rc;
 }
 
-const social_driver social_facebook = { "facebook", facebook_crosspost };
+const social_driver social_facebook = { "facebook", facebook_crosspost, "Facebook",
+	                                facebook_remote_url };

@@ -1,5 +1,8 @@
-/* oauth1: OAuth 1.0a HMAC-SHA1 request signing (RFC 5849). */
+/* oauth1: signs a request with OAuth 1.0a HMAC-SHA1 (RFC 5849). */
 #include "deliver/social/oauth1.h"
+
+#include "core/buf.h"
+#include "core/clock.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -10,44 +13,12 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
-#include <time.h>
 
-/* A growing string; oom is sticky so callers check once at the end. */
-struct sbuf {
-	char *p;
-	size_t len, cap;
-	int oom;
-};
-
-static void sb_add(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->oom)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 256;
-		char *p;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		p = realloc(b->p, cap);
-		if (p == NULL) {
-			b->oom = 1;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void sb_str(struct sbuf *b, const char *s)
-{
-	sb_add(b, s, strlen(s));
-}
+/* The strings are built in bufs (core/buf.h): an append that fails marks
+ * the buf, and each function checks buf_failed once, at the end. */
 
 /* Appends the encoding of n bytes of s. */
-static void sb_enc(struct sbuf *b, const char *s, size_t n)
+static void append_encoded(buf *b, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	for (size_t i = 0; i < n; i++) {
@@ -55,24 +26,24 @@ static void sb_enc(struct sbuf *b, const char *s, size_t n)
 		int unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
 		                 (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
 		if (unreserved) {
-			sb_add(b, (const char *)&c, 1);
+			buf_putc(b, (char)c);
 		} else {
 			char esc[3] = { '%', hex[c >> 4], hex[c & 15] };
-			sb_add(b, esc, 3);
+			buf_append(b, esc, 3);
 		}
 	}
 }
 
 char *oauth1_encode(const char *s, size_t len)
 {
-	struct sbuf b = { 0 };
-	sb_add(&b, "", 0);
-	sb_enc(&b, s, len);
-	if (b.oom) {
-		free(b.p);
+	buf b = BUF_INIT;
+	buf_append(&b, "", 0);
+	append_encoded(&b, s, len);
+	if (buf_failed(&b)) {
+		buf_free(&b);
 		return NULL;
 	}
-	return b.p;
+	return buf_take(&b, NULL);
 }
 
 static int hexval(int c)
@@ -86,15 +57,13 @@ static int hexval(int c)
 }
 
 /* Form-decodes n bytes of s ('+' is a space, %XX a byte) and appends their
- * encoding to b. Returns 0 or -EINVAL for a broken escape. */
-static int sb_reencode(struct sbuf *b, const char *s, size_t n)
+ * encoding to b. Returns 0, -EINVAL for a broken escape, or -ENOMEM. */
+static int append_reencoded(buf *b, const char *s, size_t n)
 {
 	char *raw = malloc(n + 1);
 	size_t len = 0;
-	if (raw == NULL) {
-		b->oom = 1;
-		return 0;
-	}
+	if (raw == NULL)
+		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
 		if (s[i] == '+') {
 			raw[len++] = ' ';
@@ -111,9 +80,9 @@ static int sb_reencode(struct sbuf *b, const char *s, size_t n)
 			raw[len++] = s[i];
 		}
 	}
-	sb_enc(b, raw, len);
+	append_encoded(b, raw, len);
 	free(raw);
-	return 0;
+	return buf_failed(b) ? -ENOMEM : 0;
 }
 
 struct param {
@@ -176,25 +145,25 @@ static int params_add_form(struct params *ps, const char *s, size_t n)
 		size_t plen = amp ? (size_t)(amp - pair) : n - i;
 		const char *eq = memchr(pair, '=', plen);
 		size_t nlen = eq ? (size_t)(eq - pair) : plen;
-		struct sbuf name = { 0 }, value = { 0 };
+		buf name = BUF_INIT, value = BUF_INIT;
 		int rc;
 
 		i += plen + 1;
 		if (plen == 0)
 			continue;
-		sb_add(&name, "", 0);
-		sb_add(&value, "", 0);
-		rc = sb_reencode(&name, pair, nlen);
+		buf_append(&name, "", 0);
+		buf_append(&value, "", 0);
+		rc = append_reencoded(&name, pair, nlen);
 		if (rc == 0 && eq != NULL)
-			rc = sb_reencode(&value, eq + 1, plen - nlen - 1);
-		if (rc == 0 && (name.oom || value.oom))
+			rc = append_reencoded(&value, eq + 1, plen - nlen - 1);
+		if (rc == 0 && (buf_failed(&name) || buf_failed(&value)))
 			rc = -ENOMEM;
 		if (rc != 0) {
-			free(name.p);
-			free(value.p);
+			buf_free(&name);
+			buf_free(&value);
 			return rc;
 		}
-		rc = params_push(ps, name.p, value.p);
+		rc = params_push(ps, buf_take(&name, NULL), buf_take(&value, NULL));
 		if (rc != 0)
 			return rc;
 	}
@@ -212,7 +181,7 @@ char *oauth1_base_uri(const char *url, int *err)
 {
 	const char *sep = strstr(url, "://");
 	const char *auth, *auth_end, *host, *host_end, *port = NULL, *path, *path_end, *at;
-	struct sbuf b = { 0 };
+	buf b = BUF_INIT;
 	size_t slen;
 
 	*err = -EINVAL;
@@ -247,36 +216,31 @@ char *oauth1_base_uri(const char *url, int *err)
 	path = auth_end;
 	path_end = path + strcspn(path, "?#");
 
-	sb_add(&b, "", 0);
-	for (size_t i = 0; i < slen; i++) {
-		char c = (char)tolower((unsigned char)url[i]);
-		sb_add(&b, &c, 1);
-	}
-	sb_str(&b, "://");
-	for (const char *p = host; p < host_end; p++) {
-		char c = (char)tolower((unsigned char)*p);
-		sb_add(&b, &c, 1);
-	}
+	for (size_t i = 0; i < slen; i++)
+		buf_putc(&b, (char)tolower((unsigned char)url[i]));
+	buf_puts(&b, "://");
+	for (const char *p = host; p < host_end; p++)
+		buf_putc(&b, (char)tolower((unsigned char)*p));
 	if (port != NULL && port < auth_end) {
 		size_t plen = (size_t)(auth_end - port);
 		int is_default = (slen == 4 && plen == 2 && strncmp(port, "80", 2) == 0) ||
 		                 (slen == 5 && plen == 3 && strncmp(port, "443", 3) == 0);
 		if (!is_default) {
-			sb_str(&b, ":");
-			sb_add(&b, port, plen);
+			buf_putc(&b, ':');
+			buf_append(&b, port, plen);
 		}
 	}
 	if (path_end == path)
-		sb_str(&b, "/");
+		buf_putc(&b, '/');
 	else
-		sb_add(&b, path, (size_t)(path_end - path));
-	if (b.oom) {
-		free(b.p);
+		buf_append(&b, path, (size_t)(path_end - path));
+	if (buf_failed(&b)) {
+		buf_free(&b);
 		*err = -ENOMEM;
 		return NULL;
 	}
 	*err = 0;
-	return b.p;
+	return buf_take(&b, NULL);
 }
 
 static int make_nonce(char out[33])
@@ -312,7 +276,8 @@ int oauth1_sign(const oauth1_request *req, oauth1_signature *out)
 	const char *values[P_COUNT] = { 0 };
 	char nonce[33], timestamp[24];
 	struct params ps = { 0 };
-	struct sbuf base = { 0 }, key = { 0 }, params = { 0 }, hdr = { 0 };
+	buf base = BUF_INIT, key = BUF_INIT, params = BUF_INIT, hdr = BUF_INIT;
+	const char *sep = "";
 	const char *query, *query_end;
 	char *uri = NULL;
 	unsigned char digest[EVP_MAX_MD_SIZE];
@@ -335,7 +300,7 @@ int oauth1_sign(const oauth1_request *req, oauth1_signature *out)
 		snprintf(nonce, sizeof(nonce), "%s", req->nonce);
 	}
 	snprintf(timestamp, sizeof(timestamp), "%lld",
-	         (long long)(req->timestamp != 0 ? req->timestamp : (int64_t)time(NULL)));
+	         (long long)(req->timestamp != 0 ? req->timestamp : clock_now_ms() / 1000));
 	values[P_CONSUMER_KEY] = req->consumer_key;
 	values[P_NONCE] = req->nonce != NULL ? req->nonce : nonce;
 	values[P_SIGNATURE_METHOD] = "HMAC-SHA1";
@@ -367,81 +332,71 @@ int oauth1_sign(const oauth1_request *req, oauth1_signature *out)
 	qsort(ps.v, ps.n, sizeof(*ps.v), param_cmp);
 
 	/* Normalized parameters (3.4.1.3.2), then the base string (3.4.1.1). */
-	sb_add(&params, "", 0);
-	for (size_t i = 0; i < ps.n; i++) {
-		if (i > 0)
-			sb_str(&params, "&");
-		sb_str(&params, ps.v[i].name);
-		sb_str(&params, "=");
-		sb_str(&params, ps.v[i].value);
-	}
-	sb_add(&base, "", 0);
+	for (size_t i = 0; i < ps.n; i++)
+		buf_printf(&params, "%s%s=%s", i > 0 ? "&" : "", ps.v[i].name, ps.v[i].value);
 	for (const char *m = req->method; *m; m++) {
 		char c = (char)toupper((unsigned char)*m);
-		sb_enc(&base, &c, 1);
+		append_encoded(&base, &c, 1);
 	}
-	sb_str(&base, "&");
-	sb_enc(&base, uri, strlen(uri));
-	sb_str(&base, "&");
-	if (params.p != NULL)
-		sb_enc(&base, params.p, params.len);
+	buf_putc(&base, '&');
+	append_encoded(&base, uri, strlen(uri));
+	buf_putc(&base, '&');
+	append_encoded(&base, params.data, params.len);
 
 	/* The key (3.4.2): both secrets encoded, '&' even when one is empty. */
-	sb_add(&key, "", 0);
-	sb_enc(&key, req->consumer_secret, strlen(req->consumer_secret));
-	sb_str(&key, "&");
+	append_encoded(&key, req->consumer_secret, strlen(req->consumer_secret));
+	buf_putc(&key, '&');
 	if (req->token_secret != NULL)
-		sb_enc(&key, req->token_secret, strlen(req->token_secret));
-	if (base.oom || key.oom || params.oom) {
+		append_encoded(&key, req->token_secret, strlen(req->token_secret));
+	if (buf_failed(&base) || buf_failed(&key) || buf_failed(&params)) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	if (HMAC(EVP_sha1(), key.p, (int)key.len, (const unsigned char *)base.p, base.len, digest,
-	         &digest_len) == NULL) {
+	if (HMAC(EVP_sha1(), key.data, (int)key.len, (const unsigned char *)base.data, base.len,
+	         digest, &digest_len) == NULL) {
 		rc = -EIO;
 		goto out;
 	}
 	EVP_EncodeBlock((unsigned char *)out->signature, digest, (int)digest_len);
 
-	/* The header (3.5.1): realm first, then each protocol parameter. */
-	sb_add(&hdr, "OAuth ", 6);
+	/* The header (3.5.1): realm first, then each protocol parameter,
+	 * ", "-separated. */
+	buf_puts(&hdr, "OAuth ");
 	if (req->realm != NULL) {
-		sb_str(&hdr, "realm=\"");
-		sb_enc(&hdr, req->realm, strlen(req->realm));
-		sb_str(&hdr, "\", ");
+		buf_puts(&hdr, "realm=\"");
+		append_encoded(&hdr, req->realm, strlen(req->realm));
+		buf_putc(&hdr, '"');
+		sep = ", ";
 	}
 	for (int i = 0; i < P_COUNT; i++) {
 		if (values[i] == NULL)
 			continue;
-		sb_str(&hdr, names[i]);
-		sb_str(&hdr, "=\"");
-		sb_enc(&hdr, values[i], strlen(values[i]));
-		sb_str(&hdr, "\", ");
+		buf_printf(&hdr, "%s%s=\"", sep, names[i]);
+		append_encoded(&hdr, values[i], strlen(values[i]));
+		buf_putc(&hdr, '"');
+		sep = ", ";
 		if (i == P_NONCE) {
-			sb_str(&hdr, "oauth_signature=\"");
-			sb_enc(&hdr, out->signature, strlen(out->signature));
-			sb_str(&hdr, "\", ");
+			buf_printf(&hdr, "%soauth_signature=\"", sep);
+			append_encoded(&hdr, out->signature, strlen(out->signature));
+			buf_putc(&hdr, '"');
 		}
 	}
-	if (hdr.oom) {
+	if (buf_failed(&hdr)) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	hdr.len -= 2; /* the last ", " */
-	hdr.p[hdr.len] = '\0';
-	out->base_string = base.p;
-	out->key = key.p;
-	out->authorization = hdr.p;
-	base.p = key.p = hdr.p = NULL;
+	out->base_string = buf_take(&base, NULL);
+	out->key = buf_take(&key, NULL);
+	out->authorization = buf_take(&hdr, NULL);
 out:
 	params_free(&ps);
 	free(uri);
-	free(params.p);
-	free(base.p);
-	if (key.p != NULL)
-		OPENSSL_cleanse(key.p, key.len);
-	free(key.p);
-	free(hdr.p);
+	buf_free(&params);
+	buf_free(&base);
+	if (key.data != NULL)
+		OPENSSL_cleanse(key.data, key.len);
+	buf_free(&key);
+	buf_free(&hdr);
 	OPENSSL_cleanse(digest, sizeof(digest));
 	return rc;
 }

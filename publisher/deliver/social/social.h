@@ -23,6 +23,9 @@
 
 #include "deliver/net.h"
 
+#include <jansson.h>
+
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -80,6 +83,9 @@ typedef struct social_driver {
 	 * negative errno without calling it. */
 	int (*crosspost)(const social_env *env, const social_account *acct, const social_post *p,
 	                 int reconcile, social_done_fn done, void *arg);
+	const char *label;         /* the network's name in error texts: "X", "Facebook" */
+	/* The public page of the remote post id, into out. */
+	void (*remote_url)(const char *id, char *out, size_t outlen);
 } social_driver;
 
 /* Lifetimes: a driver copies acct, p and env's strings before crosspost
@@ -95,9 +101,6 @@ extern const social_driver *const social_drivers[];
 const social_driver *social_driver_find(const char *name);
 
 /* ---- helpers shared by the drivers (social.c) ---- */
-
-/* Unix milliseconds. */
-int64_t social_now_ms(void);
 
 /* 1 when a and b name the same page: equal, or equal but for a trailing
  * slash (networks normalize links that way); 0 otherwise or if one is NULL. */
@@ -117,5 +120,72 @@ void social_set_error(social_result *out, const char *prefix, const char *messag
  * retried. Costs one connection (and TLS handshake) per post. Returns 0,
  * or -ENOMEM / -EIO / -EINVAL without calling done. */
 int social_send_once(uv_loop_t *loop, const net_request *req, net_done_fn done, void *arg);
+
+/* Starts classifying an answer: clears out's ok, permanent and retry_at_ms,
+ * and when no HTTP answer came (transport_error, or status 0) sets
+ * "LABEL: no answer: why" and returns 1; else returns 0. */
+int social_no_answer(social_result *out, const char *label, const char *transport_error,
+                     long status);
+
+/* Reads the remote id from an answer {"id": "..."}, or {within: {"id":
+ * "..."}} when within is not NULL, into id. Returns 0, or -1 when it is
+ * absent, empty or too long. */
+int social_answer_id(const char *body, const char *within, char *id, size_t idlen);
+
+/* Looks through the posts in an answer's "data" array, newest first, for
+ * the first that carries post_url (as carries judges) and has an id that
+ * fits idlen. Returns 1 and the id, 0 when none does (or, with
+ * absent_is_empty, when "data" is absent: no posts at all), -1 when the
+ * body is not such an answer. */
+int social_find_post(const char *body, const char *post_url, int absent_is_empty,
+                     int (*carries)(const json_t *post, const char *post_url), char *id,
+                     size_t idlen);
+
+/* ---- one cross-post in flight (a driver's "call") ---- */
+
+/* What every driver keeps while it posts: embedded first in the driver's
+ * own struct, which social_call_new allocates. */
+typedef struct social_call {
+	const social_driver *driver;
+	size_t size;               /* of the driver's whole struct */
+	net *net;
+	uv_loop_t *loop;
+	char api[512];             /* the API's base URL, without trailing slash */
+	uint64_t timeout_ms;
+	social_account acct;       /* a copy, secrets included: wiped when freed */
+	char *text;                /* the post's text ("" when none) */
+	char *url;                 /* the post page */
+	social_done_fn done;
+	void *arg;
+	int after_duplicate;       /* the network said duplicate: looking for our post */
+} social_call;
+
+/* Allocates a driver's call of size bytes (social_call first, the rest
+ * zeroed) for p by acct, with env's loop, net and timeout, api (NULL: the
+ * network is not configured) and copies of everything it points to.
+ * Returns 0 and *out, -EINVAL when env, api or p's url is missing, or
+ * -ENOMEM. */
+int social_call_new(const social_driver *driver, size_t size, const social_env *env,
+                    const char *api, const social_account *acct, const social_post *p,
+                    social_done_fn done, void *arg, void **out);
+/* Wipes the whole struct (it holds secrets) and frees it with its strings. */
+void social_call_free(social_call *c);
+/* Calls done with res (logged first when it is a failure), then frees c. */
+void social_call_finish(social_call *c, social_result *res);
+/* Finishes with ok and found: reconcile (or a duplicate) found the post,
+ * with the remote id and its page when id is not NULL. */
+void social_call_found(social_call *c, const char *id);
+/* Finishes with the answer to the post: ok with the remote id and its page,
+ * or, when id is NULL (posted, most likely, but we cannot tell its id:
+ * the retry reconciles and finds it), "LABEL: HTTP status without a post
+ * id". */
+void social_call_created(social_call *c, const char *id, long status);
+/* Finishes with "LABEL: could not send the request: ..." for the -errno rc;
+ * permanent as the driver judges. */
+void social_call_fail_send(social_call *c, int rc, int permanent);
+/* Sends req; a post (once != 0) on a connection of its own, as
+ * social_send_once says, the rest on env's net. on_answer gets c as its
+ * arg. Returns 0, or -errno without calling on_answer. */
+int social_call_send(social_call *c, const net_request *req, int once, net_done_fn on_answer);
 
 #endif

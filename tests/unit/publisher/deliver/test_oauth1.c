@@ -42,18 +42,53 @@ static oauth1_request x_example(const char *url)
 	return r;
 }
 
+/* A request with the short test credentials: ck/cs, token t/ts, nonce n. */
+static oauth1_request short_request(const char *method, const char *url, int64_t timestamp,
+                                    int with_version)
+{
+	oauth1_request r = {
+		.method = method,
+		.url = url,
+		.consumer_key = "ck",
+		.consumer_secret = "cs",
+		.token = "t",
+		.token_secret = "ts",
+		.nonce = "n",
+		.timestamp = timestamp,
+		.with_version = with_version,
+	};
+	return r;
+}
+
+/* Signs r and checks what was signed. */
+static void assert_base_string(const oauth1_request *r, const char *want)
+{
+	oauth1_signature s;
+	assert_int_equal(oauth1_sign(r, &s), 0);
+	assert_string_equal(s.base_string, want);
+	oauth1_signature_free(&s);
+}
+
+/* Signs r and checks the base string and the signature; the caller checks
+ * the rest of *s, then frees it. */
+static void sign_expecting(const oauth1_request *r, const char *base_string, const char *signature,
+                           oauth1_signature *s)
+{
+	assert_int_equal(oauth1_sign(r, s), 0);
+	assert_string_equal(s->base_string, base_string);
+	assert_string_equal(s->signature, signature);
+}
+
 static void test_x_documented_example(void **state)
 {
 	oauth1_request r = x_example("https://api.twitter.com/1.1/statuses/update.json?include_entities=true");
 	oauth1_signature s;
 	(void)state;
 
-	assert_int_equal(oauth1_sign(&r, &s), 0);
-	assert_string_equal(s.base_string,
-	                    "POST&https%3A%2F%2Fapi.twitter.com%2F1.1%2Fstatuses%2Fupdate.json" X_BASE_TAIL);
+	sign_expecting(&r, "POST&https%3A%2F%2Fapi.twitter.com%2F1.1%2Fstatuses%2Fupdate.json" X_BASE_TAIL,
+	               "hCtSmYh+iHYCEqBWrE7C7hYmtUk=", &s);
 	assert_string_equal(s.key, "kAcSOqF21Fu85e7zjz7ZN2U4ZRhfV3WpwPAoE3Z7kBw&"
 	                           "LswwdoUaIvS8ltyTt5jkRh4J50vUPVVHtR2YPi5kE");
-	assert_string_equal(s.signature, "hCtSmYh+iHYCEqBWrE7C7hYmtUk=");
 	assert_string_equal(s.authorization,
 	                    "OAuth oauth_consumer_key=\"xvz1evFS4wEEPTGEFPHBog\", "
 	                    "oauth_nonce=\"kYjzVBB8Y0ZFabxSWbWovY3uYSQ2pTgmZeNu2VS4cg\", "
@@ -73,10 +108,8 @@ static void test_x_documented_example_v1_url(void **state)
 	oauth1_signature s;
 	(void)state;
 
-	assert_int_equal(oauth1_sign(&r, &s), 0);
-	assert_string_equal(s.base_string,
-	                    "POST&https%3A%2F%2Fapi.twitter.com%2F1%2Fstatuses%2Fupdate.json" X_BASE_TAIL);
-	assert_string_equal(s.signature, "tnnArxj06cWHq44gCs1OSKk/jLY=");
+	sign_expecting(&r, "POST&https%3A%2F%2Fapi.twitter.com%2F1%2Fstatuses%2Fupdate.json" X_BASE_TAIL,
+	               "tnnArxj06cWHq44gCs1OSKk/jLY=", &s);
 	oauth1_signature_free(&s);
 }
 
@@ -97,14 +130,13 @@ static void test_rfc5849_section_1_2(void **state)
 	oauth1_signature s;
 	(void)state;
 
-	assert_int_equal(oauth1_sign(&r, &s), 0);
-	assert_string_equal(s.base_string,
-	                    "GET&http%3A%2F%2Fphotos.example.net%2Fphotos&file%3Dvacation.jpg%26"
-	                    "oauth_consumer_key%3Ddpf43f3p2l4k3l03%26oauth_nonce%3DchapoH%26"
-	                    "oauth_signature_method%3DHMAC-SHA1%26oauth_timestamp%3D137131202%26"
-	                    "oauth_token%3Dnnch734d00sl2jdk%26size%3Doriginal");
+	sign_expecting(&r,
+	               "GET&http%3A%2F%2Fphotos.example.net%2Fphotos&file%3Dvacation.jpg%26"
+	               "oauth_consumer_key%3Ddpf43f3p2l4k3l03%26oauth_nonce%3DchapoH%26"
+	               "oauth_signature_method%3DHMAC-SHA1%26oauth_timestamp%3D137131202%26"
+	               "oauth_token%3Dnnch734d00sl2jdk%26size%3Doriginal",
+	               "MdpQcU8iPSUjWoN/UDMsK2sui9I=", &s);
 	assert_string_equal(s.key, "kd94hf93k423kf44&pfkkdhi9sl3r4s00");
-	assert_string_equal(s.signature, "MdpQcU8iPSUjWoN/UDMsK2sui9I=");
 	/* The value the RFC's header carries, as the header must carry it. */
 	assert_non_null(strstr(s.authorization, "oauth_signature=\"MdpQcU8iPSUjWoN%2FUDMsK2sui9I%3D\""));
 	assert_true(strncmp(s.authorization, "OAuth realm=\"Photos\", ", 22) == 0);
@@ -130,34 +162,21 @@ static void test_rfc5849_section_3_4_1_1_base_string(void **state)
 		.nonce = "7d8f3e4a",
 		.timestamp = 137131201,
 	};
-	oauth1_signature s;
 	(void)state;
 
-	assert_int_equal(oauth1_sign(&r, &s), 0);
-	assert_string_equal(s.base_string,
-	                    "POST&http%3A%2F%2Fexample.com%2Frequest&a2%3Dr%2520b%26a3%3D2%2520q"
-	                    "%26a3%3Da%26b5%3D%253D%25253D%26c%2540%3D%26c2%3D%26oauth_consumer_"
-	                    "key%3D9djdj82h48djs9d2%26oauth_nonce%3D7d8f3e4a%26oauth_signature_m"
-	                    "ethod%3DHMAC-SHA1%26oauth_timestamp%3D137131201%26oauth_token%3Dkkk"
-	                    "9d7dh3k39sjv7");
-	oauth1_signature_free(&s);
+	assert_base_string(&r, "POST&http%3A%2F%2Fexample.com%2Frequest&a2%3Dr%2520b%26a3%3D2%2520q"
+	                       "%26a3%3Da%26b5%3D%253D%25253D%26c%2540%3D%26c2%3D%26oauth_consumer_"
+	                       "key%3D9djdj82h48djs9d2%26oauth_nonce%3D7d8f3e4a%26oauth_signature_m"
+	                       "ethod%3DHMAC-SHA1%26oauth_timestamp%3D137131201%26oauth_token%3Dkkk"
+	                       "9d7dh3k39sjv7");
 }
 
 /* POST /2/tweets sends JSON: the body is not signed, so two bodies give
  * one signature, equal to that of the same request with no body. */
 static void test_json_body_is_not_signed(void **state)
 {
-	oauth1_request r = {
-		.method = "POST",
-		.url = "https://api.twitter.com/2/tweets",
-		.consumer_key = "ck",
-		.consumer_secret = "cs",
-		.token = "t",
-		.token_secret = "ts",
-		.nonce = "n",
-		.timestamp = 1700000000,
-		.with_version = 1,
-	};
+	oauth1_request r = short_request("POST", "https://api.twitter.com/2/tweets", 1700000000, 1);
+	oauth1_request no_body = r;
 	oauth1_signature a, b;
 	(void)state;
 
@@ -176,10 +195,7 @@ static void test_json_body_is_not_signed(void **state)
 	r.form_body_len = strlen(r.form_body);
 	assert_int_equal(oauth1_sign(&r, &b), 0);
 	assert_non_null(strstr(b.base_string, "text%3Dhello"));
-	oauth1_sign(&(oauth1_request){ .method = "POST", .url = r.url, .consumer_key = "ck",
-	                               .consumer_secret = "cs", .token = "t", .token_secret = "ts",
-	                               .nonce = "n", .timestamp = 1700000000, .with_version = 1 },
-	            &a);
+	assert_int_equal(oauth1_sign(&no_body, &a), 0);
 	assert_string_not_equal(a.signature, b.signature);
 	oauth1_signature_free(&a);
 	oauth1_signature_free(&b);
@@ -274,19 +290,15 @@ static void test_random_nonce_and_clock(void **state)
  * value (as X's GET /2/users/:id/tweets needs). */
 static void test_query_sorted_by_name_then_value(void **state)
 {
-	oauth1_request r = { .method = "GET",
-		             .url = "https://api.x.com/2/users/12/tweets?max_results=100&tweet.fields=entities&a=2&a=10",
-		             .consumer_key = "ck", .consumer_secret = "cs", .token = "t",
-		             .token_secret = "ts", .nonce = "n", .timestamp = 1 };
-	oauth1_signature s;
+	oauth1_request r = short_request(
+		"GET",
+		"https://api.x.com/2/users/12/tweets?max_results=100&tweet.fields=entities&a=2&a=10", 1,
+		0);
 	(void)state;
-	assert_int_equal(oauth1_sign(&r, &s), 0);
-	assert_string_equal(s.base_string,
-	                    "GET&https%3A%2F%2Fapi.x.com%2F2%2Fusers%2F12%2Ftweets&a%3D10%26a%3D2%26"
-	                    "max_results%3D100%26oauth_consumer_key%3Dck%26oauth_nonce%3Dn%26"
-	                    "oauth_signature_method%3DHMAC-SHA1%26oauth_timestamp%3D1%26oauth_token%"
-	                    "3Dt%26tweet.fields%3Dentities");
-	oauth1_signature_free(&s);
+	assert_base_string(&r, "GET&https%3A%2F%2Fapi.x.com%2F2%2Fusers%2F12%2Ftweets&a%3D10%26a%3D2%26"
+	                       "max_results%3D100%26oauth_consumer_key%3Dck%26oauth_nonce%3Dn%26"
+	                       "oauth_signature_method%3DHMAC-SHA1%26oauth_timestamp%3D1%26oauth_token%"
+	                       "3Dt%26tweet.fields%3Dentities");
 }
 
 static void test_bad_input(void **state)

@@ -409,6 +409,34 @@ static social_result run(struct fixture *fx, const char *network, int reconcile)
 	return fx->res;
 }
 
+/* run, then the outcome: a failure, permanent or not, with why (when not
+ * NULL) in its text. */
+static social_result run_failed(struct fixture *fx, const char *network, int reconcile,
+                                int permanent, const char *why)
+{
+	social_result r = run(fx, network, reconcile);
+	assert_false(r.ok);
+	if (permanent)
+		assert_true(r.permanent);
+	else
+		assert_false(r.permanent);
+	if (why != NULL)
+		assert_non_null(strstr(r.error, why));
+	return r;
+}
+
+/* run, then the outcome: a success, the post made now or (found) found
+ * already posted, as remote_id ("": its id is unknown). */
+static social_result run_ok(struct fixture *fx, const char *network, int reconcile, int found,
+                            const char *remote_id)
+{
+	social_result r = run(fx, network, reconcile);
+	assert_true(r.ok);
+	assert_int_equal(r.found, found);
+	assert_string_equal(r.remote_id, remote_id);
+	return r;
+}
+
 static void set_post(struct fixture *fx, int status, const char *headers, const char *body)
 {
 	fx->post.hang = 0;
@@ -427,10 +455,7 @@ static void test_x_posts_signed_json(void **state)
 	const char *text;
 
 	set_post(fx, 201, NULL, "{\"data\":{\"id\":\"1445880548472328192\",\"text\":\"hi\"}}");
-	r = run(fx, "x", 0);
-	assert_true(r.ok);
-	assert_false(r.found);
-	assert_string_equal(r.remote_id, "1445880548472328192");
+	r = run_ok(fx, "x", 0, 0, "1445880548472328192");
 	assert_string_equal(r.remote_url, "https://x.com/i/web/status/1445880548472328192");
 	assert_int_equal(fx->n, 1);
 	assert_string_equal(fx->reqs[0].method, "POST");
@@ -488,17 +513,13 @@ static void test_x_long_text_is_fitted(void **state)
 static void test_x_duplicate_is_found(void **state)
 {
 	struct fixture *fx = *state;
-	social_result r;
 
 	set_post(fx, 403, NULL,
 	         "{\"detail\":\"" X_DUPLICATE_DETAIL "\",\"type\":\"about:blank\",\"title\":"
 	         "\"Forbidden\",\"status\":403}");
 	fx->timeline = "{\"data\":[{\"id\":\"555\",\"text\":\"hello https://t.co/abc\",\"entities\":"
 	               "{\"urls\":[{\"url\":\"https://t.co/abc\",\"expanded_url\":\"" POST_URL "\"}]}}]}";
-	r = run(fx, "x", 0);
-	assert_true(r.ok);
-	assert_true(r.found);
-	assert_string_equal(r.remote_id, "555");
+	run_ok(fx, "x", 0, 1, "555");
 	assert_int_equal(fx->n, 3);
 	assert_string_equal(fx->reqs[1].target, "/2/users/me");
 	assert_string_equal(fx->reqs[2].target, "/2/users/42/tweets?max_results=100&tweet.fields=entities");
@@ -507,22 +528,15 @@ static void test_x_duplicate_is_found(void **state)
 
 	/* Not in the latest 100: still already posted, without an id. */
 	fx->timeline = "{\"data\":[{\"id\":\"9\",\"text\":\"other\"}]}";
-	r = run(fx, "x", 0);
-	assert_true(r.ok);
-	assert_true(r.found);
-	assert_string_equal(r.remote_id, "");
+	run_ok(fx, "x", 0, 1, "");
 }
 
 static void test_x_401_is_permanent(void **state)
 {
 	struct fixture *fx = *state;
-	social_result r;
 	set_post(fx, 401, NULL, "{\"title\":\"Unauthorized\",\"type\":\"about:blank\",\"status\":401,"
 	                        "\"detail\":\"Unauthorized\"}");
-	r = run(fx, "x", 0);
-	assert_false(r.ok);
-	assert_true(r.permanent);
-	assert_non_null(strstr(r.error, "credentials rejected"));
+	run_failed(fx, "x", 0, 1, "credentials rejected");
 }
 
 static void test_x_429_waits_for_reset(void **state)
@@ -534,9 +548,7 @@ static void test_x_429_waits_for_reset(void **state)
 
 	snprintf(hdr, sizeof(hdr), "x-rate-limit-limit: 200\r\nx-rate-limit-reset: %lld\r\n", reset);
 	set_post(fx, 429, hdr, "{\"title\":\"Too Many Requests\",\"detail\":\"Too Many Requests\"}");
-	r = run(fx, "x", 0);
-	assert_false(r.ok);
-	assert_false(r.permanent);
+	r = run_failed(fx, "x", 0, 0, NULL);
 	assert_int_equal(r.retry_at_ms, reset * 1000);
 }
 
@@ -546,30 +558,21 @@ static void test_x_500_and_timeout_back_off(void **state)
 	social_result r;
 
 	set_post(fx, 503, NULL, "{\"title\":\"Service Unavailable\"}");
-	r = run(fx, "x", 0);
-	assert_false(r.ok);
-	assert_false(r.permanent);
+	r = run_failed(fx, "x", 0, 0, NULL);
 	assert_int_equal(r.retry_at_ms, 0);
 
 	fx->post.hang = 1;
 	fx->env.timeout_ms = 300;
-	r = run(fx, "x", 0);
-	assert_false(r.ok);
-	assert_false(r.permanent);
+	r = run_failed(fx, "x", 0, 0, "no answer");
 	assert_int_equal(r.retry_at_ms, 0);
-	assert_non_null(strstr(r.error, "no answer"));
 }
 
 static void test_x_other_4xx_is_permanent_with_message(void **state)
 {
 	struct fixture *fx = *state;
-	social_result r;
 	set_post(fx, 403, NULL, "{\"detail\":\"You are not permitted to perform this action.\","
 	                        "\"title\":\"Forbidden\",\"status\":403}");
-	r = run(fx, "x", 0);
-	assert_false(r.ok);
-	assert_true(r.permanent);
-	assert_non_null(strstr(r.error, "You are not permitted to perform this action."));
+	run_failed(fx, "x", 0, 1, "You are not permitted to perform this action.");
 }
 
 static void test_x_reconcile_found_does_not_post(void **state)
@@ -579,10 +582,7 @@ static void test_x_reconcile_found_does_not_post(void **state)
 	set_post(fx, 201, NULL, "{\"data\":{\"id\":\"999\",\"text\":\"dup\"}}");
 	fx->timeline = "{\"data\":[{\"id\":\"1\",\"text\":\"a\"},{\"id\":\"777\",\"text\":\"b https://t.co/x\","
 	               "\"entities\":{\"urls\":[{\"expanded_url\":\"" POST_URL "/\"}]}}]}";
-	r = run(fx, "x", 1);
-	assert_true(r.ok);
-	assert_true(r.found);
-	assert_string_equal(r.remote_id, "777");
+	r = run_ok(fx, "x", 1, 1, "777");
 	assert_string_equal(r.remote_url, "https://x.com/i/web/status/777");
 	assert_int_equal(fx->n, 2);
 	for (int i = 0; i < fx->n; i++) {
@@ -592,8 +592,7 @@ static void test_x_reconcile_found_does_not_post(void **state)
 
 	/* With user_id set, no /2/users/me. */
 	snprintf(fx->x_acct.user_id, sizeof(fx->x_acct.user_id), "42");
-	r = run(fx, "x", 1);
-	assert_true(r.found);
+	run_ok(fx, "x", 1, 1, "777");
 	assert_int_equal(fx->n, 1);
 	assert_string_equal(fx->reqs[0].target, "/2/users/42/tweets?max_results=100&tweet.fields=entities");
 }
@@ -601,22 +600,16 @@ static void test_x_reconcile_found_does_not_post(void **state)
 static void test_x_reconcile_not_found_posts(void **state)
 {
 	struct fixture *fx = *state;
-	social_result r;
 	set_post(fx, 201, NULL, "{\"data\":{\"id\":\"999\",\"text\":\"new\"}}");
 	fx->timeline = "{\"data\":[{\"id\":\"1\",\"text\":\"https://sayin.example.com/p/other\","
 	               "\"entities\":{\"urls\":[{\"expanded_url\":\"https://sayin.example.com/p/other\"}]}}]}";
-	r = run(fx, "x", 1);
-	assert_true(r.ok);
-	assert_false(r.found);
-	assert_string_equal(r.remote_id, "999");
+	run_ok(fx, "x", 1, 0, "999");
 	assert_int_equal(fx->n, 3);
 	assert_string_equal(fx->reqs[2].method, "POST");
 
 	/* The lookup failing is a failure: never post blind. */
 	fx->timeline = "not json";
-	r = run(fx, "x", 1);
-	assert_false(r.ok);
-	assert_false(r.permanent);
+	run_failed(fx, "x", 1, 0, NULL);
 	assert_int_equal(fx->n, 2);
 }
 
@@ -629,10 +622,7 @@ static void test_facebook_posts_with_proof(void **state)
 	char v[512];
 
 	set_post(fx, 200, NULL, "{\"id\":\"1001_2002\"}");
-	r = run(fx, "facebook", 0);
-	assert_true(r.ok);
-	assert_false(r.found);
-	assert_string_equal(r.remote_id, "1001_2002");
+	r = run_ok(fx, "facebook", 0, 0, "1001_2002");
 	assert_string_equal(r.remote_url, "https://www.facebook.com/1001_2002");
 	assert_int_equal(fx->n, 1);
 	assert_string_equal(fx->reqs[0].target, "/v19.0/" PAGE_ID "/feed");
@@ -657,13 +647,9 @@ static void test_facebook_proof_check_can_fail(void **state)
 static void test_facebook_190_is_permanent(void **state)
 {
 	struct fixture *fx = *state;
-	social_result r;
 	set_post(fx, 400, NULL, "{\"error\":{\"message\":\"Error validating access token: Session has "
 	                        "expired\",\"type\":\"OAuthException\",\"code\":190,\"error_subcode\":463}}");
-	r = run(fx, "facebook", 0);
-	assert_false(r.ok);
-	assert_true(r.permanent);
-	assert_non_null(strstr(r.error, "token expired, re-authorize"));
+	run_failed(fx, "facebook", 0, 1, "token expired, re-authorize");
 }
 
 static void test_facebook_rate_limits_back_off(void **state)
@@ -677,62 +663,45 @@ static void test_facebook_rate_limits_back_off(void **state)
 		snprintf(body, sizeof(body), "{\"error\":{\"message\":\"(#%d) limit\",\"type\":"
 		                             "\"OAuthException\",\"code\":%d}}", codes[i], codes[i]);
 		set_post(fx, 400, NULL, body);
-		r = run(fx, "facebook", 0);
-		assert_false(r.ok);
-		assert_false(r.permanent);
+		r = run_failed(fx, "facebook", 0, 0, NULL);
 		assert_int_equal(r.retry_at_ms, 0);
 	}
 
 	/* An unknown code is permanent... */
 	set_post(fx, 400, NULL, "{\"error\":{\"message\":\"Invalid parameter\",\"type\":"
 	                        "\"OAuthException\",\"code\":100}}");
-	r = run(fx, "facebook", 0);
-	assert_true(r.permanent);
-	assert_non_null(strstr(r.error, "Invalid parameter"));
+	run_failed(fx, "facebook", 0, 1, "Invalid parameter");
 	/* ...unless a usage header says the app or Page is at its limit. */
 	set_post(fx, 400, "x-app-usage: {\"call_count\":100,\"total_cputime\":20,\"total_time\":30}\r\n",
 	         "{\"error\":{\"message\":\"Invalid parameter\",\"type\":\"OAuthException\",\"code\":100}}");
-	r = run(fx, "facebook", 0);
-	assert_false(r.ok);
-	assert_false(r.permanent);
+	run_failed(fx, "facebook", 0, 0, NULL);
 	set_post(fx, 400, "x-app-usage: {\"call_count\":5}\r\nx-page-usage: {\"call_count\":3,"
 	         "\"total_cputime\":100,\"total_time\":1}\r\n",
 	         "{\"error\":{\"message\":\"Invalid parameter\",\"type\":\"OAuthException\",\"code\":100}}");
-	r = run(fx, "facebook", 0);
-	assert_false(r.permanent);
+	run_failed(fx, "facebook", 0, 0, NULL);
 	/* A success at 100% usage is still a success. */
 	set_post(fx, 200, "x-app-usage: {\"call_count\":100}\r\n", "{\"id\":\"1001_3\"}");
-	r = run(fx, "facebook", 0);
-	assert_true(r.ok);
+	run_ok(fx, "facebook", 0, 0, "1001_3");
 }
 
 static void test_facebook_500_and_timeout_back_off(void **state)
 {
 	struct fixture *fx = *state;
-	social_result r;
 	set_post(fx, 500, NULL, "{\"error\":{\"message\":\"An unknown error occurred\",\"code\":1}}");
-	r = run(fx, "facebook", 0);
-	assert_false(r.ok);
-	assert_false(r.permanent);
+	run_failed(fx, "facebook", 0, 0, NULL);
 	fx->post.hang = 1;
 	fx->env.timeout_ms = 300;
-	r = run(fx, "facebook", 0);
-	assert_false(r.ok);
-	assert_false(r.permanent);
+	run_failed(fx, "facebook", 0, 0, NULL);
 }
 
 static void test_facebook_reconcile(void **state)
 {
 	struct fixture *fx = *state;
-	social_result r;
 
 	set_post(fx, 200, NULL, "{\"id\":\"1001_9\"}");
 	fx->feed = "{\"data\":[{\"id\":\"1001_5\",\"message\":\"x\",\"link\":\"https://other/\"},"
 	           "{\"id\":\"1001_6\",\"message\":\"A voice message\",\"link\":\"" POST_URL "\"}]}";
-	r = run(fx, "facebook", 1);
-	assert_true(r.ok);
-	assert_true(r.found);
-	assert_string_equal(r.remote_id, "1001_6");
+	run_ok(fx, "facebook", 1, 1, "1001_6");
 	assert_int_equal(fx->n, 1);
 	assert_string_equal(fx->reqs[0].method, "GET");
 	assert_non_null(strstr(fx->reqs[0].target, "/v19.0/" PAGE_ID "/feed?fields=id,link,message&limit=100&"));
@@ -740,17 +709,13 @@ static void test_facebook_reconcile(void **state)
 
 	/* Not there: post. */
 	fx->feed = "{\"data\":[{\"id\":\"1001_5\",\"link\":\"https://other/\"}]}";
-	r = run(fx, "facebook", 1);
-	assert_true(r.ok);
-	assert_false(r.found);
-	assert_string_equal(r.remote_id, "1001_9");
+	run_ok(fx, "facebook", 1, 0, "1001_9");
 	assert_int_equal(fx->n, 2);
 	assert_string_equal(fx->reqs[1].method, "POST");
 
 	/* The feed failing (token expired) is reported as such, with no post. */
 	fx->feed = "{\"error\":{\"message\":\"expired\",\"code\":190}}";
-	r = run(fx, "facebook", 1);
-	assert_true(r.permanent);
+	run_failed(fx, "facebook", 1, 1, NULL);
 	assert_int_equal(fx->n, 1);
 }
 
@@ -758,18 +723,12 @@ static void test_facebook_reconcile(void **state)
 static void test_facebook_duplicate(void **state)
 {
 	struct fixture *fx = *state;
-	social_result r;
 	set_post(fx, 400, NULL, "{\"error\":{\"message\":\"(#506) Duplicate status message\","
 	                        "\"type\":\"OAuthException\",\"code\":506}}");
 	fx->feed = "{\"data\":[{\"id\":\"1001_6\",\"link\":\"" POST_URL "\"}]}";
-	r = run(fx, "facebook", 0);
-	assert_true(r.ok);
-	assert_true(r.found);
-	assert_string_equal(r.remote_id, "1001_6");
+	run_ok(fx, "facebook", 0, 1, "1001_6");
 	fx->feed = "{\"data\":[]}";
-	r = run(fx, "facebook", 0);
-	assert_false(r.ok);
-	assert_true(r.permanent);
+	run_failed(fx, "facebook", 0, 1, NULL);
 }
 
 /* ---- pure parts ---- */
