@@ -41,9 +41,7 @@ static int ff_fail(int averr, const char *what, char *err, size_t errlen)
 {
 	char msg[128];
 
-	if (av_strerror(averr, msg, sizeof(msg)) < 0)
-		snprintf(msg, sizeof(msg), "error %d", averr);
-	log_error("media: AAC/M4A: %s: %s", what, msg);
+	log_error("media: AAC/M4A: %s: %s", what, media__av_strerror(averr, msg, sizeof(msg)));
 	if (averr == AVERROR(ENOMEM)) {
 		set_err(err, errlen, "out of memory making the M4A rendition");
 		return -ENOMEM;
@@ -104,11 +102,7 @@ int media__m4a_begin(const media_aac_options *opt, const char *tmp_dir, media__m
 		set_err(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	if (tmp_dir == NULL) {
-		tmp_dir = getenv("TMPDIR");
-		if (tmp_dir == NULL || tmp_dir[0] == '\0')
-			tmp_dir = "/tmp";
-	}
+	tmp_dir = media__tmp_dir(tmp_dir);
 	m->tmp_dir = tmp_dir;
 	r = media__mp4_begin(tmp_dir, &m->mp4, err, errlen);
 	if (r != 0) {
@@ -291,20 +285,11 @@ int media_encode_m4a(const media_audio *audio, const media_aac_options *opt, med
                      char *err, size_t errlen)
 {
 	media__m4a *m = NULL;
-	int rc;
+	int rc = media__enter_encode(audio, out, "media_encode_m4a: no audio or no output", err,
+	                             errlen);
 
-	if (err != NULL && errlen > 0)
-		err[0] = '\0';
-	if (out != NULL)
-		memset(out, 0, sizeof(*out));
-	if (audio == NULL || out == NULL) {
-		set_err(err, errlen, "media_encode_m4a: no audio or no output");
-		return SAYIN_EINVAL;
-	}
-	if (audio->frames == 0 || audio->samples == NULL) {
-		set_err(err, errlen, "no samples to encode");
-		return SAYIN_EEMPTY;
-	}
+	if (rc != 0)
+		return rc;
 	rc = media__m4a_begin(opt, NULL, &m, err, errlen);
 	if (rc == 0)
 		rc = media__m4a_add(m, audio->samples, audio->frames, err, errlen);

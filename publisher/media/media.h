@@ -252,7 +252,7 @@ typedef struct media_result {
  *     own thread (as media_encode_m4a), so all three carry exactly the
  *     same signal. A decoded stream that misses the loudness target or the
  *     true-peak ceiling is corrected and the pass runs again (see
- *     normalize in media.c; once is the usual case).
+ *     normalize in transcode.c; once is the usual case).
  * Memory stays bounded whatever the input's length. The encoded streams
  * are written to unlinked temporary files as they are made; with keep_files
  * they are handed over as those files, otherwise read back into exact-size

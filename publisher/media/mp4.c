@@ -18,6 +18,7 @@
  * 14496-1 (descriptors). */
 #include "media/internal.h"
 
+#include "core/buf.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/log.h"
@@ -50,36 +51,28 @@ struct media__mp4 {
 	uint64_t duration;    /* the media timescale's ticks: sum of durations */
 };
 
-/* A growing buffer of boxes. stsz is written without its entries (4 bytes
- * per packet, streamed from sizes_fd at the end): boxes around it count
- * them through `deferred`. */
+/* The boxes, built in one core/buf (whose failure is checked once, at the
+ * end). stsz is written without its entries (4 bytes per packet, streamed
+ * from sizes_fd at the end): boxes around it count them through
+ * `deferred`. */
 struct boxes {
-	uint8_t *p;
-	size_t len, cap;
+	buf b;
 	size_t stsz_at;       /* where stsz starts; SIZE_MAX before it */
 	uint64_t deferred;    /* its entries' bytes */
-	int failed;
+	int too_big;          /* a box over 4 GiB */
 };
 
 static void put(struct boxes *b, const void *src, size_t n)
 {
-	if (b->failed)
-		return;
-	if (b->len + n > b->cap) {
-		size_t cap = b->cap ? b->cap * 2 : 1024;
-		uint8_t *p;
-		while (cap < b->len + n)
-			cap *= 2;
-		p = realloc(b->p, cap);
-		if (p == NULL) {
-			b->failed = 1;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, src, n);
-	b->len += n;
+	buf_append(&b->b, src, n);
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
 }
 
 static void u8(struct boxes *b, uint8_t v)
@@ -107,18 +100,13 @@ static void u32(struct boxes *b, uint32_t v)
 
 static void zeros(struct boxes *b, size_t n)
 {
-	static const uint8_t z[64];
-	while (n > 0) {
-		size_t k = n < sizeof(z) ? n : sizeof(z);
-		put(b, z, k);
-		n -= k;
-	}
+	buf_zeros(&b->b, n);
 }
 
 /* Starts a box; returns where it starts, for end_box. */
 static size_t begin_box(struct boxes *b, const char type[4])
 {
-	size_t at = b->len;
+	size_t at = b->b.len;
 	u32(b, 0);
 	put(b, type, 4);
 	return at;
@@ -135,19 +123,16 @@ static size_t begin_full(struct boxes *b, const char type[4], uint8_t version, u
 
 static void end_box(struct boxes *b, size_t at)
 {
-	uint64_t size = b->len - at;
+	uint64_t size = b->b.len - at;
 	if (b->stsz_at != SIZE_MAX && at <= b->stsz_at)
 		size += b->deferred;
-	if (b->failed)
+	if (buf_failed(&b->b) || b->too_big)
 		return;
 	if (size > UINT32_MAX) {
-		b->failed = 1;
+		b->too_big = 1;
 		return;
 	}
-	b->p[at] = (uint8_t)(size >> 24);
-	b->p[at + 1] = (uint8_t)(size >> 16);
-	b->p[at + 2] = (uint8_t)(size >> 8);
-	b->p[at + 3] = (uint8_t)size;
+	put_be32((uint8_t *)b->b.data + at, (uint32_t)size);
 }
 
 /* The unity matrix of mvhd and tkhd. */
@@ -226,10 +211,7 @@ int media__mp4_packet(media__mp4 *w, const uint8_t *data, size_t len, uint32_t d
 		return rc;
 	w->data_len += len;
 	w->duration += duration;
-	w->sizes[w->staged * 4] = (uint8_t)(len >> 24);
-	w->sizes[w->staged * 4 + 1] = (uint8_t)(len >> 16);
-	w->sizes[w->staged * 4 + 2] = (uint8_t)(len >> 8);
-	w->sizes[w->staged * 4 + 3] = (uint8_t)len;
+	put_be32(w->sizes + w->staged * 4, (uint32_t)len);
 	w->packets++;
 	if (++w->staged == SIZES_BUFFER)
 		return flush_sizes(w);
@@ -387,11 +369,11 @@ static void write_boxes(struct boxes *b, const media__mp4 *w, const media__mp4_t
 	u32(b, 0);          /* sizes differ */
 	u32(b, (uint32_t)w->packets);
 	end_box(b, b->stsz_at);
-	l->stsz_end = b->len;
+	l->stsz_end = b->b.len;
 
 	box = begin_full(b, "stco", 0, 0);
 	u32(b, 1);
-	l->stco_at = b->len;
+	l->stco_at = b->b.len;
 	u32(b, 0);          /* set once the moov's size is known */
 	end_box(b, box);
 	box = begin_full(b, "sgpd", 1, 0);
@@ -430,11 +412,12 @@ static void write_boxes(struct boxes *b, const media__mp4 *w, const media__mp4_t
 int media__mp4_finish(media__mp4 *w, const media__mp4_track *track, int *out_fd,
                       uint64_t *out_len, char *err, size_t errlen)
 {
-	struct boxes b = { .stsz_at = SIZE_MAX };
+	struct boxes b = { .b = BUF_INIT, .stsz_at = SIZE_MAX };
 	const media__mp4_track *t = track;
 	struct layout l = { 0 };
 	uint64_t payload_at, mdat_size;
-	int fd = -1, rc;
+	uint8_t *p;
+	int fd = -1, rc, failed;
 
 	*out_fd = -1;
 	*out_len = 0;
@@ -448,42 +431,38 @@ int media__mp4_finish(media__mp4 *w, const media__mp4_track *track, int *out_fd,
 		goto io;
 	write_boxes(&b, w, t, &l);
 	mdat_size = 8 + w->data_len;
-	if (b.failed || mdat_size > UINT32_MAX) {
-		free(b.p);
-		set_err(err, errlen, b.failed ? "out of memory writing the M4A index"
-		                              : "the M4A rendition is over 4 GiB");
-		return b.failed ? -ENOMEM : SAYIN_EENCODE;
+	failed = buf_failed(&b.b) || b.too_big;
+	if (failed || mdat_size > UINT32_MAX) {
+		buf_free(&b.b);
+		set_err(err, errlen, failed ? "out of memory writing the M4A index"
+		                            : "the M4A rendition is over 4 GiB");
+		return failed ? -ENOMEM : SAYIN_EENCODE;
 	}
+	p = (uint8_t *)b.b.data;
 	/* The mdat header, and the one chunk's offset: everything before the
 	 * payload, the stsz entries included. */
-	b.p[l.mdat_at] = (uint8_t)(mdat_size >> 24);
-	b.p[l.mdat_at + 1] = (uint8_t)(mdat_size >> 16);
-	b.p[l.mdat_at + 2] = (uint8_t)(mdat_size >> 8);
-	b.p[l.mdat_at + 3] = (uint8_t)mdat_size;
-	payload_at = b.len + b.deferred;
+	put_be32(p + l.mdat_at, (uint32_t)mdat_size);
+	payload_at = b.b.len + b.deferred;
 	if (payload_at > UINT32_MAX) {
-		free(b.p);
+		buf_free(&b.b);
 		set_err(err, errlen, "the M4A index is over 4 GiB");
 		return SAYIN_EENCODE;
 	}
-	b.p[l.stco_at] = (uint8_t)(payload_at >> 24);
-	b.p[l.stco_at + 1] = (uint8_t)(payload_at >> 16);
-	b.p[l.stco_at + 2] = (uint8_t)(payload_at >> 8);
-	b.p[l.stco_at + 3] = (uint8_t)payload_at;
+	put_be32(p + l.stco_at, (uint32_t)payload_at);
 
 	fd = media__open_tmp(t->tmp_dir, err, errlen);
 	if (fd < 0) {
-		free(b.p);
+		buf_free(&b.b);
 		return fd;
 	}
-	rc = fileio_write(fd, b.p, l.stsz_end, -1);
+	rc = fileio_write(fd, p, l.stsz_end, -1);
 	if (rc == 0)
 		rc = fileio_copy(w->sizes_fd, fd, -1, w->packets * 4);
 	if (rc == 0)
-		rc = fileio_write(fd, b.p + l.stsz_end, b.len - l.stsz_end, -1);
+		rc = fileio_write(fd, p + l.stsz_end, b.b.len - l.stsz_end, -1);
 	if (rc == 0)
 		rc = fileio_copy(w->data_fd, fd, -1, w->data_len);
-	free(b.p);
+	buf_free(&b.b);
 	if (rc != 0)
 		goto io;
 	*out_fd = fd;
