@@ -123,7 +123,7 @@ unit: $(UNIT_TESTS)
 # only itself, publisher/ uses only core/ from origin/, no include cycle in a
 # folder, and no call cycle among the media files.
 layers: all
-	scripts/check-layers
+	scripts/check-layers --objects $(BUILD)
 
 integration: all
 	SAYIN_BIN=$(CURDIR)/bin /usr/bin/python3 -m pytest -q -n 2 tests/integration
