@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/jsonstore.h"
 #include "core/log.h"
+#include "render/record.h"
 #include "render/compress.h"
 #include "render/page.h"
 
@@ -72,29 +73,28 @@ int documents_load_author(documents_author *ctx, const char *handle, int create,
 	json_t *j;
 	int rc = store_get_author(ctx->txn, handle, &rec, &len);
 
+	record_author v;
+
 	*created = 0;
 	if (rc == 0) {
 		jsonstore_parse(rec, len, &j);
-		if (j == NULL || json_string_value(json_object_get(j, "name")) == NULL) {
+		if (j == NULL || record_author_read(j, &v) != 0) {
 			json_decref(j);
 			return SAYIN_ECORRUPT;
 		}
 	} else if (rc == SAYIN_ENOTFOUND && create) {
-		/* Its display name is the handle until an operator sets one. */
-		j = json_pack("{s:s, s:s, s:I, s:I}", "handle", handle, "name", handle, "created_ms",
-		              (json_int_t)now_ms, "last_seq", (json_int_t)0);
+		j = record_author_new(handle, now_ms);
 		if (j == NULL)
 			return -ENOMEM;
+		record_author_read(j, &v);
 		*created = 1;
 	} else {
 		return rc;
 	}
 	ctx->record = j;
-	ctx->author.handle = json_string_value(json_object_get(j, "handle"));
-	if (ctx->author.handle == NULL)
-		ctx->author.handle = handle;
-	ctx->author.name = json_string_value(json_object_get(j, "name"));
-	ctx->last_seq = (uint64_t)json_integer_value(json_object_get(j, "last_seq"));
+	ctx->author.handle = v.handle != NULL ? v.handle : handle;
+	ctx->author.name = v.name;
+	ctx->last_seq = v.last_seq;
 	return 0;
 }
 
@@ -348,10 +348,11 @@ struct author_list {
 static int collect_author(void *arg, const char *key, const void *record, size_t len)
 {
 	struct author_list *l = arg;
+	record_author v;
 	json_t *j;
 	(void)key;
 	jsonstore_parse(record, len, &j);
-	if (j == NULL || json_string_value(json_object_get(j, "name")) == NULL) {
+	if (j == NULL || record_author_read(j, &v) != 0) {
 		json_decref(j);
 		return SAYIN_ECORRUPT;
 	}
@@ -369,8 +370,8 @@ static int collect_author(void *arg, const char *key, const void *record, size_t
 		l->cap = cap;
 	}
 	l->records[l->n] = j;
-	l->items[l->n].handle = json_string_value(json_object_get(j, "handle"));
-	l->items[l->n].name = json_string_value(json_object_get(j, "name"));
+	l->items[l->n].handle = v.handle;
+	l->items[l->n].name = v.name;
 	if (l->items[l->n].handle == NULL) {
 		json_decref(j);
 		return SAYIN_ECORRUPT;
@@ -423,7 +424,8 @@ int documents_write_post_pages(documents_author *c, const json_t *post, const ch
 
 int documents_save_author(documents_author *c)
 {
-	if (json_object_set_new(c->record, "last_seq", json_integer((json_int_t)c->last_seq)) != 0)
-		return -ENOMEM;
+	int rc = record_author_set_last_seq(c->record, c->last_seq);
+	if (rc != 0)
+		return rc;
 	return jsonstore_put(c->txn, STORE_AUTHORS, c->author.handle, c->record);
 }

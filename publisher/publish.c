@@ -605,10 +605,12 @@ int publish_author_add(store *st, const publish_settings *set, const char *handl
 	if (rc != SAYIN_ENOTFOUND)
 		goto done;
 	rc = documents_load_author(&c, handle, 1, now_ms, &created);
-	if (rc == 0 && json_object_set_new(c.record, "name", json_string(name)) != 0)
-		rc = -ENOMEM;
+	if (rc == 0)
+		rc = record_author_set_name(c.record, name);
 	if (rc == 0) {
-		c.author.name = json_string_value(json_object_get(c.record, "name"));
+		record_author v;
+		record_author_read(c.record, &v);
+		c.author.name = v.name;
 		rc = documents_save_author(&c);
 	}
 	if (rc != 0)

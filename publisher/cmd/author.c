@@ -4,6 +4,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/jsonstore.h"
+#include "render/record.h"
 #include "ingest/auth.h"
 #include "pipeline.h"
 #include "publish.h"
@@ -111,11 +112,12 @@ static int print_author(void *arg, const char *key, const void *record, size_t l
 	struct list_ctx *c = arg;
 	json_t *j = NULL;
 	size_t count = 0;
+	record_author v = { 0 };
 
-	jsonstore_parse(record, len, &j);
+	if (jsonstore_parse(record, len, &j) == 0)
+		record_author_read(j, &v);
 	store_author_post_count(c->txn, key, &count);
-	printf("%s\t%s\t%zu posts\n", key, j ? json_string_value(json_object_get(j, "name")) : "?",
-	       count);
+	printf("%s\t%s\t%zu posts\n", key, v.name ? v.name : "?", count);
 	json_decref(j);
 	return auth_token_each(c->txn, key, print_token, NULL);
 }

@@ -3,7 +3,7 @@
 
 #include "core/clock.h"
 #include "core/error.h"
-#include "core/jsonstore.h"
+#include "deliver/crosspost.h"
 #include "deliver/outbox.h"
 
 #include <jansson.h>
@@ -19,42 +19,32 @@ static const cmd_spec status_spec = {
 	.settings = cmd_outbox_settings,
 };
 
-static int print_job(void *arg, const char *id, const json_t *rec)
+static int print_job(void *arg, const char *id, const outbox_job_view *job)
 {
 	int64_t now = *(const int64_t *)arg;
-	const json_t *payload = json_object_get(rec, "payload");
-	int parked = json_is_true(json_object_get(rec, "parked"));
-	int64_t next = json_integer_value(json_object_get(rec, "next_ms"));
-	int64_t lease = json_integer_value(json_object_get(rec, "lease_until_ms"));
-	const char *err = json_string_value(json_object_get(rec, "last_error"));
-	const char *post = json_string_value(json_object_get(payload, "post"));
-	const char *author = json_string_value(json_object_get(payload, "author"));
+	const char *post = json_string_value(json_object_get(job->payload, "post"));
+	const char *author = json_string_value(json_object_get(job->payload, "author"));
 	const char *subject = post != NULL && *post != '\0' ? post : author != NULL ? author : "?";
 
-	printf("%s  %-10s %-7s %s %s  attempts %lld  ", id,
-	       json_string_value(json_object_get(rec, "target")),
-	       parked ? "PARKED" : lease > now ? "leased" : next > now ? "backoff" : "due",
-	       json_string_value(json_object_get(payload, "event")) ?: "?", subject,
-	       (long long)json_integer_value(json_object_get(rec, "attempts")));
-	if (!parked && next > now)
-		printf("next in %.1f s  ", (double)(next - now) / 1e3);
-	if (err != NULL && *err != '\0')
-		printf("last error: %s", err);
+	printf("%s  %-10s %-7s %s %s  attempts %lld  ", id, job->target,
+	       job->parked ? "PARKED" : job->lease_until_ms > now ? "leased"
+	                              : job->next_ms > now        ? "backoff"
+	                                                          : "due",
+	       json_string_value(json_object_get(job->payload, "event")) ?: "?", subject,
+	       (long long)job->attempts);
+	if (!job->parked && job->next_ms > now)
+		printf("next in %.1f s  ", (double)(job->next_ms - now) / 1e3);
+	if (*job->last_error != '\0')
+		printf("last error: %s", job->last_error);
 	printf("\n");
 	return 0;
 }
 
-static int print_crosspost(void *arg, const char *key, const void *record, size_t len)
+static int print_crosspost(void *arg, const char *post_id, const crosspost_done *done)
 {
-	json_t *j = NULL;
-
 	(void)arg;
-	jsonstore_parse(record, len, &j);
-	printf("  %.*s  %-8s %s %s\n", (int)strcspn(key, "\n"), key,
-	       json_string_value(json_object_get(j, "network")) ?: "?",
-	       json_string_value(json_object_get(j, "remote_url")) ?: "",
-	       json_is_true(json_object_get(j, "found")) ? "(found by reconciling)" : "");
-	json_decref(j);
+	printf("  %s  %-8s %s %s\n", post_id, done->network[0] ? done->network : "?",
+	       done->remote_url, done->found ? "(found by reconciling)" : "");
 	return 0;
 }
 
@@ -85,7 +75,7 @@ int cmd_status(int argc, char **argv)
 		rc = store_txn_begin(st, 0, &txn);
 		if (rc == 0) {
 			printf("cross-posts done:\n");
-			rc = store_each_record(txn, STORE_CROSSPOSTS, "", print_crosspost, NULL);
+			rc = crosspost_each_done(txn, print_crosspost, NULL);
 			store_txn_abort(txn);
 		}
 	}

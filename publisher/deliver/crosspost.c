@@ -3,6 +3,7 @@
 
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/jsonstore.h"
 #include "core/log.h"
 #include "deliver/net.h"
 #include "deliver/social/social.h"
@@ -217,6 +218,75 @@ struct job_ctx {
 
 static void lease_round(struct run *r);
 
+/* The key of a cross-post done: "POST\nNETWORK". */
+static void done_key(char *key, size_t len, const char *post_id, const char *network)
+{
+	snprintf(key, len, "%s\n%s", post_id, network);
+}
+
+static int done_read(const void *record, size_t len, crosspost_done *out)
+{
+	json_t *j = NULL;
+	int rc = jsonstore_parse(record, len, &j);
+
+	memset(out, 0, sizeof(*out));
+	if (rc != 0)
+		return rc;
+	snprintf(out->network, sizeof(out->network), "%s",
+	         json_string_value(json_object_get(j, "network")) ?: "");
+	snprintf(out->remote_id, sizeof(out->remote_id), "%s",
+	         json_string_value(json_object_get(j, "remote_id")) ?: "");
+	snprintf(out->remote_url, sizeof(out->remote_url), "%s",
+	         json_string_value(json_object_get(j, "remote_url")) ?: "");
+	out->found = json_is_true(json_object_get(j, "found"));
+	out->done_ms = (int64_t)json_integer_value(json_object_get(j, "done_ms"));
+	json_decref(j);
+	return 0;
+}
+
+int crosspost_done_get(store_txn *txn, const char *post_id, const char *network,
+                       crosspost_done *out)
+{
+	char key[128];
+	const void *rec;
+	size_t len;
+	int rc;
+
+	done_key(key, sizeof(key), post_id, network);
+	rc = store_get_record(txn, STORE_CROSSPOSTS, key, &rec, &len);
+	if (rc != 0) {
+		memset(out, 0, sizeof(*out));
+		return rc;
+	}
+	return done_read(rec, len, out);
+}
+
+struct each_done_ctx {
+	crosspost_done_fn fn;
+	void *arg;
+};
+
+static int each_done(void *arg, const char *key, const void *record, size_t len)
+{
+	struct each_done_ctx *c = arg;
+	char post_id[128];
+	crosspost_done d;
+	int rc = done_read(record, len, &d);
+
+	if (rc != 0) {
+		log_error("crosspost: the record of %s is corrupt", key);
+		return 0; /* a reader shows the rest */
+	}
+	snprintf(post_id, sizeof(post_id), "%.*s", (int)strcspn(key, "\n"), key);
+	return c->fn(c->arg, post_id, &d);
+}
+
+int crosspost_each_done(store_txn *txn, crosspost_done_fn fn, void *arg)
+{
+	struct each_done_ctx c = { fn, arg };
+	return store_each_record(txn, STORE_CROSSPOSTS, "", each_done, &c);
+}
+
 static void on_posted(void *arg, const social_result *res)
 {
 	struct job_ctx *j = arg;
@@ -276,7 +346,7 @@ static void start_job(struct run *r, const outbox_job *job)
 	j->r = r;
 	snprintf(j->id, sizeof(j->id), "%s", job->id);
 	snprintf(j->network, sizeof(j->network), "%s", job->target);
-	snprintf(j->key, sizeof(j->key), "%s\n%s", post ? post : "", job->target);
+	done_key(j->key, sizeof(j->key), post ? post : "", job->target);
 	r->pending++;
 	if (drv == NULL || post == NULL || acct == NULL || !acct->enabled) {
 		snprintf(fail.error, sizeof(fail.error), "%s", drv == NULL ? "unknown network"

@@ -60,4 +60,26 @@ typedef struct crosspost_counts {
 int crosspost_run(const crosspost_options *opt, const crosspost_accounts *accounts,
                   crosspost_counts *counts);
 
+/* A cross-post done: the remote post recorded (STORE_CROSSPOSTS) in the
+ * transaction that completed its job. Only crosspost.c knows the record's
+ * layout; readers (status, the API's delivery state) get this view. */
+typedef struct crosspost_done {
+	char network[32];
+	char remote_id[96];       /* "" when the network gave none */
+	char remote_url[512];
+	int found;                /* 1: found by reconciling, not posted by this job */
+	int64_t done_ms;
+} crosspost_done;
+
+/* The cross-post of post_id on network, in txn. Returns 0 and *out,
+ * SAYIN_ENOTFOUND (not done), SAYIN_ECORRUPT or a store error. */
+int crosspost_done_get(store_txn *txn, const char *post_id, const char *network,
+                       crosspost_done *out);
+
+/* Calls fn for every cross-post done, in (post id, network) order; a
+ * corrupt record is logged and passed over. Returns 0, fn's first non-zero
+ * return, or a store error. */
+typedef int (*crosspost_done_fn)(void *arg, const char *post_id, const crosspost_done *done);
+int crosspost_each_done(store_txn *txn, crosspost_done_fn fn, void *arg);
+
 #endif

@@ -411,20 +411,39 @@ struct user_ctx {
 	void *arg;
 };
 
-static int each_user(void *arg, const char *id, json_t *job)
+static int each_user(void *arg, const char *id, json_t *j)
 {
 	struct user_ctx *u = arg;
-	return u->fn(u->arg, id, job);
+	outbox_job_view v = {
+		.target = json_string_value(json_object_get(j, "target")),
+		.payload = json_object_get(j, "payload"),
+		.attempts = (unsigned)jint(j, "attempts"),
+		.parked = json_is_true(json_object_get(j, "parked")),
+		.created_ms = jint(j, "created_ms"),
+		.next_ms = jint(j, "next_ms"),
+		.lease_until_ms = jint(j, "lease_until_ms"),
+		.last_error = json_string_value(json_object_get(j, "last_error")),
+	};
+	if (v.target == NULL)
+		v.target = "";
+	if (v.last_error == NULL)
+		v.last_error = "";
+	return u->fn(u->arg, id, &v);
+}
+
+int outbox_each_in(store_txn *txn, outbox_each_fn fn, void *arg)
+{
+	struct user_ctx u = { fn, arg };
+	return each_job(txn, NULL, each_user, &u);
 }
 
 int outbox_each(store *st, outbox_each_fn fn, void *arg)
 {
-	struct user_ctx u = { fn, arg };
 	store_txn *txn;
 	int rc = store_txn_begin(st, 0, &txn);
 	if (rc != 0)
 		return rc;
-	rc = each_job(txn, NULL, each_user, &u);
+	rc = outbox_each_in(txn, fn, arg);
 	store_txn_abort(txn);
 	return rc;
 }
@@ -434,19 +453,19 @@ struct stats_ctx {
 	int64_t now;
 };
 
-static int stats_one(void *arg, const char *id, const json_t *rec)
+static int stats_one(void *arg, const char *id, const outbox_job_view *job)
 {
 	struct stats_ctx *c = arg;
 	(void)id;
-	if (json_is_true(json_object_get(rec, "parked"))) {
+	if (job->parked) {
 		c->s->parked++;
 		return 0;
 	}
 	c->s->depth++;
-	if (jint(rec, "lease_until_ms") > c->now)
+	if (job->lease_until_ms > c->now)
 		c->s->leased++;
-	if (c->s->oldest_ms == 0 || jint(rec, "created_ms") < c->s->oldest_ms)
-		c->s->oldest_ms = jint(rec, "created_ms");
+	if (c->s->oldest_ms == 0 || job->created_ms < c->s->oldest_ms)
+		c->s->oldest_ms = job->created_ms;
 	return 0;
 }
 

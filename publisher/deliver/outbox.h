@@ -104,8 +104,26 @@ typedef struct outbox_stats {
 
 int outbox_stats_get(store *st, int64_t now_ms, outbox_stats *out);
 
-/* Calls fn for every job (parked or not) with its raw record, in id order. */
-typedef int (*outbox_each_fn)(void *arg, const char *id, const json_t *record);
+/* A job as the outbox keeps it, for readers (status, the API's delivery
+ * state): only outbox.c knows the record's fields. Pointers are valid
+ * during the callback only. */
+typedef struct outbox_job_view {
+	const char *target;
+	const json_t *payload;    /* what the enqueuer gave, as given */
+	unsigned attempts;        /* failures so far */
+	int parked;               /* 1: waits for `sayin-publisher retry` */
+	int64_t created_ms;
+	int64_t next_ms;          /* the next attempt, after a failure */
+	int64_t lease_until_ms;   /* a worker holds it until then */
+	const char *last_error;   /* "" when none */
+} outbox_job_view;
+
+/* Calls fn for every job (parked or not), in id order, in its own read
+ * transaction (outbox_each) or in txn (outbox_each_in). Returns 0, fn's
+ * first non-zero return, SAYIN_ECORRUPT for a job record that does not
+ * parse, or a store error. */
+typedef int (*outbox_each_fn)(void *arg, const char *id, const outbox_job_view *job);
 int outbox_each(store *st, outbox_each_fn fn, void *arg);
+int outbox_each_in(store_txn *txn, outbox_each_fn fn, void *arg);
 
 #endif

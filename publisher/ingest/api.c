@@ -4,6 +4,9 @@
 #include "core/error.h"
 #include "core/jsonstore.h"
 #include "core/log.h"
+#include "deliver/crosspost.h"
+#include "deliver/outbox.h"
+#include "deliver/social/social.h"
 #include "ingest/internal.h"
 #include "render/feed.h"
 #include "render/record.h"
@@ -301,31 +304,23 @@ struct delivery_scan {
 	json_t *crosspost; /* network -> state */
 };
 
-static int scan_job(void *arg, const char *key, const void *record, size_t len)
+static int scan_job(void *arg, const char *id, const outbox_job_view *job)
 {
 	struct delivery_scan *d = arg;
-	json_t *j = json_loadb(record, len, 0, NULL);
-	const json_t *payload = json_object_get(j, "payload");
-	const char *post = json_string_value(json_object_get(payload, "post"));
-	const char *target = json_string_value(json_object_get(j, "target"));
-	int parked = json_is_true(json_object_get(j, "parked"));
-	(void)key;
-	if (post != NULL && target != NULL && strcmp(post, d->post) == 0) {
-		if (strcmp(target, "x") == 0 || strcmp(target, "facebook") == 0) {
-			json_object_set_new(d->crosspost, target,
-			                    json_pack("{s:s, s:I, s:s}", "state",
-			                              parked ? "needs action" : "pending", "attempts",
-			                              json_integer_value(json_object_get(j, "attempts")),
-			                              "last_error",
-			                              json_string_value(json_object_get(j, "last_error"))
-			                                      ?: ""));
-		} else if (parked) {
-			d->cdn_parked++;
-		} else {
-			d->cdn_pending++;
-		}
+	const char *post = json_string_value(json_object_get(job->payload, "post"));
+	(void)id;
+	if (post == NULL || strcmp(post, d->post) != 0)
+		return 0;
+	if (social_driver_find(job->target) != NULL) {
+		json_object_set_new(d->crosspost, job->target,
+		                    json_pack("{s:s, s:I, s:s}", "state",
+		                              job->parked ? "needs action" : "pending", "attempts",
+		                              (json_int_t)job->attempts, "last_error", job->last_error));
+	} else if (job->parked) {
+		d->cdn_parked++;
+	} else {
+		d->cdn_pending++;
 	}
-	json_decref(j);
 	return 0;
 }
 
@@ -334,23 +329,19 @@ static int scan_job(void *arg, const char *key, const void *record, size_t len)
 static json_t *delivery_view(store_txn *txn, const char *id)
 {
 	struct delivery_scan d = { .post = id, .crosspost = json_object() };
-	static const char *const networks[] = { "x", "facebook" };
-	for (size_t i = 0; i < 2; i++) {
-		char key[128];
-		const void *rec;
-		size_t len;
-		snprintf(key, sizeof(key), "%s\n%s", id, networks[i]);
-		if (store_get_record(txn, STORE_CROSSPOSTS, key, &rec, &len) == 0) {
-			json_t *r = json_loadb(rec, len, 0, NULL);
-			if (r != NULL) {
-				json_object_set_new(r, "state", json_string("done"));
-				json_object_set_new(d.crosspost, networks[i], r);
-			}
-		}
+	for (size_t i = 0; social_drivers[i] != NULL; i++) {
+		crosspost_done done;
+		if (crosspost_done_get(txn, id, social_drivers[i]->name, &done) == 0)
+			json_object_set_new(d.crosspost, social_drivers[i]->name,
+			                    json_pack("{s:s, s:s, s:s, s:b, s:I, s:s}", "network",
+			                              done.network, "remote_id", done.remote_id,
+			                              "remote_url", done.remote_url, "found", done.found,
+			                              "done_ms", (json_int_t)done.done_ms, "state",
+			                              "done"));
 	}
 	/* O(queue depth): the queue is short unless a target is down, and
 	 * this is a per-post read, not a fan's path. */
-	store_each_record(txn, STORE_OUTBOX, "", scan_job, &d);
+	outbox_each_in(txn, scan_job, &d);
 	return json_pack("{s:s, s:{s:s, s:i, s:i}, s:o}", "origin", "live", "cdn", "state",
 	                 d.cdn_parked ? "needs action" : d.cdn_pending ? "pending" : "done",
 	                 "jobs_pending", d.cdn_pending, "jobs_parked", d.cdn_parked, "crosspost",

@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stddef.h>
 
@@ -138,4 +139,31 @@ int record_view_read(const json_t *post, record_view *v)
 	if (v->fallback_sha256 != NULL && v->fallback_mime == NULL)
 		ok = 0;
 	return ok ? 0 : SAYIN_ECORRUPT;
+}
+
+json_t *record_author_new(const char *handle, int64_t created_ms)
+{
+	return json_pack("{s:s, s:s, s:I, s:I}", "handle", handle, "name", handle, "created_ms",
+	                 (json_int_t)created_ms, "last_seq", (json_int_t)0);
+}
+
+int record_author_read(const json_t *author, record_author *v)
+{
+	v->handle = json_string_value(json_object_get(author, "handle"));
+	v->name = json_string_value(json_object_get(author, "name"));
+	v->created_ms = (int64_t)json_integer_value(json_object_get(author, "created_ms"));
+	v->last_seq = (uint64_t)json_integer_value(json_object_get(author, "last_seq"));
+	return v->name != NULL ? 0 : SAYIN_ECORRUPT;
+}
+
+int record_author_set_name(json_t *author, const char *name)
+{
+	return json_object_set_new(author, "name", json_string(name)) == 0 ? 0 : -ENOMEM;
+}
+
+int record_author_set_last_seq(json_t *author, uint64_t last_seq)
+{
+	return json_object_set_new(author, "last_seq", json_integer((json_int_t)last_seq)) == 0
+	               ? 0
+	               : -ENOMEM;
 }

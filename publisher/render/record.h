@@ -1,7 +1,9 @@
 /* record: the post record, the JSON document publish stores for every post
- * (the store's posts table), and the one file that knows its fields. It has
- * one writer, record_new (publish), and one view, record_view_read (the
- * feed, the pages, the API, a deletion).
+ * (the store's posts table), and the author record (the authors table): the
+ * one file that knows their fields. The post record has one writer,
+ * record_new (publish), and one view, record_view_read (the feed, the
+ * pages, the API, a deletion); the author record likewise
+ * record_author_new / record_author_read (publish, the author list).
  * Pure: no store, no clock. Threading: no shared state; any thread.
  *
  * The record, as stored (keys in this order):
@@ -85,5 +87,28 @@ typedef struct record_view {
  * (the feed, the API, a deletion) may use v after SAYIN_ECORRUPT and check
  * only the fields it uses. */
 int record_view_read(const json_t *post, record_view *v);
+
+/* The author record, as stored (keys in this order):
+ *   { "handle", "name", "created_ms", "last_seq" }
+ * A new author's name is its handle until an operator sets one. Returns the
+ * record (the caller's), or NULL when out of memory. */
+json_t *record_author_new(const char *handle, int64_t created_ms);
+
+/* An author record as its readers see it; pointers borrowed from the
+ * record. A field that is absent or of the wrong type reads as NULL or 0. */
+typedef struct record_author {
+	const char *handle;
+	const char *name;
+	int64_t created_ms;
+	uint64_t last_seq;          /* the newest post's seq; 0 before the first */
+} record_author;
+
+/* Reads author into *v (filled in every case). Returns 0, or
+ * SAYIN_ECORRUPT when the name is missing. */
+int record_author_read(const json_t *author, record_author *v);
+
+/* Set the name or last_seq of an author record. Return 0 or -ENOMEM. */
+int record_author_set_name(json_t *author, const char *name);
+int record_author_set_last_seq(json_t *author, uint64_t last_seq);
 
 #endif
