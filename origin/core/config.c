@@ -9,8 +9,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* Every setting either program knows. Keep README's table in step
- * (`sayin-publisher config-reference` prints it). */
+/* Every setting either program knows. publisher/README.md's table is what
+ * `sayin-publisher settings` prints (test_config checks it). */
 typedef struct setting {
 	const char *name;    /* flag: --name */
 	const char *section; /* INI [section] */
@@ -129,7 +129,7 @@ static const setting settings[] = {
 	  "AWS secret access key (secret)" },
 	{ "aws-region", "cdn", "aws_region", "AWS_REGION", "us-east-1", "region for s3 signatures" },
 	{ "social-accounts", "social", "accounts", "SAYIN_SOCIAL_ACCOUNTS", NULL,
-	  "authors' X and Facebook credentials (INI, mode 600; see README)" },
+	  "authors' X and Facebook credentials (INI, mode 600; see publisher/README.md)" },
 	{ "x-api-url", "social", "x_api_url", "SAYIN_X_API_URL", "https://api.twitter.com",
 	  "X API base URL" },
 	{ "facebook-api-url", "social", "facebook_api_url", "SAYIN_FACEBOOK_API_URL",

@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-/* Exit codes, documented in README. */
+/* Exit codes, documented in publisher/README.md. */
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_BAD_INPUT = 3, EXIT_STORE_FULL = 4 };
 
 /* What a command's --help prints and what its config_load accepts. */

@@ -25,7 +25,7 @@ static const char *const serve_settings[] = {
 static const cmd_spec serve_spec = {
 	.name = "serve",
 	.usage = "Usage: sayin-publisher serve [options]\n\n"
-	         "Runs the ingest API (see README: POST /v1/posts, GET and DELETE\n"
+	         "Runs the ingest API (publisher/README.md: POST /v1/posts, GET and DELETE\n"
 	         "/v1/posts/ID, GET /v1/posts?author=, /healthz, /metrics) on --api-listen.\n"
 	         "Uploads are transcoded and published by --workers threads; SIGINT or\n"
 	         "SIGTERM finishes the work in flight, then exits.\n\n",

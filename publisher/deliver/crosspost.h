@@ -16,7 +16,7 @@
  * SAYIN_SOCIAL_ANN_X_CONSUMER_SECRET. The file is refused when its group or
  * others may read it. Secrets are never logged or printed.
  *
- * Guarantees (README, "Cross-posting"): a job is posted by one worker at a
+ * Guarantees (publisher/README.md, "Cross-posting"): a job is posted by one worker at a
  * time (an exclusive lock on DATA/crosspost.lock for overlapping cron runs,
  * plus the outbox lease); the remote id is recorded in the transaction that
  * completes the job; an attempt is recorded before the request, and a job

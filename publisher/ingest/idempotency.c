@@ -46,14 +46,15 @@ int idempotency_record(store_txn *txn, const char *handle, const char *key, int6
 }
 
 int idempotency_lookup(store *st, const char *handle, const char *key, int64_t now_ms,
-                       json_t **out)
+                       idempotency_response *out)
 {
 	char rkey[RECORD_KEY_MAX];
 	store_txn *txn;
 	json_t *j = NULL;
 	int rc;
 
-	*out = NULL;
+	if (out != NULL)
+		memset(out, 0, sizeof(*out));
 	record_key(rkey, handle, key);
 	rc = store_txn_begin(st, 0, &txn);
 	if (rc == 0) {
@@ -63,12 +64,21 @@ int idempotency_lookup(store *st, const char *handle, const char *key, int64_t n
 	if (rc == 0 && json_integer_value(json_object_get(j, "created_ms")) <
 	                       now_ms - IDEMPOTENCY_TTL_MS)
 		rc = SAYIN_ENOTFOUND; /* expired: the key is free again */
-	if (rc != 0) {
+	if (rc != 0 || out == NULL) {
 		json_decref(j);
 		return rc;
 	}
-	*out = j;
+	out->request_sha256 = json_string_value(json_object_get(j, "request_sha256"));
+	out->post_id = json_string_value(json_object_get(j, "post_id"));
+	out->body = json_string_value(json_object_get(j, "body"));
+	out->record = j;
 	return 0;
+}
+
+void idempotency_response_free(idempotency_response *r)
+{
+	json_decref(r->record);
+	memset(r, 0, sizeof(*r));
 }
 
 struct sweep_ctx {

@@ -30,12 +30,22 @@ int idempotency_key_valid(const char *k);
 int idempotency_record(store_txn *txn, const char *handle, const char *key, int64_t now_ms,
                        const char *request_sha256, const char *post_id, const char *body);
 
+/* A first response on record. The strings live in record, until
+ * idempotency_response_free. */
+typedef struct idempotency_response {
+	const char *request_sha256; /* what identified the request; NULL if missing */
+	const char *post_id;
+	const char *body;           /* the response body; NULL if missing */
+	json_t *record;
+} idempotency_response;
+
 /* The first response to (handle, key) on record and not expired at now_ms.
- * Returns 0 and *out (the record, the caller's), SAYIN_ENOTFOUND (none, or
- * expired: the key is free again), SAYIN_ECORRUPT (a record that is not a
- * JSON object) or a store error; *out is NULL on error. */
+ * Returns 0 and *out (out may be NULL: is there one?), SAYIN_ENOTFOUND
+ * (none, or expired: the key is free again), SAYIN_ECORRUPT (a record that
+ * is not a JSON object) or a store error; *out is empty on error. */
 int idempotency_lookup(store *st, const char *handle, const char *key, int64_t now_ms,
-                       json_t **out);
+                       idempotency_response *out);
+void idempotency_response_free(idempotency_response *r);
 
 /* Deletes the records that have expired at now_ms, in one write
  * transaction (committed only when it deleted some). Returns 0 and *swept,

@@ -193,16 +193,11 @@ static void respond_overloaded(struct api *a, http_request *req, int close_after
  * that has not expired. */
 static int idem_known(struct api *a, const char *handle, const char *idem_key)
 {
-	json_t *j = NULL;
-	int known;
-
 	for (struct job *q = a->inflight; q != NULL; q = q->next_inflight) {
 		if (strcmp(q->author, handle) == 0 && strcmp(q->idem_key, idem_key) == 0)
 			return 1;
 	}
-	known = idempotency_lookup(a->st, handle, idem_key, clock_now_ms(), &j) == 0;
-	json_decref(j);
-	return known;
+	return idempotency_lookup(a->st, handle, idem_key, clock_now_ms(), NULL) == 0;
 }
 
 /* POST /v1/posts, headers in: authenticate, check capacity, size and type,
@@ -360,9 +355,8 @@ static int replay_recorded(struct api *a, http_request *req, struct req_state *r
                            const char *request_sha)
 {
 	static const http_header replay_hdr[] = { { "Idempotent-Replayed", "true" } };
-	json_t *j = NULL;
-	int rc = idempotency_lookup(a->st, rs->who.handle, rs->idem_key, clock_now_ms(), &j);
-	const char *sha, *body;
+	idempotency_response r;
+	int rc = idempotency_lookup(a->st, rs->who.handle, rs->idem_key, clock_now_ms(), &r);
 
 	if (rc == SAYIN_ENOTFOUND)
 		return 0;
@@ -370,20 +364,17 @@ static int replay_recorded(struct api *a, http_request *req, struct req_state *r
 		api__respond_error(req, 500, "internal", sayin_strerror(rc), NULL, 0, 0);
 		return -1;
 	}
-	sha = json_string_value(json_object_get(j, "request_sha256"));
-	body = json_string_value(json_object_get(j, "body"));
-	if (sha == NULL || body == NULL || strcmp(sha, request_sha) != 0) {
+	if (r.request_sha256 == NULL || r.body == NULL || strcmp(r.request_sha256, request_sha) != 0) {
 		api__respond_error(req, 422, "idempotency_key_reused",
 		                   "this Idempotency-Key was used for a different request", NULL, 0, 0);
 	} else {
-		char location[128], *copy = strdup(body);
+		char location[128], *copy = strdup(r.body);
 		http_header h[2] = { { "Location", location }, replay_hdr[0] };
-		snprintf(location, sizeof(location), "/v1/posts/%s",
-		         json_string_value(json_object_get(j, "post_id")));
+		snprintf(location, sizeof(location), "/v1/posts/%s", r.post_id);
 		metrics_add(a->shard, a->m_replayed, 1);
 		api__respond_owned(req, 201, copy, h, 2, 0);
 	}
-	json_decref(j);
+	idempotency_response_free(&r);
 	return 1;
 }
 

@@ -148,7 +148,7 @@ void media_waveform_free(media_waveform *w);
 
 /* FFmpeg's AAC coders (its aac_coder option) that a media_aac_options may
  * name. fast is the default: a quarter of twoloop's CPU; what it costs in
- * quality was measured by scripts/bench/aac-quality (README, Media). */
+ * quality was measured by scripts/bench/aac-quality (publisher/media/README.md). */
 #define MEDIA_DEFAULT_AAC_CODER "fast"
 
 typedef struct media_aac_options {

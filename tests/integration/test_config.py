@@ -2,6 +2,7 @@
 (--config FILE or SAYIN_CONFIG), which beats the default. Unknown INI keys
 are refused. --help everywhere."""
 
+import os
 import socket
 
 import pytest
@@ -225,3 +226,17 @@ def test_help_exits_0_and_prints_usage(sayin, tmp_path, argv, must_mention):
     for word in must_mention:
         assert word in r.stdout, "%s --help does not mention %s" % (" ".join(argv), word)
     assert not store.exists()
+
+
+def test_the_settings_table_in_publisher_readme_is_what_the_program_prints(sayin):
+    """Docs live beside the code and stay in step with it: the settings
+    table in publisher/README.md is, line for line and in order, what
+    `sayin-publisher settings` prints."""
+    r = sayin.run(sayin.publisher, ["settings"], timeout=10)
+    assert r.returncode == 0, r
+    table = r.stdout.strip()
+    assert table.count("\n") > 20, table
+    readme = os.path.join(os.path.dirname(__file__), "..", "..", "publisher", "README.md")
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    assert table in text, "publisher/README.md's settings table differs from `settings`"

@@ -223,7 +223,7 @@ TRUNCATED = r"truncat"
 CORRUPT = r"corrupt"
 REJECTIONS = {
     # Cut in half: every format. The message names the cut where the
-    # container lets us see one (see README, Media).
+    # container lets us see one (see publisher/media/README.md).
     "wav-truncated": (_truncate("wav-float", 0.5), r"claims \d+ bytes but only \d+ remain"),
     "flac-truncated": (_truncate("flac", 0.5), r"corrupt|truncat"),
     "mp3-truncated": (_truncate("mp3", 0.5), TRUNCATED),
