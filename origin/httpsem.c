@@ -8,13 +8,6 @@
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-static char *put_2digits(char *p, unsigned v)
-{
-	*p++ = (char)('0' + v / 10 % 10);
-	*p++ = (char)('0' + v % 10);
-	return p;
-}
-
 static const char *skip_ows(const char *p)
 {
 	while (*p == ' ' || *p == '\t')
@@ -39,53 +32,6 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
 	unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
 	unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
 	return era * 146097 + (int64_t)doe - 719468;
-}
-
-static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
-{
-	z += 719468;
-	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-	unsigned doe = (unsigned)(z - era * 146097);
-	unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-	unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-	unsigned mp = (5 * doy + 2) / 153;
-	*d = doy - (153 * mp + 2) / 5 + 1;
-	*m = mp < 10 ? mp + 3 : mp - 9;
-	*y = (int64_t)yoe + era * 400 + (*m <= 2);
-}
-
-/* Writes the IMF-fixdate of t ("Sun, 06 Nov 1994 08:49:37 GMT") into out
- * (at least 30 bytes). Years outside 0..9999 are clamped. */
-void httpsem_format_date(int64_t t, char *out)
-{
-	int64_t days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
-	int64_t secs = t - days * 86400, y;
-	unsigned m, d;
-	char *p = out;
-
-	civil_from_days(days, &y, &m, &d);
-	if (y < 0 || y > 9999) {
-		y = y < 0 ? 0 : 9999;
-		m = y == 0 ? 1 : 12;
-		d = y == 0 ? 1 : 31;
-		secs = y == 0 ? 0 : 86399;
-	}
-	p = httpsem_put_str(p, day_names[((days % 7) + 11) % 7]); /* 1970-01-01 was a Thursday */
-	p = httpsem_put_str(p, ", ");
-	p = put_2digits(p, d);
-	*p++ = ' ';
-	p = httpsem_put_str(p, month_names[m - 1]);
-	*p++ = ' ';
-	p = put_2digits(p, (unsigned)(y / 100));
-	p = put_2digits(p, (unsigned)(y % 100));
-	*p++ = ' ';
-	p = put_2digits(p, (unsigned)(secs / 3600));
-	*p++ = ':';
-	p = put_2digits(p, (unsigned)(secs / 60 % 60));
-	*p++ = ':';
-	p = put_2digits(p, (unsigned)(secs % 60));
-	p = httpsem_put_str(p, " GMT");
-	*p = '\0';
 }
 
 static int parse_digits(const char *p, size_t n, unsigned *out)

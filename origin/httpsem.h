@@ -45,10 +45,8 @@ static inline char *httpsem_put_u64(char *p, uint64_t v)
 
 /* ---- HTTP-date (RFC 9110 5.6.7) ---- */
 
-/* Writes the IMF-fixdate of unix time t ("Sun, 06 Nov 1994 08:49:37 GMT")
- * and a NUL into out (at least 30 bytes). Years outside 0..9999 are
- * clamped to 0000-01-01 00:00:00 or 9999-12-31 23:59:59. */
-void httpsem_format_date(int64_t t, char *out);
+/* (The IMF-fixdate writer is core/http.h's http_format_date: the core's
+ * Date header and serve's Last-Modified share it.) */
 
 /* Parses an HTTP-date in any of its three forms (IMF-fixdate, the obsolete
  * RFC 850 and asctime forms); trailing spaces and tabs are ignored. Returns

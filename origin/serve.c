@@ -307,7 +307,7 @@ static int parse_object_path(const char *path, uint8_t hash[STORE_HASH_LEN],
 static const char *cached_http_date(serve_handler *sh, int64_t t)
 {
 	if (sh->date_cache[0] == '\0' || sh->date_cache_time != t) {
-		httpsem_format_date(t, sh->date_cache);
+		http_format_date(t, sh->date_cache);
 		sh->date_cache_time = t;
 	}
 	return sh->date_cache;

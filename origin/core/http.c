@@ -978,21 +978,79 @@ static const llhttp_settings_t parser_settings = {
 
 /* ---- responses ---- */
 
+static const char day_names[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+static const char month_names[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+	                                 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+
+static char *put_str(char *p, const char *s)
+{
+	size_t n = strlen(s);
+	memcpy(p, s, n);
+	return p + n;
+}
+
+static char *put_2digits(char *p, unsigned v)
+{
+	*p++ = (char)('0' + v / 10 % 10);
+	*p++ = (char)('0' + v % 10);
+	return p;
+}
+
+/* The proleptic Gregorian date of a day count since 1970-01-01 (H.
+ * Hinnant's algorithm). */
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+	z += 719468;
+	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+	unsigned doe = (unsigned)(z - era * 146097);
+	unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	unsigned mp = (5 * doy + 2) / 153;
+	*d = doy - (153 * mp + 2) / 5 + 1;
+	*m = mp < 10 ? mp + 3 : mp - 9;
+	*y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+void http_format_date(int64_t t, char *out)
+{
+	int64_t days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
+	int64_t secs = t - days * 86400, y;
+	unsigned m, d;
+	char *p = out;
+
+	civil_from_days(days, &y, &m, &d);
+	if (y < 0 || y > 9999) {
+		y = y < 0 ? 0 : 9999;
+		m = y == 0 ? 1 : 12;
+		d = y == 0 ? 1 : 31;
+		secs = y == 0 ? 0 : 86399;
+	}
+	p = put_str(p, day_names[((days % 7) + 11) % 7]); /* 1970-01-01 was a Thursday */
+	p = put_str(p, ", ");
+	p = put_2digits(p, d);
+	*p++ = ' ';
+	p = put_str(p, month_names[m - 1]);
+	*p++ = ' ';
+	p = put_2digits(p, (unsigned)(y / 100));
+	p = put_2digits(p, (unsigned)(y % 100));
+	*p++ = ' ';
+	p = put_2digits(p, (unsigned)(secs / 3600));
+	*p++ = ':';
+	p = put_2digits(p, (unsigned)(secs / 60 % 60));
+	*p++ = ':';
+	p = put_2digits(p, (unsigned)(secs % 60));
+	p = put_str(p, " GMT");
+	*p = '\0';
+}
+
+/* The Date of this second, formatted once per second. */
 static const char *server_date(http_server *server)
 {
-	static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
-	static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
-		                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
 	time_t now = time(NULL);
-	struct tm tm;
 
 	if (now == server->date_sec && server->date[0] != '\0')
 		return server->date;
-	if (gmtime_r(&now, &tm) == NULL)
-		return server->date;
-	snprintf(server->date, sizeof(server->date), "%s, %02d %s %04d %02d:%02d:%02d GMT",
-	         days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900,
-	         tm.tm_hour, tm.tm_min, tm.tm_sec);
+	http_format_date((int64_t)now, server->date);
 	server->date_len = strlen(server->date);
 	server->date_sec = now;
 	return server->date;

@@ -171,6 +171,12 @@ http_header http_request_header_at(const http_request *req, size_t i);
 
 typedef void (*http_release_fn)(void *arg);
 
+/* Writes the IMF-fixdate of unix time t ("Sun, 06 Nov 1994 08:49:37 GMT",
+ * RFC 9110 5.6.7) and a NUL into out (at least 30 bytes), without printf.
+ * Years outside 0..9999 are clamped to 0000-01-01 00:00:00 or 9999-12-31
+ * 23:59:59. The core writes every response's Date with it. */
+void http_format_date(int64_t t, char *out);
+
 /* Sends the response to req. The core adds Date, Content-Length (body_len,
  * also for HEAD) and Connection: close when it will close the connection
  * (HTTP/1.0 without keep-alive, "Connection: close", or close_after != 0).
