@@ -68,10 +68,12 @@ static void test_put_then_get_in_canonical_form(void **state)
 static void test_missing_and_corrupt_records(void **state)
 {
 	struct fixture *f = *state;
-	json_t *out = json_object();
+	json_t *before = json_object(), *out = before;
 
+	/* *out is set to NULL on error, whatever it held. */
 	assert_int_equal(jsonstore_get(f->txn, STORE_META, "absent", &out), SAYIN_ENOTFOUND);
 	assert_null(out);
+	json_decref(before);
 	assert_int_equal(store_put_record(f->txn, STORE_META, "bad", "{\"a\":", 5), 0);
 	assert_int_equal(jsonstore_get(f->txn, STORE_META, "bad", &out), SAYIN_ECORRUPT);
 	assert_null(out);
