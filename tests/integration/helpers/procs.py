@@ -259,6 +259,14 @@ class Sayin:
     def cleanup(self):
         for proc in self.procs:
             if proc.poll() is None:
+                # A process that leads its own group (an edge: nginx's master
+                # and its workers) goes with the whole group, or its
+                # children outlive the test.
+                try:
+                    if os.getpgid(proc.pid) == proc.pid:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
                 proc.kill()
             try:
                 proc.wait(10)
