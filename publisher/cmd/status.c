@@ -43,8 +43,8 @@ static int print_job(void *arg, const char *id, const outbox_job_view *job)
 static int print_crosspost(void *arg, const char *post_id, const crosspost_done *done)
 {
 	(void)arg;
-	printf("  %s  %-8s %s %s\n", post_id, done->network[0] ? done->network : "?",
-	       done->remote_url, done->found ? "(found by reconciling)" : "");
+	printf("  %s  %-8s %s %s\n", post_id, done->network ? done->network : "?",
+	       done->remote_url ? done->remote_url : "", done->found ? "(found by reconciling)" : "");
 	return 0;
 }
 

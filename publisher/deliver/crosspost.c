@@ -218,10 +218,12 @@ struct job_ctx {
 
 static void lease_round(struct run *r);
 
-/* The key of a cross-post done: "POST\nNETWORK". */
-static void done_key(char *key, size_t len, const char *post_id, const char *network)
+/* The key of a cross-post done: "POST\nNETWORK". 0, or -1 when it does not
+ * fit in len. */
+static int done_key(char *key, size_t len, const char *post_id, const char *network)
 {
-	snprintf(key, len, "%s\n%s", post_id, network);
+	int n = snprintf(key, len, "%s\n%s", post_id, network);
+	return n >= 0 && (size_t)n < len ? 0 : -1;
 }
 
 static int done_read(const void *record, size_t len, crosspost_done *out)
@@ -232,33 +234,34 @@ static int done_read(const void *record, size_t len, crosspost_done *out)
 	memset(out, 0, sizeof(*out));
 	if (rc != 0)
 		return rc;
-	snprintf(out->network, sizeof(out->network), "%s",
-	         json_string_value(json_object_get(j, "network")) ?: "");
-	snprintf(out->remote_id, sizeof(out->remote_id), "%s",
-	         json_string_value(json_object_get(j, "remote_id")) ?: "");
-	snprintf(out->remote_url, sizeof(out->remote_url), "%s",
-	         json_string_value(json_object_get(j, "remote_url")) ?: "");
+	out->network = json_string_value(json_object_get(j, "network"));
+	out->remote_id = json_string_value(json_object_get(j, "remote_id"));
+	out->remote_url = json_string_value(json_object_get(j, "remote_url"));
 	out->found = json_is_true(json_object_get(j, "found"));
 	out->done_ms = (int64_t)json_integer_value(json_object_get(j, "done_ms"));
-	json_decref(j);
+	out->record = j;
 	return 0;
+}
+
+void crosspost_done_release(crosspost_done *d)
+{
+	json_decref(d->record);
+	memset(d, 0, sizeof(*d));
 }
 
 int crosspost_done_get(store_txn *txn, const char *post_id, const char *network,
                        crosspost_done *out)
 {
-	char key[128];
+	char key[512];
 	const void *rec;
 	size_t len;
 	int rc;
 
-	done_key(key, sizeof(key), post_id, network);
+	memset(out, 0, sizeof(*out));
+	if (done_key(key, sizeof(key), post_id, network) != 0)
+		return SAYIN_ENOTFOUND;
 	rc = store_get_record(txn, STORE_CROSSPOSTS, key, &rec, &len);
-	if (rc != 0) {
-		memset(out, 0, sizeof(*out));
-		return rc;
-	}
-	return done_read(rec, len, out);
+	return rc != 0 ? rc : done_read(rec, len, out);
 }
 
 struct each_done_ctx {
@@ -269,16 +272,19 @@ struct each_done_ctx {
 static int each_done(void *arg, const char *key, const void *record, size_t len)
 {
 	struct each_done_ctx *c = arg;
-	char post_id[128];
+	size_t id_len = strcspn(key, "\n");
+	char *post_id = strndup(key, id_len);
 	crosspost_done d;
-	int rc = done_read(record, len, &d);
+	int rc;
 
-	if (rc != 0) {
+	if (post_id == NULL)
+		return -ENOMEM;
+	if (done_read(record, len, &d) != 0)
 		log_error("crosspost: the record of %s is corrupt", key);
-		return 0; /* a reader shows the rest */
-	}
-	snprintf(post_id, sizeof(post_id), "%.*s", (int)strcspn(key, "\n"), key);
-	return c->fn(c->arg, post_id, &d);
+	rc = c->fn(c->arg, post_id, &d);
+	crosspost_done_release(&d);
+	free(post_id);
+	return rc;
 }
 
 int crosspost_each_done(store_txn *txn, crosspost_done_fn fn, void *arg)
@@ -346,7 +352,7 @@ static void start_job(struct run *r, const outbox_job *job)
 	j->r = r;
 	snprintf(j->id, sizeof(j->id), "%s", job->id);
 	snprintf(j->network, sizeof(j->network), "%s", job->target);
-	done_key(j->key, sizeof(j->key), post ? post : "", job->target);
+	(void)done_key(j->key, sizeof(j->key), post ? post : "", job->target);
 	r->pending++;
 	if (drv == NULL || post == NULL || acct == NULL || !acct->enabled) {
 		snprintf(fail.error, sizeof(fail.error), "%s", drv == NULL ? "unknown network"

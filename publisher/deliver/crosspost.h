@@ -29,6 +29,8 @@
 #include "deliver/outbox.h"
 #include "core/store.h"
 
+#include <jansson.h>
+
 typedef struct crosspost_accounts crosspost_accounts;
 
 /* Loads path (NULL or "": no file, accounts from the environment only).
@@ -62,23 +64,30 @@ int crosspost_run(const crosspost_options *opt, const crosspost_accounts *accoun
 
 /* A cross-post done: the remote post recorded (STORE_CROSSPOSTS) in the
  * transaction that completed its job. Only crosspost.c knows the record's
- * layout; readers (status, the API's delivery state) get this view. */
+ * layout; readers (status, the API's delivery state) get this view. The
+ * strings are borrowed from record: valid until crosspost_done_release (or,
+ * in crosspost_each_done, until fn returns). A field the record lacks is
+ * NULL (strings) or 0. */
 typedef struct crosspost_done {
-	char network[32];
-	char remote_id[96];       /* "" when the network gave none */
-	char remote_url[512];
+	const char *network;
+	const char *remote_id;
+	const char *remote_url;
 	int found;                /* 1: found by reconciling, not posted by this job */
 	int64_t done_ms;
+	json_t *record;
 } crosspost_done;
 
-/* The cross-post of post_id on network, in txn. Returns 0 and *out,
- * SAYIN_ENOTFOUND (not done), SAYIN_ECORRUPT or a store error. */
+/* The cross-post of post_id on network, in txn. Returns 0 and *out (release
+ * it), SAYIN_ENOTFOUND (not done), SAYIN_ECORRUPT or a store error; *out is
+ * empty on error. */
 int crosspost_done_get(store_txn *txn, const char *post_id, const char *network,
                        crosspost_done *out);
+void crosspost_done_release(crosspost_done *d);
 
-/* Calls fn for every cross-post done, in (post id, network) order; a
- * corrupt record is logged and passed over. Returns 0, fn's first non-zero
- * return, or a store error. */
+/* Calls fn for every cross-post done, in (post id, network) order. A
+ * corrupt record is logged and given to fn as an empty view (every field
+ * NULL or 0), so a listing still shows it. Returns 0, fn's first non-zero
+ * return, or a store error. Threading: as txn. */
 typedef int (*crosspost_done_fn)(void *arg, const char *post_id, const crosspost_done *done);
 int crosspost_each_done(store_txn *txn, crosspost_done_fn fn, void *arg);
 

@@ -336,6 +336,7 @@ typedef int (*job_fn)(void *arg, const char *id, json_t *job);
 struct each_ctx {
 	job_fn fn;
 	void *arg;
+	int skip_corrupt; /* readers: log a corrupt job and go on, as leasing does */
 };
 
 static int each_parsed(void *arg, const char *key, const void *record, size_t len)
@@ -343,6 +344,10 @@ static int each_parsed(void *arg, const char *key, const void *record, size_t le
 	struct each_ctx *c = arg;
 	json_t *j;
 	int rc = jsonstore_parse(record, len, &j);
+	if (rc != 0 && c->skip_corrupt) {
+		log_error("outbox: job %s has a corrupt record", key);
+		return 0;
+	}
 	if (rc != 0)
 		return rc;
 	rc = c->fn(c->arg, key, j);
@@ -355,7 +360,7 @@ static int each_parsed(void *arg, const char *key, const void *record, size_t le
  * store error. */
 static int each_job(store_txn *txn, const char *id, job_fn fn, void *arg)
 {
-	struct each_ctx c = { fn, arg };
+	struct each_ctx c = { fn, arg, 0 };
 	const void *rec;
 	size_t len;
 	int rc;
@@ -434,7 +439,8 @@ static int each_user(void *arg, const char *id, json_t *j)
 int outbox_each_in(store_txn *txn, outbox_each_fn fn, void *arg)
 {
 	struct user_ctx u = { fn, arg };
-	return each_job(txn, NULL, each_user, &u);
+	struct each_ctx c = { each_user, &u, 1 };
+	return store_each_record(txn, STORE_OUTBOX, "", each_parsed, &c);
 }
 
 int outbox_each(store *st, outbox_each_fn fn, void *arg)

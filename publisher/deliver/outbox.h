@@ -119,9 +119,10 @@ typedef struct outbox_job_view {
 } outbox_job_view;
 
 /* Calls fn for every job (parked or not), in id order, in its own read
- * transaction (outbox_each) or in txn (outbox_each_in). Returns 0, fn's
- * first non-zero return, SAYIN_ECORRUPT for a job record that does not
- * parse, or a store error. */
+ * transaction (outbox_each) or in txn (outbox_each_in). A job record that
+ * does not parse is logged and passed over, as leasing does, so a reader
+ * sees every other job. Returns 0, fn's first non-zero return, or a store
+ * error. */
 typedef int (*outbox_each_fn)(void *arg, const char *id, const outbox_job_view *job);
 int outbox_each(store *st, outbox_each_fn fn, void *arg);
 int outbox_each_in(store_txn *txn, outbox_each_fn fn, void *arg);

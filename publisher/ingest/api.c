@@ -324,6 +324,24 @@ static int scan_job(void *arg, const char *id, const outbox_job_view *job)
 	return 0;
 }
 
+/* A cross-post done as the API shows it: the fields on record, then
+ * "state": "done". */
+static json_t *crosspost_done_json(const crosspost_done *d)
+{
+	json_t *j = json_object();
+
+	if (d->network != NULL)
+		json_object_set_new(j, "network", json_string(d->network));
+	if (d->remote_id != NULL)
+		json_object_set_new(j, "remote_id", json_string(d->remote_id));
+	if (d->remote_url != NULL)
+		json_object_set_new(j, "remote_url", json_string(d->remote_url));
+	json_object_set_new(j, "found", json_boolean(d->found));
+	json_object_set_new(j, "done_ms", json_integer((json_int_t)d->done_ms));
+	json_object_set_new(j, "state", json_string("done"));
+	return j;
+}
+
 /* The post's delivery: the CDN jobs still waiting (none: delivered, or no
  * CDN configured) and each cross-post, done (with the remote post) or not. */
 static json_t *delivery_view(store_txn *txn, const char *id)
@@ -331,13 +349,11 @@ static json_t *delivery_view(store_txn *txn, const char *id)
 	struct delivery_scan d = { .post = id, .crosspost = json_object() };
 	for (size_t i = 0; social_drivers[i] != NULL; i++) {
 		crosspost_done done;
-		if (crosspost_done_get(txn, id, social_drivers[i]->name, &done) == 0)
+		if (crosspost_done_get(txn, id, social_drivers[i]->name, &done) == 0) {
 			json_object_set_new(d.crosspost, social_drivers[i]->name,
-			                    json_pack("{s:s, s:s, s:s, s:b, s:I, s:s}", "network",
-			                              done.network, "remote_id", done.remote_id,
-			                              "remote_url", done.remote_url, "found", done.found,
-			                              "done_ms", (json_int_t)done.done_ms, "state",
-			                              "done"));
+			                    crosspost_done_json(&done));
+			crosspost_done_release(&done);
+		}
 	}
 	/* O(queue depth): the queue is short unless a target is down, and
 	 * this is a per-post read, not a fan's path. */
