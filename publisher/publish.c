@@ -10,7 +10,7 @@
 #include "core/jsonstore.h"
 #include "core/log.h"
 #include "deliver/outbox.h"
-#include "ingest/idempotency.h"
+#include "idempotency.h"
 #include "render/feed.h"
 #include "render/page.h"
 #include "render/record.h"

@@ -15,7 +15,7 @@
 #include "core/metrics.h"
 #include "core/store.h"
 #include "ingest/auth.h"
-#include "ingest/idempotency.h"
+#include "idempotency.h"
 #include "ingest/multipart.h"
 #include "pipeline.h"
 #include "publish.h"

@@ -1,9 +1,8 @@
 /* idempotency: finds and expires the recorded first responses to Idempotency-Keys. */
-#include "ingest/idempotency.h"
+#include "idempotency.h"
 
 #include "core/error.h"
 #include "core/jsonstore.h"
-#include "publish.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -20,8 +19,8 @@ int idempotency_key_valid(const char *k)
 	return 1;
 }
 
-/* The record's key: "HANDLE\nKEY". */
-#define RECORD_KEY_MAX (PUBLISH_HANDLE_MAX + 2 + IDEMPOTENCY_KEY_MAX + 1)
+/* The record's key: "HANDLE\nKEY" (a store key holds at most 400 bytes). */
+#define RECORD_KEY_MAX 401
 
 static void record_key(char out[RECORD_KEY_MAX], const char *handle, const char *key)
 {
@@ -119,6 +118,7 @@ int idempotency_sweep(store *st, int64_t now_ms, unsigned *swept)
 		rc = store_txn_commit(c.txn);
 	else
 		store_txn_abort(c.txn);
-	*swept = c.n;
+	if (rc == 0)
+		*swept = c.n;
 	return rc;
 }

@@ -1,5 +1,7 @@
 /* idempotency: the Idempotency-Key records of POST /v1/posts, and the only
- * code that knows their layout. The publish transaction records the first
+ * code that knows their layout. It sits below both its users, the ingest
+ * API (lookups, sweeps) and publish (the record, written in the post's
+ * transaction), and depends on the store alone. The publish transaction records the first
  * response to (author, key) through idempotency_record (publish_input's
  * idempotency_key), in the transaction that makes the post; this module
  * finds it again for a retry and removes it once it has expired.
