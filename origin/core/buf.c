@@ -84,6 +84,10 @@ int buf_vprintf(buf *b, const char *fmt, va_list ap)
 	n = vsnprintf(b->len < b->cap ? b->data + b->len : NULL,
 	              b->len < b->cap ? b->cap - b->len : 0, fmt, ap);
 	if (n < 0) {
+		/* A format error fails the buffer too: one rule for the writer. */
+		if (b->data != NULL)
+			b->data[b->len] = '\0';
+		b->failed = 1;
 		va_end(again);
 		return -EINVAL;
 	}
@@ -131,6 +135,11 @@ char *buf_take(buf *b, size_t *len)
 {
 	char *p = b->data;
 
+	if (b->failed) {
+		free(p);
+		p = NULL;
+		b->len = 0;
+	}
 	if (len != NULL)
 		*len = b->len;
 	b->data = NULL;

@@ -33,7 +33,8 @@ int buf_append(buf *b, const void *p, size_t n);
 int buf_puts(buf *b, const char *s);
 /* Appends one byte. 0 or -ENOMEM. */
 int buf_putc(buf *b, char c);
-/* Appends printf-formatted text. 0, -ENOMEM, or -EINVAL for a format error. */
+/* Appends printf-formatted text. 0, -ENOMEM, or -EINVAL for a format error
+ * (which, like running out of memory, marks the buffer failed). */
 int buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_vprintf(buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Appends n zero bytes. 0 or -ENOMEM. */
@@ -42,8 +43,10 @@ int buf_zeros(buf *b, size_t n);
 int buf_failed(const buf *b);
 /* Empties the buffer and clears failed; keeps the memory for reuse. */
 void buf_reset(buf *b);
-/* Hands the contents to the caller (free() them; NULL when empty) and
- * leaves b empty, as BUF_INIT. *len (if not NULL) gets the length. */
+/* Hands the contents to the caller (free() them) and leaves b as BUF_INIT.
+ * *len (if not NULL) gets the length. Returns NULL when nothing was ever
+ * appended, and for a failed buffer (whose contents it frees: partial
+ * output is never handed on); an emptied buffer gives "". */
 char *buf_take(buf *b, size_t *len);
 /* Frees the memory; b is then as BUF_INIT. */
 void buf_free(buf *b);

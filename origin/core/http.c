@@ -1011,20 +1011,22 @@ static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
 	*y = (int64_t)yoe + era * 400 + (*m <= 2);
 }
 
+/* The first and last second an IMF-fixdate can write. */
+#define DATE_MIN (-62167219200LL) /* 0000-01-01 00:00:00 */
+#define DATE_MAX 253402300799LL   /* 9999-12-31 23:59:59 */
+
 void http_format_date(int64_t t, char *out)
 {
-	int64_t days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
-	int64_t secs = t - days * 86400, y;
+	int64_t days, secs, y;
 	unsigned m, d;
 	char *p = out;
 
+	/* Clamped first, so the weekday is the printed date's and -t cannot
+	 * overflow. */
+	t = t < DATE_MIN ? DATE_MIN : t > DATE_MAX ? DATE_MAX : t;
+	days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
+	secs = t - days * 86400;
 	civil_from_days(days, &y, &m, &d);
-	if (y < 0 || y > 9999) {
-		y = y < 0 ? 0 : 9999;
-		m = y == 0 ? 1 : 12;
-		d = y == 0 ? 1 : 31;
-		secs = y == 0 ? 0 : 86399;
-	}
 	p = put_str(p, day_names[((days % 7) + 11) % 7]); /* 1970-01-01 was a Thursday */
 	p = put_str(p, ", ");
 	p = put_2digits(p, d);

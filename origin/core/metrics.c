@@ -514,6 +514,7 @@ int metrics_render(metrics *m, char **out, size_t *len)
 	buf b = BUF_INIT;
 	char value[32];
 
+	buf_reserve(&b, 4096); /* a page's usual size: few reallocations per scrape */
 	buf_append(&b, "", 0); /* an empty registry still yields "" */
 	for (size_t fi = 0; fi < m->n_families; fi++) {
 		const struct family *f = &m->families[fi];

@@ -42,6 +42,20 @@ static void test_format_date_clamps_years(void **state)
 	assert_string_equal(out + 3, ", 01 Jan 0000 00:00:00 GMT");
 }
 
+/* Clamped dates carry their own weekday, and the extremes do not overflow. */
+static void test_format_date_clamped_weekday(void **state)
+{
+	(void)state;
+	char out[32];
+
+	http_format_date(253402300800, out);
+	assert_string_equal(out, "Fri, 31 Dec 9999 23:59:59 GMT");
+	http_format_date(INT64_MAX, out);
+	assert_string_equal(out, "Fri, 31 Dec 9999 23:59:59 GMT");
+	http_format_date(INT64_MIN, out);
+	assert_string_equal(out, "Sat, 01 Jan 0000 00:00:00 GMT");
+}
+
 /* What the writer writes, the parser reads back, across the whole range. */
 static void test_format_then_parse_round_trips(void **state)
 {
@@ -61,6 +75,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_format_date),
 		cmocka_unit_test(test_format_date_clamps_years),
+		cmocka_unit_test(test_format_date_clamped_weekday),
 		cmocka_unit_test(test_format_then_parse_round_trips),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
