@@ -32,7 +32,13 @@ BIN := $(BUILD)/bin
 
 CFLAGS ?= -O2 -g
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(SAN_FLAGS) -Iorigin -Ipublisher -I$(LLHTTP_INC) $(PKG_CFLAGS) $(CFLAGS)
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(SAN_FLAGS)
+ALL_CFLAGS := $(BASE_CFLAGS) -Iorigin -Ipublisher -I$(LLHTTP_INC) $(PKG_CFLAGS) $(CFLAGS)
+# The core is compiled without -Ipublisher and with its own libraries'
+# flags only (jansson for jsonstore, the publisher-only member), so the
+# compiler too refuses a core file that reaches outside core/.
+CORE_CFLAGS := $(BASE_CFLAGS) -Iorigin -I$(LLHTTP_INC) \
+	$(shell $(PKG_CONFIG) --cflags $(CORE_PKGS) jansson 2>/dev/null) $(CFLAGS)
 ALL_LDFLAGS := $(SAN_FLAGS) $(LDFLAGS)
 LIBS := $(CORE_LIBS) -lm -lpthread
 
@@ -45,7 +51,7 @@ LLHTTP_CFLAGS := -O2 -g -w $(SAN_FLAGS) -I$(LLHTTP_INC)
 CORE_SRCS := $(sort $(wildcard origin/core/*.c))
 ORIGIN_SRCS := $(sort $(wildcard origin/*.c))
 PUBLISHER_SRCS := $(sort $(shell find publisher -name '*.c'))
-RENDER_ASSETS := $(sort $(wildcard publisher/render/assets/*))
+RENDER_ASSETS := $(sort $(wildcard publisher/render/assets/*.css publisher/render/assets/*.js))
 RENDER_ASSETS_OBJ := $(BUILD)/gen/render/assets.o
 LLHTTP_SRCS := $(wildcard $(LLHTTP_DIR)/*.c)
 
@@ -81,6 +87,10 @@ $(BIN)/sayin-publisher: $(PUBLISHER_OBJS) $(BUILD)/libcore.a
 $(BUILD)/libcore.a: $(CORE_OBJS)
 	$(AR) rcs $@ $^
 
+$(BUILD)/origin/core/%.o: origin/core/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CORE_CFLAGS) -MMD -MP -c -o $@ $<
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
@@ -95,9 +105,11 @@ $(BUILD)/libunitsupport.a: $(UNIT_SUPPORT_OBJS)
 	@mkdir -p $(@D)
 	$(AR) rcs $@ $^
 
-$(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libunitsupport.a $(ORIGIN_LIB_OBJS) $(PUBLISHER_LIB_OBJS) $(BUILD)/libcore.a
+# Each test is compiled to an object first, so its dependency file rebuilds
+# it when a header it includes changes.
+$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(BUILD)/libunitsupport.a $(ORIGIN_LIB_OBJS) $(PUBLISHER_LIB_OBJS) $(BUILD)/libcore.a
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Itests/unit $(ALL_LDFLAGS) -o $@ $^ $(PUBLISHER_LIBS) $(LIBS) $(shell $(PKG_CONFIG) --libs cmocka libbrotlidec)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PUBLISHER_LIBS) $(LIBS) $(shell $(PKG_CONFIG) --libs cmocka libbrotlidec)
 
 $(BUILD)/tests/unit/%.o: tests/unit/%.c
 	@mkdir -p $(@D)
