@@ -10,6 +10,7 @@
 #include "core/jsonstore.h"
 #include "core/log.h"
 #include "deliver/outbox.h"
+#include "deliver/payload.h"
 #include "idempotency.h"
 #include "render/feed.h"
 #include "render/page.h"
@@ -88,8 +89,7 @@ static int note_object(documents_changes *ch, const char *hex, const char *ctype
 	snprintf(path, sizeof(path), "/a/%s.%s", hex, object_ext(ctype));
 	if (removed)
 		return documents_note_name(ch, path, NULL, 1);
-	return json_array_append_new(ch->objects, json_pack("{s:s, s:s, s:s}", "path", path,
-	                                                    "sha256", hex, "type", ctype)) == 0
+	return json_array_append_new(ch->objects, payload_object_new(path, hex, ctype)) == 0
 	               ? 0
 	               : -ENOMEM;
 }
@@ -163,9 +163,11 @@ static int enqueue_deliveries(store_txn *txn, const publish_settings *set,
 	                            json_array_size(ch->removed) == 0 &&
 	                            json_array_size(ch->objects) == 0))
 		return 0;
-	payload = json_pack("{s:s, s:s, s:s, s:O, s:O, s:O, s:O}", "event", event, "author", author,
-	                    "post", post_id ? post_id : "", "paths", ch->paths, "keys", ch->keys,
-	                    "objects", ch->objects, "removed", ch->removed);
+	json_t *const lists[PAYLOAD_LIST_COUNT] = {
+		[PAYLOAD_PATHS] = ch->paths, [PAYLOAD_KEYS] = ch->keys,
+		[PAYLOAD_OBJECTS] = ch->objects, [PAYLOAD_REMOVED] = ch->removed,
+	};
+	payload = payload_cdn_new(event, author, post_id, lists);
 	if (payload == NULL)
 		return -ENOMEM;
 	for (int stage = 0; rc == 0 && stage < 8; stage++) {
@@ -213,8 +215,7 @@ static int enqueue_crossposts(store_txn *txn, const publish_settings *set, const
 		if (!network_selected(in->crosspost, networks[i]) ||
 		    !set->crosspost_enabled(set->crosspost_arg, in->author, networks[i]))
 			continue;
-		payload = json_pack("{s:s, s:s, s:s, s:s, s:s}", "event", "crosspost", "post", res->id,
-		                    "author", in->author, "text", in->text ? in->text : "", "url", url);
+		payload = payload_crosspost_new(res->id, in->author, in->text, url);
 		if (payload == NULL)
 			return -ENOMEM;
 		rc = outbox_enqueue(txn, networks[i], payload, cdn->last, cdn->n_last, now_ms, id);

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "deliver/crosspost.h"
 #include "deliver/outbox.h"
+#include "deliver/payload.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -22,15 +23,17 @@ static const cmd_spec status_spec = {
 static int print_job(void *arg, const char *id, const outbox_job_view *job)
 {
 	int64_t now = *(const int64_t *)arg;
-	const char *post = json_string_value(json_object_get(job->payload, "post"));
-	const char *author = json_string_value(json_object_get(job->payload, "author"));
-	const char *subject = post != NULL && *post != '\0' ? post : author != NULL ? author : "?";
+	payload_view pv;
+	const char *subject;
+
+	payload_read(job->payload, &pv);
+	subject = pv.post != NULL && *pv.post != '\0' ? pv.post : pv.author != NULL ? pv.author : "?";
 
 	printf("%s  %-10s %-7s %s %s  attempts %lld  ", id, job->target,
 	       job->parked ? "PARKED" : job->lease_until_ms > now ? "leased"
 	                              : job->next_ms > now        ? "backoff"
 	                                                          : "due",
-	       json_string_value(json_object_get(job->payload, "event")) ?: "?", subject,
+	       pv.event ?: "?", subject,
 	       (long long)job->attempts);
 	if (!job->parked && job->next_ms > now)
 		printf("next in %.1f s  ", (double)(job->next_ms - now) / 1e3);

@@ -7,6 +7,7 @@
 #include "core/log.h"
 #include "deliver/net.h"
 #include "deliver/social/social.h"
+#include "deliver/payload.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -338,15 +339,18 @@ static void on_posted(void *arg, const social_result *res)
 static void start_job(struct run *r, const outbox_job *job)
 {
 	const social_driver *drv = social_driver_find(job->target);
-	const char *author = json_string_value(json_object_get(job->payload, "author"));
-	const char *post = json_string_value(json_object_get(job->payload, "post"));
-	social_account *acct = author ? account_get((struct crosspost_accounts *)r->accounts, author,
-	                                            job->target, 0)
-	                              : NULL;
+	payload_view pv;
+	const char *author, *post;
+	social_account *acct;
 	struct job_ctx *j = calloc(1, sizeof(*j));
 	social_result fail = { 0 };
 	int rc;
 
+	payload_read(job->payload, &pv);
+	author = pv.author;
+	post = pv.post;
+	acct = author ? account_get((struct crosspost_accounts *)r->accounts, author, job->target, 0)
+	              : NULL;
 	if (j == NULL)
 		return;
 	j->r = r;
@@ -365,8 +369,7 @@ static void start_job(struct run *r, const outbox_job *job)
 	 * post and before we record it, the next run reconciles first. */
 	rc = outbox_mark_attempt(r->opt->st, job->id, r->owner);
 	if (rc == 0) {
-		social_post p = { post, json_string_value(json_object_get(job->payload, "text")),
-			          json_string_value(json_object_get(job->payload, "url")) };
+		social_post p = { post, pv.text, pv.url };
 		if (job->attempted)
 			log_info("crosspost: job %s (%s): an earlier attempt has no outcome: reconciling "
 			         "first", job->id, job->target);

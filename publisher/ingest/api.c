@@ -6,6 +6,7 @@
 #include "core/log.h"
 #include "deliver/crosspost.h"
 #include "deliver/outbox.h"
+#include "deliver/payload.h"
 #include "deliver/social/social.h"
 #include "ingest/internal.h"
 #include "render/feed.h"
@@ -307,9 +308,10 @@ struct delivery_scan {
 static int scan_job(void *arg, const char *id, const outbox_job_view *job)
 {
 	struct delivery_scan *d = arg;
-	const char *post = json_string_value(json_object_get(job->payload, "post"));
+	payload_view pv;
 	(void)id;
-	if (post == NULL || strcmp(post, d->post) != 0)
+	payload_read(job->payload, &pv);
+	if (pv.post == NULL || strcmp(pv.post, d->post) != 0)
 		return 0;
 	if (social_driver_find(job->target) != NULL) {
 		json_object_set_new(d->crosspost, job->target,

@@ -4,12 +4,9 @@
  * cdn_drivers (cdn.c).
  *
  * A driver delivers one outbox job: the payload publish enqueued for it
- *   { "event": "publish" | "delete", "author", "post",
- *     "paths":   [ names that changed or were removed, e.g. "/u/ann/feed.json" ],
- *     "keys":    [ their surrogate keys, e.g. "feed-ann", "post-ID" ],
- *     "objects": [ { "path": "/a/HASH.opus", "sha256", "type" } new immutable objects ],
- *     "removed": [ "/a/HASH.opus", ... immutable objects deleted ] }
- * with as many HTTP requests as it needs (concurrently, through net), then
+ * (deliver/payload.h: the names that changed, their surrogate keys, the new
+ * immutable objects and those removed), read through payload_list, with as
+ * many HTTP requests as it needs (concurrently, through net), then
  * reports once. Drivers are configured from the settings (config.c) and
  * each takes an API base URL so tests point them at local endpoints.
  *

@@ -6,6 +6,7 @@
 #include "deliver/cdn/cdn.h"
 
 #include "core/error.h"
+#include "deliver/payload.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -78,7 +79,7 @@ static int cloudflare_deliver(void *state, const cdn_env *env, const char *job_i
 	struct cloudflare *c = state;
 	cdn_batch *b = cdn_batch_new("cloudflare", done, arg);
 	json_t *files = json_array(), *tags = json_array();
-	static const char *const lists[] = { "paths", "removed" };
+	static const enum payload_list lists[] = { PAYLOAD_PATHS, PAYLOAD_REMOVED };
 	const json_t *v;
 	size_t i;
 
@@ -90,7 +91,7 @@ static int cloudflare_deliver(void *state, const cdn_env *env, const char *job_i
 		return -ENOMEM;
 	}
 	if (c->by_tags) {
-		json_array_foreach(json_object_get(payload, "keys"), i, v) {
+		json_array_foreach(payload_list(payload, PAYLOAD_KEYS), i, v) {
 			json_array_append(tags, (json_t *)v);
 			if (json_array_size(tags) == FILES_PER_REQUEST)
 				send_list(b, env, c, "tags", tags);
@@ -98,7 +99,7 @@ static int cloudflare_deliver(void *state, const cdn_env *env, const char *job_i
 	}
 	/* Removed objects carry no tag: purged by URL in either mode. */
 	for (int l = c->by_tags ? 1 : 0; l < 2; l++) {
-		json_array_foreach(json_object_get(payload, lists[l]), i, v) {
+		json_array_foreach(payload_list(payload, lists[l]), i, v) {
 			char url[2048];
 			snprintf(url, sizeof(url), "%s%s", env->base_url, json_string_value(v));
 			json_array_append_new(files, json_string(url));

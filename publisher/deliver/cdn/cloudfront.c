@@ -9,6 +9,7 @@
 
 #include "core/buf.h"
 #include "core/error.h"
+#include "deliver/payload.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -58,14 +59,14 @@ static int cloudfront_deliver(void *state, const cdn_env *env, const char *job_i
                               const json_t *payload, cdn_done_fn done, void *arg)
 {
 	struct cloudfront *c = state;
-	static const char *const lists[] = { "paths", "removed" };
+	static const enum payload_list lists[] = { PAYLOAD_PATHS, PAYLOAD_REMOVED };
 	buf xml = BUF_INIT;
 	char url[1024], sigv4[128];
 	size_t n = 0;
 	cdn_batch *b;
 
 	for (int l = 0; l < 2; l++)
-		n += json_array_size(json_object_get(payload, lists[l]));
+		n += json_array_size(payload_list(payload, lists[l]));
 	if (n > PATHS_MAX)
 		n = PATHS_MAX; /* more would be refused: the rest waits for the next event */
 	/* The paths are ours ([A-Za-z0-9/._-]), so no escaping is needed, but
@@ -76,7 +77,7 @@ static int cloudfront_deliver(void *state, const cdn_env *env, const char *job_i
 	for (int l = 0, k = 0; l < 2; l++) {
 		const json_t *v;
 		size_t i;
-		json_array_foreach(json_object_get(payload, lists[l]), i, v) {
+		json_array_foreach(payload_list(payload, lists[l]), i, v) {
 			const char *p = json_string_value(v);
 			if ((size_t)k++ >= n)
 				break;

@@ -4,6 +4,7 @@
  * /purge/{host}{path}). Fastly tags cached names with the origin's
  * Surrogate-Key header itself. */
 #include "deliver/cdn/cdn.h"
+#include "deliver/payload.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -54,14 +55,14 @@ static int fastly_deliver(void *state, const cdn_env *env, const char *job_id,
 	if (b == NULL)
 		return -ENOMEM;
 	host = host ? host + 3 : env->base_url;
-	json_array_foreach(json_object_get(payload, "keys"), i, v) {
+	json_array_foreach(payload_list(payload, PAYLOAD_KEYS), i, v) {
 		char url[1024];
 		net_request req = { .method = "POST", .url = url, .headers = hdrs };
 		snprintf(url, sizeof(url), "%s/service/%s/purge/%s", f->api.url, f->api.id,
 		         json_string_value(v));
 		cdn_batch_send(b, env->net, &req, fastly_ok);
 	}
-	json_array_foreach(json_object_get(payload, "removed"), i, v) {
+	json_array_foreach(payload_list(payload, PAYLOAD_REMOVED), i, v) {
 		char url[2048];
 		net_request req = { .method = "POST", .url = url, .headers = hdrs };
 		snprintf(url, sizeof(url), "%s/purge/%s%s", f->api.url, host, json_string_value(v));

@@ -2,6 +2,7 @@
 /* For edges with the cache purge module (cdn-config/nginx/edge.conf).
  * nginx has no surrogate keys. */
 #include "deliver/cdn/cdn.h"
+#include "deliver/payload.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -33,8 +34,8 @@ static int nginx_deliver(void *state, const cdn_env *env, const char *job_id, co
 	/* A request that cannot be sent fails the batch and ends its list; the
 	 * other lists and edges still go. */
 	for (size_t e = 0; edges[e] != NULL; e++) {
-		cdn_purge_paths(b, env->net, edges[e], json_object_get(payload, "paths"), purge_ok);
-		cdn_purge_paths(b, env->net, edges[e], json_object_get(payload, "removed"), purge_ok);
+		cdn_purge_paths(b, env->net, edges[e], payload_list(payload, PAYLOAD_PATHS), purge_ok);
+		cdn_purge_paths(b, env->net, edges[e], payload_list(payload, PAYLOAD_REMOVED), purge_ok);
 	}
 	cdn_batch_seal(b, env->loop);
 	return 0;

@@ -3,6 +3,7 @@
  * per encoding variant (br, gzip, identity), so the first fans find them
  * in the cache. */
 #include "deliver/cdn/cdn.h"
+#include "deliver/payload.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -42,10 +43,10 @@ static int prewarm_deliver(void *state, const cdn_env *env, const char *job_id,
 	if (b == NULL)
 		return -ENOMEM;
 	for (size_t e = 0; edges[e] != NULL; e++) {
-		json_array_foreach(json_object_get(payload, "paths"), i, v)
+		json_array_foreach(payload_list(payload, PAYLOAD_PATHS), i, v)
 			warm(b, env, edges[e], json_string_value(v), 1);
-		json_array_foreach(json_object_get(payload, "objects"), i, v)
-			warm(b, env, edges[e], json_string_value(json_object_get(v, "path")), 0);
+		json_array_foreach(payload_list(payload, PAYLOAD_OBJECTS), i, v)
+			warm(b, env, edges[e], payload_object_path(v), 0);
 	}
 	cdn_batch_seal(b, env->loop);
 	return 0;

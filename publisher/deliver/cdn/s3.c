@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "deliver/payload.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -126,17 +127,17 @@ static int s3_deliver(void *state, const cdn_env *env, const char *job_id, const
 	}
 	/* Bytes are copied into each request (net copies bodies), so the
 	 * read transaction ends before any request goes out. */
-	json_array_foreach(json_object_get(payload, "objects"), i, v) {
+	json_array_foreach(payload_list(payload, PAYLOAD_OBJECTS), i, v) {
 		uint8_t hash[STORE_HASH_LEN];
-		const char *hex = json_string_value(json_object_get(v, "sha256"));
+		const char *hex = payload_object_sha256(v);
 		store_object obj;
 		if (hex != NULL && store_hash_from_hex(hex, strlen(hex), hash) == 0 &&
 		    store_get_object(txn, hash, &obj) == 0)
-			put(b, env, s, json_string_value(json_object_get(v, "path")), obj.data,
+			put(b, env, s, payload_object_path(v), obj.data,
 			    (size_t)obj.size, obj.content_type, OBJECT_CACHE);
 		/* An object gone since (its post deleted) needs no upload. */
 	}
-	json_array_foreach(json_object_get(payload, "paths"), i, v) {
+	json_array_foreach(payload_list(payload, PAYLOAD_PATHS), i, v) {
 		const char *path = json_string_value(v);
 		store_name name;
 		store_object obj;
@@ -145,7 +146,7 @@ static int s3_deliver(void *state, const cdn_env *env, const char *job_id, const
 		else
 			del(b, env, s, path); /* removed since: the bucket follows */
 	}
-	json_array_foreach(json_object_get(payload, "removed"), i, v)
+	json_array_foreach(payload_list(payload, PAYLOAD_REMOVED), i, v)
 		del(b, env, s, json_string_value(v));
 	store_txn_abort(txn);
 	cdn_batch_seal(b, env->loop);

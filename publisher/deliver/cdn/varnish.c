@@ -3,6 +3,7 @@
  * keys, on each edge (cdn-config/varnish/sayin.vcl accepts both from its
  * ACL). */
 #include "deliver/cdn/cdn.h"
+#include "deliver/payload.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -44,7 +45,7 @@ static int varnish_deliver(void *state, const cdn_env *env, const char *job_id,
 {
 	struct varnish *v = state;
 	cdn_batch *b = cdn_batch_new("varnish", done, arg);
-	const json_t *keys = json_object_get(payload, "keys"), *k;
+	const json_t *keys = payload_list(payload, PAYLOAD_KEYS), *k;
 	char header[4096];
 	size_t i, used;
 
@@ -58,9 +59,9 @@ static int varnish_deliver(void *state, const cdn_env *env, const char *job_id,
 			used += (size_t)n;
 	}
 	for (size_t e = 0; v->edges[e] != NULL; e++) {
-		if (cdn_purge_paths(b, env->net, v->edges[e], json_object_get(payload, "paths"),
+		if (cdn_purge_paths(b, env->net, v->edges[e], payload_list(payload, PAYLOAD_PATHS),
 		                    purge_ok) != 0 ||
-		    cdn_purge_paths(b, env->net, v->edges[e], json_object_get(payload, "removed"),
+		    cdn_purge_paths(b, env->net, v->edges[e], payload_list(payload, PAYLOAD_REMOVED),
 		                    purge_ok) != 0)
 			break;
 		if (json_array_size(keys) > 0) {
