@@ -118,6 +118,17 @@ int buf_printf(buf *b, const char *fmt, ...)
 	return rc;
 }
 
+void buf_consume(buf *b, size_t n)
+{
+	if (n > b->len)
+		n = b->len;
+	if (n == 0)
+		return;
+	memmove(b->data, b->data + n, b->len - n);
+	b->len -= n;
+	b->data[b->len] = '\0';
+}
+
 int buf_failed(const buf *b)
 {
 	return b->failed;

@@ -39,6 +39,9 @@ int buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 int buf_vprintf(buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Appends n zero bytes. 0 or -ENOMEM. */
 int buf_zeros(buf *b, size_t n);
+/* Drops the first n bytes (n at most len); the rest moves to the front.
+ * O(len - n). */
+void buf_consume(buf *b, size_t n);
 /* 1 if an append has failed since init or the last reset. */
 int buf_failed(const buf *b);
 /* Empties the buffer and clears failed; keeps the memory for reuse. */

@@ -99,11 +99,7 @@ void multipart_free(multipart *m)
 
 static void consume(multipart *m, size_t n)
 {
-	buf *b = &m->pending;
-
-	memmove(b->data, b->data + n, b->len - n);
-	b->len -= n;
-	b->data[b->len] = '\0'; /* as buf keeps it */
+	buf_consume(&m->pending, n);
 }
 
 /* A header parameter: name="value" (quoted, with \-escapes) or name=token,

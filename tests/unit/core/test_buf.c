@@ -86,6 +86,38 @@ static void test_out_of_memory_is_sticky_and_harmless(void **state)
 	buf_free(&b);
 }
 
+static void test_consume_drops_the_front(void **state)
+{
+	buf b = BUF_INIT;
+	(void)state;
+
+	buf_consume(&b, 3); /* nothing yet: nothing to do */
+	assert_null(b.data);
+	assert_int_equal(buf_puts(&b, "abcdef"), 0);
+	buf_consume(&b, 2);
+	assert_int_equal(b.len, 4);
+	assert_string_equal(b.data, "cdef");
+	buf_consume(&b, 10);
+	assert_int_equal(b.len, 0);
+	assert_string_equal(b.data, "");
+	buf_free(&b);
+}
+
+/* A failed buffer's partial contents are never handed on. */
+static void test_take_of_a_failed_buffer_is_null(void **state)
+{
+	buf b = BUF_INIT;
+	size_t len = 99;
+	(void)state;
+
+	assert_int_equal(buf_puts(&b, "partial"), 0);
+	assert_int_equal(buf_reserve(&b, SIZE_MAX), -ENOMEM);
+	assert_null(buf_take(&b, &len));
+	assert_int_equal(len, 0);
+	assert_null(b.data);
+	assert_false(buf_failed(&b));
+}
+
 static void test_take_hands_over(void **state)
 {
 	buf b = BUF_INIT;
@@ -164,6 +196,8 @@ int main(void)
 		cmocka_unit_test(test_printf_grows_past_the_first_block),
 		cmocka_unit_test(test_out_of_memory_is_sticky_and_harmless),
 		cmocka_unit_test(test_take_hands_over),
+		cmocka_unit_test(test_consume_drops_the_front),
+		cmocka_unit_test(test_take_of_a_failed_buffer_is_null),
 		cmocka_unit_test(test_fileio_read_collects_short_reads),
 		cmocka_unit_test(test_fileio_read_at_offset),
 		cmocka_unit_test(test_clocks_move_forward),
