@@ -1,7 +1,7 @@
-/* publish: the publish transaction. A post's objects (audio, fallback audio,
- * waveform, feed, page), its
- * names and its record are written in ONE store write transaction, so a
- * reader sees all of a post or none of it, and a failure leaves nothing.
+/* publish: the write transactions. A post's objects (audio, fallback audio,
+ * waveform, feed, page), its names and its record are written in ONE store
+ * write transaction, so a reader sees all of a post or none of it, and a
+ * failure leaves nothing; deletions, authors and rebuilds likewise.
  *
  * Threading: any thread; the store serializes writers. Media work (decoding,
  * encoding) happens before, outside the transaction. */

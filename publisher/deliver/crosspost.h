@@ -21,7 +21,12 @@
  * plus the outbox lease); the remote id is recorded in the transaction that
  * completes the job; an attempt is recorded before the request, and a job
  * found with an attempt but no outcome (the process died in between) is
- * reconciled (the network searched for our post URL) before it is retried. */
+ * reconciled (the network searched for our post URL) before it is retried.
+ *
+ * Threading: the accounts are loaded, and crosspost_run runs (blocking, on
+ * a loop of its own), on the calling thread; the accounts (and their
+ * secrets, wiped on free) are the caller's until crosspost_accounts_free.
+ * The crosspost_done readers run in the caller's transaction. */
 #ifndef SAYIN_CROSSPOST_H
 #define SAYIN_CROSSPOST_H
 

@@ -360,7 +360,8 @@ int delivery_start(uv_loop_t *loop, const delivery_options *opt, delivery_target
 	return 0;
 }
 
-void delivery_kick(delivery *d)
+/* Asks for a lease round now. Any thread. */
+static void delivery_kick(delivery *d)
 {
 	uv_async_send(&d->async);
 }

@@ -55,9 +55,6 @@ int delivery_start(uv_loop_t *loop, const delivery_options *opt, delivery_target
                    void (*on_idle)(void *arg, const delivery_counts *c), void *arg,
                    delivery **out);
 
-/* Asks for a lease round now. Any thread. */
-void delivery_kick(delivery *d);
-
 /* Stops: requests in flight are cancelled (their jobs' leases expire and
  * they run again later), handles closed, then on_stopped(arg) on the loop. */
 void delivery_stop(delivery *d, void (*on_stopped)(void *arg), void *arg);

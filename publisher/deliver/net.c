@@ -21,7 +21,6 @@ struct net {
 	uv_loop_t *loop;
 	CURLM *multi;
 	uv_timer_t timer;
-	unsigned in_flight;
 	struct transfer *transfers;
 	int closing;
 	unsigned open_handles; /* uv handles not yet closed (the timer, polls) */
@@ -139,7 +138,6 @@ static void finish(struct transfer *t, CURLcode code)
 	res.body = t->body.data ? t->body.data : "";
 	res.body_len = t->body.len;
 	res.seconds = secs;
-	t->n->in_flight--;
 	if (t->prev != NULL)
 		t->prev->next = t->next;
 	else
@@ -347,7 +345,6 @@ int net_send(net *n, const net_request *req, net_done_fn done, void *arg)
 		transfer_free(t);
 		return -ENOMEM;
 	}
-	n->in_flight++;
 	t->next = n->transfers;
 	if (t->next != NULL)
 		t->next->prev = t;
@@ -356,11 +353,6 @@ int net_send(net *n, const net_request *req, net_done_fn done, void *arg)
 nomem:
 	transfer_free(t);
 	return -ENOMEM;
-}
-
-unsigned net_in_flight(const net *n)
-{
-	return n->in_flight;
 }
 
 void net_close(net *n, void (*on_closed)(void *arg), void *arg)

@@ -54,9 +54,6 @@ int net_create(uv_loop_t *loop, unsigned max_per_host, net **out);
  * inside net_send), or -ENOMEM / -EINVAL (done is not called). */
 int net_send(net *n, const net_request *req, net_done_fn done, void *arg);
 
-/* Requests started and not yet finished. */
-unsigned net_in_flight(const net *n);
-
 /* Aborts what is in flight (their callbacks run with error "cancelled"),
  * closes the handles and frees n once they are closed, then calls
  * on_closed(arg). */

@@ -1,6 +1,8 @@
 /* cdn/aws: the AWS credentials and region the cloudfront and s3 drivers
  * share; requests are signed with Signature Version 4 by libcurl
- * (net_request.aws_sigv4). */
+ * (net_request.aws_sigv4). A cdn_aws is a plain value inside the driver's
+ * state, filled on the main thread (configure), read on the delivery
+ * loop's. */
 #ifndef SAYIN_CDN_AWS_H
 #define SAYIN_CDN_AWS_H
 

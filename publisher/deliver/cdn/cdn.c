@@ -11,6 +11,9 @@
 #include <string.h>
 #include <time.h>
 
+/* A Retry-After header (seconds or an HTTP date) as unix ms; 0 if absent. */
+static int64_t cdn_retry_after(const net_headers *h, int64_t now_ms);
+
 extern const cdn_driver cdn_s3, cdn_varnish, cdn_nginx, cdn_fastly, cdn_cloudflare,
 	cdn_cloudfront, cdn_prewarm;
 
@@ -192,7 +195,9 @@ int cdn_api_configure(const config *cfg, const char *driver, const char *id_sett
 	return 0;
 }
 
-char **cdn_list(const char *value, size_t *n)
+/* Splits a comma-separated setting into a NULL-terminated malloc'd array
+ * of trimmed, non-empty strings (free with cdn_list_free). */
+static char **cdn_list(const char *value, size_t *n)
 {
 	size_t cap = 1, count = 0;
 	const char *p;
@@ -296,7 +301,7 @@ int cdn_purge_paths(cdn_batch *b, net *n, const char *edge, const json_t *paths,
 	return 0;
 }
 
-int64_t cdn_retry_after(const net_headers *h, int64_t now_ms)
+static int64_t cdn_retry_after(const net_headers *h, int64_t now_ms)
 {
 	const char *v = h ? net_header(h, "Retry-After") : NULL;
 	char *end;

@@ -106,9 +106,7 @@ int cdn_batch_send(cdn_batch *b, net *n, const net_request *req, cdn_check_fn ch
  * the loop, when there were none). */
 void cdn_batch_seal(cdn_batch *b, uv_loop_t *loop);
 
-/* Splits a comma-separated setting into a NULL-terminated malloc'd array
- * of trimmed, non-empty strings (free with cdn_list_free). */
-char **cdn_list(const char *value, size_t *n);
+/* Frees a list of edges (cdn_edges_state's). */
 void cdn_list_free(char **list);
 
 /* Reads a list-of-edges setting (comma-separated base URLs) into *edges
@@ -129,8 +127,5 @@ void cdn_edges_free(void *state);
  * request that could not be sent (the rest are not). */
 int cdn_purge_paths(cdn_batch *b, net *n, const char *edge, const json_t *paths,
                     cdn_check_fn check);
-
-/* A Retry-After header (seconds or an HTTP date) as unix ms; 0 if absent. */
-int64_t cdn_retry_after(const net_headers *h, int64_t now_ms);
 
 #endif
