@@ -89,6 +89,23 @@ def test_an_include_cycle_in_a_folder_fails(tmp_path):
     assert "publisher/media/: include cycle: a -> b -> a" in r.stderr, r.stderr
 
 
+def test_an_include_cycle_across_folders_fails(tmp_path):
+    """publish -> ingest/idem -> publish: no folder has a cycle of its own."""
+    files = dict(CLEAN)
+    files["publisher/publish.h"] = ""
+    files["publisher/publish.c"] = '#include "publish.h"\n#include "ingest/idem.h"\n'
+    files["publisher/ingest/idem.h"] = ""
+    files["publisher/ingest/idem.c"] = '#include "ingest/idem.h"\n#include "publish.h"\n'
+    files["README.md"] += "[ingest](publisher/ingest) [publisher](publisher)\n"
+    r = run(tree(tmp_path, files))
+    assert r.returncode == 1
+    assert ("include cycle across folders: publisher/ingest/idem -> publisher/publish -> "
+            "publisher/ingest/idem") in r.stderr, r.stderr
+    files["publisher/ingest/idem.c"] = '#include "ingest/idem.h"\n'
+    r = run(tree(tmp_path, files))
+    assert r.returncode == 0, r.stderr
+
+
 NEEDS_CC = pytest.mark.skipif(shutil.which("cc") is None or shutil.which("nm") is None,
                               reason="needs cc and nm")
 
