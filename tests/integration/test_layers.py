@@ -197,6 +197,23 @@ def with_folders(files, path):
     return files
 
 
+def run_with(tmp_path, path, text):
+    """check-layers on the clean tree with path's text replaced."""
+    files = with_folders(dict(CLEAN), path)
+    files[path] = text
+    return run(tree(tmp_path, files))
+
+
+def assert_fails(r, says):
+    assert r.returncode == 1
+    assert says in r.stderr, r.stderr
+
+
+def assert_passes(r):
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+
+
 # Rule 5: private headers stay in their folder (and its tests).
 @pytest.mark.parametrize("path,text,says", [
     ("publisher/render/feed.c", '#include "media/internal.h"\n',
@@ -215,11 +232,7 @@ def with_folders(files, path):
      "private to origin/core/"),
 ])
 def test_a_private_header_outside_its_folder_fails(tmp_path, path, text, says):
-    files = with_folders(dict(CLEAN), path)
-    files[path] = text
-    r = run(tree(tmp_path, files))
-    assert r.returncode == 1
-    assert says in r.stderr, r.stderr
+    assert_fails(run_with(tmp_path, path, text), says)
 
 
 @pytest.mark.parametrize("path,text", [
@@ -230,11 +243,7 @@ def test_a_private_header_outside_its_folder_fails(tmp_path, path, text, says):
      '#include "core/store.h"\n#include "core/store_internal.h"\n#include "core/fixture.h"\n'),
 ])
 def test_a_private_header_in_its_folder_and_its_tests_passes(tmp_path, path, text):
-    files = with_folders(dict(CLEAN), path)
-    files[path] = text
-    r = run(tree(tmp_path, files))
-    assert r.returncode == 0, r.stderr
-    assert r.stderr == ""
+    assert_passes(run_with(tmp_path, path, text))
 
 
 # Rule 5: a project header is never included with <...>.
@@ -275,11 +284,7 @@ def test_a_project_header_in_angle_brackets_fails(tmp_path, path, text, says):
      "whose owner is publisher/render/card.c"),
 ])
 def test_a_library_outside_its_owner_fails(tmp_path, path, text, says):
-    files = with_folders(dict(CLEAN), path)
-    files[path] = text
-    r = run(tree(tmp_path, files))
-    assert r.returncode == 1
-    assert says in r.stderr, r.stderr
+    assert_fails(run_with(tmp_path, path, text), says)
 
 
 @pytest.mark.parametrize("path,text", [
@@ -296,11 +301,7 @@ def test_a_library_outside_its_owner_fails(tmp_path, path, text, says):
     ("publisher/render/feed.c", "#include <stdio.h>\n#include <string.h>\n#include <sys/types.h>\n"),
 ])
 def test_a_library_in_its_owner_or_a_test_passes(tmp_path, path, text):
-    files = with_folders(dict(CLEAN), path)
-    files[path] = text
-    r = run(tree(tmp_path, files))
-    assert r.returncode == 0, r.stderr
-    assert r.stderr == ""
+    assert_passes(run_with(tmp_path, path, text))
 
 
 # Rule 7: every link of the READMEs names a file, folder or heading.
