@@ -13,7 +13,7 @@ PKG_CONFIG ?= pkg-config
 
 # The origin links only what it serves with; media libraries stay in the publisher.
 CORE_PKGS := libuv lmdb libcrypto inih
-PUBLISHER_PKGS := libcurl jansson opus ogg soxr zlib libbrotlienc libavformat libavcodec libavutil libebur128 libpng
+PUBLISHER_PKGS := libcurl jansson opus ogg soxr zlib libbrotlienc libavformat libavcodec libavutil libebur128 libpng libseccomp
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(CORE_PKGS) $(PUBLISHER_PKGS) 2>/dev/null)
 CORE_LIBS := $(shell $(PKG_CONFIG) --libs $(CORE_PKGS) 2>/dev/null)
 PUBLISHER_LIBS := $(shell $(PKG_CONFIG) --libs $(PUBLISHER_PKGS) 2>/dev/null)
@@ -169,5 +169,10 @@ uninstall:
 
 clean:
 	rm -rf build bin
+
+# Fuzz targets (tests/fuzz/) and the fault-injection build (tests/fault/)
+# keep their rules beside their sources.
+-include tests/fuzz/fuzz.mk
+-include tests/fault/fault.mk
 
 -include $(shell find build -name '*.d' 2>/dev/null)
