@@ -137,8 +137,9 @@ unit: $(UNIT_TESTS)
 layers: all
 	scripts/check-layers --objects $(BUILD)
 
+# The sanitizer build runs several times slower: scenario deadlines scale.
 integration: all
-	SAYIN_BIN=$(CURDIR)/bin /usr/bin/python3 -m pytest -q -n 2 tests/integration
+	SAYIN_BIN=$(CURDIR)/bin SAYIN_TEST_TIME_SCALE=$(if $(filter 1,$(SANITIZE)),3,1) /usr/bin/python3 -m pytest -q -n 2 tests/integration
 
 check: bootstrap
 	$(MAKE) all

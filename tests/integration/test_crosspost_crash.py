@@ -22,7 +22,7 @@ import pytest
 from helpers.api import author_add, start_api
 from helpers.crossposting import (
     CJK_TEXT, COUNTS_RE, LONG_TEXT, PUBLIC, counts_of, one_fb_post, one_tweet)
-from helpers.procs import wait_for
+from helpers.procs import TIME_SCALE, wait_for
 
 
 @pytest.mark.parametrize("kind", ["take_500", "take_reset", "take_close", "take_timeout"])
@@ -207,7 +207,7 @@ def test_chaos_200_posts_cron_runs_killed_at_random(sayin, world):
     cron = dict(timeout_ms=400, lease_ms=1200, backoff_ms=50, max_attempts=100)
     runs = kills = kills_holding = 0
     t0 = time.monotonic()
-    deadline = t0 + 80
+    deadline = t0 + 80 * TIME_SCALE
     try:
         while time.monotonic() < deadline:
             publishing = not all(f.done() for f in futures)

@@ -19,6 +19,13 @@ from helpers.http import HttpConn, url_path
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_STORE_FULL = 0, 1, 2, 3, 4
 
+# How much slower than a release build the binaries under test run: the
+# Makefile sets it for the sanitizer build (ASan and UBSan run everything
+# several times slower). Only liveness deadlines (how long a whole scenario
+# may take before it counts as stuck) are scaled by it, never a behaviour's
+# own timeouts or limits.
+TIME_SCALE = float(os.environ.get("SAYIN_TEST_TIME_SCALE", "1"))
+
 
 def free_port():
     """A port that was free a moment ago: bind port 0 on 127.0.0.1, release."""
