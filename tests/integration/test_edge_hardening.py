@@ -63,6 +63,13 @@ def fan_get(edge, target, headers=None, method="GET"):
     return edge.request(method, target, headers=headers, host=FANS_HOST)
 
 
+def assert_refusal(r):
+    """A refusal by the edge is never cached (its text is the edge's own:
+    nginx's parser answers some with its HTML page before edge.conf runs)."""
+    assert r.header("Cache-Control") == "no-store", r
+    assert (r.header("Content-Type") or "").startswith("text/"), r
+
+
 def assert_one_object_or_400(kind, edge, origin, canonical, spellings):
     """Every spelling, first on a cold cache, then again once the canonical
     URL is cached: 400, or the canonical object (the origin's bytes, a hit
@@ -76,6 +83,8 @@ def assert_one_object_or_400(kind, edge, origin, canonical, spellings):
         assert r.status == 400 or (r.status == 200 and r.body == direct.body), (
             "%s: %r on a cold cache got %r, neither 400 nor %s's object"
             % (kind, target, r, canonical))
+        if r.status == 400:
+            assert_refusal(r)
     r = fan_get(edge, canonical)
     assert r.status == 200 and r.body == direct.body, (
         "%s: after the spellings, %s itself answers %r: a spelling cached another "
@@ -191,6 +200,7 @@ def test_admin_paths_are_unreachable_however_spelled(kind, site, edge_factory):
             assert r.status in (400, 404), (
                 "%s: %s %r reached an admin page: %r" % (kind, method, target, r))
             assert b"sayin_origin" not in r.body and r.body != b"ok\n", (kind, target, r)
+            assert_refusal(r)
     after = wait_requests(origin, before + 1, timeout=0.5)
     assert after == before, (
         "%s: spellings of /metrics and /healthz reached the origin %d times"
