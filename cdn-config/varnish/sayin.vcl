@@ -23,6 +23,12 @@
 # - Range requests are cut from the cached whole object;
 # - variants follow the origin's Vary: Accept-Encoding, with Accept-Encoding
 #   normalized to br, gzip or nothing, so a URL has at most three;
+# - every spelling of a URL is either the one path the origin reads or
+#   refused (sayin_normalize_url), and the origin's admin paths (/metrics,
+#   /healthz) are not served to fans, however spelled;
+# - what the origin sends for the edge (surrogate keys, CDN-Cache-Control)
+#   and this VCL's own x-sayin-* headers never reach a fan, and a 304 carries
+#   no representation metadata (RFC 9110 15.4.5);
 # - X-Cache says HIT, STALE, MISS or PASS.
 vcl 4.1;
 
@@ -31,6 +37,47 @@ import purge;
 import xkey;
 
 include "./site.vcl";
+
+# BEGIN sayin_normalize_url (the same text is in cdn-config/fastly/sayin.vcl;
+# tests/integration/test_edge_hardening.py checks that they match)
+#
+# The URL contract (cdn-config/README.md, "One URL, one object"): the origin
+# names what it serves by the request-target's path up to the first "?" or
+# "#", byte for byte: no percent-decoding, no dot segments, case-sensitive.
+# Every URL the publisher writes is made of a-z, 0-9, "_", ".", "-" and "/".
+# So every spelling is either turned into that one path (the cache key and
+# the URL sent to the origin: the two never differ) or refused. Sets
+# req.http.x-sayin-refuse to "admin" (answer 404) or to the reason for a
+# 400; leaves it unset when req.url is the path to look up.
+sub sayin_normalize_url {
+    unset req.http.x-sayin-refuse;
+    if (req.url ~ "#") {
+        # A fragment is never part of a request-target (RFC 9112 3.2).
+        set req.http.x-sayin-refuse = "a fragment (#)";
+    } else {
+        # The origin ignores query strings: dropped from the key and from
+        # the request to the origin, so a random query reaches nothing.
+        set req.url = regsub(req.url, "\?.*$", "");
+        # An empty segment names nothing: "//u//x" is "/u/x".
+        set req.url = regsuball(req.url, "/{2,}", "/");
+        if (req.url ~ "%") {
+            # "%6d", "%6D" and "m" would be three origin paths (or one
+            # decoded path the origin never sees): no URL of ours needs one.
+            set req.http.x-sayin-refuse = "percent-encoding";
+        } elsif (req.url !~ "^/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$") {
+            set req.http.x-sayin-refuse = "a byte outside RFC 3986's path characters";
+        } elsif (req.url ~ "/\.\.?(/|$)") {
+            # Clients resolve "." and ".." (RFC 3986 5.2.4); the origin
+            # would not.
+            set req.http.x-sayin-refuse = "a dot segment";
+        } elsif (req.url ~ "(?i)^/(metrics|healthz)") {
+            # The origin's own pages, for its operators and the edge's
+            # health probe (which asks the origin directly), not for fans.
+            set req.http.x-sayin-refuse = "admin";
+        }
+    }
+}
+# END sayin_normalize_url
 
 sub vcl_recv {
     # Headers this VCL uses between its subroutines; a client's are dropped.
@@ -42,9 +89,13 @@ sub vcl_recv {
     }
     set req.backend_hint = origin;
 
-    # sayin-origin ignores query strings: one cached copy per path, and a
-    # random query cannot be used to reach the origin.
-    set req.url = regsub(req.url, "\?.*$", "");
+    call sayin_normalize_url;
+    if (req.http.x-sayin-refuse == "admin") {
+        return (synth(404, "Not Found"));
+    }
+    if (req.http.x-sayin-refuse) {
+        return (synth(400, "Bad Request"));
+    }
 
     if (req.method == "PURGE") {
         if (client.ip !~ purgers) {
@@ -63,10 +114,6 @@ sub vcl_recv {
         return (hash);
     }
 
-    # The origin's metrics are for its operators, not for fans.
-    if (req.url == "/metrics") {
-        return (synth(404, "Not Found"));
-    }
     if (req.method == "OPTIONS") {
         return (pass);
     }
@@ -162,6 +209,7 @@ sub vcl_backend_fetch {
 }
 
 sub sayin_hit_for_miss {
+    unset bereq.http.x-sayin-cc;
     # Uncacheable: remember it for two minutes so the next requests go
     # straight to the origin in parallel (hit-for-miss), and a later
     # cacheable answer is still cached.
@@ -183,19 +231,20 @@ sub vcl_backend_response {
 
     # The directives that govern this cache: CDN-Cache-Control (RFC 9213)
     # when present, else Cache-Control (from which Varnish already set
-    # beresp.ttl: s-maxage, then max-age).
+    # beresp.ttl: s-maxage, then max-age). Read from a scratch header on
+    # bereq, which is never stored with the object nor sent to a fan.
     if (beresp.http.CDN-Cache-Control) {
-        set beresp.http.x-sayin-cc = beresp.http.CDN-Cache-Control;
-        if (beresp.http.x-sayin-cc ~ "(?i)(^|[,\s])(no-store|no-cache|private)\b") {
+        set bereq.http.x-sayin-cc = beresp.http.CDN-Cache-Control;
+        if (bereq.http.x-sayin-cc ~ "(?i)(^|[,\s])(no-store|no-cache|private)\b") {
             call sayin_hit_for_miss;
         }
-        if (beresp.http.x-sayin-cc ~ "(?i)(^|[,\s])max-age\s*=\s*[0-9]+") {
-            set beresp.ttl = std.duration(regsub(beresp.http.x-sayin-cc,
+        if (bereq.http.x-sayin-cc ~ "(?i)(^|[,\s])max-age\s*=\s*[0-9]+") {
+            set beresp.ttl = std.duration(regsub(bereq.http.x-sayin-cc,
                 "(?i)^(.*[,\s])?max-age\s*=\s*([0-9]+).*$", "\2") + "s", 0s);
         }
     } else {
-        set beresp.http.x-sayin-cc = beresp.http.Cache-Control;
-        if (beresp.http.x-sayin-cc ~ "(?i)(^|[,\s])(no-store|no-cache|private)\b") {
+        set bereq.http.x-sayin-cc = beresp.http.Cache-Control;
+        if (bereq.http.x-sayin-cc ~ "(?i)(^|[,\s])(no-store|no-cache|private)\b") {
             call sayin_hit_for_miss;
         }
     }
@@ -208,16 +257,16 @@ sub vcl_backend_response {
     # copy is served while the origin is healthy, is kept with the object
     # for vcl_hit.
     set beresp.http.x-sayin-swr = "0s";
-    if (beresp.http.x-sayin-cc ~ "(?i)stale-while-revalidate\s*=\s*[0-9]+") {
-        set beresp.http.x-sayin-swr = regsub(beresp.http.x-sayin-cc,
+    if (bereq.http.x-sayin-cc ~ "(?i)stale-while-revalidate\s*=\s*[0-9]+") {
+        set beresp.http.x-sayin-swr = regsub(bereq.http.x-sayin-cc,
             "(?i)^.*stale-while-revalidate\s*=\s*([0-9]+).*$", "\1") + "s";
         set beresp.grace = std.duration(beresp.http.x-sayin-swr, 0s);
     }
-    if (beresp.http.x-sayin-cc ~ "(?i)stale-if-error\s*=\s*[0-9]+") {
-        set beresp.grace = std.duration(regsub(beresp.http.x-sayin-cc,
+    if (bereq.http.x-sayin-cc ~ "(?i)stale-if-error\s*=\s*[0-9]+") {
+        set beresp.grace = std.duration(regsub(bereq.http.x-sayin-cc,
             "(?i)^.*stale-if-error\s*=\s*([0-9]+).*$", "\1") + "s", 0s);
     }
-    unset beresp.http.x-sayin-cc;
+    unset bereq.http.x-sayin-cc;
 
     # Names change: keep a copy past its lifetime so that the refresh is a
     # conditional request (a 304 costs the origin no body).
@@ -240,14 +289,68 @@ sub vcl_backend_error {
     return (abandon);
 }
 
+# What the origin sends for the edge, and this VCL's own bookkeeping, is
+# not for fans: the purge keys (Surrogate-Key and its copies), the CDN's
+# lifetime (CDN-Cache-Control, consumed here) and every x-sayin-* header
+# this VCL uses (none is stored on an object except x-sayin-swr).
+sub sayin_strip_internal {
+    unset resp.http.xkey;
+    unset resp.http.Surrogate-Key;
+    unset resp.http.Surrogate-Control;
+    unset resp.http.Cache-Tag;
+    unset resp.http.CDN-Cache-Control;
+    unset resp.http.x-sayin-swr;
+    unset resp.http.x-sayin-cc;
+    unset resp.http.x-sayin-refuse;
+}
+
+# Conditional requests. Varnish turns a 200 into a 304 itself, after
+# vcl_deliver, keeping every header of the 200 (Content-Type...). So the
+# decision is made here instead (RFC 9110 13.2.2: If-None-Match with the
+# weak comparison against each listed tag, or "*"; without it,
+# If-Modified-Since against Last-Modified), the conditions Varnish would
+# read are dropped so that it does not decide again, and a 304 keeps only
+# what the origin's own 304 carries: no representation metadata
+# (RFC 9110 15.4.5).
+sub sayin_not_modified {
+    if (resp.status == 200 && req.http.If-None-Match) {
+        set req.http.x-sayin-inm = req.http.If-None-Match + "|" + resp.http.ETag;
+        if (req.http.If-None-Match ~ "^\s*\*\s*$" ||
+            (resp.http.ETag &&
+             req.http.x-sayin-inm ~ {"^(.*,)?\s*(W/)?("[^"]*")\s*(,.*)?\|\s*(W/)?\3\s*$"})) {
+            set resp.status = 304;
+        }
+        unset req.http.x-sayin-inm;
+    } elsif (resp.status == 200 && req.http.If-Modified-Since && resp.http.Last-Modified) {
+        # An unreadable date, or one in the future, never matches.
+        if (std.time(req.http.If-Modified-Since, now + 1d) <= now &&
+            std.time(resp.http.Last-Modified, now + 2d) <=
+            std.time(req.http.If-Modified-Since, now + 1d)) {
+            set resp.status = 304;
+        }
+    }
+    unset req.http.If-None-Match;
+    unset req.http.If-Modified-Since;
+    if (resp.status == 304) {
+        unset resp.http.Content-Type;
+        unset resp.http.Content-Encoding;
+        unset resp.http.Content-Language;
+        unset resp.http.Content-Length;
+        unset resp.http.Content-Range;
+        unset resp.http.Content-Security-Policy;
+        unset resp.http.X-Content-Type-Options;
+        unset resp.http.Accept-Ranges;
+    }
+}
+
 sub vcl_deliver {
     if (req.http.x-sayin-cache) {
         set resp.http.X-Cache = req.http.x-sayin-cache;
     } else {
         set resp.http.X-Cache = "MISS";
     }
-    unset resp.http.xkey;
-    unset resp.http.x-sayin-swr;
+    call sayin_strip_internal;
+    call sayin_not_modified;
 }
 
 sub vcl_synth {
@@ -259,6 +362,23 @@ sub vcl_synth {
         return (restart);
     }
     set resp.http.X-Cache = "SYNTH";
+    call sayin_strip_internal;
+    if (resp.status == 400 && req.http.x-sayin-refuse) {
+        # The URL is not in its one spelling (sayin_normalize_url).
+        set resp.http.Content-Type = "text/plain; charset=utf-8";
+        set resp.http.Cache-Control = "no-store";
+        set resp.body = "bad request: " + req.http.x-sayin-refuse +
+            " in the URL; sayin's URLs have one spelling" + {"
+"};
+        return (deliver);
+    }
+    if (resp.status == 404 && req.http.x-sayin-refuse == "admin") {
+        set resp.http.Content-Type = "text/plain; charset=utf-8";
+        set resp.http.Cache-Control = "no-store";
+        set resp.body = "not found" + {"
+"};
+        return (deliver);
+    }
     if (req.method == "PURGE") {
         set resp.http.Content-Type = "text/plain; charset=utf-8";
         set resp.http.Cache-Control = "no-store";
