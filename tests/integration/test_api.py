@@ -634,8 +634,10 @@ def _timed_gets(api, token, post_id, done, lat):
 
 
 def test_50_concurrent_uploads_while_gets_stay_fast(api_site, speech_clip):
+    # One author on purpose: upload-per-author raised past the 50.
     site = api_site(args=("--workers", "2", "--queue", "64", "--feed-items", "2",
-                          "--feed-page-items", "2"), origin=False)
+                          "--feed-page-items", "2", "--upload-per-author", "64"),
+                    origin=False)
     token = site.tokens["alice"]
     audio = speech_clip.read_bytes()
     first = assert_created(site.api.post_raw(token, audio, text="first"))
