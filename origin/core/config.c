@@ -96,8 +96,9 @@ static const setting settings[] = {
 	{ "upload-dir", "api", "upload_dir", "SAYIN_UPLOAD_DIR", NULL,
 	  "temporary upload files (default: DATA/uploads; swept at start)" },
 	/* [api]: fairness between uploads (publisher/README.md, Upload limits) */
-	{ "upload-per-author", "api", "upload_per_author", "SAYIN_UPLOAD_PER_AUTHOR", "4",
-	  "uploads one author may have accepted at once (receiving, queued or encoding); beyond: 429" },
+	{ "upload-per-author", "api", "upload_per_author", "SAYIN_UPLOAD_PER_AUTHOR", NULL,
+	  "uploads one author may have accepted at once (receiving, queued or encoding); beyond: 429; "
+	  "default: half of workers + queue, at least 1" },
 	{ "upload-retry-slots", "api", "upload_retry_slots", "SAYIN_UPLOAD_RETRY_SLOTS", "4",
 	  "retries of a known Idempotency-Key let in past workers + queue at once; beyond: 503" },
 	{ "upload-min-rate", "api", "upload_min_rate", "SAYIN_UPLOAD_MIN_RATE", "8K",

@@ -755,7 +755,13 @@ int api_options_read_limits(const config *cfg, api_options *opt, char *err, size
 	uint64_t per_author, retry_slots;
 	const uint64_t day_ms = 24ull * 3600 * 1000;
 
-	if (config_get_u64(cfg, "upload-per-author", 1, 100000, &per_author, err, errlen) != 0 ||
+	/* By default no author holds more than half the slots, so another
+	 * always finds room. */
+	per_author = (opt->workers + opt->queue) / 2;
+	if (per_author < 1)
+		per_author = 1;
+	if ((config_get(cfg, "upload-per-author") != NULL &&
+	     config_get_u64(cfg, "upload-per-author", 1, 100000, &per_author, err, errlen) != 0) ||
 	    config_get_u64(cfg, "upload-retry-slots", 0, 100000, &retry_slots, err, errlen) != 0 ||
 	    config_get_size(cfg, "upload-min-rate", 1, 1ull << 30, &opt->min_rate, err, errlen) != 0 ||
 	    config_get_u64(cfg, "upload-rate-window-ms", 10, day_ms, &opt->rate_window_ms, err,

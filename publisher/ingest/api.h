@@ -57,7 +57,8 @@ typedef struct api_options {
 	void *on_commit_arg;
 } api_options;
 
-/* Reads upload-per-author, upload-retry-slots, upload-min-rate,
+/* Reads upload-per-author (default: half of opt->workers + opt->queue,
+ * which must be set, at least 1), upload-retry-slots, upload-min-rate,
  * upload-rate-window-ms, upload-rate-grace-ms and upload-deadline-ms into
  * opt. Returns 0, or SAYIN_ECONFIG with err naming the bad setting. */
 int api_options_read_limits(const config *cfg, api_options *opt, char *err, size_t errlen);

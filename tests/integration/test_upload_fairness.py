@@ -185,13 +185,34 @@ def test_one_author_at_the_cap_gets_429_while_another_gets_in(api_site, speech_c
     assert m['sayin_api_posts_total{result="created"}'] == 3, m
 
 
+def test_by_default_one_author_holds_at_most_half_the_slots(api_site, speech_clip):
+    """The issue's setting, workers 1 + queue 1, with upload-per-author left
+    to its default (half of 2): alice's second upload gets 429 at once and
+    bob's gets in beside her first."""
+    site = api_site(args=("--workers", "1", "--queue", "1"), origin=False)
+    alice, bob = site.tokens["alice"], site.tokens["bob"]
+    audio = speech_clip.read_bytes()
+    first, r = open_upload(site.api, alice, len(audio))
+    assert r.status == 100, r
+    c, r = open_upload(site.api, alice, len(audio))
+    c.close()
+    assert r.status == 429 and error_code(r) == "too_many_uploads", (r, r.body)
+    c, r = open_upload(site.api, bob, len(audio))
+    assert r.status == 100, r
+    for conn in (c, first):
+        conn.send(audio)
+        conn.sock.settimeout(60)
+        assert conn.read_response().status == 201
+        conn.close()
+
+
 def test_idempotent_retries_past_a_full_capacity_are_bounded(api_site, speech_clip):
     """workers 1 + queue 1 held by bob, upload-retry-slots 1: of ten retries
     of alice's recorded key, one is let in before its body and nine get 503
     at once (before, all ten were let in, each able to stream the whole
     limit to disk). The one let in is still replayed."""
-    site = api_site(args=("--workers", "1", "--queue", "1", "--upload-retry-slots", "1"),
-                    origin=False)
+    site = api_site(args=("--workers", "1", "--queue", "1", "--upload-retry-slots", "1",
+                          "--upload-per-author", "2"), origin=False)
     alice, bob = site.tokens["alice"], site.tokens["bob"]
     audio = speech_clip.read_bytes()
     first = site.api.post_raw(alice, audio, headers={"Idempotency-Key": "k-1"})
