@@ -2,12 +2,17 @@
 #include "core/config.h"
 
 #include "core/error.h"
+#include "core/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#define SECRET_FILE_MAX 65536 /* bytes of a secret file; more is a wrong path */
 
 /* Every setting either program knows. publisher/README.md's table is what
  * `sayin-publisher settings` prints (test_config checks it). */
@@ -90,6 +95,20 @@ static const setting settings[] = {
 	{ "max-text", "api", "max_text", "SAYIN_MAX_TEXT", "500", "characters of a post's text" },
 	{ "upload-dir", "api", "upload_dir", "SAYIN_UPLOAD_DIR", NULL,
 	  "temporary upload files (default: DATA/uploads; swept at start)" },
+	/* [api]: fairness between uploads (publisher/README.md, Upload limits) */
+	{ "upload-per-author", "api", "upload_per_author", "SAYIN_UPLOAD_PER_AUTHOR", NULL,
+	  "uploads one author may have accepted at once (receiving, queued or encoding); beyond: 429; "
+	  "default: half of workers + queue, at least 1" },
+	{ "upload-retry-slots", "api", "upload_retry_slots", "SAYIN_UPLOAD_RETRY_SLOTS", "4",
+	  "retries of a known Idempotency-Key let in past workers + queue at once; beyond: 503" },
+	{ "upload-min-rate", "api", "upload_min_rate", "SAYIN_UPLOAD_MIN_RATE", "8K",
+	  "bytes/s an upload body must average over each rate window after the grace; slower: 408" },
+	{ "upload-rate-window-ms", "api", "upload_rate_window_ms", "SAYIN_UPLOAD_RATE_WINDOW_MS",
+	  "10000", "window over which --upload-min-rate is averaged" },
+	{ "upload-rate-grace-ms", "api", "upload_rate_grace_ms", "SAYIN_UPLOAD_RATE_GRACE_MS", "10000",
+	  "time from an upload's headers before its rate is first checked" },
+	{ "upload-deadline-ms", "api", "upload_deadline_ms", "SAYIN_UPLOAD_DEADLINE_MS", "60000",
+	  "an upload body must be in within this plus Content-Length / --upload-min-rate; later: 408" },
 	{ "varnish-edges", "cdn", "varnish_edges", "SAYIN_VARNISH_EDGES", NULL,
 	  "Varnish edges to purge (URL PURGE and xkey), comma-separated base URLs" },
 	{ "varnish-soft-purge", "cdn", "varnish_soft_purge", "SAYIN_VARNISH_SOFT_PURGE", "off",
@@ -102,6 +121,8 @@ static const setting settings[] = {
 	  "Fastly service to purge by surrogate key (turns the driver on)" },
 	{ "fastly-api-key", "cdn", "fastly_api_key", "SAYIN_FASTLY_API_KEY", NULL,
 	  "Fastly API token with purge_select (secret)" },
+	{ "fastly-api-key-file", "cdn", "fastly_api_key_file", "SAYIN_FASTLY_API_KEY_FILE", NULL,
+	  "file holding --fastly-api-key (see Secrets in publisher/README.md)" },
 	{ "fastly-api-url", "cdn", "fastly_api_url", "SAYIN_FASTLY_API_URL", "https://api.fastly.com",
 	  "Fastly API base URL" },
 	{ "fastly-soft-purge", "cdn", "fastly_soft_purge", "SAYIN_FASTLY_SOFT_PURGE", "off",
@@ -110,6 +131,9 @@ static const setting settings[] = {
 	  "Cloudflare zone to purge (turns the driver on)" },
 	{ "cloudflare-api-token", "cdn", "cloudflare_api_token", "SAYIN_CLOUDFLARE_API_TOKEN", NULL,
 	  "Cloudflare API token with Cache Purge (secret)" },
+	{ "cloudflare-api-token-file", "cdn", "cloudflare_api_token_file",
+	  "SAYIN_CLOUDFLARE_API_TOKEN_FILE", NULL,
+	  "file holding --cloudflare-api-token (see Secrets in publisher/README.md)" },
 	{ "cloudflare-api-url", "cdn", "cloudflare_api_url", "SAYIN_CLOUDFLARE_API_URL",
 	  "https://api.cloudflare.com/client/v4", "Cloudflare API base URL" },
 	{ "cloudflare-purge-by", "cdn", "cloudflare_purge_by", "SAYIN_CLOUDFLARE_PURGE_BY", "files",
@@ -127,6 +151,9 @@ static const setting settings[] = {
 	  "AWS (or S3-compatible) access key id for cloudfront and s3" },
 	{ "aws-secret-access-key", "cdn", "aws_secret_access_key", "AWS_SECRET_ACCESS_KEY", NULL,
 	  "AWS secret access key (secret)" },
+	{ "aws-secret-access-key-file", "cdn", "aws_secret_access_key_file",
+	  "SAYIN_AWS_SECRET_ACCESS_KEY_FILE", NULL,
+	  "file holding --aws-secret-access-key (see Secrets in publisher/README.md)" },
 	{ "aws-region", "cdn", "aws_region", "AWS_REGION", "us-east-1", "region for s3 signatures" },
 	{ "social-accounts", "social", "accounts", "SAYIN_SOCIAL_ACCOUNTS", NULL,
 	  "authors' X and Facebook credentials (INI, mode 600; see publisher/README.md)" },
@@ -150,8 +177,28 @@ static const setting settings[] = {
 };
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
 
+/* The settings that are credentials. Each has a NAME-file companion right
+ * after it in the table; a config file that sets one must be private; a
+ * flag that gives one is warned about and blanked in argv. (The social
+ * accounts are a private file already, see --social-accounts.) */
+static const char *const secret_settings[] = { "fastly-api-key", "cloudflare-api-token",
+	                                       "aws-secret-access-key" };
+
+static int is_secret(const setting *s)
+{
+	for (size_t i = 0; i < sizeof(secret_settings) / sizeof(secret_settings[0]); i++) {
+		if (strcmp(s->name, secret_settings[i]) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Where a setting's value came from, lowest precedence first. */
+enum source { FROM_DEFAULT, FROM_FILE, FROM_ENV, FROM_FLAG };
+
 struct config {
 	char *values[N_SETTINGS];
+	unsigned char source[N_SETTINGS]; /* enum source */
 	const config_arg *args;
 	size_t nargs;
 	char **arg_values;
@@ -177,13 +224,6 @@ struct ini_state {
 	const char *secret; /* a secret setting the file sets, or NULL */
 };
 
-/* Settings that are credentials: a file that sets one must be private. */
-static int is_secret(const char *name)
-{
-	return strcmp(name, "fastly-api-key") == 0 || strcmp(name, "cloudflare-api-token") == 0 ||
-	       strcmp(name, "aws-secret-access-key") == 0;
-}
-
 static int on_ini_entry(void *user, const char *section, const char *key, const char *value)
 {
 	struct ini_state *st = user;
@@ -191,7 +231,8 @@ static int on_ini_entry(void *user, const char *section, const char *key, const 
 		if (strcmp(settings[i].section, section) == 0 && strcmp(settings[i].key, key) == 0) {
 			if (set_value(&st->cfg->values[i], value) != 0)
 				return 0;
-			if (is_secret(settings[i].name))
+			st->cfg->source[i] = FROM_FILE;
+			if (is_secret(&settings[i]))
 				st->secret = settings[i].name;
 			return 1;
 		}
@@ -270,6 +311,17 @@ static const char *config_file_arg(int argc, char **argv)
 	return path;
 }
 
+/* A secret on the command line is readable by every local user in
+ * /proc/PID/cmdline and ps until the process overwrites it, which it does
+ * here (the copy is already in the config); the warning says what to use. */
+static void hide_secret_flag(const setting *s, char *value)
+{
+	log_warn("config: --%s was given on the command line, where other local users can read it "
+	         "(ps, /proc/PID/cmdline): use $%s, --%s-file FILE (e.g. a systemd credential) or "
+	         "a config file of mode 600", s->name, s->env, s->name);
+	memset(value, 'x', strlen(value));
+}
+
 static int parse_flags(config *cfg, int argc, char **argv, char *err, size_t errlen)
 {
 	int only_positional = 0;
@@ -279,7 +331,7 @@ static int parse_flags(config *cfg, int argc, char **argv, char *err, size_t err
 		const char *name, *eq, *value = NULL;
 		size_t len, idx;
 		char **slot;
-		int is_switch = 0;
+		int is_switch = 0, secret = 0;
 
 		if (only_positional || a[0] != '-' || a[1] == '\0') {
 			cfg->positional[cfg->npositional++] = argv[i];
@@ -305,6 +357,8 @@ static int parse_flags(config *cfg, int argc, char **argv, char *err, size_t err
 		}
 		if (find_setting(name, len, &idx) != NULL) {
 			slot = &cfg->values[idx];
+			cfg->source[idx] = FROM_FLAG;
+			secret = is_secret(&settings[idx]);
 		} else if (find_arg(cfg, name, len, &idx) != NULL) {
 			slot = &cfg->arg_values[idx];
 			is_switch = cfg->args[idx].is_switch;
@@ -328,6 +382,125 @@ static int parse_flags(config *cfg, int argc, char **argv, char *err, size_t err
 		}
 		if (set_value(slot, value) != 0)
 			return -ENOMEM;
+		if (secret)
+			hide_secret_flag(&settings[idx], (char *)value);
+	}
+	return 0;
+}
+
+/* Reads the secret of setting s from path into *out (malloc'd): a bare name
+ * (no '/') is looked up in $CREDENTIALS_DIRECTORY when that is set (systemd
+ * LoadCredential=NAME:PATH), anything else is a path. One trailing newline
+ * ("\n" or "\r\n") is trimmed. Refused, with SAYIN_ECONFIG and a message
+ * naming the setting and the file (never the secret): a file that cannot be
+ * read, that others may read, that is empty, longer than SECRET_FILE_MAX or
+ * holds more than one line or a NUL. */
+static int read_secret_file(const setting *s, const char *path, char **out, char *err,
+                            size_t errlen)
+{
+	const char *creds = getenv("CREDENTIALS_DIRECTORY");
+	char full[4096], *data = NULL;
+	size_t len = 0;
+	struct stat sb;
+	int fd, rc = SAYIN_ECONFIG;
+
+	if (strchr(path, '/') == NULL && creds != NULL && creds[0] != '\0')
+		snprintf(full, sizeof(full), "%s/%s", creds, path);
+	else
+		snprintf(full, sizeof(full), "%s", path);
+	fd = open(full, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0 || fstat(fd, &sb) != 0) {
+		snprintf(err, errlen, "--%s-file: cannot read %s: %s", s->name, full, strerror(errno));
+		goto done;
+	}
+	/* Group read is allowed: systemd grants the service's user access to
+	 * its credentials through an ACL, whose mask shows as group bits. */
+	if (!S_ISREG(sb.st_mode) || (sb.st_mode & S_IRWXO) != 0) {
+		snprintf(err, errlen, "--%s-file: %s is %s: chmod 600 %s", s->name, full,
+		         S_ISREG(sb.st_mode) ? "readable by other users" : "not a regular file", full);
+		goto done;
+	}
+	data = malloc(SECRET_FILE_MAX + 1);
+	if (data == NULL) {
+		rc = -ENOMEM;
+		goto done;
+	}
+	for (;;) {
+		ssize_t n = read(fd, data + len, SECRET_FILE_MAX + 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(err, errlen, "--%s-file: reading %s: %s", s->name, full, strerror(errno));
+			goto done;
+		}
+		if (n == 0 || (len += (size_t)n) > SECRET_FILE_MAX)
+			break;
+	}
+	if (len > SECRET_FILE_MAX) {
+		snprintf(err, errlen, "--%s-file: %s is larger than %d bytes: not a secret", s->name,
+		         full, SECRET_FILE_MAX);
+		goto done;
+	}
+	if (len > 0 && data[len - 1] == '\n')
+		len--;
+	if (len > 0 && data[len - 1] == '\r')
+		len--;
+	data[len] = '\0';
+	if (len == 0 || memchr(data, '\0', len) != NULL || strpbrk(data, "\r\n") != NULL) {
+		snprintf(err, errlen, "--%s-file: %s must hold the secret on one line (%s)", s->name,
+		         full, len == 0 ? "it is empty" : "it holds more");
+		goto done;
+	}
+	*out = data;
+	data = NULL;
+	rc = 0;
+done:
+	if (data != NULL) {
+		memset(data, 0, SECRET_FILE_MAX + 1);
+		free(data);
+	}
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+/* Each secret whose NAME-file companion is set is read from that file. The
+ * two follow the usual precedence (a flag over the environment over the
+ * config file): the one given at the higher level wins, and both at the
+ * same level is an error. */
+static int resolve_secret_files(config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i + 1 < N_SETTINGS; i++) {
+		size_t f = i + 1; /* the table puts NAME-file right after NAME */
+		char *secret = NULL;
+		int rc;
+
+		size_t n = strlen(settings[i].name);
+
+		if (!is_secret(&settings[i]))
+			continue;
+		if (strncmp(settings[f].name, settings[i].name, n) != 0 ||
+		    strcmp(settings[f].name + n, "-file") != 0) {
+			snprintf(err, errlen, "settings table: --%s-file must follow --%s",
+			         settings[i].name, settings[i].name);
+			return SAYIN_EINVAL;
+		}
+		if (cfg->values[f] == NULL)
+			continue;
+		if (cfg->values[i] != NULL && cfg->source[i] == cfg->source[f]) {
+			snprintf(err, errlen, "--%s and --%s are both given (%s): give one", settings[i].name,
+			         settings[f].name, cfg->source[f] == FROM_FLAG ? "flags" :
+			         cfg->source[f] == FROM_ENV ? "environment" : "config file");
+			return SAYIN_ECONFIG;
+		}
+		if (cfg->values[i] != NULL && cfg->source[i] > cfg->source[f])
+			continue;
+		rc = read_secret_file(&settings[i], cfg->values[f], &secret, err, errlen);
+		if (rc != 0)
+			return rc;
+		free(cfg->values[i]);
+		cfg->values[i] = secret;
+		cfg->source[i] = cfg->source[f];
 	}
 	return 0;
 }
@@ -363,10 +536,17 @@ int config_load(int argc, char **argv, const config_arg *args, size_t nargs, con
 			rc = -ENOMEM;
 			goto fail;
 		}
+		if (v != NULL)
+			cfg->source[i] = FROM_ENV;
 	}
 	rc = parse_flags(cfg, argc, argv, err, errlen);
 	if (rc < 0)
 		goto fail;
+	if (rc == 0) {
+		rc = resolve_secret_files(cfg, err, errlen);
+		if (rc != 0)
+			goto fail;
+	}
 	*out = cfg;
 	return rc;
 fail:

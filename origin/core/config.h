@@ -24,7 +24,12 @@ typedef struct config_arg {
 } config_arg;
 
 /* Parses argv (argv[0] is the command name and is skipped). Positional
- * arguments are kept in order (config_positional). Returns 0; 1 when --help
+ * arguments are kept in order (config_positional). Secrets (fastly-api-key,
+ * cloudflare-api-token, aws-secret-access-key) may come from a file named by
+ * their NAME-file setting (a bare name is looked up in
+ * $CREDENTIALS_DIRECTORY); a secret given as a flag logs a warning and its
+ * value is overwritten with 'x' in argv, which must therefore be writable
+ * (main's is). Returns 0; 1 when --help
  * was given (the caller prints usage and exits 0); or SAYIN_ECONFIG with one
  * line in err naming the bad flag, file line, variable or value. *out is set
  * on 0 and 1 and must be freed with config_free(). */

@@ -9,10 +9,10 @@
 
 const char *const cmd_outbox_settings[] = {
 	"data", "map-size", "public-url", "listen", "varnish-edges", "varnish-soft-purge",
-	"nginx-edges", "prewarm-edges", "fastly-service-id", "fastly-api-key", "fastly-api-url",
-	"fastly-soft-purge", "cloudflare-zone-id", "cloudflare-api-token", "cloudflare-api-url",
+	"nginx-edges", "prewarm-edges", "fastly-service-id", "fastly-api-key", "fastly-api-key-file", "fastly-api-url",
+	"fastly-soft-purge", "cloudflare-zone-id", "cloudflare-api-token", "cloudflare-api-token-file", "cloudflare-api-url",
 	"cloudflare-purge-by", "cloudfront-distribution-id", "cloudfront-api-url", "s3-bucket",
-	"s3-endpoint", "aws-access-key-id", "aws-secret-access-key", "aws-region",
+	"s3-endpoint", "aws-access-key-id", "aws-secret-access-key", "aws-secret-access-key-file", "aws-region",
 	"outbox-max-attempts", "outbox-max-age", "outbox-lease-ms", "outbox-backoff-ms",
 	"log-level", NULL
 };

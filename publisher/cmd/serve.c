@@ -17,6 +17,8 @@
 
 static const char *const serve_settings[] = {
 	"data", "map-size", "public-url", "listen", "api-listen", "workers", "queue", "upload-dir",
+	"upload-per-author", "upload-retry-slots", "upload-min-rate", "upload-rate-window-ms",
+	"upload-rate-grace-ms", "upload-deadline-ms",
 	"bitrate", "loudness-target", "max-input-bytes", "max-duration", "decode-timeout-ms",
 	"decode-memory", "waveform-points", "aac-fallback", "aac-bitrate", "aac-coder", "feed-items",
 	"feed-page-items", "max-text", "shutdown-grace-ms", "log-level", NULL
@@ -136,6 +138,11 @@ int cmd_serve(int argc, char **argv)
 		              .max_upload = pipe.media.max_input_bytes, .metrics = reg,
 		              .on_commit = s.delivery ? kick_delivery : NULL,
 		              .on_commit_arg = s.delivery };
+	if (api_options_read_limits(cfg, &aopt, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sayin-publisher serve: %s\n", err);
+		code = EXIT_USAGE;
+		goto done;
+	}
 	rc = api_start(&s.loop, st, &pipe, &aopt, &s.api, err, sizeof(err));
 	if (rc != 0) {
 		fprintf(stderr, "sayin-publisher serve: %s\n", err);

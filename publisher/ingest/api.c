@@ -32,14 +32,19 @@ static void free_body(void *arg)
 }
 
 /* Every POST /v1/posts is counted once in sayin_api_posts_total: created
- * and replayed where they happen, overloaded with its 503, and every other
+ * and replayed where they happen, overloaded with its 503, too_slow with its
+ * 408, throttled with its 429, and every other
  * answer here, by status: 4xx rejected (the request's fault: headers, body,
  * text or recording), 5xx failed (ours). */
 static void count_upload_outcome(http_request *req, int status)
 {
 	struct req_state *rs = req->data;
 
-	if (rs == NULL || rs->kind != REQ_UPLOAD || status == 201 || status == 503)
+	if (rs == NULL || rs->kind != REQ_UPLOAD)
+		return;
+	rs->receiving = 0; /* answered: the pace timer leaves it alone */
+	/* 408 (too_slow) and 429 (throttled) are counted where they happen. */
+	if (status == 201 || status == 503 || status == 408 || status == 429)
 		return;
 	metrics_add(rs->api->shard, status < 500 ? rs->api->m_rejected : rs->api->m_failed, 1);
 }
@@ -141,10 +146,23 @@ void api__error_status(int rc, int input_fault, int *status, const char **code)
 
 void api__release_slot(struct req_state *rs)
 {
-	if (rs->has_slot) {
-		rs->has_slot = 0;
-		rs->api->slots_used--;
-	}
+	struct api *a = rs->api;
+
+	rs->receiving = 0;
+	if (!rs->has_slot)
+		return;
+	rs->has_slot = 0;
+	if (rs->over_limit)
+		a->retries_used--;
+	else
+		a->slots_used--;
+	if (rs->prev_holder != NULL)
+		rs->prev_holder->next_holder = rs->next_holder;
+	else
+		a->holders = rs->next_holder;
+	if (rs->next_holder != NULL)
+		rs->next_holder->prev_holder = rs->prev_holder;
+	rs->prev_holder = rs->next_holder = NULL;
 }
 
 static void req_state_free(struct req_state *rs)
@@ -541,6 +559,7 @@ static int api_on_headers(http_handler *self, http_request *req)
 		return HTTP_BODY_REJECT;
 	}
 	rs->api = a;
+	rs->req = req;
 	rs->fd = -1;
 	req->data = rs;
 	if (strcmp(req->path, "/v1/posts") == 0 && strcmp(req->method, "POST") == 0) {
@@ -681,6 +700,16 @@ static int define_metrics(struct api *a, metrics *m)
 	                              "result=\"failed\"");
 	a->m_overloaded = metrics_counter(m, "sayin_api_posts_total", "Uploads by outcome.",
 	                                  "result=\"overloaded\"");
+	a->m_too_slow = metrics_counter(m, "sayin_api_posts_total", "Uploads by outcome.",
+	                                "result=\"too_slow\"");
+	a->m_throttled = metrics_counter(m, "sayin_api_posts_total", "Uploads by outcome.",
+	                                 "result=\"throttled\"");
+	a->m_cut_rate = metrics_counter(m, "sayin_api_uploads_cut_total",
+	                                "Upload bodies cut with 408, by the limit they broke.",
+	                                "limit=\"min_rate\"");
+	a->m_cut_deadline = metrics_counter(m, "sayin_api_uploads_cut_total",
+	                                    "Upload bodies cut with 408, by the limit they broke.",
+	                                    "limit=\"deadline\"");
 	a->m_deleted = metrics_counter(m, "sayin_api_deletes_total", "Posts deleted.", NULL);
 	a->m_upload_bytes = metrics_counter(m, "sayin_api_upload_bytes_total",
 	                                    "Request body bytes received by POST /v1/posts.", NULL);
@@ -695,7 +724,8 @@ static int define_metrics(struct api *a, metrics *m)
 		                                    "The publish transaction by stage.", stages[i],
 		                                    seconds, nb);
 	if (a->m_created < 0 || a->m_replayed < 0 || a->m_rejected < 0 || a->m_failed < 0 ||
-	    a->m_overloaded < 0 || a->m_deleted < 0 || a->m_upload_bytes < 0 || a->m_media_s < 0 ||
+	    a->m_overloaded < 0 || a->m_too_slow < 0 || a->m_throttled < 0 || a->m_cut_rate < 0 ||
+	    a->m_cut_deadline < 0 || a->m_deleted < 0 || a->m_upload_bytes < 0 || a->m_media_s < 0 ||
 	    a->m_publish_s < 0 || a->m_stage_s[0] < 0 || a->m_stage_s[1] < 0 ||
 	    a->m_stage_s[2] < 0 || a->m_stage_s[3] < 0)
 		return -ENOMEM;
@@ -708,10 +738,41 @@ static double gauge_slots(void *arg)
 	return (double)__atomic_load_n(&a->slots_used, __ATOMIC_RELAXED);
 }
 
+static double gauge_retries(void *arg)
+{
+	const struct api *a = arg;
+	return (double)__atomic_load_n(&a->retries_used, __ATOMIC_RELAXED);
+}
+
 static double gauge_capacity(void *arg)
 {
 	const struct api *a = arg;
 	return (double)a->capacity;
+}
+
+int api_options_read_limits(const config *cfg, api_options *opt, char *err, size_t errlen)
+{
+	uint64_t per_author, retry_slots;
+	const uint64_t day_ms = 24ull * 3600 * 1000;
+
+	/* By default no author holds more than half the slots, so another
+	 * always finds room. */
+	per_author = (opt->workers + opt->queue) / 2;
+	if (per_author < 1)
+		per_author = 1;
+	if ((config_get(cfg, "upload-per-author") != NULL &&
+	     config_get_u64(cfg, "upload-per-author", 1, 100000, &per_author, err, errlen) != 0) ||
+	    config_get_u64(cfg, "upload-retry-slots", 0, 100000, &retry_slots, err, errlen) != 0 ||
+	    config_get_size(cfg, "upload-min-rate", 1, 1ull << 30, &opt->min_rate, err, errlen) != 0 ||
+	    config_get_u64(cfg, "upload-rate-window-ms", 10, day_ms, &opt->rate_window_ms, err,
+	                   errlen) != 0 ||
+	    config_get_u64(cfg, "upload-rate-grace-ms", 0, day_ms, &opt->rate_grace_ms, err,
+	                   errlen) != 0 ||
+	    config_get_u64(cfg, "upload-deadline-ms", 0, day_ms, &opt->deadline_ms, err, errlen) != 0)
+		return SAYIN_ECONFIG;
+	opt->per_author = (unsigned)per_author;
+	opt->retry_slots = (unsigned)retry_slots;
+	return 0;
 }
 
 int api_start(uv_loop_t *loop, store *st, const pipeline *pipe, const api_options *opt,
@@ -733,6 +794,17 @@ int api_start(uv_loop_t *loop, store *st, const pipeline *pipe, const api_option
 	a->pipe = pipe;
 	a->max_upload = opt->max_upload;
 	a->capacity = opt->workers + opt->queue;
+	a->per_author = opt->per_author;
+	a->retry_slots = opt->retry_slots;
+	a->min_rate = opt->min_rate;
+	a->rate_window_ms = opt->rate_window_ms;
+	a->rate_grace_ms = opt->rate_grace_ms;
+	a->deadline_ms = opt->deadline_ms;
+	if (a->per_author == 0 || a->min_rate == 0 || a->rate_window_ms == 0) {
+		snprintf(err, errlen, "api_start: per_author, min_rate and rate_window_ms must be set");
+		free(a);
+		return SAYIN_EINVAL;
+	}
 	a->metrics = opt->metrics;
 	a->on_commit = opt->on_commit;
 	a->on_commit_arg = opt->on_commit_arg;
@@ -753,7 +825,10 @@ int api_start(uv_loop_t *loop, store *st, const pipeline *pipe, const api_option
 		                      NULL, gauge_slots, a) < 0 ||
 		     metrics_gauge_fn(opt->metrics, "sayin_api_uploads_capacity",
 		                      "workers + queue: beyond it POST answers 503.", NULL,
-		                      gauge_capacity, a) < 0))
+		                      gauge_capacity, a) < 0 ||
+		     metrics_gauge_fn(opt->metrics, "sayin_api_upload_retries_accepted",
+		                      "Retries of a known Idempotency-Key let in past the capacity.",
+		                      NULL, gauge_retries, a) < 0))
 			rc = -ENOMEM;
 		a->shard = rc == 0 ? metrics_shard_new(opt->metrics) : NULL;
 		if (a->shard == NULL) {
@@ -770,6 +845,8 @@ int api_start(uv_loop_t *loop, store *st, const pipeline *pipe, const api_option
 	}
 	uv_timer_init(loop, &a->sweep_timer);
 	a->sweep_timer.data = a;
+	uv_timer_init(loop, &a->pace_timer);
+	a->pace_timer.data = a;
 	uv_timer_start(&a->sweep_timer, on_sweep_timer, 1000, SWEEP_INTERVAL_MS);
 	*out = a;
 	return 0;
@@ -780,7 +857,7 @@ int api_port(const api *a)
 	return http_server_port(a->server);
 }
 
-static void on_timer_closed(uv_handle_t *h)
+static void on_pace_timer_closed(uv_handle_t *h)
 {
 	struct api *a = h->data;
 	void (*cb)(void *) = a->on_stopped;
@@ -790,6 +867,12 @@ static void on_timer_closed(uv_handle_t *h)
 		cb(arg);
 }
 
+static void on_sweep_timer_closed(uv_handle_t *h)
+{
+	struct api *a = h->data;
+	uv_close((uv_handle_t *)&a->pace_timer, on_pace_timer_closed);
+}
+
 /* Frees the api once the server has stopped and no job is left. */
 void api__maybe_stopped(struct api *a)
 {
@@ -797,7 +880,7 @@ void api__maybe_stopped(struct api *a)
 		return;
 	a->server_stopped = 0; /* once */
 	a->stopping = 2;
-	uv_close((uv_handle_t *)&a->sweep_timer, on_timer_closed);
+	uv_close((uv_handle_t *)&a->sweep_timer, on_sweep_timer_closed);
 }
 
 static void on_server_stopped(void *arg)
@@ -815,5 +898,7 @@ void api_stop(api *a, uint64_t grace_ms, void (*on_stopped)(void *arg), void *ar
 	a->on_stopped = on_stopped;
 	a->stopped_arg = arg;
 	uv_timer_stop(&a->sweep_timer);
+	uv_timer_stop(&a->pace_timer);
+	a->pace_timer_on = 0;
 	http_server_stop(a->server, grace_ms, on_server_stopped, a);
 }

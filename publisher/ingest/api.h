@@ -16,13 +16,19 @@
  * transcoding and every store write run on libuv's thread pool (workers
  * threads), never on the loop, so the API answers while posts encode. When
  * workers + queue uploads are already accepted, POST answers 503 with
- * Retry-After before reading the body.
+ * Retry-After before reading the body; an author who already has
+ * per_author of them gets 429. A retry of a known Idempotency-Key may pass
+ * a full capacity, but only into one of retry_slots. A body that, after
+ * rate_grace_ms, brings less than min_rate bytes/s over a rate window, or
+ * is not in by deadline_ms + Content-Length / min_rate, is cut with 408
+ * (publisher/README.md, "Upload limits").
  *
  * Threading: api_start, api_stop and every callback run on the loop's
  * thread; the store and the pipeline are shared with the workers. */
 #ifndef SAYIN_API_H
 #define SAYIN_API_H
 
+#include "core/config.h"
 #include "core/metrics.h"
 #include "pipeline.h"
 #include "core/store.h"
@@ -37,12 +43,25 @@ typedef struct api_options {
 	unsigned workers;         /* transcoding threads (UV_THREADPOOL_SIZE) */
 	unsigned queue;           /* accepted uploads beyond the workers */
 	uint64_t max_upload;      /* bytes of the recording (413 beyond) */
+	/* Fairness between uploads (api_options_read_limits fills them). */
+	unsigned per_author;      /* slots one author may hold, >= 1 */
+	unsigned retry_slots;     /* idempotent retries let in past the capacity */
+	uint64_t min_rate;        /* bytes/s, >= 1 */
+	uint64_t rate_window_ms;  /* >= 1 */
+	uint64_t rate_grace_ms;
+	uint64_t deadline_ms;     /* on top of Content-Length / min_rate */
 	metrics *metrics;         /* definitions are made by api_start */
 	/* Called on the loop after each committed post or deletion (serve
 	 * kicks the delivery worker with it); may be NULL. */
 	void (*on_commit)(void *arg);
 	void *on_commit_arg;
 } api_options;
+
+/* Reads upload-per-author (default: half of opt->workers + opt->queue,
+ * which must be set, at least 1), upload-retry-slots, upload-min-rate,
+ * upload-rate-window-ms, upload-rate-grace-ms and upload-deadline-ms into
+ * opt. Returns 0, or SAYIN_ECONFIG with err naming the bad setting. */
+int api_options_read_limits(const config *cfg, api_options *opt, char *err, size_t errlen);
 
 /* Starts serving on loop. The store and pipeline must outlive the api.
  * Returns 0 and *out, or a negative errno / SAYIN_ECONFIG (bad address),

@@ -45,7 +45,15 @@ struct api {
 	void (*on_commit)(void *arg);
 	void *on_commit_arg;
 	char upload_dir[PATH_MAX];
+	unsigned per_author;  /* slots one author may hold (429 beyond) */
+	unsigned retry_slots; /* retries let in past capacity at once */
+	uint64_t min_rate;    /* bytes/s, averaged over rate_window_ms */
+	uint64_t rate_window_ms, rate_grace_ms, deadline_ms;
 	unsigned slots_used;  /* uploads accepted and not yet answered */
+	unsigned retries_used; /* of them, retries let in past capacity */
+	struct req_state *holders; /* every request holding a slot, newest first */
+	uv_timer_t pace_timer; /* checks receiving uploads' rate and deadline */
+	int pace_timer_on;
 	unsigned jobs_running; /* jobs on the pool (posts, deletions, sweeps) */
 	struct job *inflight; /* post jobs with an idempotency key */
 	uv_timer_t sweep_timer;
@@ -55,6 +63,7 @@ struct api {
 	int server_stopped;
 	metrics_shard *shard;
 	metrics_id m_created, m_replayed, m_rejected, m_failed, m_overloaded, m_deleted;
+	metrics_id m_too_slow, m_throttled, m_cut_rate, m_cut_deadline;
 	metrics_id m_upload_bytes, m_media_s, m_publish_s, m_stage_s[4];
 };
 
@@ -64,8 +73,15 @@ enum req_kind { REQ_OTHER, REQ_UPLOAD };
 struct req_state {
 	enum req_kind kind;
 	struct api *api;
+	http_request *req;       /* the request whose data this is */
 	uint64_t body_bytes;
-	int has_slot;            /* holds one of workers + queue */
+	int has_slot;            /* holds one of workers + queue (or a retry slot) */
+	struct req_state *prev_holder, *next_holder; /* api->holders while has_slot */
+	/* Pace of the body (upload.c): while receiving, the pace timer cuts it
+	 * when a window brings less than min_rate or deadline_at passes. */
+	int receiving;           /* body streaming, not yet answered */
+	uint64_t start_ms, deadline_at, window_start_ms, window_start_bytes;
+	int window_armed;
 	auth_token_info who;
 	int authed;
 	/* uploads */
@@ -83,7 +99,8 @@ struct req_state {
 	int has_crosspost;
 	char idem_key[IDEMPOTENCY_KEY_MAX + 1];
 	int has_idem;
-	int over_limit;          /* let in past workers + queue as a retry of a known key */
+	int over_limit;          /* let in past workers + queue as a retry of a known key:
+	                            holds one of upload-retry-slots, not a worker slot */
 	struct part_ctx {
 		struct req_state *rs;
 		http_request *req;
@@ -145,7 +162,8 @@ int api__authenticate(struct api *a, http_request *req, struct req_state *rs);
  * into a malloc'd string of *len bytes. Returns NULL when absent (or on a
  * bad escape: *bad = 1). */
 char *api__query_param(const char *target, const char *name, size_t *len, int *bad);
-/* Gives back the request's upload slot, if it holds one. */
+/* Gives back the request's upload slot (or retry slot), if it holds one,
+ * and stops pacing it. */
 void api__release_slot(struct req_state *rs);
 /* Frees the api once it is stopping, the server has stopped and no job is
  * left; else nothing. */
@@ -166,6 +184,9 @@ void api__upload_complete(struct api *a, http_request *req, struct req_state *rs
 void api__upload_discard(struct req_state *rs);
 /* Removes upload files a previous run left behind in dir. */
 void api__sweep_upload_dir(const char *dir);
+/* The pace timer's callback (a->pace_timer.data is a): cuts receiving
+ * uploads that are too slow or past their deadline with 408. */
+void api__pace_check(uv_timer_t *t);
 
 /* ---- jobs.c: the thread pool ---- */
 

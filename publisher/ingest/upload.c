@@ -178,16 +178,130 @@ static int on_mp_part_end(void *arg)
 
 static const multipart_callbacks mp_callbacks = { on_mp_part, on_mp_data, on_mp_part_end };
 
-static void respond_overloaded(struct api *a, http_request *req, int close_after)
+static void respond_overloaded(struct api *a, http_request *req, int close_after,
+                               const char *why)
 {
 	static const http_header retry[] = { { "Retry-After", "5" } };
 	metrics_add(a->shard, a->m_overloaded, 1);
-	log_warn("api: %u uploads accepted and waiting: answering 503 (raise workers or queue)",
-	         a->slots_used);
+	log_warn("api: %u uploads accepted and waiting, %u retries past them: answering 503 (%s)",
+	         a->slots_used, a->retries_used, why);
 	api__respond_error(req, 503, "overloaded", "too many recordings are being encoded; retry", retry,
 	                   1, close_after);
 }
 
+/* Slots (worker or retry) the author's requests hold. O(capacity). */
+static unsigned author_slots(const struct api *a, const char *handle)
+{
+	unsigned n = 0;
+	for (const struct req_state *h = a->holders; h != NULL; h = h->next_holder) {
+		if (strcmp(h->who.handle, handle) == 0)
+			n++;
+	}
+	return n;
+}
+
+static void respond_throttled(struct api *a, http_request *req, const char *handle)
+{
+	static const http_header retry[] = { { "Retry-After", "5" } };
+	char msg[160];
+
+	metrics_add(a->shard, a->m_throttled, 1);
+	log_warn("api: %s already has %u uploads in progress (upload-per-author): answering 429",
+	         handle, a->per_author);
+	snprintf(msg, sizeof(msg), "you already have %u uploads in progress, the most one author "
+	         "may have; retry once one is answered", a->per_author);
+	api__respond_error(req, 429, "too_many_uploads", msg, retry, 1, 1);
+}
+
+/* ---- pace: the minimum rate and the deadline of a body ---- */
+
+/* Takes the slot counted by the caller: rs joins the holders and, until
+ * its body is in, the pace timer's checks. */
+static void hold_slot(struct api *a, struct req_state *rs, uint64_t max_body)
+{
+	uint64_t now = uv_now(a->loop);
+	uint64_t length = rs->req->content_length != HTTP_LENGTH_UNKNOWN ? rs->req->content_length
+	                                                                 : max_body;
+
+	rs->has_slot = 1;
+	rs->next_holder = a->holders;
+	if (a->holders != NULL)
+		a->holders->prev_holder = rs;
+	a->holders = rs;
+	rs->receiving = 1;
+	rs->start_ms = now;
+	rs->deadline_at = now + a->deadline_ms + length * 1000 / a->min_rate;
+	if (!a->pace_timer_on) {
+		uint64_t tick = a->rate_window_ms / 4;
+		tick = tick < 10 ? 10 : tick > 1000 ? 1000 : tick;
+		a->pace_timer_on = 1;
+		uv_timer_start(&a->pace_timer, api__pace_check, tick, tick);
+	}
+}
+
+static void cut_upload(struct api *a, struct req_state *rs, int deadline, uint64_t got,
+                       uint64_t elapsed)
+{
+	char msg[256];
+
+	metrics_add(a->shard, a->m_too_slow, 1);
+	metrics_add(a->shard, deadline ? a->m_cut_deadline : a->m_cut_rate, 1);
+	if (deadline) {
+		snprintf(msg, sizeof(msg), "the upload was not complete within %llu ms (upload-deadline-ms "
+		         "plus its length at upload-min-rate, %llu bytes/s); cut after %llu bytes",
+		         (unsigned long long)(rs->deadline_at - rs->start_ms),
+		         (unsigned long long)a->min_rate, (unsigned long long)rs->body_bytes);
+	} else {
+		snprintf(msg, sizeof(msg), "the upload sent %llu bytes in %llu ms, slower than "
+		         "upload-min-rate (%llu bytes/s); cut after %llu bytes", (unsigned long long)got,
+		         (unsigned long long)elapsed, (unsigned long long)a->min_rate,
+		         (unsigned long long)rs->body_bytes);
+	}
+	log_warn("api: upload from %s cut with 408: %s", rs->who.handle, msg);
+	/* Connection: close; on_complete then removes the file and frees the slot. */
+	api__respond_error(rs->req, 408, "too_slow", msg, NULL, 0, 1);
+}
+
+void api__pace_check(uv_timer_t *t)
+{
+	struct api *a = t->data;
+	uint64_t now = uv_now(a->loop);
+	struct req_state *rs, *next;
+	int pacing = 0;
+
+	for (rs = a->holders; rs != NULL; rs = next) {
+		next = rs->next_holder; /* a cut may free rs */
+		if (!rs->receiving)
+			continue;
+		if (now >= rs->deadline_at) {
+			cut_upload(a, rs, 1, 0, 0);
+			continue;
+		}
+		pacing = 1;
+		if (now - rs->start_ms < a->rate_grace_ms)
+			continue;
+		if (!rs->window_armed) {
+			rs->window_armed = 1;
+			rs->window_start_ms = now;
+			rs->window_start_bytes = rs->body_bytes;
+			continue;
+		}
+		uint64_t elapsed = now - rs->window_start_ms;
+		uint64_t got = rs->body_bytes - rs->window_start_bytes;
+		if (elapsed < a->rate_window_ms)
+			continue;
+		if (got * 1000 < a->min_rate * elapsed) {
+			cut_upload(a, rs, 0, got, elapsed);
+			continue;
+		}
+		rs->window_start_ms = now;
+		rs->window_start_bytes = rs->body_bytes;
+	}
+	if (!pacing) {
+		uv_timer_stop(t);
+		a->pace_timer_on = 0;
+	}
+}
 
 /* 1 if (handle, key) has a first request encoding, or a response on record
  * that has not expired. */
@@ -256,16 +370,27 @@ int api__upload_headers(struct api *a, http_request *req, struct req_state *rs)
 		snprintf(rs->idem_key, sizeof(rs->idem_key), "%s", idem);
 		rs->has_idem = 1;
 	}
+	/* Fairness first: an author at the cap is told so even when the
+	 * server is full, since waiting for its own uploads is the remedy. */
+	if (author_slots(a, rs->who.handle) >= a->per_author) {
+		respond_throttled(a, req, rs->who.handle);
+		return HTTP_BODY_REJECT;
+	}
 	if (a->slots_used >= a->capacity) {
 		/* A retry of a key whose first request is done or encoding needs
 		 * no worker: it is answered from the record or with the first
-		 * request's outcome. Anything else waits for room. */
-		if (rs->has_idem && idem_known(a, rs->who.handle, rs->idem_key)) {
-			rs->over_limit = 1;
-		} else {
-			respond_overloaded(a, req, 1);
+		 * request's outcome. But its body is still read (to compare it
+		 * with the first), so it takes one of upload-retry-slots, under
+		 * the same pace limits. Anything else waits for room. */
+		if (!rs->has_idem || !idem_known(a, rs->who.handle, rs->idem_key)) {
+			respond_overloaded(a, req, 1, "raise workers or queue");
 			return HTTP_BODY_REJECT;
 		}
+		if (a->retries_used >= a->retry_slots) {
+			respond_overloaded(a, req, 1, "every upload-retry-slots slot is taken");
+			return HTTP_BODY_REJECT;
+		}
+		rs->over_limit = 1;
 	}
 	rs->sha = EVP_MD_CTX_new();
 	if (rs->sha == NULL || EVP_DigestInit_ex(rs->sha, EVP_sha256(), NULL) != 1) {
@@ -319,8 +444,11 @@ int api__upload_headers(struct api *a, http_request *req, struct req_state *rs)
 		api__respond_error(req, 500, "internal", "cannot create a temporary file", NULL, 0, 1);
 		return HTTP_BODY_REJECT;
 	}
-	rs->has_slot = 1;
-	a->slots_used++;
+	if (rs->over_limit)
+		a->retries_used++;
+	else
+		a->slots_used++;
+	hold_slot(a, rs, cap);
 	return HTTP_BODY_ACCEPT;
 }
 
@@ -406,6 +534,7 @@ void api__upload_complete(struct api *a, http_request *req, struct req_state *rs
 	struct job *j;
 	int rc;
 
+	rs->receiving = 0; /* the body is in: no more pace checks */
 	if (rs->mp != NULL && multipart_finish(rs->mp) != 0) {
 		api__respond_error(req, 400, "bad_request", "the multipart body ends before its closing "
 		                   "boundary", NULL, 0, 0);
@@ -466,7 +595,7 @@ void api__upload_complete(struct api *a, http_request *req, struct req_state *rs
 	if (rs->over_limit) {
 		/* Let in as a retry, but the first request failed meanwhile (no
 		 * record): a new job, for which there is no room. */
-		respond_overloaded(a, req, 0);
+		respond_overloaded(a, req, 0, "a retry whose first request failed meanwhile");
 		goto discard;
 	}
 	j = calloc(1, sizeof(*j));

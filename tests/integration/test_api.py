@@ -634,8 +634,10 @@ def _timed_gets(api, token, post_id, done, lat):
 
 
 def test_50_concurrent_uploads_while_gets_stay_fast(api_site, speech_clip):
+    # One author on purpose: upload-per-author raised past the 50.
     site = api_site(args=("--workers", "2", "--queue", "64", "--feed-items", "2",
-                          "--feed-page-items", "2"), origin=False)
+                          "--feed-page-items", "2", "--upload-per-author", "64"),
+                    origin=False)
     token = site.tokens["alice"]
     audio = speech_clip.read_bytes()
     first = assert_created(site.api.post_raw(token, audio, text="first"))
@@ -713,7 +715,9 @@ def all_slots_held(site, token, audio, n=2):
 def test_full_queue_answers_503_with_retry_after(api_site, speech_clip):
     """workers 1 + queue 1: two uploads whose headers are in hold both
     slots; a third is refused at once, before its body."""
-    site = api_site(args=("--workers", "1", "--queue", "1"), origin=False)
+    # One author holds both slots and asks for more: upload-per-author 3, not 1.
+    site = api_site(args=("--workers", "1", "--queue", "1", "--upload-per-author", "3"),
+                    origin=False)
     token = site.tokens["alice"]
     audio = speech_clip.read_bytes()
     with all_slots_held(site, token, audio) as hdrs:
@@ -738,7 +742,9 @@ def test_retry_of_a_known_key_is_answered_when_the_queue_is_full(api_site, speec
     """workers 1 + queue 1, both slots held: a retry of an Idempotency-Key
     whose first request is on record needs no worker and is replayed (201),
     the same key with another body still gets 422, and a new key gets 503."""
-    site = api_site(args=("--workers", "1", "--queue", "1"), origin=False)
+    # One author holds both slots and asks for more: upload-per-author 3, not 1.
+    site = api_site(args=("--workers", "1", "--queue", "1", "--upload-per-author", "3"),
+                    origin=False)
     token = site.tokens["alice"]
     audio, other = speech_clip.read_bytes(), speech_clip_b.read_bytes()
     first = assert_created(site.api.post_raw(token, audio, headers={"Idempotency-Key": "k-1"}))
@@ -758,7 +764,8 @@ def test_retry_of_a_known_key_is_answered_when_the_queue_is_full(api_site, speec
 def test_burst_over_capacity_counts_503s(api_site, speech_clip):
     """20 uploads at once with room for 3: the rest get 503, and every 201
     is one post."""
-    site = api_site(args=("--workers", "1", "--queue", "2"), origin=False)
+    site = api_site(args=("--workers", "1", "--queue", "2", "--upload-per-author", "20"),
+                    origin=False)
     token = site.tokens["alice"]
     audio = speech_clip.read_bytes()
     n = 20

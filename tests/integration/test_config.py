@@ -240,3 +240,63 @@ def test_the_settings_table_in_publisher_readme_is_what_the_program_prints(sayin
     with open(readme, encoding="utf-8") as f:
         text = f.read()
     assert table in text, "publisher/README.md's settings table differs from `settings`"
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def _fastly_args_with_key_file(fake, key_file):
+    from helpers.delivery import driver_args
+    a = driver_args("fastly", fake)
+    i = a.index("--fastly-api-key")
+    return a[:i] + ["--fastly-api-key-file", str(key_file)] + a[i + 2:]
+
+
+def test_a_secret_is_read_from_its_file(sayin, tmp_path, fakes, short_wav):
+    """--fastly-api-key-file: the key in the file (0600, one trailing newline)
+    is what push sends: the fake Fastly accepts it, a wrong key in the file
+    is rejected by it, and a world-readable file is refused with exit 2.
+    No warning is logged for the file form."""
+    from helpers.delivery import push
+    from helpers.fakes_cdn import BASE, FASTLY_KEY
+    data = tmp_path / "store"
+    fake = fakes("fastly")
+    key = tmp_path / "fastly.key"
+    key.write_text(FASTLY_KEY + "\n")
+    key.chmod(0o600)
+    args = _fastly_args_with_key_file(fake, key)
+    sayin.post(data, "ann", short_wav, args=["--public-url", BASE] + args)
+    r = push(sayin, data, args)
+    assert "delivered 1, failed 0" in r.stdout, (r.stdout, r.stderr)
+    assert fake.rejections() == [], fake.rejections()
+    assert "command line" not in r.stderr, r.stderr
+    # The file's content is what is sent: a wrong one is refused by the fake.
+    key.write_text("wrong-key\n")
+    sayin.post(data, "ann", short_wav, text="two", args=["--public-url", BASE] + args)
+    r = push(sayin, data, args, expect=None)
+    assert "delivered 0" in r.stdout, (r.stdout, r.stderr)
+    assert fake.rejections(), "the wrong key from the file was accepted"
+    key.chmod(0o644)
+    r = push(sayin, data, args, expect=EXIT_USAGE)
+    assert "--fastly-api-key-file" in r.stderr and "chmod 600" in r.stderr, r.stderr
+    assert "wrong-key" not in r.stderr
+
+
+def test_a_secret_flag_is_warned_about_and_hidden_from_cmdline(sayin, tmp_path):
+    """`serve --fastly-api-key CANARY` logs a warning naming the setting and
+    the safer ways, and the canary is gone from /proc/PID/cmdline."""
+    from helpers.api import start_api
+    from helpers.procs import wait_for
+    canary = "canary-9f8e7d6c5b4a"
+    api = start_api(sayin, tmp_path / "store", args=["--fastly-api-key", canary])
+    cmdline = open("/proc/%d/cmdline" % api.proc.pid, "rb").read()
+    assert canary.encode() not in cmdline, cmdline
+    assert b"--fastly-api-key" in cmdline
+    assert wait_for(lambda: "--fastly-api-key was given on the command line" in api.log())
+    log = api.log()
+    for safer in ("$SAYIN_FASTLY_API_KEY", "--fastly-api-key-file", "mode 600"):
+        assert safer in log, log
+    assert canary not in log
+    # Through the environment: no warning.
+    api2 = start_api(sayin, tmp_path / "store2", env={"SAYIN_FASTLY_API_KEY": canary})
+    assert "command line" not in api2.log(), api2.log()
