@@ -174,10 +174,11 @@ struct http_conn {
 	unsigned host_count;      /* Host fields in the head */
 	uint32_t tail;            /* the last 4 bytes fed to the parser */
 	/* The head's line endings, checked before llhttp sees the bytes
-	 * (head_scan): the previous byte, bytes in the current line, lines
-	 * so far, and whether the empty line ending the head was seen. */
+	 * (head_scan): the previous byte, whether the current line has a byte
+	 * other than CR, lines so far, and whether the empty line ending the
+	 * head was seen. */
 	unsigned char scan_prev;
-	size_t scan_line_len;
+	int scan_nonempty;
 	size_t scan_lines;
 	int scan_done;
 
@@ -602,23 +603,31 @@ static int conn_fail(struct http_conn *conn, int status, const char *reason)
  * with error_status set. */
 static int head_scan(struct http_conn *conn, const char *at, size_t len)
 {
-	for (size_t i = 0; i < len && !conn->scan_done; i++) {
-		unsigned char c = (unsigned char)at[i];
+	const char *p = at, *end = at + len;
 
-		if (c == '\n') {
-			if (conn->scan_prev != '\r')
-				return conn_fail(conn, 400, "bare LF in the head");
-			if (conn->scan_line_len > 0)
-				conn->scan_lines++;
-			else if (conn->scan_lines > 0)
-				conn->scan_done = 1; /* leading empty lines are skipped */
-			conn->scan_line_len = 0;
-		} else if (c != '\r') {
-			if (conn->scan_line_len == 0 && conn->scan_lines > 0 && (c == ' ' || c == '\t'))
-				return conn_fail(conn, 400, "obsolete line folding");
-			conn->scan_line_len++;
-		}
-		conn->scan_prev = c;
+	/* A line at a time (memchr), as the head is scanned on every request. */
+	while (p < end && !conn->scan_done) {
+		const char *lf, *stop;
+
+		if (conn->scan_prev == '\n' && conn->scan_lines > 0 && (*p == ' ' || *p == '\t'))
+			return conn_fail(conn, 400, "obsolete line folding");
+		lf = memchr(p, '\n', (size_t)(end - p));
+		stop = lf != NULL ? lf : end;
+		for (const char *q = p; q < stop && !conn->scan_nonempty; q++)
+			conn->scan_nonempty = *q != '\r';
+		if (stop > p)
+			conn->scan_prev = (unsigned char)stop[-1];
+		if (lf == NULL)
+			break;
+		if (conn->scan_prev != '\r')
+			return conn_fail(conn, 400, "bare LF in the head");
+		if (conn->scan_nonempty)
+			conn->scan_lines++;
+		else if (conn->scan_lines > 0)
+			conn->scan_done = 1; /* leading empty lines are skipped */
+		conn->scan_nonempty = 0;
+		conn->scan_prev = '\n';
+		p = lf + 1;
 	}
 	return 0;
 }
@@ -626,7 +635,7 @@ static int head_scan(struct http_conn *conn, const char *at, size_t len)
 static void head_scan_reset(struct http_conn *conn)
 {
 	conn->scan_prev = 0;
-	conn->scan_line_len = 0;
+	conn->scan_nonempty = 0;
 	conn->scan_lines = 0;
 	conn->scan_done = 0;
 }
