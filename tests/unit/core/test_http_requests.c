@@ -559,6 +559,44 @@ static void test_stream_handler_strict(void **state)
 	free(fx);
 }
 
+/* Every rejection is logged with its reason, but a client sending garbage
+ * gets one line per 10 s, not one per request. */
+static void test_bad_requests_logged_once_per_interval(void **state)
+{
+	char path[] = "/tmp/test_http_log.XXXXXX";
+	int log_fd = mkstemp(path);
+	int saved = dup(STDERR_FILENO);
+	struct fixture *fx;
+	char text[4096];
+	ssize_t n;
+	const char *first, *second;
+
+	(void)state;
+	assert_true(log_fd >= 0 && saved >= 0);
+	unlink(path);
+	fflush(stderr);
+	assert_int_equal(dup2(log_fd, STDERR_FILENO), STDERR_FILENO);
+	fx = fx_start(NULL);
+	expect_status_then_close(fx->port, "GET /echo/a#b HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+	expect_status_then_close(fx->port, "GET /echo/a HTTP/1.1\r\n\r\n", 400);
+	expect_status_then_close(fx->port, "GET /echo/a HTTP/1.1\r\nHost: t\n\n", 400);
+	assert_int_equal(fx_stop(fx, 1000).bad_requests, 3);
+	free(fx);
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	n = pread(log_fd, text, sizeof(text) - 1, 0);
+	close(log_fd);
+	assert_true(n > 0);
+	text[n] = '\0';
+	first = strstr(text, "http: bad request answered 400: '#' in the request-target");
+	assert_non_null(first);
+	second = strstr(first + strlen("http: bad request answered"), "bad request answered");
+	if (second != NULL)
+		print_message("%s", text);
+	assert_null(second);
+}
+
 static void test_status_text(void **state)
 {
 	(void)state;
@@ -586,6 +624,7 @@ int main(void)
 		cmocka_unit_test(test_host_rules),
 		cmocka_unit_test(test_version_505),
 		cmocka_unit_test(test_stream_handler_strict),
+		cmocka_unit_test(test_bad_requests_logged_once_per_interval),
 		cmocka_unit_test(test_status_text),
 	};
 
