@@ -26,7 +26,14 @@
  * everything and nothing has happened for a few loop turns; then the
  * server stops with no grace. Every handle must be closed (uv_loop_close
  * succeeds), every response released once and every streamed request's
- * state freed once; anything else aborts, and ASan reports leaks. */
+ * state freed once; anything else aborts, and ASan reports leaks.
+ *
+ * Build llhttp's sources with -DLLHTTP_STRICT_MODE=1, as the Makefile does:
+ * the core refuses to start on a lenient llhttp. By hand:
+ *   clang -g -O1 -fsanitize=fuzzer,address,undefined -DLLHTTP_STRICT_MODE=1 \
+ *     -std=c11 -D_GNU_SOURCE -Iorigin -I/usr/share/include/llhttp \
+ *     tests/fuzz/fuzz_http.c origin/core/{http,log,error,clock}.c \
+ *     /usr/share/llhttp/*.c $(pkg-config --cflags --libs libuv) -o fuzz_http */
 #include "core/http.h"
 #include "core/log.h"
 
@@ -462,7 +469,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	err = http_server_start(&run.loop, "127.0.0.1:0", 0, &limits, &run.handler.base, &run.server);
 	if (err != 0)
-		fail("http_server_start");
+		fail("http_server_start failed (llhttp must be built with -DLLHTTP_STRICT_MODE=1)");
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
 		fail("socketpair");
 	if (run.flags & FLAG_SMALL_SNDBUF) {
