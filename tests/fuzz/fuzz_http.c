@@ -33,7 +33,7 @@
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -DLLHTTP_STRICT_MODE=1 \
  *     -std=c11 -D_GNU_SOURCE -Iorigin -I/usr/share/include/llhttp \
  *     tests/fuzz/fuzz_http.c origin/core/{http,log,error,clock}.c \
- *     /usr/share/llhttp/*.c $(pkg-config --cflags --libs libuv) -o fuzz_http */
+ *     /usr/share/llhttp/{api,http,llhttp}.c $(pkg-config --cflags --libs libuv) -o fuzz_http */
 #include "core/http.h"
 #include "core/log.h"
 
