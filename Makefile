@@ -43,7 +43,7 @@ ALL_LDFLAGS := $(SAN_FLAGS) $(LDFLAGS)
 LIBS := $(CORE_LIBS) -lm -lpthread
 
 # llhttp is generated code that is not warning-clean under -Wextra: own flags.
-LLHTTP_CFLAGS := -O2 -g -w $(SAN_FLAGS) -I$(LLHTTP_INC)
+LLHTTP_CFLAGS := -O2 -g -w -DLLHTTP_STRICT_MODE=1 $(SAN_FLAGS) -I$(LLHTTP_INC)
 
 # Sources are found by folder, so a new file needs no line here. The tree is
 # the map (README.md): origin/core/ is libcore.a, the only code both

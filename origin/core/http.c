@@ -7,6 +7,7 @@
 #include <llhttp.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -48,6 +49,9 @@
  * input sends is unlikely to destroy it. */
 #define LINGER_MAX_BYTES (1u << 20)
 #define REFUSE_LOG_INTERVAL_MS 10000
+/* Requests the core rejects are logged at most once per this interval,
+ * with the number left unlogged since. */
+#define BAD_REQUEST_LOG_INTERVAL_MS 10000
 
 enum conn_phase {
 	PH_IDLE,    /* waiting for the first byte of a request: idle timer */
@@ -105,7 +109,15 @@ struct http_conn {
 	http_request req; /* handed to the handler; the conn is found from it */
 	http_server *server;
 	struct http_conn *prev, *next;
-	uv_tcp_t tcp;
+	/* A TCP connection from the listener, or any stream socket given to
+	 * http_server_adopt (a pipe handle for AF_UNIX). Only stream calls
+	 * touch it after it is opened. */
+	union {
+		uv_tcp_t tcp;
+		uv_pipe_t pipe;
+		uv_stream_t stream;
+		uv_handle_t handle;
+	} sock;
 	uv_timer_t timer;
 	uv_write_t write_req;
 	uv_shutdown_t shutdown_req;
@@ -158,6 +170,17 @@ struct http_conn {
 	int upgrade;
 	int is_head;
 	int error_status; /* set by a parser callback that rejects the request */
+	const char *error_reason; /* why, for the log; NULL: llhttp's reason */
+	unsigned host_count;      /* Host fields in the head */
+	uint32_t tail;            /* the last 4 bytes fed to the parser */
+	/* The head's line endings, checked before llhttp sees the bytes
+	 * (head_scan): the previous byte, whether the current line has a byte
+	 * other than CR, lines so far, and whether the empty line ending the
+	 * head was seen. */
+	unsigned char scan_prev;
+	int scan_nonempty;
+	size_t scan_lines;
+	int scan_done;
 
 	/* Response being written. */
 	char *out_head;          /* the head if it did not fit out_inline, else NULL */
@@ -197,6 +220,8 @@ struct http_server {
 	size_t date_len;
 	char date[40];
 	uint64_t last_refuse_log;
+	uint64_t last_bad_log;
+	uint64_t bad_unlogged; /* rejections not logged since last_bad_log */
 	int handles_open;
 	int stopping;
 	int listener_open;
@@ -281,7 +306,7 @@ static void on_conn_timer(uv_timer_t *timer)
 		/* libuv reports no progress, so compare the queue with the last
 		 * check: a stall is detected between one and two periods after the
 		 * last byte left. An empty queue means the callback is due. */
-		queued = uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp);
+		queued = uv_stream_get_write_queue_size(&conn->sock.stream);
 		if (queued == 0 || queued < conn->write_queue_seen) {
 			conn->write_queue_seen = queued;
 			conn_deadline(conn, conn->server->limits.write_timeout_ms);
@@ -385,7 +410,7 @@ static void conn_read_start(struct http_conn *conn)
 {
 	if (conn->reading || conn->eof || conn->phase == PH_CLOSED)
 		return;
-	if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) != 0) {
+	if (uv_read_start(&conn->sock.stream, on_alloc, on_read) != 0) {
 		conn_close(conn);
 		return;
 	}
@@ -396,7 +421,7 @@ static void conn_read_stop(struct http_conn *conn)
 {
 	if (!conn->reading)
 		return;
-	uv_read_stop((uv_stream_t *)&conn->tcp);
+	uv_read_stop(&conn->sock.stream);
 	conn->reading = 0;
 }
 
@@ -525,11 +550,11 @@ static void conn_close(struct http_conn *conn)
 		return;
 	/* What is still queued never leaves: on_write reports the rest. */
 	if (conn->phase == PH_WRITE)
-		conn->write_queue_seen = uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp);
+		conn->write_queue_seen = uv_stream_get_write_queue_size(&conn->sock.stream);
 	conn->phase = PH_CLOSED;
 	conn->reading = 0;
 	stat_sub(&conn->server->stats.connections_open, 1);
-	uv_close((uv_handle_t *)&conn->tcp, on_conn_handle_closed);
+	uv_close(&conn->sock.handle, on_conn_handle_closed);
 	uv_close((uv_handle_t *)&conn->timer, on_conn_handle_closed);
 }
 
@@ -553,11 +578,77 @@ static void conn_shutdown(struct http_conn *conn)
 	conn->phase = PH_LINGER;
 	conn_no_deadline(conn);
 	conn->shutdown_req.data = conn;
-	if (uv_shutdown(&conn->shutdown_req, (uv_stream_t *)&conn->tcp, on_shutdown) != 0)
+	if (uv_shutdown(&conn->shutdown_req, &conn->sock.stream, on_shutdown) != 0)
 		conn_close(conn);
 }
 
 /* ---- request arena ---- */
+
+/* A parser callback rejects the request: the core answers status and
+ * logs reason. Returns -1, the llhttp verdict for an error. */
+static int conn_fail(struct http_conn *conn, int status, const char *reason)
+{
+	conn->error_status = status;
+	conn->error_reason = reason;
+	return -1;
+}
+
+/* Checks the head's line endings in [at, at + len), before llhttp sees
+ * those bytes, up to the empty line that ends the head. RFC 9112 2.2 lets a
+ * recipient take a bare LF as a line end; llhttp 8 does after the request
+ * line and as the empty line but not after a field, and a front end that
+ * reads it otherwise frames the request differently: every line must end
+ * in CRLF. An obs-fold line (starting with SP or HTAB, 5.2) is refused
+ * too. (A bare CR is llhttp's: strict mode refuses it.) Returns 0, or -1
+ * with error_status set. */
+static int head_scan(struct http_conn *conn, const char *at, size_t len)
+{
+	const char *p = at, *end = at + len;
+
+	/* A line at a time (memchr), as the head is scanned on every request. */
+	while (p < end && !conn->scan_done) {
+		const char *lf, *stop;
+
+		if (conn->scan_prev == '\n' && conn->scan_lines > 0 && (*p == ' ' || *p == '\t'))
+			return conn_fail(conn, 400, "obsolete line folding");
+		lf = memchr(p, '\n', (size_t)(end - p));
+		stop = lf != NULL ? lf : end;
+		for (const char *q = p; q < stop && !conn->scan_nonempty; q++)
+			conn->scan_nonempty = *q != '\r';
+		if (stop > p)
+			conn->scan_prev = (unsigned char)stop[-1];
+		if (lf == NULL)
+			break;
+		if (conn->scan_prev != '\r')
+			return conn_fail(conn, 400, "bare LF in the head");
+		if (conn->scan_nonempty)
+			conn->scan_lines++;
+		else if (conn->scan_lines > 0)
+			conn->scan_done = 1; /* leading empty lines are skipped */
+		conn->scan_nonempty = 0;
+		conn->scan_prev = '\n';
+		p = lf + 1;
+	}
+	return 0;
+}
+
+static void head_scan_reset(struct http_conn *conn)
+{
+	conn->scan_prev = 0;
+	conn->scan_nonempty = 0;
+	conn->scan_lines = 0;
+	conn->scan_done = 0;
+}
+
+/* Keeps the last 4 bytes given to the parser in conn->tail. */
+static void tail_push(struct http_conn *conn, const char *at, size_t len)
+{
+	for (size_t i = len > 4 ? len - 4 : 0; i < len; i++)
+		conn->tail = (conn->tail << 8) | (unsigned char)at[i];
+}
+
+/* "\r\n\r\n" as tail_push leaves it. */
+#define TAIL_CRLFCRLF UINT32_C(0x0d0a0d0a)
 
 /* Resets the arena for one request (its space comes with the input
  * buffer, see conn_bufs_get). */
@@ -572,6 +663,8 @@ static int conn_arena_init(struct http_conn *conn)
 	conn->url_len = 0;
 	conn->body_bytes = 0;
 	conn->error_status = 0;
+	conn->error_reason = NULL;
+	conn->host_count = 0;
 	memset(&conn->req, 0, sizeof(conn->req));
 	return 0;
 }
@@ -579,10 +672,8 @@ static int conn_arena_init(struct http_conn *conn)
 /* Appends bytes; on overflow the request is rejected with 431. */
 static int arena_append(struct http_conn *conn, const char *at, size_t len)
 {
-	if (len >= conn->arena_cap - conn->arena_len) {
-		conn->error_status = 431;
-		return -1;
-	}
+	if (len >= conn->arena_cap - conn->arena_len)
+		return conn_fail(conn, 431, "head over the arena");
 	memcpy(conn->arena + conn->arena_len, at, len);
 	conn->arena_len += len;
 	return 0;
@@ -590,10 +681,8 @@ static int arena_append(struct http_conn *conn, const char *at, size_t len)
 
 static int arena_terminate(struct http_conn *conn)
 {
-	if (conn->arena_len >= conn->arena_cap) {
-		conn->error_status = 431;
-		return -1;
-	}
+	if (conn->arena_len >= conn->arena_cap)
+		return conn_fail(conn, 431, "head over the arena");
 	conn->arena[conn->arena_len++] = '\0';
 	return 0;
 }
@@ -604,10 +693,8 @@ static int on_message_begin(llhttp_t *parser)
 {
 	struct http_conn *conn = parser->data;
 
-	if (conn_arena_init(conn) != 0) {
-		conn->error_status = 503;
-		return -1;
-	}
+	if (conn_arena_init(conn) != 0)
+		return conn_fail(conn, 503, "out of memory");
 	/* vDSO clock read, no syscall. A pipelined request starts when its
 	 * parsing does, after the response before it. */
 	conn->start_ns = uv_hrtime();
@@ -627,10 +714,8 @@ static int on_url(llhttp_t *parser, const char *at, size_t len)
 		conn->url_off = conn->arena_len;
 	}
 	conn->url_len += len;
-	if (conn->url_len > conn->server->limits.max_uri) {
-		conn->error_status = 414;
-		return -1;
-	}
+	if (conn->url_len > conn->server->limits.max_uri)
+		return conn_fail(conn, 414, "request-target over max_uri");
 	return arena_append(conn, at, len);
 }
 
@@ -641,15 +726,17 @@ static int on_url_complete(llhttp_t *parser)
 	if (conn->span != SPAN_URL)
 		conn->url_off = conn->arena_len;
 	conn->span = SPAN_NONE;
+	/* A fragment is never sent (RFC 9110 7.1); an edge that keeps it
+	 * in its cache key while we cut it gives anyone unlimited misses. */
+	if (memchr(conn->arena + conn->url_off, '#', conn->url_len) != NULL)
+		return conn_fail(conn, 400, "'#' in the request-target");
 	return arena_terminate(conn);
 }
 
 static int header_begin(struct http_conn *conn)
 {
-	if (conn->n_headers >= conn->server->limits.max_headers) {
-		conn->error_status = 431;
-		return -1;
-	}
+	if (conn->n_headers >= conn->server->limits.max_headers)
+		return conn_fail(conn, 431, "more than max_headers fields");
 	conn->headers[conn->n_headers].name = conn->arena_len;
 	conn->span = SPAN_FIELD;
 	return 0;
@@ -701,16 +788,14 @@ static int on_header_field_complete(llhttp_t *parser)
 	/* llhttp 8 lets an unknown name contain spaces ("Bad Name: x");
 	 * RFC 9112 5.1 requires a 400, and proxies may read it differently. */
 	start = conn->headers[conn->n_headers].name;
-	if (start == conn->arena_len) {
-		conn->error_status = 400;
-		return -1;
-	}
+	if (start == conn->arena_len)
+		return conn_fail(conn, 400, "empty field name");
 	for (size_t i = start; i < conn->arena_len; i++) {
-		if (!is_token_char((unsigned char)conn->arena[i])) {
-			conn->error_status = 400;
-			return -1;
-		}
+		if (!is_token_char((unsigned char)conn->arena[i]))
+			return conn_fail(conn, 400, "bad character in a field name");
 	}
+	if (conn->arena_len - start == 4 && strncasecmp(conn->arena + start, "Host", 4) == 0)
+		conn->host_count++;
 	if (arena_terminate(conn) != 0)
 		return -1;
 	conn->headers[conn->n_headers].value = conn->arena_len;
@@ -726,10 +811,8 @@ static int on_header_value(llhttp_t *parser, const char *at, size_t len)
 
 	if (conn->headers_done)
 		return 0;
-	if (conn->span != SPAN_VALUE) {
-		conn->error_status = 400;
-		return -1;
-	}
+	if (conn->span != SPAN_VALUE)
+		return conn_fail(conn, 400, "field value without a name");
 	return arena_append(conn, at, len);
 }
 
@@ -740,10 +823,8 @@ static int on_header_value_complete(llhttp_t *parser)
 
 	if (conn->headers_done)
 		return 0;
-	if (conn->span != SPAN_VALUE) {
-		conn->error_status = 400;
-		return -1;
-	}
+	if (conn->span != SPAN_VALUE)
+		return conn_fail(conn, 400, "field value without a name");
 	start = conn->headers[conn->n_headers].value;
 	while (conn->arena_len > start &&
 	       (conn->arena[conn->arena_len - 1] == ' ' || conn->arena[conn->arena_len - 1] == '\t'))
@@ -778,7 +859,7 @@ static void on_continue_written(uv_write_t *req, int status)
  * connection is closed. */
 static void conn_send_continue(struct http_conn *conn)
 {
-	uv_stream_t *stream = (uv_stream_t *)&conn->tcp;
+	uv_stream_t *stream = &conn->sock.stream;
 	uv_buf_t buf = uv_buf_init((char *)(uintptr_t)continue_response,
 	                           sizeof(continue_response) - 1);
 	uv_write_t *req;
@@ -833,10 +914,8 @@ static int conn_start_body(struct http_conn *conn)
 	int expect_continue = 0, verdict;
 
 	if (expect != NULL) {
-		if (strcasecmp(expect, "100-continue") != 0) {
-			conn->error_status = 417;
-			return -1;
-		}
+		if (strcasecmp(expect, "100-continue") != 0)
+			return conn_fail(conn, 417, "unknown expectation");
 		/* RFC 9110 10.1.1: not for HTTP/1.0, and moot without a body. */
 		expect_continue = conn->req.version_major == 1 && conn->req.version_minor >= 1 &&
 		                  conn->req.content_length > 0;
@@ -851,10 +930,8 @@ static int conn_start_body(struct http_conn *conn)
 	if (verdict == -1)
 		return -1;
 	if (conn->req.content_length != HTTP_LENGTH_UNKNOWN &&
-	    conn->req.content_length > server->limits.max_stream_body) {
-		conn->error_status = 413;
-		return -1;
-	}
+	    conn->req.content_length > server->limits.max_stream_body)
+		return conn_fail(conn, 413, "Content-Length over max_stream_body");
 	if (expect_continue) {
 		conn_send_continue(conn);
 		if (conn->phase == PH_CLOSED)
@@ -873,15 +950,65 @@ static int conn_stream_body(struct http_conn *conn, const char *at, size_t len)
 	if (len == 0)
 		return 0;
 	conn->body_bytes += len;
-	if (conn->body_bytes > conn->server->limits.max_stream_body) {
-		conn->error_status = 413;
-		return -1;
-	}
+	if (conn->body_bytes > conn->server->limits.max_stream_body)
+		return conn_fail(conn, 413, "body over max_stream_body");
 	conn_deadline(conn, conn->server->limits.idle_timeout_ms);
 	conn->in_handler_call = 1;
 	verdict = handler->on_body(handler, &conn->req, at, len);
 	conn->in_handler_call = 0;
 	return conn_handler_verdict(conn, verdict, "on_body");
+}
+
+/* RFC 3986 3.2.2 reg-name characters: unreserved, sub-delims and '%'. */
+static int is_reg_name_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       (c != '\0' && strchr("-._~!$&'()*+,;=%", c) != NULL);
+}
+
+/* Host = uri-host [ ":" port ] (RFC 9110 7.2), or empty. An IP-literal is
+ * checked only for its characters; a bad one is then just an unknown name. */
+static int host_value_valid(const char *v)
+{
+	size_t i = 0;
+
+	if (v[0] == '[') {
+		for (i = 1; v[i] != ']'; i++) {
+			unsigned char c = (unsigned char)v[i];
+			if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
+			      c == ':' || c == '.'))
+				return 0;
+		}
+		i++;
+	} else {
+		while (is_reg_name_char((unsigned char)v[i]))
+			i++;
+	}
+	if (v[i] == ':') {
+		i++;
+		while (v[i] >= '0' && v[i] <= '9')
+			i++;
+	}
+	return v[i] == '\0';
+}
+
+/* RFC 9112 3.2: an HTTP/1.1 request has exactly one Host, and no request
+ * has two or a bad one. HTTP/1.0 may go without. */
+static int check_host(struct http_conn *conn)
+{
+	const char *host;
+
+	if (conn->host_count > 1)
+		return conn_fail(conn, 400, "more than one Host");
+	if (conn->host_count == 0) {
+		if (conn->parser.http_minor >= 1)
+			return conn_fail(conn, 400, "HTTP/1.1 request without Host");
+		return 0;
+	}
+	host = http_request_header(&conn->req, "Host");
+	if (host == NULL || !host_value_valid(host))
+		return conn_fail(conn, 400, "bad Host value");
+	return 0;
 }
 
 static int on_headers_complete(llhttp_t *parser)
@@ -892,25 +1019,27 @@ static int on_headers_complete(llhttp_t *parser)
 
 	/* A value with no on_header_value_complete means a parser we do not
 	 * understand: refuse rather than guess. */
-	if (conn->span != SPAN_NONE) {
-		conn->error_status = 400;
+	if (conn->span != SPAN_NONE)
+		return conn_fail(conn, 400, "unterminated field");
+	/* llhttp also takes HTTP/0.9 and HTTP/2.0 request lines. */
+	if (parser->http_major != 1)
+		return conn_fail(conn, 505, "HTTP version other than 1.x");
+	if (check_host(conn) != 0)
 		return -1;
-	}
+	/* RFC 9112 6.1: HTTP/1.0 framing with Transfer-Encoding is faulty. */
+	if (parser->http_minor == 0 && (parser->flags & F_TRANSFER_ENCODING))
+		return conn_fail(conn, 400, "Transfer-Encoding in HTTP/1.0");
 	/* Smuggling: llhttp already refuses most of these, but a length
 	 * over max_body must not turn a 400 into a 413. */
-	if ((parser->flags & F_CONTENT_LENGTH) && (parser->flags & F_TRANSFER_ENCODING)) {
-		conn->error_status = 400;
-		return -1;
-	}
+	if ((parser->flags & F_CONTENT_LENGTH) && (parser->flags & F_TRANSFER_ENCODING))
+		return conn_fail(conn, 400, "Content-Length with Transfer-Encoding");
 	/* A handler with on_headers sets its own cap (max_stream_body is the
 	 * core's net, checked once the handler accepted). */
 	if ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > conn->server->limits.max_body &&
-	    conn->server->handler->on_headers == NULL) {
-		conn->error_status = 413;
-		return -1;
-	}
+	    conn->server->handler->on_headers == NULL)
+		return conn_fail(conn, 413, "Content-Length over max_body");
 	target = conn->arena + conn->url_off;
-	path_len = strcspn(target, "?#");
+	path_len = strcspn(target, "?");
 	conn->req.target = target;
 	conn->req.path = conn->arena + conn->arena_len;
 	if (arena_append(conn, target, path_len) != 0 || arena_terminate(conn) != 0)
@@ -943,10 +1072,8 @@ static int on_body(llhttp_t *parser, const char *at, size_t len)
 	if (conn->body_streaming)
 		return conn_stream_body(conn, at, len);
 	conn->body_bytes += len;
-	if (conn->body_bytes > conn->server->limits.max_body) {
-		conn->error_status = 413;
-		return -1;
-	}
+	if (conn->body_bytes > conn->server->limits.max_body)
+		return conn_fail(conn, 413, "body over max_body");
 	/* Only body bytes count as progress: chunk framing, trailers or
 	 * whitespace cannot keep a connection alive on their own. */
 	conn_deadline(conn, conn->server->limits.idle_timeout_ms);
@@ -1242,7 +1369,7 @@ static int conn_send(struct http_conn *conn, int status, const http_header *head
 	conn->close_after_write = closing;
 
 	/* uv_try_write returns an int count. */
-	n = total <= INT32_MAX ? uv_try_write((uv_stream_t *)&conn->tcp, bufs, n_bufs) : UV_EAGAIN;
+	n = total <= INT32_MAX ? uv_try_write(&conn->sock.stream, bufs, n_bufs) : UV_EAGAIN;
 	if (n >= 0 && (size_t)n == total) {
 		conn->write_queue_seen = 0;
 		conn_done_add(conn, 0);
@@ -1265,12 +1392,12 @@ static int conn_send(struct http_conn *conn, int status, const http_header *head
 			rest[0].len -= (unsigned)done;
 		}
 		conn->write_req.data = conn;
-		err = uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, rest, n_rest, on_write);
+		err = uv_write(&conn->write_req, &conn->sock.stream, rest, n_rest, on_write);
 		if (err != 0) {
 			conn->out_head = NULL;
 			goto fail;
 		}
-		conn->write_queue_seen = uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp);
+		conn->write_queue_seen = uv_stream_get_write_queue_size(&conn->sock.stream);
 	}
 	conn->phase = PH_WRITE;
 	conn_deadline(conn, server->limits.write_timeout_ms);
@@ -1288,11 +1415,35 @@ fail:
 	return err;
 }
 
-/* The core answers a request the handler never sees, then closes. */
-static void conn_reject(struct http_conn *conn, int status)
+/* Logs a rejected request, at most once per BAD_REQUEST_LOG_INTERVAL_MS
+ * per server: a client sending garbage must not flood the log. */
+static void log_bad_request(http_server *server, int status, const char *reason)
 {
-	if (status < 500)
+	uint64_t now = uv_now(server->loop);
+
+	if (server->last_bad_log != 0 && now - server->last_bad_log < BAD_REQUEST_LOG_INTERVAL_MS) {
+		server->bad_unlogged++;
+		return;
+	}
+	if (server->bad_unlogged > 0)
+		log_warn("http: bad request answered %d: %s (and %" PRIu64 " more not logged)", status,
+		         reason, server->bad_unlogged);
+	else
+		log_warn("http: bad request answered %d: %s", status, reason);
+	server->last_bad_log = now;
+	server->bad_unlogged = 0;
+}
+
+/* The core answers a request the handler never sees, then closes. reason
+ * (NULL: conn->error_reason) goes to the log with client errors. */
+static void conn_reject(struct http_conn *conn, int status, const char *reason)
+{
+	if (status < 500 || status == 505) {
 		stat_add(&conn->server->stats.bad_requests, 1);
+		if (reason == NULL)
+			reason = conn->error_reason;
+		log_bad_request(conn->server, status, reason != NULL ? reason : "malformed request");
+	}
 	conn->release = NULL;
 	conn->release_arg = NULL;
 	conn->req.version_major = 1;
@@ -1310,6 +1461,7 @@ static void conn_next_request(struct http_conn *conn)
 	conn->head_bytes = 0;
 	conn->upgrade = 0;
 	conn->is_head = 0;
+	head_scan_reset(conn);
 	conn->phase = PH_IDLE;
 	conn_deadline(conn, conn->server->limits.idle_timeout_ms);
 	llhttp_resume(&conn->parser);
@@ -1531,6 +1683,10 @@ static void conn_parse(struct http_conn *conn)
 		if (in_head && n > limits->max_header_bytes - conn->head_bytes)
 			n = limits->max_header_bytes - conn->head_bytes;
 		conn->parse_pending = 0;
+		if (in_head && !conn->scan_done && head_scan(conn, start, n) != 0) {
+			conn_reject(conn, 400, NULL);
+			return;
+		}
 		err = llhttp_execute(&conn->parser, start, n);
 		if (err == HPE_OK)
 			consumed = n;
@@ -1539,12 +1695,21 @@ static void conn_parse(struct http_conn *conn)
 		conn->in_off += consumed;
 		if (in_head)
 			conn->head_bytes += consumed;
+		tail_push(conn, start, consumed);
 
 		/* The handler answered from on_headers or on_body (the write
 		 * closes the connection), or a failed 100 Continue closed it. */
 		if (conn->phase == PH_WRITE || conn->phase == PH_CLOSED)
 			break;
 		if (conn->message_done && (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)) {
+			/* llhttp ends a chunked body's trailer section at a bare
+			 * LF too ("0\r\n\n"): the same rule as head_scan. */
+			if (conn->req.chunked && conn->tail != TAIL_CRLFCRLF) {
+				conn_fail(conn, 400, "bare LF ending a chunked body");
+				conn_abort_body(conn);
+				conn_reject(conn, 400, NULL);
+				return;
+			}
 			conn_dispatch(conn);
 			break;
 		}
@@ -1555,16 +1720,17 @@ static void conn_parse(struct http_conn *conn)
 			break;
 		}
 		if (err != HPE_OK) {
-			log_debug("http: bad request: %s (%s)", llhttp_errno_name(err),
-			          llhttp_get_error_reason(&conn->parser));
 			conn_abort_body(conn);
-			/* A callback's own verdict (413, 414, 417, 431, 500) or a
-			 * parse error. */
-			conn_reject(conn, conn->error_status != 0 ? conn->error_status : 400);
+			/* A callback's own verdict (400, 413, 414, 417, 431, 500,
+			 * 505) or a parse error. */
+			if (conn->error_status != 0)
+				conn_reject(conn, conn->error_status, NULL);
+			else
+				conn_reject(conn, 400, llhttp_get_error_reason(&conn->parser));
 			return;
 		}
 		if (!conn->headers_done && conn->head_bytes >= limits->max_header_bytes) {
-			conn_reject(conn, 431);
+			conn_reject(conn, 431, "head over max_header_bytes");
 			return;
 		}
 	}
@@ -1667,6 +1833,40 @@ static void conn_refuse(http_server *server)
 	uv_close((uv_handle_t *)tcp, on_refused_closed);
 }
 
+/* A new connection in PH_IDLE with its timer; the caller inits the socket
+ * handle (sock, whose data is set here) before the loop runs again, and
+ * closes with conn_close on failure. NULL when out of memory. */
+static struct http_conn *conn_new(http_server *server)
+{
+	struct http_conn *conn = calloc(1, sizeof(*conn));
+
+	if (conn == NULL)
+		return NULL;
+	conn->server = server;
+	uv_timer_init(server->loop, &conn->timer);
+	conn->timer.data = conn;
+	conn->handles_open = 2;
+	conn->phase = PH_IDLE;
+	conn->next = server->conns;
+	if (server->conns != NULL)
+		server->conns->prev = conn;
+	server->conns = conn;
+	server->n_conns++;
+	stat_add(&server->stats.connections_open, 1);
+	llhttp_init(&conn->parser, HTTP_REQUEST, &parser_settings);
+	conn->parser.data = conn;
+	return conn;
+}
+
+/* The socket is open: wait for the first request. */
+static void conn_begin(struct http_conn *conn)
+{
+	conn->sock.handle.data = conn;
+	stat_add(&conn->server->stats.connections_accepted, 1);
+	conn_deadline(conn, conn->server->limits.idle_timeout_ms);
+	conn_read_start(conn);
+}
+
 static void on_connection(uv_stream_t *listener, int status)
 {
 	http_server *server = listener->data;
@@ -1681,37 +1881,67 @@ static void on_connection(uv_stream_t *listener, int status)
 		conn_refuse(server);
 		return;
 	}
-	conn = calloc(1, sizeof(*conn));
+	conn = conn_new(server);
 	if (conn == NULL) {
 		conn_refuse(server);
 		return;
 	}
-	conn->server = server;
-	uv_tcp_init(server->loop, &conn->tcp);
-	uv_timer_init(server->loop, &conn->timer);
-	conn->tcp.data = conn;
-	conn->timer.data = conn;
-	conn->handles_open = 2;
-	conn->phase = PH_IDLE;
-	conn->next = server->conns;
-	if (server->conns != NULL)
-		server->conns->prev = conn;
-	server->conns = conn;
-	server->n_conns++;
-	stat_add(&server->stats.connections_open, 1);
-	llhttp_init(&conn->parser, HTTP_REQUEST, &parser_settings);
-	conn->parser.data = conn;
-
-	err = uv_accept(listener, (uv_stream_t *)&conn->tcp);
+	uv_tcp_init(server->loop, &conn->sock.tcp);
+	conn->sock.handle.data = conn;
+	err = uv_accept(listener, &conn->sock.stream);
 	if (err != 0) {
 		log_warn("http: accept failed: %s", uv_strerror(err));
 		conn_close(conn);
 		return;
 	}
-	stat_add(&server->stats.connections_accepted, 1);
-	uv_tcp_nodelay(&conn->tcp, 1);
-	conn_deadline(conn, server->limits.idle_timeout_ms);
-	conn_read_start(conn);
+	uv_tcp_nodelay(&conn->sock.tcp, 1);
+	conn_begin(conn);
+}
+
+int http_server_adopt(http_server *server, int fd)
+{
+	struct sockaddr_storage sa;
+	socklen_t sa_len = sizeof(sa), type_len = sizeof(int);
+	struct http_conn *conn;
+	int type = 0, err;
+
+	if (server->stopping)
+		return UV_ECANCELED;
+	if (getsockname(fd, (struct sockaddr *)&sa, &sa_len) != 0)
+		return -errno;
+	if (sa.ss_family != AF_UNIX && sa.ss_family != AF_INET && sa.ss_family != AF_INET6)
+		return UV_EINVAL;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0)
+		return -errno;
+	if (type != SOCK_STREAM)
+		return UV_EINVAL;
+	if (stat_get(&server->stats.connections_open) >= server->limits.max_connections) {
+		stat_add(&server->stats.connections_refused, 1);
+		return UV_EBUSY;
+	}
+	conn = conn_new(server);
+	if (conn == NULL)
+		return UV_ENOMEM;
+	/* libuv's TCP handle calls TCP-only options (nodelay, keepalive) on
+	 * its socket; a Unix socket gets the pipe handle. Both are streams. */
+	if (sa.ss_family == AF_UNIX) {
+		uv_pipe_init(server->loop, &conn->sock.pipe, 0);
+		conn->sock.handle.data = conn;
+		err = uv_pipe_open(&conn->sock.pipe, fd);
+	} else {
+		uv_tcp_init(server->loop, &conn->sock.tcp);
+		conn->sock.handle.data = conn;
+		err = uv_tcp_open(&conn->sock.tcp, fd);
+		if (err == 0)
+			uv_tcp_nodelay(&conn->sock.tcp, 1);
+	}
+	if (err != 0) {
+		/* The handle never took fd: closing it leaves fd to the caller. */
+		conn_close(conn);
+		return err;
+	}
+	conn_begin(conn);
+	return 0;
 }
 
 /* ---- requests: header access ---- */
@@ -1951,6 +2181,21 @@ static void with_default_ms(uint64_t *value, uint64_t def)
 		*value = def;
 }
 
+/* The Makefile builds llhttp with LLHTTP_STRICT_MODE=1. Built without it,
+ * llhttp takes "\r\n\rX" as the end of a head and parses what follows as
+ * a second request (smuggling), and takes TAB, form feed and bytes above
+ * 0x7F in a request-target: better not to serve at all. */
+static int llhttp_is_strict(void)
+{
+	static const char probe[] = "GET / HTTP/1.1\r\nHost: a\r\n\rX";
+	llhttp_settings_t settings;
+	llhttp_t parser;
+
+	llhttp_settings_init(&settings);
+	llhttp_init(&parser, HTTP_REQUEST, &settings);
+	return llhttp_execute(&parser, probe, sizeof(probe) - 1) == HPE_STRICT;
+}
+
 int http_server_start(uv_loop_t *loop, const char *listen_addr, int reuseport,
                       const http_limits *limits, http_handler *handler, http_server **out)
 {
@@ -1961,6 +2206,10 @@ int http_server_start(uv_loop_t *loop, const char *listen_addr, int reuseport,
 	if (loop == NULL || handler == NULL || handler->on_request == NULL || out == NULL ||
 	    (handler->on_headers != NULL && handler->on_body == NULL))
 		return SAYIN_EINVAL;
+	if (!llhttp_is_strict()) {
+		log_error("http: llhttp was built without LLHTTP_STRICT_MODE=1; not serving");
+		return SAYIN_ECONFIG;
+	}
 	err = parse_listen_addr(listen_addr, &sa);
 	if (err != 0) {
 		log_error("http: bad listen address '%s' (want host:port or [v6]:port)",

@@ -10,10 +10,16 @@
  * answered in order: the core stops parsing a pipelined request until the
  * previous response has been written.
  *
- * Malformed requests (parse errors, over-limit headers or URI, a request with
- * both Content-Length and Transfer-Encoding, a bad Content-Length) are answered
- * by the core itself with 400 (or 431 / 414) and the connection is closed; the
- * handler never sees them.
+ * Malformed requests are answered by the core itself with 400 (or 431, 414,
+ * 505) and the connection is closed; the handler never sees them. llhttp
+ * runs in strict mode (the server refuses to start otherwise), and the core
+ * adds its own rules: a request-target with '#' or any byte outside
+ * printable ASCII; a line in the head not ending in CRLF, or an obs-fold;
+ * HTTP/1.1 without Host, two Host fields or a bad Host value; both
+ * Content-Length and Transfer-Encoding, a bad Content-Length, or
+ * Transfer-Encoding in HTTP/1.0; a version other than HTTP/1.0 and 1.1
+ * (505). Each is counted (stats.bad_requests) and logged, at most one line
+ * per 10 s per server.
  *
  * Request bodies: a handler without on_headers never sees one; the core reads
  * and discards up to limits.max_body bytes (413 and close beyond). A handler
@@ -148,7 +154,8 @@ typedef struct http_handler {
 struct http_request {
 	const char *method;  /* "GET", "HEAD", ... as sent */
 	const char *target;  /* request-target as sent, e.g. "/a/xx.opus?x=1" */
-	const char *path;    /* target up to '?' or '#', not percent-decoded */
+	const char *path;    /* target up to '?', not percent-decoded (a target
+	                        with '#' never gets here) */
 	int version_major;
 	int version_minor;
 	int has_body;        /* the request carried a non-empty body (known at
@@ -224,6 +231,15 @@ int http_server_start(uv_loop_t *loop, const char *listen_addr, int reuseport,
  * port 0), a negative errno, or SAYIN_ECONFIG for a bad address. */
 int http_listen_check(const char *listen_addr);
 
+/* Serves a connected stream socket fd (AF_UNIX, AF_INET or AF_INET6, e.g.
+ * one end of a socketpair, or a socket passed by a supervisor) as if the
+ * listener had accepted it: same limits, timeouts and handler. On success
+ * the server owns fd and closes it with the connection. On error fd is
+ * left to the caller: UV_ECANCELED once http_server_stop was called,
+ * UV_EBUSY at max_connections (counted as refused), UV_EINVAL for another
+ * kind of socket, UV_ENOMEM, or a negative errno (e.g. -ENOTSOCK). */
+int http_server_adopt(http_server *server, int fd);
+
 /* The port actually bound (useful with port 0). */
 int http_server_port(const http_server *server);
 
@@ -241,7 +257,7 @@ typedef struct http_stats {
 	uint64_t connections_accepted;
 	uint64_t connections_refused;  /* over max_connections */
 	uint64_t requests;
-	uint64_t bad_requests;         /* answered 4xx by the core */
+	uint64_t bad_requests;         /* answered 4xx or 505 by the core */
 	uint64_t timeouts_header;
 	uint64_t timeouts_idle;
 	uint64_t timeouts_write;

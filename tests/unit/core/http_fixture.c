@@ -339,6 +339,8 @@ static void on_async(uv_async_t *async)
 	uv_mutex_unlock(&fx->mu);
 	if (cmd == CMD_NONE)
 		return;
+	if (cmd == CMD_ADOPT)
+		fx->adopt_err = http_server_adopt(fx->server, fx->adopt_fd);
 	http_server_stats(fx->server, &fx->stats);
 	if (cmd == CMD_STOP)
 		http_server_stop(fx->server, fx->grace_ms, on_stopped, fx);
@@ -429,6 +431,18 @@ void fx_command(struct fixture *fx, enum fx_cmd cmd)
 	uv_mutex_unlock(&fx->mu);
 }
 
+int fx_adopt(struct fixture *fx, int fd)
+{
+	int err;
+
+	fx->adopt_fd = fd;
+	fx_command(fx, CMD_ADOPT);
+	uv_mutex_lock(&fx->mu);
+	err = fx->adopt_err;
+	uv_mutex_unlock(&fx->mu);
+	return err;
+}
+
 http_stats fx_stats(struct fixture *fx)
 {
 	http_stats s;
@@ -507,6 +521,15 @@ struct client *client_open_opts(int port, int rcvbuf)
 	sa.sin_port = htons((uint16_t)port);
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	assert_int_equal(connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return c;
+}
+
+struct client *client_from_fd(int fd)
+{
+	struct client *c = calloc(1, sizeof(*c));
+
+	assert_non_null(c);
+	c->fd = fd;
 	return c;
 }
 

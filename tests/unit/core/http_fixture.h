@@ -28,7 +28,7 @@
 #define BIG_BODY (32u << 20) /* larger than any loopback socket buffering */
 #define WAIT_MS 5000
 
-enum fx_cmd { CMD_NONE, CMD_STATS, CMD_STOP };
+enum fx_cmd { CMD_NONE, CMD_STATS, CMD_STOP, CMD_ADOPT };
 
 struct fixture;
 
@@ -47,6 +47,8 @@ struct fixture {
 	int cmd_done;
 	uint64_t grace_ms;
 	http_stats stats;
+	int adopt_fd;  /* CMD_ADOPT's socket, and http_server_adopt's result */
+	int adopt_err;
 	http_server *server;
 	int port;
 	struct test_handler handler;
@@ -124,6 +126,10 @@ struct fixture *fx_start_at(const http_limits *limits, const char *addr, int *er
 struct fixture *fx_start_stream(const http_limits *limits, uint64_t upload_cap);
 /* Runs cmd on the loop thread and waits until it has run. */
 void fx_command(struct fixture *fx, enum fx_cmd cmd);
+/* http_server_adopt(fx->server, fd) on the loop thread; its result. */
+int fx_adopt(struct fixture *fx, int fd);
+/* A client on an already connected socket (e.g. a socketpair's end). */
+struct client *client_from_fd(int fd);
 /* The server's counters, read on its loop. */
 http_stats fx_stats(struct fixture *fx);
 /* Waits for the loop to finish after a stop; everything must be closed and

@@ -1,6 +1,7 @@
 /* test_http_requests: the HTTP core reads requests: the response to a GET
  * and a HEAD, request fields however reads split them, malformed and
- * smuggling requests (400), and the size limits (413, 414, 431). The server
+ * smuggling requests (400), the strict parse (line endings, bytes and '#'
+ * in the target, Host, the version), and the size limits (413, 414, 431). The server
  * and client are the shared fixture, core/http_fixture.h. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -220,10 +221,10 @@ static void test_header_limits_431(void **state)
 	/* The limit is exact: 1000 bytes through the blank line pass, one more
 	 * does not, even when both arrive in one read. */
 	fx = fx_start(&small);
-	req = padded_request("GET /hello HTTP/1.1\r\nConnection: close\r\nX-Pad: ", 'a', 1000);
+	req = padded_request("GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Pad: ", 'a', 1000);
 	expect_status_then_close(fx->port, req, 200);
 	free(req);
-	req = padded_request("GET /hello HTTP/1.1\r\nConnection: close\r\nX-Pad: ", 'a', 1001);
+	req = padded_request("GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Pad: ", 'a', 1001);
 	expect_status_then_close(fx->port, req, 431);
 	free(req);
 	s = fx_stop(fx, 1000);
@@ -242,7 +243,7 @@ static void test_uri_too_long_414(void **state)
 	memset(line, 'a', sizeof(line));
 	memcpy(line, "GET /", 5);
 	/* A 4096-byte target is within the limit. */
-	snprintf(line + 5 + 4095, sizeof(line) - 5 - 4095, " HTTP/1.1\r\nConnection: close\r\n\r\n");
+	snprintf(line + 5 + 4095, sizeof(line) - 5 - 4095, " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
 	expect_status_then_close(fx->port, line, 404);
 	memset(line, 'a', sizeof(line));
 	memcpy(line, "GET /", 5);
@@ -356,6 +357,246 @@ static void test_request_fields_split_reads(void **state)
 	free(fx);
 }
 
+/* Runs each request on its own connection and expects status then a
+ * close; the handler must see none of them. */
+static void expect_all(const char *const *reqs, size_t n, int status, uint64_t body_limit)
+{
+	http_limits limits = { .max_body = body_limit };
+	struct fixture *fx = fx_start(&limits);
+	http_stats s;
+
+	for (size_t i = 0; i < n; i++) {
+		print_message("  %d for request %zu\n", status, i);
+		expect_status_then_close(fx->port, reqs[i], status);
+	}
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.bad_requests, n);
+	assert_int_equal(s.requests, 0);
+	assert_int_equal(atomic_load(&fx->requests), 0);
+	free(fx);
+}
+
+#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+/* "\r\n\rX" once ended the head (llhttp built lenient) and the request
+ * after it ran; a bare LF, a lone CR or an obs-fold must not frame a
+ * request either. Each is 400, and the request hidden after it never
+ * reaches the handler. */
+static void test_line_endings_400(void **state)
+{
+	static const char *const bad[] = {
+		"GET /echo/a HTTP/1.1\r\nHost: t\r\n\rXGET /echo/smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nHost: t\r\n\r\rGET /echo/smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+		"GET /echo/a HTTP/1.1\nHost: t\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nHost: t\r\n\nGET /echo/smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nHost: t\n\n",
+		"GET /echo/a HTTP/1.1\r\nHost: t\rX: y\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nHost: t\r\nX: a\r\n\tb\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\n Host: t\r\n\r\n",
+		/* Chunked framing: a bare LF after the data or ending the trailers. */
+		"POST /post HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\n0\r\n\r\n",
+		"POST /post HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\n"
+		"GET /echo/smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+		"POST /post HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: y\n\r\n",
+		"POST /post HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3;x\ry\r\nabc\r\n0\r\n\r\n",
+		/* HTTP/1.0 with Transfer-Encoding has faulty framing (RFC 9112 6.1). */
+		"POST /post HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+	};
+
+	(void)state;
+	expect_all(bad, N_OF(bad), 400, 100);
+}
+
+/* What the strict parse still accepts: leading empty lines, and each line
+ * ending split across reads. */
+static void test_line_endings_accepted(void **state)
+{
+	http_limits limits = { .max_body = 100 };
+	struct fixture *fx = fx_start(&limits);
+	struct client *c = client_open(fx->port);
+	struct response r;
+	static const char *const pieces[] = {
+		"\r\nGET /echo/a HTTP/1.1\r", "\nHost: t\r\nX: y\r\n", "\r", "\n",
+		"POST /post HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n", "\r",
+		"\n",
+		"POST /post HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: y\r\n\r\n",
+	};
+
+	(void)state;
+	for (size_t i = 0; i < N_OF(pieces); i++) {
+		client_send(c, pieces[i]);
+		usleep(2000);
+	}
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 200);
+	assert_memory_equal(r.body, "/echo/a", 7);
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 201); /* with its body */
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 200); /* empty, with a trailer */
+	client_free(c);
+	assert_int_equal(fx_stop(fx, 1000).bad_requests, 0);
+	free(fx);
+
+	/* An obs-fold split across reads is still one. */
+	fx = fx_start(NULL);
+	c = client_open(fx->port);
+	client_send(c, "GET /echo/a HTTP/1.1\r\nHost: t\r\nX: a\r\n");
+	usleep(2000);
+	client_send(c, " b\r\n\r\n");
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 400);
+	client_free(c);
+	assert_int_equal(fx_stop(fx, 1000).bad_requests, 1);
+	assert_int_equal(atomic_load(&fx->requests), 0);
+	free(fx);
+}
+
+/* Only printable ASCII, and no '#', in the request-target: a TAB or form
+ * feed splits it differently in other parsers, and a fragment cut by the
+ * origin but kept by an edge gives every request its own cache key. */
+static void test_target_bytes_400(void **state)
+{
+	static const char *const bad[] = {
+		"GET /echo/a\tb HTTP/1.1\r\nHost: t\r\n\r\n",
+		"GET /echo/a\fb HTTP/1.1\r\nHost: t\r\n\r\n",
+		"GET /echo/a\x80 HTTP/1.1\r\nHost: t\r\n\r\n",
+		"GET /echo/\xc3\xa9 HTTP/1.1\r\nHost: t\r\n\r\n",
+		"GET /echo/\xff HTTP/1.1\r\nHost: t\r\n\r\n",
+		"GET /echo/a\x7f HTTP/1.1\r\nHost: t\r\n\r\n",
+		"GET /echo/a\x01 HTTP/1.1\r\nHost: t\r\n\r\n",
+		"GET /echo/a?q=\t HTTP/1.1\r\nHost: t\r\n\r\n",
+		"GET /echo/a?q=\xe2\x82\xac HTTP/1.1\r\nHost: t\r\n\r\n",
+		"GET /echo/a#b HTTP/1.1\r\nHost: t\r\n\r\n",
+		"GET /metrics#x HTTP/1.1\r\nHost: t\r\n\r\n",
+		"GET /echo/a?q#b HTTP/1.1\r\nHost: t\r\n\r\n",
+		"GET # HTTP/1.1\r\nHost: t\r\n\r\n",
+		"GET /echo/a\x0b HTTP/1.1\r\nHost: t\r\n\r\n",
+	};
+
+	(void)state;
+	expect_all(bad, N_OF(bad), 400, 0);
+}
+
+/* RFC 9112 3.2: HTTP/1.1 needs exactly one valid Host; HTTP/1.0 may go
+ * without, but never with two. */
+static void test_host_rules(void **state)
+{
+	static const char *const bad[] = {
+		"GET /echo/a HTTP/1.1\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nX-Host: t\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n",
+		"GET /echo/a HTTP/1.0\r\nHost: a\r\nHOST: a\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nHost: a b\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nHost: a/b\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nHost: u@a\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nHost: a:80x\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nHost: [zz]:80\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nHost: [::1\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nHost: \xc3\xa9t\xc3\xa9\r\n\r\n",
+		/* Last: sub-delims are reg-name characters, so it is answered. */
+		"GET /echo/a HTTP/1.1\r\nHost: a,b\r\nConnection: close\r\n\r\n",
+	};
+	static const char *const good[] = {
+		"GET /echo/a HTTP/1.0\r\n\r\n",
+		"GET /echo/a HTTP/1.0\r\nHost: t\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nHost: example.com:8080\r\nConnection: close\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nhost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nHost: [::1]:80\r\nConnection: close\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n",
+		"GET /echo/a HTTP/1.1\r\nHost: xn--d1acj3b.%41:\r\nConnection: close\r\n\r\n",
+	};
+	struct fixture *fx;
+
+	(void)state;
+	expect_all(bad, N_OF(bad) - 1, 400, 0);
+	fx = fx_start(NULL);
+	for (size_t i = 0; i < N_OF(good); i++) {
+		print_message("  200 for request %zu\n", i);
+		expect_status_then_close(fx->port, good[i], 200);
+	}
+	expect_status_then_close(fx->port, bad[N_OF(bad) - 1], 200);
+	assert_int_equal(fx_stop(fx, 1000).bad_requests, 0);
+	free(fx);
+}
+
+/* llhttp parses HTTP/0.9 and HTTP/2.0 request lines: 505. */
+static void test_version_505(void **state)
+{
+	static const char *const bad[] = {
+		"GET /echo/a HTTP/2.0\r\nHost: t\r\n\r\n",
+		"GET /echo/a HTTP/0.9\r\n\r\n",
+	};
+
+	(void)state;
+	expect_all(bad, N_OF(bad), 505, 0);
+}
+
+/* The streaming handler (the publisher's API) is held to the same rules:
+ * on_headers never sees the request, nor the one hidden after it. */
+static void test_stream_handler_strict(void **state)
+{
+	static const char *const bad[] = {
+		"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\rX"
+		"POST /upload/smuggled HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+		"POST /upload#x HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+		"POST /upload HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+		"POST /upload HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 0\r\n\r\n",
+		"POST /upload\t HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+	};
+	struct fixture *fx = fx_start_stream(NULL, 1 << 20);
+	http_stats s;
+
+	(void)state;
+	for (size_t i = 0; i < N_OF(bad); i++)
+		expect_status_then_close(fx->port, bad[i], 400);
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.bad_requests, N_OF(bad));
+	assert_int_equal(atomic_load(&fx->up_heads), 0);
+	assert_int_equal(atomic_load(&fx->up_allocs), 0);
+	free(fx);
+}
+
+/* Every rejection is logged with its reason, but a client sending garbage
+ * gets one line per 10 s, not one per request. */
+static void test_bad_requests_logged_once_per_interval(void **state)
+{
+	char path[] = "/tmp/test_http_log.XXXXXX";
+	int log_fd = mkstemp(path);
+	int saved = dup(STDERR_FILENO);
+	struct fixture *fx;
+	char text[4096];
+	ssize_t n;
+	const char *first, *second;
+
+	(void)state;
+	assert_true(log_fd >= 0 && saved >= 0);
+	unlink(path);
+	fflush(stderr);
+	assert_int_equal(dup2(log_fd, STDERR_FILENO), STDERR_FILENO);
+	fx = fx_start(NULL);
+	expect_status_then_close(fx->port, "GET /echo/a#b HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+	expect_status_then_close(fx->port, "GET /echo/a HTTP/1.1\r\n\r\n", 400);
+	expect_status_then_close(fx->port, "GET /echo/a HTTP/1.1\r\nHost: t\n\n", 400);
+	assert_int_equal(fx_stop(fx, 1000).bad_requests, 3);
+	free(fx);
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	n = pread(log_fd, text, sizeof(text) - 1, 0);
+	close(log_fd);
+	assert_true(n > 0);
+	text[n] = '\0';
+	first = strstr(text, "http: bad request answered 400: '#' in the request-target");
+	assert_non_null(first);
+	second = strstr(first + strlen("http: bad request answered"), "bad request answered");
+	if (second != NULL)
+		print_message("%s", text);
+	assert_null(second);
+}
+
 static void test_status_text(void **state)
 {
 	(void)state;
@@ -377,6 +618,13 @@ int main(void)
 		cmocka_unit_test(test_uri_too_long_414),
 		cmocka_unit_test(test_body_limits),
 		cmocka_unit_test(test_request_fields_split_reads),
+		cmocka_unit_test(test_line_endings_400),
+		cmocka_unit_test(test_line_endings_accepted),
+		cmocka_unit_test(test_target_bytes_400),
+		cmocka_unit_test(test_host_rules),
+		cmocka_unit_test(test_version_505),
+		cmocka_unit_test(test_stream_handler_strict),
+		cmocka_unit_test(test_bad_requests_logged_once_per_interval),
 		cmocka_unit_test(test_status_text),
 	};
 

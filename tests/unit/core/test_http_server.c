@@ -1,6 +1,7 @@
 /* test_http_server: the HTTP core's server: what on_complete reports (also
  * for aborted responses and at shutdown), stats read from another thread,
- * start and listen errors, and IPv6. The server and client are the shared
+ * start and listen errors, IPv6, and connections handed over with
+ * http_server_adopt (a socketpair, an accepted TCP socket). The server and client are the shared
  * fixture, core/http_fixture.h. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -332,6 +333,82 @@ static void test_ipv6(void **state)
 	free(fx);
 }
 
+/* A socketpair's end is served like an accepted connection: pipelined
+ * requests, keep-alive, the close when the client leaves. */
+static void test_adopt_socketpair(void **state)
+{
+	struct fixture *fx = fx_start(NULL);
+	struct client *c;
+	struct response r;
+	http_stats s;
+	int sv[2];
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(fx_adopt(fx, sv[0]), 0);
+	c = client_from_fd(sv[1]);
+	get_hello(c);
+	client_send(c, "GET /echo/1 HTTP/1.1\r\nHost: t\r\n\r\nGET /echo/2 HTTP/1.1\r\nHost: t\r\n\r\n");
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_memory_equal(r.body, "/echo/1", 7);
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_memory_equal(r.body, "/echo/2", 7);
+	/* The core's own rules hold there too. */
+	client_send(c, "GET /echo/3 HTTP/1.1\r\n\r\n");
+	assert_int_equal(read_response(c, &r, 1), 0);
+	assert_int_equal(r.status, 400);
+	assert_int_equal(client_close_kind(c, WAIT_MS), CLOSED_FIN);
+	client_free(c);
+
+	s = fx_stop(fx, 1000);
+	assert_int_equal(s.connections_accepted, 1);
+	assert_int_equal(s.requests, 3);
+	assert_int_equal(s.bad_requests, 1);
+	assert_int_equal(atomic_load(&fx->requests), 3);
+	free(fx);
+}
+
+/* An accepted TCP socket goes through libuv's TCP handle; a socket that is
+ * not a stream, or no socket, is refused and left to the caller. */
+static void test_adopt_tcp_and_errors(void **state)
+{
+	struct fixture *fx = fx_start(NULL);
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+	struct client *c;
+	int lfd, cfd, sfd, udp, p[2];
+
+	(void)state;
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(lfd >= 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 1), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+	cfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(connect(cfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	sfd = accept(lfd, NULL, NULL);
+	assert_true(sfd >= 0);
+	close(lfd);
+	assert_int_equal(fx_adopt(fx, sfd), 0);
+	c = client_from_fd(cfd);
+	get_hello(c);
+	client_free(c);
+
+	udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(fx_adopt(fx, udp), UV_EINVAL);
+	assert_int_equal(close(udp), 0); /* still ours */
+	assert_int_equal(pipe(p), 0);
+	assert_int_equal(fx_adopt(fx, p[0]), -ENOTSOCK);
+	assert_int_equal(close(p[0]), 0);
+	close(p[1]);
+
+	assert_int_equal(fx_stop(fx, 1000).connections_accepted, 1);
+	free(fx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -342,6 +419,8 @@ int main(void)
 		cmocka_unit_test(test_on_complete_aborted),
 		cmocka_unit_test(test_on_complete_at_shutdown),
 		cmocka_unit_test(test_stats_from_another_thread),
+		cmocka_unit_test(test_adopt_socketpair),
+		cmocka_unit_test(test_adopt_tcp_and_errors),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
