@@ -95,7 +95,8 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
-$(BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c
+# Its flags (strict mode) live in this Makefile: a change rebuilds it.
+$(BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c Makefile
 	@mkdir -p $(@D)
 	$(CC) $(LLHTTP_CFLAGS) -c -o $@ $<
 

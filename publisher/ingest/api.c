@@ -744,6 +744,18 @@ static double gauge_retries(void *arg)
 	return (double)__atomic_load_n(&a->retries_used, __ATOMIC_RELAXED);
 }
 
+/* The requests the HTTP core refused itself (malformed, over a limit):
+ * read on the loop thread that serves /metrics, before or after start. */
+static double counter_bad_requests(void *arg)
+{
+	const struct api *a = arg;
+	http_stats st = { 0 };
+
+	if (a->server != NULL)
+		http_server_stats(a->server, &st);
+	return (double)st.bad_requests;
+}
+
 static double gauge_capacity(void *arg)
 {
 	const struct api *a = arg;
@@ -828,7 +840,11 @@ int api_start(uv_loop_t *loop, store *st, const pipeline *pipe, const api_option
 		                      gauge_capacity, a) < 0 ||
 		     metrics_gauge_fn(opt->metrics, "sayin_api_upload_retries_accepted",
 		                      "Retries of a known Idempotency-Key let in past the capacity.",
-		                      NULL, gauge_retries, a) < 0))
+		                      NULL, gauge_retries, a) < 0 ||
+		     metrics_counter_fn(opt->metrics, "sayin_api_bad_requests_total",
+		                        "Malformed or over-limit requests the HTTP core answered "
+		                        "itself (400, 413, 414, 431, 505).",
+		                        NULL, counter_bad_requests, a) < 0))
 			rc = -ENOMEM;
 		a->shard = rc == 0 ? metrics_shard_new(opt->metrics) : NULL;
 		if (a->shard == NULL) {

@@ -164,7 +164,9 @@ API_ATTACKS = [
 @pytest.mark.parametrize("what,build", API_ATTACKS, ids=[a[0] for a in API_ATTACKS])
 def test_api_answers_400_and_deletes_nothing(api_with_post, what, build):
     api, token, post_id = api_with_post
+    before = api.metrics().get("sayin_api_bad_requests_total", 0)
     assert_one_400_then_close(api.port, build(post_id, token))
+    assert api.metrics().get("sayin_api_bad_requests_total") == before + 1
     # The post is still there: the DELETE never ran.
     r = api.get_post(token, post_id)
     assert r.status == 200, (what, r, r.body[:200])
