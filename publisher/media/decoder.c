@@ -87,20 +87,24 @@ struct child {
 /* The child's environment: empty. It needs none (no locale: the C locale
  * is what an empty environment gives; no TMPDIR: it writes no file). A
  * sanitizer build passes its runtime's options on, which hold no secret. */
-static void child_environment(char **envp, size_t n)
+#define ENV_KEPT 2
+static void child_environment(char **envp, size_t n, char kept[ENV_KEPT][512])
 {
 	size_t k = 0;
 
 	if (UNDER_ASAN) {
-		static const char *const keep[] = { "ASAN_OPTIONS", "UBSAN_OPTIONS" };
-		static char kept[2][512];
+		static const char *const keep[ENV_KEPT] = { "ASAN_OPTIONS", "UBSAN_OPTIONS" };
 
-		for (size_t i = 0; i < 2 && k + 1 < n; i++) {
+		for (size_t i = 0; i < ENV_KEPT && k + 1 < n; i++) {
 			const char *v = getenv(keep[i]);
-			if (v != NULL && strlen(keep[i]) + strlen(v) + 2 <= sizeof(kept[i])) {
-				snprintf(kept[i], sizeof(kept[i]), "%s=%s", keep[i], v);
-				envp[k++] = kept[i];
-			}
+			size_t nl = strlen(keep[i]), vl = v != NULL ? strlen(v) : 0;
+
+			if (v == NULL || nl + vl + 2 > 512)
+				continue;
+			memcpy(kept[i], keep[i], nl);
+			kept[i][nl] = '=';
+			memcpy(kept[i] + nl + 1, v, vl + 1);
+			envp[k++] = kept[i];
 		}
 	}
 	envp[k] = NULL;
@@ -115,7 +119,7 @@ static int spawn_decoder(const media_transcode_options *o, const char *exe, int 
 	char max_ms[32], memory[32], hook[256];
 	const char *hook_what = getenv(TEST_HOOK_ENV);
 	char *argv[7];
-	char *envp[3];
+	char *envp[ENV_KEPT + 1], env_kept[ENV_KEPT][512];
 	int fds[2];
 	uint64_t cpu_s = o->decode_timeout_ms / 1000 + 2;
 	struct rlimit cpu = { cpu_s, cpu_s };
@@ -141,7 +145,7 @@ static int spawn_decoder(const media_transcode_options *o, const char *exe, int 
 		argv[5] = hook;
 		argv[6] = NULL;
 	}
-	child_environment(envp, sizeof(envp) / sizeof(envp[0]));
+	child_environment(envp, sizeof(envp) / sizeof(envp[0]), env_kept);
 	if (pipe2(fds, O_CLOEXEC) != 0) {
 		int rc = -errno;
 		set_err(err, errlen, "cannot start the decoder: pipe: %s", strerror(errno));
@@ -445,8 +449,9 @@ static void hang_forever(void)
  *   socket         open a TCP socket
  *   exec           execve this program again, without the hook
  *   open-rw:PATH   open PATH read-write (the store)
- *   read:PATH      open PATH and read it (a secret, the accounts file,
- *                  /proc/PPID/environ)
+ *   read:PATH      open PATH and read it (a secret, the accounts file)
+ *   secret         read the publisher's environment (/proc/PPID/environ,
+ *                  named before the sandbox: getppid is not allowed in it)
  * Where the attempt succeeds, the child goes on and decodes as if nothing
  * happened (so a test sees the upload pass); where the call fails it
  * returns -errno with msg set; the sandbox kills it with SIGSYS instead. */
@@ -505,6 +510,7 @@ int media_decoder_main(int argc, char **argv)
 	enum log_level level = LOG_INFO;
 	unsigned long long max_ms = 0, memory = 0;
 	const char *hook = NULL;
+	char secret_hook[64];
 	unsigned applied = 0;
 	int out_fd = 1, rc;
 	char *tail = NULL;
@@ -537,6 +543,10 @@ int media_decoder_main(int argc, char **argv)
 	av_log_set_callback(media__ff_log);
 	if (hook != NULL && strcmp(hook, "segv") == 0)
 		signal(SIGSEGV, SIG_DFL); /* past any sanitizer's handler */
+	if (hook != NULL && strcmp(hook, "secret") == 0) {
+		snprintf(secret_hook, sizeof(secret_hook), "read:/proc/%ld/environ", (long)getppid());
+		hook = secret_hook;
+	}
 
 	memset(&end, 0, sizeof(end));
 	sink.write = pipe_write;
@@ -551,8 +561,8 @@ int media_decoder_main(int argc, char **argv)
 		end.code = SAYIN_EDECODER;
 		if (end.message[0] == '\0')
 			set_err(end.message, sizeof(end.message), "cannot read: %s", strerror(-rc));
-	} else if ((rc = test_hook_run(hook, argv, end.message, sizeof(end.message))) != 0) {
-		end.code = rc;
+	} else if (test_hook_run(hook, argv, end.message, sizeof(end.message)) != 0) {
+		end.code = SAYIN_EDECODER;
 	} else if (!S_ISREG(st.st_mode)) {
 		end.code = -EINVAL;
 		set_err(end.message, sizeof(end.message), "cannot read: not a regular file");
