@@ -84,6 +84,9 @@ static int add_rules(scmp_filter_ctx ctx)
 		rc = ALLOW(ctx, mmap, 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
 	if (rc == 0)
 		rc = ALLOW(ctx, mprotect, 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+	/* The sanitizer runtime asks for its alternate signal stack on _exit. */
+	if (rc == 0 && UNDER_ASAN)
+		rc = ALLOW(ctx, sigaltstack, 0);
 	/* abort() signals itself, and nobody else. */
 	if (rc == 0)
 		rc = ALLOW(ctx, tgkill, 1, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid()));
