@@ -32,6 +32,7 @@ enum attempt {
 	KILL_PARENT,
 	READ_OTHER_FD,
 	FORK,
+	ABORT,
 };
 
 /* What the child does once confined. Returns only when the call was let
@@ -84,6 +85,8 @@ static void attempt(enum attempt what, pid_t parent, const char *scratch)
 		if (fork() == 0)
 			_exit(0);
 		break;
+	case ABORT:
+		abort();
 	}
 	_exit(3);
 }
@@ -117,6 +120,7 @@ static int run_confined(enum attempt what, unsigned *applied)
 
 		if (dup2(in, 0) < 0 || dup2(out[1], 1) < 0 || dup2(other[0], 3) < 0)
 			_exit(100);
+		signal(SIGABRT, SIG_DFL); /* not cmocka's handler */
 		if (media__sandbox_enter(&got, err, sizeof(err)) != 0) {
 			fprintf(stderr, "%s\n", err);
 			_exit(101);
@@ -184,6 +188,18 @@ static void test_everything_else_dies_of_sigsys(void **state)
 	}
 }
 
+/* abort() (an FFmpeg assertion) still reads as SIGABRT: the child may
+ * signal itself. */
+static void test_abort_is_sigabrt(void **state)
+{
+	unsigned applied;
+	int status = run_confined(ABORT, &applied);
+
+	(void)state;
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGABRT);
+}
+
 static void test_describe(void **state)
 {
 	char line[160];
@@ -205,6 +221,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_what_the_decoder_needs_works),
 		cmocka_unit_test(test_everything_else_dies_of_sigsys),
+		cmocka_unit_test(test_abort_is_sigabrt),
 		cmocka_unit_test(test_describe),
 	};
 
