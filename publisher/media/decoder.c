@@ -311,7 +311,7 @@ static int take_end(const media_transcode_options *o, struct rec_end *end, media
 }
 
 /* Says once per process what confined the decoder, as the first child to
- * finish reported it. */
+ * decode a recording reported it. */
 static void log_sandbox_once(uint32_t applied)
 {
 	static int logged;
@@ -394,7 +394,8 @@ out:
 	if (c.fd >= 0)
 		close(c.fd);
 	free(samples);
-	if (got_end)
+	/* After a decode that worked: a refused recording gets its one line. */
+	if (got_end && rc == 0 && end->code == 0)
 		log_sandbox_once(end->sandbox);
 	if (rc == 0 && end->code == 0 && end->frames != frames) {
 		set_err(err, errlen, "decoder crashed: it announced %llu samples and sent %llu",
