@@ -310,19 +310,6 @@ static int take_end(const media_transcode_options *o, struct rec_end *end, media
 	return 0;
 }
 
-/* Says once per process what confined the decoder, as the first child to
- * decode a recording reported it. */
-static void log_sandbox_once(uint32_t applied)
-{
-	static int logged;
-	char line[160];
-
-	if (!(applied & MEDIA_SANDBOX_VALID) || __atomic_exchange_n(&logged, 1, __ATOMIC_RELAXED))
-		return;
-	media__sandbox_describe(applied, line, sizeof(line));
-	log_info("decoder: sandbox: %s", line);
-}
-
 int media__decoder_run(const media_transcode_options *o, int file_fd, const media__sink *sink,
                        media__info *info, char *err, size_t errlen)
 {
@@ -394,9 +381,8 @@ out:
 	if (c.fd >= 0)
 		close(c.fd);
 	free(samples);
-	/* After a decode that worked: a refused recording gets its one line. */
-	if (got_end && rc == 0 && end->code == 0)
-		log_sandbox_once(end->sandbox);
+	if (got_end)
+		media__sandbox_note(end->sandbox);
 	if (rc == 0 && end->code == 0 && end->frames != frames) {
 		set_err(err, errlen, "decoder crashed: it announced %llu samples and sent %llu",
 		        (unsigned long long)end->frames, (unsigned long long)frames);

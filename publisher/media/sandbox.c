@@ -6,6 +6,8 @@
 #include "media/sandbox.h"
 #include "media/internal.h"
 
+#include "core/log.h"
+
 #include <errno.h>
 #include <sched.h>
 #include <seccomp.h>
@@ -130,6 +132,33 @@ int media__sandbox_enter(unsigned *applied, char *err, size_t errlen)
 #endif
 	*applied = got | MEDIA_SANDBOX_SECCOMP;
 	return 0;
+}
+
+/* What the last child reported, and whether it was logged: the only
+ * global state here, written by any thread through atomics. */
+static unsigned noted;
+static int logged;
+
+void media__sandbox_note(unsigned applied)
+{
+	if (applied & MEDIA_SANDBOX_VALID)
+		__atomic_store_n(&noted, applied, __ATOMIC_RELAXED);
+}
+
+unsigned media__sandbox_noted(void)
+{
+	return __atomic_load_n(&noted, __ATOMIC_RELAXED);
+}
+
+void media__sandbox_log_once(void)
+{
+	unsigned applied = media__sandbox_noted();
+	char line[160];
+
+	if (!(applied & MEDIA_SANDBOX_VALID) || __atomic_exchange_n(&logged, 1, __ATOMIC_RELAXED))
+		return;
+	media__sandbox_describe(applied, line, sizeof(line));
+	log_info("decoder: sandbox: %s", line);
 }
 
 void media__sandbox_describe(unsigned applied, char *buf, size_t len)

@@ -1,8 +1,9 @@
 /* sandbox: confines the decoder child (publisher/media/decoder.c) once its
  * own start-up is done: a private user and network namespace where the
  * kernel allows one, then a seccomp-bpf allow-list (libseccomp; this pair of
- * files is its only user). Private to publisher/media/ and its tests.
- * Single-threaded callers only: unshare(CLONE_NEWUSER) refuses a process
+ * files is its only user), and the parent's note of what applied.
+ * Private to publisher/media/ and its tests. media__sandbox_enter is for a
+ * single-threaded child only: unshare(CLONE_NEWUSER) refuses a process
  * with threads, and the filter covers the calling thread and its future
  * children only. */
 #ifndef SAYIN_MEDIA_SANDBOX_H
@@ -38,5 +39,15 @@ int media__sandbox_enter(unsigned *applied, char *err, size_t errlen);
 /* "seccomp on, no_new_privs on, user+net namespace on, environment empty"
  * (or "off" where a protection did not apply) into buf. */
 void media__sandbox_describe(unsigned applied, char *buf, size_t len);
+
+/* The parent's side, any thread: media__sandbox_note keeps what a child
+ * reported (the latest); media__sandbox_noted returns it (0: no child has
+ * reported yet); media__sandbox_log_once logs it at info, the first time
+ * it is called after a report, once per process: transcode.c calls it
+ * after a recording went through, so that a refused one keeps its one
+ * line of error. */
+void media__sandbox_note(unsigned applied);
+unsigned media__sandbox_noted(void);
+void media__sandbox_log_once(void);
 
 #endif
