@@ -447,8 +447,9 @@ static int test_hook_run(const char *what, char **argv, char *msg, size_t len)
 	if (what == NULL)
 		return 0;
 	if (strcmp(what, "segv") == 0) {
-		static int *volatile nowhere;
-		*nowhere = 1;
+		/* Not a null store: UBSan would report that, and its report
+		 * needs calls the sandbox forbids. */
+		raise(SIGSEGV);
 		return 0;
 	}
 	if (strcmp(what, "hang") == 0)
