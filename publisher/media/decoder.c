@@ -440,8 +440,10 @@ static void hang_forever(void)
  *   secret         read the publisher's environment (/proc/PPID/environ,
  *                  named before the sandbox: getppid is not allowed in it)
  * Where the attempt succeeds, the child goes on and decodes as if nothing
- * happened (so a test sees the upload pass); where the call fails it
- * returns -errno with msg set; the sandbox kills it with SIGSYS instead. */
+ * happened (so a test sees the upload pass; what it opened stays open: no
+ * other call, such as close, may be the one that gets it killed); where
+ * the call fails it returns -errno with msg set; the sandbox kills it with
+ * SIGSYS instead. */
 static int test_hook_run(const char *what, char **argv, char *msg, size_t len)
 {
 	if (what == NULL)
@@ -455,13 +457,11 @@ static int test_hook_run(const char *what, char **argv, char *msg, size_t len)
 	if (strcmp(what, "hang") == 0)
 		hang_forever();
 	if (strcmp(what, "socket") == 0) {
-		int fd = socket(AF_INET, SOCK_STREAM, 0);
-		if (fd < 0) {
+		if (socket(AF_INET, SOCK_STREAM, 0) < 0) {
 			int rc = -errno;
 			set_err(msg, len, "test hook: socket: %s", strerror(errno));
 			return rc;
 		}
-		close(fd);
 		return 0;
 	}
 	if (strcmp(what, "exec") == 0) {
@@ -481,8 +481,6 @@ static int test_hook_run(const char *what, char **argv, char *msg, size_t len)
 			rc = errno != 0 ? -errno : -EIO;
 		if (rc != 0)
 			set_err(msg, len, "test hook: %s: %s", path, strerror(-rc));
-		if (fd >= 0)
-			close(fd);
 		return rc;
 	}
 	set_err(msg, len, "test hook: unknown %s", what);
