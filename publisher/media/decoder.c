@@ -3,6 +3,7 @@
  * reaps it; the child side (media_decoder_main) decodes and writes them.
  * The wire format between the two lives only here. */
 #include "media/internal.h"
+#include "media/sandbox.h"
 
 #include "core/clock.h"
 #include "core/error.h"
@@ -16,18 +17,25 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <linux/futex.h>
 
 #include <libavutil/log.h>
 
 #define set_err media__set_err
+
+extern char **environ;
 
 /* The child's wire format on its stdout (same binary, so native byte
  * order): records of a header then len bytes. SAMPLES carries floats (mono,
@@ -44,7 +52,7 @@ struct rec_end {
 	int32_t code;           /* 0 or the decode's error */
 	uint32_t rate;
 	uint32_t channels;
-	uint32_t reserved;
+	uint32_t sandbox;       /* MEDIA_SANDBOX_* bits: what confined it */
 	uint64_t input_frames;
 	uint64_t frames;
 	char format[32];
@@ -72,13 +80,46 @@ struct child {
 	bool reaped;
 };
 
-/* Starts `exe __decode LEVEL MAX_MS` on the recording with its limits set
- * between fork and exec (async-signal-safe calls only there). */
+/* The test hook's argument (see test_hook_prepare), or NULL. */
+#define TEST_HOOK_ENV "SAYIN_TEST_DECODER_CRASH"
+#define TEST_HOOK_FLAG "--test-hook="
+
+/* The child's environment: empty. It needs none (no locale: the C locale
+ * is what an empty environment gives; no TMPDIR: it writes no file). A
+ * sanitizer build passes its runtime's options on, which hold no secret. */
+#define ENV_KEPT 2
+static void child_environment(char **envp, size_t n, char kept[ENV_KEPT][512])
+{
+	size_t k = 0;
+
+	if (UNDER_ASAN) {
+		static const char *const keep[ENV_KEPT] = { "ASAN_OPTIONS", "UBSAN_OPTIONS" };
+
+		for (size_t i = 0; i < ENV_KEPT && k + 1 < n; i++) {
+			const char *v = getenv(keep[i]);
+			size_t nl = strlen(keep[i]), vl = v != NULL ? strlen(v) : 0;
+
+			if (v == NULL || nl + vl + 2 > 512)
+				continue;
+			memcpy(kept[i], keep[i], nl);
+			kept[i][nl] = '=';
+			memcpy(kept[i] + nl + 1, v, vl + 1);
+			envp[k++] = kept[i];
+		}
+	}
+	envp[k] = NULL;
+}
+
+/* Starts `exe __decode LEVEL MAX_MS MEMORY [--test-hook=WHAT]` on the
+ * recording with its limits set between fork and exec (async-signal-safe
+ * calls only there), with an empty environment. */
 static int spawn_decoder(const media_transcode_options *o, const char *exe, int file_fd,
                          struct child *c, char *err, size_t errlen)
 {
-	char max_ms[32], memory[32];
-	char *argv[6];
+	char max_ms[32], memory[32], hook[256];
+	const char *hook_what = getenv(TEST_HOOK_ENV);
+	char *argv[7];
+	char *envp[ENV_KEPT + 1], env_kept[ENV_KEPT][512];
 	int fds[2];
 	uint64_t cpu_s = o->decode_timeout_ms / 1000 + 2;
 	struct rlimit cpu = { cpu_s, cpu_s };
@@ -96,6 +137,15 @@ static int spawn_decoder(const media_transcode_options *o, const char *exe, int 
 	argv[3] = max_ms;
 	argv[4] = memory;
 	argv[5] = NULL;
+	/* Tests only: the publisher's own environment asks for a hook, passed
+	 * on as a flag because the child gets no environment. An upload cannot
+	 * reach either. */
+	if (hook_what != NULL && hook_what[0] != '\0') {
+		snprintf(hook, sizeof(hook), "%s%s", TEST_HOOK_FLAG, hook_what);
+		argv[5] = hook;
+		argv[6] = NULL;
+	}
+	child_environment(envp, sizeof(envp) / sizeof(envp[0]), env_kept);
 	if (pipe2(fds, O_CLOEXEC) != 0) {
 		int rc = -errno;
 		set_err(err, errlen, "cannot start the decoder: pipe: %s", strerror(errno));
@@ -121,7 +171,7 @@ static int spawn_decoder(const media_transcode_options *o, const char *exe, int 
 		setrlimit(RLIMIT_FSIZE, &zero);
 		setrlimit(RLIMIT_CORE, &zero);
 		setrlimit(RLIMIT_NOFILE, &nofile);
-		execv(exe, argv);
+		execve(exe, argv, envp);
 		_exit(127);
 	}
 	close(fds[1]);
@@ -194,7 +244,8 @@ static int child_failure(struct child *c, const media_transcode_options *o, char
 	if (WIFSIGNALED(c->status)) {
 		int sig = WTERMSIG(c->status);
 		set_err(err, errlen, "decoder crashed (signal %d, %s)%s", sig, strsignal(sig),
-		        sig == SIGXCPU ? ": CPU time limit" : "");
+		        sig == SIGXCPU ? ": CPU time limit"
+		        : sig == SIGSYS ? ": the sandbox stopped a forbidden system call" : "");
 		return SAYIN_EDECODER;
 	}
 	if (WIFEXITED(c->status) && WEXITSTATUS(c->status) == 127) {
@@ -330,6 +381,8 @@ out:
 	if (c.fd >= 0)
 		close(c.fd);
 	free(samples);
+	if (got_end)
+		media__sandbox_note(end->sandbox);
 	if (rc == 0 && end->code == 0 && end->frames != frames) {
 		set_err(err, errlen, "decoder crashed: it announced %llu samples and sent %llu",
 		        (unsigned long long)end->frames, (unsigned long long)frames);
@@ -365,22 +418,73 @@ static int pipe_write(void *ctx, const float *x, size_t n)
 	return 0;
 }
 
-/* A test hook, honoured only here in the child: SAYIN_TEST_DECODER_CRASH=segv
- * dies of SIGSEGV, =hang sleeps forever. */
-static void test_hook(void)
+/* Blocks for good without a system call the sandbox forbids. */
+static void hang_forever(void)
 {
-	const char *what = getenv("SAYIN_TEST_DECODER_CRASH");
+	static int never;
 
+	for (;;)
+		syscall(SYS_futex, &never, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+}
+
+/* The child's test hook, for tests only: the publisher passes its own
+ * SAYIN_TEST_DECODER_CRASH as `--test-hook=WHAT` (an upload reaches
+ * neither). Each WHAT stands for what an exploited decoder would try, from
+ * inside the sandbox:
+ *   segv           die of SIGSEGV
+ *   hang           block until killed (also lets a test look at the child)
+ *   socket         open a TCP socket
+ *   exec           execve this program again, without the hook
+ *   open-rw:PATH   open PATH read-write (the store)
+ *   read:PATH      open PATH and read it (a secret, the accounts file)
+ *   secret         read the publisher's environment (/proc/PPID/environ,
+ *                  named before the sandbox: getppid is not allowed in it)
+ * Where the attempt succeeds, the child goes on and decodes as if nothing
+ * happened (so a test sees the upload pass; what it opened stays open: no
+ * other call, such as close, may be the one that gets it killed); where
+ * the call fails it returns -errno with msg set; the sandbox kills it with
+ * SIGSYS instead. */
+static int test_hook_run(const char *what, char **argv, char *msg, size_t len)
+{
 	if (what == NULL)
-		return;
+		return 0;
 	if (strcmp(what, "segv") == 0) {
-		signal(SIGSEGV, SIG_DFL); /* past any sanitizer's handler */
+		/* Not a null store: UBSan would report that, and its report
+		 * needs calls the sandbox forbids. */
 		raise(SIGSEGV);
+		return 0;
 	}
-	if (strcmp(what, "hang") == 0) {
-		for (;;)
-			pause();
+	if (strcmp(what, "hang") == 0)
+		hang_forever();
+	if (strcmp(what, "socket") == 0) {
+		if (socket(AF_INET, SOCK_STREAM, 0) < 0) {
+			int rc = -errno;
+			set_err(msg, len, "test hook: socket: %s", strerror(errno));
+			return rc;
+		}
+		return 0;
 	}
+	if (strcmp(what, "exec") == 0) {
+		char *again[] = { argv[0], argv[1], argv[2], argv[3], argv[4], NULL };
+		execve("/proc/self/exe", again, environ);
+		set_err(msg, len, "test hook: execve: %s", strerror(errno));
+		return -EPERM;
+	}
+	if (strncmp(what, "open-rw:", 8) == 0 || strncmp(what, "read:", 5) == 0) {
+		bool rw = what[0] == 'o';
+		const char *path = strchr(what, ':') + 1;
+		char buf[256];
+		int fd = open(path, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+		int rc = 0;
+
+		if (fd < 0 || (!rw && read(fd, buf, sizeof(buf)) <= 0))
+			rc = errno != 0 ? -errno : -EIO;
+		if (rc != 0)
+			set_err(msg, len, "test hook: %s: %s", path, strerror(-rc));
+		return rc;
+	}
+	set_err(msg, len, "test hook: unknown %s", what);
+	return -EINVAL;
 }
 
 int media_decoder_main(int argc, char **argv)
@@ -391,13 +495,18 @@ int media_decoder_main(int argc, char **argv)
 	struct stat st;
 	enum log_level level = LOG_INFO;
 	unsigned long long max_ms = 0, memory = 0;
-	int out_fd = 1;
+	const char *hook = NULL;
+	char secret_hook[64];
+	unsigned applied = 0;
+	int out_fd = 1, rc;
 	char *tail = NULL;
 
 	/* Writes to a file (a log on stderr) fail instead of killing us under
 	 * RLIMIT_FSIZE 0. */
 	signal(SIGXFSZ, SIG_IGN);
-	if (argc != 5 || log_parse_level(argv[2], &level) != 0) {
+	if (argc == 6 && strncmp(argv[5], TEST_HOOK_FLAG, strlen(TEST_HOOK_FLAG)) == 0)
+		hook = argv[5] + strlen(TEST_HOOK_FLAG);
+	if ((argc != 5 && hook == NULL) || log_parse_level(argv[2], &level) != 0) {
 		fprintf(stderr, "usage: %s LOG_LEVEL MAX_DURATION_MS MEMORY < FILE\n",
 		        MEDIA_DECODER_COMMAND);
 		return 2;
@@ -418,12 +527,29 @@ int media_decoder_main(int argc, char **argv)
 	log_set_level(level);
 	av_log_set_level(level >= LOG_DEBUG ? AV_LOG_VERBOSE : AV_LOG_ERROR);
 	av_log_set_callback(media__ff_log);
-	test_hook();
+	if (hook != NULL && strcmp(hook, "segv") == 0)
+		signal(SIGSEGV, SIG_DFL); /* past any sanitizer's handler */
+	if (hook != NULL && strcmp(hook, "secret") == 0) {
+		snprintf(secret_hook, sizeof(secret_hook), "read:/proc/%ld/environ", (long)getppid());
+		hook = secret_hook;
+	}
 
 	memset(&end, 0, sizeof(end));
 	sink.write = pipe_write;
 	sink.ctx = &out_fd;
-	if (fstat(0, &st) != 0 || !S_ISREG(st.st_mode)) {
+	rc = fstat(0, &st) != 0 ? -errno : 0;
+	/* Start-up is done: from here on the recording is read, and nothing
+	 * but what media__sandbox_enter allows can happen. */
+	if (rc == 0)
+		rc = media__sandbox_enter(&applied, end.message, sizeof(end.message));
+	end.sandbox = applied;
+	if (rc != 0) {
+		end.code = SAYIN_EDECODER;
+		if (end.message[0] == '\0')
+			set_err(end.message, sizeof(end.message), "cannot read: %s", strerror(-rc));
+	} else if (test_hook_run(hook, argv, end.message, sizeof(end.message)) != 0) {
+		end.code = SAYIN_EDECODER;
+	} else if (!S_ISREG(st.st_mode)) {
 		end.code = -EINVAL;
 		set_err(end.message, sizeof(end.message), "cannot read: not a regular file");
 	} else {

@@ -237,7 +237,9 @@ typedef struct media_result {
 
 /* The whole pipeline for an untrusted recording:
  *  1. a child process (decoder_exe __decode, with RLIMIT_AS, RLIMIT_CPU,
- *     RLIMIT_FSIZE 0, RLIMIT_NOFILE and a wall-clock timeout) decodes as
+ *     RLIMIT_FSIZE 0, RLIMIT_NOFILE and a wall-clock timeout, an empty
+ *     environment, and once started a user and network namespace and a
+ *     seccomp allow-list: see publisher/media/README.md) decodes as
  *     media_decode_file does and streams mono 48 kHz floats through a pipe;
  *  2. this process writes them to an unlinked temporary file while measuring
  *     integrated loudness with libebur128 (EBU R128);
@@ -276,8 +278,10 @@ void media_result_free(media_result *res);
 /* Closes a media_file (if len > 0) and zeroes it. */
 void media_file_close(media_file *f);
 
-/* The decoder child: `PROGRAM __decode LOG_LEVEL MAX_DURATION_MS MEMORY` with the
- * recording on fd 0 and the pipe on fd 1. Returns the process exit code.
+/* The decoder child: `PROGRAM __decode LOG_LEVEL MAX_DURATION_MS MEMORY
+ * [--test-hook=WHAT]` with the recording on fd 0 and the pipe on fd 1; it
+ * confines itself before it reads the recording, and a forbidden call kills
+ * it with SIGSYS. Returns the process exit code.
  * Programs that call media_transcode_file route MEDIA_DECODER_COMMAND here
  * before anything else in main(). */
 int media_decoder_main(int argc, char **argv);

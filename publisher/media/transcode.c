@@ -4,6 +4,7 @@
  * (encodepass.c) makes Opus, waveform and M4A, again until the decoded Opus
  * meets the loudness target and the true-peak ceiling. */
 #include "media/internal.h"
+#include "media/sandbox.h"
 
 #include "core/error.h"
 #include "core/fileio.h"
@@ -317,6 +318,7 @@ int media_transcode_file(const char *path, const media_transcode_options *opt,
 	}
 	if (rc != 0)
 		goto out;
+	media__sandbox_log_once();
 	log_debug("media: %s: %s, %.2f s, %.1f LUFS, gain %+.1f dB -> %.1f LUFS, %.1f dBTP",
 	          path, out->input_format, out->duration, out->input_lufs, out->gain_db,
 	          out->output_lufs, out->true_peak_dbtp);

@@ -282,6 +282,9 @@ def test_a_project_header_in_angle_brackets_fails(tmp_path, path, text, says):
      "whose owner is publisher/media/"),
     ("publisher/media/opus.c", "#include <libpng16/png.h>\n",
      "whose owner is publisher/render/card.c"),
+    ("publisher/media/decoder.c", "#include <seccomp.h>\n",
+     "includes <seccomp.h>, whose owner is publisher/media/sandbox.c"),
+    ("publisher/cmd/serve.c", "#include <seccomp.h>\n", "whose owner is publisher/media/sandbox.c"),
 ])
 def test_a_library_outside_its_owner_fails(tmp_path, path, text, says):
     assert_fails(run_with(tmp_path, path, text), says)
@@ -296,6 +299,8 @@ def test_a_library_outside_its_owner_fails(tmp_path, path, text, says):
     ("publisher/media/opus.c", "#include <opus/opus.h>\n#include <ogg/ogg.h>\n#include <soxr.h>\n"),
     ("publisher/render/card.c", "#include <png.h>\n"),
     ("publisher/render/compress.c", "#include <zlib.h>\n#include <brotli/encode.h>\n"),
+    ("publisher/media/sandbox.c", "#include <seccomp.h>\n"),
+    ("tests/unit/publisher/media/test_sandbox.c", "#include <seccomp.h>\n"),
     ("tests/unit/core/test_store.c", '#include "core/store.h"\n#include <lmdb.h>\n'),
     ("tests/unit/publisher/render/test_feed.c", "#include <curl/curl.h>\n#include <lmdb.h>\n"),
     ("publisher/render/feed.c", "#include <stdio.h>\n#include <string.h>\n#include <sys/types.h>\n"),
