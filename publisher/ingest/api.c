@@ -9,6 +9,7 @@
 #include "deliver/payload.h"
 #include "deliver/social/social.h"
 #include "ingest/internal.h"
+#include "media/media.h"
 #include "render/feed.h"
 #include "render/record.h"
 
@@ -756,6 +757,29 @@ static double counter_bad_requests(void *arg)
 	return (double)st.bad_requests;
 }
 
+/* 1 for each of the decoder sandbox's protections that applied in the
+ * latest decoder child: an alert on 0 catches a kernel or a unit file that
+ * took one away. arg is the enum media_protection, cast. */
+static double gauge_protection(void *arg)
+{
+	return media_protection_applied((enum media_protection)(uintptr_t)arg) ? 1 : 0;
+}
+
+static int define_protection_gauges(metrics *m)
+{
+	char labels[64];
+
+	for (int p = 0; p < MEDIA_PROTECTION_COUNT; p++) {
+		snprintf(labels, sizeof(labels), "protection=\"%s\"", media_protection_name(p));
+		if (metrics_gauge_fn(m, "sayin_decoder_sandbox_protection",
+		                     "1 when the decoder sandbox's protection applied in the latest "
+		                     "decoder child (0 before any ran).",
+		                     labels, gauge_protection, (void *)(uintptr_t)p) < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 static double gauge_capacity(void *arg)
 {
 	const struct api *a = arg;
@@ -844,7 +868,8 @@ int api_start(uv_loop_t *loop, store *st, const pipeline *pipe, const api_option
 		     metrics_counter_fn(opt->metrics, "sayin_api_bad_requests_total",
 		                        "Malformed or over-limit requests the HTTP core answered "
 		                        "itself (400, 413, 414, 431, 505).",
-		                        NULL, counter_bad_requests, a) < 0))
+		                        NULL, counter_bad_requests, a) < 0 ||
+		     define_protection_gauges(opt->metrics) < 0))
 			rc = -ENOMEM;
 		a->shard = rc == 0 ? metrics_shard_new(opt->metrics) : NULL;
 		if (a->shard == NULL) {

@@ -16,6 +16,7 @@
 #ifndef SAYIN_MEDIA_H
 #define SAYIN_MEDIA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -285,5 +286,19 @@ void media_file_close(media_file *f);
  * Programs that call media_transcode_file route MEDIA_DECODER_COMMAND here
  * before anything else in main(). */
 int media_decoder_main(int argc, char **argv);
+
+/* Which of the decoder sandbox's protections applied in the latest child
+ * that reported (any thread): true for one that applied, false for one that
+ * did not or before any child has run. */
+enum media_protection {
+	MEDIA_PROTECTION_SECCOMP,
+	MEDIA_PROTECTION_NO_NEW_PRIVS,
+	MEDIA_PROTECTION_USERNS,
+	MEDIA_PROTECTION_NETNS,
+	MEDIA_PROTECTION_EMPTY_ENV,
+	MEDIA_PROTECTION_COUNT
+};
+const char *media_protection_name(enum media_protection p);
+bool media_protection_applied(enum media_protection p);
 
 #endif

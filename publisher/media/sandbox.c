@@ -150,6 +150,30 @@ unsigned media__sandbox_noted(void)
 	return __atomic_load_n(&noted, __ATOMIC_RELAXED);
 }
 
+static const struct {
+	const char *name;
+	unsigned bit;
+} protections[MEDIA_PROTECTION_COUNT] = {
+	[MEDIA_PROTECTION_SECCOMP] = { "seccomp", MEDIA_SANDBOX_SECCOMP },
+	[MEDIA_PROTECTION_NO_NEW_PRIVS] = { "no_new_privs", MEDIA_SANDBOX_NO_NEW_PRIVS },
+	[MEDIA_PROTECTION_USERNS] = { "user_namespace", MEDIA_SANDBOX_USERNS },
+	[MEDIA_PROTECTION_NETNS] = { "network_namespace", MEDIA_SANDBOX_NETNS },
+	[MEDIA_PROTECTION_EMPTY_ENV] = { "empty_environment", MEDIA_SANDBOX_EMPTY_ENV },
+};
+
+const char *media_protection_name(enum media_protection p)
+{
+	return (unsigned)p < MEDIA_PROTECTION_COUNT ? protections[p].name : "";
+}
+
+bool media_protection_applied(enum media_protection p)
+{
+	unsigned applied = media__sandbox_noted();
+
+	return (unsigned)p < MEDIA_PROTECTION_COUNT && (applied & MEDIA_SANDBOX_VALID) &&
+	       (applied & protections[p].bit);
+}
+
 void media__sandbox_log_once(void)
 {
 	unsigned applied = media__sandbox_noted();

@@ -208,10 +208,15 @@ def test_api_child_has_no_secret_and_forbidden_calls_are_refused(sayin, tmp_path
 
     # Without a hook the same server publishes, and says once what applied.
     api = start_api(sayin, data, env=hook_env(tmp_path, None))
+    gauge = 'sayin_decoder_sandbox_protection{protection="%s"}'
+    protections = ("seccomp", "no_new_privs", "user_namespace", "network_namespace",
+                   "empty_environment")
+    assert [api.metrics().get(gauge % p) for p in protections] == [0] * 5
     for _ in range(2):
         r = api.post_raw(token, audio)
         assert r.status == 201, (r, r.body)
     assert wait_for(lambda: "decoder: sandbox:" in api.log(), timeout=5)
     log = api.log()
     assert log.count("decoder: sandbox: seccomp on, no_new_privs on, user+net namespace on") == 1, log
+    assert [api.metrics().get(gauge % p) for p in protections] == [1] * 5
     assert CANARY not in log
