@@ -8,6 +8,7 @@
  *   SAYIN_FAULT=count     nothing fails; only count
  *   SAYIN_FAULT_REPORT=F  the counters live in F (mapped shared), so the
  *                         sweep reads how far a run got even if it crashed
+ *   SAYIN_FAULT_STACK=1   the fault prints its stack (ASan's symbolizer) to fd 2
  *   SAYIN_FAULT_TRACE=F   each log line (a write to fd 2) is copied to F after
  *                         the counters reached so far: where the stages begin
  *
@@ -47,6 +48,9 @@ static unsigned long fault_at;
 static atomic_int counting; /* 0 before init and in a forked child */
 static atomic_int init_done;
 static int trace_fd = -1;
+static int print_stack;
+
+void __sanitizer_print_stack_trace(void);
 
 void *__real_malloc(size_t n);
 void *__real_calloc(size_t n, size_t size);
@@ -82,6 +86,7 @@ static void fault_init(void)
 		return;
 	spec = getenv("SAYIN_FAULT");
 	report = getenv("SAYIN_FAULT_REPORT");
+	print_stack = getenv("SAYIN_FAULT_STACK") != NULL;
 	if (getenv("SAYIN_FAULT_TRACE") != NULL)
 		trace_fd = open(getenv("SAYIN_FAULT_TRACE"), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
 		                0600);
@@ -115,6 +120,7 @@ static void fault_init(void)
 	unsetenv("SAYIN_FAULT");
 	unsetenv("SAYIN_FAULT_REPORT");
 	unsetenv("SAYIN_FAULT_TRACE");
+	unsetenv("SAYIN_FAULT_STACK");
 	atomic_store(&counting, 1);
 }
 
@@ -136,6 +142,8 @@ static int fault_hit(enum fault_kind kind)
 		return 0;
 	atomic_store(&counters->fired_at, n);
 	atomic_store(&counters->fired_kind, (unsigned long)kind);
+	if (print_stack)
+		__sanitizer_print_stack_trace();
 	return 1;
 }
 

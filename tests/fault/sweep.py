@@ -114,6 +114,8 @@ class Run:
         env.update(SAN_ENV)
         env["LC_ALL"] = "C.UTF-8"
         env["TMPDIR"] = self.tmpdir
+        if fault and "SAYIN_FAULT_STACK" in os.environ:
+            env["SAYIN_FAULT_STACK"] = "1"  # to see where a reported N fails
         if fault:
             env["SAYIN_FAULT"] = "count" if self.n == 0 else "%s:%d" % (self.kind, self.n)
             env["SAYIN_FAULT_REPORT"] = self.report
@@ -463,6 +465,10 @@ def sweep(world, op, kind, args, out):
         runs_fit = max(1, int(args.budget * args.jobs / max(per_run, 0.05)))
         stride = max(1, -(-total // runs_fit))
     ns = plan(total, args.full, stride, args.edge)
+    if args.n:
+        ns = [int(x) for x in args.n.split(",")]
+    print("%-12s %-5s baseline: %d calls, %.1f s; %d runs planned" % (op, kind, total, per_run,
+                                                                     len(ns)), flush=True)
     outcomes, bad, fired, n_run = {}, [], 0, 0
     last_n = 0
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as ex:
@@ -516,6 +522,7 @@ def main():
                          "(0: every N)")
     ap.add_argument("--edge", type=int, default=60,
                     help="with a stride, the first and last EDGE N are all run")
+    ap.add_argument("--n", default="", help="N1,N2,...: run only these N (to reproduce)")
     ap.add_argument("--verbose", "-v", action="store_true", help="print each bad run")
     ap.add_argument("--keep", action="store_true", help="keep every run's directory")
     ap.add_argument("--max-report", type=int, default=8)
@@ -529,7 +536,10 @@ def main():
                     continue
             todo.append((op, kind))
     tmp = tempfile.mkdtemp(prefix="sayin-fault-")
-    world = World(os.path.abspath(args.bin), tmp, args.keep)
+    # A copy, so that relinking the build during a sweep changes nothing.
+    binary = os.path.join(tmp, "sayin-publisher")
+    shutil.copy2(args.bin, binary)
+    world = World(binary, tmp, args.keep)
     print("sweep: template %s: post %s, outbox %d jobs" % (tmp, world.post_id,
                                                            len(world.before_outbox)),
           flush=True)
