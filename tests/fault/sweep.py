@@ -101,7 +101,9 @@ class Run:
         self.world, self.op, self.kind, self.n = world, op, kind, n
         self.dir = tempfile.mkdtemp(prefix="%s-%s-%s-" % (op, kind, n), dir=world.tmp)
         self.data = os.path.join(self.dir, "data")
-        subprocess.run(["cp", "-a", "--sparse=always", world.template, self.data], check=True)
+        self.template = world.template_for(op)
+        subprocess.run(["cp", "-a", "--sparse=always", self.template["dir"], self.data],
+                       check=True)
         self.tmpdir = os.path.join(self.dir, "tmp")
         os.mkdir(self.tmpdir)
         self.report = os.path.join(self.dir, "report")
@@ -279,9 +281,8 @@ class World:
         self.wav = os.path.join(tmp, "voice.wav")
         write_wav_module(self.wav, 8000, 1, seconds=0.3)
         self.edge = Fake("edge", edge_service)
-        self.x = FakeX("ck-fault", "cs-fault")
+        self.x = self.new_x()
         self.fb = FakeFacebook("appsecretfault")
-        self.x.add_user("ann", "1000-tokfault", "ts-fault", "1000")
         self.fb.add_page("ann", "100000000000000", "EAABfaulttoken")
         self.accounts = os.path.join(tmp, "accounts.ini")
         with open(self.accounts, "w") as f:
@@ -321,10 +322,24 @@ class World:
                         "--map-size", "64M"]).stdout
         self.token = out.strip().splitlines()[-1].strip()
         self.post_id = json.loads(self.cli(self.post_args(self.template)).stdout)["id"]
-        self.before = canonical_dump(self.template)
-        self.before_outbox = records(self.before, "outbox")
-        self.kinds_in_outbox = sorted({json.loads(v).get("kind", json.loads(v).get("target", "?"))
-                                       for v in self.before_outbox.values()})
+        before = canonical_dump(self.template)
+        self.templates = {"default": {"dir": self.template, "before": before,
+                                      "outbox": records(before, "outbox")}}
+        # The cross-post waits for the CDN purge (its job runs "after" it):
+        # crosspost starts from the store after a push.
+        self.template_pushed = os.path.join(self.tmp, "template-pushed")
+        subprocess.run(["cp", "-a", "--sparse=always", self.template, self.template_pushed],
+                       check=True)
+        self.cli(["push", "--data", self.template_pushed, "--public-url", BASE,
+                  "--varnish-edges", self.edge.url])
+        before = canonical_dump(self.template_pushed)
+        self.templates["crosspost"] = {"dir": self.template_pushed, "before": before,
+                                       "outbox": records(before, "outbox")}
+        if len(self.templates["crosspost"]["outbox"]) != 1:
+            raise RuntimeError("after a push, the outbox should hold the cross-post only")
+
+    def template_for(self, op):
+        return self.templates["crosspost" if op == "crosspost" else "default"]
 
     # -- the operations: each runs once and sets run.outcome, run.problems
     def op_post(self, run):
@@ -354,17 +369,32 @@ class World:
         return run_cli(run, ["push", "--data", run.data, "--public-url", BASE,
                              "--varnish-edges", self.edge.url, "--outbox-backoff-ms", "100"])
 
+    def new_x(self):
+        x = FakeX("ck-fault", "cs-fault")
+        x.add_user("ann", "1000-tokfault", "ts-fault", "1000")
+        return x
+
     def op_crosspost(self, run):
-        return run_cli(run, ["crosspost", "--data", run.data, "--social-accounts",
-                             self.accounts, "--x-api-url", self.x.url, "--facebook-api-url",
-                             self.fb.url, "--facebook-api-version", FB_VERSION,
-                             "--crosspost-timeout-ms", "5000", "--outbox-backoff-ms", "100"])
+        # Each run its own X: the cross-poster reconciles with the account's
+        # history, so a shared X would change what later runs do.
+        x = self.new_x()
+        try:
+            run_cli(run, ["crosspost", "--data", run.data, "--social-accounts", self.accounts,
+                          "--x-api-url", x.url, "--facebook-api-url", self.fb.url,
+                          "--facebook-api-version", FB_VERSION, "--crosspost-timeout-ms",
+                          "5000", "--outbox-backoff-ms", "100"])
+            run.x_posts = len(x.posts_for("%s/p/%s" % (BASE, self.post_id)))
+        finally:
+            x.close()
+        if run.x_posts > 1:
+            run.problems.append("X got %d posts of one post" % run.x_posts)
+        return run
 
     # -- the store after a run
     def check_store(self, run):
         """The store is the one before, or whole later states of the
         operation's transactions; never half of one."""
-        before, after = self.before, run.after
+        before, after = run.template["before"], run.after
         changed = sorted(db for db in set(before) | set(after)
                          if before.get(db, []) != after.get(db, []))
         run.changed = changed
@@ -380,7 +410,7 @@ class World:
             self.check_outbox(run, changed)
 
     def check_published(self, run, changed):
-        b, a = records(self.before, "posts"), records(run.after, "posts")
+        b, a = records(run.template["before"], "posts"), records(run.after, "posts")
         new = set(a) - set(b)
         if len(new) != 1 or set(b) - set(a):
             run.problems.append("store changed (%s) but not by exactly one new post"
@@ -417,24 +447,25 @@ class World:
             run.problems.append("%s changed %s" % (run.op, ", ".join(sorted(set(changed)
                                                                             - allowed))))
         a = records(run.after, "outbox")
+        before_outbox = run.template["outbox"]
         for key, raw in a.items():
-            if key not in self.before_outbox:
+            if key not in before_outbox:
                 run.problems.append("a new outbox job %s appeared" % key)
                 continue
             try:
                 job = json.loads(raw)
-                old = json.loads(self.before_outbox[key])
+                old = json.loads(before_outbox[key])
             except ValueError:
                 run.problems.append("outbox job %s is not JSON" % key)
                 continue
             for field in ("payload", "kind", "target", "network", "post"):
                 if job.get(field) != old.get(field):
                     run.problems.append("outbox job %s changed its %s" % (key, field))
-        gone = set(self.before_outbox) - set(a)
+        gone = set(before_outbox) - set(a)
         if run.op == "crosspost":
             done = records(run.after, "crossposts")
             for key in gone:
-                job = json.loads(self.before_outbox[key])
+                job = json.loads(before_outbox[key])
                 if json.dumps(job).find("crosspost") >= 0 and not done:
                     run.problems.append("cross-post job %s finished with no record of the "
                                         "remote post" % key)
@@ -541,7 +572,7 @@ def main():
     shutil.copy2(args.bin, binary)
     world = World(binary, tmp, args.keep)
     print("sweep: template %s: post %s, outbox %d jobs" % (tmp, world.post_id,
-                                                           len(world.before_outbox)),
+                                                           len(world.templates["default"]["outbox"])),
           flush=True)
     bad = []
     t0 = time.monotonic()
