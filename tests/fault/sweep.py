@@ -46,7 +46,8 @@ SAN_ENV = {
 SAN_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
              "SUMMARY: UndefinedBehaviorSanitizer", "AddressSanitizer:DEADLYSIGNAL")
 SAN_EXITS = (86, 87, 88)
-RUN_TIMEOUT = 20
+RUN_TIMEOUT = 60  # a hang; generous, as make check may share a busy machine
+SETUP_TIMEOUT = 180
 OPS = ("post", "api-publish", "api-delete", "push", "crosspost")
 KINDS = ("alloc", "io")
 # Files a store directory may hold: LMDB's two, the cross-poster's lock, and
@@ -304,7 +305,7 @@ class World:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SAYIN_")}
         env.update(SAN_ENV)
         p = subprocess.run([self.bin] + argv, capture_output=True, text=True, env=env,
-                           timeout=RUN_TIMEOUT, cwd=self.tmp, stdin=subprocess.DEVNULL)
+                           timeout=SETUP_TIMEOUT, cwd=self.tmp, stdin=subprocess.DEVNULL)
         if check and p.returncode != 0:
             raise RuntimeError("%s: exit %d\n%s" % (argv, p.returncode, p.stderr))
         return p
