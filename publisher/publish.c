@@ -491,7 +491,14 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	stage = "post record";
 	post = post_record(in, out, date);
 	if (post == NULL) {
-		/* jansson refuses text that is not valid UTF-8. */
+		/* jansson refuses text that is not valid UTF-8; if it takes the
+		 * text alone, memory ran out (the API once answered 400 to that). */
+		json_t *probe = json_string(in->text != NULL ? in->text : "");
+		if (probe != NULL) {
+			json_decref(probe);
+			rc = -ENOMEM;
+			goto done;
+		}
 		snprintf(err, errlen, "post text is not valid UTF-8");
 		rc = SAYIN_EINVAL;
 		stage = NULL;
