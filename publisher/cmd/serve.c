@@ -115,7 +115,7 @@ int cmd_serve(int argc, char **argv)
 	snprintf(threads, sizeof(threads), "%llu", (unsigned long long)lim.workers);
 	setenv("UV_THREADPOOL_SIZE", threads, 1);
 	if (metrics_create(&reg) != 0 || uv_loop_init(&s.loop) != 0) {
-		fprintf(stderr, "sayin-publisher serve: cannot start: out of memory\n");
+		fprintf(stderr, "sayin-publisher serve: cannot make the metrics or the event loop\n");
 		goto done;
 	}
 	loop_ready = 1;
