@@ -18,14 +18,12 @@ import concurrent.futures
 import http.client
 import json
 import os
-import re
 import shutil
 import signal
 import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -293,7 +291,6 @@ class World:
                     "[ann.facebook]\nenabled = false\npage_id = 100000000000000\n"
                     "page_access_token = EAABfaulttoken\napp_secret = appsecretfault\n")
         os.chmod(self.accounts, 0o600)
-        self.lock = threading.Lock()
         self._make_template()
 
     def close(self):
