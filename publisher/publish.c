@@ -327,8 +327,9 @@ int publish_response_json(const char *base_url, const char *author, const publis
 	    (url_of(more, sizeof(more), base_url, feed_path_waveform, res->waveform_hex) != 0 ||
 	     json_object_set_new(j, "waveform_url", json_string(more)) != 0))
 		rc = -ENOMEM;
-	*out = j != NULL && rc == 0 ? json_dumps(j, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6))
-	                            : NULL;
+	*out = j != NULL && rc == 0
+	       ? jsonstore_dump_flags(j, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6), NULL)
+	       : NULL;
 	json_decref(j);
 	return *out != NULL ? 0 : -ENOMEM;
 }
@@ -490,7 +491,14 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	stage = "post record";
 	post = post_record(in, out, date);
 	if (post == NULL) {
-		/* jansson refuses text that is not valid UTF-8. */
+		/* jansson refuses text that is not valid UTF-8; if it takes the
+		 * text alone, memory ran out (the API once answered 400 to that). */
+		json_t *probe = json_string(in->text != NULL ? in->text : "");
+		if (probe != NULL) {
+			json_decref(probe);
+			rc = -ENOMEM;
+			goto done;
+		}
 		snprintf(err, errlen, "post text is not valid UTF-8");
 		rc = SAYIN_EINVAL;
 		stage = NULL;

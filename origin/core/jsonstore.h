@@ -18,13 +18,18 @@
 /* The canonical bytes of doc (malloc'd, NUL-terminated; free() them), or
  * NULL when out of memory. *len (if not NULL) gets the length. */
 char *jsonstore_dumps(const json_t *doc, size_t *len);
+/* The same with jansson's dump flags (JSON_*), for documents other than
+ * records (feeds, responses). Use it instead of json_dumps: under memory
+ * pressure jansson 2.14's json_dumps can return JSON with an object's key
+ * cut out (it ignores a failed write of a key), which this never does. */
+char *jsonstore_dump_flags(const json_t *doc, size_t flags, size_t *len);
 
 /* Stores doc as key's record in table. Returns 0, -ENOMEM, or an error of
  * store_put_record. */
 int jsonstore_put(store_txn *txn, enum store_table table, const char *key, const json_t *doc);
 
 /* Parses a record's bytes. Returns 0 and *out (a new reference, the
- * caller's), or SAYIN_ECORRUPT when the bytes are not a JSON object. */
+ * caller's), SAYIN_ECORRUPT when the bytes are not a JSON object, or -ENOMEM. */
 int jsonstore_parse(const void *record, size_t len, json_t **out);
 
 /* Reads key's record from table and parses it as jsonstore_parse does.

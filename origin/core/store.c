@@ -247,7 +247,21 @@ int store_txn_begin(store *st, int write, store_txn **out)
 
 int store_txn_commit(store_txn *t)
 {
+	size_t id = mdb_txn_id(t->txn);
+	MDB_envinfo info;
 	int rc = mdb_txn_commit(t->txn);
+
+	/* Through the writable map, LMDB writes the new meta page into the map
+	 * before it syncs it: when that last sync fails (EIO), readers already
+	 * see the transaction and nothing can take it back. Reporting a failure
+	 * then would make the caller retry a change that is already live (a
+	 * second post); it is a success whose durability is unknown. */
+	if (rc != 0 && t->write && mdb_env_info(t->st->env, &info) == 0 &&
+	    info.me_last_txnid == id) {
+		log_error("store: commit: transaction %zu is visible, but syncing it failed (%s): "
+		          "it may not survive a crash; restart the process", id, mdb_strerror(rc));
+		rc = 0;
+	}
 	atomic_fetch_sub(&t->st->open_txns, 1);
 	free(t);
 	return store__error(rc, "commit");

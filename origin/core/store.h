@@ -62,7 +62,9 @@ void store_close(store *st);
  * process still hold the old one (retry once they have ended). */
 int store_txn_begin(store *st, int write, store_txn **out);
 /* Commits and frees txn. On failure (e.g. SAYIN_ESTOREFULL) nothing of the
- * transaction is visible, and txn is freed all the same. */
+ * transaction is visible, and txn is freed all the same. A commit whose
+ * final sync failed after it became visible returns 0 (it cannot be taken
+ * back) and logs an error: its durability is unknown. */
 int store_txn_commit(store_txn *txn);
 /* Discards and frees txn. */
 void store_txn_abort(store_txn *txn);

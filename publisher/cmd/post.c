@@ -3,6 +3,7 @@
 
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "pipeline.h"
 #include "publish.h"
 
@@ -105,8 +106,13 @@ int cmd_post(int argc, char **argv)
 			fprintf(stderr, "sayin-publisher post: %s\n", err);
 		goto done;
 	}
+	/* The post is committed and live: from here on, nothing may turn it
+	 * into a failure (a retry would post it twice). Without memory for the
+	 * whole answer, its id and page are printed from the stack. */
 	if (publish_response_json(pipe.base_url, author, &res, &json) != 0) {
-		code = EXIT_FAIL;
+		log_error("post: %s published, but out of memory for the full answer", res.id);
+		printf("{\"id\": \"%s\", \"url\": \"%s/p/%s\"}\n", res.id, pipe.base_url, res.id);
+		code = EXIT_OK;
 		goto done;
 	}
 	printf("%s\n", json);

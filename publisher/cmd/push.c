@@ -55,8 +55,12 @@ int cmd_push(int argc, char **argv)
 	if (code >= 0)
 		goto done;
 	code = EXIT_FAIL;
-	if (uv_loop_init(&p.loop) != 0)
+	rc = uv_loop_init(&p.loop);
+	if (rc != 0) {
+		fprintf(stderr, "sayin-publisher push: cannot start the event loop: %s\n",
+		        uv_strerror(rc));
 		goto done;
+	}
 	loop_ready = 1;
 	dopt.st = st;
 	dopt.base_url = pipe.base_url;

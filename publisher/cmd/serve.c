@@ -116,8 +116,10 @@ int cmd_serve(int argc, char **argv)
 	 * pool first starts, so set before any work is queued. */
 	snprintf(threads, sizeof(threads), "%llu", (unsigned long long)lim.workers);
 	setenv("UV_THREADPOOL_SIZE", threads, 1);
-	if (metrics_create(&reg) != 0 || uv_loop_init(&s.loop) != 0)
+	if (metrics_create(&reg) != 0 || uv_loop_init(&s.loop) != 0) {
+		fprintf(stderr, "sayin-publisher serve: cannot make the metrics or the event loop\n");
 		goto done;
+	}
 	loop_ready = 1;
 	if (pipe.publish.n_targets > 0) {
 		delivery_options dopt = { .st = st, .base_url = pipe.base_url, .metrics = reg };

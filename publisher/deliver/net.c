@@ -24,6 +24,12 @@ struct net {
 	struct transfer *transfers;
 	int closing;
 	unsigned open_handles; /* uv handles not yet closed (the timer, polls) */
+	/* Socket watchers made ahead, in net_send, where running out of memory
+	 * is a clean -ENOMEM: libcurl's socket callback cannot fail (a -1 makes
+	 * libcurl 7.88 abandon every transfer; one then hung, the next crashed
+	 * inside libcurl). A closed watcher comes back here. */
+	struct sock *spare;
+	unsigned n_spare, in_flight;
 	void (*on_closed)(void *);
 	void *closed_arg;
 };
@@ -51,7 +57,12 @@ struct sock {
 	uv_poll_t poll;
 	net *n;
 	curl_socket_t fd;
+	struct sock *next_spare;
 };
+
+/* Watchers kept ready per transfer in flight: a connection's socket, and
+ * a second for happy eyeballs or the resolver. */
+#define SPARE_PER_TRANSFER 2
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc;
@@ -144,6 +155,7 @@ static void finish(struct transfer *t, CURLcode code)
 		t->n->transfers = t->next;
 	if (t->next != NULL)
 		t->next->prev = t->prev;
+	t->n->in_flight--;
 	t->done(t->arg, &res, &t->h);
 	transfer_free(t);
 }
@@ -167,11 +179,20 @@ static void check_done(net *n)
 static void on_handle_closed(uv_handle_t *h)
 {
 	net *n = h->data;
-	if (h->type == UV_POLL)
-		free(h);
+	if (h->type == UV_POLL) {
+		struct sock *s = (struct sock *)h;
+		s->next_spare = n->spare;
+		n->spare = s;
+		n->n_spare++;
+	}
 	if (--n->open_handles == 0 && n->closing) {
 		void (*cb)(void *) = n->on_closed;
 		void *arg = n->closed_arg;
+		while (n->spare != NULL) {
+			struct sock *s = n->spare;
+			n->spare = s->next_spare;
+			free(s);
+		}
 		curl_multi_cleanup(n->multi);
 		free(n);
 		if (cb != NULL)
@@ -210,7 +231,14 @@ static int on_socket(CURL *easy, curl_socket_t fd, int action, void *userp, void
 		return 0;
 	}
 	if (s == NULL) {
-		s = calloc(1, sizeof(*s));
+		s = n->spare;
+		if (s != NULL) {
+			n->spare = s->next_spare;
+			n->n_spare--;
+			memset(s, 0, sizeof(*s));
+		} else {
+			s = calloc(1, sizeof(*s));
+		}
 		if (s == NULL || uv_poll_init_socket(n->loop, &s->poll, fd) != 0) {
 			free(s);
 			return -1;
@@ -286,6 +314,14 @@ int net_send(net *n, const net_request *req, net_done_fn done, void *arg)
 
 	if (n->closing || req->url == NULL || req->method == NULL)
 		return -EINVAL;
+	while (n->n_spare < SPARE_PER_TRANSFER * (n->in_flight + 1)) {
+		struct sock *s = calloc(1, sizeof(*s));
+		if (s == NULL)
+			return -ENOMEM;
+		s->next_spare = n->spare;
+		n->spare = s;
+		n->n_spare++;
+	}
 	t = calloc(1, sizeof(*t));
 	if (t == NULL)
 		return -ENOMEM;
@@ -349,6 +385,7 @@ int net_send(net *n, const net_request *req, net_done_fn done, void *arg)
 	if (t->next != NULL)
 		t->next->prev = t;
 	n->transfers = t;
+	n->in_flight++;
 	return 0;
 nomem:
 	transfer_free(t);

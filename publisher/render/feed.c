@@ -2,6 +2,7 @@
 #include "render/feed.h"
 
 #include "core/error.h"
+#include "core/jsonstore.h"
 #include "render/record.h"
 
 #include <errno.h>
@@ -183,12 +184,13 @@ fail:
 
 static int dump(json_t *doc, char **out, size_t *out_len)
 {
-	/* Compact, key order as built: the same records give the same bytes. */
-	char *s = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+	/* Compact, key order as built: the same records give the same bytes.
+	 * Not json_dumps, which can drop a key when memory runs out. */
+	char *s = jsonstore_dump_flags(doc, JSON_COMPACT | JSON_PRESERVE_ORDER |
+	                                    JSON_REAL_PRECISION(6), out_len);
 	if (s == NULL)
 		return -ENOMEM;
 	*out = s;
-	*out_len = strlen(s);
 	return 0;
 }
 

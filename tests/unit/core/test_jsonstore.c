@@ -84,11 +84,52 @@ static void test_missing_and_corrupt_records(void **state)
 	json_decref(out);
 }
 
+/* jansson's allocations, the Nth of which fails (0: none). */
+static unsigned long alloc_calls, alloc_fail_at;
+
+static void *failing_malloc(size_t n)
+{
+	if (++alloc_calls == alloc_fail_at)
+		return NULL;
+	return malloc(n);
+}
+
+/* Regression (tests/fault): jansson 2.14's json_dumps ignores a failed
+ * write of an object's key and went on, so a record was stored as
+ * {"id":"1",":"varnish"}. Whichever allocation fails, a dump is whole or
+ * NULL. */
+static void test_dump_is_whole_or_null_when_memory_runs_out(void **state)
+{
+	json_t *doc = json_pack("{s:s, s:s, s:{s:[s,s,s], s:i}, s:s}", "id", "00000000000000000001",
+	                        "target", "varnish", "payload", "paths", "/u/ann/feed.json",
+	                        "/u/ann/", "/p/01m990epvmp5hc084cjzv9ab3c", "attempts", 3,
+	                        "last_error", "a longer text so that the output grows many times");
+	char *whole = jsonstore_dumps(doc, NULL);
+	(void)state;
+	assert_non_null(whole);
+	json_set_alloc_funcs(failing_malloc, free);
+	for (alloc_fail_at = 1; alloc_fail_at < 200; alloc_fail_at++) {
+		size_t len = 0;
+		char *s;
+		alloc_calls = 0;
+		s = jsonstore_dumps(doc, &len);
+		if (s == NULL)
+			continue;
+		assert_string_equal(s, whole);
+		assert_int_equal(len, strlen(whole));
+		free(s);
+	}
+	json_set_alloc_funcs(malloc, free);
+	json_decref(doc);
+	free(whole);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_put_then_get_in_canonical_form, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_and_corrupt_records, setup, teardown),
+		cmocka_unit_test(test_dump_is_whole_or_null_when_memory_runs_out),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
