@@ -77,7 +77,7 @@ void api__respond_error(http_request *req, int status, const char *code, const c
                           const http_header *extra, size_t n_extra, int close_after)
 {
 	json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message);
-	char *body = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	char *body = j ? jsonstore_dump_flags(j, JSON_COMPACT | JSON_PRESERVE_ORDER, NULL) : NULL;
 	json_decref(j);
 	log_debug("api: %s %s -> %d %s: %s", req->method, req->path, status, code, message);
 	api__respond_owned(req, status, body, extra, n_extra, close_after);
@@ -86,7 +86,7 @@ void api__respond_error(http_request *req, int status, const char *code, const c
 void api__respond_json(http_request *req, int status, json_t *j, const http_header *extra,
                          size_t n_extra)
 {
-	char *body = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6))
+	char *body = j ? jsonstore_dump_flags(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6), NULL)
 	               : NULL;
 	api__respond_owned(req, status, body, extra, n_extra, 0);
 }

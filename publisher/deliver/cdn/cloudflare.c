@@ -61,7 +61,7 @@ static void send_list(cdn_batch *b, const cdn_env *env, const struct cloudflare 
                       const char *name, json_t *list)
 {
 	json_t *body = json_pack("{s:O}", name, list);
-	char url[1024], *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	char url[1024], *s = body ? jsonstore_dump_flags(body, JSON_COMPACT, NULL) : NULL;
 	const char *hdrs[] = { c->api.auth, "Content-Type: application/json", NULL };
 	net_request req = { .method = "POST", .url = url, .headers = hdrs, .body = s,
 		            .body_len = s ? strlen(s) : 0 };

@@ -206,7 +206,7 @@ static int send_post(struct x_call *c)
 	}
 	j = json_pack("{s:s}", "text", fitted);
 	free(fitted);
-	json = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json = j ? jsonstore_dump_flags(j, JSON_COMPACT, NULL) : NULL;
 	json_decref(j);
 	if (json == NULL)
 		return -ENOMEM;
