@@ -747,6 +747,12 @@ static void test_classifiers(void **state)
 	assert_int_equal(r.retry_at_ms, 0);
 	assert_int_equal(x_classify(NULL, 429, "{}", "soon", &r), X_OUTCOME_FAILED);
 	assert_int_equal(r.retry_at_ms, 0);
+	/* Found by fuzz_social_answer: a reset whose ms overflow int64 (the
+	 * product wrapped to a time ~50000 years ahead, and is undefined). */
+	assert_int_equal(x_classify(NULL, 429, "{}", "18448444073709552", &r), X_OUTCOME_FAILED);
+	assert_int_equal(r.retry_at_ms, 0);
+	assert_int_equal(x_classify(NULL, 429, "{}", "9223372036854775807", &r), X_OUTCOME_FAILED);
+	assert_int_equal(r.retry_at_ms, 0);
 	assert_int_equal(x_classify(NULL, 400, "{\"errors\":[{\"message\":\"bad text\"}]}", NULL, &r),
 	                 X_OUTCOME_FAILED);
 	assert_true(r.permanent);
