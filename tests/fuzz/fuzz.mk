@@ -90,7 +90,11 @@ $(BUILD)/fuzz/replay_%: $(BUILD)/fuzz/fuzz_%.o $(BUILD)/fuzz/replay.o $(ORIGIN_L
 
 fuzz-replay-run: $(FUZZ_REPLAY_BINS)
 	@set -e; for t in $(FUZZ_ALL); do \
-		$(BUILD)/fuzz/replay_$$t $(FUZZ_DIR)/corpus/$$t; \
+		if [ -d $(FUZZ_DIR)/corpus/$$t ]; then \
+			$(BUILD)/fuzz/replay_$$t $(FUZZ_DIR)/corpus/$$t; \
+		else \
+			echo "replay $$t: no corpus ($(FUZZ_DIR)/corpus/$$t), nothing to replay"; \
+		fi; \
 	done
 
 # The targets' objects are kept (not intermediate), so a rebuild relinks only
