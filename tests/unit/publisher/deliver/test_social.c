@@ -759,6 +759,15 @@ static void test_classifiers(void **state)
 	assert_non_null(strstr(r.error, "bad text"));
 	assert_int_equal(x_find_post("{\"meta\":{\"result_count\":0}}", POST_URL, id, sizeof(id)), 0);
 	assert_int_equal(x_find_post("[]", POST_URL, id, sizeof(id)), -1);
+	/* Found by fuzz_social_answer: a post carrying our URL under an empty
+	 * id was "found", and the job recorded "" as the remote id. */
+	assert_int_equal(x_find_post("{\"data\":[{\"id\":\"\",\"text\":\"" POST_URL "\"}]}",
+	                             POST_URL, id, sizeof(id)),
+	                 0);
+	assert_int_equal(facebook_find_post("{\"data\":[{\"id\":\"\",\"link\":\"" POST_URL
+	                                    "\"}]}",
+	                                    POST_URL, id, sizeof(id)),
+	                 0);
 	assert_int_equal(x_find_post("{\"data\":[{\"id\":\"3\",\"text\":\"see " POST_URL "\"}]}",
 	                             POST_URL, id, sizeof(id)),
 	                 1);
