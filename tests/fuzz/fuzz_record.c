@@ -1,12 +1,17 @@
 /* fuzz_record: the post and author record readers
  * (publisher/render/record.c) on stored bytes, parsed as the store's
- * readers parse them (core/jsonstore's jsonstore_parse).
+ * readers parse them (core/jsonstore's jsonstore_parse), and what is built
+ * from a record: the post, embed and author pages (render/page.c) and the
+ * author's JSON Feed (render/feed.c).
  *
  * Checks record.h's promises: a record read as complete has a path-safe
  * id, a date, a hex audio sha256 and type, a finite duration >= 0 and a
  * text; and what it read, written again with record_new, reads back as
- * complete with the same fields. */
+ * complete with the same fields. The pages never carry a text holding '<'
+ * as it is (it must be escaped), and the feed is JSON. */
 #include "core/jsonstore.h"
+#include "render/feed.h"
+#include "render/page.h"
 #include "render/record.h"
 
 #include <math.h>
@@ -57,6 +62,37 @@ static void round_trip(const record_view *v)
 	json_decref(again);
 }
 
+/* An HTML page built from v must not hold its text unescaped. */
+static void check_page(int rc, char *html, const record_view *v)
+{
+	if (rc != 0)
+		return;
+	if (strchr(v->text, '<') != NULL && strstr(html, v->text) != NULL)
+		abort();
+	free(html);
+}
+
+static void render(const json_t *post, const record_view *v)
+{
+	static const char base[] = "https://cdn.example.com";
+	const feed_author author = { v->author && v->author[0] ? v->author : "ann", "Ann <b>" };
+	char *out = NULL;
+	size_t len = 0;
+	json_t *feed;
+
+	check_page(page_post_html(base, &author, post, &out, &len), out, v);
+	check_page(page_embed_html(base, &author, post, &out, &len), out, v);
+	check_page(page_author_html(base, &author, (json_t *const *)&post, 1, NULL, &out, &len), out,
+	           v);
+	if (feed_author_json(base, &author, (json_t *const *)&post, 1, NULL, &out, &len) == 0) {
+		feed = json_loadb(out, len, 0, NULL);
+		if (feed == NULL)
+			abort();
+		json_decref(feed);
+		free(out);
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -74,6 +110,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else if (v.text == NULL) {
 		abort(); /* "filled in every case": text is never NULL */
 	}
+	/* Incomplete records too: the renderers must refuse them cleanly. */
+	render(doc, &v);
 	if (record_author_read(doc, &a) == 0 && a.name == NULL)
 		abort();
 	json_decref(doc);
