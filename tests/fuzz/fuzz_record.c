@@ -62,14 +62,16 @@ static void round_trip(const record_view *v)
 	json_decref(again);
 }
 
-/* An HTML page built from v must not hold its text unescaped. */
-static void check_page(int rc, char *html, const record_view *v)
+/* An HTML page built from v (rc, and the page in *html when rc is 0) must
+ * not hold its text unescaped. Frees the page. */
+static void check_page(int rc, char **html, const record_view *v)
 {
 	if (rc != 0)
 		return;
-	if (strchr(v->text, '<') != NULL && strstr(html, v->text) != NULL)
+	if (strchr(v->text, '<') != NULL && strstr(*html, v->text) != NULL)
 		abort();
-	free(html);
+	free(*html);
+	*html = NULL;
 }
 
 static void render(const json_t *post, const record_view *v)
@@ -79,11 +81,14 @@ static void render(const json_t *post, const record_view *v)
 	char *out = NULL;
 	size_t len = 0;
 	json_t *feed;
+	int rc;
 
-	check_page(page_post_html(base, &author, post, &out, &len), out, v);
-	check_page(page_embed_html(base, &author, post, &out, &len), out, v);
-	check_page(page_author_html(base, &author, (json_t *const *)&post, 1, NULL, &out, &len), out,
-	           v);
+	rc = page_post_html(base, &author, post, &out, &len);
+	check_page(rc, &out, v);
+	rc = page_embed_html(base, &author, post, &out, &len);
+	check_page(rc, &out, v);
+	rc = page_author_html(base, &author, (json_t *const *)&post, 1, NULL, &out, &len);
+	check_page(rc, &out, v);
 	if (feed_author_json(base, &author, (json_t *const *)&post, 1, NULL, &out, &len) == 0) {
 		feed = json_loadb(out, len, 0, NULL);
 		if (feed == NULL)
