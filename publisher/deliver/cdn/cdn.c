@@ -67,7 +67,7 @@ cdn_batch *cdn_batch_new(const char *driver, cdn_done_fn done, void *arg)
 	return b;
 }
 
-static int check_2xx(const net_response *res, const net_headers *h, cdn_result *out)
+int cdn_check_2xx(const net_response *res, const net_headers *h, cdn_result *out)
 {
 	(void)h;
 	if (res->status >= 200 && res->status < 300)
@@ -85,7 +85,7 @@ static void on_one(void *arg, const net_response *res, const net_headers *h)
 	if (res->error != NULL) {
 		if (snprintf(r.error, sizeof(r.error), "%s: %s", o->what, res->error) < 0)
 			r.error[0] = '?'; /* truncation is fine: the start names the request */
-	} else if ((o->check ? o->check : check_2xx)(res, h, &r) != 0) {
+	} else if ((o->check ? o->check : cdn_check_2xx)(res, h, &r) != 0) {
 		char why[sizeof(r.error)];
 		snprintf(why, sizeof(why), "%s", r.error[0] ? r.error : "refused");
 		if (snprintf(r.error, sizeof(r.error), "%s: %s", o->what, why) < 0)
@@ -303,18 +303,25 @@ int cdn_purge_paths(cdn_batch *b, net *n, const char *edge, const json_t *paths,
 
 static int64_t cdn_retry_after(const net_headers *h, int64_t now_ms)
 {
-	const char *v = h ? net_header(h, "Retry-After") : NULL;
+	return cdn_retry_after_value(h ? net_header(h, "Retry-After") : NULL, now_ms);
+}
+
+int64_t cdn_retry_after_value(const char *v, int64_t now_ms)
+{
 	char *end;
 	long secs;
 	struct tm tm;
+	time_t t;
 
 	if (v == NULL)
 		return 0;
 	secs = strtol(v, &end, 10);
+	/* A delay or a date past what int64 ms can hold is nonsense: unreadable. */
 	if (end != v && *end == '\0' && secs >= 0)
-		return now_ms + (int64_t)secs * 1000;
+		return secs <= (INT64_MAX - now_ms) / 1000 ? now_ms + (int64_t)secs * 1000 : 0;
 	memset(&tm, 0, sizeof(tm));
-	if (strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm) != NULL)
-		return (int64_t)timegm(&tm) * 1000;
-	return 0;
+	if (strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm) == NULL)
+		return 0;
+	t = timegm(&tm);
+	return t > 0 && t <= INT64_MAX / 1000 ? (int64_t)t * 1000 : 0;
 }

@@ -128,4 +128,31 @@ void cdn_edges_free(void *state);
 int cdn_purge_paths(cdn_batch *b, net *n, const char *edge, const json_t *paths,
                     cdn_check_fn check);
 
+/* ---- how the drivers read answers: exported for tests/fuzz ---- */
+
+/* Each driver's check of an answer (a cdn_check_fn): 0 when the request
+ * did what it asked; else -1 with out's error, and permanent when retrying
+ * cannot help. res->body is NUL-terminated, as net hands it over.
+ *   cdn_check_2xx         any 2xx (prewarm, and a NULL check);
+ *   cdn_cloudflare_check  2xx with {"success": true}, else the first of
+ *                         "errors"[].message;
+ *   cdn_cloudfront_check  201, else the <Code> of the XML error;
+ *   cdn_s3_check          2xx, else the <Code> of the XML error;
+ *   cdn_fastly_check      2xx;
+ *   cdn_varnish_check,
+ *   cdn_nginx_check       2xx or 404 (a URL not in the cache). */
+int cdn_check_2xx(const net_response *res, const net_headers *h, cdn_result *out);
+int cdn_cloudflare_check(const net_response *res, const net_headers *h, cdn_result *out);
+int cdn_cloudfront_check(const net_response *res, const net_headers *h, cdn_result *out);
+int cdn_s3_check(const net_response *res, const net_headers *h, cdn_result *out);
+int cdn_fastly_check(const net_response *res, const net_headers *h, cdn_result *out);
+int cdn_varnish_check(const net_response *res, const net_headers *h, cdn_result *out);
+int cdn_nginx_check(const net_response *res, const net_headers *h, cdn_result *out);
+
+/* A Retry-After value (NULL: absent), delay-seconds or an IMF-fixdate, as
+ * the unix time in ms to retry at (now_ms + the delay); 0 when absent,
+ * unreadable, or a time past what int64 ms hold (back off as usual). A
+ * failed request's batch reads it. */
+int64_t cdn_retry_after_value(const char *v, int64_t now_ms);
+
 #endif

@@ -39,7 +39,7 @@ static int cloudflare_configure(const config *cfg, void **state, char *err, size
 }
 
 /* Cloudflare answers {"success": true|false, "errors": [{"code","message"}]}. */
-static int cloudflare_ok(const net_response *res, const net_headers *h, cdn_result *out)
+int cdn_cloudflare_check(const net_response *res, const net_headers *h, cdn_result *out)
 {
 	json_t *j = json_loadb(res->body, res->body_len, 0, NULL);
 	const json_t *e0 = json_array_get(json_object_get(j, "errors"), 0);
@@ -67,7 +67,7 @@ static void send_list(cdn_batch *b, const cdn_env *env, const struct cloudflare 
 		            .body_len = s ? strlen(s) : 0 };
 	snprintf(url, sizeof(url), "%s/zones/%s/purge_cache", c->api.url, c->api.id);
 	if (s != NULL)
-		cdn_batch_send(b, env->net, &req, cloudflare_ok);
+		cdn_batch_send(b, env->net, &req, cdn_cloudflare_check);
 	free(s);
 	json_decref(body);
 	json_array_clear(list);

@@ -43,7 +43,7 @@ static int cloudfront_configure(const config *cfg, void **state, char *err, size
 	return cdn_state_keep(&c, sizeof(c), state);
 }
 
-static int cloudfront_ok(const net_response *res, const net_headers *h, cdn_result *out)
+int cdn_cloudfront_check(const net_response *res, const net_headers *h, cdn_result *out)
 {
 	const char *code = strstr(res->body, "<Code>");
 	(void)h;
@@ -107,7 +107,7 @@ static int cloudfront_deliver(void *state, const cdn_env *env, const char *job_i
 		         c->distribution);
 		/* CloudFront's endpoint is global: signed for us-east-1. */
 		snprintf(sigv4, sizeof(sigv4), "aws:amz:us-east-1:cloudfront");
-		cdn_batch_send(b, env->net, &req, cloudfront_ok);
+		cdn_batch_send(b, env->net, &req, cdn_cloudfront_check);
 	}
 	buf_free(&xml);
 	cdn_batch_seal(b, env->loop);

@@ -29,7 +29,7 @@ static int fastly_configure(const config *cfg, void **state, char *err, size_t e
 }
 
 /* 401/403: the key is wrong or lacks purge_select: retrying cannot help. */
-static int fastly_ok(const net_response *res, const net_headers *h, cdn_result *out)
+int cdn_fastly_check(const net_response *res, const net_headers *h, cdn_result *out)
 {
 	(void)h;
 	if (res->status >= 200 && res->status < 300)
@@ -60,13 +60,13 @@ static int fastly_deliver(void *state, const cdn_env *env, const char *job_id,
 		net_request req = { .method = "POST", .url = url, .headers = hdrs };
 		snprintf(url, sizeof(url), "%s/service/%s/purge/%s", f->api.url, f->api.id,
 		         json_string_value(v));
-		cdn_batch_send(b, env->net, &req, fastly_ok);
+		cdn_batch_send(b, env->net, &req, cdn_fastly_check);
 	}
 	json_array_foreach(payload_list(payload, PAYLOAD_REMOVED), i, v) {
 		char url[2048];
 		net_request req = { .method = "POST", .url = url, .headers = hdrs };
 		snprintf(url, sizeof(url), "%s/purge/%s%s", f->api.url, host, json_string_value(v));
-		cdn_batch_send(b, env->net, &req, fastly_ok);
+		cdn_batch_send(b, env->net, &req, cdn_fastly_check);
 	}
 	cdn_batch_seal(b, env->loop);
 	return 0;

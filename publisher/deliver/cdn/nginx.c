@@ -13,7 +13,7 @@ static int nginx_configure(const config *cfg, void **state, char *err, size_t er
 }
 
 /* The purge module answers 404 for a URL it does not hold: fine. */
-static int purge_ok(const net_response *res, const net_headers *h, cdn_result *out)
+int cdn_nginx_check(const net_response *res, const net_headers *h, cdn_result *out)
 {
 	(void)h;
 	if ((res->status >= 200 && res->status < 300) || res->status == 404)
@@ -34,8 +34,10 @@ static int nginx_deliver(void *state, const cdn_env *env, const char *job_id, co
 	/* A request that cannot be sent fails the batch and ends its list; the
 	 * other lists and edges still go. */
 	for (size_t e = 0; edges[e] != NULL; e++) {
-		cdn_purge_paths(b, env->net, edges[e], payload_list(payload, PAYLOAD_PATHS), purge_ok);
-		cdn_purge_paths(b, env->net, edges[e], payload_list(payload, PAYLOAD_REMOVED), purge_ok);
+		cdn_purge_paths(b, env->net, edges[e], payload_list(payload, PAYLOAD_PATHS),
+		                cdn_nginx_check);
+		cdn_purge_paths(b, env->net, edges[e], payload_list(payload, PAYLOAD_REMOVED),
+		                cdn_nginx_check);
 	}
 	cdn_batch_seal(b, env->loop);
 	return 0;

@@ -58,7 +58,7 @@ static int s3_configure(const config *cfg, void **state, char *err, size_t errle
 	return cdn_state_keep(&s, sizeof(s), state);
 }
 
-static int s3_ok(const net_response *res, const net_headers *h, cdn_result *out)
+int cdn_s3_check(const net_response *res, const net_headers *h, cdn_result *out)
 {
 	const char *code = strstr(res->body, "<Code>");
 	(void)h;
@@ -91,7 +91,7 @@ static void put(cdn_batch *b, const cdn_env *env, const struct s3 *s, const char
 	snprintf(h_sha, sizeof(h_sha), "x-amz-content-sha256: %s", sha);
 	snprintf(h_type, sizeof(h_type), "Content-Type: %s", ctype);
 	snprintf(h_cache, sizeof(h_cache), "Cache-Control: %s", cache);
-	cdn_batch_send(b, env->net, &req, s3_ok);
+	cdn_batch_send(b, env->net, &req, cdn_s3_check);
 }
 
 static void del(cdn_batch *b, const cdn_env *env, const struct s3 *s, const char *path)
@@ -103,7 +103,7 @@ static void del(cdn_batch *b, const cdn_env *env, const struct s3 *s, const char
 	net_request req = { .method = "DELETE", .url = url, .headers = hdrs, .aws_sigv4 = s->sigv4,
 		            .userpwd = s->aws.userpwd };
 	object_url(s, path, url, sizeof(url));
-	cdn_batch_send(b, env->net, &req, s3_ok);
+	cdn_batch_send(b, env->net, &req, cdn_s3_check);
 }
 
 static int s3_deliver(void *state, const cdn_env *env, const char *job_id, const json_t *payload,

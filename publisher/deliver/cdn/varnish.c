@@ -30,7 +30,7 @@ static int varnish_configure(const config *cfg, void **state, char *err, size_t 
 }
 
 /* A URL purge of something not cached is fine. */
-static int purge_ok(const net_response *res, const net_headers *h, cdn_result *out)
+int cdn_varnish_check(const net_response *res, const net_headers *h, cdn_result *out)
 {
 	(void)h;
 	if ((res->status >= 200 && res->status < 300) || res->status == 404)
@@ -60,9 +60,9 @@ static int varnish_deliver(void *state, const cdn_env *env, const char *job_id,
 	}
 	for (size_t e = 0; v->edges[e] != NULL; e++) {
 		if (cdn_purge_paths(b, env->net, v->edges[e], payload_list(payload, PAYLOAD_PATHS),
-		                    purge_ok) != 0 ||
+		                    cdn_varnish_check) != 0 ||
 		    cdn_purge_paths(b, env->net, v->edges[e], payload_list(payload, PAYLOAD_REMOVED),
-		                    purge_ok) != 0)
+		                    cdn_varnish_check) != 0)
 			break;
 		if (json_array_size(keys) > 0) {
 			char url[2048];

@@ -135,7 +135,8 @@ int social_find_post(const char *body, const char *post_url, int absent_is_empty
 		rc = 0;
 	json_array_foreach(data, i, post) {
 		const char *pid = json_string_value(json_object_get(post, "id"));
-		if (carries(post, post_url) && pid != NULL && strlen(pid) < idlen) {
+		/* An empty id is no id, as social_answer_id says. */
+		if (carries(post, post_url) && pid != NULL && *pid != '\0' && strlen(pid) < idlen) {
 			snprintf(id, idlen, "%s", pid);
 			rc = 1;
 			break;

@@ -133,8 +133,8 @@ int social_no_answer(social_result *out, const char *label, const char *transpor
 int social_answer_id(const char *body, const char *within, char *id, size_t idlen);
 
 /* Looks through the posts in an answer's "data" array, newest first, for
- * the first that carries post_url (as carries judges) and has an id that
- * fits idlen. Returns 1 and the id, 0 when none does (or, with
+ * the first that carries post_url (as carries judges) and has a non-empty
+ * id that fits idlen. Returns 1 and the id, 0 when none does (or, with
  * absent_is_empty, when "data" is absent: no posts at all), -1 when the
  * body is not such an answer. */
 int social_find_post(const char *body, const char *post_url, int absent_is_empty,

@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 enum x_stage { X_STAGE_ME, X_STAGE_TWEETS, X_STAGE_POST };
@@ -49,8 +50,9 @@ enum x_outcome x_classify(const char *transport_error, long status, const char *
 	if (status == 429) {
 		char *end;
 		long long reset = rate_limit_reset ? strtoll(rate_limit_reset, &end, 10) : 0;
+		/* A reset past what int64 ms hold is nonsense: back off instead. */
 		if (rate_limit_reset != NULL && end != rate_limit_reset && *end == '\0' && reset > 0 &&
-		    reset * 1000 > clock_now_ms())
+		    reset <= INT64_MAX / 1000 && reset * 1000 > clock_now_ms())
 			out->retry_at_ms = (int64_t)reset * 1000;
 		set_api_message(out, status, body, "rate limited");
 		return X_OUTCOME_FAILED;

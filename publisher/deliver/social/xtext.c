@@ -511,16 +511,38 @@ int xtext_fit(const char *text, const char *url, char *out, size_t outlen)
 		cut = 1;
 	}
 
-	if (keep > first) {
-		rc = append(out, outlen, &pos, text + t.u[first].start,
-		            t.u[keep - 1].end - t.u[first].start);
-		if (rc == 0 && cut)
-			rc = append(out, outlen, &pos, ELLIPSIS, strlen(ELLIPSIS));
+	for (;;) {
+		int w;
+
+		pos = 0;
+		out[0] = '\0';
+		if (keep > first) {
+			rc = append(out, outlen, &pos, text + t.u[first].start,
+			            t.u[keep - 1].end - t.u[first].start);
+			if (rc == 0 && cut)
+				rc = append(out, outlen, &pos, ELLIPSIS, strlen(ELLIPSIS));
+			if (rc == 0 && url_w > 0)
+				rc = append(out, outlen, &pos, " ", 1);
+		}
 		if (rc == 0 && url_w > 0)
-			rc = append(out, outlen, &pos, " ", 1);
+			rc = append(out, outlen, &pos, url, strlen(url));
+		if (rc != 0 || !cut || keep <= first)
+			break;
+		/* A cut inside a word can end it in a bare domain the whole text
+		 * did not have ("(go.ab-c" cut to "(go.ab…" weighs 23 more), so
+		 * what was built is measured, and cut one unit shorter until it
+		 * fits. Dropping characters breaks such a domain within a few. */
+		w = xtext_weighted_length(out);
+		if (w < 0) {
+			rc = w;
+			break;
+		}
+		if (w <= XTEXT_MAX_WEIGHT)
+			break;
+		keep--;
+		while (keep > first && is_trailing_punct(&t, &t.u[keep - 1]))
+			keep--;
 	}
-	if (rc == 0 && url_w > 0)
-		rc = append(out, outlen, &pos, url, strlen(url));
 out:
 	text_free(&t);
 	if (rc != 0)

@@ -747,12 +747,27 @@ static void test_classifiers(void **state)
 	assert_int_equal(r.retry_at_ms, 0);
 	assert_int_equal(x_classify(NULL, 429, "{}", "soon", &r), X_OUTCOME_FAILED);
 	assert_int_equal(r.retry_at_ms, 0);
+	/* Found by fuzz_social_answer: a reset whose ms overflow int64 (the
+	 * product wrapped to a time ~50000 years ahead, and is undefined). */
+	assert_int_equal(x_classify(NULL, 429, "{}", "18448444073709552", &r), X_OUTCOME_FAILED);
+	assert_int_equal(r.retry_at_ms, 0);
+	assert_int_equal(x_classify(NULL, 429, "{}", "9223372036854775807", &r), X_OUTCOME_FAILED);
+	assert_int_equal(r.retry_at_ms, 0);
 	assert_int_equal(x_classify(NULL, 400, "{\"errors\":[{\"message\":\"bad text\"}]}", NULL, &r),
 	                 X_OUTCOME_FAILED);
 	assert_true(r.permanent);
 	assert_non_null(strstr(r.error, "bad text"));
 	assert_int_equal(x_find_post("{\"meta\":{\"result_count\":0}}", POST_URL, id, sizeof(id)), 0);
 	assert_int_equal(x_find_post("[]", POST_URL, id, sizeof(id)), -1);
+	/* Found by fuzz_social_answer: a post carrying our URL under an empty
+	 * id was "found", and the job recorded "" as the remote id. */
+	assert_int_equal(x_find_post("{\"data\":[{\"id\":\"\",\"text\":\"" POST_URL "\"}]}",
+	                             POST_URL, id, sizeof(id)),
+	                 0);
+	assert_int_equal(facebook_find_post("{\"data\":[{\"id\":\"\",\"link\":\"" POST_URL
+	                                    "\"}]}",
+	                                    POST_URL, id, sizeof(id)),
+	                 0);
 	assert_int_equal(x_find_post("{\"data\":[{\"id\":\"3\",\"text\":\"see " POST_URL "\"}]}",
 	                             POST_URL, id, sizeof(id)),
 	                 1);

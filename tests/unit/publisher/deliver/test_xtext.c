@@ -355,6 +355,26 @@ static void test_without_url(void **state)
 	free(text);
 }
 
+/* Found by fuzz_xtext: a word cut at a character can end in a bare domain
+ * the whole word was not ("(go.ab-cc" is text, "(go.ab…" links "go.ab",
+ * which weighs 23, not 5), and the fitted post weighed 298. Now the cut
+ * steps back until the post fits. */
+static void test_cut_that_makes_a_domain(void **state)
+{
+	char *y = repeat("y", 272), text[400], want[400], out[600];
+	(void)state;
+	snprintf(text, sizeof(text), "%s(go.ab-cccccccccc", y);
+	assert_int_equal(xtext_weighted_length(text), 289);
+	assert_int_equal(xtext_fit(text, NULL, out, sizeof(out)), 0);
+	assert_true(xtext_weighted_length(out) <= 280);
+	snprintf(want, sizeof(want), "%s(go.a" ELLIPSIS, y);
+	assert_string_equal(out, want);
+	/* With a link after it, the same. */
+	assert_int_equal(xtext_fit(text, URL, out, sizeof(out)), 0);
+	assert_true(xtext_weighted_length(out) <= 280);
+	free(y);
+}
+
 static void test_errors(void **state)
 {
 	char out[16];
@@ -384,6 +404,7 @@ int main(void)
 		cmocka_unit_test(test_mixed),
 		cmocka_unit_test(test_combining_marks_stay),
 		cmocka_unit_test(test_without_url),
+		cmocka_unit_test(test_cut_that_makes_a_domain),
 		cmocka_unit_test(test_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
