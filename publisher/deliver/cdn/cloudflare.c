@@ -6,6 +6,7 @@
 #include "deliver/cdn/cdn.h"
 
 #include "core/error.h"
+#include "core/jsonstore.h"
 #include "deliver/payload.h"
 
 #include <errno.h>

@@ -4,6 +4,7 @@
 #include "deliver/social/x.h"
 
 #include "core/clock.h"
+#include "core/jsonstore.h"
 #include "core/log.h"
 #include "deliver/social/oauth1.h"
 #include "deliver/social/xtext.h"
