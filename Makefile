@@ -3,6 +3,8 @@
 #   make                 build bin/sayin-origin and bin/sayin-publisher
 #   make check           install missing packages, build, run every test
 #   make check SANITIZE=1  the same under AddressSanitizer + UBSan (separate build dir)
+#   make fuzz FUZZ_SECONDS=N  run the libFuzzer targets (tests/fuzz/README.md)
+#   make fault           the fault-injection sweep (tests/fault/README.md)
 #   make demo            publish a spoken clip and serve it
 #   make install PREFIX=/usr/local DESTDIR=
 
@@ -142,11 +144,20 @@ layers: all
 integration: all
 	SAYIN_BIN=$(CURDIR)/bin SAYIN_TEST_TIME_SCALE=$(if $(filter 1,$(SANITIZE)),3,1) /usr/bin/python3 -m pytest -q -n 2 tests/integration
 
+# The sanitizer build (SANITIZE=1) runs the same suite; the fuzz corpus
+# replay and the fault-injection sweep are sanitizer builds already, so they
+# run once, in the plain make check.
 check: bootstrap
 	$(MAKE) all
 	$(MAKE) layers
 	$(MAKE) unit
+ifneq ($(SANITIZE),1)
+	$(MAKE) fuzz-replay
+endif
 	$(MAKE) integration
+ifneq ($(SANITIZE),1)
+	$(MAKE) fault
+endif
 
 demo: bootstrap
 	$(MAKE) all

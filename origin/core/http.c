@@ -233,6 +233,13 @@ struct http_server {
 static const char refuse_response[] = "HTTP/1.1 503 Service Unavailable\r\n"
                                       "Content-Length: 0\r\n"
                                       "Connection: close\r\n\r\n";
+/* When a connection's own memory cannot be had: written from static
+ * storage, so the client still learns why. */
+static const char oom_response[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                                   "Content-Type: text/plain\r\n"
+                                   "Content-Length: 34\r\n"
+                                   "Connection: close\r\n\r\n"
+                                   "server out of memory, retry later\n";
 
 static void conn_close(struct http_conn *conn);
 static void conn_parse(struct http_conn *conn);
@@ -1760,6 +1767,13 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 			conn_read_stop(conn); /* buffer full; resumed after the response */
 			return;
 		}
+		if (nread == UV_ENOBUFS) {
+			/* No input buffer could be allocated: say so, then close. */
+			uv_buf_t b = uv_buf_init((char *)(uintptr_t)oom_response,
+			                         sizeof(oom_response) - 1);
+			log_error("http: out of memory for a connection's buffers: answered 503");
+			(void)uv_try_write(&conn->sock.stream, &b, 1);
+		}
 		if (nread == UV_EOF && (conn->phase == PH_HANDLER || conn->phase == PH_WRITE)) {
 			/* Half-close: still answer what was sent. */
 			conn->eof = 1;
@@ -1802,26 +1816,44 @@ static void on_refused_closed(uv_handle_t *handle)
 	free(handle);
 }
 
-/* Over max_connections: accept, say 503 if the socket takes it, close. */
-static void conn_refuse(http_server *server)
+/* Over max_connections (oom 0) or out of memory for the connection
+ * (oom 1): accept, say 503 if the socket takes it, close. */
+static void conn_refuse(http_server *server, int oom)
 {
 	uv_tcp_t *tcp = malloc(sizeof(*tcp));
 	uint64_t now = uv_now(server->loop);
+	const char *answer = oom ? oom_response : refuse_response;
+	size_t answer_len = oom ? sizeof(oom_response) - 1 : sizeof(refuse_response) - 1;
 	uv_os_fd_t fd;
 	char drain[4096];
 
 	stat_add(&server->stats.connections_refused, 1);
 	if (server->last_refuse_log == 0 || now - server->last_refuse_log >= REFUSE_LOG_INTERVAL_MS) {
-		log_warn("http: over %u connections, refusing", server->limits.max_connections);
+		if (oom)
+			log_error("http: out of memory for a new connection, refusing");
+		else
+			log_warn("http: over %u connections, refusing", server->limits.max_connections);
 		server->last_refuse_log = now;
 	}
 	if (tcp == NULL) {
+		/* No handle to take it with. A connection libuv accepted but
+		 * nobody took would stop the listener for good (libuv stops
+		 * polling until uv_accept), so answer and close the pending
+		 * socket ourselves: libuv keeps it in accepted_fd, a field of
+		 * its Unix stream, and reads it again after this callback. */
+		int pending = server->listener.accepted_fd;
+		if (pending >= 0) {
+			(void)send(pending, oom_response, sizeof(oom_response) - 1,
+			           MSG_DONTWAIT | MSG_NOSIGNAL);
+			close(pending);
+			server->listener.accepted_fd = -1;
+		}
 		log_error("http: out of memory refusing a connection");
 		return;
 	}
 	uv_tcp_init(server->loop, tcp);
 	if (uv_accept((uv_stream_t *)&server->listener, (uv_stream_t *)tcp) == 0) {
-		uv_buf_t b = uv_buf_init((char *)(uintptr_t)refuse_response, sizeof(refuse_response) - 1);
+		uv_buf_t b = uv_buf_init((char *)(uintptr_t)answer, answer_len);
 		(void)uv_try_write((uv_stream_t *)tcp, &b, 1);
 		/* Unread input would turn our close into a reset that can destroy
 		 * the 503 at the client: take what has arrived. */
@@ -1878,12 +1910,12 @@ static void on_connection(uv_stream_t *listener, int status)
 		return;
 	}
 	if (stat_get(&server->stats.connections_open) >= server->limits.max_connections) {
-		conn_refuse(server);
+		conn_refuse(server, 0);
 		return;
 	}
 	conn = conn_new(server);
 	if (conn == NULL) {
-		conn_refuse(server);
+		conn_refuse(server, 1);
 		return;
 	}
 	uv_tcp_init(server->loop, &conn->sock.tcp);

@@ -72,6 +72,21 @@ void api__respond_owned(http_request *req, int status, char *body, const http_he
 	             close_after, free_body, body);
 }
 
+void api__respond_static(http_request *req, int status, const char *body,
+                         const http_header *extra, size_t n_extra)
+{
+	http_header h[8];
+	size_t n = 0;
+
+	count_upload_outcome(req, status);
+	h[n++] = (http_header){ "Content-Type", "application/json" };
+	h[n++] = (http_header){ "Cache-Control", "no-store" };
+	for (size_t i = 0; i < n_extra && n < 8; i++)
+		h[n++] = extra[i];
+	http_respond(req, status, h, n, body, strlen(body), strcmp(req->method, "HEAD") != 0, 0,
+	             NULL, NULL);
+}
+
 /* {"error": {"code", "message"}} with the status. */
 void api__respond_error(http_request *req, int status, const char *code, const char *message,
                           const http_header *extra, size_t n_extra, int close_after)

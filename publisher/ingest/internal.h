@@ -147,6 +147,10 @@ struct job {
  * with no-store and the extra headers (at most 6). */
 void api__respond_owned(http_request *req, int status, char *body, const http_header *extra,
                         size_t n_extra, int close_after);
+/* A body that outlives the response (a string literal): for answers that
+ * must not fail when memory has run out, e.g. a commit already made. */
+void api__respond_static(http_request *req, int status, const char *body,
+                         const http_header *extra, size_t n_extra);
 /* {"error": {"code", "message"}} with the status. */
 void api__respond_error(http_request *req, int status, const char *code, const char *message,
                         const http_header *extra, size_t n_extra, int close_after);

@@ -1,6 +1,7 @@
 /* jobs: the api's work on libuv's thread pool, answered on the loop when done. */
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/jsonstore.h"
 #include "core/log.h"
 #include "ingest/internal.h"
 
@@ -78,14 +79,20 @@ static void answer_post(struct job *j, http_request *req, int replayed)
 		api__respond_error(req, status, code, j->err, NULL, 0, 0);
 		return;
 	}
-	if (publish_response_json(j->api->pipe->base_url, j->author, &j->res, &body) != 0) {
-		api__respond_error(req, 500, "internal", "out of memory", NULL, 0, 0);
-		return;
-	}
 	snprintf(location, sizeof(location), "/v1/posts/%s", j->res.id);
 	h[n++] = (http_header){ "Location", location };
 	if (replayed)
 		h[n++] = replay_hdr[0];
+	if (publish_response_json(j->api->pipe->base_url, j->author, &j->res, &body) != 0) {
+		/* The post is committed and live: a 500 would make the app post
+		 * it again. It is created; its details are at the Location. */
+		log_warn("api: post %s published, but its answer could not be built (out of "
+		         "memory): answered 201 with its Location only", j->res.id);
+		api__respond_static(req, 201,
+		                    "{\"created\":true,\"details\":\"out of memory: GET the Location\"}",
+		                    h, n);
+		return;
+	}
 	api__respond_owned(req, 201, body, h, n, 0);
 }
 
@@ -136,9 +143,17 @@ static void on_work_done(uv_work_t *w, int status)
 			json_t *r = json_pack("{s:s, s:b, s:i, s:i}", "id", j->id, "deleted", 1,
 			                      "objects_deleted", (int)j->del.objects_deleted,
 			                      "objects_kept", (int)j->del.objects_kept);
-			metrics_add(a->shard, a->m_deleted, 1);
-			api__respond_json(j->req, 200, r, NULL, 0);
+			char *body = r != NULL ? jsonstore_dump_flags(r, JSON_COMPACT | JSON_PRESERVE_ORDER,
+			                                              NULL)
+			                       : NULL;
 			json_decref(r);
+			metrics_add(a->shard, a->m_deleted, 1);
+			/* The deletion is committed: out of memory now must not
+			 * turn it into a 500 the app would retry. */
+			if (body != NULL)
+				api__respond_owned(j->req, 200, body, NULL, 0, 0);
+			else
+				api__respond_static(j->req, 200, "{\"deleted\":true}", NULL, 0);
 		} else {
 			int st;
 			const char *code;
