@@ -43,9 +43,10 @@ $(FUZZ_OUT)/%.o: %.c
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c -o $@ $<
 
-$(FUZZ_OUT)/llhttp/%.o: $(LLHTTP_DIR)/%.c
+# Strict, as in the programs (the core refuses to serve a lenient llhttp).
+$(FUZZ_OUT)/llhttp/%.o: $(LLHTTP_DIR)/%.c tests/fuzz/fuzz.mk
 	@mkdir -p $(@D)
-	$(FUZZ_CC) -O1 -g -w $(FUZZ_SAN) -I$(LLHTTP_INC) -c -o $@ $<
+	$(FUZZ_CC) -O1 -g -w -DLLHTTP_STRICT_MODE=1 $(FUZZ_SAN) -I$(LLHTTP_INC) -c -o $@ $<
 
 $(FUZZ_OUT)/gen/render/assets.c: $(RENDER_ASSETS) scripts/embed-assets
 	@mkdir -p $(@D)
