@@ -131,13 +131,14 @@ static int append_text(struct req_state *rs, const char *data, size_t len)
 	size_t max = rs->api->pipe->max_text_chars * 4; /* UTF-8: 4 bytes a character */
 	if (rs->text.len + len > max)
 		return -1;
-	return buf_append(&rs->text, data, len) == 0 ? 0 : -1;
+	return buf_append(&rs->text, data, len) == 0 ? 0 : -ENOMEM;
 }
 
 static int on_mp_data(void *arg, const char *data, size_t len)
 {
 	struct part_ctx *c = arg;
 	struct req_state *rs = c->rs;
+	int rc;
 
 	switch (rs->part) {
 	case PART_AUDIO:
@@ -147,7 +148,13 @@ static int on_mp_data(void *arg, const char *data, size_t len)
 		}
 		return 0;
 	case PART_TEXT:
-		if (append_text(rs, data, len) != 0) {
+		rc = append_text(rs, data, len);
+		if (rc == -ENOMEM) {
+			api__respond_error(c->req, 500, "internal", "out of memory", NULL, 0, 1);
+			c->answered = 1;
+			return 1;
+		}
+		if (rc != 0) {
 			api__respond_error(c->req, 400, "bad_request", "the text is too long", NULL, 0, 1);
 			c->answered = 1;
 			return 1;
@@ -467,9 +474,10 @@ int api__upload_body(struct req_state *rs, http_request *req, const char *data, 
 		rc = multipart_feed(rs->mp, data, len);
 		if (rc == 0)
 			return 0;
-		if (!rs->mpctx.answered)
-			api__respond_error(req, 400, "bad_request",
-			                   rc == -ENOMEM ? "out of memory" : "malformed multipart/form-data body",
+		if (!rs->mpctx.answered && rc == -ENOMEM)
+			api__respond_error(req, 500, "internal", "out of memory", NULL, 0, 1);
+		else if (!rs->mpctx.answered)
+			api__respond_error(req, 400, "bad_request", "malformed multipart/form-data body",
 			                   NULL, 0, 1);
 		return 1;
 	}
