@@ -59,17 +59,6 @@ struct rec_end {
 	char message[448];      /* the error line, NUL-terminated */
 };
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
-
 /* The decoder child and what it has told us so far. */
 struct child {
 	pid_t pid;
@@ -92,7 +81,7 @@ static void child_environment(char **envp, size_t n, char kept[ENV_KEPT][512])
 {
 	size_t k = 0;
 
-	if (UNDER_ASAN) {
+	if (MEDIA_UNDER_ASAN) {
 		static const char *const keep[ENV_KEPT] = { "ASAN_OPTIONS", "UBSAN_OPTIONS" };
 
 		for (size_t i = 0; i < ENV_KEPT && k + 1 < n; i++) {
@@ -130,7 +119,7 @@ static int spawn_decoder(const media_transcode_options *o, const char *exe, int 
 	/* The child sets its address-space limit itself, after exec: the
 	 * dynamic loader must not be the one to fail. */
 	snprintf(memory, sizeof(memory), "%llu",
-	         UNDER_ASAN ? 0ULL : (unsigned long long)o->decoder_memory);
+	         MEDIA_UNDER_ASAN ? 0ULL : (unsigned long long)o->decoder_memory);
 	argv[0] = (char *)exe;
 	argv[1] = (char *)MEDIA_DECODER_COMMAND;
 	argv[2] = (char *)(o->log_level != NULL ? o->log_level : "info");

@@ -20,18 +20,7 @@
 
 extern char **environ;
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
-
-#if UNDER_ASAN
+#if MEDIA_UNDER_ASAN
 /* LeakSanitizer checks at exit by stopping the world with clone and ptrace,
  * which the filter forbids: a sandboxed child skips that check (the decode
  * code's leaks are checked in-process by the unit tests instead). */
@@ -87,7 +76,7 @@ static int add_rules(scmp_filter_ctx ctx)
 	if (rc == 0)
 		rc = ALLOW(ctx, mprotect, 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
 	/* The sanitizer runtime asks for its alternate signal stack on _exit. */
-	if (rc == 0 && UNDER_ASAN)
+	if (rc == 0 && MEDIA_UNDER_ASAN)
 		rc = ALLOW(ctx, sigaltstack, 0);
 	/* abort() signals itself, and nobody else. */
 	if (rc == 0)
@@ -127,7 +116,7 @@ int media__sandbox_enter(unsigned *applied, char *err, size_t errlen)
 		               strerror(-rc));
 		return rc < 0 && rc > -4096 ? rc : -EINVAL;
 	}
-#if UNDER_ASAN
+#if MEDIA_UNDER_ASAN
 	sandboxed = 1;
 #endif
 	*applied = got | MEDIA_SANDBOX_SECCOMP;

@@ -11,6 +11,19 @@
 
 #include <stddef.h>
 
+/* 1 in an AddressSanitizer build, whose runtime the child must keep: its
+ * options in the environment, and no leak check under the filter. */
+#if defined(__SANITIZE_ADDRESS__)
+#define MEDIA_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MEDIA_UNDER_ASAN 1
+#endif
+#endif
+#ifndef MEDIA_UNDER_ASAN
+#define MEDIA_UNDER_ASAN 0
+#endif
+
 /* What applied, as bits (the decoder reports them to the parent). */
 enum {
 	MEDIA_SANDBOX_SECCOMP = 1u << 0,   /* the allow-list is loaded */

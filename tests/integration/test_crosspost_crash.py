@@ -207,10 +207,19 @@ def test_chaos_200_posts_cron_runs_killed_at_random(sayin, world):
     cron = dict(timeout_ms=400, lease_ms=1200, backoff_ms=50, max_attempts=100)
     runs = kills = kills_holding = 0
     t0 = time.monotonic()
-    deadline = t0 + 80 * TIME_SCALE
+    # The clock for draining starts when publishing ends: how long 200
+    # uploads take depends on the machine's load, and the claim here is
+    # exactly-once, not speed. A hard cap still stops a test that hangs.
+    published_at = None
+    hard_cap = t0 + 600 * TIME_SCALE
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() < hard_cap and (
+                published_at is None or time.monotonic() < published_at + 60 * TIME_SCALE):
             publishing = not all(f.done() for f in futures)
+            if not publishing and published_at is None:
+                published_at = time.monotonic()
+                for f in futures:
+                    f.result()  # a failed upload fails the test now, with its own error
             chaotic = publishing or time.monotonic() - t0 < 20
             p = w.popen_crosspost(**cron)
             runs += 1
@@ -238,8 +247,10 @@ def test_chaos_200_posts_cron_runs_killed_at_random(sayin, world):
                 if st.waiting == 0:
                     break
         else:
-            pytest.fail("jobs still waiting after %.0f s:\n%s" % (time.monotonic() - t0,
-                                                                  w.status().text))
+            pytest.fail("jobs still waiting %.0f s after the last upload (%.0f s in all, %d runs, "
+                        "%d killed):\n%s" % (time.monotonic() - (published_at or t0),
+                                              time.monotonic() - t0, runs, kills,
+                                              w.status().text))
     finally:
         pool.shutdown(wait=True)
     for f in futures:
