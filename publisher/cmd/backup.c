@@ -28,6 +28,8 @@
 static const config_arg backup_args[] = {
 	{ "to-s3", NULL, "also upload the snapshot to the S3 bucket (--s3-bucket, --s3-endpoint, "
 	                 "--aws-*) as backups/SITE/UTC-TIME.mdb, SITE being --public-url's host", 1 },
+	{ "metrics-file", "FILE", "also write the outcome as Prometheus text (for node_exporter's "
+	                          "textfile collector), replaced atomically", 0 },
 	{ "s3-max-size", "SIZE", "largest snapshot --to-s3 uploads (one PUT, held in memory; at "
 	                         "most 5G, S3's limit for one PUT); default " S3_MAX_DEFAULT, 0 },
 };
@@ -203,17 +205,69 @@ done:
 	return rc;
 }
 
+/* The outcome for node_exporter's textfile collector: written to a
+ * temporary file and renamed, so a scrape never sees half of it. */
+static void write_metrics(const char *path, int ok, const store_snapshot_info *info,
+                          double seconds, int uploaded)
+{
+	size_t len = strlen(path) + sizeof(".tmp-XXXXXX");
+	char *tmp = malloc(len);
+	FILE *f = NULL;
+	int fd;
+
+	if (tmp == NULL)
+		return;
+	snprintf(tmp, len, "%s.tmp-XXXXXX", path);
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd >= 0 && fchmod(fd, 0644) == 0)
+		f = fdopen(fd, "w");
+	if (f == NULL) {
+		log_error("backup: cannot write the metrics file %s: %s", path, strerror(errno));
+		if (fd >= 0) {
+			close(fd);
+			unlink(tmp);
+		}
+		free(tmp);
+		return;
+	}
+	fprintf(f, "# HELP sayin_backup_success 1 if the last backup wrote and verified its "
+	        "snapshot (and uploaded it, with --to-s3), else 0.\n"
+	        "# TYPE sayin_backup_success gauge\nsayin_backup_success %d\n"
+	        "# HELP sayin_backup_last_run_timestamp_seconds When the last backup ended.\n"
+	        "# TYPE sayin_backup_last_run_timestamp_seconds gauge\n"
+	        "sayin_backup_last_run_timestamp_seconds %lld\n"
+	        "# HELP sayin_backup_duration_seconds How long the last backup's copy and "
+	        "verification took.\n# TYPE sayin_backup_duration_seconds gauge\n"
+	        "sayin_backup_duration_seconds %.3f\n"
+	        "# HELP sayin_backup_bytes The last snapshot's size (0 when it failed).\n"
+	        "# TYPE sayin_backup_bytes gauge\nsayin_backup_bytes %llu\n"
+	        "# HELP sayin_backup_entries Entries in the last snapshot's tables.\n"
+	        "# TYPE sayin_backup_entries gauge\nsayin_backup_entries %llu\n"
+	        "# HELP sayin_backup_uploaded 1 if the last snapshot went to S3.\n"
+	        "# TYPE sayin_backup_uploaded gauge\nsayin_backup_uploaded %d\n",
+	        ok, (long long)time(NULL), seconds, ok ? (unsigned long long)info->bytes : 0ull,
+	        ok ? (unsigned long long)info->entries : 0ull, uploaded);
+	if (fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0) {
+		log_error("backup: cannot write the metrics file %s: %s", path, strerror(errno));
+		unlink(tmp);
+	} else if (rename(tmp, path) != 0) {
+		log_error("backup: cannot rename %s to %s: %s", tmp, path, strerror(errno));
+		unlink(tmp);
+	}
+	free(tmp);
+}
+
 int cmd_backup(int argc, char **argv)
 {
 	store_options sopt = { .read_only = 1 };
-	store_snapshot_info info;
+	store_snapshot_info info = { 0 };
 	config *cfg = NULL;
 	store *st = NULL;
 	const char *dest;
 	char err[1024] = "", key[512] = "";
 	uint64_t s3_max = 0;
-	double t0, seconds;
-	int code, rc;
+	double t0, seconds = 0;
+	int code, rc, ok = 0, uploaded = 0;
 
 	code = cmd_load_config(&backup_spec, argc, argv, &cfg);
 	if (code >= 0)
@@ -264,6 +318,7 @@ int cmd_backup(int argc, char **argv)
 			code = rc == SAYIN_ECONFIG ? EXIT_USAGE : EXIT_FAIL;
 			goto out;
 		}
+		uploaded = 1;
 		log_info("backup: uploaded %s as s3://%s/%s: %llu bytes, %.3f s", dest,
 		         config_get(cfg, "s3-bucket"), key, (unsigned long long)info.bytes,
 		         (clock_mono_ms_f() - t1) / 1e3);
@@ -280,7 +335,10 @@ int cmd_backup(int argc, char **argv)
 		json_decref(j);
 	}
 	code = EXIT_OK;
+	ok = 1;
 out:
+	if (cfg != NULL && config_get(cfg, "metrics-file") != NULL && code != EXIT_USAGE)
+		write_metrics(config_get(cfg, "metrics-file"), ok, &info, seconds, uploaded);
 	store_close(st);
 	config_free(cfg);
 	return code;

@@ -243,6 +243,18 @@ def test_fsck_reports_a_leaked_object_and_bytes_that_do_not_match(sayin, tmp_pat
     assert "no post or name refers to it (leaked)" in r.stdout, r.stdout
 
 
+def metrics_of(path):
+    """The gauges of a --metrics-file, but the timestamp and the duration."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.split()
+            if name not in ("sayin_backup_last_run_timestamp_seconds",
+                            "sayin_backup_duration_seconds"):
+                out[name] = int(value)
+    return out
+
+
 def s3_args(fake, secret=AWS_SECRET):
     return ["--to-s3", "--public-url", "https://cdn.test", "--s3-bucket", S3_BUCKET,
             "--s3-endpoint", fake.url, "--aws-access-key-id", AWS_KEY_ID,
@@ -253,8 +265,12 @@ def test_backup_to_s3_puts_the_snapshot_signed(sayin, tmp_path, fakes):
     data, ids = small_store(sayin, tmp_path, posts=1)
     s3 = fakes("s3")
     dest = tmp_path / "snap.mdb"
-    doc = backup_json(backup(sayin, data, dest, s3_args(s3)))
+    prom = tmp_path / "backup.prom"
+    doc = backup_json(backup(sayin, data, dest, s3_args(s3) + ["--metrics-file", prom]))
     assert KEY_RE.match(doc["s3_key"]), doc
+    assert metrics_of(prom) == {"sayin_backup_success": 1, "sayin_backup_uploaded": 1,
+                                "sayin_backup_bytes": dest.stat().st_size,
+                                "sayin_backup_entries": doc["entries"]}
     assert not s3.rejections(), [r.rejected for r in s3.rejections()]
     stored = s3.service.objects["/" + doc["s3_key"]]
     assert stored[0] == dest.read_bytes()
@@ -286,11 +302,15 @@ def test_failed_backup_leaves_no_temporary_file_and_the_old_snapshot(sayin, tmp_
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
 
-    r = subprocess.run([sayin.publisher, "backup", "--data", str(data), str(dest)],
+    prom = tmp_path / "backup.prom"
+    r = subprocess.run([sayin.publisher, "backup", "--data", str(data), "--metrics-file",
+                        str(prom), str(dest)],
                        capture_output=True, text=True, env=clean_env(), timeout=60,
                        preexec_fn=limited, cwd=str(tmp_path), stdin=subprocess.DEVNULL)
     assert r.returncode == 1, (r.returncode, r.stderr)
     assert "File too large" in r.stderr, r.stderr
+    assert metrics_of(prom)["sayin_backup_success"] == 0
+    assert metrics_of(prom)["sayin_backup_bytes"] == 0
     assert dir_listing(out) == ["snap.mdb"], dir_listing(out)
     assert dest.read_bytes() == old
 
