@@ -321,3 +321,26 @@ def test_failed_backup_leaves_no_temporary_file_and_the_old_snapshot(sayin, tmp_
     r = backup(sayin, data, tmp_path / "missing" / "snap.mdb")
     assert r.returncode == 1 and "No such file or directory" in r.stderr, r.stderr
     assert not (tmp_path / "missing").exists()
+
+
+def test_fsck_is_clean_after_shared_objects_deletions_and_archive_pages(sayin, tmp_path):
+    data = tmp_path / "store"
+    token = author_add(sayin, data, "alice")
+    api = start_api(sayin, data, ["--feed-items", "2", "--feed-page-items", "2"])
+    clip = tmp_path / "clip.wav"
+    write_noise_wav(clip, 16000, 1)
+    audio = clip.read_bytes()
+    ids = []
+    for i in range(6):  # the same recording: shared audio, fallback, waveform, card
+        r = api.post_raw(token, audio, text="same %d" % i)
+        assert r.status == 201, r
+        ids.append(r.json()["id"])
+    for pid in (ids[0], ids[3]):
+        r = api.delete(token, pid)
+        assert r.status in (200, 204), r
+    r = fsck(sayin, ["--data", data, "--feed-items", "2", "--feed-page-items", "2"])
+    assert_ok(r, "fsck")
+    assert "4 posts" in r.stdout and " 0 problems" in r.stdout, r.stdout
+    # Read with other feed sizes, archive pages that were never written are missing.
+    r = fsck(sayin, ["--data", data, "--feed-items", "1", "--feed-page-items", "1"])
+    assert r.returncode == 1 and "its name /u/alice/feed/5.json is missing" in r.stdout, r.stdout
