@@ -237,6 +237,15 @@ int store_snapshot_verify(const char *path, store_snapshot_info *out, char *err,
 	return rc;
 }
 
+/* Adopts a map grown by the writer since this process opened the store.
+ * Safe here: the command holds no transaction of its own meanwhile. */
+static int adopt_map(store *st, int rc)
+{
+	if (rc != MDB_MAP_RESIZED || atomic_load(&st->open_txns) != 0)
+		return 0;
+	return mdb_env_set_mapsize(st->env, 0) == MDB_SUCCESS;
+}
+
 /* The source's last committed transaction and, if counts is not NULL, its
  * tables' entry counts, in one read transaction. */
 static int source_state(store *st, uint64_t *txnid, struct table_count *counts, size_t *n)
@@ -244,6 +253,8 @@ static int source_state(store *st, uint64_t *txnid, struct table_count *counts, 
 	MDB_txn *txn;
 	int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
 
+	if (adopt_map(st, rc))
+		rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
 	if (rc != MDB_SUCCESS)
 		return store__error(rc, "begin (snapshot)");
 	*txnid = mdb_txn_id(txn);
@@ -300,6 +311,13 @@ int store_snapshot(store *st, const char *dest, store_snapshot_info *out, char *
 	}
 	/* LMDB copies in a read transaction of its own: the writer goes on. */
 	rc = mdb_env_copyfd2(st->env, fd, MDB_CP_COMPACT);
+	if (adopt_map(st, rc)) {
+		/* The copy could not begin: the writer had grown the map. */
+		if (ftruncate(fd, 0) != 0 || lseek(fd, 0, SEEK_SET) != 0)
+			rc = errno;
+		else
+			rc = mdb_env_copyfd2(st->env, fd, MDB_CP_COMPACT);
+	}
 	if (rc != MDB_SUCCESS) {
 		say(err, errlen, "copying the store into %s failed: %s", tmp, mdb_strerror(rc));
 		rc = store__error(rc, "copy");

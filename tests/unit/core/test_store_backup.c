@@ -275,6 +275,51 @@ static void test_restore_installs_and_refuses(void **state)
 	remove_dir(dir);
 }
 
+/* The writer grew the map after the backup opened the store: the snapshot
+ * adopts the new size instead of failing. */
+static void test_snapshot_after_the_writer_grew_the_map(void **state)
+{
+	(void)state;
+	char *dir = make_dir();
+	char dest[512], storedir[512];
+	store_options small = { .map_size = 1u << 20 }, ro = { .read_only = 1 };
+	store *st = NULL, *reader = NULL;
+	store_snapshot_info info;
+	pid_t child;
+	int status;
+
+	snprintf(storedir, sizeof(storedir), "%s/store", dir);
+	snprintf(dest, sizeof(dest), "%s/snap.mdb", dir);
+	assert_int_equal(store_open(storedir, &small, &st), 0);
+	store_close(st);
+	assert_int_equal(store_open(storedir, &ro, &reader), 0);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		/* Four MiB more than the reader's 1 MiB map. */
+		store_options big = { .map_size = 16u << 20 };
+		size_t len = 4u << 20;
+		unsigned char *bytes = calloc(1, len);
+		uint8_t h[STORE_HASH_LEN];
+		store *w = NULL;
+		store_txn *t;
+		if (bytes == NULL || store_open(storedir, &big, &w) != 0 ||
+		    store_txn_begin(w, 1, &t) != 0 ||
+		    store_put_object(t, bytes, len, "text/plain", 2, h, NULL) != 0 ||
+		    store_txn_commit(t) != 0)
+			_exit(1);
+		store_close(w);
+		free(bytes);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(child, &status, 0), child);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_int_equal(store_snapshot(reader, dest, &info, NULL, 0), 0);
+	assert_true(info.bytes > (4u << 20));
+	store_close(reader);
+	remove_dir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -282,6 +327,7 @@ int main(void)
 		cmocka_unit_test(test_a_damaged_snapshot_does_not_verify),
 		cmocka_unit_test(test_failed_snapshot_leaves_nothing),
 		cmocka_unit_test(test_restore_installs_and_refuses),
+		cmocka_unit_test(test_snapshot_after_the_writer_grew_the_map),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
