@@ -49,7 +49,7 @@ static const cmd_spec backup_spec = {
 	         "renamed to DEST: DEST is a whole verified snapshot or untouched. Prints one\n"
 	         "JSON line (dest, bytes, seconds, entries, s3_key). Restore it with\n"
 	         "`sayin-publisher restore DEST --data DIR`. Exit codes: 0 done, 1 failed\n"
-	         "(nothing left behind), 2 usage.\n\n",
+	         "(nothing left behind), 2 usage.\n",
 	.args = backup_args,
 	.nargs = sizeof(backup_args) / sizeof(backup_args[0]),
 	.settings = backup_settings,
@@ -68,7 +68,7 @@ static const cmd_spec restore_spec = {
 	         "it as the store in DIR (DIR/data.mdb), atomically. Refuses a store that a\n"
 	         "process has open (stop the origin, the API and the timers first), and a DIR\n"
 	         "that already holds a store unless --force. Exit codes: 0 restored, 1\n"
-	         "failed (DIR unchanged), 2 usage, 5 the store is in use or DIR is not empty.\n\n",
+	         "failed (DIR unchanged), 2 usage, 5 the store is in use or DIR is not empty.\n",
 	.args = restore_args,
 	.nargs = sizeof(restore_args) / sizeof(restore_args[0]),
 	.settings = restore_settings,

@@ -37,7 +37,7 @@ static const cmd_spec fsck_spec = {
 	         "something refers to it; and that every author has its feed, author page\n"
 	         "and archive pages (by --feed-items and --feed-page-items). Prints one line\n"
 	         "per problem. Safe while the API and the origin run. Exit codes: 0 clean,\n"
-	         "1 problems found (or the store cannot be read), 2 usage.\n\n",
+	         "1 problems found (or the store cannot be read), 2 usage.\n",
 	.args = fsck_args,
 	.nargs = sizeof(fsck_args) / sizeof(fsck_args[0]),
 	.settings = fsck_settings,
