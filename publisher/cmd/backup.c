@@ -114,23 +114,26 @@ static int site_name(const config *cfg, char *out, size_t len)
 	return 0;
 }
 
-/* PUTs the snapshot at path to the bucket as key; err says why not. */
-static int upload_s3(const config *cfg, const char *path, uint64_t max, char *key, size_t keylen,
-                     char *err, size_t errlen)
+/* Where --to-s3 sends the snapshot, read from the settings before the
+ * snapshot is taken, so a bad setting costs no copy. */
+struct s3_target {
+	char url[2048];
+	char key[512];   /* backups/SITE/YYYYMMDDTHHMMSSZ.mdb */
+	char bucket[128];
+	char sigv4[128];
+	cdn_aws aws;
+};
+
+/* Returns 0, or SAYIN_ECONFIG with err naming the missing setting. */
+static int s3_target_configure(const config *cfg, struct s3_target *t, char *err, size_t errlen)
 {
 	const char *bucket = config_get(cfg, "s3-bucket"), *endpoint = config_get(cfg, "s3-endpoint");
-	char site[256], stamp[32], base[512], url[2048], sigv4[128], sha[65], h_sha[100];
-	const char *hdrs[] = { h_sha, "Content-Type: application/octet-stream", NULL };
-	struct upload u = { 0 };
-	cdn_aws aws;
-	struct stat sb;
-	struct tm tm;
+	char site[256], stamp[32], base[512];
 	time_t now = time(NULL);
-	void *map = MAP_FAILED;
-	uv_loop_t loop;
-	int fd = -1, rc;
+	struct tm tm;
+	int rc;
 
-	if (bucket == NULL || *bucket == '\0') {
+	if (bucket == NULL || *bucket == '\0' || strlen(bucket) >= sizeof(t->bucket)) {
 		snprintf(err, errlen, "--to-s3 needs --s3-bucket");
 		return SAYIN_ECONFIG;
 	}
@@ -138,18 +141,33 @@ static int upload_s3(const config *cfg, const char *path, uint64_t max, char *ke
 		snprintf(err, errlen, "--to-s3 needs --public-url (its host names the site in the key)");
 		return SAYIN_ECONFIG;
 	}
-	rc = cdn_aws_configure(cfg, "--to-s3", &aws, err, errlen);
+	rc = cdn_aws_configure(cfg, "--to-s3", &t->aws, err, errlen);
 	if (rc != 0)
 		return rc;
 	if (endpoint != NULL && *endpoint != '\0')
 		cdn_copy_base_url(base, sizeof(base), endpoint);
 	else
-		snprintf(base, sizeof(base), "https://s3.%s.amazonaws.com", aws.region);
+		snprintf(base, sizeof(base), "https://s3.%s.amazonaws.com", t->aws.region);
 	gmtime_r(&now, &tm);
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
-	snprintf(key, keylen, "backups/%s/%s.mdb", site, stamp);
-	snprintf(url, sizeof(url), "%s/%s/%s", base, bucket, key);
-	snprintf(sigv4, sizeof(sigv4), "aws:amz:%s:s3", aws.region);
+	snprintf(t->bucket, sizeof(t->bucket), "%s", bucket);
+	snprintf(t->key, sizeof(t->key), "backups/%s/%s.mdb", site, stamp);
+	snprintf(t->url, sizeof(t->url), "%s/%s/%s", base, bucket, t->key);
+	snprintf(t->sigv4, sizeof(t->sigv4), "aws:amz:%s:s3", t->aws.region);
+	return 0;
+}
+
+/* PUTs the snapshot at path to t; err says why not. */
+static int upload_s3(const struct s3_target *t, const char *path, uint64_t max, char *err,
+                     size_t errlen)
+{
+	char sha[65], h_sha[100];
+	const char *hdrs[] = { h_sha, "Content-Type: application/octet-stream", NULL };
+	struct upload u = { 0 };
+	struct stat sb;
+	void *map = MAP_FAILED;
+	uv_loop_t loop;
+	int fd = -1, rc;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &sb) != 0) {
@@ -181,9 +199,9 @@ static int upload_s3(const config *cfg, const char *path, uint64_t max, char *ke
 	if (rc == 0) {
 		/* Ten minutes per GiB, and at least two. */
 		uint64_t timeout = 120000 + (uint64_t)sb.st_size / (1u << 30) * 600000;
-		net_request req = { .method = "PUT", .url = url, .headers = hdrs, .body = map,
-			            .body_len = (size_t)sb.st_size, .aws_sigv4 = sigv4,
-			            .userpwd = aws.userpwd, .timeout_ms = timeout };
+		net_request req = { .method = "PUT", .url = t->url, .headers = hdrs, .body = map,
+			            .body_len = (size_t)sb.st_size, .aws_sigv4 = t->sigv4,
+			            .userpwd = t->aws.userpwd, .timeout_ms = timeout };
 		rc = net_send(u.net, &req, upload_done, &u);
 		if (rc != 0)
 			net_close(u.net, NULL, NULL);
@@ -193,10 +211,9 @@ static int upload_s3(const config *cfg, const char *path, uint64_t max, char *ke
 	if (rc != 0)
 		snprintf(err, errlen, "cannot start the upload: %s", sayin_strerror(rc));
 	else if (!u.done || u.error[0] != '\0') {
-		snprintf(err, errlen, "PUT %.500s: %.400s", url, u.done ? u.error : "no answer");
+		snprintf(err, errlen, "PUT %.500s: %.400s", t->url, u.done ? u.error : "no answer");
 		rc = SAYIN_ESTORE;
 	}
-	memset(aws.userpwd, 0, sizeof(aws.userpwd));
 done:
 	if (map != MAP_FAILED)
 		munmap(map, (size_t)sb.st_size);
@@ -264,10 +281,11 @@ int cmd_backup(int argc, char **argv)
 	config *cfg = NULL;
 	store *st = NULL;
 	const char *dest;
-	char err[1024] = "", key[512] = "";
+	char err[1024] = "";
+	struct s3_target s3 = { 0 };
 	uint64_t s3_max = 0;
 	double t0, seconds = 0;
-	int code, rc, ok = 0, uploaded = 0;
+	int code, rc, ok = 0, uploaded = 0, to_s3 = 0;
 
 	code = cmd_load_config(&backup_spec, argc, argv, &cfg);
 	if (code >= 0)
@@ -282,6 +300,12 @@ int cmd_backup(int argc, char **argv)
 		s3_max = 1ull << 30;
 	else if (config_get_size(cfg, "s3-max-size", 1, S3_PUT_LIMIT, &s3_max, err,
 	                         sizeof(err)) != 0) {
+		fprintf(stderr, "sayin-publisher backup: %s\n", err);
+		code = EXIT_USAGE;
+		goto out;
+	}
+	to_s3 = config_get(cfg, "to-s3") != NULL;
+	if (to_s3 && s3_target_configure(cfg, &s3, err, sizeof(err)) != 0) {
 		fprintf(stderr, "sayin-publisher backup: %s\n", err);
 		code = EXIT_USAGE;
 		goto out;
@@ -307,28 +331,30 @@ int cmd_backup(int argc, char **argv)
 	         (unsigned long long)info.entries, info.tables, seconds,
 	         (unsigned long long)info.txn_before, (unsigned long long)info.txn_after,
 	         info.counts_compared ? ", counts compared" : ", written meanwhile");
-	if (config_get(cfg, "to-s3") != NULL) {
+	if (to_s3) {
 		double t1 = clock_mono_ms_f();
-		rc = upload_s3(cfg, dest, s3_max, key, sizeof(key), err, sizeof(err));
+		rc = upload_s3(&s3, dest, s3_max, err, sizeof(err));
 		if (rc != 0) {
 			log_error("backup: upload to S3 failed after %.3f s: %s",
 			          (clock_mono_ms_f() - t1) / 1e3, err);
 			fprintf(stderr, "sayin-publisher backup: %s (the local snapshot %s is kept)\n",
 			        err, dest);
-			code = rc == SAYIN_ECONFIG ? EXIT_USAGE : EXIT_FAIL;
+			code = EXIT_FAIL;
 			goto out;
 		}
 		uploaded = 1;
-		log_info("backup: uploaded %s as s3://%s/%s: %llu bytes, %.3f s", dest,
-		         config_get(cfg, "s3-bucket"), key, (unsigned long long)info.bytes,
+		log_info("backup: uploaded %s as s3://%s/%s: %llu bytes, %.3f s", dest, s3.bucket,
+		         s3.key, (unsigned long long)info.bytes,
 		         (clock_mono_ms_f() - t1) / 1e3);
 	}
 	{
 		json_t *j = json_pack("{s:s, s:I, s:f, s:I, s:b, s:s?}", "dest", dest, "bytes",
 		                      (json_int_t)info.bytes, "seconds", seconds, "entries",
 		                      (json_int_t)info.entries, "counts_compared",
-		                      info.counts_compared, "s3_key", key[0] ? key : NULL);
-		char *line = j != NULL ? json_dumps(j, JSON_PRESERVE_ORDER | JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
+		                      info.counts_compared, "s3_key", to_s3 ? s3.key : NULL);
+		char *line = j != NULL ? json_dumps(j, JSON_PRESERVE_ORDER | JSON_COMPACT |
+		                                             JSON_REAL_PRECISION(6))
+		                       : NULL;
 		if (line != NULL)
 			printf("%s\n", line);
 		free(line);
@@ -339,6 +365,7 @@ int cmd_backup(int argc, char **argv)
 out:
 	if (cfg != NULL && config_get(cfg, "metrics-file") != NULL && code != EXIT_USAGE)
 		write_metrics(config_get(cfg, "metrics-file"), ok, &info, seconds, uploaded);
+	memset(&s3.aws, 0, sizeof(s3.aws)); /* the secret */
 	store_close(st);
 	config_free(cfg);
 	return code;

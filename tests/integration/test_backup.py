@@ -282,6 +282,13 @@ def test_backup_to_s3_puts_the_snapshot_signed(sayin, tmp_path, fakes):
     assert "SignatureDoesNotMatch" in r.stderr and "kept" in r.stderr, r.stderr
     assert AWS_SECRET not in r.stderr
     assert dest2.exists()
+    # A setting missing: a usage error before any copy.
+    args = s3_args(s3)
+    i = args.index("--public-url")
+    del args[i:i + 2]
+    r = backup(sayin, data, tmp_path / "snap4.mdb", args)
+    assert r.returncode == 2 and "--to-s3 needs --public-url" in r.stderr, r.stderr
+    assert not (tmp_path / "snap4.mdb").exists()
     # Too big for the configured limit: refused before any request.
     n = len(s3.requests(ok_only=False))
     r = backup(sayin, data, tmp_path / "snap3.mdb", s3_args(s3) + ["--s3-max-size", "4K"])
