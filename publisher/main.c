@@ -21,6 +21,9 @@ static const struct command {
 	{ "retry", "make parked jobs due again", cmd_retry },
 	{ "crosspost", "post due cross-posts to X and Facebook once (cron)", cmd_crosspost },
 	{ "settings", "print every setting as a Markdown table", cmd_settings },
+	{ "backup", "write a verified snapshot of the live store (and send it to S3)", cmd_backup },
+	{ "restore", "install a snapshot as the store (never over one in use)", cmd_restore },
+	{ "fsck", "check every post's objects, names, index entries and references", cmd_fsck },
 	{ "help", "this text", cmd_help },
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

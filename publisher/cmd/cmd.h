@@ -19,7 +19,8 @@
 #include <stdio.h>
 
 /* Exit codes, documented in publisher/README.md. */
-enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_BAD_INPUT = 3, EXIT_STORE_FULL = 4 };
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_BAD_INPUT = 3, EXIT_STORE_FULL = 4,
+       EXIT_REFUSED = 5 /* restore: the store is in use, or the directory holds one */ };
 
 /* What a command's --help prints and what its config_load accepts. */
 typedef struct cmd_spec {
@@ -73,5 +74,8 @@ int cmd_status(int argc, char **argv);
 int cmd_retry(int argc, char **argv);
 int cmd_crosspost(int argc, char **argv);
 int cmd_settings(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+int cmd_fsck(int argc, char **argv);
 
 #endif
