@@ -2371,11 +2371,11 @@ void http_server_stop(http_server *server, uint64_t grace_ms, void (*on_stopped)
 	server_check_stopped(server);
 }
 
-const char *http_library_versions(char *buf, size_t size)
+const char *http_library_versions(char *out, size_t size)
 {
-	snprintf(buf, size, "libuv %s\nllhttp %d.%d.%d\n", uv_version_string(), LLHTTP_VERSION_MAJOR,
+	snprintf(out, size, "libuv %s\nllhttp %d.%d.%d\n", uv_version_string(), LLHTTP_VERSION_MAJOR,
 	         LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
-	return buf;
+	return out;
 }
 
 void http_server_stats(const http_server *server, http_stats *out)

@@ -278,7 +278,7 @@ void http_server_stats(const http_server *server, http_stats *out);
 
 /* "libuv X\nllhttp Y\n": the versions of the libraries the core runs on,
  * libuv's as it reports itself at run time, llhttp's as compiled in (it has
- * no run-time call). Writes into buf and returns it. */
-const char *http_library_versions(char *buf, size_t size);
+ * no run-time call). Writes into out and returns it. */
+const char *http_library_versions(char *out, size_t size);
 
 #endif
