@@ -178,9 +178,10 @@ static const setting settings[] = {
 	  "ingest API access log (serve): off, stderr or a file path; JSON lines, SIGHUP reopens" },
 	{ "client-ip-header", "log", "client_ip_header", "SAYIN_CLIENT_IP_HEADER", NULL,
 	  "header naming the client in access logs (e.g. Fastly-Client-IP, X-Forwarded-For), "
-	  "believed only from trusted-edges" },
+	  "believed only from trusted-edges; unset: the socket's peer is the client" },
 	{ "trusted-edges", "log", "trusted_edges", "SAYIN_TRUSTED_EDGES", NULL,
-	  "CIDRs of the CDN edges or proxy (comma-separated) whose client-ip-header is believed" },
+	  "CIDRs of the CDN edges or proxy (comma-separated) whose client-ip-header is believed; "
+	  "unset: none" },
 };
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
 
