@@ -277,6 +277,12 @@ static double atomic_count(void *arg)
 	return (double)atomic_load((atomic_ullong *)arg);
 }
 
+static double access_log_failures(void *arg)
+{
+	(void)arg;
+	return (double)accesslog_write_failures();
+}
+
 static const struct {
 	const char *name, *help, *labels;
 	int counter;
@@ -365,6 +371,11 @@ static int define_metrics(struct origin *o)
 		return id;
 	id = metrics_counter_fn(o->reg, "sayin_config_reloads_total", "", "result=\"failed\"",
 	                        atomic_count, &o->reload_failures);
+	if (id < 0)
+		return id;
+	id = metrics_counter_fn(o->reg, "sayin_access_log_write_failures_total",
+	                        "Access log lines lost to a failed write (full disk, closed stderr).",
+	                        NULL, access_log_failures, NULL);
 	if (id < 0)
 		return id;
 	id = metrics_gauge_fn(o->reg, "process_start_time_seconds",

@@ -3,6 +3,7 @@
 
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -32,6 +33,7 @@ enum {
  * swaps the file under it (dup3). */
 static atomic_int sink_on;
 static atomic_int sink_fd = -1;
+static atomic_ullong write_failures;
 
 struct cidr {
 	int family; /* AF_INET or AF_INET6 */
@@ -500,7 +502,18 @@ void accesslog_write(const accesslog_edges *edges, const http_request *req,
 		return;
 	fd = atomic_load_explicit(&sink_fd, memory_order_relaxed);
 	len = accesslog_format(line, sizeof(line), clock_now_ms(), edges, req, done, extra);
-	/* A full disk or a closed stderr loses the line, never the response. */
-	if (write(fd, line, len) < 0)
-		return;
+	/* A full disk or a closed stderr loses the line, never the response;
+	 * it is counted, and logged on the 1st, 2nd, 4th, 8th... failure. */
+	if (write(fd, line, len) != (ssize_t)len) {
+		int saved = errno;
+		unsigned long long n = atomic_fetch_add(&write_failures, 1) + 1;
+		if ((n & (n - 1)) == 0)
+			log_warn("accesslog: a line could not be written (%llu so far): %s", n,
+			         strerror(saved));
+	}
+}
+
+uint64_t accesslog_write_failures(void)
+{
+	return atomic_load(&write_failures);
 }

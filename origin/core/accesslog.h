@@ -67,6 +67,11 @@ typedef struct accesslog_entry {
 void accesslog_write(const accesslog_edges *edges, const http_request *req,
                      const http_completion *done, const accesslog_entry *extra);
 
+/* Lines lost because write(2) failed or was short (full disk, closed
+ * stderr), since start; any thread. Each program exports it as
+ * sayin_access_log_write_failures_total. */
+uint64_t accesslog_write_failures(void);
+
 /* The JSON line (with its '\n') for the arguments, without writing it:
  * what accesslog_write sends. Returns its length, < size. size must be at
  * least ACCESSLOG_LINE_MAX. now_ms is the Unix time in ms. For tests. */

@@ -121,6 +121,12 @@ static double atomic_count(void *arg)
 	return (double)atomic_load((atomic_ullong *)arg);
 }
 
+static double access_log_failures(void *arg)
+{
+	(void)arg;
+	return (double)accesslog_write_failures();
+}
+
 static int define_reload_metrics(metrics *reg, struct serve_state *s)
 {
 	metrics_id id = metrics_counter_fn(reg, "sayin_config_reloads_total",
@@ -131,6 +137,11 @@ static int define_reload_metrics(metrics *reg, struct serve_state *s)
 		return id;
 	id = metrics_counter_fn(reg, "sayin_config_reloads_total", "", "result=\"failed\"",
 	                        atomic_count, &s->reload_failures);
+	if (id < 0)
+		return id;
+	id = metrics_counter_fn(reg, "sayin_access_log_write_failures_total",
+	                        "Access log lines lost to a failed write (full disk, closed stderr).",
+	                        NULL, access_log_failures, NULL);
 	return id < 0 ? id : 0;
 }
 
