@@ -77,7 +77,12 @@ struct worker {
 	uv_mutex_t stats_lock;
 	http_server *server;
 	http_stats last;
-	int loop_ready, lock_ready, async_ready, reload_ready;
+	/* The systemd watchdog: this loop's timer counts beats; the main
+	 * loop pings only while every loop's count moves (workers_healthy). */
+	uv_timer_t beat_timer;
+	atomic_ullong beats;
+	unsigned long long beats_seen; /* main thread only */
+	int loop_ready, lock_ready, async_ready, reload_ready, beat_ready;
 	int started; /* the thread runs the loop (and drains it when stopped) */
 	int joined;
 };
@@ -103,6 +108,8 @@ struct origin {
 	serve_options next_opt;
 	atomic_ullong reloads, reload_failures;
 	notify_watchdog *watchdog;
+	uint64_t watchdog_ms; /* ping interval, 0: no watchdog */
+	unsigned long long watchdog_ticks;
 	http_limits limits;
 	uint64_t grace_ms;
 	const char *listen;
@@ -476,6 +483,8 @@ static void on_worker_server_stopped(void *arg)
 
 	uv_close((uv_handle_t *)&w->stop_async, NULL);
 	uv_close((uv_handle_t *)&w->reload_async, NULL);
+	if (w->beat_ready)
+		uv_close((uv_handle_t *)&w->beat_timer, NULL);
 	atomic_fetch_add(&o->workers_stopped, 1);
 	uv_async_send(&o->stopped_async);
 }
@@ -524,6 +533,37 @@ static void on_signal(uv_signal_t *handle, int signum)
 	         strsignal(signum), (unsigned long long)o->grace_ms);
 	notify_stopping();
 	stop_serving(o);
+}
+
+/* ---- the systemd watchdog ---- */
+
+/* Worker thread: proof that this loop still turns. */
+static void on_worker_beat(uv_timer_t *timer)
+{
+	struct worker *w = timer->data;
+
+	atomic_fetch_add(&w->beats, 1);
+}
+
+/* Main thread, before each ping: every loop beat since the last one. A
+ * worker beats four times per ping interval, so one silent interval means
+ * a loop is stuck (a hung handler, a blocked read). */
+static int workers_healthy(void *arg)
+{
+	struct origin *o = arg;
+	int healthy = 1;
+
+	if (o->stopping)
+		return 1; /* the loops close their timers as they finish */
+	for (unsigned i = 0; i < o->n_workers; i++) {
+		struct worker *w = &o->workers[i];
+		unsigned long long n = atomic_load(&w->beats);
+		if (n == w->beats_seen && o->watchdog_ticks > 0)
+			healthy = 0;
+		w->beats_seen = n;
+	}
+	o->watchdog_ticks++;
+	return healthy;
 }
 
 /* ---- SIGHUP: reload ---- */
@@ -654,6 +694,16 @@ static int worker_init(struct origin *o, struct worker *w, const char *addr)
 		return rc;
 	w->reload_async.data = w;
 	w->reload_ready = 1;
+	if (o->watchdog_ms > 0) {
+		rc = uv_timer_init(&w->loop, &w->beat_timer);
+		if (rc != 0)
+			return rc;
+		w->beat_timer.data = w;
+		w->beat_ready = 1;
+		uv_timer_start(&w->beat_timer, on_worker_beat, 0,
+		               o->watchdog_ms / 4 > 0 ? o->watchdog_ms / 4 : 1);
+		uv_unref((uv_handle_t *)&w->beat_timer);
+	}
 	w->shard = metrics_shard_new(o->reg);
 	if (w->shard == NULL)
 		return -ENOMEM;
@@ -702,6 +752,8 @@ static void origin_teardown(struct origin *o)
 				uv_close((uv_handle_t *)&w->stop_async, NULL);
 			if (w->reload_ready)
 				uv_close((uv_handle_t *)&w->reload_async, NULL);
+			if (w->beat_ready)
+				uv_close((uv_handle_t *)&w->beat_timer, NULL);
 			uv_run(&w->loop, UV_RUN_DEFAULT);
 		}
 		if (w->loop_ready && uv_loop_close(&w->loop) != 0)
@@ -910,6 +962,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	o.reload_lock_ready = 1;
+	o.watchdog_ms = notify_watchdog_interval_ms();
 	if (main_loop_init(&o) != 0) {
 		fprintf(stderr, "sayin-origin: cannot create the event loop\n");
 		origin_teardown(&o);
@@ -923,7 +976,7 @@ int main(int argc, char **argv)
 	         "/metrics on %s",
 	         config_get(o.cfg, "data"), o.bound, o.n_workers,
 	         o.admin_listen != NULL ? o.admin_listen : o.bound);
-	if (notify_watchdog_start(&o.loop, &o.watchdog) != 0)
+	if (notify_watchdog_start(&o.loop, workers_healthy, &o, &o.watchdog) != 0)
 		log_warn("origin: the systemd watchdog is not pinged");
 	notify_ready("serving");
 	uv_run(&o.loop, UV_RUN_DEFAULT);

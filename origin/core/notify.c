@@ -13,6 +13,9 @@
 
 struct notify_watchdog {
 	uv_timer_t timer;
+	int (*healthy)(void *arg);
+	void *arg;
+	int skipping; /* the last tick skipped its ping (logged once per episode) */
 };
 
 /* sd_notify returns > 0 when sent, 0 when there is no $NOTIFY_SOCKET. */
@@ -55,31 +58,51 @@ int notify_stopping(void)
 
 static void on_watchdog(uv_timer_t *timer)
 {
-	(void)timer;
+	notify_watchdog *wd = timer->data;
+
+	if (wd->healthy != NULL && !wd->healthy(wd->arg)) {
+		if (!wd->skipping)
+			log_error("notify: not pinging the watchdog: an event loop stopped making "
+			          "progress");
+		wd->skipping = 1;
+		return;
+	}
+	if (wd->skipping)
+		log_info("notify: every event loop runs again; pinging the watchdog");
+	wd->skipping = 0;
 	send_state("WATCHDOG=1");
 }
 
-int notify_watchdog_start(uv_loop_t *loop, notify_watchdog **out)
+uint64_t notify_watchdog_interval_ms(void)
+{
+	uint64_t usec = 0;
+	/* 0: no watchdog for this process; > 0: usec is its interval. */
+	int rc = sd_watchdog_enabled(0, &usec);
+
+	if (rc < 0) {
+		log_warn("notify: bad $WATCHDOG_USEC: %s", strerror(-rc));
+		return 0;
+	}
+	if (rc == 0 || usec == 0)
+		return 0;
+	return usec / 2000 > 0 ? usec / 2000 : 1;
+}
+
+int notify_watchdog_start(uv_loop_t *loop, int (*healthy)(void *arg), void *arg,
+                          notify_watchdog **out)
 {
 	notify_watchdog *wd;
-	uint64_t usec = 0, every_ms;
+	uint64_t every_ms = notify_watchdog_interval_ms();
 	int rc;
 
 	*out = NULL;
-	/* 0: no watchdog for this process; > 0: usec is its interval. */
-	rc = sd_watchdog_enabled(0, &usec);
-	if (rc < 0) {
-		log_warn("notify: bad $WATCHDOG_USEC: %s", strerror(-rc));
-		return rc;
-	}
-	if (rc == 0 || usec == 0)
+	if (every_ms == 0)
 		return 0;
 	wd = calloc(1, sizeof(*wd));
 	if (wd == NULL)
 		return -ENOMEM;
-	every_ms = usec / 2000;
-	if (every_ms == 0)
-		every_ms = 1;
+	wd->healthy = healthy;
+	wd->arg = arg;
 	rc = uv_timer_init(loop, &wd->timer);
 	if (rc != 0) {
 		free(wd);

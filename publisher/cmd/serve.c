@@ -255,7 +255,7 @@ int cmd_serve(int argc, char **argv)
 	uv_signal_start(&s.sigint, on_serve_signal, SIGINT);
 	uv_signal_start(&s.sigterm, on_serve_signal, SIGTERM);
 	uv_signal_start(&s.sighup, on_serve_reload, SIGHUP);
-	if (notify_watchdog_start(&s.loop, &s.watchdog) != 0)
+	if (notify_watchdog_start(&s.loop, NULL, NULL, &s.watchdog) != 0)
 		log_warn("serve: the systemd watchdog is not pinged");
 	log_info("serve: ingest API on http://%s (port %d), %llu workers, queue %llu, uploads in %s",
 	         aopt.listen, api_port(s.api), (unsigned long long)lim.workers,
