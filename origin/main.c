@@ -624,7 +624,8 @@ static void origin_reload(struct origin *o)
 	if (read_lifetimes(cfg, &opt, err, sizeof(err)) != 0)
 		goto fail;
 	/* Last: it applies itself, and on failure leaves the old sink. */
-	if (accesslog_configure(config_get(cfg, "access-log"), err, sizeof(err)) != 0)
+	rc = accesslog_configure("access-log", config_get(cfg, "access-log"), err, sizeof(err));
+	if (rc != 0)
 		goto fail;
 	log_set_level(level);
 	o->serve_opt = opt;
@@ -921,7 +922,8 @@ int main(int argc, char **argv)
 	rc = accesslog_edges_parse(config_get(o.cfg, "client-ip-header"),
 	                           config_get(o.cfg, "trusted-edges"), &o.edges, err, sizeof(err));
 	if (rc == 0)
-		rc = accesslog_configure(config_get(o.cfg, "access-log"), err, sizeof(err));
+		rc = accesslog_configure("access-log", config_get(o.cfg, "access-log"), err,
+		                         sizeof(err));
 	if (rc != 0) {
 		fprintf(stderr, "sayin-origin: %s\n", rc == -ENOMEM ? "out of memory" : err);
 		accesslog_edges_free(o.edges);

@@ -67,7 +67,7 @@ static int install_fd(int fd)
 	return 0;
 }
 
-int accesslog_configure(const char *target, char *err, size_t errlen)
+int accesslog_configure(const char *setting, const char *target, char *err, size_t errlen)
 {
 	int fd, rc;
 
@@ -79,27 +79,28 @@ int accesslog_configure(const char *target, char *err, size_t errlen)
 		fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
 		if (fd < 0) {
 			rc = -errno;
-			snprintf(err, errlen, "--access-log: cannot use stderr: %s", strerror(errno));
+			snprintf(err, errlen, "--%s: cannot use stderr: %s", setting, strerror(errno));
 			return rc;
 		}
 	} else if (strchr(target, '/') == NULL) {
 		/* A typo ("of", "stdout") must not become a file in the cwd. */
 		snprintf(err, errlen,
-		         "--access-log: '%s' is not off, stderr or a file path (with a '/', e.g. "
+		         "--%s: '%s' is not off, stderr or a file path (with a '/', e.g. "
 		         "./access.log)",
-		         target);
+		         setting, target);
 		return SAYIN_ECONFIG;
 	} else {
 		fd = open(target, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
 		if (fd < 0) {
 			rc = -errno;
-			snprintf(err, errlen, "--access-log: cannot open %s: %s", target, strerror(errno));
+			snprintf(err, errlen, "--%s: cannot open %s: %s", setting, target,
+			         strerror(errno));
 			return rc;
 		}
 	}
 	rc = install_fd(fd);
 	if (rc != 0) {
-		snprintf(err, errlen, "--access-log: cannot switch to %s: %s", target,
+		snprintf(err, errlen, "--%s: cannot switch to %s: %s", setting, target,
 		         strerror(-rc));
 		return rc;
 	}
@@ -267,7 +268,8 @@ static void peer_text(const struct sockaddr_storage *sa, char *out, size_t size)
 	out[0] = '\0';
 	if (sa != NULL && sa->ss_family == AF_UNIX)
 		snprintf(out, size, "unix");
-	else if (peer_bytes(sa, &family, addr) == 0 && inet_ntop(family, addr, out, (socklen_t)size) == NULL)
+	else if (peer_bytes(sa, &family, addr) == 0 &&
+	         inet_ntop(family, addr, out, (socklen_t)size) == NULL)
 		out[0] = '\0';
 }
 

@@ -20,13 +20,14 @@
 
 #define ACCESSLOG_LINE_MAX 4096
 
-/* Points the sink at target: "off", "stderr" (or "on", the older word for
+/* Points the sink at target, the value of the setting named setting (for
+ * the messages, e.g. "access-log"): "off", "stderr" (or "on", the older word for
  * it) or a file path (created 0640, appended). A path is opened afresh on
  * every call, so calling it again with the same value reopens the file
  * after logrotate moved it. Returns 0, or SAYIN_ECONFIG (bad value) or a
  * negative errno (the file cannot be opened) with err naming the cause;
  * on error the sink is left as it was. */
-int accesslog_configure(const char *target, char *err, size_t errlen);
+int accesslog_configure(const char *setting, const char *target, char *err, size_t errlen);
 /* Nonzero when lines are being written: callers skip building an entry
  * otherwise. One relaxed atomic load. */
 int accesslog_enabled(void);

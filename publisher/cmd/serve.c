@@ -100,7 +100,8 @@ static void on_serve_reload(uv_signal_t *h, int signum)
 		         config_get(cfg, "log-level"));
 		goto fail;
 	}
-	if (accesslog_configure(config_get(cfg, "api-access-log"), err, sizeof(err)) != 0)
+	if (accesslog_configure("api-access-log", config_get(cfg, "api-access-log"), err,
+	                        sizeof(err)) != 0)
 		goto fail;
 	log_set_level(level);
 	atomic_fetch_add(&s->reloads, 1);
@@ -193,7 +194,8 @@ int cmd_serve(int argc, char **argv)
 	rc = accesslog_edges_parse(config_get(cfg, "client-ip-header"),
 	                           config_get(cfg, "trusted-edges"), &edges, err, sizeof(err));
 	if (rc == 0)
-		rc = accesslog_configure(config_get(cfg, "api-access-log"), err, sizeof(err));
+		rc = accesslog_configure("api-access-log", config_get(cfg, "api-access-log"), err,
+		                         sizeof(err));
 	if (rc != 0) {
 		fprintf(stderr, "sayin-publisher serve: %s\n", rc == -ENOMEM ? "out of memory" : err);
 		code = rc == SAYIN_ECONFIG ? EXIT_USAGE : EXIT_FAIL;

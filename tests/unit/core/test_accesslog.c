@@ -66,12 +66,12 @@ static void test_sink_values(void **state)
 	umask(022); /* the mode asked for, not the runner's umask */
 	assert_non_null(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/access.log", dir);
-	assert_int_equal(accesslog_configure("off", err, sizeof(err)), 0);
+	assert_int_equal(accesslog_configure("access-log", "off", err, sizeof(err)), 0);
 	assert_false(accesslog_enabled());
-	assert_int_equal(accesslog_configure("of", err, sizeof(err)), SAYIN_ECONFIG);
+	assert_int_equal(accesslog_configure("access-log", "of", err, sizeof(err)), SAYIN_ECONFIG);
 	assert_non_null(strstr(err, "'of' is not off, stderr or a file path"));
 	assert_false(accesslog_enabled());
-	assert_int_equal(accesslog_configure(path, err, sizeof(err)), 0);
+	assert_int_equal(accesslog_configure("access-log", path, err, sizeof(err)), 0);
 	assert_true(accesslog_enabled());
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0640);
@@ -79,15 +79,15 @@ static void test_sink_values(void **state)
 	char moved[160];
 	snprintf(moved, sizeof(moved), "%s.1", path);
 	assert_int_equal(rename(path, moved), 0);
-	assert_int_equal(accesslog_configure(path, err, sizeof(err)), 0);
+	assert_int_equal(accesslog_configure("access-log", path, err, sizeof(err)), 0);
 	assert_int_equal(stat(path, &st), 0);
 	/* A file that cannot be opened leaves the sink as it was. */
-	assert_true(accesslog_configure("/nonexistent-dir/x.log", err, sizeof(err)) < 0);
+	assert_true(accesslog_configure("access-log", "/nonexistent-dir/x.log", err, sizeof(err)) < 0);
 	assert_non_null(strstr(err, "cannot open /nonexistent-dir/x.log"));
 	assert_true(accesslog_enabled());
-	assert_int_equal(accesslog_configure("stderr", err, sizeof(err)), 0);
+	assert_int_equal(accesslog_configure("access-log", "stderr", err, sizeof(err)), 0);
 	assert_true(accesslog_enabled());
-	assert_int_equal(accesslog_configure("off", err, sizeof(err)), 0);
+	assert_int_equal(accesslog_configure("access-log", "off", err, sizeof(err)), 0);
 	assert_false(accesslog_enabled());
 	unlink(path);
 	unlink(moved);
