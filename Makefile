@@ -14,7 +14,7 @@ CC ?= cc
 PKG_CONFIG ?= pkg-config
 
 # The origin links only what it serves with; media libraries stay in the publisher.
-CORE_PKGS := libuv lmdb libcrypto inih
+CORE_PKGS := libuv lmdb libcrypto inih libsystemd
 PUBLISHER_PKGS := libcurl jansson opus ogg soxr zlib libbrotlienc libavformat libavcodec libavutil libebur128 libpng libseccomp
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(CORE_PKGS) $(PUBLISHER_PKGS) 2>/dev/null)
 CORE_LIBS := $(shell $(PKG_CONFIG) --libs $(CORE_PKGS) 2>/dev/null)
@@ -96,6 +96,19 @@ $(BUILD)/origin/core/%.o: origin/core/%.c
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+# --version: `git describe` when this tree is a git checkout, else the
+# VERSION file of a tarball, else "unknown". Only core/version.o gets it;
+# the stamp rebuilds that one object when the version changes.
+SAYIN_VERSION := $(shell [ "$$(git rev-parse --show-toplevel 2>/dev/null)" = "$(CURDIR)" ] && \
+	git describe --always --dirty 2>/dev/null || cat VERSION 2>/dev/null || echo unknown)
+$(BUILD)/gen/version.stamp: FORCE
+	@mkdir -p $(@D)
+	@echo '$(SAYIN_VERSION)' | cmp -s - $@ || echo '$(SAYIN_VERSION)' > $@
+$(BUILD)/origin/core/version.o: $(BUILD)/gen/version.stamp
+$(BUILD)/origin/core/version.o: CORE_CFLAGS += -DSAYIN_VERSION='"$(SAYIN_VERSION)"'
+.PHONY: FORCE
+FORCE:
 
 # Its flags (strict mode) live in this Makefile: a change rebuilds it.
 $(BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c Makefile

@@ -7,7 +7,8 @@
  *   connections), its own serve handler and its own metrics shard, so the
  *   request path shares no lock and no written cache line. The store is
  *   opened once, read-only, and shared.
- * - The main thread runs a small loop of its own for SIGTERM/SIGINT and, with
+ * - The main thread runs a small loop of its own for SIGTERM/SIGINT, SIGHUP
+ *   (reload, below), the systemd watchdog's pings and, with
  *   --admin-listen, a server that answers only /metrics and /healthz. That
  *   keeps scrapes off the fans' listener (which then answers /metrics with
  *   404) and lets them through while the workers are saturated. Without
@@ -17,15 +18,27 @@
  * - Process-wide series (connections, timeouts, the store's figures) are
  *   callbacks evaluated at scrape time on the scraping thread: the HTTP
  *   core's own counters are relaxed atomics, and the store is read in a
- *   short read transaction. */
+ *   short read transaction.
+ * - SIGHUP reloads what may change while running: the log level, the access
+ *   log (reopened, so logrotate can move it) and the cache lifetimes. The
+ *   main thread reads the configuration again (same arguments, same file,
+ *   the environment as it was at start), checks every value, and only then
+ *   applies: a bad file keeps the old settings and logs why. The new
+ *   serve_options go to each loop through its reload_async, and each loop
+ *   copies them into its own handler between requests, so no request sees
+ *   half of them and no connection is touched. Listening addresses, limits
+ *   and threads take a restart; a change to them is logged as ignored. */
+#include "core/accesslog.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "core/http.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/notify.h"
 #include "serve.h"
 #include "core/store.h"
+#include "core/version.h"
 
 #include <errno.h>
 #include <math.h>
@@ -55,6 +68,7 @@ struct worker {
 	uv_loop_t loop;
 	uv_thread_t thread;
 	uv_async_t stop_async; /* main thread -> this loop: stop serving */
+	uv_async_t reload_async; /* main thread -> this loop: take o->next_opt */
 	serve_handler *sh;
 	metrics_shard *shard;
 	/* Scrapes on other threads read the server's counters. The server is
@@ -63,7 +77,12 @@ struct worker {
 	uv_mutex_t stats_lock;
 	http_server *server;
 	http_stats last;
-	int loop_ready, lock_ready, async_ready;
+	/* The systemd watchdog: this loop's timer counts beats; the main
+	 * loop pings only while every loop's count moves (workers_healthy). */
+	uv_timer_t beat_timer;
+	atomic_ullong beats;
+	unsigned long long beats_seen; /* main thread only */
+	int loop_ready, lock_ready, async_ready, reload_ready, beat_ready;
 	int started; /* the thread runs the loop (and drains it when stopped) */
 	int joined;
 };
@@ -75,10 +94,22 @@ struct admin_handler {
 
 struct origin {
 	config *cfg;
+	int argc;
+	char **argv; /* read again on SIGHUP */
 	store *st;
 	metrics *reg;
 	serve_metrics *ids;
 	serve_options serve_opt;
+	accesslog_edges *edges;
+	/* SIGHUP: the options the loops take next, under reload_lock (a loop
+	 * copies them while the main thread may write the next ones). */
+	uv_mutex_t reload_lock;
+	int reload_lock_ready;
+	serve_options next_opt;
+	atomic_ullong reloads, reload_failures;
+	notify_watchdog *watchdog;
+	uint64_t watchdog_ms; /* ping interval, 0: no watchdog */
+	unsigned long long watchdog_ticks;
 	http_limits limits;
 	uint64_t grace_ms;
 	const char *listen;
@@ -90,7 +121,7 @@ struct origin {
 	struct worker *workers;
 
 	uv_loop_t loop; /* main thread: signals and the admin listener */
-	uv_signal_t sigint, sigterm;
+	uv_signal_t sigint, sigterm, sighup;
 	uv_async_t stopped_async; /* a worker finished stopping */
 	atomic_uint workers_stopped;
 	http_server *admin;
@@ -106,14 +137,16 @@ static const char *const origin_settings[] = {
 	"data", "listen", "threads", "admin-listen", "access-log", "max-header-bytes", "max-headers",
 	"max-uri", "max-connections", "idle-timeout-ms", "header-timeout-ms", "write-timeout-ms",
 	"shutdown-grace-ms", "name-max-age", "name-shared-max-age", "stale-while-revalidate",
-	"stale-if-error", "log-level", NULL
+	"stale-if-error", "log-level", "client-ip-header", "trusted-edges", NULL
 };
 
 static void usage(FILE *out)
 {
 	fprintf(out, "Usage: sayin-origin [--data DIR] [--listen HOST:PORT] [--threads N] "
-	             "[--config FILE] [settings]\n\n"
-	             "Serves the sayin store read-only over HTTP/1.1 for CDN edges.\n");
+	             "[--config FILE] [settings]\n"
+	             "       sayin-origin --version\n\n"
+	             "Serves the sayin store read-only over HTTP/1.1 for CDN edges.\n"
+	             "SIGHUP reloads the log level, the access log and the cache lifetimes.\n");
 	config_usage(out, NULL, 0, origin_settings);
 }
 
@@ -125,12 +158,31 @@ struct u64_setting {
 	uint64_t *out;
 };
 
+/* The settings SIGHUP may change, from cfg into opt (other fields kept).
+ * Returns 0, or SAYIN_ECONFIG with the message in err. */
+static int read_lifetimes(const config *cfg, serve_options *opt, char *err, size_t errlen)
+{
+	const struct u64_setting numbers[] = {
+		{ "name-max-age", 0, MAX_CACHE_SECONDS, &opt->name_max_age },
+		{ "name-shared-max-age", 0, MAX_CACHE_SECONDS, &opt->name_shared_max_age },
+		{ "stale-while-revalidate", 0, MAX_CACHE_SECONDS, &opt->stale_while_revalidate },
+		{ "stale-if-error", 0, MAX_CACHE_SECONDS, &opt->stale_if_error },
+	};
+
+	for (size_t i = 0; i < sizeof(numbers) / sizeof(numbers[0]); i++) {
+		int rc = config_get_u64(cfg, numbers[i].name, numbers[i].min, numbers[i].max,
+		                        numbers[i].out, err, errlen);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
 /* Reads and range-checks every numeric setting. Returns 0, or SAYIN_ECONFIG
  * with the message in err. */
 static int read_settings(struct origin *o, uint64_t *threads, char *err, size_t errlen)
 {
 	uint64_t header_bytes, headers, uri, conns, idle, head_to, write_to;
-	uint64_t max_age, shared_age, swr, sie;
 	const struct u64_setting numbers[] = {
 		{ "threads", 0, MAX_THREADS, threads },
 		{ "max-header-bytes", 256, 1 << 20, &header_bytes },
@@ -141,12 +193,7 @@ static int read_settings(struct origin *o, uint64_t *threads, char *err, size_t 
 		{ "header-timeout-ms", 1, MAX_TIMEOUT_MS, &head_to },
 		{ "write-timeout-ms", 1, MAX_TIMEOUT_MS, &write_to },
 		{ "shutdown-grace-ms", 0, MAX_TIMEOUT_MS, &o->grace_ms },
-		{ "name-max-age", 0, MAX_CACHE_SECONDS, &max_age },
-		{ "name-shared-max-age", 0, MAX_CACHE_SECONDS, &shared_age },
-		{ "stale-while-revalidate", 0, MAX_CACHE_SECONDS, &swr },
-		{ "stale-if-error", 0, MAX_CACHE_SECONDS, &sie },
 	};
-	const char *access_log = config_get(o->cfg, "access-log");
 
 	for (size_t i = 0; i < sizeof(numbers) / sizeof(numbers[0]); i++) {
 		int rc = config_get_u64(o->cfg, numbers[i].name, numbers[i].min, numbers[i].max,
@@ -154,11 +201,8 @@ static int read_settings(struct origin *o, uint64_t *threads, char *err, size_t 
 		if (rc != 0)
 			return rc;
 	}
-	if (access_log == NULL || (strcmp(access_log, "on") != 0 && strcmp(access_log, "off") != 0)) {
-		snprintf(err, errlen, "--access-log: '%s' is not on or off",
-		         access_log != NULL ? access_log : "");
+	if (read_lifetimes(o->cfg, &o->serve_opt, err, errlen) != 0)
 		return SAYIN_ECONFIG;
-	}
 	o->listen = config_get(o->cfg, "listen");
 	o->admin_listen = config_get(o->cfg, "admin-listen");
 	if (o->admin_listen != NULL && o->admin_listen[0] == '\0')
@@ -174,12 +218,6 @@ static int read_settings(struct origin *o, uint64_t *threads, char *err, size_t 
 	o->limits.idle_timeout_ms = idle;
 	o->limits.header_timeout_ms = head_to;
 	o->limits.write_timeout_ms = write_to;
-
-	o->serve_opt.name_max_age = max_age;
-	o->serve_opt.name_shared_max_age = shared_age;
-	o->serve_opt.stale_while_revalidate = swr;
-	o->serve_opt.stale_if_error = sie;
-	o->serve_opt.access_log = strcmp(access_log, "on") == 0;
 	return 0;
 }
 
@@ -239,6 +277,17 @@ static double thread_count(void *arg)
 static double start_time(void *arg)
 {
 	return ((struct origin *)arg)->start_time;
+}
+
+static double atomic_count(void *arg)
+{
+	return (double)atomic_load((atomic_ullong *)arg);
+}
+
+static double access_log_failures(void *arg)
+{
+	(void)arg;
+	return (double)accesslog_write_failures();
 }
 
 static const struct {
@@ -321,6 +370,21 @@ static int define_metrics(struct origin *o)
 	                      thread_count, o);
 	if (id < 0)
 		return id;
+	id = metrics_counter_fn(o->reg, "sayin_config_reloads_total",
+	                        "SIGHUP reloads of the settings, by result (failed: the old "
+	                        "settings stayed).",
+	                        "result=\"ok\"", atomic_count, &o->reloads);
+	if (id < 0)
+		return id;
+	id = metrics_counter_fn(o->reg, "sayin_config_reloads_total", "", "result=\"failed\"",
+	                        atomic_count, &o->reload_failures);
+	if (id < 0)
+		return id;
+	id = metrics_counter_fn(o->reg, "sayin_access_log_write_failures_total",
+	                        "Access log lines lost to a failed write (full disk, closed stderr).",
+	                        NULL, access_log_failures, NULL);
+	if (id < 0)
+		return id;
 	id = metrics_gauge_fn(o->reg, "process_start_time_seconds",
 	                      "Start time of the process since the Unix epoch, in seconds.", NULL,
 	                      start_time, o);
@@ -386,6 +450,7 @@ static void close_signals(struct origin *o)
 	o->signals_closed = 1;
 	uv_close((uv_handle_t *)&o->sigint, NULL);
 	uv_close((uv_handle_t *)&o->sigterm, NULL);
+	uv_close((uv_handle_t *)&o->sighup, NULL);
 }
 
 /* The main loop ends once the admin listener and every worker are done. */
@@ -417,6 +482,9 @@ static void on_worker_server_stopped(void *arg)
 	struct origin *o = w->o;
 
 	uv_close((uv_handle_t *)&w->stop_async, NULL);
+	uv_close((uv_handle_t *)&w->reload_async, NULL);
+	if (w->beat_ready)
+		uv_close((uv_handle_t *)&w->beat_timer, NULL);
 	atomic_fetch_add(&o->workers_stopped, 1);
 	uv_async_send(&o->stopped_async);
 }
@@ -463,7 +531,133 @@ static void on_signal(uv_signal_t *handle, int signum)
 	}
 	log_info("origin: %s: finishing responses in flight (up to %llu ms), then exiting",
 	         strsignal(signum), (unsigned long long)o->grace_ms);
+	notify_stopping();
 	stop_serving(o);
+}
+
+/* ---- the systemd watchdog ---- */
+
+/* Worker thread: proof that this loop still turns. */
+static void on_worker_beat(uv_timer_t *timer)
+{
+	struct worker *w = timer->data;
+
+	atomic_fetch_add(&w->beats, 1);
+}
+
+/* Main thread, before each ping: every loop beat since the last one. A
+ * worker beats four times per ping interval, so one silent interval means
+ * a loop is stuck (a hung handler, a blocked read). */
+static int workers_healthy(void *arg)
+{
+	struct origin *o = arg;
+	int healthy = 1;
+
+	if (o->stopping)
+		return 1; /* the loops close their timers as they finish */
+	for (unsigned i = 0; i < o->n_workers; i++) {
+		struct worker *w = &o->workers[i];
+		unsigned long long n = atomic_load(&w->beats);
+		if (n == w->beats_seen && o->watchdog_ticks > 0)
+			healthy = 0;
+		w->beats_seen = n;
+	}
+	o->watchdog_ticks++;
+	return healthy;
+}
+
+/* ---- SIGHUP: reload ---- */
+
+/* Worker thread: takes the options the main thread published. */
+static void on_worker_reload(uv_async_t *async)
+{
+	struct worker *w = async->data;
+	serve_options opt;
+
+	uv_mutex_lock(&w->o->reload_lock);
+	opt = w->o->next_opt;
+	uv_mutex_unlock(&w->o->reload_lock);
+	serve_set_options(w->sh, &opt);
+}
+
+/* Settings a reload does not apply: a changed value is logged. */
+static void warn_restart_only(const config *old, const config *cur)
+{
+	static const char *const reloadable[] = { "log-level", "access-log", "name-max-age",
+		                                  "name-shared-max-age", "stale-while-revalidate",
+		                                  "stale-if-error" };
+
+	for (size_t i = 0; origin_settings[i] != NULL; i++) {
+		const char *name = origin_settings[i], *a, *b;
+		int reloads = 0;
+		for (size_t j = 0; j < sizeof(reloadable) / sizeof(reloadable[0]); j++)
+			reloads |= strcmp(name, reloadable[j]) == 0;
+		if (reloads)
+			continue;
+		a = config_get(old, name);
+		b = config_get(cur, name);
+		if ((a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0))
+			log_warn("origin: SIGHUP: --%s changed; it takes effect on restart", name);
+	}
+}
+
+/* Reads the configuration again and applies what may change while
+ * running; on any error the settings in force stay and the error is
+ * logged (and counted). */
+static void origin_reload(struct origin *o)
+{
+	config *cfg = NULL;
+	serve_options opt = o->serve_opt;
+	enum log_level level;
+	char err[512];
+	int rc;
+
+	notify_reloading();
+	rc = config_load(o->argc, o->argv, NULL, 0, &cfg, err, sizeof(err));
+	if (rc != 0)
+		goto fail;
+	if (log_parse_level(config_get(cfg, "log-level"), &level) != 0) {
+		snprintf(err, sizeof(err), "--log-level: '%s' is not error, warn, info or debug",
+		         config_get(cfg, "log-level"));
+		goto fail;
+	}
+	if (read_lifetimes(cfg, &opt, err, sizeof(err)) != 0)
+		goto fail;
+	/* Last: it applies itself, and on failure leaves the old sink. */
+	rc = accesslog_configure("access-log", config_get(cfg, "access-log"), err, sizeof(err));
+	if (rc != 0)
+		goto fail;
+	log_set_level(level);
+	o->serve_opt = opt;
+	uv_mutex_lock(&o->reload_lock);
+	o->next_opt = opt;
+	uv_mutex_unlock(&o->reload_lock);
+	for (unsigned i = 0; i < o->n_workers; i++)
+		uv_async_send(&o->workers[i].reload_async);
+	warn_restart_only(o->cfg, cfg);
+	atomic_fetch_add(&o->reloads, 1);
+	log_info("origin: SIGHUP: settings reloaded (log level %s, access log %s, names max-age %llu "
+	         "s-maxage %llu)",
+	         config_get(cfg, "log-level"), config_get(cfg, "access-log"),
+	         (unsigned long long)opt.name_max_age, (unsigned long long)opt.name_shared_max_age);
+	config_free(cfg);
+	notify_ready("serving");
+	return;
+fail:
+	config_free(cfg);
+	atomic_fetch_add(&o->reload_failures, 1);
+	log_error("origin: SIGHUP: %s; the settings in force stay", err);
+	notify_ready("serving; the last reload failed");
+}
+
+static void on_sighup(uv_signal_t *handle, int signum)
+{
+	struct origin *o = handle->data;
+
+	(void)signum;
+	if (o->stopping)
+		return;
+	origin_reload(o);
 }
 
 static void worker_main(void *arg)
@@ -496,6 +690,21 @@ static int worker_init(struct origin *o, struct worker *w, const char *addr)
 		return rc;
 	w->stop_async.data = w;
 	w->async_ready = 1;
+	rc = uv_async_init(&w->loop, &w->reload_async, on_worker_reload);
+	if (rc != 0)
+		return rc;
+	w->reload_async.data = w;
+	w->reload_ready = 1;
+	if (o->watchdog_ms > 0) {
+		rc = uv_timer_init(&w->loop, &w->beat_timer);
+		if (rc != 0)
+			return rc;
+		w->beat_timer.data = w;
+		w->beat_ready = 1;
+		uv_timer_start(&w->beat_timer, on_worker_beat, 0,
+		               o->watchdog_ms / 4 > 0 ? o->watchdog_ms / 4 : 1);
+		uv_unref((uv_handle_t *)&w->beat_timer);
+	}
 	w->shard = metrics_shard_new(o->reg);
 	if (w->shard == NULL)
 		return -ENOMEM;
@@ -542,6 +751,10 @@ static void origin_teardown(struct origin *o)
 			w->server = NULL;
 			if (w->async_ready)
 				uv_close((uv_handle_t *)&w->stop_async, NULL);
+			if (w->reload_ready)
+				uv_close((uv_handle_t *)&w->reload_async, NULL);
+			if (w->beat_ready)
+				uv_close((uv_handle_t *)&w->beat_timer, NULL);
 			uv_run(&w->loop, UV_RUN_DEFAULT);
 		}
 		if (w->loop_ready && uv_loop_close(&w->loop) != 0)
@@ -555,6 +768,8 @@ static void origin_teardown(struct origin *o)
 			http_server_stop(o->admin, 0, NULL, NULL);
 		o->admin = NULL;
 		close_signals(o);
+		notify_watchdog_stop(o->watchdog);
+		o->watchdog = NULL;
 		if (o->handles_ready && !o->async_closed) {
 			o->async_closed = 1;
 			uv_close((uv_handle_t *)&o->stopped_async, NULL);
@@ -564,6 +779,9 @@ static void origin_teardown(struct origin *o)
 			log_error("origin: main loop still had open handles at exit");
 	}
 	free(o->workers);
+	if (o->reload_lock_ready)
+		uv_mutex_destroy(&o->reload_lock);
+	accesslog_edges_free(o->edges);
 	serve_metrics_free(o->ids);
 	metrics_destroy(o->reg);
 	store_close(o->st);
@@ -641,12 +859,14 @@ static int main_loop_init(struct origin *o)
 	o->loop_ready = 1;
 	uv_signal_init(&o->loop, &o->sigint);
 	uv_signal_init(&o->loop, &o->sigterm);
+	uv_signal_init(&o->loop, &o->sighup);
 	uv_async_init(&o->loop, &o->stopped_async, on_worker_async_stopped);
-	o->sigint.data = o->sigterm.data = o->stopped_async.data = o;
+	o->sigint.data = o->sigterm.data = o->sighup.data = o->stopped_async.data = o;
 	uv_unref((uv_handle_t *)&o->stopped_async);
 	o->handles_ready = 1;
 	uv_signal_start(&o->sigint, on_signal, SIGINT);
 	uv_signal_start(&o->sigterm, on_signal, SIGTERM);
+	uv_signal_start(&o->sighup, on_sighup, SIGHUP);
 	return 0;
 }
 
@@ -659,8 +879,18 @@ int main(int argc, char **argv)
 	char err[512];
 	int rc;
 
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--version") == 0) {
+			version_print(stdout, "sayin-origin");
+			return 0;
+		}
+	}
 	memset(&o, 0, sizeof(o));
 	atomic_init(&o.workers_stopped, 0);
+	atomic_init(&o.reloads, 0);
+	atomic_init(&o.reload_failures, 0);
+	o.argc = argc;
+	o.argv = argv;
 	o.start_time = (double)clock_now_ms() / 1000;
 
 	rc = config_load(argc, argv, NULL, 0, &o.cfg, err, sizeof(err));
@@ -689,6 +919,18 @@ int main(int argc, char **argv)
 		config_free(o.cfg);
 		return 2;
 	}
+	rc = accesslog_edges_parse(config_get(o.cfg, "client-ip-header"),
+	                           config_get(o.cfg, "trusted-edges"), &o.edges, err, sizeof(err));
+	if (rc == 0)
+		rc = accesslog_configure("access-log", config_get(o.cfg, "access-log"), err,
+		                         sizeof(err));
+	if (rc != 0) {
+		fprintf(stderr, "sayin-origin: %s\n", rc == -ENOMEM ? "out of memory" : err);
+		accesslog_edges_free(o.edges);
+		config_free(o.cfg);
+		return rc == SAYIN_ECONFIG ? 2 : 1;
+	}
+	o.serve_opt.edges = o.edges;
 	o.n_workers = threads > 0 ? (unsigned)threads : uv_available_parallelism();
 	if (o.n_workers == 0)
 		o.n_workers = 1;
@@ -704,6 +946,7 @@ int main(int argc, char **argv)
 		else
 			fprintf(stderr, "sayin-origin: cannot open store %s: %s\n",
 			        config_get(o.cfg, "data"), sayin_strerror(rc));
+		accesslog_edges_free(o.edges);
 		config_free(o.cfg);
 		return 1;
 	}
@@ -715,6 +958,13 @@ int main(int argc, char **argv)
 	}
 	/* /metrics on the fans' listener unless an admin listener takes it. */
 	o.serve_opt.metrics_page = o.admin_listen != NULL ? NULL : o.reg;
+	if (uv_mutex_init(&o.reload_lock) != 0) {
+		fprintf(stderr, "sayin-origin: cannot create a lock\n");
+		origin_teardown(&o);
+		return 1;
+	}
+	o.reload_lock_ready = 1;
+	o.watchdog_ms = notify_watchdog_interval_ms();
 	if (main_loop_init(&o) != 0) {
 		fprintf(stderr, "sayin-origin: cannot create the event loop\n");
 		origin_teardown(&o);
@@ -728,6 +978,9 @@ int main(int argc, char **argv)
 	         "/metrics on %s",
 	         config_get(o.cfg, "data"), o.bound, o.n_workers,
 	         o.admin_listen != NULL ? o.admin_listen : o.bound);
+	if (notify_watchdog_start(&o.loop, workers_healthy, &o, &o.watchdog) != 0)
+		log_warn("origin: the systemd watchdog is not pinged");
+	notify_ready("serving");
 	uv_run(&o.loop, UV_RUN_DEFAULT);
 	for (unsigned i = 0; i < o.n_workers; i++) {
 		uv_thread_join(&o.workers[i].thread);

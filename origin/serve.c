@@ -6,6 +6,7 @@
 
 #include "httpsem.h"
 
+#include "core/accesslog.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -105,6 +106,7 @@ struct serve_req {
 	unsigned char method, route;
 	signed char encoding; /* enum store_encoding, -1 when not a name */
 	unsigned char partial;
+	unsigned char validator; /* enum accesslog_validator */
 	uint64_t range_first, range_last;
 };
 
@@ -117,7 +119,7 @@ struct req_block {
 struct serve_handler {
 	http_handler base; /* first: the http core hands us this pointer */
 	store *st;
-	const serve_options *opt;
+	serve_options opt; /* a copy: serve_set_options replaces it on this loop */
 	const serve_metrics *ids; /* NULL: no metrics */
 	metrics_shard *shard;     /* likewise */
 	struct cache_policy policy[POLICY_COUNT];
@@ -338,7 +340,7 @@ static void respond_metrics(serve_handler *sh, http_request *req, struct serve_r
 	struct response resp = { .n = 0 };
 	char *text = NULL;
 	size_t len = 0;
-	int rc = metrics_render(sh->opt->metrics_page, &text, &len);
+	int rc = metrics_render(sh->opt.metrics_page, &text, &len);
 
 	if (rc != 0) {
 		log_warn("serve: /metrics: %s", sayin_strerror(rc));
@@ -427,6 +429,10 @@ static void respond_content(serve_handler *sh, http_request *req, struct serve_r
 	else
 		not_modified = hd->if_modified_since != NULL &&
 		               httpsem_parse_date(hd->if_modified_since, &since) == 0 && modified <= since;
+	if (hd->if_none_match != NULL || hd->if_modified_since != NULL)
+		r->validator = !not_modified ? ACCESSLOG_VALIDATOR_CHANGED
+		               : hd->if_none_match != NULL ? ACCESSLOG_VALIDATOR_ETAG
+		                                           : ACCESSLOG_VALIDATOR_IMS;
 	if (not_modified) {
 		add_header(&resp, "ETag", etag);
 		add_header(&resp, "Last-Modified", last_modified);
@@ -558,7 +564,7 @@ static void on_request(http_handler *self, http_request *req)
 		respond_text(sh, req, r, &resp, 200, "ok\n", POLICY_NONE, 0);
 		return;
 	}
-	if (sh->opt->metrics_page != NULL && strcmp(req->path, "/metrics") == 0) {
+	if (sh->opt.metrics_page != NULL && strcmp(req->path, "/metrics") == 0) {
 		respond_metrics(sh, req, r);
 		return;
 	}
@@ -568,51 +574,18 @@ static void on_request(http_handler *self, http_request *req)
 
 /* ---- metrics and access log, once the response is done ---- */
 
-/* Copies s into out (size > 4) with quotes, backslashes, control and
- * non-ASCII bytes escaped as \xHH, cut with "..." to fit. */
-static void escape_for_log(const char *s, char *out, size_t size)
-{
-	static const char hexd[] = "0123456789abcdef";
-	size_t n = 0;
-
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (n + 8 >= size) {
-			memcpy(out + n, "...", 3);
-			n += 3;
-			break;
-		}
-		if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
-			out[n++] = '\\';
-			out[n++] = 'x';
-			out[n++] = hexd[c >> 4];
-			out[n++] = hexd[c & 15];
-		} else {
-			out[n++] = (char)c;
-		}
-	}
-	out[n] = '\0';
-}
-
-static void log_access(const http_request *req, const struct serve_req *r,
+static void log_access(serve_handler *sh, const http_request *req, const struct serve_req *r,
                        const http_completion *done)
 {
-	char path[1024], range[48] = "-";
+	accesslog_entry e = {
+		.validator = (enum accesslog_validator)r->validator,
+		.partial = r->partial,
+		.range_first = r->range_first,
+		.range_last = r->range_last,
+		.encoding = r->encoding >= 0 ? encoding_tokens[(int)r->encoding] : NULL,
+	};
 
-	escape_for_log(req->path, path, sizeof(path));
-	if (r->partial) {
-		char *p = httpsem_put_u64(range, r->range_first);
-		*p++ = '-';
-		p = httpsem_put_u64(p, r->range_last);
-		*p = '\0';
-	}
-	log_info("access method=%s path=\"%s\" status=%d bytes=%llu dur_us=%llu route=%s enc=%s "
-	         "range=%s%s",
-	         req->method, path, done->status,
-	         (unsigned long long)done->bytes_sent,
-	         (unsigned long long)(done->duration_ns / 1000), route_labels[r->route],
-	         r->encoding >= 0 ? encoding_tokens[(int)r->encoding] : "-", range,
-	         done->aborted ? " aborted=1" : "");
+	accesslog_write(sh->opt.edges, req, done, &e);
 }
 
 static void on_complete(http_handler *self, http_request *req, const http_completion *done)
@@ -636,8 +609,8 @@ static void on_complete(http_handler *self, http_request *req, const http_comple
 		if (done->aborted)
 			metrics_add(sh->shard, ids->aborted, 1);
 	}
-	if (sh->opt->access_log)
-		log_access(req, r, done);
+	if (accesslog_enabled())
+		log_access(sh, req, r, done);
 }
 
 /* ---- public API ---- */
@@ -715,26 +688,31 @@ static void put_shared_lifetimes(char *p, const serve_options *opt)
 	*p = '\0';
 }
 
+void serve_set_options(serve_handler *sh, const serve_options *opt)
+{
+	char *p;
+
+	sh->opt = *opt;
+	p = httpsem_put_str(sh->name_cache_control, "public, max-age=");
+	p = httpsem_put_u64(p, opt->name_max_age);
+	p = httpsem_put_str(p, ", s-maxage=");
+	put_shared_lifetimes(p, opt);
+	put_shared_lifetimes(httpsem_put_str(sh->name_cdn_cache_control, "max-age="), opt);
+}
+
 int serve_create(store *st, const serve_options *opt, const serve_metrics *ids,
                  metrics_shard *shard, serve_handler **out)
 {
 	serve_handler *sh = calloc(1, sizeof(*sh));
-	char *p;
 
 	if (sh == NULL)
 		return -ENOMEM;
 	sh->base.on_request = on_request;
 	sh->base.on_complete = on_complete;
 	sh->st = st;
-	sh->opt = opt;
 	sh->ids = ids;
 	sh->shard = shard;
-
-	p = httpsem_put_str(sh->name_cache_control, "public, max-age=");
-	p = httpsem_put_u64(p, opt->name_max_age);
-	p = httpsem_put_str(p, ", s-maxage=");
-	put_shared_lifetimes(p, opt);
-	put_shared_lifetimes(httpsem_put_str(sh->name_cdn_cache_control, "max-age="), opt);
+	serve_set_options(sh, opt);
 
 	sh->policy[POLICY_OBJECT] = (struct cache_policy){ "public, max-age=31536000, immutable", NULL };
 	sh->policy[POLICY_NAME] =

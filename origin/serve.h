@@ -8,6 +8,7 @@
 #ifndef SAYIN_SERVE_H
 #define SAYIN_SERVE_H
 
+#include "core/accesslog.h"
 #include "core/http.h"
 #include "core/metrics.h"
 #include "core/store.h"
@@ -22,7 +23,10 @@ typedef struct serve_options {
 	uint64_t name_shared_max_age;   /* CDNs: s-maxage and CDN-Cache-Control */
 	uint64_t stale_while_revalidate;
 	uint64_t stale_if_error;
-	int access_log;                 /* one structured line per request on stderr */
+	/* Who may name the client in the access log (core/accesslog); NULL:
+	 * nobody, the socket's peer is the client. Whether lines are written
+	 * at all is the access log's own switch. */
+	const accesslog_edges *edges;
 	/* Render /metrics here (NULL: /metrics is 404, e.g. when an admin
 	 * listener serves it instead). */
 	metrics *metrics_page;
@@ -37,12 +41,17 @@ typedef struct serve_metrics serve_metrics;
 int serve_metrics_define(metrics *m, serve_metrics **out);
 void serve_metrics_free(serve_metrics *ids);
 
-/* st, opt (and opt->metrics_page) and ids must outlive the handler. shard is
+/* opt is copied; opt->metrics_page, opt->edges, st and ids must outlive the
+ * handler. shard is
  * this loop thread's metrics shard; ids and shard may be NULL (no metrics).
  * Returns 0 or -ENOMEM. */
 int serve_create(store *st, const serve_options *opt, const serve_metrics *ids,
                  metrics_shard *shard, serve_handler **out);
 void serve_destroy(serve_handler *sh);
+/* Replaces the handler's options (SIGHUP: new cache lifetimes). On the
+ * handler's loop thread only, between requests; responses already queued
+ * keep the headers they were given. */
+void serve_set_options(serve_handler *sh, const serve_options *opt);
 /* The http_handler to pass to http_server_start(). */
 http_handler *serve_http_handler(serve_handler *sh);
 

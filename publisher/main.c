@@ -1,8 +1,13 @@
 /* sayin-publisher: publishes voice posts into the store (the only writer).
  * This file only dispatches: each command lives in cmd/. */
 #include "cmd/cmd.h"
+#include "core/version.h"
+#include "deliver/net.h"
 #include "media/media.h"
+#include "render/compress.h"
+#include "render/page.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -28,12 +33,28 @@ static const struct command {
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
+/* --version: the build, the store format, then every linked library as
+ * the module that owns it reports it. */
+static int print_version(void)
+{
+	char buf[1024];
+
+	version_print(stdout, "sayin-publisher");
+	fputs(net_library_versions(buf, sizeof(buf)), stdout);
+	printf("jansson %s\n", jansson_version_str());
+	fputs(media_library_versions(buf, sizeof(buf)), stdout);
+	fputs(compress_library_versions(buf, sizeof(buf)), stdout);
+	fputs(card_library_versions(buf, sizeof(buf)), stdout);
+	return EXIT_OK;
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out, "Usage: sayin-publisher COMMAND [options]\n\nCommands:\n");
 	for (size_t i = 0; i < N_COMMANDS; i++)
 		fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
-	fprintf(out, "\nRun 'sayin-publisher COMMAND --help' for a command's options.\n");
+	fprintf(out, "\nRun 'sayin-publisher COMMAND --help' for a command's options;\n"
+	             "'sayin-publisher --version' for the versions of the build and its libraries.\n");
 }
 
 static int cmd_help(int argc, char **argv)
@@ -58,6 +79,8 @@ int main(int argc, char **argv)
 	name = argv[1];
 	if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0)
 		name = "help";
+	if (strcmp(name, "--version") == 0)
+		return print_version();
 	for (size_t i = 0; i < N_COMMANDS; i++) {
 		if (strcmp(name, commands[i].name) == 0)
 			return commands[i].run(argc - 1, argv + 1);

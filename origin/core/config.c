@@ -35,7 +35,7 @@ static const setting settings[] = {
 	{ "admin-listen", "origin", "admin_listen", "SAYIN_ADMIN_LISTEN", NULL,
 	  "address serving /metrics apart from fans' traffic; default: /metrics on listen" },
 	{ "access-log", "origin", "access_log", "SAYIN_ACCESS_LOG", "off",
-	  "on: one structured line per request on stderr" },
+	  "origin access log: off, stderr (or on) or a file path; JSON lines, SIGHUP reopens" },
 	{ "max-header-bytes", "origin", "max_header_bytes", "SAYIN_MAX_HEADER_BYTES", "16384",
 	  "request line and headers, bytes (431 beyond)" },
 	{ "max-headers", "origin", "max_headers", "SAYIN_MAX_HEADERS", "64",
@@ -174,6 +174,14 @@ static const setting settings[] = {
 	{ "outbox-backoff-ms", "outbox", "backoff_ms", "SAYIN_OUTBOX_BACKOFF_MS", "1000",
 	  "first retry delay; doubles per failure (with jitter) up to 10 minutes" },
 	{ "log-level", "log", "level", "SAYIN_LOG_LEVEL", "info", "error, warn, info or debug" },
+	{ "api-access-log", "api", "access_log", "SAYIN_API_ACCESS_LOG", "off",
+	  "ingest API access log (serve): off, stderr or a file path; JSON lines, SIGHUP reopens" },
+	{ "client-ip-header", "log", "client_ip_header", "SAYIN_CLIENT_IP_HEADER", NULL,
+	  "header naming the client in access logs (e.g. Fastly-Client-IP, X-Forwarded-For), "
+	  "believed only from trusted-edges; unset: the socket's peer is the client" },
+	{ "trusted-edges", "log", "trusted_edges", "SAYIN_TRUSTED_EDGES", NULL,
+	  "CIDRs of the CDN edges or proxy (comma-separated) whose client-ip-header is believed; "
+	  "unset: none" },
 };
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
 

@@ -195,6 +195,10 @@ struct http_conn {
 	int handler_response;    /* the write is a handler's: on_complete is due */
 	int response_status;
 	uint64_t start_ns;       /* uv_hrtime() at the request's first byte */
+	/* The peer's address, read once per connection on the first
+	 * http_request_peer call (peer_known: 1 read, -1 unreadable). */
+	struct sockaddr_storage peer;
+	int peer_known;
 };
 
 struct http_server {
@@ -1993,6 +1997,21 @@ const char *http_request_header(const http_request *req, const char *name)
 	return NULL;
 }
 
+const struct sockaddr_storage *http_request_peer(const http_request *req)
+{
+	struct http_conn *conn = conn_of(req);
+	socklen_t len = sizeof(conn->peer);
+	uv_os_fd_t fd;
+
+	if (conn->peer_known == 0) {
+		conn->peer_known = -1;
+		if (uv_fileno(&conn->sock.handle, &fd) == 0 &&
+		    getpeername(fd, (struct sockaddr *)&conn->peer, &len) == 0)
+			conn->peer_known = 1;
+	}
+	return conn->peer_known > 0 ? &conn->peer : NULL;
+}
+
 size_t http_request_header_count(const http_request *req)
 {
 	return conn_of(req)->n_headers;
@@ -2350,6 +2369,13 @@ void http_server_stop(http_server *server, uint64_t grace_ms, void (*on_stopped)
 	else
 		uv_timer_start(&server->grace_timer, on_grace_timer, grace_ms, 0);
 	server_check_stopped(server);
+}
+
+const char *http_library_versions(char *out, size_t size)
+{
+	snprintf(out, size, "libuv %s\nllhttp %d.%d.%d\n", uv_version_string(), LLHTTP_VERSION_MAJOR,
+	         LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
+	return out;
 }
 
 void http_server_stats(const http_server *server, http_stats *out)

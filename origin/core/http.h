@@ -62,6 +62,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 typedef struct http_server http_server;
@@ -172,6 +173,13 @@ struct http_request {
  * if repeated), or NULL if absent. */
 const char *http_request_header(const http_request *req, const char *name);
 
+/* The address of req's client as the socket sees it (the CDN's edge, not
+ * the fan): AF_INET, AF_INET6 or AF_UNIX (an adopted socket). Read with
+ * one getpeername(2) per connection, on the first call. NULL when it
+ * cannot be read (e.g. the connection is already closed). Valid while req
+ * is. */
+const struct sockaddr_storage *http_request_peer(const http_request *req);
+
 /* Number of header fields and the i-th one, for handlers that must see all. */
 size_t http_request_header_count(const http_request *req);
 http_header http_request_header_at(const http_request *req, size_t i);
@@ -267,5 +275,10 @@ typedef struct http_stats {
 /* Any thread may call this while the server runs; the caller makes sure it
  * does not race with the end of http_server_stop, which frees the server. */
 void http_server_stats(const http_server *server, http_stats *out);
+
+/* "libuv X\nllhttp Y\n": the versions of the libraries the core runs on,
+ * libuv's as it reports itself at run time, llhttp's as compiled in (it has
+ * no run-time call). Writes into out and returns it. */
+const char *http_library_versions(char *out, size_t size);
 
 #endif

@@ -5,17 +5,19 @@
 #include "core/error.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-static enum log_level log_threshold = LOG_INFO;
+/* Atomic: SIGHUP changes it on the main thread while others log. */
+static atomic_int log_threshold = LOG_INFO;
 
 void log_set_level(enum log_level level)
 {
-	log_threshold = level;
+	atomic_store_explicit(&log_threshold, (int)level, memory_order_relaxed);
 }
 
 int log_parse_level(const char *name, enum log_level *out)
@@ -40,7 +42,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	va_list ap;
 	int n;
 
-	if (level > log_threshold)
+	if ((int)level > atomic_load_explicit(&log_threshold, memory_order_relaxed))
 		return;
 	gmtime_r(&now, &tm);
 	n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s ",

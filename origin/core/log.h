@@ -1,6 +1,8 @@
 /* log: the process-wide log sink: one line per event on stderr, with a level.
  *
- * Thread-safe (each line is one write(2)). The level is the only global state. */
+ * Thread-safe (each line is one write(2)). The level is the only global
+ * state; any thread may change it (SIGHUP does) while others log. The
+ * access log is core/accesslog. */
 #ifndef SAYIN_LOG_H
 #define SAYIN_LOG_H
 

@@ -701,3 +701,8 @@ int store_stats_get(store_txn *t, store_stats *out)
 	out->posts = s.ms_entries;
 	return 0;
 }
+
+const char *store_lmdb_version(void)
+{
+	return mdb_version(NULL, NULL, NULL);
+}

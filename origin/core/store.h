@@ -209,4 +209,8 @@ int store_stats_get(store_txn *txn, store_stats *out);
 void store_hash_to_hex(const uint8_t hash[STORE_HASH_LEN], char *hex);
 int store_hash_from_hex(const char *hex, size_t len, uint8_t hash[STORE_HASH_LEN]);
 
+/* LMDB's version as the linked library reports it (mdb_version), e.g.
+ * "LMDB 0.9.24: (July 24, 2019)"; static storage. For --version. */
+const char *store_lmdb_version(void);
+
 #endif

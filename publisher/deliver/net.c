@@ -407,3 +407,9 @@ void net_close(net *n, void (*on_closed)(void *arg), void *arg)
 	uv_timer_stop(&n->timer);
 	uv_close((uv_handle_t *)&n->timer, on_handle_closed);
 }
+
+const char *net_library_versions(char *out, size_t size)
+{
+	snprintf(out, size, "libcurl %s\n", curl_version_info(CURLVERSION_NOW)->version);
+	return out;
+}

@@ -59,4 +59,8 @@ int net_send(net *n, const net_request *req, net_done_fn done, void *arg);
  * on_closed(arg). */
 void net_close(net *n, void (*on_closed)(void *arg), void *arg);
 
+/* "libcurl X\n", as the linked libcurl reports it, into out (for
+ * --version). Returns out. */
+const char *net_library_versions(char *out, size_t size);
+
 #endif

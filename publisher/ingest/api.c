@@ -664,8 +664,10 @@ static void api_on_request(http_handler *self, http_request *req)
 
 static void api_on_complete(http_handler *self, http_request *req, const http_completion *done)
 {
-	(void)self;
-	(void)done;
+	struct api *a = (struct api *)self;
+
+	if (accesslog_enabled())
+		accesslog_write(a->edges, req, done, NULL);
 	req_state_free(req->data);
 	req->data = NULL;
 }
@@ -857,6 +859,7 @@ int api_start(uv_loop_t *loop, store *st, const pipeline *pipe, const api_option
 		return SAYIN_EINVAL;
 	}
 	a->metrics = opt->metrics;
+	a->edges = opt->edges;
 	a->on_commit = opt->on_commit;
 	a->on_commit_arg = opt->on_commit_arg;
 	snprintf(a->upload_dir, sizeof(a->upload_dir), "%s", opt->upload_dir);

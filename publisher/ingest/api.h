@@ -28,6 +28,7 @@
 #ifndef SAYIN_API_H
 #define SAYIN_API_H
 
+#include "core/accesslog.h"
 #include "core/config.h"
 #include "core/metrics.h"
 #include "pipeline.h"
@@ -51,6 +52,9 @@ typedef struct api_options {
 	uint64_t rate_grace_ms;
 	uint64_t deadline_ms;     /* on top of Content-Length / min_rate */
 	metrics *metrics;         /* definitions are made by api_start */
+	/* Who may name the client in the access log (core/accesslog); NULL:
+	 * the socket's peer. Must outlive the api. */
+	const accesslog_edges *edges;
 	/* Called on the loop after each committed post or deletion (serve
 	 * kicks the delivery worker with it); may be NULL. */
 	void (*on_commit)(void *arg);

@@ -10,6 +10,7 @@
 #ifndef SAYIN_INGEST_INTERNAL_H
 #define SAYIN_INGEST_INTERNAL_H
 
+#include "core/accesslog.h"
 #include "core/buf.h"
 #include "core/http.h"
 #include "core/metrics.h"
@@ -42,6 +43,7 @@ struct api {
 	uint64_t max_upload;
 	unsigned capacity;    /* workers + queue: uploads accepted at once */
 	metrics *metrics;
+	const accesslog_edges *edges; /* for the access log; may be NULL */
 	void (*on_commit)(void *arg);
 	void *on_commit_arg;
 	char upload_dir[PATH_MAX];

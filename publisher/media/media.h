@@ -301,4 +301,10 @@ enum media_protection {
 const char *media_protection_name(enum media_protection p);
 bool media_protection_applied(enum media_protection p);
 
+/* One "LIBRARY VERSION" line per library the media code links (libopus,
+ * libavformat, libavcodec, libavutil, libsoxr, libebur128, libseccomp),
+ * each as the library reports it at run time, into out (for --version).
+ * Returns out. */
+const char *media_library_versions(char *out, size_t size);
+
 #endif

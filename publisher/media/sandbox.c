@@ -190,3 +190,11 @@ void media__sandbox_describe(unsigned applied, char *buf, size_t len)
 	         applied & MEDIA_SANDBOX_NO_NEW_PRIVS ? "on" : "off", ns,
 	         applied & MEDIA_SANDBOX_EMPTY_ENV ? "empty" : "not empty");
 }
+
+const char *media__sandbox_library_version(char *out, size_t size)
+{
+	const struct scmp_version *v = seccomp_version();
+
+	snprintf(out, size, "libseccomp %u.%u.%u\n", v->major, v->minor, v->micro);
+	return out;
+}

@@ -50,7 +50,7 @@ enum {
 int media__sandbox_enter(unsigned *applied, char *err, size_t errlen);
 
 /* "seccomp on, no_new_privs on, user+net namespace on, environment empty"
- * (or "off" where a protection did not apply) into buf. */
+ * (or "off" where a protection did not apply) into out. */
 void media__sandbox_describe(unsigned applied, char *buf, size_t len);
 
 /* The parent's side, any thread: media__sandbox_note keeps what a child
@@ -62,5 +62,8 @@ void media__sandbox_describe(unsigned applied, char *buf, size_t len);
 void media__sandbox_note(unsigned applied);
 unsigned media__sandbox_noted(void);
 void media__sandbox_log_once(void);
+
+/* "libseccomp X\n", as the linked library reports it, into out. */
+const char *media__sandbox_library_version(char *out, size_t size);
 
 #endif

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <math.h>
 #include <png.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -199,4 +200,10 @@ int page_card_png(const void *waveform_json, size_t waveform_len, unsigned char 
 	*out = (unsigned char *)buf_take(&sink->png, out_len);
 	free(sink);
 	return 0;
+}
+
+const char *card_library_versions(char *out, size_t size)
+{
+	snprintf(out, size, "libpng %s\n", png_get_libpng_ver(NULL));
+	return out;
 }

@@ -6,6 +6,8 @@
 
 #include <brotli/encode.h>
 #include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <zlib.h>
 
@@ -63,4 +65,13 @@ int compress_brotli(const void *in, size_t len, unsigned char **out, size_t *out
 	*out = buf;
 	*out_len = cap;
 	return 0;
+}
+
+const char *compress_library_versions(char *out, size_t size)
+{
+	uint32_t v = BrotliEncoderVersion(); /* 0xMMMmmmppp, 12 bits each */
+
+	snprintf(out, size, "zlib %s\nbrotli %u.%u.%u\n", zlibVersion(), (unsigned)(v >> 24),
+	         (unsigned)((v >> 12) & 0xfff), (unsigned)(v & 0xfff));
+	return out;
 }

@@ -23,4 +23,8 @@ int compress_gzip(const void *in, size_t len, unsigned char **out, size_t *out_l
  * SAYIN_EENCODE. */
 int compress_brotli(const void *in, size_t len, unsigned char **out, size_t *out_len);
 
+/* "zlib X\nbrotli Y\n", as the linked libraries report them, into buf
+ * (for --version). Returns out. */
+const char *compress_library_versions(char *out, size_t size);
+
 #endif

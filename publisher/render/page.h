@@ -70,4 +70,8 @@ int page_card_png(const void *waveform_json, size_t waveform_len, unsigned char 
 int page_path_embed(char *buf, size_t len, const char *id);        /* /p/ID/embed */
 int page_path_card(char *buf, size_t len, const char *sha256_hex); /* /a/HASH.png */
 
+/* "libpng X\n", as the linked libpng reports it, into out (for
+ * --version; card.c). Returns out. */
+const char *card_library_versions(char *out, size_t size);
+
 #endif

@@ -174,8 +174,8 @@ def test_the_origin_is_sent_the_key_it_is_cached_under(kind, site, edge_factory)
         assert r.status == 200, (target, r)
 
     def asked():
-        return [m.group(1) for m in re.finditer(r'access method=GET path="([^"]*)"',
-                                                origin.log()) if "/p/" in m.group(1)]
+        lines = [json.loads(l) for l in origin.log().splitlines() if l.startswith("{")]
+        return [l["path"] for l in lines if l["method"] == "GET" and "/p/" in l["path"]]
     wait_for(lambda: asked(), 5.0, 0.05)
     wait_requests(origin, origin_content_requests(origin))  # any late line, too
     assert asked() == [page], (

@@ -9,12 +9,13 @@ revalidate a stale name with a conditional request the origin answers with
 and keep one variant per Accept-Encoding as the origin's Vary says.
 
 What the origin received is read from its access log (`--access-log on`:
-one `access method=... path=... status=...` line per request on stderr,
+one JSON object per request on stderr, origin/README.md "Access log",
 captured by start_origin in origin.log_path); what Varnish sent to the
 origin is cross-checked with varnishlog on Varnish's own shared memory log.
 """
 
 import gzip
+import json
 import re
 import time
 
@@ -38,8 +39,12 @@ ACCESS_FIELD = re.compile(r'([A-Za-z_][A-Za-z0-9_.-]*)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
 def parse_access_line(line):
-    """The fields of one `access key=value key="quoted value" ...` line, or
-    None for any other log line."""
+    """The fields of one access log line (JSON, as strings; a missing range
+    is "-"), or of an older `access key=value ...` line, or None for any
+    other log line."""
+    if line.startswith("{"):
+        doc = json.loads(line)
+        return {k: ("-" if v is None else str(v)) for k, v in doc.items()}
     m = re.search(r"(?:^|\s)access:?\s", line)
     if not m:
         return None
@@ -81,8 +86,8 @@ def wait_access(origin, path, count, timeout=5.0):
     # by a count taken at once.
     time.sleep(0.3)
     if not access_entries(origin):
-        pytest.fail("sayin-origin %s wrote no access log line (`access method=... path=... "
-                    "status=...`), so what reached it cannot be counted; its output:\n%s"
+        pytest.fail("sayin-origin %s wrote no access log line (JSON with method, path, "
+                    "status), so what reached it cannot be counted; its output:\n%s"
                     % (" ".join(ORIGIN_ARGS), origin.log()[-3000:]))
     return access_entries(origin, path)
 
