@@ -6,10 +6,21 @@
 #   make fuzz FUZZ_SECONDS=N  run the libFuzzer targets (tests/fuzz/README.md)
 #   make fault           the fault-injection sweep (tests/fault/README.md)
 #   make demo            publish a spoken clip and serve it
-#   make install PREFIX=/usr/local DESTDIR=
+#   make install PREFIX=/usr/local DESTDIR=   (and make uninstall; paths below)
+#   make deb             build/deb/sayin_VERSION_ARCH.deb (scripts/deb/README.md)
+#
+# CPPFLAGS, CFLAGS and LDFLAGS are respected and come after the hardening
+# defaults, so a distribution's flags win. WERROR=1 turns warnings into
+# errors: make check (and so CI) sets it, a plain make does not.
 
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/sayin
+SYSCONFDIR ?= $(PREFIX)/etc
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 CC ?= cc
 PKG_CONFIG ?= pkg-config
 
@@ -33,19 +44,29 @@ endif
 BIN := $(BUILD)/bin
 
 CFLAGS ?= -O2 -g
-WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
-BASE_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(SAN_FLAGS)
-ALL_CFLAGS := $(BASE_CFLAGS) -Iorigin -Ipublisher -I$(LLHTTP_INC) $(PKG_CFLAGS) $(CFLAGS)
+WERROR ?= 0
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+	$(if $(filter 1,$(WERROR)),-Werror)
+# Hardening by default (hardening-check must say yes to everything):
+# _FORTIFY_SOURCE only when optimising, never under the sanitizers, and not
+# when the caller's CPPFLAGS choose a level already.
+OPTIMISING := $(filter-out -O0,$(filter -O%,$(CFLAGS)))
+HARDEN_CPPFLAGS := $(if $(or $(filter 1,$(SANITIZE)),$(findstring _FORTIFY_SOURCE,$(CPPFLAGS)),$(if $(OPTIMISING),,no)),,-D_FORTIFY_SOURCE=2)
+HARDEN_CFLAGS := -fstack-protector-strong -fPIE
+HARDEN_LDFLAGS := -pie -Wl,-z,relro -Wl,-z,now
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE $(HARDEN_CPPFLAGS) $(WARN) $(HARDEN_CFLAGS) $(SAN_FLAGS)
+ALL_CFLAGS := $(BASE_CFLAGS) -Iorigin -Ipublisher -I$(LLHTTP_INC) $(PKG_CFLAGS) $(CPPFLAGS) $(CFLAGS)
 # The core is compiled without -Ipublisher and with its own libraries'
 # flags only (jansson for jsonstore, the publisher-only member), so the
 # compiler too refuses a core file that reaches outside core/.
 CORE_CFLAGS := $(BASE_CFLAGS) -Iorigin -I$(LLHTTP_INC) \
-	$(shell $(PKG_CONFIG) --cflags $(CORE_PKGS) jansson 2>/dev/null) $(CFLAGS)
-ALL_LDFLAGS := $(SAN_FLAGS) $(LDFLAGS)
+	$(shell $(PKG_CONFIG) --cflags $(CORE_PKGS) jansson 2>/dev/null) $(CPPFLAGS) $(CFLAGS)
+ALL_LDFLAGS := $(HARDEN_LDFLAGS) $(SAN_FLAGS) $(LDFLAGS)
 LIBS := $(CORE_LIBS) -lm -lpthread
 
 # llhttp is generated code that is not warning-clean under -Wextra: own flags.
-LLHTTP_CFLAGS := -O2 -g -w -DLLHTTP_STRICT_MODE=1 $(SAN_FLAGS) -I$(LLHTTP_INC)
+LLHTTP_CFLAGS := -O2 -g -w -DLLHTTP_STRICT_MODE=1 $(HARDEN_CPPFLAGS) $(HARDEN_CFLAGS) $(SAN_FLAGS) \
+	-I$(LLHTTP_INC) $(CPPFLAGS) $(CFLAGS)
 
 # Sources are found by folder, so a new file needs no line here. The tree is
 # the map (README.md): origin/core/ is libcore.a, the only code both
@@ -71,7 +92,7 @@ UNIT_TESTS := $(UNIT_SRCS:%.c=$(BUILD)/%)
 UNIT_SUPPORT_SRCS := $(sort $(filter-out $(UNIT_SRCS),$(shell find tests/unit -name '*.c')))
 UNIT_SUPPORT_OBJS := $(UNIT_SUPPORT_SRCS:%.c=$(BUILD)/%.o)
 
-.PHONY: all check unit integration layers demo install uninstall clean bootstrap bench
+.PHONY: all check unit integration layers demo install uninstall clean bootstrap bench deb
 
 # bin/ always holds the binaries of the last build (release or sanitizer), so
 # scripts, tests and README name one path.
@@ -144,19 +165,22 @@ layers: all
 integration: all
 	SAYIN_BIN=$(CURDIR)/bin SAYIN_TEST_TIME_SCALE=$(if $(filter 1,$(SANITIZE)),3,1) /usr/bin/python3 -m pytest -q -n 2 tests/integration
 
+# make check builds with -Werror unless told WERROR=0 on its command line.
+CHECK_WERROR := $(if $(filter command line,$(origin WERROR)),$(WERROR),1)
+
 # The sanitizer build (SANITIZE=1) runs the same suite; the fuzz corpus
 # replay and the fault-injection sweep are sanitizer builds already, so they
 # run once, in the plain make check.
 check: bootstrap
-	$(MAKE) all
-	$(MAKE) layers
-	$(MAKE) unit
+	$(MAKE) WERROR=$(CHECK_WERROR) all
+	$(MAKE) WERROR=$(CHECK_WERROR) layers
+	$(MAKE) WERROR=$(CHECK_WERROR) unit
 ifneq ($(SANITIZE),1)
-	$(MAKE) fuzz-replay
+	$(MAKE) WERROR=$(CHECK_WERROR) fuzz-replay
 endif
-	$(MAKE) integration
+	$(MAKE) WERROR=$(CHECK_WERROR) integration
 ifneq ($(SANITIZE),1)
-	$(MAKE) fault
+	$(MAKE) WERROR=$(CHECK_WERROR) fault
 endif
 
 demo: bootstrap
@@ -173,12 +197,52 @@ bench: bootstrap all $(BIN)/bench_publish
 	scripts/bench/transcode
 	scripts/bench/publish
 
-install: all
-	install -d $(DESTDIR)$(BINDIR)
+# What make install puts where (make deb: scripts/deb/README.md). The units
+# in scripts/systemd/ name /usr/bin and /etc/sayin; installing rewrites them
+# to BINDIR and SYSCONFDIR/sayin. The example config is generated from the
+# settings table (sayin-publisher settings --example); SYSCONFDIR/sayin/
+# sayin.ini is installed only when absent (it is the operator's), and
+# uninstall removes it only when it is still the one install wrote.
+SYSTEMD_FILES := $(sort $(wildcard scripts/systemd/*.service scripts/systemd/*.timer))
+MAN_PAGES := origin/sayin-origin.8 publisher/sayin-publisher.8
+INSTALL_SED := sed -e 's|/usr/bin/|$(BINDIR)/|g' -e 's|/etc/sayin|$(SYSCONFDIR)/sayin|g'
+
+$(BUILD)/sayin.ini.example: $(BIN)/sayin-publisher
+	$(BIN)/sayin-publisher settings --example > $@.tmp && mv $@.tmp $@
+
+# The config the units read: the example with the store in /var/lib/sayin.
+$(BUILD)/sayin.ini: $(BUILD)/sayin.ini.example
+	sed -e 's|^;data = .*|data = /var/lib/sayin/store|' $< > $@.tmp && mv $@.tmp $@
+
+install: all $(BUILD)/sayin.ini.example $(BUILD)/sayin.ini
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SYSCONFDIR)/sayin \
+		$(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
+		$(DESTDIR)$(DOCDIR)/examples
 	install -m 755 bin/sayin-origin bin/sayin-publisher $(DESTDIR)$(BINDIR)/
+	install -m 644 $(MAN_PAGES) $(DESTDIR)$(MANDIR)/man8/
+	install -m 644 $(BUILD)/sayin.ini.example $(DESTDIR)$(SYSCONFDIR)/sayin/sayin.ini.example
+	test -e $(DESTDIR)$(SYSCONFDIR)/sayin/sayin.ini || \
+		install -m 644 $(BUILD)/sayin.ini $(DESTDIR)$(SYSCONFDIR)/sayin/sayin.ini
+	set -e; for f in $(SYSTEMD_FILES); do \
+		$(INSTALL_SED) $$f > $(DESTDIR)$(SYSTEMDUNITDIR)/$${f##*/}; \
+		chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/$${f##*/}; done
+	$(INSTALL_SED) scripts/systemd/sayin.sysusers > $(DESTDIR)$(SYSUSERSDIR)/sayin.conf
+	$(INSTALL_SED) scripts/systemd/sayin.tmpfiles > $(DESTDIR)$(TMPFILESDIR)/sayin.conf
+	chmod 644 $(DESTDIR)$(SYSUSERSDIR)/sayin.conf $(DESTDIR)$(TMPFILESDIR)/sayin.conf
+	$(INSTALL_SED) scripts/crontab > $(DESTDIR)$(DOCDIR)/examples/crontab
+	chmod 644 $(DESTDIR)$(DOCDIR)/examples/crontab
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/sayin-origin $(DESTDIR)$(BINDIR)/sayin-publisher
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(MAN_PAGES)))
+	rm -f $(addprefix $(DESTDIR)$(SYSTEMDUNITDIR)/,$(notdir $(SYSTEMD_FILES)))
+	rm -f $(DESTDIR)$(SYSUSERSDIR)/sayin.conf $(DESTDIR)$(TMPFILESDIR)/sayin.conf
+	rm -f $(DESTDIR)$(DOCDIR)/examples/crontab
+	rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+	if [ -f $(BUILD)/sayin.ini ] && cmp -s $(BUILD)/sayin.ini $(DESTDIR)$(SYSCONFDIR)/sayin/sayin.ini; then \
+		rm -f $(DESTDIR)$(SYSCONFDIR)/sayin/sayin.ini; fi
+	rm -f $(DESTDIR)$(SYSCONFDIR)/sayin/sayin.ini.example
+	rmdir $(DESTDIR)$(SYSCONFDIR)/sayin 2>/dev/null || true
 
 clean:
 	rm -rf build bin
