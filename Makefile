@@ -96,8 +96,8 @@ UNIT_SUPPORT_OBJS := $(UNIT_SUPPORT_SRCS:%.c=$(BUILD)/%.o)
 
 # bin/ always holds the binaries of the last build (release or sanitizer), so
 # scripts, tests and README name one path.
-all: $(BIN)/sayin-origin $(BIN)/sayin-publisher
-	@mkdir -p bin && cp --remove-destination $^ bin/
+all: $(BIN)/sayin-origin $(BIN)/sayin-publisher $(BUILD)/sayin.ini.example $(BUILD)/sayin.ini
+	@mkdir -p bin && cp --remove-destination $(filter %/sayin-origin %/sayin-publisher,$^) bin/
 
 $(BIN)/sayin-origin: $(ORIGIN_OBJS) $(BUILD)/libcore.a
 	@mkdir -p $(@D)
@@ -197,7 +197,9 @@ bench: bootstrap all $(BIN)/bench_publish
 	scripts/bench/transcode
 	scripts/bench/publish
 
-# What make install puts where (make deb: scripts/deb/README.md). The units
+# What make install puts where (make deb: scripts/deb/README.md): the
+# binaries of this build (build/release, or build/sanitize with SANITIZE=1),
+# never copied through bin/, which tests running meanwhile use. The units
 # in scripts/systemd/ name /usr/bin and /etc/sayin; installing rewrites them
 # to BINDIR and SYSCONFDIR/sayin. The example config is generated from the
 # settings table (sayin-publisher settings --example); SYSCONFDIR/sayin/
@@ -214,11 +216,11 @@ $(BUILD)/sayin.ini.example: $(BIN)/sayin-publisher
 $(BUILD)/sayin.ini: $(BUILD)/sayin.ini.example
 	sed -e 's|^;data = .*|data = /var/lib/sayin/store|' $< > $@.tmp && mv $@.tmp $@
 
-install: all $(BUILD)/sayin.ini.example $(BUILD)/sayin.ini
+install: $(BIN)/sayin-origin $(BIN)/sayin-publisher $(BUILD)/sayin.ini.example $(BUILD)/sayin.ini
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SYSCONFDIR)/sayin \
 		$(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
 		$(DESTDIR)$(DOCDIR)/examples
-	install -m 755 bin/sayin-origin bin/sayin-publisher $(DESTDIR)$(BINDIR)/
+	install -m 755 $(BIN)/sayin-origin $(BIN)/sayin-publisher $(DESTDIR)$(BINDIR)/
 	install -m 644 $(MAN_PAGES) $(DESTDIR)$(MANDIR)/man8/
 	install -m 644 $(BUILD)/sayin.ini.example $(DESTDIR)$(SYSCONFDIR)/sayin/sayin.ini.example
 	test -e $(DESTDIR)$(SYSCONFDIR)/sayin/sayin.ini || \
@@ -231,6 +233,12 @@ install: all $(BUILD)/sayin.ini.example $(BUILD)/sayin.ini
 	chmod 644 $(DESTDIR)$(SYSUSERSDIR)/sayin.conf $(DESTDIR)$(TMPFILESDIR)/sayin.conf
 	$(INSTALL_SED) scripts/crontab > $(DESTDIR)$(DOCDIR)/examples/crontab
 	chmod 644 $(DESTDIR)$(DOCDIR)/examples/crontab
+
+# A Debian package built with dpkg-deb from the installed tree
+# (scripts/deb/README.md): DEB_DIR/sayin_VERSION_ARCH.deb.
+DEB_DIR ?= build/deb
+deb: $(BIN)/sayin-origin $(BIN)/sayin-publisher
+	+scripts/deb/build $(DEB_DIR)
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/sayin-origin $(DESTDIR)$(BINDIR)/sayin-publisher
@@ -252,4 +260,5 @@ clean:
 -include tests/fuzz/fuzz.mk
 -include tests/fault/fault.mk
 
--include $(shell find build -name '*.d' 2>/dev/null)
+# build/debootstrap holds a Debian root (tests/integration/test_package.py).
+-include $(shell find build -path build/debootstrap -prune -o -name '*.d' -type f -print 2>/dev/null)
