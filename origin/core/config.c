@@ -710,8 +710,9 @@ void config_print_example(FILE *out)
 			const setting *s = &settings[j];
 			if (strcmp(s->section, settings[i].section) != 0)
 				continue;
-			fprintf(out, "\n; %s\n; flag --%s, environment $%s%s\n;%s = %s\n", s->help, s->name,
-			        s->env, s->def ? "" : "; no default", s->key, s->def ? s->def : "");
+			fprintf(out, "\n; %s\n; flag --%s, environment $%s%s\n;%s =%s%s\n", s->help, s->name,
+			        s->env, s->def ? "" : "; no default", s->key, s->def ? " " : "",
+			        s->def ? s->def : "");
 		}
 	}
 }

@@ -414,5 +414,8 @@ def test_installs_on_a_clean_debian_12(deb, tmp_path):
     p = subprocess.run(["chroot", str(scratch), "getent", "passwd", "sayin"],
                        capture_output=True, text=True)
     assert p.returncode != 0, "the cached root still has the user sayin"
-    install_and_check(scratch, deb)
+    try:
+        install_and_check(scratch, deb)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     print("debian root %.1f s, install + checks %.1f s" % (t1 - t0, time.monotonic() - t1))
