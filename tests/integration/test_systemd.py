@@ -245,3 +245,122 @@ def test_origin_runs_as_its_own_user_on_the_tmpfiles_layout(sayin, short_wav):
         origin.stop(signal.SIGKILL)
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+# ---- the system call filters against what the programs really call ----
+#
+# The units return EPERM for a call outside their filter
+# (SystemCallErrorNumber=EPERM), which would show as an odd failure deep in
+# a library. So each program runs its real work under strace -f, and every
+# system call it and its children made must be in its unit's filter
+# (SystemCallFilter= lines, groups expanded by systemd-analyze).
+
+_groups = {}
+
+
+def expand(systemd_analyze, item):
+    if not item.startswith("@"):
+        return {item}
+    if item not in _groups:
+        p = subprocess.run([systemd_analyze, "syscall-filter", item], capture_output=True,
+                           text=True, check=True)
+        names = set()
+        for line in p.stdout.splitlines()[1:]:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                names |= expand(systemd_analyze, line)
+        _groups[item] = names
+    return _groups[item]
+
+
+def unit_filter(systemd_analyze, unit):
+    allowed = None
+    for line in open(os.path.join(SYSTEMD, unit)):
+        if not line.startswith("SystemCallFilter="):
+            continue
+        value = line.split("=", 1)[1].strip()
+        deny = value.startswith("~")
+        names = set()
+        for item in value.lstrip("~").split():
+            names |= expand(systemd_analyze, item)
+        if deny:
+            allowed -= names
+        else:
+            allowed = names if allowed is None else allowed | names
+    assert allowed, unit
+    return allowed
+
+
+def traced(log_path):
+    calls = set()
+    for line in open(log_path, errors="replace"):
+        m = re.match(r"^\d+\s+([a-z0-9_]+)\(", line)
+        if m:
+            calls.add(m.group(1))
+    assert calls, "strace wrote no system call"
+    return calls
+
+
+@pytest.fixture
+def strace():
+    path = shutil.which("strace")
+    if path is None:
+        pytest.fail("strace is not installed (run scripts/bootstrap)")
+    return path
+
+
+def stop_traced(program, timeout):
+    """SIGTERM to the program strace runs (strace itself does not pass it
+    on); strace exits with the program's status."""
+    with open("/proc/%d/task/%d/children" % (program.proc.pid, program.proc.pid)) as f:
+        child = int(f.read().split()[0])
+    os.kill(child, signal.SIGTERM)
+    return program.proc.wait(timeout)
+
+
+def release_only(path):
+    libs = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
+    if "libasan" in libs:
+        pytest.skip("a sanitizer build makes system calls of its own; the units run release builds")
+
+
+def test_origin_system_calls_pass_its_filter(sayin, store, short_wav, systemd_analyze, strace,
+                                             tmp_path):
+    release_only(sayin.origin_bin)
+    post = sayin.post(store, "demo", short_wav)
+    log = tmp_path / "origin.strace"
+    port = free_port()
+    proc, out = sayin.spawn([strace, "-f", "-qq", "-o", str(log), sayin.origin_bin,
+                             "--data", str(store), "--listen", "127.0.0.1:%d" % port],
+                            "origin-strace")
+    origin = Origin(proc, port, store, out)
+    assert wait_healthy(origin, 20.0) == "ok", origin.log()
+    assert origin.get("/u/demo/feed.json").status == 200
+    assert origin.get("/a/" + post.json["audio_url"].rsplit("/a/", 1)[1]).status == 200
+    assert origin.get("/metrics").status == 200
+    assert stop_traced(origin, 20) == 0, origin.log()
+    outside = traced(log) - unit_filter(systemd_analyze, "sayin-origin.service")
+    assert not outside, "the origin calls %s, which sayin-origin.service refuses" % sorted(outside)
+
+
+def test_api_and_decoder_system_calls_pass_its_filter(sayin, store, short_wav, systemd_analyze,
+                                                      strace, tmp_path):
+    """serve with an upload: the API, a worker and the sandboxed decoder
+    child (its seccomp() and unshare() included)."""
+    from helpers.api import Api, author_add
+    release_only(sayin.publisher)
+    token = author_add(sayin, store, "demo")
+    log = tmp_path / "api.strace"
+    port = free_port()
+    proc, out = sayin.spawn([strace, "-f", "-qq", "-o", str(log), sayin.publisher, "serve",
+                             "--data", str(store), "--api-listen", "127.0.0.1:%d" % port,
+                             "--public-url", "https://cdn.test"], "api-strace")
+    api = Api(proc, port, store, os.path.join(str(store), "uploads"), out, "https://cdn.test")
+    assert wait_healthy(api, 20.0) == "ok", api.log()
+    r = api.post_raw(token, short_wav.read_bytes(), timeout=120)
+    assert r.status == 201, (r.status, r.body[:300], api.log())
+    assert stop_traced(api, 60) == 0, api.log()
+    calls = traced(log)
+    assert {"seccomp", "unshare"} <= calls, "the decoder's sandbox did not run: %s" % api.log()
+    outside = calls - unit_filter(systemd_analyze, "sayin-publisher.service")
+    assert not outside, "serve calls %s, which sayin-publisher.service refuses" % sorted(outside)
