@@ -8,6 +8,7 @@
 #   make demo            publish a spoken clip and serve it
 #   make install PREFIX=/usr/local DESTDIR=   (and make uninstall; paths below)
 #   make deb             build/deb/sayin_VERSION_ARCH.deb (scripts/deb/README.md)
+#   make test-debian     install that package in a debootstrapped Debian 12 (root)
 #
 # CPPFLAGS, CFLAGS and LDFLAGS are respected and come after the hardening
 # defaults, so a distribution's flags win. WERROR=1 turns warnings into
@@ -109,7 +110,7 @@ UNIT_TESTS := $(UNIT_SRCS:%.c=$(BUILD)/%)
 UNIT_SUPPORT_SRCS := $(sort $(filter-out $(UNIT_SRCS),$(shell find tests/unit -name '*.c')))
 UNIT_SUPPORT_OBJS := $(UNIT_SUPPORT_SRCS:%.c=$(BUILD)/%.o)
 
-.PHONY: FORCE all check unit integration layers demo install uninstall clean bootstrap bench deb
+.PHONY: FORCE all check unit integration layers demo install uninstall clean bootstrap bench deb test-debian
 
 # bin/ always holds the binaries of the last build (release or sanitizer), so
 # scripts, tests and README name one path.
@@ -256,6 +257,13 @@ install: $(BIN)/sayin-origin $(BIN)/sayin-publisher $(BUILD)/sayin.ini.example $
 DEB_DIR ?= build/deb
 deb: $(BIN)/sayin-origin $(BIN)/sayin-publisher
 	+scripts/deb/build $(DEB_DIR)
+
+# The package on a clean Debian 12, in a chroot (root): makes the cached
+# root in build/debootstrap/ first (about 3 minutes), which make check's
+# run of the same test then reuses (tests/integration/test_package.py).
+test-debian: all
+	SAYIN_BIN=$(CURDIR)/bin SAYIN_TEST_DEBOOTSTRAP=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+		tests/integration/test_package.py -k clean_debian
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/sayin-origin $(DESTDIR)$(BINDIR)/sayin-publisher
