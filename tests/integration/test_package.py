@@ -383,7 +383,7 @@ def debian_root(deb):
         return root
     if os.environ.get("SAYIN_TEST_DEBOOTSTRAP") != "1":
         pytest.skip("no cached Debian 12 root in build/debootstrap/rootfs: `make test-debian` "
-                    "makes it (about 3 minutes, as root, from %s) and runs this test; "
+                    "makes it (3 to 4 minutes, as root, from %s) and runs this test; "
                     "make check then reuses it (about 10 s)" % MIRROR)
     if shutil.which("debootstrap") is None:
         pytest.fail("debootstrap is not installed (run scripts/bootstrap)")
