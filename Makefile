@@ -48,7 +48,7 @@ CFLAGS ?= -O2 -g
 WERROR ?= 0
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
 	$(if $(filter 1,$(WERROR)),-Werror)
-# Hardening by default (hardening-check must say yes to everything):
+# Hardening by default (what hardening-check says: scripts/deb/README.md):
 # _FORTIFY_SOURCE only when optimising, never under the sanitizers, and not
 # when the caller's CPPFLAGS choose a level already.
 OPTIMISING := $(filter-out -O0,$(filter -O%,$(CFLAGS)))
@@ -57,8 +57,8 @@ HARDEN_CPPFLAGS := $(if $(or $(filter 1,$(SANITIZE)),$(findstring _FORTIFY_SOURC
 # (endbr64 in our code; Debian 12's crt files carry no IBT/SHSTK note, so
 # the linked program gets none either: scripts/deb/README.md), branch
 # protection on arm64.
-TARGET_ARCH := $(shell $(CC) -dumpmachine 2>/dev/null)
-HARDEN_CF := $(if $(filter x86_64-% i686-% i586-% i386-%,$(TARGET_ARCH)),-fcf-protection,$(if $(filter aarch64-%,$(TARGET_ARCH)),-mbranch-protection=standard))
+CC_TARGET := $(shell $(CC) -dumpmachine 2>/dev/null)
+HARDEN_CF := $(if $(filter x86_64-% i686-% i586-% i386-%,$(CC_TARGET)),-fcf-protection,$(if $(filter aarch64-%,$(CC_TARGET)),-mbranch-protection=standard))
 HARDEN_CFLAGS := -fstack-protector-strong -fstack-clash-protection $(HARDEN_CF) -fPIE
 HARDEN_LDFLAGS := -pie -Wl,-z,relro -Wl,-z,now
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE $(HARDEN_CPPFLAGS) $(WARN) $(HARDEN_CFLAGS) $(SAN_FLAGS)
