@@ -691,3 +691,36 @@ void config_print_reference(FILE *out)
 		        s->env, s->def ? s->def : "(derived)", s->help);
 	}
 }
+
+/* Prints an INI file holding every setting, commented out with its default,
+ * grouped by section in the order the sections first appear in the table.
+ * A setting without a default is shown with an empty value: it stays unset
+ * while commented. */
+void config_print_example(FILE *out)
+{
+	fprintf(out, "; sayin.ini: every setting of sayin-origin and sayin-publisher, commented\n"
+	             "; out with its default (made by `sayin-publisher settings --example`).\n"
+	             "; A flag overrides the environment, which overrides this file, which\n"
+	             "; overrides the default. A setting shown empty has no default: leave it\n"
+	             "; commented to keep it unset. Secrets belong in a NAME_file (a systemd\n"
+	             "; credential), or this file must be mode 600. See sayin-publisher(8) and\n"
+	             "; publisher/README.md, Settings.\n");
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		int first = 1;
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp(settings[j].section, settings[i].section) == 0)
+				first = 0;
+		}
+		if (!first)
+			continue;
+		fprintf(out, "\n[%s]\n", settings[i].section);
+		for (size_t j = i; j < N_SETTINGS; j++) {
+			const setting *s = &settings[j];
+			if (strcmp(s->section, settings[i].section) != 0)
+				continue;
+			fprintf(out, "\n; %s\n; flag --%s, environment $%s%s\n;%s =%s%s\n", s->help, s->name,
+			        s->env, s->def ? "" : "; no default", s->key, s->def ? " " : "",
+			        s->def ? s->def : "");
+		}
+	}
+}

@@ -58,4 +58,8 @@ void config_usage(FILE *out, const config_arg *args, size_t nargs, const char *c
 /* Prints every setting as a README-ready Markdown table. */
 void config_print_reference(FILE *out);
 
+/* Prints an INI file with every setting commented out with its default,
+ * grouped by [section] (sayin-publisher settings --example). */
+void config_print_example(FILE *out);
+
 #endif
