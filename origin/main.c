@@ -705,7 +705,8 @@ int main(int argc, char **argv)
 			fprintf(stderr, "sayin-origin: cannot open store %s: %s\n",
 			        config_get(o.cfg, "data"), sayin_strerror(rc));
 		config_free(o.cfg);
-		return 1;
+		/* A store of another format: a usage problem, not a crash. */
+		return rc == SAYIN_ESTORENEWER || rc == SAYIN_ESTOREOLDER ? 2 : 1;
 	}
 	rc = define_metrics(&o);
 	if (rc != 0) {
