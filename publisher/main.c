@@ -21,6 +21,10 @@ static const struct command {
 	{ "retry", "make parked jobs due again", cmd_retry },
 	{ "crosspost", "post due cross-posts to X and Facebook once (cron)", cmd_crosspost },
 	{ "settings", "print every setting as a Markdown table", cmd_settings },
+	{ "site", "record, change or show the site's settings kept in the store", cmd_site },
+	{ "rebuild", "re-render every feed and page after `site set` (rebuild --all)", cmd_rebuild },
+	{ "migrate", "bring the store up to this program's format", cmd_migrate },
+	{ "config", "check the configuration (config check) or show it (config show)", cmd_config },
 	{ "help", "this text", cmd_help },
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
