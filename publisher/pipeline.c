@@ -88,7 +88,9 @@ int pipeline_configure(pipeline *p, const config *cfg, char *err, size_t errlen)
 		return SAYIN_ECONFIG;
 	m->aac.coder = config_get(cfg, "aac-coder");
 	if (!media_aac_coder_valid(m->aac.coder)) {
-		snprintf(err, errlen, "--aac-coder: '%s' is not fast or twoloop",
+		char where[512];
+		config_describe(cfg, "aac-coder", where, sizeof(where));
+		snprintf(err, errlen, "%s: '%s' is not fast or twoloop", where,
 		         m->aac.coder ? m->aac.coder : "");
 		return SAYIN_ECONFIG;
 	}

@@ -41,8 +41,10 @@ int cmd_load_config(const cmd_spec *spec, int argc, char **argv, config **cfg)
 		return EXIT_USAGE;
 	}
 	if (log_parse_level(config_get(*cfg, "log-level"), &level) != 0) {
-		fprintf(stderr, "sayin-publisher %s: --log-level must be error, warn, info or debug\n",
-		        spec->name);
+		char where[512];
+		config_describe(*cfg, "log-level", where, sizeof(where));
+		fprintf(stderr, "sayin-publisher %s: %s: '%s' is not error, warn, info or debug\n",
+		        spec->name, where, config_get(*cfg, "log-level"));
 		config_free(*cfg);
 		*cfg = NULL;
 		return EXIT_USAGE;

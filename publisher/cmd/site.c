@@ -18,7 +18,7 @@ static const char *const site_settings[] = {
 static const cmd_spec site_spec = {
 	.name = "site",
 	.usage = "Usage: sayin-publisher site init --public-url https://HOST [settings]\n"
-	         "       sayin-publisher site set KEY VALUE\n"
+	         "       sayin-publisher site set KEY VALUE | site set --KEY VALUE ...\n"
 	         "       sayin-publisher site show\n\n"
 	         "The settings that shape published bytes (public-url, feed-items,\n"
 	         "feed-page-items, loudness-target, bitrate, aac-fallback, aac-bitrate,\n"
@@ -90,36 +90,58 @@ done:
 	return code;
 }
 
+/* Changes the recorded site: key to value, or (key NULL) every site
+ * setting cfg gives explicitly (site set --public-url URL ...). */
 static int site_set(store *st, config *cfg, const char *key, const char *value)
 {
+	json_t *changes = json_object(); /* copies: config_set frees cfg's values */
+	const char *k_name;
+	json_t *k_val;
 	pipeline pipe = { 0 };
 	json_t *rec = NULL;
-	const char *old;
 	char err[1024];
 	int rc, code = EXIT_FAIL;
 
-	if (!is_site_key(key)) {
+	if (changes == NULL)
+		return EXIT_FAIL;
+	if (key != NULL && !is_site_key(key)) {
 		fprintf(stderr, "sayin-publisher site set: '%s' is not a site setting (one of: "
 		                "public-url, feed-items, feed-page-items, loudness-target, bitrate, "
 		                "aac-fallback, aac-bitrate, aac-coder, waveform-points)\n", key);
-		return EXIT_USAGE;
+		code = EXIT_USAGE;
+		goto done;
+	}
+	if (key != NULL)
+		json_object_set_new(changes, key, json_string(value));
+	for (size_t i = 0; key == NULL && site_keys[i] != NULL; i++) {
+		if (config_explicit(cfg, site_keys[i]))
+			json_object_set_new(changes, site_keys[i],
+			                    json_string(config_get(cfg, site_keys[i])));
+	}
+	if (json_object_size(changes) == 0) {
+		fprintf(stderr, "sayin-publisher site set: give KEY VALUE, or the settings to change "
+		                "as flags (e.g. --public-url https://HOST)\n");
+		code = EXIT_USAGE;
+		goto done;
 	}
 	rc = site_load(st, &rec);
 	if (rc == 0 && rec == NULL) {
 		fprintf(stderr, "sayin-publisher site set: no site is recorded yet: run "
 		                "`sayin-publisher site init --public-url https://HOST` first\n");
-		return EXIT_USAGE;
+		code = EXIT_USAGE;
+		goto done;
 	}
 	if (rc != 0) {
 		fprintf(stderr, "sayin-publisher site set: %s\n", sayin_strerror(rc));
-		return EXIT_FAIL;
+		goto done;
 	}
-	/* The recorded site with the one change, checked as every command
-	 * would read it. */
+	/* The recorded site with the changes, checked as every command would
+	 * read it. */
 	for (size_t i = 0; rc == 0 && site_keys[i] != NULL; i++) {
 		const char *v = json_string_value(json_object_get(rec, site_keys[i]));
-		if (strcmp(site_keys[i], key) == 0)
-			v = value;
+		const char *change = json_string_value(json_object_get(changes, site_keys[i]));
+		if (change != NULL)
+			v = change;
 		if (v != NULL)
 			rc = config_set(cfg, site_keys[i], v);
 	}
@@ -129,7 +151,6 @@ static int site_set(store *st, config *cfg, const char *key, const char *value)
 		goto done;
 	}
 	cmd_warn_public_url(&pipe);
-	old = json_string_value(json_object_get(rec, key));
 	if (rc == 0)
 		rc = site_put(st, pipe.site_record);
 	if (rc != 0) {
@@ -137,10 +158,15 @@ static int site_set(store *st, config *cfg, const char *key, const char *value)
 		code = cmd_store_exit(rc);
 		goto done;
 	}
-	printf("%s: '%s' -> '%s'\nnow re-render what was published with the old value: "
-	       "sayin-publisher rebuild --all\n", key, old ? old : "", value);
+	json_object_foreach(changes, k_name, k_val) {
+		const char *old = json_string_value(json_object_get(rec, k_name));
+		printf("%s: '%s' -> '%s'\n", k_name, old ? old : "", json_string_value(k_val));
+	}
+	printf("now re-render what was published with the old values: "
+	       "sayin-publisher rebuild --all\n");
 	code = EXIT_OK;
 done:
+	json_decref(changes);
 	json_decref(rec);
 	pipeline_free(&pipe);
 	return code;
@@ -179,7 +205,7 @@ int cmd_site(int argc, char **argv)
 	npos = config_positional_count(cfg);
 	verb = npos > 0 ? config_positional(cfg, 0) : "";
 	if (!((strcmp(verb, "init") == 0 && npos == 1) || (strcmp(verb, "show") == 0 && npos == 1) ||
-	      (strcmp(verb, "set") == 0 && npos == 3))) {
+	      (strcmp(verb, "set") == 0 && (npos == 3 || npos == 1)))) {
 		cmd_usage(stderr, &site_spec);
 		goto done;
 	}
@@ -190,6 +216,7 @@ int cmd_site(int argc, char **argv)
 		code = site_init(st, cfg);
 	else if (strcmp(verb, "set") == 0)
 		code = site_set(st, cfg, config_positional(cfg, 1), config_positional(cfg, 2));
+
 	else
 		code = site_show(st);
 done:

@@ -97,6 +97,12 @@ def test_site_set_then_rebuild_all_rewrites_every_document(sayin, store, short_w
     assert r.returncode == EXIT_OK, r.stderr
     assert "rebuild --all" in r.stdout
     assert site_show(sayin, store)["public-url"] == B
+    r = publisher(sayin, "site", "set", "--feed-items", "2", "--bitrate", "24000",
+                  "--data", store)
+    assert r.returncode == EXIT_OK, r.stderr
+    assert "feed-items: '20' -> '2'" in r.stdout, r.stdout
+    site = site_show(sayin, store)
+    assert (site["public-url"], site["feed-items"], site["bitrate"]) == (B, "2", "24000"), site
     # Until the rebuild, what was published still says A: the fix is
     # rebuild --all, which enqueues purges for the configured CDN.
     edge = ["--varnish-edges", "http://127.0.0.1:9"]
@@ -105,7 +111,10 @@ def test_site_set_then_rebuild_all_rewrites_every_document(sayin, store, short_w
     assert "rebuilt 2 authors, 4 posts" in r.stdout, r.stdout
 
     origin = sayin.start_origin(store)
-    docs = ["/authors.json", "/u/alice/feed.json", "/u/bob/feed.json", "/u/alice/"]
+    feed = origin.get("/u/alice/feed.json").json()
+    assert len(feed["items"]) == 2 and feed["next_url"].startswith(B + "/"), feed
+    docs = ["/authors.json", "/u/alice/feed.json", "/u/bob/feed.json", "/u/alice/",
+            "/u/alice/feed/1.json"]
     docs += ["/p/%s" % p for p in posts] + ["/p/%s/embed" % p for p in posts]
     for path in docs:
         resp = origin.get(path)
