@@ -3,7 +3,10 @@
 
 #include "core/error.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
 static const char *const migrate_settings[] = { "data", "map-size", "log-level", NULL };
 
@@ -24,6 +27,7 @@ int cmd_migrate(int argc, char **argv)
 	config *cfg = NULL;
 	store *st = NULL;
 	unsigned from = 0;
+	char path[4096];
 	int rc, code = cmd_load_config(&migrate_spec, argc, argv, &cfg);
 
 	if (code >= 0)
@@ -31,6 +35,14 @@ int cmd_migrate(int argc, char **argv)
 	code = EXIT_USAGE;
 	if (config_positional_count(cfg) != 0) {
 		cmd_usage(stderr, &migrate_spec);
+		goto done;
+	}
+	/* Migrating nothing would create an empty store: refuse a wrong --data. */
+	snprintf(path, sizeof(path), "%s/data.mdb", config_get(cfg, "data"));
+	if (access(path, F_OK) != 0) {
+		fprintf(stderr, "sayin-publisher migrate: no store at %s (%s)\n",
+		        config_get(cfg, "data"), strerror(errno));
+		code = EXIT_FAIL;
 		goto done;
 	}
 	code = cmd_open_store_format(cfg, "migrate", 1, &st);

@@ -102,6 +102,12 @@ def test_a_format_1_store_is_refused_until_migrated_then_served(sayin, tmp_path,
     assert [i["id"] for i in feed["items"]] == [new.json["id"]] + POSTS["alice"]
 
 
+def test_migrate_refuses_a_missing_store(sayin, tmp_path):
+    r = sayin.run(sayin.publisher, ["migrate", "--data", str(tmp_path / "nowhere")])
+    assert r.returncode == 1 and "no store at" in r.stderr, r
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_a_newer_format_is_refused_by_every_program(sayin, store, short_wav, lmdb_tools):
     r = sayin.run(sayin.publisher, ["site", "init", "--data", str(store), "--public-url", BASE])
     assert r.returncode == EXIT_OK, r.stderr
