@@ -948,7 +948,8 @@ int main(int argc, char **argv)
 			        config_get(o.cfg, "data"), sayin_strerror(rc));
 		accesslog_edges_free(o.edges);
 		config_free(o.cfg);
-		return 1;
+		/* A store of another format: a usage problem, not a crash. */
+		return rc == SAYIN_ESTORENEWER || rc == SAYIN_ESTOREOLDER ? 2 : 1;
 	}
 	rc = define_metrics(&o);
 	if (rc != 0) {

@@ -1,5 +1,6 @@
 /* pipeline: settings in, a committed post out (media, then publish). */
 #include "pipeline.h"
+#include "site.h"
 
 #include "core/clock.h"
 #include "core/error.h"
@@ -14,13 +15,14 @@
 static int get_loudness_target(const config *cfg, double *out, char *err, size_t errlen)
 {
 	const char *v = config_get(cfg, "loudness-target");
-	char *end = NULL;
+	char *end = NULL, where[512];
 	double d;
 
 	errno = 0;
 	d = v != NULL ? strtod(v, &end) : 0;
 	if (v == NULL || end == v || *end != '\0' || errno != 0 || !(d >= -60.0 && d <= -5.0)) {
-		snprintf(err, errlen, "--loudness-target: '%s' is not a loudness in LUFS from -60 to -5",
+		config_describe(cfg, "loudness-target", where, sizeof(where));
+		snprintf(err, errlen, "%s: '%s' is not a loudness in LUFS from -60 to -5", where,
 		         v ? v : "");
 		return SAYIN_ECONFIG;
 	}
@@ -31,13 +33,15 @@ static int get_loudness_target(const config *cfg, double *out, char *err, size_t
 static int get_on_off(const config *cfg, const char *name, int *out, char *err, size_t errlen)
 {
 	const char *v = config_get(cfg, name);
+	char where[512];
 
 	if (v != NULL && strcmp(v, "on") == 0)
 		*out = 1;
 	else if (v != NULL && strcmp(v, "off") == 0)
 		*out = 0;
 	else {
-		snprintf(err, errlen, "--%s: '%s' is not on or off", name, v ? v : "");
+		config_describe(cfg, name, where, sizeof(where));
+		snprintf(err, errlen, "%s: '%s' is not on or off", where, v ? v : "");
 		return SAYIN_ECONFIG;
 	}
 	return 0;
@@ -84,11 +88,24 @@ int pipeline_configure(pipeline *p, const config *cfg, char *err, size_t errlen)
 		return SAYIN_ECONFIG;
 	m->aac.coder = config_get(cfg, "aac-coder");
 	if (!media_aac_coder_valid(m->aac.coder)) {
-		snprintf(err, errlen, "--aac-coder: '%s' is not fast or twoloop",
+		char where[512];
+		config_describe(cfg, "aac-coder", where, sizeof(where));
+		snprintf(err, errlen, "%s: '%s' is not fast or twoloop", where,
 		         m->aac.coder ? m->aac.coder : "");
 		return SAYIN_ECONFIG;
 	}
 	public_base(cfg, p->base_url, sizeof(p->base_url));
+	{
+		char why[512];
+		if (config_check_url(p->base_url, why, sizeof(why), &p->insecure_url) != 0) {
+			snprintf(err, errlen, "public URL: %s", why);
+			return SAYIN_ECONFIG;
+		}
+	}
+	if (site_record(cfg, p->base_url, &p->site_record) != 0) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
 	m->max_duration_ms = max_duration_s * 1000;
 	m->log_level = config_get(cfg, "log-level");
 	m->opus = (media_opus_options){ .bitrate = (int)bitrate, .complexity = -1 };
@@ -107,6 +124,7 @@ int pipeline_configure(pipeline *p, const config *cfg, char *err, size_t errlen)
 		return SAYIN_ECONFIG;
 	p->publish.crosspost_enabled = crosspost_enabled;
 	p->publish.crosspost_arg = p->accounts;
+	p->publish.site_record = p->site_record;
 	return 0;
 }
 
@@ -118,6 +136,9 @@ void pipeline_free(pipeline *p)
 	p->accounts = NULL;
 	p->publish.targets = NULL;
 	p->publish.n_targets = 0;
+	free(p->site_record);
+	p->site_record = NULL;
+	p->publish.site_record = NULL;
 }
 
 int pipeline_check_text(const pipeline *p, const char *text, size_t len, char *err, size_t errlen)

@@ -22,10 +22,13 @@ typedef struct pipeline {
 	uint64_t max_text_chars;
 	delivery_targets *targets;  /* the configured CDN drivers (publish enqueues for them) */
 	crosspost_accounts *accounts; /* the authors' network accounts */
+	char *site_record;          /* the site identity these settings publish (site.h) */
+	int insecure_url;           /* base_url is http:// on a host that is not loopback */
 } pipeline;
 
-/* Reads the media, feed, URL and CDN settings from cfg. Returns 0, or
- * SAYIN_ECONFIG with err naming the setting. cfg must outlive p; free with
+/* Reads the media, feed, URL and CDN settings from cfg (after site_apply
+ * made it agree with the store's site). Returns 0, or SAYIN_ECONFIG with
+ * err naming the setting (and where it comes from), or -ENOMEM. cfg must outlive p; free with
  * pipeline_free. */
 int pipeline_configure(pipeline *p, const config *cfg, char *err, size_t errlen);
 void pipeline_free(pipeline *p);

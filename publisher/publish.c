@@ -2,6 +2,7 @@
  * rebuild, an import): objects and their references, the post record,
  * delivery jobs; the documents they regenerate are documents.c's. */
 #include "publish.h"
+#include "site.h"
 
 #include "documents.h"
 
@@ -368,6 +369,12 @@ static int txn_begin(store *st, const publish_settings *set, int64_t now_ms,
 	c->now = now_ms / 1000;
 	if (rc == 0)
 		rc = store_txn_begin(st, 1, &c->txn);
+	if (rc == 0 && set->site_record != NULL) {
+		char why[256];
+		rc = site_ensure(c->txn, set->site_record, why, sizeof(why));
+		if (rc == SAYIN_ECONFIG)
+			log_error("publish: %s", why);
+	}
 	return rc;
 }
 
@@ -796,6 +803,122 @@ done:
 		log_info("publish: %s's feed rebuilt (%llu posts, %llu archive pages)", handle,
 		         (unsigned long long)c.last_seq,
 		         (unsigned long long)documents_newest_page(&c));
+	return rc;
+}
+
+static int collect_key(void *arg, const char *key, const void *record, size_t len)
+{
+	(void)record;
+	(void)len;
+	return json_array_append_new(arg, json_string(key)) == 0 ? 0 : -ENOMEM;
+}
+
+static int collect_post_id(void *arg, const char *id, uint64_t seq, const void *record,
+                           size_t len)
+{
+	(void)seq;
+	(void)record;
+	(void)len;
+	return json_array_append_new(arg, json_string(id)) == 0 ? 0 : -ENOMEM;
+}
+
+/* Every document of one author, post pages included, in one transaction. */
+static int rebuild_author_all(store *st, const publish_settings *set, const char *handle,
+                              int64_t now_ms, size_t *posts, char *err, size_t errlen)
+{
+	documents_changes ch = { 0 };
+	documents_author c = { 0 };
+	const char *stage = "begin";
+	json_t *ids = json_array();
+	size_t i;
+	json_t *v;
+	int rc, created;
+
+	rc = ids == NULL ? -ENOMEM : txn_begin(st, set, now_ms, &ch, &c);
+	if (rc != 0)
+		goto done;
+	stage = "author";
+	rc = documents_load_author(&c, handle, 0, now_ms, &created);
+	if (rc != 0)
+		goto done;
+	stage = "feed";
+	rc = documents_write_head(&c);
+	for (uint64_t k = 1; rc == 0 && k <= documents_newest_page(&c); k++) {
+		stage = "archive page";
+		rc = documents_write_archive_page(&c, k);
+	}
+	if (rc == 0) {
+		stage = "post pages";
+		rc = store_author_posts(c.txn, handle, 0, collect_post_id, ids);
+	}
+	json_array_foreach(ids, i, v) {
+		const void *rec;
+		size_t len;
+		json_t *post = NULL;
+		if (rc != 0)
+			break;
+		rc = store_get_post(c.txn, json_string_value(v), &rec, &len);
+		if (rc == 0)
+			rc = jsonstore_parse(rec, len, &post);
+		if (rc == 0)
+			rc = documents_write_post_pages(&c, post, json_string_value(v));
+		json_decref(post);
+	}
+	if (rc == 0) {
+		stage = "outbox";
+		rc = enqueue_deliveries(c.txn, set, &ch, "rebuild", handle, NULL, now_ms, NULL);
+	}
+done:
+	rc = txn_end(&c, rc, "rebuild", stage, err, errlen);
+	if (rc == 0)
+		*posts += json_array_size(ids);
+	json_decref(ids);
+	return rc;
+}
+
+int publish_rebuild_all(store *st, const publish_settings *set, int64_t now_ms, size_t *authors,
+                        size_t *posts, char *err, size_t errlen)
+{
+	documents_changes ch = { 0 };
+	documents_author c = { 0 };
+	const char *stage = "authors";
+	json_t *handles = json_array();
+	store_txn *txn;
+	size_t i;
+	json_t *v;
+	int rc = handles != NULL ? store_txn_begin(st, 0, &txn) : -ENOMEM;
+
+	*authors = *posts = 0;
+	if (rc == 0) {
+		rc = store_each_record(txn, STORE_AUTHORS, "", collect_key, handles);
+		store_txn_abort(txn);
+	}
+	if (rc != 0) {
+		snprintf(err, errlen, "rebuild: cannot list the authors: %s", sayin_strerror(rc));
+		json_decref(handles);
+		return rc;
+	}
+	json_array_foreach(handles, i, v) {
+		rc = rebuild_author_all(st, set, json_string_value(v), now_ms, posts, err, errlen);
+		if (rc != 0) {
+			json_decref(handles);
+			return rc;
+		}
+		(*authors)++;
+	}
+	json_decref(handles);
+	rc = txn_begin(st, set, now_ms, &ch, &c);
+	if (rc == 0) {
+		stage = "authors.json";
+		rc = documents_write_authors_json(c.txn, c.ch, set->base_url, c.now);
+	}
+	if (rc == 0) {
+		stage = "outbox";
+		rc = enqueue_deliveries(c.txn, set, &ch, "rebuild", "", NULL, now_ms, NULL);
+	}
+	rc = txn_end(&c, rc, "rebuild", stage, err, errlen);
+	if (rc == 0)
+		log_info("publish: site rebuilt: %zu authors, %zu posts", *authors, *posts);
 	return rc;
 }
 

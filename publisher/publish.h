@@ -42,6 +42,11 @@ typedef struct publish_settings {
 	 * live. NULL: none. */
 	int (*crosspost_enabled)(void *arg, const char *author, const char *network);
 	void *crosspost_arg;
+	/* The site identity these settings publish (site.h, site_record):
+	 * every write transaction records it when the store has none yet (the
+	 * first publish), and fails with SAYIN_ECONFIG when the store records
+	 * another. NULL: not checked (tests, benchmarks). */
+	const char *site_record;
 } publish_settings;
 
 #define PUBLISH_NETWORKS { "x", "facebook" }
@@ -150,6 +155,17 @@ int publish_author_add(store *st, const publish_settings *set, const char *handl
  * transaction; SAYIN_ENOTFOUND for an unknown author. */
 int publish_rebuild(store *st, const publish_settings *set, const char *handle, int64_t now_ms,
                     char *err, size_t errlen);
+
+/* Rewrites every document of the site from the records: for each author
+ * (one transaction each) the head feed, every archive page, the author
+ * page, and every post's page and embed; then /authors.json. Each
+ * transaction enqueues the purges of what it wrote. For a change of the
+ * site's settings (site set): O(posts). Audio, waveforms and share cards
+ * are immutable objects and are not re-made. *authors and *posts count
+ * what was rebuilt. On error the authors already done stay rebuilt (run it
+ * again). */
+int publish_rebuild_all(store *st, const publish_settings *set, int64_t now_ms, size_t *authors,
+                        size_t *posts, char *err, size_t errlen);
 
 /* Imports count posts of in->author made of in's audio, renditions and
  * text (the objects are stored once), ids and dates from in->now_ms on, one

@@ -4,11 +4,14 @@
 #include "core/error.h"
 #include "core/log.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ini.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -201,18 +204,49 @@ static int is_secret(const setting *s)
 	return 0;
 }
 
-/* Where a setting's value came from, lowest precedence first. */
-enum source { FROM_DEFAULT, FROM_FILE, FROM_ENV, FROM_FLAG };
+/* Where a setting's value came from, lowest precedence first; a value the
+ * store records (config_set) comes last. */
+enum source { FROM_DEFAULT, FROM_FILE, FROM_ENV, FROM_FLAG, FROM_STORE };
 
 struct config {
 	char *values[N_SETTINGS];
 	unsigned char source[N_SETTINGS]; /* enum source */
+	int line[N_SETTINGS];             /* FROM_FILE: the line in file */
+	char *file;                       /* the config file, or NULL */
 	const config_arg *args;
 	size_t nargs;
 	char **arg_values;
 	char **positional;
 	size_t npositional;
 };
+
+/* How a load reports its errors: the first goes into err; with report,
+ * every one is also printed there, one per line, and the load goes on
+ * (config check). */
+struct loader {
+	char *err;
+	size_t errlen;
+	FILE *report;
+	unsigned errors;
+};
+
+static void fail(struct loader *ld, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail(struct loader *ld, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (ld->errors++ == 0 && ld->err != NULL && ld->errlen > 0) {
+		va_start(ap, fmt);
+		vsnprintf(ld->err, ld->errlen, fmt, ap);
+		va_end(ap);
+	}
+	if (ld->report != NULL) {
+		va_start(ap, fmt);
+		vfprintf(ld->report, fmt, ap);
+		va_end(ap);
+		fputc('\n', ld->report);
+	}
+}
 
 static int set_value(char **slot, const char *value)
 {
@@ -224,61 +258,122 @@ static int set_value(char **slot, const char *value)
 	return 0;
 }
 
+/* libinih hands the handler no line number (Debian builds it without
+ * INI_HANDLER_LINENO), so the file is fed to it through read_line, which
+ * counts lines and sees each raw line first: that is also where a section
+ * header without its ']' is caught, which libinih only reports as the
+ * first error's line (and then files the keys under the previous
+ * section). */
 struct ini_state {
 	config *cfg;
-	char *err;
-	size_t errlen;
-	int failed;
+	struct loader *ld;
+	FILE *f;
+	const char *path;
+	int line;          /* the line libinih is parsing */
+	int next_line;
+	int bad_section;   /* after a broken header: its keys are not reported again */
+	int reported_line; /* the last line an error was reported for */
+	int nomem;
 	const char *secret; /* a secret setting the file sets, or NULL */
 };
+
+static char *read_line(char *str, int num, void *stream)
+{
+	struct ini_state *st = stream;
+	char *line = fgets(str, num, st->f);
+	const char *p;
+	size_t n;
+
+	if (line == NULL)
+		return NULL;
+	st->line = st->next_line;
+	n = strlen(line);
+	if (n > 0 && line[n - 1] == '\n')
+		st->next_line++;
+	p = line;
+	if (st->line == 1 && strncmp(p, "\xEF\xBB\xBF", 3) == 0)
+		p += 3;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p == '[') {
+		const char *close = strchr(p, ']');
+		st->bad_section = close == NULL;
+		if (close == NULL) {
+			size_t len = strcspn(p, "\r\n;#");
+			while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+				len--;
+			fail(st->ld, "%s:%d: section header '%.*s' is not closed: write [NAME]", st->path,
+			     st->line, (int)len, p);
+			st->reported_line = st->line;
+		}
+	} else if (p == line && *p != '\0' && *p != '\r' && *p != '\n' && *p != ';' &&
+	           *p != '#' && strpbrk(p, "=:") == NULL) {
+		/* Not indented (that would continue the previous value), not a
+		 * comment, and no '=': libinih's syntax error. */
+		size_t len = strcspn(p, "\r\n");
+		fail(st->ld, "%s:%d: syntax error: '%.*s' is not KEY = VALUE", st->path, st->line,
+		     (int)(len > 60 ? 60 : len), p);
+		st->reported_line = st->line;
+	}
+	return line;
+}
 
 static int on_ini_entry(void *user, const char *section, const char *key, const char *value)
 {
 	struct ini_state *st = user;
+
+	if (st->bad_section)
+		return 1; /* its header was reported; guessing its keys' section would mislead */
 	for (size_t i = 0; i < N_SETTINGS; i++) {
 		if (strcmp(settings[i].section, section) == 0 && strcmp(settings[i].key, key) == 0) {
-			if (set_value(&st->cfg->values[i], value) != 0)
+			if (set_value(&st->cfg->values[i], value) != 0) {
+				st->nomem = 1;
 				return 0;
+			}
 			st->cfg->source[i] = FROM_FILE;
+			st->cfg->line[i] = st->line;
 			if (is_secret(&settings[i]))
 				st->secret = settings[i].name;
 			return 1;
 		}
 	}
 	/* An unknown key is a typo until proven otherwise: refuse it. */
-	snprintf(st->err, st->errlen, "unknown setting [%s] %s", section, key);
-	st->failed = 1;
-	return 0;
+	if (section[0] == '\0')
+		fail(st->ld, "%s:%d: setting '%s' is outside any [section]", st->path, st->line, key);
+	else
+		fail(st->ld, "%s:%d: unknown setting [%s] %s", st->path, st->line, section, key);
+	st->reported_line = st->line;
+	return 1;
 }
 
-static int load_file(config *cfg, const char *path, char *err, size_t errlen)
+static int load_file(config *cfg, const char *path, struct loader *ld)
 {
-	struct ini_state st = { cfg, err, errlen, 0, NULL };
-	FILE *f = fopen(path, "r");
+	struct ini_state st = { .cfg = cfg, .ld = ld, .path = path, .next_line = 1 };
 	struct stat sb;
 	int rc, open_mode;
 
-	if (f == NULL) {
-		snprintf(err, errlen, "cannot open config file %s: %s", path, strerror(errno));
-		return SAYIN_ECONFIG;
+	st.f = fopen(path, "r");
+	if (st.f == NULL) {
+		fail(ld, "cannot open config file %s: %s", path, strerror(errno));
+		return 0;
 	}
-	open_mode = fstat(fileno(f), &sb) == 0 && (sb.st_mode & (S_IRWXG | S_IRWXO)) != 0;
-	rc = ini_parse_file(f, on_ini_entry, &st);
-	fclose(f);
-	if (rc == 0 && st.secret != NULL && open_mode) {
-		snprintf(err, errlen, "config file %s holds a secret (%s) and others may read it: "
-		         "chmod 600 %s, or pass the secret in the environment", path, st.secret, path);
-		return SAYIN_ECONFIG;
+	if (set_value(&cfg->file, path) != 0) {
+		fclose(st.f);
+		return -ENOMEM;
 	}
-	if (rc != 0) {
-		if (st.failed) {
-			size_t used = strlen(err);
-			snprintf(err + used, errlen - used, " (%s line %d)", path, rc);
-		} else {
-			snprintf(err, errlen, "config file %s: syntax error on line %d", path, rc);
-		}
-		return SAYIN_ECONFIG;
-	}
+	open_mode = fstat(fileno(st.f), &sb) == 0 && (sb.st_mode & (S_IRWXG | S_IRWXO)) != 0;
+	rc = ini_parse_stream(read_line, &st, on_ini_entry, &st);
+	fclose(st.f);
+	if (st.nomem)
+		return -ENOMEM;
+	/* An error libinih saw that read_line did not (e.g. a line too long). */
+	if (rc > 0 && rc != st.reported_line && ld->errors == 0)
+		fail(ld, "%s:%d: syntax error", path, rc);
+	else if (rc < 0)
+		fail(ld, "%s: cannot parse (out of memory)", path);
+	if (st.secret != NULL && open_mode)
+		fail(ld, "config file %s holds a secret (%s) and others may read it: "
+		     "chmod 600 %s, or pass the secret in the environment", path, st.secret, path);
 	return 0;
 }
 
@@ -513,11 +608,17 @@ static int resolve_secret_files(config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
-int config_load(int argc, char **argv, const config_arg *args, size_t nargs, config **out,
-                char *err, size_t errlen)
+static int check_urls(const config *cfg, struct loader *ld);
+
+/* Builds the config; errors go through ld (stopping at the first unless
+ * ld->report). Returns 0 or 1 (--help) with *out set, whatever ld->errors
+ * says; -ENOMEM. */
+static int load_config(int argc, char **argv, const config_arg *args, size_t nargs,
+                       struct loader *ld, config **out)
 {
 	config *cfg = calloc(1, sizeof(*cfg));
 	const char *file;
+	char msg[10240]; /* a secret file's path (up to 4095 bytes) may appear twice */
 	int rc = -ENOMEM;
 
 	if (cfg == NULL)
@@ -534,9 +635,11 @@ int config_load(int argc, char **argv, const config_arg *args, size_t nargs, con
 	}
 	file = config_file_arg(argc, argv);
 	if (file != NULL) {
-		rc = load_file(cfg, file, err, errlen);
+		rc = load_file(cfg, file, ld);
 		if (rc != 0)
 			goto fail;
+		if (ld->errors > 0 && ld->report == NULL)
+			goto done;
 	}
 	for (size_t i = 0; i < N_SETTINGS; i++) {
 		const char *v = getenv(settings[i].env);
@@ -547,20 +650,48 @@ int config_load(int argc, char **argv, const config_arg *args, size_t nargs, con
 		if (v != NULL)
 			cfg->source[i] = FROM_ENV;
 	}
-	rc = parse_flags(cfg, argc, argv, err, errlen);
-	if (rc < 0)
+	rc = parse_flags(cfg, argc, argv, msg, sizeof(msg));
+	if (rc == -ENOMEM)
 		goto fail;
-	if (rc == 0) {
-		rc = resolve_secret_files(cfg, err, errlen);
-		if (rc != 0)
-			goto fail;
+	if (rc == SAYIN_ECONFIG) {
+		fail(ld, "%s", msg);
+		rc = 0;
 	}
+	if (rc == 0 && (ld->errors == 0 || ld->report != NULL)) {
+		int src = resolve_secret_files(cfg, msg, sizeof(msg));
+		if (src == -ENOMEM) {
+			rc = src;
+			goto fail;
+		}
+		if (src != 0)
+			fail(ld, "%s", msg);
+	}
+	if (rc == 0 && (ld->errors == 0 || ld->report != NULL))
+		check_urls(cfg, ld);
+done:
 	*out = cfg;
 	return rc;
 fail:
-	if (rc == -ENOMEM)
-		snprintf(err, errlen, "out of memory");
 	config_free(cfg);
+	return rc;
+}
+
+int config_load(int argc, char **argv, const config_arg *args, size_t nargs, config **out,
+                char *err, size_t errlen)
+{
+	struct loader ld = { err, errlen, NULL, 0 };
+	config *cfg = NULL;
+	int rc = load_config(argc, argv, args, nargs, &ld, &cfg);
+
+	if (rc == -ENOMEM) {
+		snprintf(err, errlen, "out of memory");
+		return rc;
+	}
+	if (ld.errors > 0) {
+		config_free(cfg);
+		return SAYIN_ECONFIG;
+	}
+	*out = cfg;
 	return rc;
 }
 
@@ -570,6 +701,7 @@ void config_free(config *cfg)
 		return;
 	for (size_t i = 0; i < N_SETTINGS; i++)
 		free(cfg->values[i]);
+	free(cfg->file);
 	if (cfg->arg_values != NULL) {
 		for (size_t i = 0; i < cfg->nargs; i++)
 			free(cfg->arg_values[i]);
@@ -621,15 +753,17 @@ static int get_number(const config *cfg, const char *name, int allow_suffix, uin
                       uint64_t max, uint64_t *out, char *err, size_t errlen)
 {
 	const char *v = config_get(cfg, name);
+	char where[512];
 	uint64_t n;
 
+	config_describe(cfg, name, where, sizeof(where));
 	if (parse_u64(v, allow_suffix, &n) != 0) {
-		snprintf(err, errlen, "--%s: '%s' is not a %s", name, v ? v : "",
+		snprintf(err, errlen, "%s: '%s' is not a %s", where, v ? v : "",
 		         allow_suffix ? "size (e.g. 512M, 64G)" : "number");
 		return SAYIN_ECONFIG;
 	}
 	if (n < min || n > max) {
-		snprintf(err, errlen, "--%s: %s is outside %llu..%llu", name, v,
+		snprintf(err, errlen, "%s: %s is outside %llu..%llu", where, v,
 		         (unsigned long long)min, (unsigned long long)max);
 		return SAYIN_ECONFIG;
 	}
@@ -657,6 +791,288 @@ size_t config_positional_count(const config *cfg)
 const char *config_positional(const config *cfg, size_t i)
 {
 	return i < cfg->npositional ? cfg->positional[i] : NULL;
+}
+
+static const setting *setting_at(const config *cfg, const char *name, size_t *idx)
+{
+	(void)cfg;
+	return find_setting(name, strlen(name), idx);
+}
+
+int config_describe(const config *cfg, const char *name, char *buf, size_t len)
+{
+	size_t i;
+	const setting *s = setting_at(cfg, name, &i);
+
+	if (s == NULL)
+		return snprintf(buf, len, "--%s", name);
+	switch (cfg->source[i]) {
+	case FROM_FILE:
+		return snprintf(buf, len, "%s:%d: %s", cfg->file ? cfg->file : "?", cfg->line[i],
+		                s->key);
+	case FROM_ENV:
+		return snprintf(buf, len, "$%s", s->env);
+	case FROM_STORE:
+		return snprintf(buf, len, "%s (recorded in the store)", s->name);
+	default:
+		return snprintf(buf, len, "--%s", s->name);
+	}
+}
+
+int config_explicit(const config *cfg, const char *name)
+{
+	size_t i;
+	if (setting_at(cfg, name, &i) == NULL)
+		return 0;
+	return cfg->source[i] == FROM_FILE || cfg->source[i] == FROM_ENV ||
+	       cfg->source[i] == FROM_FLAG;
+}
+
+int config_set(config *cfg, const char *name, const char *value)
+{
+	size_t i;
+	int rc;
+
+	if (setting_at(cfg, name, &i) == NULL)
+		return SAYIN_EINVAL;
+	rc = set_value(&cfg->values[i], value);
+	if (rc == 0)
+		cfg->source[i] = FROM_STORE;
+	return rc;
+}
+
+static int is_loopback(const char *host, size_t len)
+{
+	if ((len == 9 && strncasecmp(host, "localhost", 9) == 0) ||
+	    (len == 5 && strncmp(host, "[::1]", 5) == 0))
+		return 1;
+	if (len >= 4 && strncmp(host, "127.", 4) == 0) {
+		for (size_t i = 4; i < len; i++) {
+			if (!isdigit((unsigned char)host[i]) && host[i] != '.')
+				return 0;
+		}
+		return 1;
+	}
+	return 0;
+}
+
+int config_check_url(const char *url, char *why, size_t len, int *insecure)
+{
+	const char *p, *host, *end;
+	size_t hlen;
+
+	*insecure = 0;
+	if (strncmp(url, "https://", 8) == 0)
+		p = url + 8;
+	else if (strncmp(url, "http://", 7) == 0)
+		p = url + 7;
+	else {
+		snprintf(why, len, "'%s' is not an http:// or https:// URL", url);
+		return SAYIN_ECONFIG;
+	}
+	if (strpbrk(url, "?#") != NULL) {
+		snprintf(why, len, "'%s' has a query or fragment: give a base URL", url);
+		return SAYIN_ECONFIG;
+	}
+	for (const char *c = url; *c != '\0'; c++) {
+		if ((unsigned char)*c <= ' ' || *c == 0x7f) {
+			snprintf(why, len, "'%s' holds a space or control character", url);
+			return SAYIN_ECONFIG;
+		}
+	}
+	host = p;
+	end = host + strcspn(host, "/");
+	if (memchr(host, '@', (size_t)(end - host)) != NULL) {
+		snprintf(why, len, "'%s' carries credentials (user@): give them as settings", url);
+		return SAYIN_ECONFIG;
+	}
+	if (*host == '[') {
+		const char *close = memchr(host, ']', (size_t)(end - host));
+		hlen = close != NULL ? (size_t)(close - host) + 1 : 0;
+	} else {
+		hlen = strcspn(host, ":/");
+	}
+	if (hlen == 0 || (*host == '[' && hlen <= 2)) {
+		snprintf(why, len, "'%s' has no host", url);
+		return SAYIN_ECONFIG;
+	}
+	if (host + hlen < end) {
+		const char *port = host + hlen;
+		int digits = 0;
+		if (*port != ':')
+			goto bad_port;
+		for (port++; port < end; port++, digits++) {
+			if (!isdigit((unsigned char)*port))
+				goto bad_port;
+		}
+		if (digits == 0 || digits > 5 || atoi(host + hlen + 1) > 65535)
+			goto bad_port;
+	}
+	*insecure = strncmp(url, "http://", 7) == 0 && !is_loopback(host, hlen);
+	return 0;
+bad_port:
+	snprintf(why, len, "'%s' has a bad port", url);
+	return SAYIN_ECONFIG;
+}
+
+/* The settings that are URLs, and those that are comma-separated lists of
+ * URLs: checked by every load. */
+static const char *const url_settings[] = { "public-url", "fastly-api-url", "cloudflare-api-url",
+	                                    "cloudfront-api-url", "s3-endpoint", "x-api-url",
+	                                    "facebook-api-url", NULL };
+static const char *const url_list_settings[] = { "varnish-edges", "nginx-edges", "prewarm-edges",
+	                                         NULL };
+
+static void check_one_url(const config *cfg, const char *name, const char *url, size_t len,
+                          struct loader *ld)
+{
+	char where[512], why[512], copy[1024];
+	int insecure;
+
+	snprintf(copy, sizeof(copy), "%.*s", (int)len, url);
+	if (config_check_url(copy, why, sizeof(why), &insecure) != 0) {
+		config_describe(cfg, name, where, sizeof(where));
+		fail(ld, "%s: %s", where, why);
+	}
+}
+
+static int check_urls(const config *cfg, struct loader *ld)
+{
+	unsigned before = ld->errors;
+
+	for (size_t i = 0; url_settings[i] != NULL; i++) {
+		const char *v = config_get(cfg, url_settings[i]);
+		if (v != NULL && *v != '\0')
+			check_one_url(cfg, url_settings[i], v, strlen(v), ld);
+	}
+	for (size_t i = 0; url_list_settings[i] != NULL; i++) {
+		const char *v = config_get(cfg, url_list_settings[i]);
+		while (v != NULL && *v != '\0') {
+			size_t n = strcspn(v, ",");
+			const char *item = v;
+			size_t ilen = n;
+			while (ilen > 0 && *item == ' ') {
+				item++;
+				ilen--;
+			}
+			while (ilen > 0 && item[ilen - 1] == ' ')
+				ilen--;
+			if (ilen > 0)
+				check_one_url(cfg, url_list_settings[i], item, ilen, ld);
+			v += n;
+			if (*v == ',')
+				v++;
+		}
+	}
+	return ld->errors > before ? SAYIN_ECONFIG : 0;
+}
+
+/* The type of each setting config check knows, beyond the URLs: what the
+ * programs would refuse when they read it. Ranges are the programs' own
+ * (config check runs the publisher's readers after these). */
+enum kind { K_NUMBER, K_SIZE, K_ON_OFF, K_DECIMAL, K_LEVEL };
+static const struct {
+	const char *name;
+	enum kind kind;
+} kinds[] = {
+	{ "map-size", K_SIZE }, { "threads", K_NUMBER }, { "max-header-bytes", K_NUMBER },
+	{ "max-headers", K_NUMBER }, { "max-uri", K_NUMBER }, { "max-connections", K_NUMBER },
+	{ "idle-timeout-ms", K_NUMBER }, { "header-timeout-ms", K_NUMBER },
+	{ "write-timeout-ms", K_NUMBER }, { "shutdown-grace-ms", K_NUMBER },
+	{ "name-max-age", K_NUMBER }, { "name-shared-max-age", K_NUMBER },
+	{ "stale-while-revalidate", K_NUMBER }, { "stale-if-error", K_NUMBER },
+	{ "bitrate", K_NUMBER }, { "loudness-target", K_DECIMAL }, { "max-input-bytes", K_SIZE },
+	{ "max-duration", K_NUMBER }, { "decode-timeout-ms", K_NUMBER },
+	{ "decode-memory", K_SIZE }, { "waveform-points", K_NUMBER }, { "aac-fallback", K_ON_OFF },
+	{ "aac-bitrate", K_NUMBER }, { "feed-items", K_NUMBER }, { "feed-page-items", K_NUMBER },
+	{ "workers", K_NUMBER }, { "queue", K_NUMBER }, { "max-text", K_NUMBER },
+	{ "upload-per-author", K_NUMBER }, { "upload-retry-slots", K_NUMBER },
+	{ "upload-min-rate", K_SIZE }, { "upload-rate-window-ms", K_NUMBER },
+	{ "upload-rate-grace-ms", K_NUMBER }, { "upload-deadline-ms", K_NUMBER },
+	{ "varnish-soft-purge", K_ON_OFF }, { "fastly-soft-purge", K_ON_OFF },
+	{ "crosspost-timeout-ms", K_NUMBER }, { "outbox-max-attempts", K_NUMBER },
+	{ "outbox-max-age", K_NUMBER }, { "outbox-lease-ms", K_NUMBER },
+	{ "outbox-backoff-ms", K_NUMBER }, { "log-level", K_LEVEL },
+};
+
+static void check_kinds(const config *cfg, struct loader *ld)
+{
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		const char *v = config_get(cfg, kinds[i].name);
+		char where[512], *end;
+		uint64_t n;
+		const char *want = NULL;
+
+		if (v == NULL)
+			continue;
+		switch (kinds[i].kind) {
+		case K_NUMBER:
+			if (parse_u64(v, 0, &n) != 0)
+				want = "a number";
+			break;
+		case K_SIZE:
+			if (parse_u64(v, 1, &n) != 0)
+				want = "a size (e.g. 512M, 64G)";
+			break;
+		case K_ON_OFF:
+			if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0)
+				want = "on or off";
+			break;
+		case K_DECIMAL:
+			errno = 0;
+			(void)strtod(v, &end);
+			if (end == v || *end != '\0' || errno != 0)
+				want = "a decimal number";
+			break;
+		case K_LEVEL:
+			if (strcmp(v, "error") != 0 && strcmp(v, "warn") != 0 &&
+			    strcmp(v, "info") != 0 && strcmp(v, "debug") != 0)
+				want = "error, warn, info or debug";
+			break;
+		}
+		if (want != NULL) {
+			config_describe(cfg, kinds[i].name, where, sizeof(where));
+			fail(ld, "%s: '%s' is not %s", where, v, want);
+		}
+	}
+}
+
+int config_check(int argc, char **argv, const config_arg *args, size_t nargs, FILE *report,
+                 config **out)
+{
+	struct loader ld = { NULL, 0, report, 0 };
+	config *cfg = NULL;
+	int rc = load_config(argc, argv, args, nargs, &ld, &cfg);
+
+	if (rc < 0)
+		return rc;
+	check_kinds(cfg, &ld);
+	*out = cfg;
+	return (int)ld.errors;
+}
+
+void config_show(const config *cfg, FILE *out)
+{
+	static const char *const names[] = { "default", "file", "environment", "flag", "store" };
+
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		const setting *s = &settings[i];
+		const char *v = cfg->values[i];
+		char where[512];
+
+		if (cfg->source[i] == FROM_FILE)
+			snprintf(where, sizeof(where), "%s:%d", cfg->file, cfg->line[i]);
+		else if (cfg->source[i] == FROM_ENV)
+			snprintf(where, sizeof(where), "environment $%s", s->env);
+		else if (cfg->source[i] == FROM_FLAG)
+			snprintf(where, sizeof(where), "flag --%s", s->name);
+		else
+			snprintf(where, sizeof(where), "%s", names[cfg->source[i]]);
+		/* A secret read from its -file companion has that one's source. */
+		if (v != NULL && is_secret(s))
+			v = "********";
+		fprintf(out, "%-28s %-40s # %s\n", s->name, v != NULL ? v : "(unset)", where);
+	}
 }
 
 void config_usage(FILE *out, const config_arg *args, size_t nargs, const char *const *names)

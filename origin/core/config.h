@@ -48,6 +48,35 @@ int config_get_u64(const config *cfg, const char *name, uint64_t min, uint64_t m
 int config_get_size(const config *cfg, const char *name, uint64_t min, uint64_t max,
                     uint64_t *out, char *err, size_t errlen);
 
+/* Where a setting's value comes from, for messages: "FILE:LINE: KEY" (the
+ * config file), "$ENV", "--name" (a flag or the default) or "name
+ * (recorded in the store)". Returns snprintf's count. */
+int config_describe(const config *cfg, const char *name, char *buf, size_t len);
+/* 1 when the setting was given (file, environment or flag), 0 when it is
+ * its default or a value config_set put. */
+int config_explicit(const config *cfg, const char *name);
+/* Replaces a setting's value with one the store records (publisher/site.h).
+ * 0, -ENOMEM, or SAYIN_EINVAL for an unknown name. Main thread, before the
+ * config is shared. */
+int config_set(config *cfg, const char *name, const char *value);
+
+/* Checks a base URL: http:// or https://, a host, an optional numeric
+ * port, no query, fragment or credentials. Returns 0, or SAYIN_ECONFIG with
+ * why. *insecure is 1 for http:// on a host that is not loopback (X and
+ * Facebook fetch cards over https only). Every load checks the URL
+ * settings (public-url, the CDN and social API URLs, the edge lists). */
+int config_check_url(const char *url, char *why, size_t whylen, int *insecure);
+
+/* config check: loads like config_load, but goes on after an error and
+ * prints every one to report ("FILE:LINE: ...", one a line), then checks
+ * each setting's type. Returns the number of errors (0: clean) with *out
+ * set (free with config_free), or -ENOMEM. */
+int config_check(int argc, char **argv, const config_arg *args, size_t nargs, FILE *report,
+                 config **out);
+/* Prints every setting's effective value and where it comes from (flag,
+ * environment, FILE:LINE, default), secrets masked. */
+void config_show(const config *cfg, FILE *out);
+
 size_t config_positional_count(const config *cfg);
 const char *config_positional(const config *cfg, size_t i);
 

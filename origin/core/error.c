@@ -25,6 +25,8 @@ const char *sayin_strerror(int code)
 	case SAYIN_ETOOLARGE: return "too large";
 	case SAYIN_ESILENT: return "silent";
 	case SAYIN_EDECODER: return "decoder crashed or timed out";
+	case SAYIN_ESTORENEWER: return "store format is newer than this program's (upgrade the program)";
+	case SAYIN_ESTOREOLDER: return "store format is older than this program's (run sayin-publisher migrate)";
 	default: break;
 	}
 	if (code < 0 && code > SAYIN_EBASE)

@@ -27,6 +27,8 @@ enum {
 	SAYIN_ETOOLARGE,                /* input has more bytes than the size limit */
 	SAYIN_ESILENT,                  /* input is silent (below the loudness gate throughout) */
 	SAYIN_EDECODER,                 /* the decoder process crashed or timed out */
+	SAYIN_ESTORENEWER,              /* the store's format is newer than this program's */
+	SAYIN_ESTOREOLDER,              /* the store's format is older: run sayin-publisher migrate */
 	SAYIN_ELAST
 };
 

@@ -10,6 +10,7 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -78,9 +79,18 @@ static int store_open_dbis(store *st)
 		{ "crossposts", 0, offsetof(store, tables[STORE_CROSSPOSTS]) },
 	};
 	MDB_txn *txn;
+	MDB_dbi main_dbi;
+	MDB_stat main_stat;
+	int fresh = 0;
 	int rc = mdb_txn_begin(st->env, NULL, st->read_only ? MDB_RDONLY : 0, &txn);
 	if (rc != MDB_SUCCESS)
 		return store__error(rc, "begin (open databases)");
+	/* A writer finding no table at all creates the store: it is born at
+	 * the current format (a store with tables but no format record is
+	 * an old one, format 1). */
+	if (!st->read_only && mdb_dbi_open(txn, NULL, 0, &main_dbi) == MDB_SUCCESS &&
+	    mdb_stat(txn, main_dbi, &main_stat) == MDB_SUCCESS && main_stat.ms_entries == 0)
+		fresh = 1;
 	for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
 		unsigned flags = dbs[i].flags | (st->read_only ? 0 : MDB_CREATE);
 		MDB_dbi *dbi = (MDB_dbi *)((char *)st + dbs[i].offset);
@@ -99,6 +109,17 @@ static int store_open_dbis(store *st)
 			return store__error(rc, "open database");
 		}
 	}
+	if (fresh) {
+		char v[16];
+		MDB_val k = { strlen(STORE_FORMAT_KEY), (void *)STORE_FORMAT_KEY }, val;
+		val.mv_size = (size_t)snprintf(v, sizeof(v), "%u", STORE_FORMAT_VERSION);
+		val.mv_data = v;
+		rc = mdb_put(txn, st->tables[STORE_META], &k, &val, 0);
+		if (rc != MDB_SUCCESS) {
+			mdb_txn_abort(txn);
+			return store__error(rc, "record format");
+		}
+	}
 	rc = mdb_txn_commit(txn);
 	return store__error(rc, "commit (open databases)");
 }
@@ -115,6 +136,65 @@ static int store_locate_file(store *st)
 	mdb_env_stat(st->env, &stat);
 	st->fd = fd;
 	st->psize = stat.ms_psize;
+	return 0;
+}
+
+static int read_format(MDB_txn *txn, const store *st, unsigned *out)
+{
+	MDB_val k = { strlen(STORE_FORMAT_KEY), (void *)STORE_FORMAT_KEY }, val;
+	char buf[16];
+	char *end;
+	unsigned long v;
+	int rc;
+
+	*out = 1;
+	if (st->tables[STORE_META] == DBI_ABSENT)
+		return 0;
+	rc = mdb_get(txn, st->tables[STORE_META], &k, &val);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc != MDB_SUCCESS)
+		return store__error(rc, "read format");
+	if (val.mv_size == 0 || val.mv_size >= sizeof(buf))
+		return SAYIN_ECORRUPT;
+	memcpy(buf, val.mv_data, val.mv_size);
+	buf[val.mv_size] = '\0';
+	errno = 0;
+	v = strtoul(buf, &end, 10);
+	if (errno != 0 || *end != '\0' || buf[0] < '1' || buf[0] > '9' || v > 1000000)
+		return SAYIN_ECORRUPT;
+	*out = (unsigned)v;
+	return 0;
+}
+
+/* Refuses a store of a newer format, and of an older one unless
+ * any_format: this program would misread the one and must migrate the
+ * other first. */
+static int store_check_format(store *st, const char *dir, int any_format)
+{
+	MDB_txn *txn;
+	unsigned v;
+	int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+
+	if (rc != MDB_SUCCESS)
+		return store__error(rc, "begin (format)");
+	rc = read_format(txn, st, &v);
+	mdb_txn_abort(txn);
+	if (rc != 0) {
+		log_error("store: %s: the format record is unreadable: %s", dir, sayin_strerror(rc));
+		return rc;
+	}
+	if (v > STORE_FORMAT_VERSION) {
+		log_error("store: %s is of format %u, newer than this program's %u: run a newer "
+		          "sayin (or restore a backup made before the upgrade)", dir, v,
+		          STORE_FORMAT_VERSION);
+		return SAYIN_ESTORENEWER;
+	}
+	if (v < STORE_FORMAT_VERSION && !any_format) {
+		log_error("store: %s is of format %u, older than this program's %u: run "
+		          "`sayin-publisher migrate` first", dir, v, STORE_FORMAT_VERSION);
+		return SAYIN_ESTOREOLDER;
+	}
 	return 0;
 }
 
@@ -168,6 +248,8 @@ int store_open(const char *dir, const store_options *opt, store **out)
 	rc = store_open_dbis(st);
 	if (rc == 0 && !opt->read_only)
 		rc = store_locate_file(st);
+	if (rc == 0)
+		rc = store_check_format(st, dir, opt->any_format);
 	if (rc != 0) {
 		mdb_env_close(st->env);
 		free(st);
@@ -705,4 +787,43 @@ int store_stats_get(store_txn *t, store_stats *out)
 const char *store_lmdb_version(void)
 {
 	return mdb_version(NULL, NULL, NULL);
+}
+
+int store_format_version(store_txn *t, unsigned *out)
+{
+	return read_format(t->txn, t->st, out);
+}
+
+int store_migrate(store *st, unsigned *from)
+{
+	char v[16];
+	MDB_val k = { strlen(STORE_FORMAT_KEY), (void *)STORE_FORMAT_KEY }, val;
+	store_txn *t;
+	int rc = store_txn_begin(st, 1, &t);
+
+	if (rc != 0)
+		return rc;
+	rc = read_format(t->txn, st, from);
+	if (rc == 0 && *from > STORE_FORMAT_VERSION)
+		rc = SAYIN_ESTORENEWER;
+	if (rc != 0 || *from == STORE_FORMAT_VERSION) {
+		store_txn_abort(t);
+		return rc;
+	}
+	/* 1 -> 2: the format record. The site identity (meta "site") is the
+	 * publisher's to record: by `site init` or its first publish. Later
+	 * steps go here, each from the version the previous one left. */
+	val.mv_size = (size_t)snprintf(v, sizeof(v), "%u", STORE_FORMAT_VERSION);
+	val.mv_data = v;
+	rc = store__reserve_space(t, 2 * (k.mv_size + val.mv_size));
+	if (rc == 0)
+		rc = store__error(mdb_put(t->txn, st->tables[STORE_META], &k, &val, 0), "record format");
+	if (rc != 0) {
+		store_txn_abort(t);
+		return rc;
+	}
+	rc = store_txn_commit(t);
+	if (rc == 0)
+		log_info("store: migrated from format %u to %u", *from, STORE_FORMAT_VERSION);
+	return rc;
 }

@@ -41,6 +41,16 @@
 #define STORE_CTYPE_MAX 47       /* longest content type an object may record */
 #define STORE_DEFAULT_MAP_SIZE (64ull << 30) /* 64 GiB of address space, not disk */
 
+/* The store's format version, recorded in the meta table under "format"
+ * (decimal text). A store without that record is format 1: what every
+ * publisher wrote before the record existed. Format 2 adds the record
+ * itself and the site identity (publisher/site.h, meta "site"); nothing
+ * else in the layout differs. store_open refuses a store of another
+ * format (see store_options.any_format); store_migrate brings an older
+ * one up to this version. */
+#define STORE_FORMAT_VERSION 2u
+#define STORE_FORMAT_KEY "format"
+
 typedef struct store store;
 typedef struct store_txn store_txn;
 
@@ -48,11 +58,16 @@ typedef struct store_options {
 	uint64_t map_size;  /* bytes; 0 = keep the environment's current size, or the default */
 	int read_only;      /* open with MDB_RDONLY: no write transaction can ever begin */
 	unsigned max_readers; /* concurrent read transactions; 0 = 4096 */
+	int any_format;     /* 1: open a store of an older format too (migrate, inspection) */
 } store_options;
 
-/* Opens (and, unless read_only, creates) the environment in dir.
+/* Opens (and, unless read_only, creates) the environment in dir. A new
+ * store (no table in it yet) is created at STORE_FORMAT_VERSION.
  * Returns 0 and *out, or -ENOENT (read_only and no store there), -EACCES,
- * SAYIN_ESTORE. */
+ * SAYIN_ESTORE, SAYIN_ESTORENEWER (the store's format is newer than
+ * STORE_FORMAT_VERSION: always refused, this program would misread it) or
+ * SAYIN_ESTOREOLDER (older, and opt->any_format is 0). The format's error
+ * is logged with both versions. */
 int store_open(const char *dir, const store_options *opt, store **out);
 void store_close(store *st);
 
@@ -203,6 +218,17 @@ typedef struct store_stats {
 } store_stats;
 
 int store_stats_get(store_txn *txn, store_stats *out);
+
+/* The format version recorded in the store (1 when there is no record:
+ * a store written before versions were recorded). SAYIN_ECORRUPT for a
+ * record that is not a number. */
+int store_format_version(store_txn *txn, unsigned *out);
+
+/* Brings the store up to STORE_FORMAT_VERSION in one write transaction
+ * (nothing changes on error). *from is the version found; a store at the
+ * current version is left as it is (0). SAYIN_ESTORENEWER for a newer one.
+ * The store must have been opened with any_format. */
+int store_migrate(store *st, unsigned *from);
 
 /* Hex helpers for hashes: hex must hold STORE_HASH_HEX_LEN + 1 bytes.
  * store_hash_from_hex returns 0 or SAYIN_EINVAL (lowercase hex only). */

@@ -6,12 +6,6 @@
 
 #include <openssl/crypto.h>
 
-/* core/store.h defines it once the store records its format; until then
- * the format of today's stores is 1. */
-#ifndef STORE_FORMAT_VERSION
-#define STORE_FORMAT_VERSION 1
-#endif
-
 /* The Makefile defines SAYIN_VERSION for this file only, so a new commit
  * rebuilds one object. */
 #ifndef SAYIN_VERSION
@@ -28,7 +22,7 @@ void version_print(FILE *out, const char *program)
 	char libs[256];
 
 	fprintf(out, "%s %s\n", program, version_string());
-	fprintf(out, "store-format %d\n", STORE_FORMAT_VERSION);
+	fprintf(out, "store-format %u\n", (unsigned)STORE_FORMAT_VERSION);
 	fputs(http_library_versions(libs, sizeof(libs)), out);
 	fprintf(out, "lmdb %s\n", store_lmdb_version());
 	fprintf(out, "openssl %s\n", OpenSSL_version(OPENSSL_VERSION_STRING));

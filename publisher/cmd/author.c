@@ -186,8 +186,17 @@ int cmd_author(int argc, char **argv)
 		goto done;
 	}
 	code = cmd_open_store(cfg, "author", &st);
+	if (code < 0)
+		code = cmd_apply_site(st, cfg, "author");
 	if (code >= 0)
 		goto done;
+	pipeline_free(&pipe);
+	if (pipeline_configure(&pipe, cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sayin-publisher author: %s\n", err);
+		code = EXIT_USAGE;
+		goto done;
+	}
+	cmd_warn_public_url(&pipe);
 	if (strcmp(verb, "add") == 0) {
 		rc = publish_author_add(st, &pipe.publish, handle, config_get(cfg, "name"),
 		                        clock_now_ms(), err, sizeof(err));

@@ -46,8 +46,16 @@ int cmd_load_config(const cmd_spec *spec, int argc, char **argv, config **cfg);
 
 /* Opens the store named by --data with --map-size. Returns -1 and *st (the
  * caller's: store_close), or the exit code after printing why: EXIT_USAGE
- * (a bad map-size), EXIT_FAIL (the store cannot be opened). */
+ * (a bad map-size, or a store of another format: see store_open),
+ * EXIT_FAIL (the store cannot be opened). */
 int cmd_open_store(const config *cfg, const char *name, store **st);
+/* The same; any_format opens an older store too (migrate). */
+int cmd_open_store_format(const config *cfg, const char *name, int any_format, store **st);
+
+/* Makes cfg agree with the site recorded in st (site_apply). -1 to go on,
+ * or the exit code after printing why: EXIT_USAGE (the configuration
+ * disagrees with the store), EXIT_FAIL. */
+int cmd_apply_site(store *st, config *cfg, const char *name);
 
 /* A command's own settings, read after the pipeline's: 0, or nonzero with
  * err naming the bad value. */
@@ -55,12 +63,18 @@ typedef int (*cmd_settings_fn)(const config *cfg, const pipeline *pipe, void *ar
                                size_t errlen);
 
 /* The start every command that publishes or delivers shares, in this
- * order: the pipeline's settings into *pipe, the command's own (more; may
- * be NULL), then the store. Returns -1 to go on (*st open); else the exit
- * code after printing why: EXIT_USAGE for a bad setting, or one of
- * cmd_open_store. *pipe is the caller's to free (pipeline_free) either way. */
-int cmd_prepare(const cmd_spec *spec, const config *cfg, pipeline *pipe, cmd_settings_fn more,
+ * order: the store, its site settings into cfg (cmd_apply_site), the
+ * pipeline's settings into *pipe, then the command's own (more; may be
+ * NULL). Returns -1 to go on (*st open); else the exit code after printing
+ * why: EXIT_USAGE for a bad setting or one the store's site disagrees
+ * with, or one of cmd_open_store. *pipe is the caller's to free
+ * (pipeline_free) either way, *st to close. */
+int cmd_prepare(const cmd_spec *spec, config *cfg, pipeline *pipe, cmd_settings_fn more,
                 void *arg, store **st);
+
+/* Logs a warning when the public URL is http:// on a host that is not
+ * loopback. */
+void cmd_warn_public_url(const pipeline *pipe);
 
 /* The exit code for an error of a store write: EXIT_OK for 0,
  * EXIT_STORE_FULL when the map or disk is full, else EXIT_FAIL. */
@@ -77,5 +91,9 @@ int cmd_settings(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_fsck(int argc, char **argv);
+int cmd_site(int argc, char **argv);
+int cmd_rebuild(int argc, char **argv);
+int cmd_migrate(int argc, char **argv);
+int cmd_config(int argc, char **argv);
 
 #endif

@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "site.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -40,8 +41,10 @@ int cmd_load_config(const cmd_spec *spec, int argc, char **argv, config **cfg)
 		return EXIT_USAGE;
 	}
 	if (log_parse_level(config_get(*cfg, "log-level"), &level) != 0) {
-		fprintf(stderr, "sayin-publisher %s: --log-level must be error, warn, info or debug\n",
-		        spec->name);
+		char where[512];
+		config_describe(*cfg, "log-level", where, sizeof(where));
+		fprintf(stderr, "sayin-publisher %s: %s: '%s' is not error, warn, info or debug\n",
+		        spec->name, where, config_get(*cfg, "log-level"));
 		config_free(*cfg);
 		*cfg = NULL;
 		return EXIT_USAGE;
@@ -50,9 +53,9 @@ int cmd_load_config(const cmd_spec *spec, int argc, char **argv, config **cfg)
 	return -1;
 }
 
-int cmd_open_store(const config *cfg, const char *name, store **st)
+int cmd_open_store_format(const config *cfg, const char *name, int any_format, store **st)
 {
-	store_options sopt = { 0 };
+	store_options sopt = { .any_format = any_format };
 	char err[256];
 	int rc;
 
@@ -65,22 +68,59 @@ int cmd_open_store(const config *cfg, const char *name, store **st)
 	if (rc != 0) {
 		fprintf(stderr, "sayin-publisher %s: cannot open store %s: %s\n", name,
 		        config_get(cfg, "data"), sayin_strerror(rc));
-		return EXIT_FAIL;
+		return rc == SAYIN_ESTORENEWER || rc == SAYIN_ESTOREOLDER ? EXIT_USAGE : EXIT_FAIL;
 	}
 	return -1;
 }
 
-int cmd_prepare(const cmd_spec *spec, const config *cfg, pipeline *pipe, cmd_settings_fn more,
+int cmd_open_store(const config *cfg, const char *name, store **st)
+{
+	return cmd_open_store_format(cfg, name, 0, st);
+}
+
+int cmd_apply_site(store *st, config *cfg, const char *name)
+{
+	char err[1536];
+	int rc = site_apply(st, cfg, err, sizeof(err));
+
+	if (rc == 0)
+		return -1;
+	fprintf(stderr, "sayin-publisher %s: %s\n", name, err);
+	return rc == SAYIN_ECONFIG ? EXIT_USAGE : EXIT_FAIL;
+}
+
+int cmd_prepare(const cmd_spec *spec, config *cfg, pipeline *pipe, cmd_settings_fn more,
                 void *arg, store **st)
 {
-	char err[512];
+	char err[1024];
+	int code;
 
-	if (pipeline_configure(pipe, cfg, err, sizeof(err)) != 0 ||
-	    (more != NULL && more(cfg, pipe, arg, err, sizeof(err)) != 0)) {
-		fprintf(stderr, "sayin-publisher %s: %s\n", spec->name, err);
-		return EXIT_USAGE;
+	/* The settings are checked before the store is opened (or created),
+	 * then read again once the store's site settings are in cfg. */
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass == 1) {
+			code = cmd_open_store(cfg, spec->name, st);
+			if (code < 0)
+				code = cmd_apply_site(*st, cfg, spec->name);
+			if (code >= 0)
+				return code;
+			pipeline_free(pipe);
+		}
+		if (pipeline_configure(pipe, cfg, err, sizeof(err)) != 0 ||
+		    (more != NULL && more(cfg, pipe, arg, err, sizeof(err)) != 0)) {
+			fprintf(stderr, "sayin-publisher %s: %s\n", spec->name, err);
+			return EXIT_USAGE;
+		}
 	}
-	return cmd_open_store(cfg, spec->name, st);
+	cmd_warn_public_url(pipe);
+	return -1;
+}
+
+void cmd_warn_public_url(const pipeline *pipe)
+{
+	if (pipe->insecure_url)
+		log_warn("config: the public URL %s is http:// on a host that is not loopback: X and "
+		         "Facebook fetch share cards over https only", pipe->base_url);
 }
 
 int cmd_store_exit(int rc)

@@ -7,6 +7,7 @@
 #include "pipeline.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <uv.h>
 
 static const cmd_spec push_spec = {
@@ -30,6 +31,35 @@ static void on_push_idle(void *arg, const delivery_counts *c)
 	struct push_state *p = arg;
 	p->counts = *c;
 	delivery_stop(p->d, NULL, NULL);
+}
+
+struct unconfigured {
+	const delivery_targets *targets;
+	unsigned long n;
+};
+
+/* Parked jobs of a target this configuration does not have: they wait
+ * for it to come back (then `retry`), whatever this run delivered. */
+static int count_unconfigured(void *arg, const char *id, const outbox_job_view *job)
+{
+	static const char *const networks[] = PUBLISH_NETWORKS;
+	struct unconfigured *u = arg;
+	size_t n;
+	const publish_target *list = delivery_targets_list(u->targets, &n);
+
+	(void)id;
+	if (!job->parked)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(list[i].name, job->target) == 0)
+			return 0;
+	}
+	for (size_t i = 0; i < sizeof(networks) / sizeof(networks[0]); i++) {
+		if (strcmp(networks[i], job->target) == 0)
+			return 0;
+	}
+	u->n++;
+	return 0;
 }
 
 static int read_policy(const config *cfg, const pipeline *pipe, void *arg, char *err,
@@ -73,7 +103,20 @@ int cmd_push(int argc, char **argv)
 	uv_run(&p.loop, UV_RUN_DEFAULT);
 	printf("delivered %lu, failed %lu (parked %lu)\n", p.counts.delivered, p.counts.failed,
 	       p.counts.parked);
+	if (p.counts.parked > 0)
+		printf("%lu job%s parked (target not configured, or failing too long): see "
+		       "`sayin-publisher status`, then `sayin-publisher retry`\n", p.counts.parked,
+		       p.counts.parked == 1 ? "" : "s");
 	code = p.counts.failed == 0 ? EXIT_OK : EXIT_FAIL;
+	{
+		struct unconfigured u = { pipe.targets, 0 };
+		if (outbox_each(st, count_unconfigured, &u) == 0 && u.n > 0) {
+			printf("%lu parked job%s name%s a target that is not configured: configure it "
+			       "and run `sayin-publisher retry` (see `sayin-publisher status`)\n", u.n,
+			       u.n == 1 ? "" : "s", u.n == 1 ? "s" : "");
+			code = EXIT_FAIL;
+		}
+	}
 done:
 	if (loop_ready && uv_loop_close(&p.loop) != 0)
 		log_warn("push: loop closed with handles open");

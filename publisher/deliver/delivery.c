@@ -318,6 +318,31 @@ static int define_metrics(delivery *d, metrics *m)
 	return 0;
 }
 
+/* Jobs for a CDN target this configuration does not have (it was removed,
+ * or this process runs with another config) are parked, named in the log
+ * and counted as failed, rather than left due forever. The social
+ * networks' jobs belong to the cross-post worker. */
+static void park_unconfigured(delivery *d)
+{
+	static const char *const networks[] = PUBLISH_NETWORKS;
+	const char *known[sizeof(d->targets->names) / sizeof(d->targets->names[0]) + 2];
+	size_t n = 0;
+	unsigned parked = 0;
+	int rc;
+
+	for (size_t i = 0; d->targets->names[i] != NULL; i++)
+		known[n++] = d->targets->names[i];
+	for (size_t i = 0; i < sizeof(networks) / sizeof(networks[0]); i++)
+		known[n++] = networks[i];
+	known[n] = NULL;
+	rc = outbox_park_unknown(d->opt.st, known, "target not configured", clock_now_ms(), &parked);
+	if (rc != 0)
+		log_error("delivery: cannot look for jobs of unconfigured targets: %s",
+		          sayin_strerror(rc));
+	d->counts.parked += parked;
+	d->counts.failed += parked;
+}
+
 int delivery_start(uv_loop_t *loop, const delivery_options *opt, delivery_targets *targets,
                    void (*on_idle)(void *arg, const delivery_counts *c), void *arg,
                    delivery **out)
@@ -355,6 +380,7 @@ int delivery_start(uv_loop_t *loop, const delivery_options *opt, delivery_target
 	d->timer.data = d;
 	uv_async_init(loop, &d->async, on_async);
 	d->async.data = d;
+	park_unconfigured(d);
 	uv_timer_start(&d->timer, on_timer, 0, 0);
 	*out = d;
 	return 0;

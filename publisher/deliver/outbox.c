@@ -481,3 +481,52 @@ int outbox_stats_get(store *st, int64_t now_ms, outbox_stats *out)
 	memset(out, 0, sizeof(*out));
 	return outbox_each(st, stats_one, &c);
 }
+
+struct park_ctx {
+	store_txn *txn;
+	const char *const *known;
+	const char *reason;
+	int64_t now;
+	unsigned n;
+};
+
+static int park_one(void *arg, const char *id, json_t *j)
+{
+	struct park_ctx *c = arg;
+	const char *target = json_string_value(json_object_get(j, "target"));
+
+	if (json_is_true(json_object_get(j, "parked")) || jint(j, "lease_until_ms") > c->now)
+		return 0;
+	for (size_t i = 0; target != NULL && c->known[i] != NULL; i++) {
+		if (strcmp(c->known[i], target) == 0)
+			return 0;
+	}
+	json_object_set_new(j, "parked", json_true());
+	json_object_set_new(j, "last_error", json_string(c->reason));
+	json_object_set_new(j, "lease_until_ms", json_integer(0));
+	json_object_set_new(j, "lease_owner", json_string(""));
+	log_error("outbox: job %s for target '%s' parked: %s (configure the target and run "
+	          "`sayin-publisher retry %s`)", id, target ? target : "?", c->reason, id);
+	c->n++;
+	return jsonstore_put(c->txn, STORE_OUTBOX, id, j);
+}
+
+int outbox_park_unknown(store *st, const char *const *known, const char *reason, int64_t now_ms,
+                        unsigned *count)
+{
+	struct park_ctx c = { .known = known, .reason = reason, .now = now_ms };
+	int rc = store_txn_begin(st, 1, &c.txn);
+
+	*count = 0;
+	if (rc != 0)
+		return rc;
+	rc = each_job(c.txn, NULL, park_one, &c);
+	if (rc != 0 || c.n == 0) {
+		store_txn_abort(c.txn);
+		return rc;
+	}
+	rc = store_txn_commit(c.txn);
+	if (rc == 0)
+		*count = c.n;
+	return rc;
+}

@@ -95,6 +95,13 @@ int outbox_fail(store *st, const outbox_policy *pol, const char *id, const char 
  * *count: jobs retried. SAYIN_ENOTFOUND for an unknown id. */
 int outbox_retry(store *st, const char *id, int64_t now_ms, unsigned *count);
 
+/* Parks, with reason as their last error, every job that is not parked,
+ * not leased, and names a target not in known (NULL-terminated): jobs
+ * enqueued for a target the configuration no longer has would otherwise
+ * stay due forever. *count: jobs parked. */
+int outbox_park_unknown(store *st, const char *const *known, const char *reason, int64_t now_ms,
+                        unsigned *count);
+
 typedef struct outbox_stats {
 	uint64_t depth;           /* jobs not parked */
 	uint64_t parked;

@@ -181,6 +181,11 @@ class ApiSite:
         self.tokens = tokens  # {handle: token}
 
 
+# The settings a store records as its site's (publisher/site.c, site_keys).
+SITE_FLAGS = ("--public-url", "--feed-items", "--feed-page-items", "--loudness-target",
+              "--bitrate", "--aac-fallback", "--aac-bitrate", "--aac-coder", "--waveform-points")
+
+
 @pytest.fixture
 def api_site(sayin, tmp_path):
     """make(args=(), authors=("alice", "bob"), origin=True, author_args=()) ->
@@ -189,7 +194,13 @@ def api_site(sayin, tmp_path):
     def make(args=(), authors=("alice", "bob"), origin=True, author_args=(),
              base="https://cdn.test"):
         data = tmp_path / "store"
-        tokens = {h: author_add(sayin, data, h, args=tuple(author_args) +
+        # The first `author add` records the site's settings in the store
+        # (test_site.py): it gets those serve is given.
+        site_args = []
+        for i, a in enumerate(args[:-1]):
+            if a in SITE_FLAGS:
+                site_args += [a, args[i + 1]]
+        tokens = {h: author_add(sayin, data, h, args=tuple(author_args) + tuple(site_args) +
                                   ("--public-url", base)) for h in authors}
         api = start_api(sayin, data, args=args, base=base)
         org = sayin.start_origin(data) if origin else None

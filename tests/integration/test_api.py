@@ -607,7 +607,7 @@ def test_client_disconnect_mid_upload_leaves_no_file(api_site, speech_clip, form
 
 def test_leftover_upload_files_are_removed_at_start(sayin, tmp_path):
     data = tmp_path / "store"
-    author_add(sayin, data, "alice")
+    author_add(sayin, data, "alice", args=("--public-url", "https://cdn.test"))  # start_api's
     uploads = data / "uploads"
     uploads.mkdir(exist_ok=True)
     (uploads / "upload-Ab12Cd").write_bytes(b"half an upload")

@@ -42,6 +42,11 @@ def edge_site(sayin, store, tmp_path, kind, speech_clip):
         driver = ["--nginx-edges", "http://127.0.0.1:%d" % edge.port]
     sayin.procs.append(edge.proc)
     base = "http://127.0.0.1:%d" % edge.port
+    # `author add` recorded the default URL as the site's; the edge's port is
+    # known only now: the operator's procedure, site set then rebuild --all.
+    for args in (["site", "set", "public-url", base], ["rebuild", "--all"]):
+        r = sayin.run(sayin.publisher, args + ["--data", str(store)])
+        assert r.returncode == 0, (args, r.stderr)
     api = start_api(sayin, store, args=driver + ["--prewarm-edges", base], base=base)
     return token, origin, edge, api, base
 

@@ -58,10 +58,12 @@ def test_listen_sets_the_default_public_url(sayin, tmp_path, short_wav):
     cfg = ["--config", str(ini)]
     assert sayin.post(tmp_path / "s", "a", short_wav, args=cfg).json["url"].startswith(
         "http://127.0.0.1:7001/p/")
+    # Each on a store of its own: the first publish records the site's URL
+    # in its store (test_site.py).
     env = {"SAYIN_LISTEN": "127.0.0.1:7002"}
-    assert sayin.post(tmp_path / "s", "a", short_wav, args=cfg, env=env).json["url"].startswith(
+    assert sayin.post(tmp_path / "s2", "a", short_wav, args=cfg, env=env).json["url"].startswith(
         "http://127.0.0.1:7002/p/")
-    j = sayin.post(tmp_path / "s", "a", short_wav, env=env,
+    j = sayin.post(tmp_path / "s3", "a", short_wav, env=env,
                    args=cfg + ["--listen", "127.0.0.1:7003"]).json
     assert j["url"].startswith("http://127.0.0.1:7003/p/")
 
@@ -84,18 +86,21 @@ def test_data_dir_flag_beats_env_beats_file(sayin, tmp_path, short_wav, lmdb_too
 
 
 def test_feed_items_flag_beats_env_beats_file(sayin, store, tmp_path, wav_factory):
+    # A store of its own per level: the first publish records the site's
+    # feed-items in its store (test_site.py).
     ini = write_ini(tmp_path / "sayin.ini", {"feed": {"items": "1"}})
     cfg = ["--config", str(ini)]
-    for i in range(3):
-        sayin.post(store, "alice", wav_factory("%d.wav" % i, seconds=0.1, seed=i), args=cfg)
-    origin = sayin.start_origin(store)
-    assert len(origin.get("/u/alice/feed.json").json()["items"]) == 1, "file"
     env = {"SAYIN_FEED_ITEMS": "2"}
-    sayin.post(store, "alice", wav_factory("3.wav", seconds=0.1, seed=3), args=cfg, env=env)
-    assert len(origin.get("/u/alice/feed.json").json()["items"]) == 2, "env beats file"
-    sayin.post(store, "alice", wav_factory("4.wav", seconds=0.1, seed=4), env=env,
-               args=cfg + ["--feed-items", "4"])
-    assert len(origin.get("/u/alice/feed.json").json()["items"]) == 4, "flag beats env"
+    levels = [("file", {}, [], 1), ("env beats file", env, [], 2),
+              ("flag beats env", env, ["--feed-items", "4"], 4)]
+    for n, (level, level_env, flags, items) in enumerate(levels):
+        data = tmp_path / ("store-%d" % n)
+        for i in range(items + 1):
+            sayin.post(data, "alice", wav_factory("%d-%d.wav" % (n, i), seconds=0.1, seed=i),
+                       args=cfg + flags, env=level_env)
+        origin = sayin.start_origin(data)
+        assert len(origin.get("/u/alice/feed.json").json()["items"]) == items, level
+        origin.stop()
 
 
 def test_bitrate_flag_beats_env_beats_file(sayin, tmp_path):

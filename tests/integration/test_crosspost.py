@@ -65,7 +65,9 @@ def test_post_goes_to_each_network_once_with_fitted_text_and_link(sayin, world):
 
 def test_api_post_shows_crosspost_delivery(sayin, world):
     w = world(("ann",))
-    token = author_add(sayin, w.data, "ann")
+    # The site's settings serve is given, recorded by this first publish.
+    token = author_add(sayin, w.data, "ann", args=("--public-url", PUBLIC,
+                                                   "--aac-fallback", "off"))
     api = start_api(sayin, w.data, args=["--social-accounts", w.accounts_path,
                                            "--aac-fallback", "off"], base=PUBLIC)
     audio = w.wav.read_bytes()

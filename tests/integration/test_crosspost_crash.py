@@ -180,7 +180,9 @@ def test_chaos_200_posts_cron_runs_killed_at_random(sayin, world):
     rng = random.Random()
     # a7's Page token was revoked: its Facebook jobs must park, with the reason.
     w.fb.page_by_handle("a7")[1]["expired"] = True
-    tokens = {h: author_add(sayin, w.data, h) for h in handles}
+    # The site's settings serve is given, recorded by the first `author add`.
+    site = ("--public-url", PUBLIC, "--aac-fallback", "off", "--waveform-points", "10")
+    tokens = {h: author_add(sayin, w.data, h, args=site) for h in handles}
     api = start_api(sayin, w.data, args=["--social-accounts", w.accounts_path,
                                            "--aac-fallback", "off", "--waveform-points", "10"],
                       base=PUBLIC)

@@ -66,7 +66,8 @@ def test_killed_post_into_a_new_store_leaves_nothing(sayin, store, long_noise_wa
 
 def test_store_full_is_a_clear_error_and_keeps_earlier_posts(sayin, store, tmp_path, short_wav,
                                                              big_noise_wav, lmdb_tools):
-    small = ["--map-size", "1M"]
+    # One bitrate for the store: the first post records it as the site's.
+    small = ["--map-size", "1M", "--bitrate", "510000"]
     first = sayin.post(store, "alice", short_wav, text="fits", args=small).json
     before = snapshot(store)
 
@@ -175,9 +176,10 @@ post() {
     echo "exit=$?" >&2
 }
 # 1. An audio object that does not fit (it goes in by copy_file_range).
-post "$MNT" --text first "$SHORT" > "$OUT.1"
+# (One bitrate for the store: its first post records it as the site's.)
+post "$MNT" --text first --bitrate 510000 "$SHORT" > "$OUT.1"
 post "$MNT" --text big --bitrate 510000 "$BIG" > "$OUT.2"
-post "$MNT" --text again "$SHORT" > "$OUT.3"
+post "$MNT" --text again --bitrate 510000 "$SHORT" > "$OUT.3"
 cp -a --sparse=always "$MNT/store" "$OUT"
 # 2. A disk with 64 KiB left: the feeds, pages and tree pages, written
 # through the map, do not fit.

@@ -175,7 +175,7 @@ def test_cli_forbidden_call_kills_the_decoder(sayin, store, tmp_path, short_wav,
 def test_api_child_has_no_secret_and_forbidden_calls_are_refused(sayin, tmp_path, short_wav,
                                                                  lmdb_tools):
     data = tmp_path / "store"
-    token = author_add(sayin, data, "alice")
+    token = author_add(sayin, data, "alice", args=("--public-url", "https://cdn.test"))  # start_api's
     audio = short_wav.read_bytes()
 
     # The child of a server, caught while it waits.

@@ -303,7 +303,9 @@ def big_store(bin_dir, tmp_path_factory, big_noise_wav):
     small = d / "small.wav"
     write_wav_module(small, 16000, 1, seconds=0.4)
     try:
-        alice = s.post(d / "store", "alice", small, text="hello").json
+        # One bitrate for the store: the first post records it as the site's.
+        alice = s.post(d / "store", "alice", small, text="hello",
+                       args=["--bitrate", BIG_BITRATE]).json
         bob = s.post(d / "store", "bob", big_noise_wav, text="loud",
                      args=["--bitrate", BIG_BITRATE]).json
     finally:
@@ -487,8 +489,10 @@ def test_vanishing_clients_cost_nothing(sayin, tmp_path, wav_factory, big_noise_
     """Many downloads of a large object cut short: the server keeps serving,
     every read transaction ends, and publishing goes on."""
     store = tmp_path / "store"
-    post = sayin.post(store, "alice", wav_factory("a.wav", seed=3)).json
-    big = sayin.post(store, "bob", big_noise_wav, args=["--bitrate", BIG_BITRATE]).json
+    # One bitrate for the store: the first post records it as the site's.
+    big_rate = ["--bitrate", BIG_BITRATE]
+    post = sayin.post(store, "alice", wav_factory("a.wav", seed=3), args=big_rate).json
+    big = sayin.post(store, "bob", big_noise_wav, args=big_rate).json
     path = url_path(big["audio_url"])
     origin = sayin.start_origin(store, args=["--threads", "2"])
     for i in range(40):
@@ -512,7 +516,8 @@ def test_vanishing_clients_cost_nothing(sayin, tmp_path, wav_factory, big_noise_
 
     r = get_big(origin.port, path)
     assert r.status == 200 and sha256_hex(r.body) == path[3:3 + 64]
-    newer = sayin.post(store, "alice", wav_factory("b.wav", seed=4), text="still here").json
+    newer = sayin.post(store, "alice", wav_factory("b.wav", seed=4), text="still here",
+                       args=big_rate).json
     r = origin.get(url_path(newer["audio_url"]))
     assert r.status == 200, r
     feed = origin.get("/u/alice/feed.json").json()

@@ -1,0 +1,95 @@
+/* cmd config: checks the configuration like `nginx -t`, or shows it with sources. */
+#include "cmd/cmd.h"
+
+#include "deliver/delivery.h"
+#include "pipeline.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const cmd_spec config_spec = {
+	.name = "config",
+	.usage = "Usage: sayin-publisher config check [--config FILE] [settings]\n"
+	         "       sayin-publisher config show [--config FILE] [settings]\n\n"
+	         "check reads the configuration as every command would (the file, the\n"
+	         "environment, the flags) and prints every error with where it comes\n"
+	         "from (FILE:LINE, $VARIABLE or --flag), then \"ok\" when there is none.\n"
+	         "Exit codes: 0 ok, 1 errors, 2 usage. show prints each setting's\n"
+	         "effective value and its source (flag, environment, FILE:LINE,\n"
+	         "default), secrets masked. Neither opens the store: the site's recorded\n"
+	         "settings are shown by `sayin-publisher site show`.\n",
+};
+
+static int wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* What the readers of the settings would refuse beyond their types: the
+ * ranges, the CDN drivers, the social accounts file, the outbox policy. */
+static unsigned check_readers(const config *cfg)
+{
+	pipeline pipe = { 0 };
+	outbox_policy pol;
+	char err[1024];
+	unsigned errors = 0;
+
+	if (pipeline_configure(&pipe, cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "%s\n", err);
+		errors++;
+	}
+	pipeline_free(&pipe);
+	if (delivery_policy_configure(cfg, &pol, err, sizeof(err)) != 0) {
+		fprintf(stderr, "%s\n", err);
+		errors++;
+	}
+	return errors;
+}
+
+int cmd_config(int argc, char **argv)
+{
+	config *cfg = NULL;
+	const char *verb = argc > 1 ? argv[1] : "";
+	int n;
+
+	if (wants_help(argc, argv)) {
+		cmd_usage(stdout, &config_spec);
+		return EXIT_OK;
+	}
+	if (strcmp(verb, "check") != 0 && strcmp(verb, "show") != 0) {
+		cmd_usage(stderr, &config_spec);
+		return EXIT_USAGE;
+	}
+	/* argv[1] is the verb: the settings follow it. */
+	n = config_check(argc - 1, argv + 1, NULL, 0, stderr, &cfg);
+	if (n < 0) {
+		fprintf(stderr, "sayin-publisher config: out of memory\n");
+		return EXIT_FAIL;
+	}
+	if (config_positional_count(cfg) != 0) {
+		fprintf(stderr, "sayin-publisher config %s: unexpected argument '%s'\n", verb,
+		        config_positional(cfg, 0));
+		config_free(cfg);
+		return EXIT_USAGE;
+	}
+	if (strcmp(verb, "show") == 0) {
+		config_show(cfg, stdout);
+		config_free(cfg);
+		return n == 0 ? EXIT_OK : EXIT_FAIL;
+	}
+	if (n == 0)
+		n = (int)check_readers(cfg);
+	config_free(cfg);
+	if (n > 0) {
+		fprintf(stderr, "sayin-publisher config check: %d error%s\n", n, n == 1 ? "" : "s");
+		return EXIT_FAIL;
+	}
+	printf("ok\n");
+	return EXIT_OK;
+}

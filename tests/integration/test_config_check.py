@@ -1,0 +1,105 @@
+"""`sayin-publisher config check` and `config show` (issue 14, item 3), and
+the file and line in every configuration error of the programs."""
+
+from helpers.procs import EXIT_OK, EXIT_USAGE
+
+EXIT_ERRORS = 1
+
+
+def write(path, text):
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def check(sayin, *args, env=None):
+    return sayin.run(sayin.publisher, ["config", "check"] + [str(a) for a in args], env=env)
+
+
+def test_every_error_is_reported_with_its_file_and_line(sayin, tmp_path):
+    ini = write(tmp_path / "sayin.ini",
+                "[store\n"                           # 1: not closed
+                "data = /tmp/nowhere\n"              # 2: under the broken header
+                "[origin]\n"                         # 3
+                "threads = two\n"                    # 4
+                "bogus = 1\n"                        # 5
+                "[publisher]\n"                      # 6
+                "public_url = cdn.example.com\n"     # 7: no scheme
+                "[cdn]\n"                            # 8
+                "varnish_edges = http://e1:6081, ftp://e2\n"  # 9
+                "this line is wrong\n")              # 10
+    r = check(sayin, "--config", ini)
+    assert r.returncode == EXIT_ERRORS, (r.returncode, r.stdout, r.stderr)
+    err = r.stderr
+    for expected in ("%s:1: section header '[store' is not closed" % ini,
+                     "%s:4: threads: 'two' is not a number" % ini,
+                     "%s:5: unknown setting [origin] bogus" % ini,
+                     "%s:7: public_url: 'cdn.example.com' is not an http:// or https:// URL" % ini,
+                     "%s:9: varnish_edges: 'ftp://e2' is not an http:// or https:// URL" % ini,
+                     "%s:10: syntax error" % ini):
+        assert expected in err, "missing %r in:\n%s" % (expected, err)
+    assert "unknown setting []" not in err, err
+    assert "data" not in err.replace("/tmp/nowhere", ""), "the broken section's key was reported"
+    assert r.stdout.strip() != "ok"
+
+
+def test_a_clean_configuration_is_ok(sayin, tmp_path):
+    ini = write(tmp_path / "sayin.ini",
+                "[store]\ndata = %s\n[publisher]\npublic_url = https://cdn.example.org\n"
+                "[media]\nbitrate = 24000\n" % (tmp_path / "store"))
+    r = check(sayin, "--config", ini)
+    assert r.returncode == EXIT_OK, (r.stdout, r.stderr)
+    assert r.stdout.strip() == "ok"
+    assert not (tmp_path / "store").exists(), "config check created the store"
+    assert check(sayin, env={"SAYIN_CONFIG": str(ini)}).returncode == EXIT_OK
+
+
+def test_a_value_out_of_range_is_an_error_with_its_line(sayin, tmp_path):
+    ini = write(tmp_path / "sayin.ini", "[media]\n\nbitrate = 5\n")
+    r = check(sayin, "--config", ini)
+    assert r.returncode == EXIT_ERRORS, (r.stdout, r.stderr)
+    assert "%s:3: bitrate: 5 is outside" % ini in r.stderr, r.stderr
+
+
+def test_flag_and_environment_errors_are_named_by_their_source(sayin, tmp_path):
+    r = check(sayin, "--public-url", "ftp://x", env={"SAYIN_THREADS": "many"})
+    assert r.returncode == EXIT_ERRORS
+    assert "--public-url: 'ftp://x' is not an http:// or https:// URL" in r.stderr, r.stderr
+    assert "$SAYIN_THREADS: 'many' is not a number" in r.stderr, r.stderr
+
+
+def test_the_programs_errors_carry_file_and_line(sayin, tmp_path, short_wav):
+    ini = write(tmp_path / "sayin.ini", "[origin]\nthreads = two\n")
+    r = sayin.run(sayin.origin_bin, ["--config", str(ini), "--data", str(tmp_path / "s")])
+    assert r.returncode == EXIT_USAGE
+    assert "%s:2: threads: 'two' is not a number" % ini in r.stderr, r.stderr
+
+    ini = write(tmp_path / "media.ini", "[media]\n; a comment\nloudness_target = loud\n")
+    p = sayin.post(tmp_path / "s", "alice", short_wav, args=["--config", ini], check=False)
+    assert p.returncode == EXIT_USAGE
+    assert "%s:3: loudness_target: 'loud' is not a loudness" % ini in p.stderr, p.describe()
+
+    ini = write(tmp_path / "broken.ini", "[store\ndata = x\n")
+    p = sayin.post(tmp_path / "s", "alice", short_wav, args=["--config", ini], check=False)
+    assert p.returncode == EXIT_USAGE
+    assert "%s:1: section header '[store' is not closed" % ini in p.stderr, p.describe()
+    assert "unknown setting" not in p.stderr
+
+
+def test_config_show_prints_values_and_sources_with_secrets_masked(sayin, tmp_path):
+    ini = write(tmp_path / "sayin.ini", "[media]\n\nbitrate = 24000\n")
+    canary = "canary-secret-4711"
+    r = sayin.run(sayin.publisher, ["config", "show", "--config", str(ini), "--feed-items", "7"],
+                  env={"SAYIN_MAX_TEXT": "300", "SAYIN_FASTLY_API_KEY": canary})
+    assert r.returncode == EXIT_OK, r.stderr
+    rows = {}
+    for line in r.stdout.splitlines():
+        name, rest = line.split(None, 1)
+        value, source = rest.rsplit("#", 1)
+        rows[name] = (value.strip(), source.strip())
+    assert rows["bitrate"] == ("24000", "%s:3" % ini)
+    assert rows["feed-items"] == ("7", "flag --feed-items")
+    assert rows["max-text"] == ("300", "environment $SAYIN_MAX_TEXT")
+    assert rows["aac-bitrate"] == ("48000", "default")
+    assert rows["fastly-api-key"][0] == "********"
+    assert canary not in r.stdout + r.stderr
