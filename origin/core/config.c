@@ -326,6 +326,10 @@ static int on_ini_entry(void *user, const char *section, const char *key, const 
 		return 1; /* its header was reported; guessing its keys' section would mislead */
 	for (size_t i = 0; i < N_SETTINGS; i++) {
 		if (strcmp(settings[i].section, section) == 0 && strcmp(settings[i].key, key) == 0) {
+			/* `key =` with no value is the default, as in the example
+			 * config, where every key is written out commented. */
+			if (value[0] == '\0')
+				return 1;
 			if (set_value(&st->cfg->values[i], value) != 0) {
 				st->nomem = 1;
 				return 0;

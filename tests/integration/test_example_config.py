@@ -102,9 +102,6 @@ def test_a_bad_key_in_it_is_reported(sayin, tmp_path):
     assert p.returncode == 2 and "map_sise" in p.stderr, p.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="an empty INI value is a value, not 'unset': "
-                   "uncommented, NAME and NAME_file of a secret are both given; needs "
-                   "config.c's on_ini_entry to take '' as unset (issue 14, helper-site)")
 def test_every_key_uncommented_is_accepted(sayin, tmp_path):
     ini = tmp_path / "all.ini"
     ini.write_text(uncomment(example(sayin), with_empty=True))
