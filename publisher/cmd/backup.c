@@ -27,7 +27,7 @@
 
 static const config_arg backup_args[] = {
 	{ "to-s3", NULL, "also upload the snapshot to the S3 bucket (--s3-bucket, --s3-endpoint, "
-	                 "--aws-*) as backups/SITE/UTC-TIME.mdb, SITE being --public-url's host", 1 },
+	                 "--aws-*) as backups/SITE/UTC-TIME.mdb, SITE being the recorded public URL's host", 1 },
 	{ "metrics-file", "FILE", "also write the outcome as Prometheus text (for node_exporter's "
 	                          "textfile collector), replaced atomically", 0 },
 	{ "s3-max-size", "SIZE", "largest snapshot --to-s3 uploads (one PUT, held in memory; at "
@@ -305,16 +305,22 @@ int cmd_backup(int argc, char **argv)
 		goto out;
 	}
 	to_s3 = config_get(cfg, "to-s3") != NULL;
-	if (to_s3 && s3_target_configure(cfg, &s3, err, sizeof(err)) != 0) {
-		fprintf(stderr, "sayin-publisher backup: %s\n", err);
-		code = EXIT_USAGE;
-		goto out;
-	}
+	/* Any format: the upgrade procedure takes a backup before `migrate`. */
+	sopt.any_format = 1;
 	rc = store_open(config_get(cfg, "data"), &sopt, &st);
 	if (rc != 0) {
 		fprintf(stderr, "sayin-publisher backup: cannot open store %s: %s\n",
 		        config_get(cfg, "data"), sayin_strerror(rc));
-		code = EXIT_FAIL;
+		code = rc == SAYIN_ESTORENEWER ? EXIT_USAGE : EXIT_FAIL;
+		goto out;
+	}
+	/* The key names the site the store records (its public URL's host). */
+	if (to_s3 && (code = cmd_apply_site(st, cfg, "backup")) >= 0)
+		goto out;
+	code = EXIT_OK;
+	if (to_s3 && s3_target_configure(cfg, &s3, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sayin-publisher backup: %s\n", err);
+		code = EXIT_USAGE;
 		goto out;
 	}
 	t0 = clock_mono_ms_f();

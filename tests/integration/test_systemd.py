@@ -25,12 +25,14 @@ from helpers.procs import Origin, free_port, wait_healthy
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SYSTEMD = os.path.join(REPO, "scripts", "systemd")
 UNITS = ["sayin-origin.service", "sayin-publisher.service", "sayin-push.service",
-         "sayin-push.timer", "sayin-crosspost.service", "sayin-crosspost.timer"]
+         "sayin-push.timer", "sayin-crosspost.service", "sayin-crosspost.timer",
+         "sayin-backup.service", "sayin-backup.timer"]
 MAN_PAGES = [os.path.join(REPO, "origin", "sayin-origin.8"),
              os.path.join(REPO, "publisher", "sayin-publisher.8")]
 # The issue's thresholds (a plain unit scores 8.5).
 MAX_EXPOSURE = {"sayin-origin.service": 2.0, "sayin-publisher.service": 3.5,
-                "sayin-push.service": 3.5, "sayin-crosspost.service": 3.5}
+                "sayin-push.service": 3.5, "sayin-crosspost.service": 3.5,
+                "sayin-backup.service": 3.5}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +65,11 @@ def test_every_unit_is_shipped():
     for name in ("sayin-push.timer", "sayin-crosspost.timer"):
         text = open(os.path.join(SYSTEMD, name)).read()
         assert "[Timer]" in text and "OnUnitInactiveSec=" in text, name
+    backup = open(os.path.join(SYSTEMD, "sayin-backup.timer")).read()
+    assert "OnCalendar=hourly" in backup and "Persistent=true" in backup
+    service = open(os.path.join(SYSTEMD, "sayin-backup.service")).read()
+    assert "sayin-publisher backup /var/backups/sayin/" in service
+    assert "d /var/backups/sayin " in open(os.path.join(SYSTEMD, "sayin.tmpfiles")).read()
 
 
 def test_units_verify_clean(systemd_analyze, tmp_path, bin_dir):
@@ -349,7 +356,7 @@ def test_api_and_decoder_system_calls_pass_its_filter(sayin, store, short_wav, s
     child (its seccomp() and unshare() included)."""
     from helpers.api import Api, author_add
     release_only(sayin.publisher)
-    token = author_add(sayin, store, "demo")
+    token = author_add(sayin, store, "demo", args=["--public-url", "https://cdn.test"])
     log = tmp_path / "api.strace"
     port = free_port()
     proc, out = sayin.spawn([strace, "-f", "-qq", "-o", str(log), sayin.publisher, "serve",
