@@ -75,7 +75,7 @@ def dir_listing(d):
 
 def test_backup_during_20_uploads_then_restore_serves_every_acknowledged_post(sayin, tmp_path):
     data = tmp_path / "store"
-    token = author_add(sayin, data, "alice")
+    token = author_add(sayin, data, "alice", args=["--public-url", "https://cdn.test"])
     api = start_api(sayin, data, ["--queue", "32", "--upload-per-author", "32"])
     clips = []
     for i in range(23):
@@ -282,12 +282,17 @@ def test_backup_to_s3_puts_the_snapshot_signed(sayin, tmp_path, fakes):
     assert "SignatureDoesNotMatch" in r.stderr and "kept" in r.stderr, r.stderr
     assert AWS_SECRET not in r.stderr
     assert dest2.exists()
-    # A setting missing: a usage error before any copy.
+    # The site in the key is the one the store records, flag or not.
     args = s3_args(s3)
     i = args.index("--public-url")
     del args[i:i + 2]
+    doc = backup_json(backup(sayin, data, tmp_path / "snap5.mdb", args))
+    assert doc["s3_key"].startswith("backups/cdn.test/"), doc
+    # A setting missing: a usage error before any copy.
+    i = args.index("--s3-bucket")
+    del args[i:i + 2]
     r = backup(sayin, data, tmp_path / "snap4.mdb", args)
-    assert r.returncode == 2 and "--to-s3 needs --public-url" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--to-s3 needs --s3-bucket" in r.stderr, r.stderr
     assert not (tmp_path / "snap4.mdb").exists()
     # Too big for the configured limit: refused before any request.
     n = len(s3.requests(ok_only=False))
@@ -332,8 +337,9 @@ def test_failed_backup_leaves_no_temporary_file_and_the_old_snapshot(sayin, tmp_
 
 def test_fsck_is_clean_after_shared_objects_deletions_and_archive_pages(sayin, tmp_path):
     data = tmp_path / "store"
-    token = author_add(sayin, data, "alice")
-    api = start_api(sayin, data, ["--feed-items", "2", "--feed-page-items", "2"])
+    site = ["--feed-items", "2", "--feed-page-items", "2"]
+    token = author_add(sayin, data, "alice", args=["--public-url", "https://cdn.test"] + site)
+    api = start_api(sayin, data, site)
     clip = tmp_path / "clip.wav"
     write_noise_wav(clip, 16000, 1)
     audio = clip.read_bytes()
