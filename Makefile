@@ -194,7 +194,7 @@ layers: all
 
 # The sanitizer build runs several times slower: scenario deadlines scale.
 integration: all
-	SAYIN_BIN=$(CURDIR)/bin SAYIN_TEST_TIME_SCALE=$(if $(filter 1,$(SANITIZE)),3,1) /usr/bin/python3 -m pytest -q -n 2 tests/integration
+	SAYIN_BIN=$(CURDIR)/bin SAYIN_TEST_TIME_SCALE=$(if $(filter 1,$(SANITIZE)),3,1) SAYIN_TEST_DEBOOTSTRAP=1 /usr/bin/python3 -m pytest -q -n 2 tests/integration
 
 # make check builds with -Werror unless told WERROR=0 on its command line.
 CHECK_WERROR := $(if $(filter command line,$(origin WERROR)),$(WERROR),1)
@@ -271,9 +271,9 @@ DEB_DIR ?= build/deb
 deb: $(BIN)/sayin-origin $(BIN)/sayin-publisher
 	+scripts/deb/build $(DEB_DIR)
 
-# The package on a clean Debian 12, in a chroot (root): makes the cached
-# root in build/debootstrap/ first (about 3 minutes), which make check's
-# run of the same test then reuses (tests/integration/test_package.py).
+# The package on a clean Debian 12, in a chroot (root): the test makes its
+# cached root in ~/.cache/sayin-tests/debootstrap/ once (about 3 minutes;
+# make check does too), then reuses it (tests/integration/test_package.py).
 test-debian: all
 	SAYIN_BIN=$(CURDIR)/bin SAYIN_TEST_DEBOOTSTRAP=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider \
 		tests/integration/test_package.py -k clean_debian
@@ -298,5 +298,5 @@ clean:
 -include tests/fuzz/fuzz.mk
 -include tests/fault/fault.mk
 
-# build/debootstrap holds a Debian root (tests/integration/test_package.py).
+# Dependency files of the build (an old build/debootstrap root is skipped).
 -include $(shell find build -path build/debootstrap -prune -o -name '*.d' -type f -print 2>/dev/null)

@@ -9,7 +9,7 @@
 - `make install` / `make uninstall` into a DESTDIR.
 - `make deb`: the package's files, Depends from dpkg-shlibdeps, no lintian
   error (its warnings are printed), and, as root, on a Debian 12 root made
-  by debootstrap (cached in build/debootstrap/; `make test-debian` makes
+  by debootstrap (cached in ~/.cache/sayin-tests/debootstrap/; `make test-debian` makes
   the cache, make check uses it when it is there), `apt-get install
   ./sayin_*.deb` creates the users and the store layout and the installed
   units verify.
@@ -29,7 +29,12 @@ import pytest
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 RELEASE = os.path.join(REPO, "build", "release")
-DEBOOTSTRAP = os.path.join(REPO, "build", "debootstrap")
+# Outside the clone, so that a clean clone (CI) on the same machine reuses
+# the root: SAYIN_TEST_CACHE, else $XDG_CACHE_HOME or ~/.cache.
+DEBOOTSTRAP = os.path.join(
+    os.environ.get("SAYIN_TEST_CACHE")
+    or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                    "sayin-tests"), "debootstrap")
 MIRROR = "http://deb.debian.org/debian"
 
 
@@ -139,6 +144,8 @@ INSTALLED = ["usr/bin/sayin-origin", "usr/bin/sayin-publisher",
              "usr/lib/systemd/system/sayin-push.service", "usr/lib/systemd/system/sayin-push.timer",
              "usr/lib/systemd/system/sayin-crosspost.service",
              "usr/lib/systemd/system/sayin-crosspost.timer",
+             "usr/lib/systemd/system/sayin-backup.service",
+             "usr/lib/systemd/system/sayin-backup.timer",
              "usr/lib/sysusers.d/sayin.conf", "usr/lib/tmpfiles.d/sayin.conf",
              "usr/share/doc/sayin/examples/crontab"]
 
@@ -278,6 +285,7 @@ def test_deb_contents(deb, tmp_path):
               "lib/systemd/system/sayin-origin.service",
               "lib/systemd/system/sayin-publisher.service",
               "lib/systemd/system/sayin-push.timer", "lib/systemd/system/sayin-crosspost.timer",
+              "lib/systemd/system/sayin-backup.timer",
               "usr/lib/sysusers.d/sayin.conf", "usr/lib/tmpfiles.d/sayin.conf",
               "usr/share/doc/sayin/copyright", "usr/share/doc/sayin/changelog.gz",
               "usr/share/doc/sayin/examples/crontab"):
@@ -382,24 +390,24 @@ def install_and_check(root, deb):
 
 
 def debian_root(deb):
-    """build/debootstrap/rootfs: made once (debootstrap minbase bookworm,
+    """DEBOOTSTRAP/rootfs: made once (debootstrap minbase bookworm,
     about 70 s here, then apt-get update), and checked there with a first,
     truly clean install of the package. That install is then purged and its
     users deleted, so the cached root keeps only the dependencies apt
     brought (the libraries, systemd, man-db): later runs install the
     package in a copy in seconds instead of a minute and a half. The
-    packages apt downloads are kept in build/debootstrap/archives."""
+    packages apt downloads are kept in DEBOOTSTRAP/archives."""
     root = os.path.join(DEBOOTSTRAP, "rootfs")
     if os.path.isfile(os.path.join(root, "var", "lib", "sayin-test-ready")):
         return root
     if os.environ.get("SAYIN_TEST_DEBOOTSTRAP") != "1":
-        pytest.skip("no cached Debian 12 root in build/debootstrap/rootfs: `make test-debian` "
-                    "makes it (3 to 4 minutes, as root, from %s) and runs this test; "
-                    "make check then reuses it (about 10 s)" % MIRROR)
+        pytest.skip("no cached Debian 12 root in %s/rootfs: `make check` or `make test-debian` "
+                    "makes it (3 to 4 minutes, as root, from %s); later runs reuse it (about "
+                    "10 s)" % (DEBOOTSTRAP, MIRROR))
     if shutil.which("debootstrap") is None:
         pytest.fail("debootstrap is not installed (run scripts/bootstrap)")
     if not mirror_reachable():
-        pytest.skip("no cached Debian root in build/debootstrap and %s is unreachable" % MIRROR)
+        pytest.skip("no cached Debian root in %s and %s is unreachable" % (DEBOOTSTRAP, MIRROR))
     tmp = root + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(root, ignore_errors=True)

@@ -93,7 +93,7 @@ def test_origin_bad_config_on_reload_keeps_the_old_settings(sayin, store, feed, 
         write_ini(ini, max_age="two")
         origin.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: "SIGHUP" in origin.log())
-        assert re.search(r"error origin: SIGHUP: .*name-max-age.*the settings in force stay",
+        assert re.search(r"error origin: SIGHUP: .*sayin\.ini:\d+: name_max_age: .*the settings in force stay",
                          origin.log()), origin.log()
         assert get_on(c, feed).header("Cache-Control").startswith("public, max-age=30,")
         assert reloads(origin) == (0, 1)
