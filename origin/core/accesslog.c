@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -290,7 +291,15 @@ static int header_client(const accesslog_edges *e, const http_request *req,
 		trusted = cidr_contains(&e->cidr[i], family, addr);
 	if (!trusted)
 		return -1;
-	value = http_request_header(req, e->header);
+	/* The last element of the LAST copy: a proxy may append its own header
+	 * line rather than extend the client's, so an earlier copy (or element)
+	 * is what the client sent and proves nothing. */
+	value = NULL;
+	for (size_t i = 0, n = http_request_header_count(req); i < n; i++) {
+		http_header h = http_request_header_at(req, i);
+		if (strcasecmp(h.name, e->header) == 0)
+			value = h.value;
+	}
 	if (value == NULL)
 		return -1;
 	start = strrchr(value, ',');

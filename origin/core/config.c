@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "core/log.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -275,6 +276,8 @@ struct ini_state {
 	int reported_line; /* the last line an error was reported for */
 	int nomem;
 	const char *secret; /* a secret setting the file sets, or NULL */
+	int indented;      /* this line starts with blanks: libinih continues a value */
+	ssize_t last;      /* the setting the previous entry set, or -1 */
 };
 
 static char *read_line(char *str, int num, void *stream)
@@ -288,13 +291,25 @@ static char *read_line(char *str, int num, void *stream)
 		return NULL;
 	st->line = st->next_line;
 	n = strlen(line);
-	if (n > 0 && line[n - 1] == '\n')
+	if (n > 0 && line[n - 1] == '\n') {
 		st->next_line++;
+	} else if (!feof(st->f)) {
+		/* libinih reads INI_MAX_LINE bytes at most: the rest of this line
+		 * would come back as a line of its own. Report it, and drop it. */
+		int c;
+		while ((c = fgetc(st->f)) != EOF && c != '\n')
+			;
+		st->next_line++;
+		fail(st->ld, "%s:%d: line longer than %d bytes: continue a long value on indented "
+		     "lines", st->path, st->line, num - 2);
+		st->reported_line = st->line;
+	}
 	p = line;
 	if (st->line == 1 && strncmp(p, "\xEF\xBB\xBF", 3) == 0)
 		p += 3;
 	while (*p == ' ' || *p == '\t')
 		p++;
+	st->indented = p != line;
 	if (*p == '[') {
 		const char *close = strchr(p, ']');
 		st->bad_section = close == NULL;
@@ -326,6 +341,20 @@ static int on_ini_entry(void *user, const char *section, const char *key, const 
 		return 1; /* its header was reported; guessing its keys' section would mislead */
 	for (size_t i = 0; i < N_SETTINGS; i++) {
 		if (strcmp(settings[i].section, section) == 0 && strcmp(settings[i].key, key) == 0) {
+			/* An indented line continues the value above it (libinih
+			 * hands it over alone): join the two with a space, so that a
+			 * long list (trusted_edges, *_edges) can span lines. */
+			if (st->indented && st->last == (ssize_t)i && st->cfg->values[i] != NULL) {
+				char *joined;
+				if (asprintf(&joined, "%s %s", st->cfg->values[i], value) < 0) {
+					st->nomem = 1;
+					return 0;
+				}
+				free(st->cfg->values[i]);
+				st->cfg->values[i] = joined;
+				return 1;
+			}
+			st->last = (ssize_t)i;
 			/* `key =` with no value is the default, as in the example
 			 * config, where every key is written out commented. */
 			if (value[0] == '\0')
@@ -341,6 +370,7 @@ static int on_ini_entry(void *user, const char *section, const char *key, const 
 			return 1;
 		}
 	}
+	st->last = -1;
 	/* An unknown key is a typo until proven otherwise: refuse it. */
 	if (section[0] == '\0')
 		fail(st->ld, "%s:%d: setting '%s' is outside any [section]", st->path, st->line, key);
@@ -352,7 +382,7 @@ static int on_ini_entry(void *user, const char *section, const char *key, const 
 
 static int load_file(config *cfg, const char *path, struct loader *ld)
 {
-	struct ini_state st = { .cfg = cfg, .ld = ld, .path = path, .next_line = 1 };
+	struct ini_state st = { .cfg = cfg, .ld = ld, .path = path, .next_line = 1, .last = -1 };
 	struct stat sb;
 	int rc, open_mode;
 
@@ -866,9 +896,9 @@ int config_check_url(const char *url, char *why, size_t len, int *insecure)
 	size_t hlen;
 
 	*insecure = 0;
-	if (strncmp(url, "https://", 8) == 0)
+	if (strncasecmp(url, "https://", 8) == 0)
 		p = url + 8;
-	else if (strncmp(url, "http://", 7) == 0)
+	else if (strncasecmp(url, "http://", 7) == 0)
 		p = url + 7;
 	else {
 		snprintf(why, len, "'%s' is not an http:// or https:// URL", url);
@@ -892,9 +922,27 @@ int config_check_url(const char *url, char *why, size_t len, int *insecure)
 	}
 	if (*host == '[') {
 		const char *close = memchr(host, ']', (size_t)(end - host));
+		char v6[INET6_ADDRSTRLEN];
+		unsigned char bin[16];
 		hlen = close != NULL ? (size_t)(close - host) + 1 : 0;
+		if (hlen > 2 && (hlen - 2 >= sizeof(v6) ||
+		                 (memcpy(v6, host + 1, hlen - 2), v6[hlen - 2] = '\0',
+		                  inet_pton(AF_INET6, v6, bin) != 1))) {
+			snprintf(why, len, "'%s': the host in brackets is not an IPv6 address", url);
+			return SAYIN_ECONFIG;
+		}
 	} else {
 		hlen = strcspn(host, ":/");
+		/* A DNS name or an IPv4 address: letters, digits, '-', '.', '_'.
+		 * Anything else ('\\', '%', ...) is read differently by
+		 * different parsers (a browser takes '\\' for '/'). */
+		for (size_t i = 0; i < hlen; i++) {
+			unsigned char c = (unsigned char)host[i];
+			if (!isalnum(c) && c != '-' && c != '.' && c != '_') {
+				snprintf(why, len, "'%s': the host holds '%c'", url, c);
+				return SAYIN_ECONFIG;
+			}
+		}
 	}
 	if (hlen == 0 || (*host == '[' && hlen <= 2)) {
 		snprintf(why, len, "'%s' has no host", url);
@@ -909,10 +957,11 @@ int config_check_url(const char *url, char *why, size_t len, int *insecure)
 			if (!isdigit((unsigned char)*port))
 				goto bad_port;
 		}
-		if (digits == 0 || digits > 5 || atoi(host + hlen + 1) > 65535)
-			goto bad_port;
+		if (digits == 0 || digits > 5 || host[hlen + 1] == '0' ||
+		    atoi(host + hlen + 1) > 65535)
+			goto bad_port; /* none, too long, 0 or a leading zero, too big */
 	}
-	*insecure = strncmp(url, "http://", 7) == 0 && !is_loopback(host, hlen);
+	*insecure = strncasecmp(url, "http://", 7) == 0 && !is_loopback(host, hlen);
 	return 0;
 bad_port:
 	snprintf(why, len, "'%s' has a bad port", url);

@@ -1815,21 +1815,63 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 
 /* ---- accepting ---- */
 
-static void on_refused_closed(uv_handle_t *handle)
+/* A refused connection: answered, its write side shut down, then its input
+ * discarded until EOF (at most LINGER_MAX_BYTES, for at most LINGER_MS),
+ * as a connection's own linger does. Closing at once while the client is
+ * still sending (an upload) would reset the connection, and the client
+ * would see a broken pipe instead of the 503. It needs no conn: only this. */
+struct refused {
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	size_t drained;
+	int open; /* handles not yet closed */
+};
+
+static void refused_handle_closed(uv_handle_t *handle)
 {
-	free(handle);
+	struct refused *r = handle->data;
+	if (--r->open == 0)
+		free(r);
+}
+
+static void refused_close(struct refused *r)
+{
+	if (uv_is_closing((uv_handle_t *)&r->tcp))
+		return;
+	uv_close((uv_handle_t *)&r->tcp, refused_handle_closed);
+	uv_close((uv_handle_t *)&r->timer, refused_handle_closed);
+}
+
+static void refused_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+	static _Thread_local char discard[4096]; /* read and dropped: never looked at */
+	(void)handle;
+	(void)suggested;
+	*buf = uv_buf_init(discard, sizeof(discard));
+}
+
+static void refused_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+	struct refused *r = stream->data;
+	(void)buf;
+	if (nread < 0 || (r->drained += (size_t)nread) > LINGER_MAX_BYTES)
+		refused_close(r);
+}
+
+static void refused_timeout(uv_timer_t *timer)
+{
+	refused_close(timer->data);
 }
 
 /* Over max_connections (oom 0) or out of memory for the connection
- * (oom 1): accept, say 503 if the socket takes it, close. */
+ * (oom 1): accept, say 503 if the socket takes it, linger, close. */
 static void conn_refuse(http_server *server, int oom)
 {
-	uv_tcp_t *tcp = malloc(sizeof(*tcp));
+	struct refused *r = malloc(sizeof(*r));
 	uint64_t now = uv_now(server->loop);
 	const char *answer = oom ? oom_response : refuse_response;
 	size_t answer_len = oom ? sizeof(oom_response) - 1 : sizeof(refuse_response) - 1;
 	uv_os_fd_t fd;
-	char drain[4096];
 
 	stat_add(&server->stats.connections_refused, 1);
 	if (server->last_refuse_log == 0 || now - server->last_refuse_log >= REFUSE_LOG_INTERVAL_MS) {
@@ -1839,7 +1881,7 @@ static void conn_refuse(http_server *server, int oom)
 			log_warn("http: over %u connections, refusing", server->limits.max_connections);
 		server->last_refuse_log = now;
 	}
-	if (tcp == NULL) {
+	if (r == NULL) {
 		/* No handle to take it with. A connection libuv accepted but
 		 * nobody took would stop the listener for good (libuv stops
 		 * polling until uv_accept), so answer and close the pending
@@ -1855,18 +1897,21 @@ static void conn_refuse(http_server *server, int oom)
 		log_error("http: out of memory refusing a connection");
 		return;
 	}
-	uv_tcp_init(server->loop, tcp);
-	if (uv_accept((uv_stream_t *)&server->listener, (uv_stream_t *)tcp) == 0) {
+	r->drained = 0;
+	r->open = 2;
+	uv_tcp_init(server->loop, &r->tcp);
+	uv_timer_init(server->loop, &r->timer);
+	r->tcp.data = r;
+	r->timer.data = r;
+	if (uv_accept((uv_stream_t *)&server->listener, (uv_stream_t *)&r->tcp) == 0) {
 		uv_buf_t b = uv_buf_init((char *)(uintptr_t)answer, answer_len);
-		(void)uv_try_write((uv_stream_t *)tcp, &b, 1);
-		/* Unread input would turn our close into a reset that can destroy
-		 * the 503 at the client: take what has arrived. */
-		if (uv_fileno((uv_handle_t *)tcp, &fd) == 0) {
-			for (int i = 0; i < 4 && recv(fd, drain, sizeof(drain), MSG_DONTWAIT) > 0; i++)
-				;
-		}
+		(void)uv_try_write((uv_stream_t *)&r->tcp, &b, 1);
+		if (uv_fileno((uv_handle_t *)&r->tcp, &fd) == 0 && shutdown(fd, SHUT_WR) == 0 &&
+		    uv_read_start((uv_stream_t *)&r->tcp, refused_alloc, refused_read) == 0 &&
+		    uv_timer_start(&r->timer, refused_timeout, LINGER_MS, 0) == 0)
+			return;
 	}
-	uv_close((uv_handle_t *)tcp, on_refused_closed);
+	refused_close(r);
 }
 
 /* A new connection in PH_IDLE with its timer; the caller inits the socket

@@ -420,18 +420,26 @@ int cmd_fsck(int argc, char **argv)
 	code = cmd_load_config(&fsck_spec, argc, argv, &cfg);
 	if (code >= 0)
 		return code;
-	if (fsck_store_settings(&sizes, cfg, err, sizeof(err)) != 0) {
-		fprintf(stderr, "sayin-publisher fsck: %s\n", err);
-		config_free(cfg);
-		return EXIT_USAGE;
-	}
 	snapshot = config_get(cfg, "snapshot");
 	what = snapshot != NULL ? snapshot : config_get(cfg, "data");
 	rc = snapshot != NULL ? store_snapshot_open(snapshot, &st) : store_open(what, &sopt, &st);
 	if (rc != 0) {
 		fprintf(stderr, "sayin-publisher fsck: cannot open %s: %s\n", what, sayin_strerror(rc));
 		config_free(cfg);
-		return EXIT_FAIL;
+		return rc == SAYIN_ESTORENEWER || rc == SAYIN_ESTOREOLDER ? EXIT_USAGE : EXIT_FAIL;
+	}
+	/* The feed sizes the store's documents were written with: the
+	 * recorded site's, as for every command. */
+	if ((code = cmd_apply_site(st, cfg, "fsck")) >= 0) {
+		store_close(st);
+		config_free(cfg);
+		return code;
+	}
+	if (fsck_store_settings(&sizes, cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sayin-publisher fsck: %s\n", err);
+		store_close(st);
+		config_free(cfg);
+		return EXIT_USAGE;
 	}
 	rc = fsck_store(st, stdout, sizes.feed_items, sizes.page_items, &problems);
 	if (rc != 0)

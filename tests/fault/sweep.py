@@ -321,8 +321,10 @@ class World:
         """One author with a token and one post, whose CDN purge and
         cross-post to X wait in the outbox."""
         self.template = os.path.join(self.tmp, "template")
+        # The first write records the site (issue 14): the post's settings.
         out = self.cli(["author", "add", "ann", "--name", "Ann", "--data", self.template,
-                        "--map-size", "64M"]).stdout
+                        "--map-size", "64M", "--public-url", BASE,
+                        "--waveform-points", "16"]).stdout
         self.token = out.strip().splitlines()[-1].strip()
         self.post_id = json.loads(self.cli(self.post_args(self.template)).stdout)["id"]
         before = canonical_dump(self.template)

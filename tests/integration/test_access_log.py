@@ -107,6 +107,12 @@ def test_client_header_is_believed_only_from_a_trusted_edge(sayin, store, post):
     for o in (trusted, untrusted):
         o.get("/healthz?1", headers=hdr)
         o.get("/healthz?2", headers={"X-Forwarded-For": "not-an-address"})
+    # A client's own line first, the edge's appended as a line of its own:
+    # the last copy counts.
+    r = raw_request(trusted, b"GET /healthz?3 HTTP/1.1\r\nHost: t\r\n"
+                    b"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n")
+    assert r.status == 200
+    assert wait_lines(trusted.log, 1, query="3")[-1]["client"] == "203.0.113.7"
     t = wait_lines(trusted.log, 1, query="1") + wait_lines(trusted.log, 1, query="2")
     u = wait_lines(untrusted.log, 1, query="1") + wait_lines(untrusted.log, 1, query="2")
     # The last element is the one the edge itself appended.

@@ -103,3 +103,34 @@ def test_config_show_prints_values_and_sources_with_secrets_masked(sayin, tmp_pa
     assert rows["aac-bitrate"] == ("48000", "default")
     assert rows["fastly-api-key"][0] == "********"
     assert canary not in r.stdout + r.stderr
+
+
+def test_a_long_list_continues_on_indented_lines_and_an_overlong_line_is_an_error(sayin,
+                                                                                  tmp_path):
+    """libinih reads 200 bytes of a line at most: a longer one is refused
+    with its line (not read as two), and an indented line continues the
+    value above it, so a long list (a CDN's address ranges) can be written
+    across lines without losing any of it."""
+    ranges = ["173.245.48.0/20", "103.21.244.0/22", "103.22.200.0/22", "103.31.4.0/22",
+              "141.101.64.0/18", "108.162.192.0/18", "190.93.240.0/20", "188.114.96.0/20",
+              "197.234.240.0/22", "198.41.128.0/17", "162.158.0.0/15", "104.16.0.0/13",
+              "104.24.0.0/14", "172.64.0.0/13", "131.0.72.0/22"]
+    long_line = write(tmp_path / "long.ini", "[log]\ntrusted_edges = %s\n[cdn]\n"
+                      "varnish_edges = http://e1:6081\n" % ", ".join(ranges))
+    r = check(sayin, "--config", long_line)
+    assert r.returncode == EXIT_ERRORS, (r.stdout, r.stderr)
+    assert "%s:2: line longer than" % long_line in r.stderr, r.stderr
+    assert "syntax error" not in r.stderr, "the rest of the line was read as a line: " + r.stderr
+
+    split = write(tmp_path / "split.ini",
+                  "[log]\nclient_ip_header = CF-Connecting-IP\ntrusted_edges = %s,\n  %s,\n"
+                  "  %s\n[cdn]\nvarnish_edges = http://e1:6081,\n  http://e2:6081\n"
+                  % (", ".join(ranges[:5]), ", ".join(ranges[5:10]), ", ".join(ranges[10:])))
+    r = check(sayin, "--config", split)
+    assert r.returncode == EXIT_OK, (r.stdout, r.stderr)
+    r = sayin.run(sayin.publisher, ["config", "show", "--config", str(split)])
+    assert r.returncode == EXIT_OK, r.stderr
+    shown = {l.split(None, 1)[0]: l for l in r.stdout.splitlines() if l.strip()}
+    assert "http://e1:6081, http://e2:6081" in shown["varnish-edges"], shown["varnish-edges"]
+    for cidr in ranges:
+        assert cidr in shown["trusted-edges"], (cidr, shown["trusted-edges"])

@@ -15,7 +15,8 @@ static void test_good_urls_pass(void **state)
 	static const char *const good[] = { "https://cdn.example.com", "https://cdn.example.com/",
 		                            "https://cdn.example.com/base/path", "http://127.0.0.1:8080",
 		                            "http://localhost:81", "http://[::1]:8080",
-		                            "https://[2001:db8::1]/x" };
+		                            "https://[2001:db8::1]/x", "HTTPS://CDN.Example.com",
+		                            "https://edge_1.internal:6081" };
 	char why[256];
 	int insecure;
 
@@ -43,6 +44,12 @@ static void test_bad_urls_are_refused_with_a_reason(void **state)
 		{ "https://x:99999", "bad port" },
 		{ "https://u:p@x", "credentials" },
 		{ "https://x y", "space" },
+		{ "https://h\\evil.com", "the host holds '\\'" },
+		{ "https://h%2fevil.com", "the host holds '%'" },
+		{ "https://[zz]", "not an IPv6 address" },
+		{ "https://[::1", "no host" },
+		{ "https://h:0", "bad port" },
+		{ "https://h:00080", "bad port" },
 	};
 	char why[256];
 	int insecure;
