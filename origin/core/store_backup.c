@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <signal.h>
 #include <lmdb.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -279,19 +280,60 @@ static int fsync_dir_of(const char *path)
 	return rc;
 }
 
+/* A temporary file of ours is named PREFIX<pid>-XXXXXX. One whose pid no
+ * longer runs was left by a killed run (SIGKILL, a unit's timeout, a
+ * crash): remove it, or every such run would leave a store-sized file.
+ * dir is where they live, prefix the name before the pid. Best effort. */
+static void remove_stale_temps(const char *dir, const char *prefix)
+{
+	size_t plen = strlen(prefix);
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	if (d == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		char *end;
+		long pid;
+
+		if (strncmp(e->d_name, prefix, plen) != 0)
+			continue;
+		pid = strtol(e->d_name + plen, &end, 10);
+		if (end == e->d_name + plen || *end != '-' || pid <= 0 || pid == (long)getpid() ||
+		    kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+			log_warn("backup: removed %s/%s, left by a run that was killed (pid %ld)", dir,
+			         e->d_name, pid);
+	}
+	closedir(d);
+}
+
 int store_snapshot(store *st, const char *dest, store_snapshot_info *out, char *err,
                    size_t errlen)
 {
 	struct table_count before[MAX_TABLES];
 	store_snapshot_info info = { 0 };
 	size_t n_before = 0, len = strlen(dest);
-	char *tmp = malloc(len + sizeof(".tmp-XXXXXX"));
+	size_t tmp_len = len + sizeof(".tmp--XXXXXX") + 12;
+	char *tmp = malloc(tmp_len);
 	struct stat sb;
 	int fd = -1, rc;
 
 	if (tmp == NULL)
 		return -ENOMEM;
-	snprintf(tmp, len + sizeof(".tmp-XXXXXX"), "%s.tmp-XXXXXX", dest);
+	{
+		char *copy = strdup(dest), *prefix = NULL;
+		if (copy != NULL && asprintf(&prefix, "%s.tmp-", basename(copy)) >= 0) {
+			char *dir = strdup(dest);
+			if (dir != NULL)
+				remove_stale_temps(dirname(dir), prefix);
+			free(dir);
+		}
+		free(prefix);
+		free(copy);
+	}
+	snprintf(tmp, tmp_len, "%s.tmp-%ld-XXXXXX", dest, (long)getpid());
 	fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0) {
 		rc = -errno;
@@ -511,7 +553,8 @@ int store_restore(const char *src, const char *dir, int force, pid_t *pid,
 
 	if (lock_path(dir, lock, sizeof(lock)) != 0 ||
 	    snprintf(data, sizeof(data), "%s/data.mdb", dir) >= (int)sizeof(data) ||
-	    snprintf(tmp, sizeof(tmp), "%s/.data.mdb.restore-XXXXXX", dir) >= (int)sizeof(tmp))
+	    snprintf(tmp, sizeof(tmp), "%s/.data.mdb.restore-%ld-XXXXXX", dir, (long)getpid()) >=
+	            (int)sizeof(tmp))
 		return -ENAMETOOLONG;
 	rc = store_snapshot_verify(src, &info, err, errlen);
 	if (rc != 0)
@@ -541,6 +584,7 @@ int store_restore(const char *src, const char *dir, int force, pid_t *pid,
 			goto done;
 		}
 	}
+	remove_stale_temps(dir, ".data.mdb.restore-");
 	rc = holds_store(dir);
 	if (rc < 0) {
 		say(err, errlen, "%s: %s", dir, sayin_strerror(rc));

@@ -327,7 +327,7 @@ static void park_unconfigured(delivery *d)
 	static const char *const networks[] = PUBLISH_NETWORKS;
 	const char *known[sizeof(d->targets->names) / sizeof(d->targets->names[0]) + 2];
 	size_t n = 0;
-	unsigned parked = 0;
+	unsigned parked = 0, unparked = 0;
 	int rc;
 
 	for (size_t i = 0; d->targets->names[i] != NULL; i++)
@@ -335,7 +335,8 @@ static void park_unconfigured(delivery *d)
 	for (size_t i = 0; i < sizeof(networks) / sizeof(networks[0]); i++)
 		known[n++] = networks[i];
 	known[n] = NULL;
-	rc = outbox_park_unknown(d->opt.st, known, "target not configured", clock_now_ms(), &parked);
+	rc = outbox_park_unknown(d->opt.st, known, "target not configured", clock_now_ms(), &parked,
+	                         &unparked);
 	if (rc != 0)
 		log_error("delivery: cannot look for jobs of unconfigured targets: %s",
 		          sayin_strerror(rc));

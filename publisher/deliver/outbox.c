@@ -487,20 +487,33 @@ struct park_ctx {
 	const char *const *known;
 	const char *reason;
 	int64_t now;
-	unsigned n;
+	unsigned n, unparked;
 };
 
 static int park_one(void *arg, const char *id, json_t *j)
 {
 	struct park_ctx *c = arg;
 	const char *target = json_string_value(json_object_get(j, "target"));
+	const char *error = json_string_value(json_object_get(j, "last_error"));
+	int known = 0;
 
-	if (json_is_true(json_object_get(j, "parked")) || jint(j, "lease_until_ms") > c->now)
-		return 0;
-	for (size_t i = 0; target != NULL && c->known[i] != NULL; i++) {
-		if (strcmp(c->known[i], target) == 0)
+	for (size_t i = 0; target != NULL && c->known[i] != NULL && !known; i++)
+		known = strcmp(c->known[i], target) == 0;
+	if (json_is_true(json_object_get(j, "parked"))) {
+		/* Parked only because a process without its target saw it (a
+		 * run with another config): this one has the target, so the job
+		 * is due again, attempts kept. */
+		if (!known || error == NULL || strncmp(error, c->reason, strlen(c->reason)) != 0)
 			return 0;
+		json_object_set_new(j, "parked", json_false());
+		json_object_set_new(j, "next_ms", json_integer(c->now));
+		log_info("outbox: job %s for target '%s' is due again: the target is configured", id,
+		         target);
+		c->unparked++;
+		return jsonstore_put(c->txn, STORE_OUTBOX, id, j);
 	}
+	if (known || jint(j, "lease_until_ms") > c->now)
+		return 0;
 	json_object_set_new(j, "parked", json_true());
 	json_object_set_new(j, "last_error", json_string(c->reason));
 	json_object_set_new(j, "lease_until_ms", json_integer(0));
@@ -512,21 +525,23 @@ static int park_one(void *arg, const char *id, json_t *j)
 }
 
 int outbox_park_unknown(store *st, const char *const *known, const char *reason, int64_t now_ms,
-                        unsigned *count)
+                        unsigned *count, unsigned *unparked)
 {
 	struct park_ctx c = { .known = known, .reason = reason, .now = now_ms };
 	int rc = store_txn_begin(st, 1, &c.txn);
 
-	*count = 0;
+	*count = *unparked = 0;
 	if (rc != 0)
 		return rc;
 	rc = each_job(c.txn, NULL, park_one, &c);
-	if (rc != 0 || c.n == 0) {
+	if (rc != 0 || c.n + c.unparked == 0) {
 		store_txn_abort(c.txn);
 		return rc;
 	}
 	rc = store_txn_commit(c.txn);
-	if (rc == 0)
+	if (rc == 0) {
 		*count = c.n;
+		*unparked = c.unparked;
+	}
 	return rc;
 }

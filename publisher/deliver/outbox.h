@@ -98,9 +98,12 @@ int outbox_retry(store *st, const char *id, int64_t now_ms, unsigned *count);
 /* Parks, with reason as their last error, every job that is not parked,
  * not leased, and names a target not in known (NULL-terminated): jobs
  * enqueued for a target the configuration no longer has would otherwise
- * stay due forever. *count: jobs parked. */
+ * stay due forever. And makes due again every job parked for that reason
+ * (last error starting with reason) whose target is in known: a run with
+ * another configuration parked it, this one can deliver it. *count: jobs
+ * parked; *unparked: jobs made due again. */
 int outbox_park_unknown(store *st, const char *const *known, const char *reason, int64_t now_ms,
-                        unsigned *count);
+                        unsigned *count, unsigned *unparked);
 
 typedef struct outbox_stats {
 	uint64_t depth;           /* jobs not parked */

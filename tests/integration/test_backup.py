@@ -358,3 +358,32 @@ def test_fsck_is_clean_after_shared_objects_deletions_and_archive_pages(sayin, t
     assert "4 posts" in r.stdout and " 0 problems" in r.stdout, r.stdout
     r = fsck(sayin, ["--data", data, "--feed-items", "1", "--feed-page-items", "1"])
     assert r.returncode == 2 and "the store records feed-items = '2'" in r.stderr, r.stderr
+
+
+def test_a_killed_runs_temporary_file_is_removed_by_the_next_run(sayin, tmp_path):
+    """A backup killed mid-copy (SIGKILL, a unit's timeout) cannot clean up:
+    the next run removes what a dead process left, never a live one's."""
+    data, ids = small_store(sayin, tmp_path, posts=1)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    dest = tmp_path / "snap.mdb"
+    stale = tmp_path / ("snap.mdb.tmp-%d-AbCdEf" % dead.pid)
+    live = tmp_path / ("snap.mdb.tmp-%d-GhIjKl" % os.getpid())
+    other = tmp_path / ("other.mdb.tmp-%d-MnOpQr" % dead.pid)
+    for f in (stale, live, other):
+        f.write_bytes(b"\0" * 4096)
+    r = backup(sayin, data, dest)
+    backup_json(r)
+    assert not stale.exists(), "a dead run's temporary file was left"
+    assert live.exists() and other.exists(), "a live run's (or another DEST's) file was removed"
+    assert "left by a run that was killed" in r.stderr, r.stderr
+
+    # Restore: a dead run's temporary file does not make the directory
+    # look as if it held a store.
+    target = tmp_path / "restored"
+    target.mkdir()
+    leftover = target / (".data.mdb.restore-%d-StUvWx" % dead.pid)
+    leftover.write_bytes(b"\0" * 4096)
+    r = restore(sayin, dest, target)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert not leftover.exists() and (target / "data.mdb").exists()

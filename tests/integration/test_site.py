@@ -165,3 +165,10 @@ def test_jobs_of_a_target_no_longer_configured_are_parked_and_reported(sayin, st
     # Still reported by the next run, which has nothing else to do.
     r = publisher(sayin, "push", "--data", store)
     assert r.returncode == EXIT_FAIL and "not configured" in r.stdout, (r.stdout, r.stderr)
+    # A run that has the target again takes its jobs back: due, not parked
+    # until someone runs retry (here it delivers; the edge is down, so the
+    # job fails and waits in backoff, as any job would).
+    r = publisher(sayin, "push", "--data", store, *edge, "--outbox-backoff-ms", "60000")
+    assert "parked 0" in r.stdout and "failed 1" in r.stdout, (r.stdout, r.stderr)
+    status = publisher(sayin, "status", "--data", store, *edge)
+    assert "PARKED" not in status.stdout and "backoff" in status.stdout, status.stdout
