@@ -14,6 +14,8 @@ import subprocess
 
 import pytest
 
+from helpers.procs import free_port
+
 try:
     import yaml
 except ImportError:
@@ -257,3 +259,36 @@ def test_a_renamed_metric_is_noticed():
 def test_issue_15_metrics_are_in_the_code():
     missing = ISSUE_15 - code_metric_names()
     assert not missing, f"named in issue 15 but in no C source yet: {sorted(missing)}"
+
+
+EXPOSED = re.compile(r"^(?:# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) |([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ])", re.M)
+
+
+def exposed(text):
+    """The metric names (families and samples) of a Prometheus text exposition."""
+    return {a or b for a, b in EXPOSED.findall(text)}
+
+
+def test_the_running_programs_export_what_the_rules_and_dashboard_use(api_site, sayin, tmp_path):
+    """End to end: the origin's and the API's /metrics and a push run's
+    --metrics-textfile hold every metric a rule or a dashboard query names.
+    The API has a CDN target (a Varnish edge nobody asks: no post, no job),
+    as in production: sayin_outbox_jobs_total has series per target only."""
+    edge = "http://127.0.0.1:%d" % free_port()
+    site = api_site(args=["--varnish-edges", edge], authors=("alice",))
+    r = site.origin.get("/metrics")
+    assert r.status == 200, r
+    names = exposed(r.body.decode())
+    r = site.api.request("GET", "/metrics")
+    assert r.status == 200, r
+    names |= exposed(r.body.decode())
+    prom = tmp_path / "sayin-push.prom"
+    p = sayin.run(sayin.publisher, ["push", "--data", str(site.data), "--public-url",
+                                    "https://cdn.test", "--metrics-textfile", str(prom)])
+    assert p.returncode == 0, p.stderr
+    names |= exposed(prom.read_text())
+    used = set()
+    for e in [a["expr"] for a in alerts()] + dashboard_exprs():
+        used |= names_in(e)
+    missing = unknown(used - PROMETHEUS_OWN, names)
+    assert not missing, f"used by the rules or the dashboard, exported by no program: {sorted(missing)}"
