@@ -267,25 +267,34 @@ static void on_async(uv_async_t *a)
 
 static double gauge_depth(void *arg)
 {
-	delivery *d = arg;
 	outbox_stats s;
-	return outbox_stats_get(d->opt.st, clock_now_ms(), &s) == 0 ? (double)s.depth : -1;
+	return outbox_stats_get(arg, clock_now_ms(), &s) == 0 ? (double)s.depth : -1;
 }
 
 static double gauge_parked(void *arg)
 {
-	delivery *d = arg;
 	outbox_stats s;
-	return outbox_stats_get(d->opt.st, clock_now_ms(), &s) == 0 ? (double)s.parked : -1;
+	return outbox_stats_get(arg, clock_now_ms(), &s) == 0 ? (double)s.parked : -1;
 }
 
 static double gauge_oldest(void *arg)
 {
-	delivery *d = arg;
 	outbox_stats s;
-	if (outbox_stats_get(d->opt.st, clock_now_ms(), &s) != 0 || s.oldest_ms == 0)
+	if (outbox_stats_get(arg, clock_now_ms(), &s) != 0 || s.oldest_ms == 0)
 		return 0;
 	return (double)(clock_now_ms() - s.oldest_ms) / 1e3;
+}
+
+int delivery_outbox_metrics_define(metrics *m, store *st)
+{
+	if (metrics_gauge_fn(m, "sayin_outbox_depth", "Jobs waiting or in flight (not parked).",
+	                     NULL, gauge_depth, st) < 0 ||
+	    metrics_gauge_fn(m, "sayin_outbox_parked", "Jobs parked after failing: need action.",
+	                     NULL, gauge_parked, st) < 0 ||
+	    metrics_gauge_fn(m, "sayin_outbox_oldest_seconds", "Age of the oldest unparked job.",
+	                     NULL, gauge_oldest, st) < 0)
+		return -ENOMEM;
+	return 0;
 }
 
 static double read_count(void *arg)
@@ -308,14 +317,7 @@ static int define_metrics(delivery *d, metrics *m)
 				return -ENOMEM;
 		}
 	}
-	if (metrics_gauge_fn(m, "sayin_outbox_depth", "Jobs waiting or in flight (not parked).",
-	                     NULL, gauge_depth, d) < 0 ||
-	    metrics_gauge_fn(m, "sayin_outbox_parked", "Jobs parked after failing: need action.",
-	                     NULL, gauge_parked, d) < 0 ||
-	    metrics_gauge_fn(m, "sayin_outbox_oldest_seconds", "Age of the oldest unparked job.",
-	                     NULL, gauge_oldest, d) < 0)
-		return -ENOMEM;
-	return 0;
+	return delivery_outbox_metrics_define(m, d->opt.st);
 }
 
 /* Jobs for a CDN target this configuration does not have (it was removed,
