@@ -42,6 +42,24 @@ typedef struct net_response {
  * response's headers (valid during the call). */
 typedef void (*net_done_fn)(void *arg, const net_response *res, const net_headers *h);
 
+/* Where a job's time went, for its log line: the requests sent on its
+ * behalf add their total time (CURLINFO_TOTAL_TIME, summed, so concurrent
+ * requests may add up to more than the wall clock) and their status. */
+typedef struct net_usage {
+	double seconds;
+	unsigned requests;
+	long last_status; /* the last response's HTTP status; 0: transport failure */
+} net_usage;
+
+/* Accounts the requests sent from now on to u (NULL: to nobody), and
+ * those sent from their done callbacks too (a driver's follow-up request
+ * inherits its job). Returns the previous usage, to put back once the
+ * job's driver call returns. */
+net_usage *net_account(net *n, net_usage *u);
+/* Requests still in flight for u are accounted to nobody: call it before
+ * freeing u. O(requests in flight). */
+void net_usage_forget(net *n, const net_usage *u);
+
 /* A response header's value (the last if repeated, trimmed), or NULL. For
  * drivers that read Retry-After or rate-limit headers. */
 const char *net_header(const net_headers *h, const char *name);
