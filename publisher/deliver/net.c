@@ -159,9 +159,10 @@ static void finish(struct transfer *t, CURLcode code)
 		t->next->prev = t->prev;
 	t->n->in_flight--;
 	if (t->usage != NULL) {
-		t->usage->seconds += secs;
 		t->usage->requests++;
 		t->usage->last_status = res.status;
+		if (--t->usage->in_flight == 0)
+			t->usage->seconds += (double)(uv_hrtime() - t->usage->busy_since_ns) / 1e9;
 	}
 	{
 		/* Requests the callback sends belong to the same job. */
@@ -364,7 +365,6 @@ int net_send(net *n, const net_request *req, net_done_fn done, void *arg)
 	t->n = n;
 	t->done = done;
 	t->arg = arg;
-	t->usage = n->usage;
 	t->keep_body = !req->no_body_wanted;
 	for (const char *const *h = req->headers; h != NULL && *h != NULL; h++) {
 		struct curl_slist *l = curl_slist_append(t->headers, *h);
@@ -418,6 +418,9 @@ int net_send(net *n, const net_request *req, net_done_fn done, void *arg)
 		t->next->prev = t;
 	n->transfers = t;
 	n->in_flight++;
+	t->usage = n->usage;
+	if (t->usage != NULL && t->usage->in_flight++ == 0)
+		t->usage->busy_since_ns = uv_hrtime();
 	return 0;
 nomem:
 	transfer_free(t);

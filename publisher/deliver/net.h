@@ -42,13 +42,16 @@ typedef struct net_response {
  * response's headers (valid during the call). */
 typedef void (*net_done_fn)(void *arg, const net_response *res, const net_headers *h);
 
-/* Where a job's time went, for its log line: the requests sent on its
- * behalf add their total time (CURLINFO_TOTAL_TIME, summed, so concurrent
- * requests may add up to more than the wall clock) and their status. */
+/* Where a job's time went, for its log line: seconds is the wall-clock
+ * time during which at least one request sent on its behalf was in flight
+ * (concurrent requests count once), so the rest of the job's time is its
+ * driver's (or the loop's). Zero-initialise it. */
 typedef struct net_usage {
 	double seconds;
-	unsigned requests;
-	long last_status; /* the last response's HTTP status; 0: transport failure */
+	unsigned requests;    /* finished */
+	long last_status;     /* the last response's HTTP status; 0: transport failure */
+	unsigned in_flight;   /* net's own bookkeeping */
+	uint64_t busy_since_ns;
 } net_usage;
 
 /* Accounts the requests sent from now on to u (NULL: to nobody), and
