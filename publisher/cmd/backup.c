@@ -256,7 +256,7 @@ int cmd_backup(int argc, char **argv)
 	char err[1024] = "";
 	struct s3_target s3 = { 0 };
 	uint64_t s3_max = 0;
-	double t0, seconds = 0;
+	double t0, seconds = 0, run_t0 = clock_mono_ms_f();
 	int code, rc, ok = 0, uploaded = 0, to_s3 = 0;
 
 	code = cmd_load_config(&backup_spec, argc, argv, &cfg);
@@ -348,7 +348,8 @@ out:
 			log_warn("backup: --metrics-file is deprecated: use --metrics-textfile");
 		}
 		if (textfile != NULL)
-			write_metrics(textfile, ok, &info, seconds, uploaded, &code);
+			write_metrics(textfile, ok, &info, (clock_mono_ms_f() - run_t0) / 1e3,
+			              uploaded, &code);
 	}
 	memset(&s3.aws, 0, sizeof(s3.aws)); /* the secret */
 	store_close(st);
