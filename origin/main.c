@@ -115,7 +115,6 @@ struct origin {
 	const char *listen;
 	const char *admin_listen;
 	char bound[300]; /* listen with the port actually bound (for port 0) */
-	double start_time;
 
 	unsigned n_workers;
 	struct worker *workers;
@@ -129,8 +128,8 @@ struct origin {
 	int loop_ready, handles_ready, signals_closed, async_closed;
 	int stopping, admin_stopped;
 
-	struct field_arg http_args[7];
-	struct field_arg store_args[5];
+	struct field_arg http_args[10];
+	struct field_arg store_args[3];
 };
 
 static const char *const origin_settings[] = {
@@ -274,11 +273,6 @@ static double thread_count(void *arg)
 	return (double)((struct origin *)arg)->n_workers;
 }
 
-static double start_time(void *arg)
-{
-	return ((struct origin *)arg)->start_time;
-}
-
 static double atomic_count(void *arg)
 {
 	return (double)atomic_load((atomic_ullong *)arg);
@@ -310,16 +304,19 @@ static const struct {
 	{ "sayin_origin_bad_requests_total",
 	  "Malformed or over-limit requests the HTTP core answered itself (400, 413, 414, 431).",
 	  NULL, 1, offsetof(http_stats, bad_requests) },
+	{ "sayin_origin_accept_errors_total",
+	  "accept() failures by errno: EMFILE/ENFILE pause accepting for 100 ms.",
+	  "reason=\"EMFILE\"", 1, offsetof(http_stats, accept_errors_emfile) },
+	{ "sayin_origin_accept_errors_total", "", "reason=\"ENFILE\"", 1,
+	  offsetof(http_stats, accept_errors_enfile) },
+	{ "sayin_origin_accept_errors_total", "", "reason=\"other\"", 1,
+	  offsetof(http_stats, accept_errors_other) },
 };
 
 static const struct {
 	const char *name, *help;
 	size_t offset;
 } store_series[] = {
-	{ "sayin_store_map_size_bytes", "LMDB map size: the most the store may hold.",
-	  offsetof(store_stats, map_size) },
-	{ "sayin_store_map_used_bytes", "Bytes of the LMDB map in use.",
-	  offsetof(store_stats, map_used) },
 	{ "sayin_store_objects", "Content-addressed objects in the store.",
 	  offsetof(store_stats, objects) },
 	{ "sayin_store_names", "Names (feeds, pages) in the store.", offsetof(store_stats, names) },
@@ -385,10 +382,10 @@ static int define_metrics(struct origin *o)
 	                        NULL, access_log_failures, NULL);
 	if (id < 0)
 		return id;
-	id = metrics_gauge_fn(o->reg, "process_start_time_seconds",
-	                      "Start time of the process since the Unix epoch, in seconds.", NULL,
-	                      start_time, o);
-	return id < 0 ? id : 0;
+	rc = store_metrics_define(o->reg, o->st);
+	if (rc != 0)
+		return rc;
+	return metrics_process_define(o->reg);
 }
 
 /* ---- the admin listener (main thread) ---- */
@@ -891,7 +888,6 @@ int main(int argc, char **argv)
 	atomic_init(&o.reload_failures, 0);
 	o.argc = argc;
 	o.argv = argv;
-	o.start_time = (double)clock_now_ms() / 1000;
 
 	rc = config_load(argc, argv, NULL, 0, &o.cfg, err, sizeof(err));
 	if (rc == 1) {

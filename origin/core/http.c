@@ -49,6 +49,14 @@
  * input sends is unlikely to destroy it. */
 #define LINGER_MAX_BYTES (1u << 20)
 #define REFUSE_LOG_INTERVAL_MS 10000
+/* accept() failing (EMFILE, ENFILE, ENOBUFS...): the listener stops for
+ * this long, as the pending connections would fail again at once, and the
+ * failure is logged at most once per interval. */
+#define ACCEPT_PAUSE_MS 100
+#define ACCEPT_LOG_INTERVAL_MS 1000
+/* Connections taken per readable event: the rest wait for the next loop
+ * turn (the poll is level-triggered), so requests in flight keep going. */
+#define ACCEPT_BATCH 64
 /* Requests the core rejects are logged at most once per this interval,
  * with the number left unlogged since. */
 #define BAD_REQUEST_LOG_INTERVAL_MS 10000
@@ -85,6 +93,9 @@ struct server_stats {
 	_Atomic uint64_t timeouts_idle;
 	_Atomic uint64_t timeouts_write;
 	_Atomic uint64_t bytes_sent;
+	_Atomic uint64_t accept_errors_emfile;
+	_Atomic uint64_t accept_errors_enfile;
+	_Atomic uint64_t accept_errors_other;
 };
 
 static void stat_add(_Atomic uint64_t *counter, uint64_t n)
@@ -203,7 +214,16 @@ struct http_conn {
 
 struct http_server {
 	uv_loop_t *loop;
-	uv_tcp_t listener;
+	/* The listening socket is ours, polled rather than uv_listen'ed: libuv's
+	 * accept loop hides EMFILE/ENFILE (it closes the pending connections
+	 * with a reserve descriptor and never tells the callback), and spins
+	 * when the reserve is gone. Here a failed accept is counted, logged
+	 * and pauses the poll for ACCEPT_PAUSE_MS (accept_timer). */
+	uv_poll_t listener;
+	int listen_fd;
+	uv_timer_t accept_timer;
+	uint64_t last_accept_log;
+	uint64_t accept_unlogged; /* failures since the last line */
 	uv_timer_t grace_timer;
 	/* Responses written at once by uv_try_write complete from here on the
 	 * next loop turn, as libuv's own write callbacks would. */
@@ -1864,14 +1884,15 @@ static void refused_timeout(uv_timer_t *timer)
 }
 
 /* Over max_connections (oom 0) or out of memory for the connection
- * (oom 1): accept, say 503 if the socket takes it, linger, close. */
-static void conn_refuse(http_server *server, int oom)
+ * (oom 1): say 503 if the socket takes it at once, then linger and close
+ * fd; without memory even for that, drain what has arrived and close. */
+static void conn_refuse(http_server *server, int fd, int oom)
 {
 	struct refused *r = malloc(sizeof(*r));
 	uint64_t now = uv_now(server->loop);
 	const char *answer = oom ? oom_response : refuse_response;
 	size_t answer_len = oom ? sizeof(oom_response) - 1 : sizeof(refuse_response) - 1;
-	uv_os_fd_t fd;
+	char drain[4096];
 
 	stat_add(&server->stats.connections_refused, 1);
 	if (server->last_refuse_log == 0 || now - server->last_refuse_log >= REFUSE_LOG_INTERVAL_MS) {
@@ -1881,37 +1902,29 @@ static void conn_refuse(http_server *server, int oom)
 			log_warn("http: over %u connections, refusing", server->limits.max_connections);
 		server->last_refuse_log = now;
 	}
-	if (r == NULL) {
-		/* No handle to take it with. A connection libuv accepted but
-		 * nobody took would stop the listener for good (libuv stops
-		 * polling until uv_accept), so answer and close the pending
-		 * socket ourselves: libuv keeps it in accepted_fd, a field of
-		 * its Unix stream, and reads it again after this callback. */
-		int pending = server->listener.accepted_fd;
-		if (pending >= 0) {
-			(void)send(pending, oom_response, sizeof(oom_response) - 1,
-			           MSG_DONTWAIT | MSG_NOSIGNAL);
-			close(pending);
-			server->listener.accepted_fd = -1;
-		}
-		log_error("http: out of memory refusing a connection");
-		return;
-	}
-	r->drained = 0;
-	r->open = 2;
-	uv_tcp_init(server->loop, &r->tcp);
-	uv_timer_init(server->loop, &r->timer);
-	r->tcp.data = r;
-	r->timer.data = r;
-	if (uv_accept((uv_stream_t *)&server->listener, (uv_stream_t *)&r->tcp) == 0) {
-		uv_buf_t b = uv_buf_init((char *)(uintptr_t)answer, answer_len);
-		(void)uv_try_write((uv_stream_t *)&r->tcp, &b, 1);
-		if (uv_fileno((uv_handle_t *)&r->tcp, &fd) == 0 && shutdown(fd, SHUT_WR) == 0 &&
-		    uv_read_start((uv_stream_t *)&r->tcp, refused_alloc, refused_read) == 0 &&
-		    uv_timer_start(&r->timer, refused_timeout, LINGER_MS, 0) == 0)
+	(void)send(fd, answer, answer_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (r != NULL) {
+		r->drained = 0;
+		r->open = 2;
+		uv_tcp_init(server->loop, &r->tcp);
+		uv_timer_init(server->loop, &r->timer);
+		r->tcp.data = r;
+		r->timer.data = r;
+		if (uv_tcp_open(&r->tcp, fd) == 0) {
+			if (shutdown(fd, SHUT_WR) == 0 &&
+			    uv_read_start((uv_stream_t *)&r->tcp, refused_alloc, refused_read) == 0 &&
+			    uv_timer_start(&r->timer, refused_timeout, LINGER_MS, 0) == 0)
+				return;
+			refused_close(r); /* the handle owns fd now: closing it closes fd */
 			return;
+		}
+		refused_close(r);
 	}
-	refused_close(r);
+	/* Unread input would turn our close into a reset that can destroy the
+	 * 503 at the client: take what has arrived. */
+	for (int i = 0; i < 4 && recv(fd, drain, sizeof(drain), MSG_DONTWAIT) > 0; i++)
+		;
+	close(fd);
 }
 
 /* A new connection in PH_IDLE with its timer; the caller inits the socket
@@ -1948,35 +1961,91 @@ static void conn_begin(struct http_conn *conn)
 	conn_read_start(conn);
 }
 
-static void on_connection(uv_stream_t *listener, int status)
+static void on_listen_readable(uv_poll_t *poll, int status, int events);
+
+static void on_accept_resume(uv_timer_t *timer)
 {
-	http_server *server = listener->data;
+	http_server *server = timer->data;
+
+	if (!server->stopping)
+		uv_poll_start(&server->listener, UV_READABLE, on_listen_readable);
+}
+
+/* accept() failed with err (an errno): count it, log at most once per
+ * ACCEPT_LOG_INTERVAL_MS, and stop polling the listener for
+ * ACCEPT_PAUSE_MS. Pending connections wait in the kernel's backlog
+ * meanwhile instead of being reset. */
+static void accept_failed(http_server *server, int err)
+{
+	uint64_t now = uv_now(server->loop);
+	_Atomic uint64_t *counter = err == EMFILE   ? &server->stats.accept_errors_emfile
+	                            : err == ENFILE ? &server->stats.accept_errors_enfile
+	                                            : &server->stats.accept_errors_other;
+
+	stat_add(counter, 1);
+	server->accept_unlogged++;
+	if (server->last_accept_log == 0 || now - server->last_accept_log >= ACCEPT_LOG_INTERVAL_MS) {
+		log_error("http: accept failed: %s (%" PRIu64 " time(s) since the last line); "
+		          "pausing accepts for %d ms",
+		          strerror(err), server->accept_unlogged, ACCEPT_PAUSE_MS);
+		server->last_accept_log = now;
+		server->accept_unlogged = 0;
+	}
+	uv_poll_stop(&server->listener);
+	uv_timer_start(&server->accept_timer, on_accept_resume, ACCEPT_PAUSE_MS, 0);
+}
+
+/* A socket accept() gave us: serve it, or refuse it. */
+static void conn_take(http_server *server, int fd)
+{
 	struct http_conn *conn;
 	int err;
 
-	if (status < 0) {
-		log_warn("http: accept failed: %s", uv_strerror(status));
-		return;
-	}
 	if (stat_get(&server->stats.connections_open) >= server->limits.max_connections) {
-		conn_refuse(server, 0);
+		conn_refuse(server, fd, 0);
 		return;
 	}
 	conn = conn_new(server);
 	if (conn == NULL) {
-		conn_refuse(server, 1);
+		conn_refuse(server, fd, 1);
 		return;
 	}
 	uv_tcp_init(server->loop, &conn->sock.tcp);
 	conn->sock.handle.data = conn;
-	err = uv_accept(listener, &conn->sock.stream);
+	err = uv_tcp_open(&conn->sock.tcp, fd);
 	if (err != 0) {
-		log_warn("http: accept failed: %s", uv_strerror(err));
+		/* The handle never took fd. */
+		log_warn("http: cannot serve an accepted connection: %s", uv_strerror(err));
+		close(fd);
 		conn_close(conn);
 		return;
 	}
 	uv_tcp_nodelay(&conn->sock.tcp, 1);
 	conn_begin(conn);
+}
+
+static void on_listen_readable(uv_poll_t *poll, int status, int events)
+{
+	http_server *server = poll->data;
+
+	(void)events;
+	if (status < 0) {
+		accept_failed(server, -status);
+		return;
+	}
+	for (int i = 0; i < ACCEPT_BATCH && !server->stopping; i++) {
+		int fd = accept4(server->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			/* The client left before we took it; or a signal. */
+			if (errno == ECONNABORTED || errno == EINTR)
+				continue;
+			accept_failed(server, errno);
+			return;
+		}
+		conn_take(server, fd);
+	}
 }
 
 int http_server_adopt(http_server *server, int fd)
@@ -2336,28 +2405,35 @@ int http_server_start(uv_loop_t *loop, const char *listen_addr, int reuseport,
 	server->loop = loop;
 	server->handler = handler;
 	server->port = port;
-	uv_tcp_init(loop, &server->listener);
+	err = uv_poll_init(loop, &server->listener, fd);
+	if (err != 0) {
+		log_error("http: cannot poll the listener on %s: %s", listen_addr, uv_strerror(err));
+		close(fd);
+		free(server);
+		return err;
+	}
+	server->listen_fd = fd;
+	uv_timer_init(loop, &server->accept_timer);
 	uv_timer_init(loop, &server->grace_timer);
 	uv_idle_init(loop, &server->idle);
 	server->listener.data = server;
+	server->accept_timer.data = server;
 	server->grace_timer.data = server;
 	server->idle.data = server;
-	server->handles_open = 3;
+	server->handles_open = 4;
 	server->spans_size = server->limits.max_headers * sizeof(struct header_span);
 	server->bufs_size = IN_BUF_SIZE + server->spans_size + OUT_INLINE +
 	                    server->limits.max_header_bytes + server->limits.max_uri + 64;
 	server->listener_open = 1;
 
-	err = uv_tcp_open(&server->listener, fd);
-	if (err != 0)
-		close(fd);
-	else
-		err = uv_listen((uv_stream_t *)&server->listener, LISTEN_BACKLOG, on_connection);
+	err = uv_poll_start(&server->listener, UV_READABLE, on_listen_readable);
 	if (err != 0) {
 		/* The handles close on the next loop turn; the server is freed there. */
 		log_error("http: cannot listen on %s: %s", listen_addr, uv_strerror(err));
 		server->finishing = 1;
 		uv_close((uv_handle_t *)&server->listener, on_server_handle_closed);
+		close(fd);
+		uv_close((uv_handle_t *)&server->accept_timer, on_server_handle_closed);
 		uv_close((uv_handle_t *)&server->grace_timer, on_server_handle_closed);
 		uv_close((uv_handle_t *)&server->idle, on_server_handle_closed);
 		return err;
@@ -2401,7 +2477,11 @@ void http_server_stop(http_server *server, uint64_t grace_ms, void (*on_stopped)
 	server->stopping = 1;
 	server->on_stopped = on_stopped;
 	server->stopped_arg = arg;
+	/* Closing the poll stops it at once, so the socket may go now. */
 	uv_close((uv_handle_t *)&server->listener, on_server_handle_closed);
+	close(server->listen_fd);
+	server->listen_fd = -1;
+	uv_close((uv_handle_t *)&server->accept_timer, on_server_handle_closed);
 	/* Idle connections go at once; busy ones finish their response, which
 	 * then carries "Connection: close". conn_close never frees
 	 * synchronously, so walking the list is safe. */
@@ -2436,4 +2516,7 @@ void http_server_stats(const http_server *server, http_stats *out)
 	out->timeouts_idle = stat_get(&s->timeouts_idle);
 	out->timeouts_write = stat_get(&s->timeouts_write);
 	out->bytes_sent = stat_get(&s->bytes_sent);
+	out->accept_errors_emfile = stat_get(&s->accept_errors_emfile);
+	out->accept_errors_enfile = stat_get(&s->accept_errors_enfile);
+	out->accept_errors_other = stat_get(&s->accept_errors_other);
 }

@@ -270,6 +270,11 @@ typedef struct http_stats {
 	uint64_t timeouts_idle;
 	uint64_t timeouts_write;
 	uint64_t bytes_sent;
+	/* accept() failures, by errno: each pauses accepting for 100 ms and is
+	 * logged at most once a second. */
+	uint64_t accept_errors_emfile;
+	uint64_t accept_errors_enfile;
+	uint64_t accept_errors_other; /* ENOBUFS, ENOMEM, EPERM... */
 } http_stats;
 
 /* Any thread may call this while the server runs; the caller makes sure it

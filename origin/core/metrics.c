@@ -11,6 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
 
 #define CACHE_LINE 64
 #define NO_SERIES ((size_t)-1)
@@ -558,4 +562,99 @@ int metrics_render(metrics *m, char **out, size_t *len)
 	*out = b.data; /* NUL-terminated by every append */
 	*len = b.len;
 	return 0;
+}
+
+/* ---- process metrics ---- */
+
+static double process_cpu_seconds(void *arg)
+{
+	struct rusage ru;
+
+	(void)arg;
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		return NAN;
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* statm's second field: resident pages. */
+static double process_resident_bytes(void *arg)
+{
+	FILE *f = fopen("/proc/self/statm", "re");
+	unsigned long size, resident;
+	long page = sysconf(_SC_PAGESIZE);
+	int n;
+
+	(void)arg;
+	if (f == NULL)
+		return NAN;
+	n = fscanf(f, "%lu %lu", &size, &resident);
+	fclose(f);
+	if (n != 2 || page <= 0)
+		return NAN;
+	return (double)resident * (double)page;
+}
+
+/* O(open fds): one readdir per descriptor, as the Prometheus clients do.
+ * The directory's own descriptor is not counted. */
+static double process_open_fds(void *arg)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	double n = 0;
+
+	(void)arg;
+	if (d == NULL)
+		return NAN;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] != '.')
+			n++;
+	}
+	closedir(d);
+	return n > 0 ? n - 1 : 0;
+}
+
+static double process_max_fds(void *arg)
+{
+	struct rlimit rl;
+
+	(void)arg;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return NAN;
+	return rl.rlim_cur == RLIM_INFINITY ? INFINITY : (double)rl.rlim_cur;
+}
+
+static double process_start_seconds(void *arg)
+{
+	return *(const double *)arg;
+}
+
+int metrics_process_define(metrics *m)
+{
+	/* One process, one start: shared by every registry it defines. */
+	static double start;
+	struct timespec ts;
+	metrics_id id;
+
+	if (start == 0 && clock_gettime(CLOCK_REALTIME, &ts) == 0)
+		start = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	id = metrics_counter_fn(m, "process_cpu_seconds_total",
+	                        "Total user and system CPU time spent in seconds.", NULL,
+	                        process_cpu_seconds, NULL);
+	if (id >= 0)
+		id = metrics_gauge_fn(m, "process_resident_memory_bytes",
+		                      "Resident memory size in bytes.", NULL, process_resident_bytes,
+		                      NULL);
+	if (id >= 0)
+		id = metrics_gauge_fn(m, "process_open_fds", "Number of open file descriptors.", NULL,
+		                      process_open_fds, NULL);
+	if (id >= 0)
+		id = metrics_gauge_fn(m, "process_max_fds",
+		                      "Maximum number of open file descriptors (RLIMIT_NOFILE).", NULL,
+		                      process_max_fds, NULL);
+	if (id >= 0)
+		id = metrics_gauge_fn(m, "process_start_time_seconds",
+		                      "Start time of the process since the Unix epoch, in seconds.",
+		                      NULL, process_start_seconds, &start);
+	return id < 0 ? id : 0;
 }

@@ -64,6 +64,15 @@ void metrics_observe(metrics_shard *s, metrics_id id, double value);
  * Returns 0 or -ENOMEM. */
 int metrics_render(metrics *m, char **out, size_t *len);
 
+/* Defines the process_* series of Prometheus' client conventions, read at
+ * scrape time from the kernel: process_cpu_seconds_total (getrusage, user +
+ * system), process_resident_memory_bytes (/proc/self/statm),
+ * process_open_fds (entries of /proc/self/fd), process_max_fds
+ * (RLIMIT_NOFILE's soft limit) and process_start_time_seconds (the time of
+ * this call, Unix seconds: call it at start-up). A value that cannot be read
+ * renders as NaN. Returns 0 or an error from the definers. */
+int metrics_process_define(metrics *m);
+
 /* The content type of the rendered text. */
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 

@@ -5,9 +5,11 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/metrics.h"
 
 #include <errno.h>
 #include <lmdb.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -826,4 +828,92 @@ int store_migrate(store *st, unsigned *from)
 	if (rc == 0)
 		log_info("store: migrated from format %u to %u", *from, STORE_FORMAT_VERSION);
 	return rc;
+}
+
+/* mdb_reader_list passes a header line, then one line per slot taken (a
+ * process's pid in it), or "(no active readers)". */
+static int count_reader_line(const char *msg, void *ctx)
+{
+	unsigned *n = ctx;
+
+	if (msg[0] != '(' && strncmp(msg, "    pid", 7) != 0)
+		(*n)++;
+	return 0;
+}
+
+int store_readers(store *st, unsigned *used, unsigned *max)
+{
+	unsigned n = 0, limit = 0;
+	int rc = mdb_env_get_maxreaders(st->env, &limit);
+
+	if (rc != MDB_SUCCESS)
+		return store__error(rc, "reader limit");
+	rc = mdb_reader_list(st->env, count_reader_line, &n);
+	if (rc < 0)
+		return store__error(rc, "reader list");
+	*used = n;
+	*max = limit;
+	return 0;
+}
+
+static double gauge_map(void *arg, int used)
+{
+	store *st = arg;
+	MDB_envinfo info;
+	MDB_stat env_stat;
+
+	if (mdb_env_info(st->env, &info) != MDB_SUCCESS ||
+	    mdb_env_stat(st->env, &env_stat) != MDB_SUCCESS)
+		return NAN;
+	if (!used)
+		return (double)info.me_mapsize;
+	return (double)(info.me_last_pgno + 1) * (double)env_stat.ms_psize;
+}
+
+static double gauge_map_used(void *arg)
+{
+	return gauge_map(arg, 1);
+}
+
+static double gauge_map_size(void *arg)
+{
+	return gauge_map(arg, 0);
+}
+
+static double gauge_readers(void *arg, int used)
+{
+	unsigned n = 0, max = 0;
+
+	if (store_readers(arg, &n, &max) != 0)
+		return NAN;
+	return used ? (double)n : (double)max;
+}
+
+static double gauge_readers_used(void *arg)
+{
+	return gauge_readers(arg, 1);
+}
+
+static double gauge_readers_max(void *arg)
+{
+	return gauge_readers(arg, 0);
+}
+
+int store_metrics_define(metrics *m, store *st)
+{
+	metrics_id id = metrics_gauge_fn(m, "sayin_store_map_size_bytes",
+	                                 "LMDB map size: the most the store may hold.", NULL,
+	                                 gauge_map_size, st);
+	if (id >= 0)
+		id = metrics_gauge_fn(m, "sayin_store_map_used_bytes", "Bytes of the LMDB map in use.",
+		                      NULL, gauge_map_used, st);
+	if (id >= 0)
+		id = metrics_gauge_fn(m, "sayin_store_readers_used",
+		                      "LMDB reader slots taken now, by every process with the store open.",
+		                      NULL, gauge_readers_used, st);
+	if (id >= 0)
+		id = metrics_gauge_fn(m, "sayin_store_readers_max",
+		                      "LMDB reader slots in the lock file: readers beyond wait or fail.",
+		                      NULL, gauge_readers_max, st);
+	return id < 0 ? id : 0;
 }

@@ -239,4 +239,18 @@ int store_hash_from_hex(const char *hex, size_t len, uint8_t hash[STORE_HASH_LEN
  * "LMDB 0.9.24: (July 24, 2019)"; static storage. For --version. */
 const char *store_lmdb_version(void);
 
+/* LMDB's reader table: *used slots are taken now, by any process with the
+ * store open (a read transaction in progress, or a slot a thread keeps), out
+ * of *max (the lock file's size, set by the first opener). O(max): for
+ * metrics, not hot paths. Any thread. Returns 0 or a store error. */
+int store_readers(store *st, unsigned *used, unsigned *max);
+
+/* Defines the store's gauges on m, read at scrape time (any thread):
+ * sayin_store_map_size_bytes, sayin_store_map_used_bytes (the last page
+ * used), sayin_store_readers_used and sayin_store_readers_max
+ * (store_readers). st must outlive m's renders. Returns 0 or an error from
+ * the definers. */
+struct metrics;
+int store_metrics_define(struct metrics *m, store *st);
+
 #endif

@@ -1,6 +1,7 @@
 /* cmd backup and restore: a verified snapshot of the live store, optionally
  * sent to S3; installing one into a store directory. */
 #include "cmd/cmd.h"
+#include "cmd/textfile.h"
 
 #include "core/clock.h"
 #include "core/error.h"
@@ -28,8 +29,9 @@
 static const config_arg backup_args[] = {
 	{ "to-s3", NULL, "also upload the snapshot to the S3 bucket (--s3-bucket, --s3-endpoint, "
 	                 "--aws-*) as backups/SITE/UTC-TIME.mdb, SITE being the recorded public URL's host", 1 },
-	{ "metrics-file", "FILE", "also write the outcome as Prometheus text (for node_exporter's "
-	                          "textfile collector), replaced atomically", 0 },
+	{ "metrics-textfile", "FILE", "write this run's metrics to FILE for node_exporter's "
+	                              "textfile collector (replaced atomically)", 0 },
+	{ "metrics-file", "FILE", "deprecated name of --metrics-textfile", 0 },
 	{ "s3-max-size", "SIZE", "largest snapshot --to-s3 uploads (one PUT, held in memory; at "
 	                         "most 5G, S3's limit for one PUT); default " S3_MAX_DEFAULT, 0 },
 };
@@ -222,56 +224,26 @@ done:
 	return rc;
 }
 
-/* The outcome for node_exporter's textfile collector: written to a
- * temporary file and renamed, so a scrape never sees half of it. */
+/* The run for node_exporter's textfile collector (cmd/textfile.h), with
+ * the snapshot's own gauges. */
 static void write_metrics(const char *path, int ok, const store_snapshot_info *info,
-                          double seconds, int uploaded)
+                          double seconds, int uploaded, int *code)
 {
-	size_t len = strlen(path) + sizeof(".tmp-XXXXXX");
-	char *tmp = malloc(len);
-	FILE *f = NULL;
-	int fd;
+	char extra[1024];
+	cron_run run = { .command = "backup", .success = ok, .duration_s = seconds,
+		         .extra = extra };
 
-	if (tmp == NULL)
-		return;
-	snprintf(tmp, len, "%s.tmp-XXXXXX", path);
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd >= 0 && fchmod(fd, 0644) == 0)
-		f = fdopen(fd, "w");
-	if (f == NULL) {
-		log_error("backup: cannot write the metrics file %s: %s", path, strerror(errno));
-		if (fd >= 0) {
-			close(fd);
-			unlink(tmp);
-		}
-		free(tmp);
-		return;
-	}
-	fprintf(f, "# HELP sayin_backup_success 1 if the last backup wrote and verified its "
-	        "snapshot (and uploaded it, with --to-s3), else 0.\n"
-	        "# TYPE sayin_backup_success gauge\nsayin_backup_success %d\n"
-	        "# HELP sayin_backup_last_run_timestamp_seconds When the last backup ended.\n"
-	        "# TYPE sayin_backup_last_run_timestamp_seconds gauge\n"
-	        "sayin_backup_last_run_timestamp_seconds %lld\n"
-	        "# HELP sayin_backup_duration_seconds How long the last backup's copy and "
-	        "verification took.\n# TYPE sayin_backup_duration_seconds gauge\n"
-	        "sayin_backup_duration_seconds %.3f\n"
-	        "# HELP sayin_backup_bytes The last snapshot's size (0 when it failed).\n"
-	        "# TYPE sayin_backup_bytes gauge\nsayin_backup_bytes %llu\n"
-	        "# HELP sayin_backup_entries Entries in the last snapshot's tables.\n"
-	        "# TYPE sayin_backup_entries gauge\nsayin_backup_entries %llu\n"
-	        "# HELP sayin_backup_uploaded 1 if the last snapshot went to S3.\n"
-	        "# TYPE sayin_backup_uploaded gauge\nsayin_backup_uploaded %d\n",
-	        ok, (long long)time(NULL), seconds, ok ? (unsigned long long)info->bytes : 0ull,
-	        ok ? (unsigned long long)info->entries : 0ull, uploaded);
-	if (fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0) {
-		log_error("backup: cannot write the metrics file %s: %s", path, strerror(errno));
-		unlink(tmp);
-	} else if (rename(tmp, path) != 0) {
-		log_error("backup: cannot rename %s to %s: %s", tmp, path, strerror(errno));
-		unlink(tmp);
-	}
-	free(tmp);
+	snprintf(extra, sizeof(extra),
+	         "# HELP sayin_backup_bytes The last snapshot's size (0 when it failed).\n"
+	         "# TYPE sayin_backup_bytes gauge\nsayin_backup_bytes %llu\n"
+	         "# HELP sayin_backup_entries Entries in the last snapshot's tables.\n"
+	         "# TYPE sayin_backup_entries gauge\nsayin_backup_entries %llu\n"
+	         "# HELP sayin_backup_uploaded 1 if the last snapshot went to S3.\n"
+	         "# TYPE sayin_backup_uploaded gauge\nsayin_backup_uploaded %d\n",
+	         ok ? (unsigned long long)info->bytes : 0ull,
+	         ok ? (unsigned long long)info->entries : 0ull, uploaded);
+	if (cron_textfile_write(path, &run) != 0 && *code == EXIT_OK)
+		*code = EXIT_FAIL;
 }
 
 int cmd_backup(int argc, char **argv)
@@ -284,7 +256,7 @@ int cmd_backup(int argc, char **argv)
 	char err[1024] = "";
 	struct s3_target s3 = { 0 };
 	uint64_t s3_max = 0;
-	double t0, seconds = 0;
+	double t0, seconds = 0, run_t0 = clock_mono_ms_f();
 	int code, rc, ok = 0, uploaded = 0, to_s3 = 0;
 
 	code = cmd_load_config(&backup_spec, argc, argv, &cfg);
@@ -369,8 +341,16 @@ int cmd_backup(int argc, char **argv)
 	code = EXIT_OK;
 	ok = 1;
 out:
-	if (cfg != NULL && config_get(cfg, "metrics-file") != NULL && code != EXIT_USAGE)
-		write_metrics(config_get(cfg, "metrics-file"), ok, &info, seconds, uploaded);
+	if (cfg != NULL && code != EXIT_USAGE) {
+		const char *textfile = config_get(cfg, "metrics-textfile");
+		if (textfile == NULL && config_get(cfg, "metrics-file") != NULL) {
+			textfile = config_get(cfg, "metrics-file");
+			log_warn("backup: --metrics-file is deprecated: use --metrics-textfile");
+		}
+		if (textfile != NULL)
+			write_metrics(textfile, ok, &info, (clock_mono_ms_f() - run_t0) / 1e3,
+			              uploaded, &code);
+	}
 	memset(&s3.aws, 0, sizeof(s3.aws)); /* the secret */
 	store_close(st);
 	config_free(cfg);

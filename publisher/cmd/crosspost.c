@@ -1,6 +1,8 @@
 /* cmd crosspost: posts the due cross-posts once, one run at a time (cron). */
 #include "cmd/cmd.h"
+#include "cmd/textfile.h"
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "deliver/crosspost.h"
@@ -20,6 +22,11 @@ static const char *const crosspost_settings[] = {
 	"outbox-max-age", "outbox-lease-ms", "outbox-backoff-ms", "log-level", NULL
 };
 
+static const config_arg crosspost_args[] = {
+	{ "metrics-textfile", "FILE", "write this run's metrics to FILE for node_exporter's "
+	                               "textfile collector (replaced atomically)", 0 },
+};
+
 static const cmd_spec crosspost_spec = {
 	.name = "crosspost",
 	.usage = "Usage: sayin-publisher crosspost [options]\n\n"
@@ -28,6 +35,8 @@ static const cmd_spec crosspost_spec = {
 	         "holds DATA/crosspost.lock (a run that finds it taken exits 0 at once),\n"
 	         "and jobs are leased. Exit codes: 0 done (or another run is active),\n"
 	         "1 some posts failed (retried later, or parked: see status), 2 usage.\n\n",
+	.args = crosspost_args,
+	.nargs = sizeof(crosspost_args) / sizeof(crosspost_args[0]),
 	.settings = crosspost_settings,
 };
 
@@ -49,9 +58,10 @@ int cmd_crosspost(int argc, char **argv)
 	store *st = NULL;
 	pipeline pipe = { 0 };
 	crosspost_options copt = { 0 };
-	crosspost_counts counts;
+	crosspost_counts counts = { 0 };
 	char lock_path[PATH_MAX];
-	int code, rc, lock_fd = -1;
+	int code, rc, lock_fd = -1, skipped = 0;
+	double t0 = clock_mono_ms_f();
 
 	code = cmd_load_config(&crosspost_spec, argc, argv, &cfg);
 	if (code >= 0)
@@ -71,6 +81,7 @@ int cmd_crosspost(int argc, char **argv)
 		if (errno == EWOULDBLOCK) {
 			log_info("crosspost: another run holds %s: leaving the work to it", lock_path);
 			code = EXIT_OK;
+			skipped = 1; /* the run holding the lock writes the metrics */
 		} else {
 			fprintf(stderr, "sayin-publisher crosspost: lock %s: %s\n", lock_path,
 			        strerror(errno));
@@ -88,6 +99,16 @@ int cmd_crosspost(int argc, char **argv)
 		fprintf(stderr, "sayin-publisher crosspost: %s\n", sayin_strerror(rc));
 	code = rc == 0 && counts.failed == 0 ? EXIT_OK : EXIT_FAIL;
 done:
+	if (cfg != NULL && config_get(cfg, "metrics-textfile") != NULL && code != EXIT_USAGE &&
+	    !skipped) {
+		cron_run run = { .command = "crosspost", .success = code == EXIT_OK,
+			         .duration_s = (clock_mono_ms_f() - t0) / 1e3, .has_jobs = 1,
+			         .delivered = counts.posted + counts.found, .failed = counts.failed - counts.parked,
+			         .parked = counts.parked };
+		if (cron_textfile_write(config_get(cfg, "metrics-textfile"), &run) != 0 &&
+		    code == EXIT_OK)
+			code = EXIT_FAIL;
+	}
 	if (lock_fd >= 0)
 		close(lock_fd); /* releases the lock */
 	pipeline_free(&pipe);

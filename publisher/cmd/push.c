@@ -1,6 +1,8 @@
 /* cmd push: delivers the due outbox jobs once and exits. */
 #include "cmd/cmd.h"
+#include "cmd/textfile.h"
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "deliver/delivery.h"
@@ -10,6 +12,11 @@
 #include <string.h>
 #include <uv.h>
 
+static const config_arg push_args[] = {
+	{ "metrics-textfile", "FILE", "write this run's metrics to FILE for node_exporter's "
+	                               "textfile collector (replaced atomically)", 0 },
+};
+
 static const cmd_spec push_spec = {
 	.name = "push",
 	.usage = "Usage: sayin-publisher push [options]\n\n"
@@ -17,6 +24,8 @@ static const cmd_spec push_spec = {
 	         "exits: for cron, or when serve is not running. Safe to run next to serve\n"
 	         "or another push: jobs are leased. Exit codes: 0 all delivered, 1 some\n"
 	         "failed (they are retried later, or parked: see status), 2 usage.\n\n",
+	.args = push_args,
+	.nargs = sizeof(push_args) / sizeof(push_args[0]),
 	.settings = cmd_outbox_settings,
 };
 
@@ -76,7 +85,8 @@ int cmd_push(int argc, char **argv)
 	pipeline pipe = { 0 };
 	struct push_state p = { 0 };
 	delivery_options dopt = { 0 };
-	int code, rc, loop_ready = 0;
+	int code, rc, loop_ready = 0, ran = 0;
+	double t0 = clock_mono_ms_f();
 
 	code = cmd_load_config(&push_spec, argc, argv, &cfg);
 	if (code >= 0)
@@ -101,6 +111,7 @@ int cmd_push(int argc, char **argv)
 		goto done;
 	}
 	uv_run(&p.loop, UV_RUN_DEFAULT);
+	ran = 1;
 	printf("delivered %lu, failed %lu (parked %lu)\n", p.counts.delivered, p.counts.failed,
 	       p.counts.parked);
 	if (p.counts.parked > 0)
@@ -118,6 +129,18 @@ int cmd_push(int argc, char **argv)
 		}
 	}
 done:
+	if (cfg != NULL && config_get(cfg, "metrics-textfile") != NULL && code != EXIT_USAGE) {
+		cron_run run = { .command = "push", .success = code == EXIT_OK,
+			         .duration_s = (clock_mono_ms_f() - t0) / 1e3, .has_jobs = 1 };
+		if (ran) {
+			run.delivered = p.counts.delivered;
+			run.failed = p.counts.failed - p.counts.parked;
+			run.parked = p.counts.parked;
+		}
+		if (cron_textfile_write(config_get(cfg, "metrics-textfile"), &run) != 0 &&
+		    code == EXIT_OK)
+			code = EXIT_FAIL;
+	}
 	if (loop_ready && uv_loop_close(&p.loop) != 0)
 		log_warn("push: loop closed with handles open");
 	pipeline_free(&pipe);

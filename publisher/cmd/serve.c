@@ -215,6 +215,8 @@ int cmd_serve(int argc, char **argv)
 	snprintf(threads, sizeof(threads), "%llu", (unsigned long long)lim.workers);
 	setenv("UV_THREADPOOL_SIZE", threads, 1);
 	if (metrics_create(&reg) != 0 || define_reload_metrics(reg, &s) != 0 ||
+	    metrics_process_define(reg) != 0 || store_metrics_define(reg, st) != 0 ||
+	    (pipe.publish.n_targets == 0 && delivery_outbox_metrics_define(reg, st) != 0) ||
 	    uv_loop_init(&s.loop) != 0) {
 		fprintf(stderr, "sayin-publisher serve: cannot make the metrics or the event loop\n");
 		goto done;

@@ -215,7 +215,24 @@ struct job_ctx {
 	char id[OUTBOX_ID_LEN + 1];
 	char key[128];
 	char network[32];
+	double start_ms;  /* clock_mono_ms_f() when the driver got the job */
+	net_usage usage;  /* its requests' time: the rest is the driver's */
 };
+
+/* Where one cross-post's time went, for its one log line (as delivery's). */
+static void job_timing(const struct job_ctx *j, char *out, size_t size)
+{
+	double total = clock_mono_ms_f() - j->start_ms;
+	double network = j->usage.seconds * 1e3;
+	double driver = total > network ? total - network : 0;
+
+	if (j->usage.requests == 0)
+		snprintf(out, size, "in %.1f ms (no request; driver %.1f ms)", total, driver);
+	else
+		snprintf(out, size, "in %.1f ms (network %.1f ms over %u request%s, HTTP %ld; "
+		         "driver %.1f ms)", total, network, j->usage.requests,
+		         j->usage.requests == 1 ? "" : "s", j->usage.last_status, driver);
+}
 
 static void lease_round(struct run *r);
 
@@ -299,7 +316,10 @@ static void on_posted(void *arg, const social_result *res)
 	struct job_ctx *j = arg;
 	struct run *r = j->r;
 	int rc, parked = 0;
+	char timing[160];
 
+	net_usage_forget(r->net, &j->usage);
+	job_timing(j, timing, sizeof(timing));
 	if (res->ok) {
 		json_t *rec = json_pack("{s:s, s:s, s:s, s:b, s:I}", "network", j->network,
 		                        "remote_id", res->remote_id, "remote_url", res->remote_url,
@@ -313,9 +333,10 @@ static void on_posted(void *arg, const social_result *res)
 				r->counts->found++;
 			else
 				r->counts->posted++;
-			log_info("crosspost: job %s: %s post %s %s", j->id, j->network,
+			log_info("crosspost: job %s: %s post %s %s %s", j->id, j->network,
 			         res->remote_id[0] ? res->remote_id : "(id unknown)",
-			         res->found ? "found already there (not posted again)" : "created");
+			         res->found ? "found already there (not posted again)" : "created",
+			         timing);
 		}
 	} else {
 		rc = outbox_fail(r->opt->st, &r->opt->policy, j->id, r->owner, res->error, res->permanent,
@@ -324,8 +345,9 @@ static void on_posted(void *arg, const social_result *res)
 			r->counts->failed++;
 			if (parked)
 				r->counts->parked++;
-			log_warn("crosspost: job %s (%s) %s: %s", j->id, j->network,
-			         parked ? "parked, needs action" : "failed, will retry", res->error);
+			log_warn("crosspost: job %s (%s) %s %s: %s", j->id, j->network,
+			         parked ? "parked, needs action," : "failed, will retry,", timing,
+			         res->error);
 		}
 	}
 	if (rc != 0)
@@ -354,6 +376,7 @@ static void start_job(struct run *r, const outbox_job *job)
 	if (j == NULL)
 		return;
 	j->r = r;
+	j->start_ms = clock_mono_ms_f();
 	snprintf(j->id, sizeof(j->id), "%s", job->id);
 	snprintf(j->network, sizeof(j->network), "%s", job->target);
 	(void)done_key(j->key, sizeof(j->key), post ? post : "", job->target);
@@ -373,7 +396,10 @@ static void start_job(struct run *r, const outbox_job *job)
 		if (job->attempted)
 			log_info("crosspost: job %s (%s): an earlier attempt has no outcome: reconciling "
 			         "first", job->id, job->target);
+		net_usage *before = net_account(r->net, &j->usage);
 		rc = drv->crosspost(&r->env, acct, &p, job->attempted, on_posted, j);
+		/* j may be gone (a driver that answers at once): only restore. */
+		net_account(r->net, before);
 	}
 	if (rc != 0) {
 		snprintf(fail.error, sizeof(fail.error), "cannot start: %s", sayin_strerror(rc));

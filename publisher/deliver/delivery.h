@@ -45,6 +45,13 @@ typedef struct delivery_options {
 
 typedef struct delivery delivery;
 
+/* Defines sayin_outbox_depth, sayin_outbox_parked and
+ * sayin_outbox_oldest_seconds on m, read from st's outbox at scrape time.
+ * delivery_start defines them with its metrics; serve calls this itself
+ * when no target is configured, so they are always present. Returns 0 or
+ * -ENOMEM. */
+int delivery_outbox_metrics_define(metrics *m, store *st);
+
 typedef struct delivery_counts {
 	unsigned long delivered, failed, parked, stale;
 } delivery_counts;

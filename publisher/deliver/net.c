@@ -30,6 +30,7 @@ struct net {
 	 * inside libcurl). A closed watcher comes back here. */
 	struct sock *spare;
 	unsigned n_spare, in_flight;
+	net_usage *usage; /* what net_send accounts new requests to */
 	void (*on_closed)(void *);
 	void *closed_arg;
 };
@@ -47,6 +48,7 @@ struct transfer {
 	struct curl_slist *headers;
 	net_done_fn done;
 	void *arg;
+	net_usage *usage;
 	buf body;
 	int keep_body;
 	struct net_headers h;
@@ -156,7 +158,20 @@ static void finish(struct transfer *t, CURLcode code)
 	if (t->next != NULL)
 		t->next->prev = t->prev;
 	t->n->in_flight--;
-	t->done(t->arg, &res, &t->h);
+	if (t->usage != NULL) {
+		t->usage->requests++;
+		t->usage->last_status = res.status;
+		if (--t->usage->in_flight == 0)
+			t->usage->seconds += (double)(uv_hrtime() - t->usage->busy_since_ns) / 1e9;
+	}
+	{
+		/* Requests the callback sends belong to the same job. */
+		net *n = t->n;
+		net_usage *before = n->usage;
+		n->usage = t->usage;
+		t->done(t->arg, &res, &t->h);
+		n->usage = before;
+	}
 	transfer_free(t);
 }
 
@@ -307,6 +322,23 @@ int net_create(uv_loop_t *loop, unsigned max_per_host, net **out)
 	return 0;
 }
 
+net_usage *net_account(net *n, net_usage *u)
+{
+	net_usage *before = n->usage;
+	n->usage = u;
+	return before;
+}
+
+void net_usage_forget(net *n, const net_usage *u)
+{
+	for (struct transfer *t = n->transfers; t != NULL; t = t->next) {
+		if (t->usage == u)
+			t->usage = NULL;
+	}
+	if (n->usage == u)
+		n->usage = NULL;
+}
+
 int net_send(net *n, const net_request *req, net_done_fn done, void *arg)
 {
 	struct transfer *t;
@@ -386,6 +418,9 @@ int net_send(net *n, const net_request *req, net_done_fn done, void *arg)
 		t->next->prev = t;
 	n->transfers = t;
 	n->in_flight++;
+	t->usage = n->usage;
+	if (t->usage != NULL && t->usage->in_flight++ == 0)
+		t->usage->busy_since_ns = uv_hrtime();
 	return 0;
 nomem:
 	transfer_free(t);

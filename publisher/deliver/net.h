@@ -42,6 +42,27 @@ typedef struct net_response {
  * response's headers (valid during the call). */
 typedef void (*net_done_fn)(void *arg, const net_response *res, const net_headers *h);
 
+/* Where a job's time went, for its log line: seconds is the wall-clock
+ * time during which at least one request sent on its behalf was in flight
+ * (concurrent requests count once), so the rest of the job's time is its
+ * driver's (or the loop's). Zero-initialise it. */
+typedef struct net_usage {
+	double seconds;
+	unsigned requests;    /* finished */
+	long last_status;     /* the last response's HTTP status; 0: transport failure */
+	unsigned in_flight;   /* net's own bookkeeping */
+	uint64_t busy_since_ns;
+} net_usage;
+
+/* Accounts the requests sent from now on to u (NULL: to nobody), and
+ * those sent from their done callbacks too (a driver's follow-up request
+ * inherits its job). Returns the previous usage, to put back once the
+ * job's driver call returns. */
+net_usage *net_account(net *n, net_usage *u);
+/* Requests still in flight for u are accounted to nobody: call it before
+ * freeing u. O(requests in flight). */
+void net_usage_forget(net *n, const net_usage *u);
+
 /* A response header's value (the last if repeated, trimmed), or NULL. For
  * drivers that read Retry-After or rate-limit headers. */
 const char *net_header(const net_headers *h, const char *name);

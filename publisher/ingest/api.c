@@ -44,6 +44,9 @@ static void count_upload_outcome(http_request *req, int status)
 	if (rs == NULL || rs->kind != REQ_UPLOAD)
 		return;
 	rs->receiving = 0; /* answered: the pace timer leaves it alone */
+	if (status == 201 && rs->body_end_ns != 0)
+		metrics_observe(rs->api->shard, rs->api->m_wait_s,
+		                (double)(uv_hrtime() - rs->body_end_ns) / 1e9);
 	/* 408 (too_slow) and 429 (throttled) are counted where they happen. */
 	if (status == 201 || status == 503 || status == 408 || status == 429)
 		return;
@@ -616,6 +619,7 @@ static void api_on_request(http_handler *self, http_request *req)
 	int get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
 
 	if (rs->kind == REQ_UPLOAD) {
+		rs->body_end_ns = uv_hrtime();
 		api__upload_complete(a, req, rs);
 		return;
 	}
@@ -737,6 +741,10 @@ static int define_metrics(struct api *a, metrics *m)
 	a->m_publish_s = metrics_histogram(m, "sayin_publish_transaction_seconds",
 	                                   "The publish transaction per post, commit included.",
 	                                   NULL, seconds, nb);
+	a->m_wait_s = metrics_histogram(m, "sayin_api_publish_seconds",
+	                                "What an author waits for: from the upload's last body "
+	                                "byte to its 201.",
+	                                NULL, seconds, nb);
 	for (int i = 0; i < 4; i++)
 		a->m_stage_s[i] = metrics_histogram(m, "sayin_publish_stage_seconds",
 		                                    "The publish transaction by stage.", stages[i],
@@ -744,7 +752,7 @@ static int define_metrics(struct api *a, metrics *m)
 	if (a->m_created < 0 || a->m_replayed < 0 || a->m_rejected < 0 || a->m_failed < 0 ||
 	    a->m_overloaded < 0 || a->m_too_slow < 0 || a->m_throttled < 0 || a->m_cut_rate < 0 ||
 	    a->m_cut_deadline < 0 || a->m_deleted < 0 || a->m_upload_bytes < 0 || a->m_media_s < 0 ||
-	    a->m_publish_s < 0 || a->m_stage_s[0] < 0 || a->m_stage_s[1] < 0 ||
+	    a->m_publish_s < 0 || a->m_wait_s < 0 || a->m_stage_s[0] < 0 || a->m_stage_s[1] < 0 ||
 	    a->m_stage_s[2] < 0 || a->m_stage_s[3] < 0)
 		return -ENOMEM;
 	return 0;
@@ -772,6 +780,47 @@ static double counter_bad_requests(void *arg)
 	if (a->server != NULL)
 		http_server_stats(a->server, &st);
 	return (double)st.bad_requests;
+}
+
+static double accept_errors(const struct api *a, size_t offset)
+{
+	http_stats st = { 0 };
+	uint64_t v;
+
+	if (a->server != NULL)
+		http_server_stats(a->server, &st);
+	memcpy(&v, (const char *)&st + offset, sizeof(v));
+	return (double)v;
+}
+
+static double accept_emfile(void *arg)
+{
+	return accept_errors(arg, offsetof(http_stats, accept_errors_emfile));
+}
+
+static double accept_enfile(void *arg)
+{
+	return accept_errors(arg, offsetof(http_stats, accept_errors_enfile));
+}
+
+static double accept_other(void *arg)
+{
+	return accept_errors(arg, offsetof(http_stats, accept_errors_other));
+}
+
+static int define_accept_errors(struct api *a, metrics *m)
+{
+	static const char help[] =
+		"accept() failures by errno: EMFILE/ENFILE pause accepting for 100 ms.";
+
+	if (metrics_counter_fn(m, "sayin_api_accept_errors_total", help, "reason=\"EMFILE\"",
+	                       accept_emfile, a) < 0 ||
+	    metrics_counter_fn(m, "sayin_api_accept_errors_total", help, "reason=\"ENFILE\"",
+	                       accept_enfile, a) < 0 ||
+	    metrics_counter_fn(m, "sayin_api_accept_errors_total", help, "reason=\"other\"",
+	                       accept_other, a) < 0)
+		return -ENOMEM;
+	return 0;
 }
 
 /* 1 for each of the decoder sandbox's protections that applied in the
@@ -887,6 +936,7 @@ int api_start(uv_loop_t *loop, store *st, const pipeline *pipe, const api_option
 		                        "Malformed or over-limit requests the HTTP core answered "
 		                        "itself (400, 413, 414, 431, 505).",
 		                        NULL, counter_bad_requests, a) < 0 ||
+		     define_accept_errors(a, opt->metrics) < 0 ||
 		     define_protection_gauges(opt->metrics) < 0))
 			rc = -ENOMEM;
 		a->shard = rc == 0 ? metrics_shard_new(opt->metrics) : NULL;

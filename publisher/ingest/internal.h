@@ -67,6 +67,7 @@ struct api {
 	metrics_id m_created, m_replayed, m_rejected, m_failed, m_overloaded, m_deleted;
 	metrics_id m_too_slow, m_throttled, m_cut_rate, m_cut_deadline;
 	metrics_id m_upload_bytes, m_media_s, m_publish_s, m_stage_s[4];
+	metrics_id m_wait_s; /* sayin_api_publish_seconds */
 };
 
 enum req_kind { REQ_OTHER, REQ_UPLOAD };
@@ -82,6 +83,7 @@ struct req_state {
 	/* Pace of the body (upload.c): while receiving, the pace timer cuts it
 	 * when a window brings less than min_rate or deadline_at passes. */
 	int receiving;           /* body streaming, not yet answered */
+	uint64_t body_end_ns;    /* uv_hrtime() at the last body byte (on_request) */
 	uint64_t start_ms, deadline_at, window_start_ms, window_start_bytes;
 	int window_armed;
 	auth_token_info who;

@@ -60,6 +60,8 @@ void social_set_error(social_result *out, const char *prefix, const char *messag
 
 struct send_once {
 	net *net;
+	net *parent;
+	net_usage *usage;
 	net_done_fn done;
 	void *arg;
 };
@@ -67,21 +69,30 @@ struct send_once {
 static void once_answered(void *arg, const net_response *r, const net_headers *h)
 {
 	struct send_once *o = arg;
+	net_usage *before = o->parent ? net_account(o->parent, o->usage) : NULL;
 	o->done(o->arg, r, h);
+	if (o->parent != NULL)
+		net_account(o->parent, before);
 	net_close(o->net, NULL, NULL); /* freed once its handles are closed */
 	free(o);
 }
 
-int social_send_once(uv_loop_t *loop, const net_request *req, net_done_fn done, void *arg)
+int social_send_once(uv_loop_t *loop, net *parent, const net_request *req, net_done_fn done,
+                     void *arg)
 {
 	struct send_once *o = malloc(sizeof(*o));
 	int rc;
 
 	if (o == NULL)
 		return -ENOMEM;
-	*o = (struct send_once){ .done = done, .arg = arg };
+	*o = (struct send_once){ .parent = parent, .done = done, .arg = arg };
+	if (parent != NULL) {
+		o->usage = net_account(parent, NULL);
+		net_account(parent, o->usage);
+	}
 	rc = net_create(loop, 1, &o->net);
 	if (rc == 0) {
+		net_account(o->net, o->usage);
 		rc = net_send(o->net, req, once_answered, o);
 		if (rc != 0)
 			net_close(o->net, NULL, NULL);
@@ -233,6 +244,6 @@ void social_call_fail_send(social_call *c, int rc, int permanent)
 int social_call_send(social_call *c, const net_request *req, int once, net_done_fn on_answer)
 {
 	if (once)
-		return social_send_once(c->loop, req, on_answer, c);
+		return social_send_once(c->loop, c->net, req, on_answer, c);
 	return net_send(c->net, req, on_answer, c);
 }

@@ -118,8 +118,11 @@ void social_set_error(social_result *out, const char *prefix, const char *messag
  * network took just before the connection died would go out twice (X
  * refuses the replayed nonce with 401). A fresh connection is never
  * retried. Costs one connection (and TLS handshake) per post. Returns 0,
- * or -ENOMEM / -EIO / -EINVAL without calling done. */
-int social_send_once(uv_loop_t *loop, const net_request *req, net_done_fn done, void *arg);
+ * or -ENOMEM / -EIO / -EINVAL without calling done. The request's time is
+ * accounted (net_account) to the job parent accounts to now, and requests
+ * parent sends from done belong to that job too; parent may be NULL. */
+int social_send_once(uv_loop_t *loop, net *parent, const net_request *req, net_done_fn done,
+                     void *arg);
 
 /* Starts classifying an answer: clears out's ok, permanent and retry_at_ms,
  * and when no HTTP answer came (transport_error, or status 0) sets

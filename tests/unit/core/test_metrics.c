@@ -13,6 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 static double fixed_gauge(void *arg)
@@ -281,6 +284,69 @@ static void test_bad_definitions(void **state)
 	metrics_destroy(m);
 }
 
+/* The value of an unlabelled series in a rendered page. */
+static double process_sample(metrics *m, const char *name)
+{
+	char *text, key[128];
+	size_t len;
+	double v;
+	const char *p;
+
+	assert_int_equal(metrics_render(m, &text, &len), 0);
+	snprintf(key, sizeof(key), "\n%s ", name);
+	p = strstr(text, key);
+	assert_non_null(p);
+	v = strtod(p + strlen(key), NULL);
+	free(text);
+	return v;
+}
+
+/* The process series read the kernel at scrape time: each moves with what
+ * it measures. */
+static void test_process_series_move(void **state)
+{
+	metrics *m;
+	struct rlimit old, low;
+	int fds[10];
+	double open0, cpu0, rss0;
+	volatile double x = 0;
+	char *big;
+
+	(void)state;
+	assert_int_equal(metrics_create(&m), 0);
+	assert_int_equal(metrics_process_define(m), 0);
+
+	open0 = process_sample(m, "process_open_fds");
+	for (int i = 0; i < 10; i++)
+		assert_true((fds[i] = dup(0)) >= 0);
+	assert_true(process_sample(m, "process_open_fds") == open0 + 10);
+	for (int i = 0; i < 10; i++)
+		close(fds[i]);
+	assert_true(process_sample(m, "process_open_fds") == open0);
+
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = old;
+	low.rlim_cur = 321;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	assert_true(process_sample(m, "process_max_fds") == 321);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+
+	cpu0 = process_sample(m, "process_cpu_seconds_total");
+	for (long i = 0; i < 50000000; i++)
+		x += (double)i;
+	assert_true(process_sample(m, "process_cpu_seconds_total") > cpu0);
+
+	rss0 = process_sample(m, "process_resident_memory_bytes");
+	big = malloc(64 << 20);
+	assert_non_null(big);
+	memset(big, 1, 64 << 20);
+	assert_true(process_sample(m, "process_resident_memory_bytes") >= rss0 + (60 << 20));
+	free(big);
+
+	assert_true(fabs(process_sample(m, "process_start_time_seconds") - (double)time(NULL)) < 60);
+	metrics_destroy(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -289,6 +355,7 @@ int main(void)
 		cmocka_unit_test(test_shards_sum_exactly),
 		cmocka_unit_test(test_definitions_after_shard),
 		cmocka_unit_test(test_bad_definitions),
+		cmocka_unit_test(test_process_series_move),
 	};
 
 	return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);

@@ -727,6 +727,29 @@ static void test_full_disk_is_an_error(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* store_readers counts the slots taken now, in every process. */
+static void test_readers_counts_read_transactions(void **state)
+{
+	char *dir = make_dir();
+	store *st = open_rw(dir, 1 << 20);
+	store_txn *a, *b;
+	unsigned used0, used, max;
+
+	(void)state;
+	assert_int_equal(store_readers(st, &used0, &max), 0);
+	assert_int_equal(max, 4096);
+	assert_int_equal(store_txn_begin(st, 0, &a), 0);
+	assert_int_equal(store_txn_begin(st, 0, &b), 0);
+	assert_int_equal(store_readers(st, &used, &max), 0);
+	assert_int_equal(used, used0 + 2);
+	store_txn_abort(a);
+	store_txn_abort(b);
+	assert_int_equal(store_readers(st, &used, &max), 0);
+	assert_int_equal(used, used0);
+	store_close(st);
+	remove_dir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -747,6 +770,7 @@ int main(void)
 		cmocka_unit_test(test_object_from_a_short_file_is_refused),
 		cmocka_unit_test(test_big_objects_cost_no_memory),
 		cmocka_unit_test(test_full_disk_is_an_error),
+		cmocka_unit_test(test_readers_counts_read_transactions),
 	};
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
