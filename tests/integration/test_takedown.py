@@ -170,11 +170,12 @@ def test_removed_authors_feed_is_410_at_a_varnish_edge_within_a_second(sayin, st
         feed = "/u/ann/feed.json"
         assert wait_for(lambda: post["id"] in edge.get(feed).body.decode(errors="replace"),
                         timeout=5)
+        assert wait_for(lambda: api.metrics().get("sayin_outbox_depth") == 0, timeout=10)
         # The edge holds the feed and the pages for a day.
         for path in (feed, "/u/ann/", "/p/" + post["id"]):
+            assert wait_for(lambda: edge.get(path).header("X-Cache") in ("HIT", "STALE"),
+                            timeout=2), (path, edge.get(path))
             assert edge.get(path).status == 200
-            r = edge.get(path)
-            assert r.status == 200 and r.header("X-Cache") in ("HIT", "STALE"), (path, r)
 
         r = pub(sayin, store, "author", "remove", "ann", *driver)
         assert r.returncode == 0, r.stderr
