@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/jsonstore.h"
 #include "core/log.h"
+#include "documents.h"
 #include "pipeline.h"
 #include "publish.h"
 #include "render/feed.h"
@@ -205,6 +206,12 @@ static int check_author(store *st, const char *author, int create)
 
 	if (rc == 0) {
 		rc = store_get_author(txn, author, &rec, &len);
+		if (rc == SAYIN_ENOTFOUND && documents_author_removed(txn, author) == -EEXIST) {
+			store_txn_abort(txn);
+			fprintf(stderr, "sayin-publisher post: author '%s' was removed: a removed "
+			                "handle is not reused\n", author);
+			return EXIT_FAIL;
+		}
 		store_txn_abort(txn);
 	}
 	if (rc == 0 || (rc == SAYIN_ENOTFOUND && create))

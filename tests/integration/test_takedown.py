@@ -117,8 +117,9 @@ def test_removed_author_answers_410_from_the_origin(sayin, store, speech_clip, s
     # hearing someone else): author add and a creating post refuse it.
     r = pub(sayin, store, "author", "add", "ann", "--name", "New Ann", *SMALL)
     assert r.returncode == 1 and "was removed" in r.stderr, r
-    r = sayin.post(store, "ann", speech_clip, args=SMALL, check=False)
-    assert r.returncode != 0 and "was removed" in r.stderr, r.stderr
+    for create in (True, False):
+        r = sayin.post(store, "ann", speech_clip, args=SMALL, check=False, create_author=create)
+        assert r.returncode == 1 and "was removed" in r.stderr, (create, r.stderr)
     assert origin.get("/u/ann/feed.json").status == 410
     r = pub(sayin, store, "author", "remove", "ann")
     assert r.returncode == 1 and "no author 'ann'" in r.stderr, r
