@@ -161,9 +161,10 @@ int cmd_status(int argc, char **argv)
 		fprintf(stderr, "sayin-publisher status: %s\n", sayin_strerror(rc));
 		code = EXIT_FAIL;
 	} else if (s.parked > 0) {
-		if (!json)
-			printf("needs action: %llu parked job%s (sayin-publisher retry)\n",
-			       (unsigned long long)s.parked, s.parked == 1 ? "" : "s");
+		/* On stderr: stdout's lines keep their format for parsers. */
+		fprintf(stderr, "sayin-publisher status: needs action: %llu parked job%s "
+		                "(sayin-publisher retry)\n",
+		        (unsigned long long)s.parked, s.parked == 1 ? "" : "s");
 		code = EXIT_NEEDS_ACTION;
 	} else {
 		code = EXIT_OK;

@@ -51,7 +51,7 @@ def test_parked_job_exits_3_until_retried(sayin, tmp_path, fakes, short_wav):
     assert job["state"] == "parked" and job["attempts"] == 1 and "500" in job["last_error"], job
     # The text form says so too, with the same exit code.
     r = status(sayin, data, *args)
-    assert r.returncode == EXIT_NEEDS_ACTION and "needs action: 1 parked job" in r.stdout, r
+    assert r.returncode == EXIT_NEEDS_ACTION and "needs action: 1 parked job" in r.stderr, r
 
     r = sayin.run(sayin.publisher, ["retry", "--all", "--data", str(data)] + args)
     assert r.returncode == 0, r.stderr
