@@ -50,6 +50,11 @@ enum cache_policy_kind {
 	 * both that load and how long a newly published name (which has no
 	 * surrogate key to purge while it is a 404) can stay hidden. */
 	POLICY_MISS,
+	/* 410: a name taken down for good (publisher's author remove). Cached
+	 * as briefly as a name is by browsers (name-max-age), by CDNs too: the
+	 * edges were purged when it went, and a 410 that stayed for the long
+	 * shared lifetime would outlive a mistaken removal's repair. */
+	POLICY_GONE,
 	/* Everything else (errors, 406, 416, /healthz, /metrics, OPTIONS):
 	 * never stored, so a transient answer is never replayed. */
 	POLICY_NONE,
@@ -125,6 +130,7 @@ struct serve_handler {
 	struct cache_policy policy[POLICY_COUNT];
 	char name_cache_control[192];
 	char name_cdn_cache_control[160];
+	char gone_cache_control[96];  /* POLICY_GONE: name-max-age for browsers and CDNs */
 	struct serve_req *free_reqs;
 	struct req_block *blocks;
 	/* Last-Modified of the last response: hot objects repeat. */
@@ -400,6 +406,13 @@ static void respond_content(serve_handler *sh, http_request *req, struct serve_r
 			surrogate_key = name.surrogate_key;
 		}
 		modified = name.updated;
+	}
+	/* A name that was taken down (a removed author's feed and pages)
+	 * answers 410, so clients and crawlers stop asking. */
+	if (rc == SAYIN_ENOTFOUND && is_name && store_find_gone(txn, req->path) == 0) {
+		store_txn_abort(txn);
+		respond_text(sh, req, r, &resp, 410, "gone\n", POLICY_GONE, 0);
+		return;
 	}
 	if (rc != 0) {
 		store_txn_abort(txn);
@@ -698,6 +711,11 @@ void serve_set_options(serve_handler *sh, const serve_options *opt)
 	p = httpsem_put_str(p, ", s-maxage=");
 	put_shared_lifetimes(p, opt);
 	put_shared_lifetimes(httpsem_put_str(sh->name_cdn_cache_control, "max-age="), opt);
+	p = httpsem_put_str(sh->gone_cache_control, "public, max-age=");
+	p = httpsem_put_u64(p, opt->name_max_age);
+	p = httpsem_put_str(p, ", s-maxage=");
+	p = httpsem_put_u64(p, opt->name_max_age);
+	*p = '\0';
 }
 
 int serve_create(store *st, const serve_options *opt, const serve_metrics *ids,
@@ -718,6 +736,7 @@ int serve_create(store *st, const serve_options *opt, const serve_metrics *ids,
 	sh->policy[POLICY_NAME] =
 		(struct cache_policy){ sh->name_cache_control, sh->name_cdn_cache_control };
 	sh->policy[POLICY_MISS] = (struct cache_policy){ "public, max-age=10", NULL };
+	sh->policy[POLICY_GONE] = (struct cache_policy){ sh->gone_cache_control, NULL };
 	sh->policy[POLICY_NONE] = (struct cache_policy){ "no-store", NULL };
 	*out = sh;
 	return 0;

@@ -63,6 +63,20 @@ int documents_note_name(documents_changes *ch, const char *path, const char *key
 }
 
 
+int documents_author_removed(store_txn *txn, const char *handle)
+{
+	char path[PUBLISH_AUTHOR_PATH_MAX];
+	int n = snprintf(path, sizeof(path), "/u/%s", handle);
+	int rc;
+
+	if (n < 0 || (size_t)n >= sizeof(path))
+		return 0;
+	rc = store_find_gone(txn, path);
+	if (rc == 0)
+		return -EEXIST;
+	return rc == SAYIN_ENOTFOUND ? 0 : rc;
+}
+
 /* Loads the author record into ctx; creates it on a handle's first post
  * when the settings allow (*created = 1). */
 int documents_load_author(documents_author *ctx, const char *handle, int create, int64_t now_ms,
@@ -83,6 +97,11 @@ int documents_load_author(documents_author *ctx, const char *handle, int create,
 			return SAYIN_ECORRUPT;
 		}
 	} else if (rc == SAYIN_ENOTFOUND && create) {
+		/* A removed author's handle is not taken again: its feed's
+		 * subscribers must not start hearing someone else. */
+		rc = documents_author_removed(ctx->txn, handle);
+		if (rc != 0)
+			return rc;
 		j = record_author_new(handle, now_ms);
 		if (j == NULL)
 			return -ENOMEM;
@@ -94,6 +113,7 @@ int documents_load_author(documents_author *ctx, const char *handle, int create,
 	ctx->record = j;
 	ctx->author.handle = v.handle != NULL ? v.handle : handle;
 	ctx->author.name = v.name;
+	ctx->author.bio = v.bio;
 	ctx->last_seq = v.last_seq;
 	return 0;
 }
@@ -372,6 +392,7 @@ static int collect_author(void *arg, const char *key, const void *record, size_t
 	l->records[l->n] = j;
 	l->items[l->n].handle = v.handle;
 	l->items[l->n].name = v.name;
+	l->items[l->n].bio = v.bio;
 	if (l->items[l->n].handle == NULL) {
 		json_decref(j);
 		return SAYIN_ECORRUPT;

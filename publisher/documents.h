@@ -51,9 +51,16 @@ typedef struct documents_author {
 
 /* Loads the author record; on a handle's first post, with create, makes a
  * new one (*created = 1) whose name is the handle. SAYIN_ENOTFOUND for an
- * unknown handle without create. */
+ * unknown handle without create; -EEXIST, with create, for the handle of
+ * a removed author. */
 int documents_load_author(documents_author *c, const char *handle, int create, int64_t now_ms,
                           int *created);
+/* The tombstone that covers an author's feeds and pages: "/u/HANDLE". */
+#define PUBLISH_AUTHOR_PATH_MAX 64
+/* 0 when handle was never removed, -EEXIST when it was (a tombstone covers
+ * /u/HANDLE), or a store error. documents_load_author with create refuses
+ * a removed handle the same way. */
+int documents_author_removed(store_txn *txn, const char *handle);
 /* Stores the author record with last_seq. */
 int documents_save_author(documents_author *c);
 

@@ -191,6 +191,40 @@ typedef struct publish_deleted {
 int publish_delete(store *st, const publish_settings *set, const char *id, const char *author,
                    int64_t now_ms, publish_deleted *out, char *err, size_t errlen);
 
+#define PUBLISH_BIO_MAX 300 /* characters of an author's bio */
+
+/* Changes an author's name (NULL: kept) and bio (NULL: kept, "": removed;
+ * UTF-8, at most PUBLISH_BIO_MAX characters, newlines allowed), then
+ * rewrites every document that shows them: the head feed (its
+ * "description" is the bio), every archive page, the author page (which
+ * shows the bio), each post's page and embed, /authors.json; and enqueues
+ * their purges. One transaction, O(posts); *posts counts the post pages.
+ * SAYIN_EINVAL (err says which), SAYIN_ENOTFOUND, or a store error. */
+int publish_author_edit(store *st, const publish_settings *set, const char *handle,
+                        const char *name, const char *bio, int64_t now_ms, size_t *posts,
+                        char *err, size_t errlen);
+
+typedef struct publish_removed {
+	size_t posts;             /* posts deleted */
+	unsigned objects_deleted; /* objects no other author's post referred to */
+	unsigned objects_kept;    /* shared with another post */
+} publish_removed;
+
+/* Removes an author in one transaction: every post as publish_delete
+ * deletes one (record, objects unless shared, page and embed), the head
+ * feed, every archive page, the author page, the author record and its
+ * idempotency keys; then in_txn(arg, txn) when not NULL (the caller
+ * revokes the tokens there), the rewritten /authors.json and the purges
+ * of everything removed. Tombstones (store_put_gone) on /u/HANDLE and on
+ * each /p/ID make the origin answer 410 Gone for them, and the handle is
+ * never created again (publish_author_add and a creating post refuse it
+ * with -EEXIST). Cross-posts already made are not touched. O(posts).
+ * Returns 0, SAYIN_ENOTFOUND, SAYIN_ECORRUPT, in_txn's error or a store
+ * error; on error nothing changed. */
+int publish_author_remove(store *st, const publish_settings *set, const char *handle,
+                          int64_t now_ms, int (*in_txn)(void *arg, store_txn *txn), void *arg,
+                          publish_removed *out, char *err, size_t errlen);
+
 /* 1 if handle is 1..32 of [a-z0-9_], else 0. */
 int publish_valid_handle(const char *handle);
 

@@ -716,6 +716,60 @@ int store_delete_record(store_txn *t, enum store_table table, const char *key)
 	return store__error(mdb_del(t->txn, t->st->tables[table], &k, NULL), "delete record");
 }
 
+/* Tombstones live in the meta table under "gone " + path: a marker, not a
+ * table of its own, so the store's format is unchanged (an older program
+ * simply answers 404 where this one answers 410). */
+#define GONE_PREFIX "gone "
+
+static int gone_key(char *buf, size_t size, const char *path, size_t len)
+{
+	if (len == 0 || path[0] != '/' || len + sizeof(GONE_PREFIX) > size)
+		return SAYIN_EINVAL;
+	memcpy(buf, GONE_PREFIX, sizeof(GONE_PREFIX) - 1);
+	memcpy(buf + sizeof(GONE_PREFIX) - 1, path, len);
+	buf[sizeof(GONE_PREFIX) - 1 + len] = '\0';
+	return 0;
+}
+
+int store_put_gone(store_txn *t, const char *path, int64_t now)
+{
+	char key[STORE_NAME_MAX + 1], rec[32];
+	int rc = gone_key(key, sizeof(key), path, strlen(path));
+	int n = snprintf(rec, sizeof(rec), "%lld", (long long)now);
+
+	if (rc != 0)
+		return rc;
+	return store_put_record(t, STORE_META, key, rec, (size_t)n);
+}
+
+int store_delete_gone(store_txn *t, const char *path)
+{
+	char key[STORE_NAME_MAX + 1];
+	int rc = gone_key(key, sizeof(key), path, strlen(path));
+	return rc != 0 ? SAYIN_ENOTFOUND : store_delete_record(t, STORE_META, key);
+}
+
+int store_find_gone(store_txn *t, const char *path)
+{
+	char key[STORE_NAME_MAX + 1];
+	size_t len = strlen(path);
+	const void *rec;
+	size_t rlen;
+
+	/* Each whole-segment prefix: "/p/ID/embed" tries "/p", "/p/ID" and
+	 * itself. At most a few lookups, and only on a miss. */
+	for (size_t end = 1; end <= len; end++) {
+		if (end < len && path[end] != '/')
+			continue;
+		if (gone_key(key, sizeof(key), path, end) != 0)
+			return SAYIN_ENOTFOUND;
+		int rc = store_get_record(t, STORE_META, key, &rec, &rlen);
+		if (rc != SAYIN_ENOTFOUND)
+			return rc;
+	}
+	return SAYIN_ENOTFOUND;
+}
+
 int store_each_record(store_txn *t, enum store_table table, const char *prefix,
                       store_record_fn fn, void *arg)
 {

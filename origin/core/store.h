@@ -209,6 +209,20 @@ typedef int (*store_record_fn)(void *arg, const char *key, const void *record, s
 int store_each_record(store_txn *txn, enum store_table table, const char *prefix,
                       store_record_fn fn, void *arg);
 
+/* Tombstones: URL paths taken down for good (a removed author's pages and
+ * feeds, its posts' pages). A tombstone on "/u/demo" covers that path and
+ * every path under it ("/u/demo/", "/u/demo/feed.json"), whole segments
+ * only ("/u/demox" is not covered); the origin answers 410 Gone for a
+ * covered path that has no name. Kept in the meta table (the format is
+ * unchanged). store_put_gone: path starts with '/' and is at most 395
+ * bytes (SAYIN_EINVAL otherwise); putting one that exists is a no-op.
+ * store_delete_gone: SAYIN_ENOTFOUND if absent. store_find_gone: 0 when a
+ * tombstone covers path, SAYIN_ENOTFOUND when none does, or a store
+ * error. */
+int store_put_gone(store_txn *txn, const char *path, int64_t now);
+int store_delete_gone(store_txn *txn, const char *path);
+int store_find_gone(store_txn *txn, const char *path);
+
 typedef struct store_stats {
 	uint64_t map_size;    /* bytes reserved for the map */
 	uint64_t map_used;    /* bytes of the map in use (last page used) */

@@ -1,9 +1,11 @@
-/* cmd author: adds authors, issues and revokes API tokens, rebuilds and lists. */
+/* cmd author: adds, edits and removes authors, issues and revokes API
+ * tokens, rebuilds and lists. */
 #include "cmd/cmd.h"
 
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/jsonstore.h"
+#include "deliver/crosspost.h"
 #include "render/record.h"
 #include "ingest/auth.h"
 #include "pipeline.h"
@@ -15,12 +17,16 @@
 #include <string.h>
 
 static const config_arg author_args[] = {
-	{ "name", "NAME", "display name (author add)", 0 },
+	{ "name", "NAME", "display name (author add, author edit)", 0 },
+	{ "bio", "TEXT", "a short description, at most 300 characters; \"\" removes it (author edit)",
+	  0 },
 };
 
-static const char *const author_settings[] = { "data", "map-size", "public-url", "listen",
-	                                       "feed-items", "feed-page-items", "log-level",
-	                                       NULL };
+static const char *const author_settings[] = {
+	"data", "map-size", "public-url", "listen", "feed-items", "feed-page-items", "varnish-edges",
+	"nginx-edges", "fastly-service-id", "cloudflare-zone-id", "cloudfront-distribution-id",
+	"s3-bucket", "log-level", NULL
+};
 
 static const cmd_spec author_spec = {
 	.name = "author",
@@ -28,6 +34,8 @@ static const cmd_spec author_spec = {
 	         "       sayin-publisher author token HANDLE\n"
 	         "       sayin-publisher author revoke HANDLE [TOKEN-ID]\n"
 	         "       sayin-publisher author rebuild HANDLE\n"
+	         "       sayin-publisher author edit HANDLE [--name NAME] [--bio TEXT]\n"
+	         "       sayin-publisher author remove HANDLE\n"
 	         "       sayin-publisher author list\n\n"
 	         "add creates an author (its empty feed, author page and /authors.json) and\n"
 	         "prints a new API token once; token issues another; revoke removes one\n"
@@ -35,7 +43,14 @@ static const cmd_spec author_spec = {
 	         "archive page and the author page (after changing feed-items,\n"
 	         "feed-page-items or public-url); list prints authors, their post counts\n"
 	         "and token ids. Tokens are stored only as hashes: a lost token cannot be\n"
-	         "shown again, only revoked and replaced.\n\n",
+	         "shown again, only revoked and replaced.\n\n"
+	         "edit changes the name and the bio (shown on the author page and as the\n"
+	         "feed's description) and re-renders every document of the author.\n"
+	         "remove deletes every post (as post delete does), the feeds, the author\n"
+	         "page and the author, revokes every token, and leaves tombstones: the\n"
+	         "origin answers 410 Gone for /u/HANDLE/... and each /p/ID. It prints the\n"
+	         "cross-posts already made (not undone). A removed handle cannot be added\n"
+	         "again. Both enqueue the CDN purges of what they changed.\n\n",
 	.args = author_args,
 	.nargs = sizeof(author_args) / sizeof(author_args[0]),
 	.settings = author_settings,
@@ -136,6 +151,100 @@ static int list_authors(store *st)
 	return rc == 0 ? EXIT_OK : EXIT_FAIL;
 }
 
+/* author edit HANDLE [--name] [--bio] */
+static int edit_author(store *st, pipeline *pipe, const char *handle, const char *name,
+                       const char *bio)
+{
+	char err[512];
+	size_t posts = 0;
+	int rc;
+
+	if (name == NULL && bio == NULL) {
+		fprintf(stderr, "sayin-publisher author edit: give --name NAME, --bio TEXT or both\n");
+		return EXIT_USAGE;
+	}
+	rc = publish_author_edit(st, &pipe->publish, handle, name, bio, clock_now_ms(), &posts, err,
+	                         sizeof(err));
+	if (rc != 0) {
+		fprintf(stderr, "sayin-publisher author edit: %s\n", err);
+		return rc == SAYIN_EINVAL ? EXIT_USAGE : cmd_store_exit(rc);
+	}
+	printf("edited %s: feeds, author page and %zu post pages rewritten\n", handle, posts);
+	return EXIT_OK;
+}
+
+struct removal {
+	const char *handle;
+	unsigned tokens;
+	json_t *ids;        /* the author's post ids, as an object's keys */
+	size_t crossposts;
+};
+
+static int collect_id(void *arg, const char *id, uint64_t seq, const void *record, size_t len)
+{
+	(void)seq;
+	(void)record;
+	(void)len;
+	return json_object_set_new(((struct removal *)arg)->ids, id, json_true()) == 0 ? 0
+	                                                                              : -ENOMEM;
+}
+
+static int print_own_crosspost(void *arg, const char *post_id, const crosspost_done *done)
+{
+	struct removal *r = arg;
+	if (json_object_get(r->ids, post_id) == NULL)
+		return 0;
+	if (r->crossposts++ == 0)
+		printf("cross-posts already made (not undone; remove them on the network):\n");
+	printf("  %s  %-8s %s\n", post_id, done->network ? done->network : "?",
+	       done->remote_url ? done->remote_url : done->remote_id ? done->remote_id : "");
+	return 0;
+}
+
+/* Runs inside the removal's transaction. */
+static int revoke_all(void *arg, store_txn *txn)
+{
+	struct removal *r = arg;
+	return auth_token_revoke(txn, r->handle, NULL, &r->tokens);
+}
+
+/* author remove HANDLE */
+static int remove_author(store *st, pipeline *pipe, const char *handle)
+{
+	struct removal r = { .handle = handle, .ids = json_object() };
+	publish_removed out;
+	store_txn *txn;
+	char err[512];
+	int rc = r.ids == NULL ? -ENOMEM : store_txn_begin(st, 0, &txn);
+
+	/* The cross-posts are read before the posts go (their records stay). */
+	if (rc == 0) {
+		rc = store_author_posts(txn, handle, 0, collect_id, &r);
+		store_txn_abort(txn);
+	}
+	if (rc == 0)
+		rc = publish_author_remove(st, &pipe->publish, handle, clock_now_ms(), revoke_all, &r,
+		                           &out, err, sizeof(err));
+	else
+		snprintf(err, sizeof(err), "cannot read the author's posts: %s", sayin_strerror(rc));
+	if (rc != 0) {
+		fprintf(stderr, "sayin-publisher author remove: %s\n", err);
+		json_decref(r.ids);
+		return cmd_store_exit(rc);
+	}
+	printf("removed author %s: %zu posts, %u objects deleted, %u shared kept, %u token%s "
+	       "revoked\n", handle, out.posts, out.objects_deleted, out.objects_kept, r.tokens,
+	       r.tokens == 1 ? "" : "s");
+	if (store_txn_begin(st, 0, &txn) == 0) {
+		crosspost_each_done(txn, print_own_crosspost, &r);
+		store_txn_abort(txn);
+	}
+	if (r.crossposts == 0)
+		printf("no cross-posts were made\n");
+	json_decref(r.ids);
+	return EXIT_OK;
+}
+
 int cmd_author(int argc, char **argv)
 {
 	config *cfg = NULL;
@@ -179,6 +288,8 @@ int cmd_author(int argc, char **argv)
 			goto done;
 		}
 	} else if (!(strcmp(verb, "token") == 0 && npos == 2) &&
+	           !(strcmp(verb, "edit") == 0 && npos == 2) &&
+	           !(strcmp(verb, "remove") == 0 && npos == 2) &&
 	           !(strcmp(verb, "revoke") == 0 && npos <= 3) &&
 	           !(strcmp(verb, "rebuild") == 0 && npos == 2) &&
 	           !(strcmp(verb, "list") == 0 && npos == 1)) {
@@ -206,6 +317,10 @@ int cmd_author(int argc, char **argv)
 			goto done;
 		}
 		code = issue_token(st, handle);
+	} else if (strcmp(verb, "edit") == 0) {
+		code = edit_author(st, &pipe, handle, config_get(cfg, "name"), config_get(cfg, "bio"));
+	} else if (strcmp(verb, "remove") == 0) {
+		code = remove_author(st, &pipe, handle);
 	} else if (strcmp(verb, "token") == 0) {
 		code = issue_token(st, handle);
 	} else if (strcmp(verb, "revoke") == 0) {

@@ -217,6 +217,9 @@ int feed_author_json(const char *base_url, const feed_author *author, json_t *co
 		goto done;
 	if (json_array_append(authors, a) != 0 || json_object_set(doc, "authors", authors) != 0)
 		goto done;
+	if (author->bio != NULL && *author->bio != '\0' &&
+	    json_object_set_new(doc, "description", json_string(author->bio)) != 0)
+		goto done;
 	json_object_set_new(doc, "language", json_string("und"));
 	for (size_t i = 0; i < n_posts; i++) {
 		json_t *item = feed_item(base_url, posts[i]);

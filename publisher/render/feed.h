@@ -28,6 +28,7 @@
 typedef struct feed_author {
 	const char *handle;
 	const char *name;  /* display name */
+	const char *bio;   /* a short description, or NULL: none */
 } feed_author;
 
 /* URL paths (no base): written into buf of size len; returns 0 or -ENOSPC. */

@@ -492,7 +492,13 @@ int page_author_html(const char *base_url, const feed_author *author, json_t *co
 	html_text(&b, author->name);
 	buf_puts(&b, " <span class=\"handle\">@");
 	html_text(&b, author->handle);
-	buf_puts(&b, "</span></h1>\n<p class=\"meta\"><a href=\"");
+	buf_puts(&b, "</span></h1>\n");
+	if (author->bio != NULL && *author->bio != '\0') {
+		buf_puts(&b, "<p class=\"bio\">");
+		html_text(&b, author->bio);
+		buf_puts(&b, "</p>\n");
+	}
+	buf_puts(&b, "<p class=\"meta\"><a href=\"");
 	feed_path_feed(path, sizeof(path), author->handle);
 	html_url(&b, base_url, path);
 	buf_puts(&b, "\">JSON Feed</a></p>\n");

@@ -151,6 +151,7 @@ int record_author_read(const json_t *author, record_author *v)
 {
 	v->handle = json_string_value(json_object_get(author, "handle"));
 	v->name = json_string_value(json_object_get(author, "name"));
+	v->bio = json_string_value(json_object_get(author, "bio"));
 	v->created_ms = (int64_t)json_integer_value(json_object_get(author, "created_ms"));
 	v->last_seq = (uint64_t)json_integer_value(json_object_get(author, "last_seq"));
 	return v->name != NULL ? 0 : SAYIN_ECORRUPT;
@@ -166,4 +167,13 @@ int record_author_set_last_seq(json_t *author, uint64_t last_seq)
 	return json_object_set_new(author, "last_seq", json_integer((json_int_t)last_seq)) == 0
 	               ? 0
 	               : -ENOMEM;
+}
+
+int record_author_set_bio(json_t *author, const char *bio)
+{
+	if (*bio == '\0') {
+		json_object_del(author, "bio");
+		return 0;
+	}
+	return json_object_set_new(author, "bio", json_string(bio)) == 0 ? 0 : -ENOMEM;
 }

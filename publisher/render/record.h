@@ -89,7 +89,7 @@ typedef struct record_view {
 int record_view_read(const json_t *post, record_view *v);
 
 /* The author record, as stored (keys in this order):
- *   { "handle", "name", "created_ms", "last_seq" }
+ *   { "handle", "name", "created_ms", "last_seq" [, "bio"] }
  * A new author's name is its handle until an operator sets one. Returns the
  * record (the caller's), or NULL when out of memory. */
 json_t *record_author_new(const char *handle, int64_t created_ms);
@@ -99,6 +99,7 @@ json_t *record_author_new(const char *handle, int64_t created_ms);
 typedef struct record_author {
 	const char *handle;
 	const char *name;
+	const char *bio;            /* NULL: none */
 	int64_t created_ms;
 	uint64_t last_seq;          /* the newest post's seq; 0 before the first */
 } record_author;
@@ -110,5 +111,7 @@ int record_author_read(const json_t *author, record_author *v);
 /* Set the name or last_seq of an author record. Return 0 or -ENOMEM. */
 int record_author_set_name(json_t *author, const char *name);
 int record_author_set_last_seq(json_t *author, uint64_t last_seq);
+/* Sets the bio; "" removes it. 0 or -ENOMEM. */
+int record_author_set_bio(json_t *author, const char *bio);
 
 #endif

@@ -313,7 +313,7 @@ class World:
         return p
 
     def post_args(self, data):
-        return ["post", "--data", data, "--author", "ann", "--text", "fault sweep",
+        return ["post", "--data", data, "--author", "ann", "--create-author", "--text", "fault sweep",
                 "--public-url", BASE, "--map-size", "64M", "--waveform-points", "16",
                 "--social-accounts", self.accounts, "--varnish-edges", self.edge.url, self.wav]
 

@@ -203,7 +203,7 @@ USAGE_ERRORS = {
 
 @pytest.mark.parametrize("case", sorted(USAGE_ERRORS))
 def test_usage_error_exits_2_and_touches_nothing(sayin, store, short_wav, case):
-    args = ["post", "--data", str(store)] + USAGE_ERRORS[case](short_wav)
+    args = ["post", "--data", str(store), "--create-author"] + USAGE_ERRORS[case](short_wav)
     r = sayin.run(sayin.publisher, args)
     assert r.returncode == EXIT_USAGE, "expected exit 2, got %d: %s" % (r.returncode, r.stderr)
     assert r.stdout == ""

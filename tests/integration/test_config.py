@@ -168,7 +168,7 @@ def test_unknown_ini_key_is_refused(sayin, tmp_path, short_wav, program, ini, na
     store = tmp_path / "store"
     if program == "publisher":
         r = sayin.run(sayin.publisher, ["post", "--config", str(path), "--data", str(store),
-                                        "--author", "alice", str(short_wav)])
+                                        "--author", "alice", "--create-author", str(short_wav)])
     else:
         r = sayin.run(sayin.origin_bin, ["--config", str(path), "--data", str(store),
                                          "--listen", "127.0.0.1:%d" % free_port()],
@@ -181,14 +181,14 @@ def test_unknown_ini_key_is_refused(sayin, tmp_path, short_wav, program, ini, na
 def test_unknown_ini_key_via_sayin_config(sayin, tmp_path, short_wav):
     path = write_ini(tmp_path / "bad.ini", {"log": {"lvl": "debug"}})
     r = sayin.run(sayin.publisher, ["post", "--data", str(tmp_path / "s"), "--author", "a",
-                                    str(short_wav)], env={"SAYIN_CONFIG": str(path)})
+                                    "--create-author", str(short_wav)], env={"SAYIN_CONFIG": str(path)})
     assert r.returncode == EXIT_USAGE and "lvl" in r.stderr, r
 
 
 def test_missing_config_file_is_an_error(sayin, tmp_path, short_wav):
     missing = tmp_path / "nope.ini"
     r = sayin.run(sayin.publisher, ["post", "--config", str(missing), "--data",
-                                    str(tmp_path / "s"), "--author", "a", str(short_wav)])
+                                    str(tmp_path / "s"), "--author", "a", "--create-author", str(short_wav)])
     assert r.returncode != 0 and str(missing) in r.stderr, r
     r = sayin.run(sayin.origin_bin, ["--config", str(missing)], timeout=10)
     assert r.returncode != 0 and str(missing) in r.stderr, r

@@ -135,7 +135,7 @@ def test_parked_after_max_attempts_then_retried(sayin, tmp_path, fakes, short_wa
         r = push(sayin, data, args, expect=1)
     assert "parked 1" in r.stdout, r.stdout
     st = run(sayin, "status", data, args + secret_args)
-    assert st.returncode == 0
+    assert st.returncode == 3, "a parked job is something to act on: exit 3"
     out = st.stdout
     fid = [j["id"] for j in jobs if j["target"] == "fastly"][0]
     line = [l for l in out.splitlines() if l.startswith(fid)][0]

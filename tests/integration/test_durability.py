@@ -172,7 +172,7 @@ mount -t tmpfs -o size=3m tmpfs "$MNT2" || exit 77
 post() {
     data=$1
     shift
-    "$PUB" post --data "$data/store" --map-size 64M --author alice "$@"
+    "$PUB" post --data "$data/store" --map-size 64M --author alice --create-author "$@"
     echo "exit=$?" >&2
 }
 # 1. An audio object that does not fit (it goes in by copy_file_range).

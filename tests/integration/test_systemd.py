@@ -224,7 +224,7 @@ def test_origin_runs_as_its_own_user_on_the_tmpfiles_layout(sayin, short_wav):
 
         post = run_as(writer[0], writer[1], [writer[1]],
                       ["sh", "-c", "umask 0027 && exec \"$@\"", "sh", sayin.publisher, "post",
-                       "--data", str(store), "--author", "demo", str(wav)], cwd=top)
+                       "--data", str(store), "--author", "demo", "--create-author", str(wav)], cwd=top)
         assert post.returncode == 0, post.stderr
         audio = json.loads(post.stdout)["audio_url"]
         assert oct(os.stat(store / "data.mdb").st_mode & 0o777) == "0o640"
@@ -242,7 +242,7 @@ def test_origin_runs_as_its_own_user_on_the_tmpfiles_layout(sayin, short_wav):
         os.chown(bare, writer[0], writer[1])
         post = run_as(writer[0], writer[1], [writer[1]],
                       ["sh", "-c", "umask 0027 && exec \"$@\"", "sh", sayin.publisher, "post",
-                       "--data", str(bare / "store"), "--author", "demo", str(wav)], cwd=top)
+                       "--data", str(bare / "store"), "--author", "demo", "--create-author", str(wav)], cwd=top)
         assert post.returncode == 0, post.stderr
         os.chmod(bare, 0o755)
         assert oct(os.stat(bare / "store" / "lock.mdb").st_mode & 0o777) == "0o640"

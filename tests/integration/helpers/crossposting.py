@@ -175,7 +175,10 @@ class World:
 
     def status(self):
         r = self.run(["status", "--data", self.data])
-        assert r.returncode == 0, r.stderr
+        # Exit 3 exactly when a job is parked (it needs `retry`).
+        m = re.search(r"^outbox: .* (\d+) parked", r.stdout, re.M)
+        assert m and r.returncode == (3 if int(m.group(1)) else 0), (r.returncode, r.stdout,
+                                                                      r.stderr)
         return Status(r.stdout)
 
     def retry_all(self):

@@ -186,14 +186,18 @@ class Sayin:
                               cwd=cwd or self.workdir, stdin=subprocess.DEVNULL)
 
     def post(self, data, author, file, text=None, args=(), env=None, timeout=120,
-             check=True):
+             check=True, create_author=True):
         """sayin-publisher post ... FILE. check=True fails the test unless the
-        post succeeds and prints one JSON object."""
+        post succeeds and prints one JSON object. create_author passes
+        --create-author (most tests rely on the first post creating its
+        author; test_author_lifecycle proves the refusal without it)."""
         argv = ["post"]
         if data is not None:
             argv += ["--data", str(data)]
         if author is not None:
             argv += ["--author", author]
+            if create_author:
+                argv.append("--create-author")
         if text is not None:
             argv += ["--text", text]
         argv += [str(a) for a in args]
@@ -210,7 +214,8 @@ class Sayin:
 
     def popen_post(self, data, author, file, text=None, args=(), env=None):
         """Starts a post in the background (for the kill test)."""
-        argv = [self.publisher, "post", "--data", str(data), "--author", author]
+        argv = [self.publisher, "post", "--data", str(data), "--author", author,
+                "--create-author"]
         if text is not None:
             argv += ["--text", text]
         argv += [str(a) for a in args] + [str(file)]

@@ -331,6 +331,44 @@ static void test_records_tables(void **state)
 	remove_dir(dir);
 }
 
+/* Tombstones cover their path and what is under it, by whole segments. */
+static void test_tombstones_cover_whole_segments(void **state)
+{
+	(void)state;
+	char *dir = make_dir();
+	store *st = open_rw(dir, 0);
+	store_txn *txn;
+
+	assert_int_equal(store_txn_begin(st, 1, &txn), 0);
+	assert_int_equal(store_find_gone(txn, "/u/ann/feed.json"), SAYIN_ENOTFOUND);
+	assert_int_equal(store_put_gone(txn, "/u/ann", 1), 0);
+	assert_int_equal(store_put_gone(txn, "/p/01abc", 1), 0);
+	assert_int_equal(store_put_gone(txn, "/p/01abc", 2), 0); /* again: no-op */
+	assert_int_equal(store_put_gone(txn, "no-slash", 1), SAYIN_EINVAL);
+	assert_int_equal(store_txn_commit(txn), 0);
+
+	assert_int_equal(store_txn_begin(st, 0, &txn), 0);
+	assert_int_equal(store_find_gone(txn, "/u/ann"), 0);
+	assert_int_equal(store_find_gone(txn, "/u/ann/"), 0);
+	assert_int_equal(store_find_gone(txn, "/u/ann/feed.json"), 0);
+	assert_int_equal(store_find_gone(txn, "/u/ann/feed/3.json"), 0);
+	assert_int_equal(store_find_gone(txn, "/p/01abc/embed"), 0);
+	assert_int_equal(store_find_gone(txn, "/u/anna/feed.json"), SAYIN_ENOTFOUND);
+	assert_int_equal(store_find_gone(txn, "/u/an"), SAYIN_ENOTFOUND);
+	assert_int_equal(store_find_gone(txn, "/u"), SAYIN_ENOTFOUND);
+	assert_int_equal(store_find_gone(txn, "/p/01abcd"), SAYIN_ENOTFOUND);
+	assert_int_equal(store_find_gone(txn, "/"), SAYIN_ENOTFOUND);
+	store_txn_abort(txn);
+
+	assert_int_equal(store_txn_begin(st, 1, &txn), 0);
+	assert_int_equal(store_delete_gone(txn, "/u/ann"), 0);
+	assert_int_equal(store_delete_gone(txn, "/u/ann"), SAYIN_ENOTFOUND);
+	assert_int_equal(store_find_gone(txn, "/u/ann/feed.json"), SAYIN_ENOTFOUND);
+	store_txn_abort(txn);
+	store_close(st);
+	remove_dir(dir);
+}
+
 /* A store written by an older publisher, before the newer tables existed,
  * opens read-only with any_format (an older format is otherwise refused:
  * test_store_format), its missing tables reading as empty. */
@@ -760,6 +798,7 @@ int main(void)
 		cmocka_unit_test(test_author_posts_range_and_delete),
 		cmocka_unit_test(test_refs_count_posts),
 		cmocka_unit_test(test_records_tables),
+		cmocka_unit_test(test_tombstones_cover_whole_segments),
 		cmocka_unit_test(test_reader_of_an_older_store),
 		cmocka_unit_test(test_aborted_txn_leaves_nothing),
 		cmocka_unit_test(test_full_map_is_store_full),

@@ -27,7 +27,7 @@ static json_t *record(const char *id, const char *text, const char *date)
 static void test_feed_fields_and_order(void **state)
 {
 	(void)state;
-	feed_author a = { "ann", "Ann Example" };
+	feed_author a = { "ann", "Ann Example", NULL };
 	json_t *posts[2] = { record("02", "second", "2026-01-02T00:00:00.000Z"),
 		             record("01", "first", "2026-01-01T00:00:00.000Z") };
 	char *out;
@@ -81,10 +81,39 @@ static void test_feed_fields_and_order(void **state)
 	json_decref(posts[1]);
 }
 
+/* The author's bio is the feed's description; no bio, no description. */
+static void test_feed_description_is_the_bio(void **state)
+{
+	(void)state;
+	feed_author a = { "ann", "Ann", "I read <poems> aloud." };
+	json_t *post = record("01", "first", "2026-01-01T00:00:00.000Z");
+	char *out;
+	size_t len;
+	json_t *doc;
+
+	assert_int_equal(feed_author_json("https://cdn.example", &a, &post, 1, NULL, &out, &len), 0);
+	doc = json_loadb(out, len, 0, NULL);
+	assert_non_null(doc);
+	assert_string_equal(json_string_value(json_object_get(doc, "description")),
+	                    "I read <poems> aloud.");
+	json_decref(doc);
+	free(out);
+	for (int i = 0; i < 2; i++) {
+		a.bio = i == 0 ? NULL : "";
+		assert_int_equal(feed_author_json("https://cdn.example", &a, &post, 1, NULL, &out,
+		                                  &len), 0);
+		doc = json_loadb(out, len, 0, NULL);
+		assert_null(json_object_get(doc, "description"));
+		json_decref(doc);
+		free(out);
+	}
+	json_decref(post);
+}
+
 static void test_authors_json(void **state)
 {
 	(void)state;
-	feed_author a[2] = { { "ann", "Ann <A> \"Example\"" }, { "bob", "Bob" } };
+	feed_author a[2] = { { "ann", "Ann <A> \"Example\"", NULL }, { "bob", "Bob", NULL } };
 	char *out, path[64];
 	size_t len;
 	json_t *doc, *first;
@@ -109,7 +138,7 @@ static void test_authors_json(void **state)
 static void test_feed_rejects_incomplete_record(void **state)
 {
 	(void)state;
-	feed_author a = { "ann", "Ann" };
+	feed_author a = { "ann", "Ann", NULL };
 	json_t *bad = json_pack("{s:s}", "id", "01");
 	char *out = NULL;
 	size_t len;
@@ -137,7 +166,7 @@ static json_t *full_record(const char *text)
 
 static json_t *one_item(json_t *post, char **out)
 {
-	feed_author a = { "ann", "Ann" };
+	feed_author a = { "ann", "Ann", NULL };
 	size_t len;
 	json_t *doc;
 
@@ -238,6 +267,7 @@ int main(void)
 		cmocka_unit_test(test_feed_rejects_incomplete_record),
 		cmocka_unit_test(test_feed_fallback_and_waveform),
 		cmocka_unit_test(test_feed_title_truncated),
+		cmocka_unit_test(test_feed_description_is_the_bio),
 	};
 	return cmocka_run_group_tests_name("feed", tests, NULL, NULL);
 }

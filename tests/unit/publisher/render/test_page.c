@@ -25,7 +25,7 @@
 #define H_CARD "dddd3333dddd3333dddd3333dddd3333dddd3333dddd3333dddd3333dddd3333"
 #define OPUS_TYPE "audio/ogg; codecs=opus"
 
-static const feed_author ann = { "ann", "Ann Example" };
+static const feed_author ann = { "ann", "Ann Example", NULL };
 
 /* A complete record: fallback, waveform and, when with_card, a card. */
 static json_t *record(const char *id, const char *text, int with_card)
@@ -94,7 +94,7 @@ static void assert_meta(const char *html, const char *attr, const char *key, con
 static void test_post_escapes_text(void **state)
 {
 	(void)state;
-	feed_author evil = { "ann", "Ann <b>&\"'" };
+	feed_author evil = { "ann", "Ann <b>&\"'", NULL };
 	json_t *rec = record("01", "<script>alert(1)</script> \"q\" & 'a' caf\xc3\xa9 "
 	                           "\xf0\x9f\x8e\x99\xef\xb8\x8f\x01" "end",
 	                     1);
@@ -367,6 +367,13 @@ static void test_author_page(void **state)
 	assert_int_equal(page_author_html(BASE, &ann, NULL, 0, NULL, &out, &len), 0);
 	assert_non_null(strstr(out, "No posts yet."));
 	assert_null(strstr(out, "<article"));
+	assert_null(strstr(out, "class=\"bio\""));
+	free(out);
+	/* The bio, escaped, under the name. */
+	feed_author with_bio = { "ann", "Ann Example", "I read <poems> & stories." };
+	assert_int_equal(page_author_html(BASE, &with_bio, NULL, 0, NULL, &out, &len), 0);
+	assert_non_null(strstr(out, "</h1>\n<p class=\"bio\">I read &lt;poems&gt; &amp; "
+	                            "stories.</p>\n"));
 	free(out);
 	for (int i = 0; i < 3; i++)
 		json_decref(posts[i]);
