@@ -358,6 +358,21 @@ static void on_posted(void *arg, const social_result *res)
 		lease_round(r);
 }
 
+/* 1 when the post's record is gone from the store (a read of one key). */
+static int post_gone(store *st, const char *post)
+{
+	const void *rec;
+	size_t len;
+	store_txn *txn;
+	int rc = store_txn_begin(st, 0, &txn);
+
+	if (rc != 0)
+		return 0; /* cannot tell: go on as before, the post is checked next run */
+	rc = store_get_post(txn, post, &rec, &len);
+	store_txn_abort(txn);
+	return rc == SAYIN_ENOTFOUND;
+}
+
 static void start_job(struct run *r, const outbox_job *job)
 {
 	const social_driver *drv = social_driver_find(job->target);
@@ -386,6 +401,25 @@ static void start_job(struct run *r, const outbox_job *job)
 		         : post == NULL ? "job without a post" : "no enabled account for this author");
 		fail.permanent = 1;
 		on_posted(j, &fail);
+		return;
+	}
+	/* Taken down (post delete, the API's DELETE, author remove) after the
+	 * job was queued: a link to a 404/410 page must not go out. Done,
+	 * without a post; one an earlier attempt made stays (takedowns list
+	 * cross-posts already made, they do not undo them). */
+	if (post_gone(r->opt->st, post)) {
+		rc = outbox_complete(r->opt->st, job->id, r->owner);
+		if (rc == 0) {
+			r->counts->skipped++;
+			log_info("crosspost: job %s (%s): post %s was deleted: not cross-posted%s", job->id,
+			         job->target, post,
+			         job->attempted ? " (an earlier attempt may have posted it)" : "");
+		} else {
+			log_error("crosspost: job %s: cannot drop the job of deleted post %s: %s", job->id,
+			          post, sayin_strerror(rc));
+		}
+		free(j);
+		r->pending--;
 		return;
 	}
 	/* Recorded before the request: if we die after the network took the

@@ -60,6 +60,7 @@ typedef struct crosspost_options {
 
 typedef struct crosspost_counts {
 	unsigned long posted, found, failed, parked;
+	unsigned long skipped; /* the post was deleted before its turn: not posted */
 } crosspost_counts;
 
 /* Posts every due cross-post job once (blocking; its own loop), then

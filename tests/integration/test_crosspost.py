@@ -360,3 +360,22 @@ def test_accounts_file_readable_by_others_is_refused(sayin, world):
     assert r.returncode == 0, r.stdout + r.stderr
     one_tweet(w, p["url"])
     one_fb_post(w, p["url"])
+
+
+def test_a_post_deleted_before_its_turn_is_not_crossposted(sayin, world):
+    """A takedown (post delete) between publishing and the cron run: the
+    link would point at a 404, so its queued cross-posts are dropped, not
+    sent; the other post goes out as usual."""
+    w = world(("ann",))
+    gone = w.post("ann", "This one is taken down before cron runs.")
+    kept = w.post("ann", "This one stays.")
+    r = w.run(["post", "delete", gone["id"], "--data", w.data, "--public-url", PUBLIC,
+               "--aac-fallback", "off", "--waveform-points", "10"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = w.crosspost()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert counts_of(r.stdout) == (2, 0, 0, 0), r.stdout
+    assert "post %s was deleted: not cross-posted" % gone["id"] in r.stderr, r.stderr
+    assert w.x.posts_for(gone["url"]) == [] and w.fb.posts_for(gone["url"]) == []
+    assert len(w.x.posts_for(kept["url"])) == 1 and len(w.fb.posts_for(kept["url"])) == 1
+    assert [k for k in w.status().jobs if k[0] == gone["id"]] == [], w.status().text
