@@ -51,10 +51,6 @@
 #include <time.h>
 #include <uv.h>
 
-#define MAX_THREADS 1024
-#define MAX_CACHE_SECONDS 315360000 /* ten years */
-#define MAX_TIMEOUT_MS 86400000     /* a day */
-
 struct origin;
 
 /* Arguments of the scrape-time callbacks: which origin, which field. */
@@ -153,8 +149,7 @@ static void usage(FILE *out)
 
 struct u64_setting {
 	const char *name;
-	uint64_t min, max;
-	uint64_t *out;
+	uint64_t *out; /* its range: core/config.c's table (config_get_ranged) */
 };
 
 /* The settings SIGHUP may change, from cfg into opt (other fields kept).
@@ -162,15 +157,14 @@ struct u64_setting {
 static int read_lifetimes(const config *cfg, serve_options *opt, char *err, size_t errlen)
 {
 	const struct u64_setting numbers[] = {
-		{ "name-max-age", 0, MAX_CACHE_SECONDS, &opt->name_max_age },
-		{ "name-shared-max-age", 0, MAX_CACHE_SECONDS, &opt->name_shared_max_age },
-		{ "stale-while-revalidate", 0, MAX_CACHE_SECONDS, &opt->stale_while_revalidate },
-		{ "stale-if-error", 0, MAX_CACHE_SECONDS, &opt->stale_if_error },
+		{ "name-max-age", &opt->name_max_age },
+		{ "name-shared-max-age", &opt->name_shared_max_age },
+		{ "stale-while-revalidate", &opt->stale_while_revalidate },
+		{ "stale-if-error", &opt->stale_if_error },
 	};
 
 	for (size_t i = 0; i < sizeof(numbers) / sizeof(numbers[0]); i++) {
-		int rc = config_get_u64(cfg, numbers[i].name, numbers[i].min, numbers[i].max,
-		                        numbers[i].out, err, errlen);
+		int rc = config_get_ranged(cfg, numbers[i].name, numbers[i].out, err, errlen);
 		if (rc != 0)
 			return rc;
 	}
@@ -183,20 +177,19 @@ static int read_settings(struct origin *o, uint64_t *threads, char *err, size_t 
 {
 	uint64_t header_bytes, headers, uri, conns, idle, head_to, write_to;
 	const struct u64_setting numbers[] = {
-		{ "threads", 0, MAX_THREADS, threads },
-		{ "max-header-bytes", 256, 1 << 20, &header_bytes },
-		{ "max-headers", 1, 10000, &headers },
-		{ "max-uri", 16, 1 << 20, &uri },
-		{ "max-connections", 1, 10000000, &conns },
-		{ "idle-timeout-ms", 1, MAX_TIMEOUT_MS, &idle },
-		{ "header-timeout-ms", 1, MAX_TIMEOUT_MS, &head_to },
-		{ "write-timeout-ms", 1, MAX_TIMEOUT_MS, &write_to },
-		{ "shutdown-grace-ms", 0, MAX_TIMEOUT_MS, &o->grace_ms },
+		{ "threads", threads },
+		{ "max-header-bytes", &header_bytes },
+		{ "max-headers", &headers },
+		{ "max-uri", &uri },
+		{ "max-connections", &conns },
+		{ "idle-timeout-ms", &idle },
+		{ "header-timeout-ms", &head_to },
+		{ "write-timeout-ms", &write_to },
+		{ "shutdown-grace-ms", &o->grace_ms },
 	};
 
 	for (size_t i = 0; i < sizeof(numbers) / sizeof(numbers[0]); i++) {
-		int rc = config_get_u64(o->cfg, numbers[i].name, numbers[i].min, numbers[i].max,
-		                        numbers[i].out, err, errlen);
+		int rc = config_get_ranged(o->cfg, numbers[i].name, numbers[i].out, err, errlen);
 		if (rc != 0)
 			return rc;
 	}

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ini.h>
+#include <libgen.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1021,32 +1022,58 @@ static int check_urls(const config *cfg, struct loader *ld)
 }
 
 /* The type of each setting config check knows, beyond the URLs: what the
- * programs would refuse when they read it. Ranges are the programs' own
- * (config check runs the publisher's readers after these). */
-enum kind { K_NUMBER, K_SIZE, K_ON_OFF, K_DECIMAL, K_LEVEL };
+ * programs would refuse when they read it. The origin's ranges live here,
+ * read by the origin through config_get_ranged, so config check and the
+ * origin cannot disagree; the publisher's are its readers' own (config
+ * check runs them after these). max 0: no range here. */
+#define MAX_CACHE_SECONDS 315360000ull /* ten years */
+#define MAX_TIMEOUT_MS 86400000ull     /* a day */
+enum kind { K_NUMBER, K_SIZE, K_ON_OFF, K_DECIMAL, K_LEVEL, K_LOG_TARGET };
 static const struct {
 	const char *name;
 	enum kind kind;
+	uint64_t min, max;
 } kinds[] = {
-	{ "map-size", K_SIZE }, { "threads", K_NUMBER }, { "max-header-bytes", K_NUMBER },
-	{ "max-headers", K_NUMBER }, { "max-uri", K_NUMBER }, { "max-connections", K_NUMBER },
-	{ "idle-timeout-ms", K_NUMBER }, { "header-timeout-ms", K_NUMBER },
-	{ "write-timeout-ms", K_NUMBER }, { "shutdown-grace-ms", K_NUMBER },
-	{ "name-max-age", K_NUMBER }, { "name-shared-max-age", K_NUMBER },
-	{ "stale-while-revalidate", K_NUMBER }, { "stale-if-error", K_NUMBER },
-	{ "bitrate", K_NUMBER }, { "loudness-target", K_DECIMAL }, { "max-input-bytes", K_SIZE },
-	{ "max-duration", K_NUMBER }, { "decode-timeout-ms", K_NUMBER },
-	{ "decode-memory", K_SIZE }, { "waveform-points", K_NUMBER }, { "aac-fallback", K_ON_OFF },
-	{ "aac-bitrate", K_NUMBER }, { "feed-items", K_NUMBER }, { "feed-page-items", K_NUMBER },
-	{ "workers", K_NUMBER }, { "queue", K_NUMBER }, { "max-text", K_NUMBER },
-	{ "upload-per-author", K_NUMBER }, { "upload-retry-slots", K_NUMBER },
-	{ "upload-min-rate", K_SIZE }, { "upload-rate-window-ms", K_NUMBER },
-	{ "upload-rate-grace-ms", K_NUMBER }, { "upload-deadline-ms", K_NUMBER },
-	{ "varnish-soft-purge", K_ON_OFF }, { "fastly-soft-purge", K_ON_OFF },
-	{ "crosspost-timeout-ms", K_NUMBER }, { "outbox-max-attempts", K_NUMBER },
-	{ "outbox-max-age", K_NUMBER }, { "outbox-lease-ms", K_NUMBER },
-	{ "outbox-backoff-ms", K_NUMBER }, { "log-level", K_LEVEL },
+	{ "map-size", K_SIZE, 0, 0 }, { "threads", K_NUMBER, 0, 1024 },
+	{ "max-header-bytes", K_NUMBER, 256, 1 << 20 }, { "max-headers", K_NUMBER, 1, 10000 },
+	{ "max-uri", K_NUMBER, 16, 1 << 20 }, { "max-connections", K_NUMBER, 1, 10000000 },
+	{ "idle-timeout-ms", K_NUMBER, 1, MAX_TIMEOUT_MS },
+	{ "header-timeout-ms", K_NUMBER, 1, MAX_TIMEOUT_MS },
+	{ "write-timeout-ms", K_NUMBER, 1, MAX_TIMEOUT_MS },
+	{ "shutdown-grace-ms", K_NUMBER, 0, MAX_TIMEOUT_MS },
+	{ "name-max-age", K_NUMBER, 0, MAX_CACHE_SECONDS },
+	{ "name-shared-max-age", K_NUMBER, 0, MAX_CACHE_SECONDS },
+	{ "stale-while-revalidate", K_NUMBER, 0, MAX_CACHE_SECONDS },
+	{ "stale-if-error", K_NUMBER, 0, MAX_CACHE_SECONDS },
+	{ "workers", K_NUMBER, 1, 64 }, { "queue", K_NUMBER, 0, 10000 },
+	{ "bitrate", K_NUMBER, 0, 0 }, { "loudness-target", K_DECIMAL, 0, 0 },
+	{ "max-input-bytes", K_SIZE, 0, 0 }, { "max-duration", K_NUMBER, 0, 0 },
+	{ "decode-timeout-ms", K_NUMBER, 0, 0 }, { "decode-memory", K_SIZE, 0, 0 },
+	{ "waveform-points", K_NUMBER, 0, 0 }, { "aac-fallback", K_ON_OFF, 0, 0 },
+	{ "aac-bitrate", K_NUMBER, 0, 0 }, { "feed-items", K_NUMBER, 0, 0 },
+	{ "feed-page-items", K_NUMBER, 0, 0 }, { "max-text", K_NUMBER, 0, 0 },
+	{ "upload-per-author", K_NUMBER, 0, 0 }, { "upload-retry-slots", K_NUMBER, 0, 0 },
+	{ "upload-min-rate", K_SIZE, 0, 0 }, { "upload-rate-window-ms", K_NUMBER, 0, 0 },
+	{ "upload-rate-grace-ms", K_NUMBER, 0, 0 }, { "upload-deadline-ms", K_NUMBER, 0, 0 },
+	{ "varnish-soft-purge", K_ON_OFF, 0, 0 }, { "fastly-soft-purge", K_ON_OFF, 0, 0 },
+	{ "crosspost-timeout-ms", K_NUMBER, 0, 0 }, { "outbox-max-attempts", K_NUMBER, 0, 0 },
+	{ "outbox-max-age", K_NUMBER, 0, 0 }, { "outbox-lease-ms", K_NUMBER, 0, 0 },
+	{ "outbox-backoff-ms", K_NUMBER, 0, 0 }, { "log-level", K_LEVEL, 0, 0 },
+	{ "access-log", K_LOG_TARGET, 0, 0 }, { "api-access-log", K_LOG_TARGET, 0, 0 },
 };
+
+int config_get_ranged(const config *cfg, const char *name, uint64_t *out, char *err,
+                      size_t errlen)
+{
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		if (strcmp(kinds[i].name, name) != 0 || kinds[i].max == 0)
+			continue;
+		return get_number(cfg, name, kinds[i].kind == K_SIZE, kinds[i].min, kinds[i].max, out,
+		                  err, errlen);
+	}
+	snprintf(err, errlen, "%s: no range is known for it (a bug)", name);
+	return SAYIN_ECONFIG;
+}
 
 static void check_kinds(const config *cfg, struct loader *ld)
 {
@@ -1060,12 +1087,29 @@ static void check_kinds(const config *cfg, struct loader *ld)
 			continue;
 		switch (kinds[i].kind) {
 		case K_NUMBER:
-			if (parse_u64(v, 0, &n) != 0)
-				want = "a number";
-			break;
 		case K_SIZE:
-			if (parse_u64(v, 1, &n) != 0)
-				want = "a size (e.g. 512M, 64G)";
+			if (parse_u64(v, kinds[i].kind == K_SIZE, &n) != 0) {
+				want = kinds[i].kind == K_SIZE ? "a size (e.g. 512M, 64G)" : "a number";
+			} else if (kinds[i].max != 0) {
+				char why[512];
+				if (config_get_ranged(cfg, kinds[i].name, &n, why, sizeof(why)) != 0)
+					fail(ld, "%s", why);
+			}
+			break;
+		case K_LOG_TARGET:
+			/* What accesslog_configure takes, without opening the file:
+			 * only the directory is checked (the file is created). */
+			if (strcmp(v, "off") != 0 && strcmp(v, "on") != 0 && strcmp(v, "stderr") != 0) {
+				char *dir = strdup(v);
+				if (strchr(v, '/') == NULL)
+					want = "off, stderr or a file path (with a '/')";
+				else if (dir != NULL && access(dirname(dir), W_OK) != 0) {
+					config_describe(cfg, kinds[i].name, where, sizeof(where));
+					fail(ld, "%s: cannot write in the folder of %s: %s", where, v,
+					     strerror(errno));
+				}
+				free(dir);
+			}
 			break;
 		case K_ON_OFF:
 			if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0)

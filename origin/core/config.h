@@ -47,6 +47,11 @@ int config_get_u64(const config *cfg, const char *name, uint64_t min, uint64_t m
                    char *err, size_t errlen);
 int config_get_size(const config *cfg, const char *name, uint64_t min, uint64_t max,
                     uint64_t *out, char *err, size_t errlen);
+/* The same for a setting whose range the settings table itself holds (the
+ * origin's limits and lifetimes, serve's workers and queue), so that
+ * `config check` refuses exactly what the program would. */
+int config_get_ranged(const config *cfg, const char *name, uint64_t *out, char *err,
+                      size_t errlen);
 
 /* Where a setting's value comes from, for messages: "FILE:LINE: KEY" (the
  * config file), "$ENV", "--name" (a flag or the default) or "name

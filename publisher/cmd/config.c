@@ -1,7 +1,10 @@
 /* cmd config: checks the configuration like `nginx -t`, or shows it with sources. */
 #include "cmd/cmd.h"
 
+#include "core/accesslog.h"
+#include "core/error.h"
 #include "deliver/delivery.h"
+#include "ingest/api.h"
 #include "pipeline.h"
 
 #include <stdio.h>
@@ -49,7 +52,37 @@ static unsigned check_readers(const config *cfg)
 		fprintf(stderr, "%s\n", err);
 		errors++;
 	}
+	/* The API's upload limits. */
+	{
+		api_options aopt = { .workers = 1, .queue = 1 };
+		uint64_t workers = 1, queue = 1;
+		if (config_get_ranged(cfg, "workers", &workers, err, sizeof(err)) == 0 &&
+		    config_get_ranged(cfg, "queue", &queue, err, sizeof(err)) == 0) {
+			aopt.workers = (unsigned)workers;
+			aopt.queue = (unsigned)queue;
+		}
+		if (api_options_read_limits(cfg, &aopt, err, sizeof(err)) != 0) {
+			fprintf(stderr, "%s\n", err);
+			errors++;
+		}
+	}
 	return errors;
+}
+
+/* Which edges may name the client (both programs' access logs): no type
+ * check covers it, so it runs whatever else is wrong. */
+static unsigned check_edges(const config *cfg)
+{
+	accesslog_edges *edges = NULL;
+	char err[1024];
+	int rc = accesslog_edges_parse(config_get(cfg, "client-ip-header"),
+	                               config_get(cfg, "trusted-edges"), &edges, err, sizeof(err));
+
+	accesslog_edges_free(edges);
+	if (rc != SAYIN_ECONFIG)
+		return 0;
+	fprintf(stderr, "%s\n", err);
+	return 1;
 }
 
 int cmd_config(int argc, char **argv)
@@ -83,6 +116,7 @@ int cmd_config(int argc, char **argv)
 		config_free(cfg);
 		return n == 0 ? EXIT_OK : EXIT_FAIL;
 	}
+	n += (int)check_edges(cfg);
 	if (n == 0)
 		n = (int)check_readers(cfg);
 	config_free(cfg);

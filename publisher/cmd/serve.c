@@ -156,10 +156,9 @@ static int read_limits(const config *cfg, const pipeline *pipe, void *arg, char 
 	struct serve_limits *l = arg;
 
 	(void)pipe;
-	return config_get_u64(cfg, "workers", 1, 64, &l->workers, err, errlen) != 0 ||
-	       config_get_u64(cfg, "queue", 0, 10000, &l->queue, err, errlen) != 0 ||
-	       config_get_u64(cfg, "shutdown-grace-ms", 0, 3600 * 1000, &l->grace_ms, err,
-	                      errlen) != 0;
+	return config_get_ranged(cfg, "workers", &l->workers, err, errlen) != 0 ||
+	       config_get_ranged(cfg, "queue", &l->queue, err, errlen) != 0 ||
+	       config_get_ranged(cfg, "shutdown-grace-ms", &l->grace_ms, err, errlen) != 0;
 }
 
 int cmd_serve(int argc, char **argv)

@@ -134,3 +134,32 @@ def test_a_long_list_continues_on_indented_lines_and_an_overlong_line_is_an_erro
     assert "http://e1:6081, http://e2:6081" in shown["varnish-edges"], shown["varnish-edges"]
     for cidr in ranges:
         assert cidr in shown["trusted-edges"], (cidr, shown["trusted-edges"])
+
+
+def test_check_refuses_what_the_origin_and_the_api_would(sayin, tmp_path):
+    """The ranges of the origin's limits and lifetimes and of serve's
+    workers, the access-log targets and the trusted edges are checked as the
+    programs read them: config check never says ok to a file sayin-origin
+    or serve would refuse."""
+    ini = write(tmp_path / "sayin.ini",
+                "[origin]\n"
+                "max_header_bytes = 10\n"                 # 2: below 256
+                "access_log = of\n"                       # 3: a typo, not a path
+                "[cache]\n"
+                "name_max_age = 999999999999\n"           # 5: over ten years
+                "[api]\n"
+                "workers = 0\n"                           # 7: at least 1
+                "access_log = %s/missing/api.log\n"       # 8: no such folder
+                "[log]\n"
+                "trusted_edges = 10.0.0.0/33\n"           # 10: not a CIDR
+                % tmp_path)
+    r = check(sayin, "--config", ini)
+    assert r.returncode == EXIT_ERRORS, (r.stdout, r.stderr)
+    for expected in ("%s:2: max_header_bytes: " % ini, "%s:3: access_log: 'of'" % ini,
+                     "%s:5: name_max_age: " % ini, "%s:7: workers: " % ini,
+                     "%s:8: access_log: cannot write in the folder" % ini, "10.0.0.0/33"):
+        assert expected in r.stderr, "missing %r in:\n%s" % (expected, r.stderr)
+    # And each is what the program itself refuses.
+    origin = sayin.run(sayin.origin_bin, ["--config", str(write(tmp_path / "o.ini",
+                                                             "[origin]\nmax_header_bytes = 10\n"))])
+    assert origin.returncode != 0 and "max_header_bytes" in origin.stderr, origin.stderr
