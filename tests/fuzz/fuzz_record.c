@@ -102,7 +102,8 @@ static void render_pages(const json_t *post, const json_t *plain, const feed_aut
 static void render(const json_t *post, const record_view *v)
 {
 	static const char base[] = "https://cdn.example.com";
-	const feed_author author = { v->author && v->author[0] ? v->author : "ann", "Ann <b>" };
+	const feed_author author = { .handle = v->author && v->author[0] ? v->author : "ann",
+		                        .name = "Ann <b>", .bio = "Says <i>things</i> & more" };
 	json_t *plain = NULL, *feed;
 	char *out = NULL;
 	size_t len = 0;
