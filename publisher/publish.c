@@ -846,6 +846,42 @@ static int collect_post_id(void *arg, const char *id, uint64_t seq, const void *
 	return json_array_append_new(arg, json_string(id)) == 0 ? 0 : -ENOMEM;
 }
 
+/* Rewrites every document of the author c has loaded: head feed, archive
+ * pages, each post's page and embed; the post ids go into ids. *stage
+ * names the step for a failure's message. */
+static int rewrite_author_documents(documents_author *c, const char *handle, json_t *ids,
+                                    const char **stage)
+{
+	size_t i;
+	json_t *v;
+	int rc;
+
+	*stage = "feed";
+	rc = documents_write_head(c);
+	for (uint64_t k = 1; rc == 0 && k <= documents_newest_page(c); k++) {
+		*stage = "archive page";
+		rc = documents_write_archive_page(c, k);
+	}
+	if (rc == 0) {
+		*stage = "post pages";
+		rc = store_author_posts(c->txn, handle, 0, collect_post_id, ids);
+	}
+	json_array_foreach(ids, i, v) {
+		const void *rec;
+		size_t len;
+		json_t *post = NULL;
+		if (rc != 0)
+			break;
+		rc = store_get_post(c->txn, json_string_value(v), &rec, &len);
+		if (rc == 0)
+			rc = jsonstore_parse(rec, len, &post);
+		if (rc == 0)
+			rc = documents_write_post_pages(c, post, json_string_value(v));
+		json_decref(post);
+	}
+	return rc;
+}
+
 /* Every document of one author, post pages included, in one transaction. */
 static int rebuild_author_all(store *st, const publish_settings *set, const char *handle,
                               int64_t now_ms, size_t *posts, char *err, size_t errlen)
@@ -854,8 +890,6 @@ static int rebuild_author_all(store *st, const publish_settings *set, const char
 	documents_author c = { 0 };
 	const char *stage = "begin";
 	json_t *ids = json_array();
-	size_t i;
-	json_t *v;
 	int rc, created;
 
 	rc = ids == NULL ? -ENOMEM : txn_begin(st, set, now_ms, &ch, &c);
@@ -865,29 +899,7 @@ static int rebuild_author_all(store *st, const publish_settings *set, const char
 	rc = documents_load_author(&c, handle, 0, now_ms, &created);
 	if (rc != 0)
 		goto done;
-	stage = "feed";
-	rc = documents_write_head(&c);
-	for (uint64_t k = 1; rc == 0 && k <= documents_newest_page(&c); k++) {
-		stage = "archive page";
-		rc = documents_write_archive_page(&c, k);
-	}
-	if (rc == 0) {
-		stage = "post pages";
-		rc = store_author_posts(c.txn, handle, 0, collect_post_id, ids);
-	}
-	json_array_foreach(ids, i, v) {
-		const void *rec;
-		size_t len;
-		json_t *post = NULL;
-		if (rc != 0)
-			break;
-		rc = store_get_post(c.txn, json_string_value(v), &rec, &len);
-		if (rc == 0)
-			rc = jsonstore_parse(rec, len, &post);
-		if (rc == 0)
-			rc = documents_write_post_pages(&c, post, json_string_value(v));
-		json_decref(post);
-	}
+	rc = rewrite_author_documents(&c, handle, ids, &stage);
 	if (rc == 0) {
 		stage = "outbox";
 		rc = enqueue_deliveries(c.txn, set, &ch, "rebuild", handle, NULL, now_ms, NULL);
@@ -1050,8 +1062,6 @@ int publish_author_edit(store *st, const publish_settings *set, const char *hand
 	documents_author c = { 0 };
 	const char *stage = "begin";
 	json_t *ids = json_array();
-	size_t i;
-	json_t *id;
 	int rc, created;
 
 	*posts = 0;
@@ -1089,31 +1099,8 @@ int publish_author_edit(store *st, const publish_settings *set, const char *hand
 	}
 	/* The name shows on every document of the author: the feeds, the
 	 * author page, each post's page and embed; and in /authors.json. */
-	if (rc == 0) {
-		stage = "feed";
-		rc = documents_write_head(&c);
-	}
-	for (uint64_t k = 1; rc == 0 && k <= documents_newest_page(&c); k++) {
-		stage = "archive page";
-		rc = documents_write_archive_page(&c, k);
-	}
-	if (rc == 0) {
-		stage = "post pages";
-		rc = store_author_posts(c.txn, handle, 0, collect_post_id, ids);
-	}
-	json_array_foreach(ids, i, id) {
-		const void *rec;
-		size_t len;
-		json_t *post = NULL;
-		if (rc != 0)
-			break;
-		rc = store_get_post(c.txn, json_string_value(id), &rec, &len);
-		if (rc == 0)
-			rc = jsonstore_parse(rec, len, &post);
-		if (rc == 0)
-			rc = documents_write_post_pages(&c, post, json_string_value(id));
-		json_decref(post);
-	}
+	if (rc == 0)
+		rc = rewrite_author_documents(&c, handle, ids, &stage);
 	if (rc == 0) {
 		stage = "authors.json";
 		rc = documents_write_authors_json(c.txn, c.ch, set->base_url, c.now);
