@@ -68,7 +68,9 @@ def test_every_unit_is_shipped():
     backup = open(os.path.join(SYSTEMD, "sayin-backup.timer")).read()
     assert "OnCalendar=hourly" in backup and "Persistent=true" in backup
     service = open(os.path.join(SYSTEMD, "sayin-backup.service")).read()
-    assert "sayin-publisher backup /var/backups/sayin/" in service
+    assert re.search(r"^ExecStart=/usr/bin/sayin-publisher backup --metrics-textfile "
+                     r"/var/lib/sayin/metrics/sayin-backup\.prom /var/backups/sayin/store\.mdb$",
+                     service, re.M), service
     assert "d /var/backups/sayin " in open(os.path.join(SYSTEMD, "sayin.tmpfiles")).read()
 
 
