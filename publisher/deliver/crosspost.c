@@ -219,20 +219,6 @@ struct job_ctx {
 	net_usage usage;  /* its requests' time: the rest is the driver's */
 };
 
-/* Where one cross-post's time went, for its one log line (as delivery's). */
-static void job_timing(const struct job_ctx *j, char *out, size_t size)
-{
-	double total = clock_mono_ms_f() - j->start_ms;
-	double network = j->usage.seconds * 1e3;
-	double driver = total > network ? total - network : 0;
-
-	if (j->usage.requests == 0)
-		snprintf(out, size, "in %.1f ms (no request; driver %.1f ms)", total, driver);
-	else
-		snprintf(out, size, "in %.1f ms (network %.1f ms over %u request%s, HTTP %ld; "
-		         "driver %.1f ms)", total, network, j->usage.requests,
-		         j->usage.requests == 1 ? "" : "s", j->usage.last_status, driver);
-}
 
 static void lease_round(struct run *r);
 
@@ -319,7 +305,7 @@ static void on_posted(void *arg, const social_result *res)
 	char timing[160];
 
 	net_usage_forget(r->net, &j->usage);
-	job_timing(j, timing, sizeof(timing));
+	net_usage_describe(&j->usage, j->start_ms, timing, sizeof(timing));
 	if (res->ok) {
 		json_t *rec = json_pack("{s:s, s:s, s:s, s:b, s:I}", "network", j->network,
 		                        "remote_id", res->remote_id, "remote_url", res->remote_url,

@@ -60,21 +60,6 @@ struct inflight {
 	net_usage usage;  /* its requests' time: the rest is the driver's */
 };
 
-/* "in 812.3 ms (network 790.1 ms over 2 requests, HTTP 200; driver 22.2 ms)":
- * where one job's time went, for its one log line. */
-static void job_timing(const struct inflight *f, char *out, size_t size)
-{
-	double total = clock_mono_ms_f() - f->start_ms;
-	double network = f->usage.seconds * 1e3;
-	double driver = total > network ? total - network : 0;
-
-	if (f->usage.requests == 0)
-		snprintf(out, size, "in %.1f ms (no request; driver %.1f ms)", total, driver);
-	else
-		snprintf(out, size, "in %.1f ms (network %.1f ms over %u request%s, HTTP %ld; "
-		         "driver %.1f ms)", total, network, f->usage.requests,
-		         f->usage.requests == 1 ? "" : "s", f->usage.last_status, driver);
-}
 
 static void count(_Atomic uint64_t *c)
 {
@@ -164,7 +149,7 @@ static void on_delivered(void *arg, const cdn_result *res)
 	char timing[160];
 
 	net_usage_forget(d->net, &f->usage);
-	job_timing(f, timing, sizeof(timing));
+	net_usage_describe(&f->usage, f->start_ms, timing, sizeof(timing));
 	if (!d->stopping) {
 		if (res->ok) {
 			rc = outbox_complete(d->opt.st, f->id, d->owner);

@@ -4,6 +4,7 @@
 #include "deliver/net.h"
 
 #include "core/buf.h"
+#include "core/clock.h"
 #include "core/log.h"
 
 #include <curl/curl.h>
@@ -447,4 +448,18 @@ const char *net_library_versions(char *out, size_t size)
 {
 	snprintf(out, size, "libcurl %s\n", curl_version_info(CURLVERSION_NOW)->version);
 	return out;
+}
+
+void net_usage_describe(const net_usage *u, double start_ms, char *out, size_t size)
+{
+	double total = clock_mono_ms_f() - start_ms;
+	double network = u->seconds * 1e3;
+	double driver = total > network ? total - network : 0;
+
+	if (u->requests == 0)
+		snprintf(out, size, "in %.1f ms (no request; driver %.1f ms)", total, driver);
+	else
+		snprintf(out, size, "in %.1f ms (network %.1f ms over %u request%s, HTTP %ld; "
+		         "driver %.1f ms)", total, network, u->requests, u->requests == 1 ? "" : "s",
+		         u->last_status, driver);
 }

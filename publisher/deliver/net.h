@@ -63,6 +63,11 @@ net_usage *net_account(net *n, net_usage *u);
  * freeing u. O(requests in flight). */
 void net_usage_forget(net *n, const net_usage *u);
 
+/* "in 812.3 ms (network 790.1 ms over 2 requests, HTTP 200; driver 22.2 ms)":
+ * where one job's time went since start_ms (clock_mono_ms_f), for its one
+ * log line; the rest of the time is the driver's. */
+void net_usage_describe(const net_usage *u, double start_ms, char *out, size_t size);
+
 /* A response header's value (the last if repeated, trimmed), or NULL. For
  * drivers that read Retry-After or rate-limit headers. */
 const char *net_header(const net_headers *h, const char *name);
