@@ -15,6 +15,7 @@ import subprocess
 import pytest
 
 from helpers.procs import free_port
+from helpers import tlsca
 
 try:
     import yaml
@@ -214,6 +215,18 @@ def test_the_tests_notice_the_5xx_rule_without_its_traffic_guard(tmp_path):
     assert "traffic guard - 50% 5xx at 0.2 requests/s does not fire" in r.stderr, r.stderr
 
 
+def test_the_tests_notice_the_tls_rule_without_its_traffic_guard(tmp_path):
+    def edit(r):
+        if r.get("alert") == "SayinTlsHandshakeFailures":
+            expr, guard = r["expr"].split("\nand\n")
+            assert ">= 0.05" in guard
+            r["expr"] = expr
+    r = run_with_rules(tmp_path, mutated(edit), "SayinTlsHandshakeFailures")
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "the TLS traffic guard - 50% failed at 2 handshakes a minute does not fire" in r.stderr, \
+        r.stderr
+
+
 def test_the_rules_name_only_metrics_that_exist():
     bad = {a["alert"]: unknown(names_in(a["expr"]), known_names()) for a in alerts()}
     assert not any(bad.values()), bad
@@ -270,8 +283,9 @@ def exposed(text):
 
 
 def test_the_running_programs_export_what_the_rules_and_dashboard_use(api_site, sayin, tmp_path):
-    """End to end: the origin's and the API's /metrics and a push run's
-    --metrics-textfile hold every metric a rule or a dashboard query names.
+    """End to end: the origin's and the API's /metrics (and a TLS origin's)
+    and a push run's --metrics-textfile hold every metric a rule or a
+    dashboard query names.
     The API has a CDN target (a Varnish edge nobody asks: no post, no job),
     as in production: sayin_outbox_jobs_total has series per target only."""
     edge = "http://127.0.0.1:%d" % free_port()
@@ -287,6 +301,18 @@ def test_the_running_programs_export_what_the_rules_and_dashboard_use(api_site, 
                                     "https://cdn.test", "--metrics-textfile", str(prom)])
     assert p.returncode == 0, p.stderr
     names |= exposed(prom.read_text())
+    # The sayin_tls_* metrics exist only with a certificate: an origin with
+    # one, on the same store, scraped on its plain-HTTP admin listener.
+    ca = tlsca.TestCA(tmp_path)
+    cert, key = ca.server("origin")
+    admin = free_port()
+    tls_origin = sayin.start_origin(
+        site.data, listen=False, port=admin,
+        args=["--listen", "127.0.0.1:%d" % free_port(), "--tls-cert", cert, "--tls-key", key,
+              "--admin-listen", "127.0.0.1:%d" % admin])
+    r = tls_origin.get("/metrics")
+    assert r.status == 200, r
+    names |= exposed(r.body.decode())
     used = set()
     for e in [a["expr"] for a in alerts()] + dashboard_exprs():
         used |= names_in(e)

@@ -18,6 +18,8 @@ CDN_CONFIG = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..",
                                           "cdn-config"))
 VARNISH_VCL = os.path.join(CDN_CONFIG, "varnish", "sayin.vcl")
 NGINX_CONF = os.path.join(CDN_CONFIG, "nginx", "edge.conf")
+# The shipped default: plain HTTP to the origin.
+NGINX_ORIGIN_TLS = os.path.join(CDN_CONFIG, "nginx", "site", "origin-tls.conf")
 LOOPBACK_PURGERS = ("127.0.0.1", "::1")
 
 
@@ -218,21 +220,29 @@ def start_varnish(base, origin_port, purgers=LOOPBACK_PURGERS, backend_response=
     return _start_edge(make, base, ready_timeout)
 
 
-def write_nginx_site(site_dir, origin_port, listen_port, purgers=LOOPBACK_PURGERS):
+def write_nginx_site(site_dir, origin_port, listen_port, purgers=LOOPBACK_PURGERS,
+                     site_files=None):
+    """The site/ files edge.conf includes; site_files {name: text} replace
+    or add files (origin-tls.conf is the shipped one unless replaced)."""
     os.makedirs(site_dir, exist_ok=True)
+    shutil.copyfile(NGINX_ORIGIN_TLS, os.path.join(site_dir, "origin-tls.conf"))
     with open(os.path.join(site_dir, "origin.conf"), "w") as f:
         f.write("server 127.0.0.1:%d max_fails=0;\n" % origin_port)
     with open(os.path.join(site_dir, "listen.conf"), "w") as f:
         f.write("listen 127.0.0.1:%d backlog=4096;\n" % listen_port)
     with open(os.path.join(site_dir, "purgers.conf"), "w") as f:
         f.write("".join("allow %s;\n" % a for a in purgers))
+    for name, text in (site_files or {}).items():
+        with open(os.path.join(site_dir, name), "w") as f:
+            f.write(text)
 
 
-def start_nginx(base, origin_port, purgers=LOOPBACK_PURGERS, ready_timeout=30.0):
+def start_nginx(base, origin_port, purgers=LOOPBACK_PURGERS, ready_timeout=30.0,
+                site_files=None):
     """nginx with cdn-config/nginx/edge.conf (copied unchanged) and a test
-    site/, prefix (-p) base, in the foreground. As root, workers keep root
-    (-g user root) so that they can write the cache under pytest's 0700
-    tmp_path."""
+    site/ (site_files: see write_nginx_site), prefix (-p) base, in the
+    foreground. As root, workers keep root (-g user root) so that they can
+    write the cache under pytest's 0700 tmp_path."""
     nginx = find_program("nginx", "nginx-light")
     os.makedirs(os.path.join(base, "temp"), exist_ok=True)
     conf = os.path.join(base, "edge.conf")
@@ -242,7 +252,7 @@ def start_nginx(base, origin_port, purgers=LOOPBACK_PURGERS, ready_timeout=30.0)
         directives += " user root;"
 
     def make(port, attempt):
-        write_nginx_site(os.path.join(base, "site"), origin_port, port, purgers)
+        write_nginx_site(os.path.join(base, "site"), origin_port, port, purgers, site_files)
         argv = [nginx, "-p", base + "/", "-c", conf, "-e", "stderr", "-g", directives]
         return argv, lambda proc, p, log: NginxEdge(proc, p, base, log)
 
