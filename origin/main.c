@@ -223,29 +223,6 @@ static int read_settings(struct origin *o, uint64_t *threads, char *err, size_t 
 	return 0;
 }
 
-/* The TLS context when --tls-cert and --tls-key are set. Returns 0, or
- * SAYIN_ECONFIG (one without the other, a bad file) with err set. */
-static int origin_tls(struct origin *o, char *err, size_t errlen)
-{
-	tls_options topt = { .cert_file = config_get(o->cfg, "tls-cert"),
-		             .key_file = config_get(o->cfg, "tls-key"),
-		             .cert_setting = "--tls-cert",
-		             .key_setting = "--tls-key" };
-
-	if (topt.cert_file == NULL && topt.key_file == NULL)
-		return 0;
-	if (topt.cert_file == NULL || topt.key_file == NULL) {
-		snprintf(err, errlen, "--tls-cert and --tls-key go together: %s is set, %s is not",
-		         topt.cert_file != NULL ? "--tls-cert" : "--tls-key",
-		         topt.cert_file != NULL ? "--tls-key" : "--tls-cert");
-		return SAYIN_ECONFIG;
-	}
-	if (config_get_ranged(o->cfg, "tls-ticket-rotate-s", &topt.ticket_rotate_s, err, errlen) !=
-	    0)
-		return SAYIN_ECONFIG;
-	return tls_server_new(&topt, &o->tls, err, errlen);
-}
-
 /* ---- scrape-time series ---- */
 
 static void worker_stats(struct worker *w, http_stats *out)
@@ -962,7 +939,7 @@ int main(int argc, char **argv)
 		return rc == SAYIN_ECONFIG ? 2 : 1;
 	}
 	o.serve_opt.edges = o.edges;
-	rc = origin_tls(&o, err, sizeof(err));
+	rc = tls_server_configure(o.cfg, "tls-cert", "tls-key", &o.tls, err, sizeof(err));
 	if (rc != 0) {
 		fprintf(stderr, "sayin-origin: %s\n", rc == -ENOMEM ? "out of memory" : err);
 		accesslog_edges_free(o.edges);

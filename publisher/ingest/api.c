@@ -967,35 +967,20 @@ int api_tls_configure(const config *cfg, int insecure_http, struct tls_server **
                       size_t errlen)
 {
 	const char *listen = config_get(cfg, "api-listen");
-	tls_options topt = { .cert_file = config_get(cfg, "api-tls-cert"),
-		             .key_file = config_get(cfg, "api-tls-key"),
-		             .cert_setting = "--api-tls-cert",
-		             .key_setting = "--api-tls-key" };
-	int loopback;
+	int rc = tls_server_configure(cfg, "api-tls-cert", "api-tls-key", out, err, errlen);
 
-	*out = NULL;
-	if (topt.cert_file == NULL && topt.key_file == NULL) {
-		loopback = http_listen_is_loopback(listen);
-		if (loopback == 0 && !insecure_http) {
-			snprintf(err, errlen,
-			         "--api-listen %s is not a loopback address, and bearer tokens must not "
-			         "cross a network in clear: give --api-tls-cert and --api-tls-key, or "
-			         "--insecure-http when a TLS proxy in front terminates HTTPS",
-			         listen);
-			return SAYIN_ECONFIG;
-		}
-		return 0; /* a bad address is reported where it is bound */
-	}
-	if (topt.cert_file == NULL || topt.key_file == NULL) {
+	if (rc != 0 || *out != NULL)
+		return rc;
+	/* A bad address is reported where it is bound. */
+	if (http_listen_is_loopback(listen) == 0 && !insecure_http) {
 		snprintf(err, errlen,
-		         "--api-tls-cert and --api-tls-key go together: %s is set, %s is not",
-		         topt.cert_file != NULL ? "--api-tls-cert" : "--api-tls-key",
-		         topt.cert_file != NULL ? "--api-tls-key" : "--api-tls-cert");
+		         "--api-listen %s is not a loopback address, and bearer tokens must not cross a "
+		         "network in clear: give --api-tls-cert and --api-tls-key, or --insecure-http "
+		         "when a TLS proxy in front terminates HTTPS",
+		         listen);
 		return SAYIN_ECONFIG;
 	}
-	if (config_get_ranged(cfg, "tls-ticket-rotate-s", &topt.ticket_rotate_s, err, errlen) != 0)
-		return SAYIN_ECONFIG;
-	return tls_server_new(&topt, out, err, errlen);
+	return 0;
 }
 
 int api_port(const api *a)
