@@ -315,7 +315,7 @@ def test_an_edge_that_cannot_verify_the_origin_gets_502(tls_site, nginx_edges, t
 # ---------------------------------------------------------------- testssl.sh
 
 
-def testssl_findings(origin, ca_root, tmp_path):
+def run_testssl(origin, ca_root, tmp_path):
     """Runs testssl.sh once against the origin; returns (findings: the JSON
     file's list, wall seconds, its text output)."""
     testssl = find_program("testssl", "testssl.sh")
@@ -409,7 +409,7 @@ def test_testssl_finds_nothing_of_medium_severity_or_worse(sayin, tmp_path, shor
     # is 30 days).
     cert, key = ca.server("origin", days=365)
     origin = start_tls_origin(sayin, data, cert, key, ca.root)
-    findings, seconds, text = testssl_findings(origin, ca.root, tmp_path)
+    findings, seconds, text = run_testssl(origin, ca.root, tmp_path)
     with capsys.disabled():
         print("\ntestssl.sh against sayin-origin: %.0f s, %d findings" % (seconds, len(findings)))
     judge_testssl(findings, text)
