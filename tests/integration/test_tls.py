@@ -24,8 +24,10 @@ import warnings
 
 import pytest
 
+from helpers.audio import write_noise_wav
 from helpers.http import HttpConn, audio_path, tls_client_context
-from helpers.procs import EXIT_USAGE, TIME_SCALE, find_program, free_port, wait_for
+from helpers.procs import (EXIT_USAGE, TIME_SCALE, find_program, free_port, wait_for,
+                           wait_healthy)
 from helpers.store import sha256_hex
 from helpers import tlsca
 
@@ -365,13 +367,15 @@ def test_python_client_limited_to_tls11_is_refused(sayin, site):
     assert origin.get("/healthz").status == 200
 
 
-def test_renegotiation_is_refused_and_the_origin_stays_healthy(site):
-    origin = site.start()
+def renegotiate(port, cafile):
+    """Connects with openssl s_client over TLS 1.2 and asks for a
+    renegotiation: in interactive mode (neither -quiet nor -ign_eof) a line
+    "R" does that. Returns (refused, output after the request): refused is
+    True when the connection ended, False when s_client was still connected
+    after the renegotiation (as it stays when the server accepts)."""
     exe = find_program("openssl", "openssl")
-    # Interactive s_client (neither -quiet nor -ign_eof): a line "R" asks
-    # for a renegotiation (TLS 1.2 only).
-    p = subprocess.Popen([exe, "s_client", "-connect", "127.0.0.1:%d" % origin.port,
-                          "-tls1_2", "-CAfile", site.ca.root],
+    p = subprocess.Popen([exe, "s_client", "-connect", "127.0.0.1:%d" % port, "-tls1_2",
+                          "-CAfile", str(cafile)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         out = b""
@@ -386,21 +390,30 @@ def test_renegotiation_is_refused_and_the_origin_stays_healthy(site):
         assert b"Verify return code: 0 (ok)" in out, out.decode("utf-8", "replace")
         p.stdin.write(b"R\n")
         p.stdin.flush()
-        # Refused: the connection ends. Accepted: s_client would go on
-        # waiting for input with the connection open.
-        try:
-            rest, _ = p.communicate(timeout=LIVE)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            rest, _ = p.communicate()
-            raise AssertionError("still connected after a renegotiation request:\n%s"
-                                 % (out + rest).decode("utf-8", "replace"))
+        # stdin stays open: its end would make s_client quit by itself.
+        rest, refused = b"", False
+        deadline = time.monotonic() + 3.0 * TIME_SCALE
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([p.stdout], [], [], 0.1)
+            if ready:
+                chunk = os.read(p.stdout.fileno(), 65536)
+                if not chunk:
+                    refused = True
+                    break
+                rest += chunk
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    text = rest.decode("utf-8", "replace")
+        p.kill()
+        p.wait()
+        p.stdin.close()
+        p.stdout.close()
+    return refused, rest.decode("utf-8", "replace")
+
+
+def test_renegotiation_is_refused_and_the_origin_stays_healthy(site):
+    origin = site.start()
+    refused, text = renegotiate(origin.port, site.ca.root)
     assert "RENEGOTIATING" in text, text
+    assert refused, "still connected after a renegotiation:\n" + text
     after = text.split("RENEGOTIATING", 1)[1]
     assert re.search(r"no renegotiation|alert", after, re.I), text
     assert "verify return:1" not in after, "a second handshake completed:\n" + text
@@ -474,6 +487,41 @@ def test_ticket_still_resumes_after_a_certificate_reload(site):
         assert peer_serial(c) == file_serial(site.ca, new_cert) != old_serial
     results = [resumes(origin, ctx, sess) for _ in range(10)]
     assert all(results), "%d of 10 connections resumed with a pre-reload ticket" % sum(results)
+
+
+def test_ticket_keys_rotate_and_the_previous_key_still_resumes(site):
+    """--tls-ticket-rotate-s 2: a ticket resumes at least 2 s after it was
+    issued, whatever the phase of the rotation (so the previous key is still
+    accepted), and no longer once 2 x 2 s have passed. Tickets are taken
+    every 0.25 s to cover the phases of one rotation."""
+    rotate = 2.0
+    origin = site.start(["--tls-ticket-rotate-s", "2", "--threads", "2"])
+    ctx = tls_client_context(site.ca.root)
+    young, old = 1.5, 2 * rotate + 0.75  # ages checked: under 1x, beyond 2x
+    t0 = time.monotonic()
+    tickets = []
+    events = []  # (when, what, index)
+    for i in range(8):
+        events.append((t0 + 0.25 * i, "take", i))
+    results = {}
+    while events:
+        events.sort()
+        when, what, i = events.pop(0)
+        time.sleep(max(0.0, when - time.monotonic()))
+        if what == "take":
+            tickets.append((time.monotonic(), fresh_session(origin, ctx)))
+            taken = tickets[i][0]
+            events.append((taken + young, "young", i))
+            events.append((taken + old, "old", i))
+        else:
+            age = time.monotonic() - tickets[i][0]
+            results[(what, i)] = (resumes(origin, ctx, tickets[i][1]), age)
+    young_failed = [(i, round(age, 2)) for (what, i), (ok, age) in sorted(results.items())
+                    if what == "young" and not ok]
+    old_resumed = [(i, round(age, 2)) for (what, i), (ok, age) in sorted(results.items())
+                   if what == "old" and ok]
+    assert not young_failed, "tickets younger than the rotation did not resume: %s" % young_failed
+    assert not old_resumed, "tickets older than 2 rotations still resumed: %s" % old_resumed
 
 
 # ---------------------------------------------------------------- handshake timeout
@@ -645,6 +693,143 @@ def test_bad_files_on_reload_keep_the_old_certificate(site, broken):
         assert counter(origin, EXPIRY) == old_expiry
     finally:
         conn.close()
+
+
+# ---------------------------------------------------------------- record sizes
+
+
+class Relay:
+    """A TCP relay on a free port in front of 127.0.0.1:port for one
+    connection; keeps every byte the server sent (down)."""
+
+    def __init__(self, port):
+        self.upstream_port = port
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.port = self.listener.getsockname()[1]
+        self.down = bytearray()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        self.listener.settimeout(LIVE)
+        try:
+            client, _ = self.listener.accept()
+        except OSError:
+            return
+        server = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=LIVE)
+        peers = {client: server, server: client}
+        try:
+            while True:
+                ready, _, _ = select.select(list(peers), [], [], LIVE)
+                if not ready:
+                    return
+                for s in ready:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    if s is server:
+                        with self.lock:
+                            self.down += data
+                    peers[s].sendall(data)
+        except OSError:
+            return
+        finally:
+            client.close()
+            server.close()
+
+    def sent(self):
+        with self.lock:
+            return bytes(self.down)
+
+    def close(self):
+        self.listener.close()
+
+
+def tls_records(data, start=0):
+    """[(content type, bytes on the wire)] of the TLS records in data that
+    begin at or after offset start (complete records only)."""
+    out, i = [], 0
+    while i + 5 <= len(data):
+        length = int.from_bytes(data[i + 3:i + 5], "big")
+        if i + 5 + length > len(data):
+            break
+        if i >= start:
+            out.append((data[i], 5 + length))
+        i += 5 + length
+    return out
+
+
+@pytest.mark.parametrize("version", ["TLSv1.2", "TLSv1.3"])
+def test_small_records_first_then_full_records(sayin, ca, tmp_path, version):
+    """The first 64 KiB of a connection's data go in records of at most 1400
+    bytes on the wire, the rest in full 16 KiB records. Seen on the wire by
+    a relay between client and origin (record headers are not encrypted)."""
+    wav = tmp_path / "noise.wav"
+    write_noise_wav(wav, 48000, 20)
+    store = tmp_path / "bigstore"
+    post = sayin.post(store, "bob", wav, args=["--bitrate", "256000"]).json
+    assert post["size_in_bytes"] > 256 * 1024, post["size_in_bytes"]
+    origin = sayin.start_origin(store, tls_ca=ca)
+    relay = Relay(origin.port)
+    tv = ssl.TLSVersion.TLSv1_2 if version == "TLSv1.2" else ssl.TLSVersion.TLSv1_3
+    try:
+        with HttpConn(relay.port, tls=tls_client_context(ca.root, minimum=tv,
+                                                         maximum=tv)) as c:
+            assert c.tls.version() == version
+            time.sleep(0.3)  # the handshake's last records (and tickets) have passed
+            mark = len(relay.sent())
+            c.request("GET", audio_path(post))
+            r = c.read_response()
+            assert r.status == 200 and len(r.body) == post["size_in_bytes"], r
+    finally:
+        relay.close()
+    data = [n for typ, n in tls_records(relay.sent(), mark) if typ == 23]
+    assert sum(data) > post["size_in_bytes"], "the relay lost bytes"
+    small, total = [], 0
+    for n in data:
+        if total >= 64 * 1024 - 1400:
+            break
+        small.append(n)
+        total += n
+    big = [n for n in data[len(small) + 2:]]
+    assert max(small) <= 1400, "records in the first 64 KiB: %s" % small
+    assert len(small) >= 40, small
+    assert big and max(big) >= 16384, "records after 64 KiB: %s" % big[:40]
+    assert max(data) <= 16384 + 256, max(data)
+
+
+# ---------------------------------------------------------------- settings from env and INI
+
+
+@pytest.mark.parametrize("source", ["env", "ini"])
+def test_tls_settings_from_env_and_ini(sayin, site, tmp_path, source):
+    """SAYIN_TLS_CERT / SAYIN_TLS_KEY / SAYIN_TLS_HANDSHAKE_TIMEOUT_MS, or
+    [origin] tls_cert, tls_key and [tls] handshake_timeout_ms."""
+    cert, key = sayin.tls_files(site.ca)
+    admin = free_port()
+    args, env = ["--admin-listen", "127.0.0.1:%d" % admin], None
+    if source == "env":
+        env = {"SAYIN_TLS_CERT": cert, "SAYIN_TLS_KEY": key,
+               "SAYIN_TLS_HANDSHAKE_TIMEOUT_MS": "500"}
+    else:
+        ini = tmp_path / "sayin.ini"
+        ini.write_text("[origin]\ntls_cert = %s\ntls_key = %s\n[tls]\nhandshake_timeout_ms = 500\n"
+                       % (cert, key))
+        args += ["--config", str(ini)]
+    origin = sayin.start_origin(site.store, args=args, env=env, wait=False)
+    origin.tls = tls_client_context(site.ca.root)
+    origin.admin_port = admin
+    status = wait_healthy(origin, 15.0 * TIME_SCALE)
+    assert status == "ok", (status, origin.log())
+    with origin.conn() as c:
+        assert peer_serial(c) == file_serial(site.ca, cert)
+    timeouts = handshakes(origin, "timeout")
+    closed, took, _ = silent(origin.port, LIVE)
+    assert closed and took < 4.0 * TIME_SCALE, (closed, took)
+    assert wait_counter_above(origin, HANDSHAKES, {"result": "timeout"}, timeouts) == timeouts + 1
 
 
 # ---------------------------------------------------------------- bad settings at start
