@@ -344,6 +344,7 @@ def test_tls10_and_tls11_are_refused(sayin, site, flag):
     assert "alert protocol version" in out, out
     assert wait_counter_above(origin, HANDSHAKES, {"result": "failed"}, failed) == failed + 1
     assert handshakes(origin, "ok") == ok
+    assert re.search(r"warn tls: handshake failed: \S", origin.log()), origin.log()
     assert origin.get("/healthz").status == 200
 
 
@@ -454,6 +455,18 @@ def test_tickets_resume_on_every_event_loop(site, version):
     results = [resumes(origin, ctx, sess) for _ in range(n)]
     assert all(results), "%d of %d connections resumed" % (sum(results), n)
     assert wait_counter_above(origin, RESUMED, None, resumed + n - 1) == resumed + n
+
+
+def test_one_ticket_per_full_handshake(site):
+    """TLS 1.3: s_client prints every NewSessionTicket it receives; a full
+    handshake and one request (Connection: close, so the origin ends the
+    connection after everything it sends) bring exactly one."""
+    origin = site.start()
+    rc, out = s_client(origin.port, "-tls1_3", "-CAfile", site.ca.root, "-ign_eof",
+                       stdin=b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             b"Connection: close\r\n\r\n")
+    assert "HTTP/1.1 200" in out, out
+    assert out.count("Post-Handshake New Session Ticket arrived") == 1, out
 
 
 def test_no_server_side_session_cache(site):
