@@ -2,6 +2,7 @@
 #include "core/tls.h"
 #include "core/tls_internal.h"
 
+#include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -54,7 +55,7 @@ const char *tls_library_version(void)
 
 const char *tls__ssl_reason(void)
 {
-	unsigned long e = ERR_peek_last_error();
+	unsigned long e = ERR_peek_error(); /* the first: the cause, not its echo */
 	const char *r = e != 0 ? ERR_reason_error_string(e) : NULL;
 	return r != NULL ? r : "unknown";
 }
@@ -225,9 +226,10 @@ static SSL_CTX *context_build(tls_server *ts, int64_t *not_after, char *err, siz
 		         ts->key_file, tls__ssl_reason());
 		goto fail;
 	}
-	if (SSL_CTX_check_private_key(ctx) != 1) {
-		snprintf(err, errlen, "%s %s does not match the certificate in %s %s (%s)",
-		         ts->key_setting, ts->key_file, ts->cert_setting, ts->cert_file, tls__ssl_reason());
+	/* OpenSSL drops the certificate when the key does not match it. */
+	if (SSL_CTX_get0_certificate(ctx) == NULL || SSL_CTX_check_private_key(ctx) != 1) {
+		snprintf(err, errlen, "%s %s does not match the certificate in %s %s",
+		         ts->key_setting, ts->key_file, ts->cert_setting, ts->cert_file);
 		goto fail;
 	}
 	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
@@ -312,6 +314,31 @@ int tls_server_new(const tls_options *opt, tls_server **out, char *err, size_t e
 	uv_mutex_unlock(&ts->key_lock);
 	*out = ts;
 	return 0;
+}
+
+int tls_server_configure(const config *cfg, const char *cert_setting, const char *key_setting,
+                         tls_server **out, char *err, size_t errlen)
+{
+	char cert_flag[64], key_flag[64];
+	tls_options topt = { .cert_file = config_get(cfg, cert_setting),
+		             .key_file = config_get(cfg, key_setting),
+		             .cert_setting = cert_flag,
+		             .key_setting = key_flag };
+
+	*out = NULL;
+	snprintf(cert_flag, sizeof(cert_flag), "--%s", cert_setting);
+	snprintf(key_flag, sizeof(key_flag), "--%s", key_setting);
+	if (topt.cert_file == NULL && topt.key_file == NULL)
+		return 0;
+	if (topt.cert_file == NULL || topt.key_file == NULL) {
+		snprintf(err, errlen, "%s and %s go together: %s is set, %s is not", cert_flag,
+		         key_flag, topt.cert_file != NULL ? cert_flag : key_flag,
+		         topt.cert_file != NULL ? key_flag : cert_flag);
+		return SAYIN_ECONFIG;
+	}
+	if (config_get_ranged(cfg, "tls-ticket-rotate-s", &topt.ticket_rotate_s, err, errlen) != 0)
+		return SAYIN_ECONFIG;
+	return tls_server_new(&topt, out, err, errlen);
 }
 
 int tls_server_reload(tls_server *ts, char *err, size_t errlen)

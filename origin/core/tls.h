@@ -47,6 +47,14 @@ typedef struct tls_options {
  * OpenSSL's reason), -ENOMEM, or SAYIN_EINVAL; *out is untouched. */
 int tls_server_new(const tls_options *opt, tls_server **out, char *err, size_t errlen);
 
+/* The context the settings cert_setting and key_setting ("tls-cert",
+ * "tls-key") name, with tls-ticket-rotate-s: *out NULL when neither is set.
+ * One without the other, a bad range or a bad file: SAYIN_ECONFIG with err
+ * naming them ("--tls-cert ..."). Also -ENOMEM. */
+struct config;
+int tls_server_configure(const struct config *cfg, const char *cert_setting,
+                         const char *key_setting, tls_server **out, char *err, size_t errlen);
+
 /* Reads the certificate and key files again (SIGHUP). New connections get
  * the new ones; open connections keep theirs. On error the certificate in
  * force stays and the error (as for tls_server_new) is in err. */

@@ -440,6 +440,12 @@ static void stream_reads(tls_stream *s)
 		if (n > 0) {
 			s->read_wants_write = 0;
 			s->read(s->data, n);
+			/* Nothing left in OpenSSL: the (level-triggered) poll says
+			 * when the socket has more, which saves the read(2) that
+			 * would only say EAGAIN; libuv stops after a short read the
+			 * same way. */
+			if (!SSL_has_pending(s->ssl))
+				break;
 			continue;
 		}
 		rc = stream_read_error(s, n);

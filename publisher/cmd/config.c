@@ -3,10 +3,12 @@
 
 #include "core/accesslog.h"
 #include "core/error.h"
+#include "core/tls.h"
 #include "deliver/delivery.h"
 #include "ingest/api.h"
 #include "pipeline.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -69,6 +71,27 @@ static unsigned check_readers(const config *cfg)
 	return errors;
 }
 
+/* The certificates and keys both servers would load (a file missing, not
+ * PEM, a key that does not match). */
+static unsigned check_tls(const config *cfg)
+{
+	static const char *const pairs[][2] = { { "tls-cert", "tls-key" },
+		                                { "api-tls-cert", "api-tls-key" } };
+	unsigned errors = 0;
+
+	for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+		tls_server *ts = NULL;
+		char err[1024];
+		int rc = tls_server_configure(cfg, pairs[i][0], pairs[i][1], &ts, err, sizeof(err));
+		tls_server_free(ts);
+		if (rc == 0)
+			continue;
+		fprintf(stderr, "%s\n", rc == -ENOMEM ? "out of memory" : err);
+		errors++;
+	}
+	return errors;
+}
+
 /* Which edges may name the client (both programs' access logs): no type
  * check covers it, so it runs whatever else is wrong. */
 static unsigned check_edges(const config *cfg)
@@ -117,6 +140,7 @@ int cmd_config(int argc, char **argv)
 		return n == 0 ? EXIT_OK : EXIT_FAIL;
 	}
 	n += (int)check_edges(cfg);
+	n += (int)check_tls(cfg);
 	if (n == 0)
 		n = (int)check_readers(cfg);
 	config_free(cfg);
