@@ -33,6 +33,7 @@
  *   one loop resumes on another. SIGHUP reads the certificate and key
  *   again; open connections keep theirs. --admin-listen stays plain HTTP
  *   (a private address for Prometheus). */
+#include "admin.h"
 #include "core/accesslog.h"
 #include "core/clock.h"
 #include "core/config.h"
@@ -89,11 +90,6 @@ struct worker {
 	int joined;
 };
 
-struct admin_handler {
-	http_handler base; /* first: the core hands us &base */
-	metrics *reg;
-};
-
 struct origin {
 	config *cfg;
 	int argc;
@@ -127,7 +123,7 @@ struct origin {
 	uv_async_t stopped_async; /* a worker finished stopping */
 	atomic_uint workers_stopped;
 	http_server *admin;
-	struct admin_handler admin_handler;
+	admin_handler admin_handler;
 	int loop_ready, handles_ready, signals_closed, async_closed;
 	int stopping, admin_stopped;
 
@@ -394,53 +390,6 @@ static int define_metrics(struct origin *o)
 			return rc;
 	}
 	return metrics_process_define(o->reg);
-}
-
-/* ---- the admin listener (main thread) ---- */
-
-static void free_page(void *arg)
-{
-	free(arg);
-}
-
-static void admin_respond_text(http_request *req, int status, const char *text,
-                               const http_header *extra, size_t n_extra)
-{
-	http_header h[3] = { { "Content-Type", "text/plain; charset=utf-8" },
-		             { "Cache-Control", "no-store" } };
-	size_t n = 2;
-
-	if (n_extra > 0)
-		h[n++] = extra[0];
-	http_respond(req, status, h, n, text, strlen(text), 1, 0, NULL, NULL);
-}
-
-static void admin_on_request(http_handler *self, http_request *req)
-{
-	struct admin_handler *ah = (struct admin_handler *)self;
-	static const http_header allow = { "Allow", "GET, HEAD" };
-	http_header h[2] = { { "Content-Type", METRICS_CONTENT_TYPE }, { "Cache-Control", "no-store" } };
-	char *text;
-	size_t len;
-
-	if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
-		admin_respond_text(req, 405, "method not allowed\n", &allow, 1);
-		return;
-	}
-	if (strcmp(req->path, "/healthz") == 0) {
-		admin_respond_text(req, 200, "ok\n", NULL, 0);
-		return;
-	}
-	if (strcmp(req->path, "/metrics") != 0) {
-		admin_respond_text(req, 404, "not found\n", NULL, 0);
-		return;
-	}
-	if (metrics_render(ah->reg, &text, &len) != 0) {
-		admin_respond_text(req, 503, "out of memory\n", NULL, 0);
-		return;
-	}
-	/* The core drops the body of a HEAD itself. */
-	http_respond(req, 200, h, 2, text, len, 1, 0, free_page, text);
 }
 
 /* ---- stopping ---- */
@@ -841,8 +790,7 @@ static int origin_start(struct origin *o)
 		}
 	}
 	if (o->admin_listen != NULL) {
-		o->admin_handler.base.on_request = admin_on_request;
-		o->admin_handler.reg = o->reg;
+		admin_handler_init(&o->admin_handler, o->reg);
 		rc = http_server_start(&o->loop, o->admin_listen, 0, NULL, &o->admin_handler.base,
 		                       &o->admin);
 		if (rc != 0) {

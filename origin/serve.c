@@ -18,6 +18,10 @@
 #include <strings.h>
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+/* Read transactions a loop keeps reset for the next requests: about the
+ * responses in flight at once on one loop over a few hundred edge
+ * connections; more are freed when they end. */
+#define READERS_KEPT 64
 
 enum route_kind { ROUTE_OBJECT, ROUTE_NAME, ROUTE_OTHER, ROUTE_COUNT };
 enum method_kind { METHOD_GET, METHOD_HEAD, METHOD_OPTIONS, METHOD_OTHER, METHOD_COUNT };
@@ -124,6 +128,9 @@ struct req_block {
 struct serve_handler {
 	http_handler base; /* first: the http core hands us this pointer */
 	store *st;
+	/* Read transactions renewed rather than begun per request; one per
+	 * loop, like the handler. */
+	store_reader *reader;
 	serve_options opt; /* a copy: serve_set_options replaces it on this loop */
 	const serve_metrics *ids; /* NULL: no metrics */
 	metrics_shard *shard;     /* likewise */
@@ -376,7 +383,7 @@ static void respond_content(serve_handler *sh, http_request *req, struct serve_r
 	int64_t modified;
 	int rc;
 
-	rc = store_txn_begin(sh->st, 0, &txn);
+	rc = store_reader_begin(sh->reader, &txn);
 	if (rc != 0) {
 		log_warn("serve: %s: cannot read the store: %s", req->path, sayin_strerror(rc));
 		add_header(&resp, "Retry-After", "1");
@@ -725,6 +732,10 @@ int serve_create(store *st, const serve_options *opt, const serve_metrics *ids,
 
 	if (sh == NULL)
 		return -ENOMEM;
+	if (store_reader_new(st, READERS_KEPT, &sh->reader) != 0) {
+		free(sh);
+		return -ENOMEM;
+	}
 	sh->base.on_request = on_request;
 	sh->base.on_complete = on_complete;
 	sh->st = st;
@@ -752,6 +763,7 @@ void serve_destroy(serve_handler *sh)
 		free(sh->blocks);
 		sh->blocks = next;
 	}
+	store_reader_free(sh->reader);
 	free(sh);
 }
 

@@ -2,6 +2,7 @@
  * rebuild, an import): objects and their references, the post record,
  * delivery jobs; the documents they regenerate are documents.c's. */
 #include "publish.h"
+#include "publish_internal.h"
 #include "site.h"
 
 #include "documents.h"
@@ -137,13 +138,7 @@ static int check_networks(const char *list, char *err, size_t errlen)
  * jobs of the stages before it; then, for a post, one cross-post job per
  * network, waiting for the last CDN stage. Nothing changed, or no target:
  * no CDN job. */
-struct enqueued {
-	char ids[16][OUTBOX_ID_LEN + 1];
-	const char *last[16]; /* the last stage's jobs: what waits for the CDN waits for these */
-	size_t n_last, n_ids;
-};
-
-static int enqueue_deliveries(store_txn *txn, const publish_settings *set,
+int publish__enqueue_deliveries(store_txn *txn, const publish_settings *set,
                               const documents_changes *ch, const char *event, const char *author,
                               const char *post_id, int64_t now_ms, struct enqueued *q)
 {
@@ -356,7 +351,7 @@ static int record_idempotency(store_txn *txn, const publish_settings *set, const
 
 /* Starts a write transaction for the documents of an author: c from the
  * settings, ch (NULL: changes are not noted) made empty. */
-static int txn_begin(store *st, const publish_settings *set, int64_t now_ms,
+int publish__txn_begin(store *st, const publish_settings *set, int64_t now_ms,
                      documents_changes *ch, documents_author *c)
 {
 	int rc = ch != NULL ? documents_changes_init(ch) : 0;
@@ -382,7 +377,7 @@ static int txn_begin(store *st, const publish_settings *set, int64_t now_ms,
  * failure err says "WHAT failed at STAGE: error", unless stage is NULL (the
  * caller has said why in err). Frees the author record and the change list.
  * Returns the outcome. */
-static int txn_end(documents_author *c, int rc, const char *what, const char *stage, char *err,
+int publish__txn_end(documents_author *c, int rc, const char *what, const char *stage, char *err,
                    size_t errlen)
 {
 	if (rc == 0) {
@@ -443,7 +438,7 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 		snprintf(err, errlen, "publish failed at share card: %s", sayin_strerror(rc));
 		return rc;
 	}
-	rc = txn_begin(st, set, in->now_ms, &ch, &c);
+	rc = publish__txn_begin(st, set, in->now_ms, &ch, &c);
 	if (rc != 0)
 		goto done;
 	t0 = clock_mono_ms_f();
@@ -554,7 +549,7 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 	if (rc != 0)
 		goto done;
 	stage = "outbox";
-	rc = enqueue_deliveries(c.txn, set, &ch, "publish", in->author, out->id, in->now_ms, &q);
+	rc = publish__enqueue_deliveries(c.txn, set, &ch, "publish", in->author, out->id, in->now_ms, &q);
 	if (rc == 0)
 		rc = enqueue_crossposts(c.txn, set, in, out, &q, in->now_ms);
 	if (rc != 0)
@@ -563,7 +558,7 @@ int publish_post(store *st, const publish_settings *set, const publish_input *in
 
 done:
 	t0 = clock_mono_ms_f();
-	rc = txn_end(&c, rc, "publish", stage, err, errlen);
+	rc = publish__txn_end(&c, rc, "publish", stage, err, errlen);
 	if (rc == 0) {
 		out->ms_commit = clock_mono_ms_f() - t0;
 		log_info("publish: post %s (#%llu) by %s committed (audio %s, %llu bytes%s)", out->id,
@@ -577,88 +572,6 @@ done:
 	return rc;
 }
 
-/* A display name: UTF-8, 1 to 100 characters, no control characters. */
-static int valid_name(const char *name)
-{
-	size_t chars = 0;
-	json_t *j;
-	if (name == NULL || *name == '\0')
-		return 0;
-	for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
-		if (*p < 0x20 || *p == 0x7f)
-			return 0;
-		if ((*p & 0xc0) != 0x80)
-			chars++;
-	}
-	j = json_string(name); /* NULL unless valid UTF-8 */
-	json_decref(j);
-	return j != NULL && chars <= 100;
-}
-
-int publish_author_add(store *st, const publish_settings *set, const char *handle,
-                       const char *name, int64_t now_ms, char *err, size_t errlen)
-{
-	documents_changes ch = { 0 };
-	documents_author c = { 0 };
-	const void *rec;
-	size_t len;
-	const char *stage = "begin";
-	int rc, created;
-
-	if (!publish_valid_handle(handle)) {
-		snprintf(err, errlen, "invalid author handle '%s': use 1-32 of a-z, 0-9, _", handle);
-		return SAYIN_EINVAL;
-	}
-	if (!valid_name(name)) {
-		snprintf(err, errlen, "invalid name: use 1-100 characters of UTF-8 text");
-		return SAYIN_EINVAL;
-	}
-	rc = txn_begin(st, set, now_ms, &ch, &c);
-	if (rc != 0)
-		goto done;
-	stage = "author";
-	rc = store_get_author(c.txn, handle, &rec, &len);
-	if (rc == 0) {
-		snprintf(err, errlen, "author '%s' exists", handle);
-		rc = -EEXIST;
-		stage = NULL;
-		goto done;
-	}
-	if (rc != SAYIN_ENOTFOUND)
-		goto done;
-	rc = documents_load_author(&c, handle, 1, now_ms, &created);
-	if (rc == -EEXIST) {
-		snprintf(err, errlen, "author '%s' was removed: a removed handle is not reused",
-		         handle);
-		stage = NULL;
-		goto done;
-	}
-	if (rc == 0)
-		rc = record_author_set_name(c.record, name);
-	if (rc == 0) {
-		record_author v;
-		record_author_read(c.record, &v);
-		c.author.name = v.name;
-		rc = documents_save_author(&c);
-	}
-	if (rc != 0)
-		goto done;
-	stage = "feed";
-	rc = documents_write_head(&c);
-	if (rc != 0)
-		goto done;
-	stage = "authors.json";
-	rc = documents_write_authors_json(c.txn, c.ch, set->base_url, c.now);
-	if (rc == 0) {
-		stage = "outbox";
-		rc = enqueue_deliveries(c.txn, set, &ch, "author", handle, NULL, now_ms, NULL);
-	}
-done:
-	rc = txn_end(&c, rc, "adding author", stage, err, errlen);
-	if (rc == 0)
-		log_info("publish: author %s added", handle);
-	return rc;
-}
 
 /* Drops post id's reference to the object named by hex; deletes the object
  * when it was the last. */
@@ -693,7 +606,7 @@ static int release_object(store_txn *txn, documents_changes *ch, const char *hex
 /* What a deletion and an author's removal share: the post's record and
  * index entry, its objects unless another post still refers to them, its
  * page and embed. *stage names the step on error. */
-static int drop_post(documents_author *c, const char *id, const record_view *v,
+int publish__drop_post(documents_author *c, const char *id, const record_view *v,
                      publish_deleted *out, const char **stage)
 {
 	char path[256];
@@ -739,7 +652,7 @@ int publish_delete(store *st, const publish_settings *set, const char *id, const
 	uint64_t seq = 0;
 
 	memset(out, 0, sizeof(*out));
-	rc = txn_begin(st, set, now_ms, &ch, &c);
+	rc = publish__txn_begin(st, set, now_ms, &ch, &c);
 	if (rc != 0)
 		goto done;
 	stage = "post record";
@@ -771,7 +684,7 @@ int publish_delete(store *st, const publish_settings *set, const char *id, const
 	out->seq = seq;
 	rc = documents_load_author(&c, owner, 0, now_ms, &created);
 	if (rc == 0)
-		rc = drop_post(&c, id, &v, out, &stage);
+		rc = publish__drop_post(&c, id, &v, out, &stage);
 	if (rc != 0)
 		goto done;
 	/* The head always (its window is by seq, so it may now hold H-1
@@ -785,9 +698,9 @@ int publish_delete(store *st, const publish_settings *set, const char *id, const
 	/* The CDN forgets the post in this same transaction: an acknowledged
 	 * deletion cannot leave the audio cached at the edges. */
 	stage = "outbox";
-	rc = enqueue_deliveries(c.txn, set, &ch, "delete", out->author, id, now_ms, NULL);
+	rc = publish__enqueue_deliveries(c.txn, set, &ch, "delete", out->author, id, now_ms, NULL);
 done:
-	rc = txn_end(&c, rc, "delete", stage, err, errlen);
+	rc = publish__txn_end(&c, rc, "delete", stage, err, errlen);
 	if (rc == 0)
 		log_info("publish: post %s (#%llu) by %s deleted (%u objects deleted, %u shared kept)",
 		         id, (unsigned long long)seq, out->author, out->objects_deleted,
@@ -804,7 +717,7 @@ int publish_rebuild(store *st, const publish_settings *set, const char *handle, 
 	const char *stage = "begin";
 	int rc, created;
 
-	rc = txn_begin(st, set, now_ms, &ch, &c);
+	rc = publish__txn_begin(st, set, now_ms, &ch, &c);
 	if (rc != 0)
 		goto done;
 	stage = "author";
@@ -819,10 +732,10 @@ int publish_rebuild(store *st, const publish_settings *set, const char *handle, 
 	}
 	if (rc == 0) {
 		stage = "outbox";
-		rc = enqueue_deliveries(c.txn, set, &ch, "rebuild", handle, NULL, now_ms, NULL);
+		rc = publish__enqueue_deliveries(c.txn, set, &ch, "rebuild", handle, NULL, now_ms, NULL);
 	}
 done:
-	rc = txn_end(&c, rc, "rebuild", stage, err, errlen);
+	rc = publish__txn_end(&c, rc, "rebuild", stage, err, errlen);
 	if (rc == 0)
 		log_info("publish: %s's feed rebuilt (%llu posts, %llu archive pages)", handle,
 		         (unsigned long long)c.last_seq,
@@ -837,8 +750,8 @@ static int collect_key(void *arg, const char *key, const void *record, size_t le
 	return json_array_append_new(arg, json_string(key)) == 0 ? 0 : -ENOMEM;
 }
 
-static int collect_post_id(void *arg, const char *id, uint64_t seq, const void *record,
-                           size_t len)
+int publish__collect_post_id(void *arg, const char *id, uint64_t seq, const void *record,
+                              size_t len)
 {
 	(void)seq;
 	(void)record;
@@ -849,7 +762,7 @@ static int collect_post_id(void *arg, const char *id, uint64_t seq, const void *
 /* Rewrites every document of the author c has loaded: head feed, archive
  * pages, each post's page and embed; the post ids go into ids. *stage
  * names the step for a failure's message. */
-static int rewrite_author_documents(documents_author *c, const char *handle, json_t *ids,
+int publish__rewrite_author_documents(documents_author *c, const char *handle, json_t *ids,
                                     const char **stage)
 {
 	size_t i;
@@ -864,7 +777,7 @@ static int rewrite_author_documents(documents_author *c, const char *handle, jso
 	}
 	if (rc == 0) {
 		*stage = "post pages";
-		rc = store_author_posts(c->txn, handle, 0, collect_post_id, ids);
+		rc = store_author_posts(c->txn, handle, 0, publish__collect_post_id, ids);
 	}
 	json_array_foreach(ids, i, v) {
 		const void *rec;
@@ -892,20 +805,20 @@ static int rebuild_author_all(store *st, const publish_settings *set, const char
 	json_t *ids = json_array();
 	int rc, created;
 
-	rc = ids == NULL ? -ENOMEM : txn_begin(st, set, now_ms, &ch, &c);
+	rc = ids == NULL ? -ENOMEM : publish__txn_begin(st, set, now_ms, &ch, &c);
 	if (rc != 0)
 		goto done;
 	stage = "author";
 	rc = documents_load_author(&c, handle, 0, now_ms, &created);
 	if (rc != 0)
 		goto done;
-	rc = rewrite_author_documents(&c, handle, ids, &stage);
+	rc = publish__rewrite_author_documents(&c, handle, ids, &stage);
 	if (rc == 0) {
 		stage = "outbox";
-		rc = enqueue_deliveries(c.txn, set, &ch, "rebuild", handle, NULL, now_ms, NULL);
+		rc = publish__enqueue_deliveries(c.txn, set, &ch, "rebuild", handle, NULL, now_ms, NULL);
 	}
 done:
-	rc = txn_end(&c, rc, "rebuild", stage, err, errlen);
+	rc = publish__txn_end(&c, rc, "rebuild", stage, err, errlen);
 	if (rc == 0)
 		*posts += json_array_size(ids);
 	json_decref(ids);
@@ -943,16 +856,16 @@ int publish_rebuild_all(store *st, const publish_settings *set, int64_t now_ms, 
 		(*authors)++;
 	}
 	json_decref(handles);
-	rc = txn_begin(st, set, now_ms, &ch, &c);
+	rc = publish__txn_begin(st, set, now_ms, &ch, &c);
 	if (rc == 0) {
 		stage = "authors.json";
 		rc = documents_write_authors_json(c.txn, c.ch, set->base_url, c.now);
 	}
 	if (rc == 0) {
 		stage = "outbox";
-		rc = enqueue_deliveries(c.txn, set, &ch, "rebuild", "", NULL, now_ms, NULL);
+		rc = publish__enqueue_deliveries(c.txn, set, &ch, "rebuild", "", NULL, now_ms, NULL);
 	}
-	rc = txn_end(&c, rc, "rebuild", stage, err, errlen);
+	rc = publish__txn_end(&c, rc, "rebuild", stage, err, errlen);
 	if (rc == 0)
 		log_info("publish: site rebuilt: %zu authors, %zu posts", *authors, *posts);
 	return rc;
@@ -971,7 +884,7 @@ int publish_import(store *st, const publish_settings *set, const publish_input *
 		const char *stage = "author";
 		int created;
 
-		rc = txn_begin(st, set, in->now_ms, NULL, &c);
+		rc = publish__txn_begin(st, set, in->now_ms, NULL, &c);
 		if (rc == 0)
 			rc = documents_load_author(&c, in->author, set->create_authors, in->now_ms, &created);
 		if (rc == 0) {
@@ -1034,217 +947,5 @@ int publish_import(store *st, const publish_settings *set, const publish_input *
 		store_txn_abort(c.txn);
 		json_decref(c.record);
 	}
-	return rc;
-}
-
-/* A bio: UTF-8, at most PUBLISH_BIO_MAX characters; newlines allowed, no
- * other control characters. "" clears it. */
-static int valid_bio(const char *bio)
-{
-	size_t chars = 0;
-	json_t *j;
-	for (const unsigned char *p = (const unsigned char *)bio; *p; p++) {
-		if ((*p < 0x20 && *p != '\n') || *p == 0x7f)
-			return 0;
-		if ((*p & 0xc0) != 0x80)
-			chars++;
-	}
-	j = json_string(bio); /* NULL unless valid UTF-8 */
-	json_decref(j);
-	return j != NULL && chars <= PUBLISH_BIO_MAX;
-}
-
-int publish_author_edit(store *st, const publish_settings *set, const char *handle,
-                        const char *name, const char *bio, int64_t now_ms, size_t *posts,
-                        char *err, size_t errlen)
-{
-	documents_changes ch = { 0 };
-	documents_author c = { 0 };
-	const char *stage = "begin";
-	json_t *ids = json_array();
-	int rc, created;
-
-	*posts = 0;
-	if (name != NULL && !valid_name(name)) {
-		snprintf(err, errlen, "invalid name: use 1-100 characters of UTF-8 text");
-		json_decref(ids);
-		return SAYIN_EINVAL;
-	}
-	if (bio != NULL && !valid_bio(bio)) {
-		snprintf(err, errlen, "invalid bio: use at most %d characters of UTF-8 text",
-		         PUBLISH_BIO_MAX);
-		json_decref(ids);
-		return SAYIN_EINVAL;
-	}
-	rc = ids == NULL ? -ENOMEM : txn_begin(st, set, now_ms, &ch, &c);
-	if (rc != 0)
-		goto done;
-	stage = "author";
-	rc = documents_load_author(&c, handle, 0, now_ms, &created);
-	if (rc == SAYIN_ENOTFOUND) {
-		snprintf(err, errlen, "no author '%s'", handle);
-		stage = NULL;
-		goto done;
-	}
-	if (rc == 0 && name != NULL)
-		rc = record_author_set_name(c.record, name);
-	if (rc == 0 && bio != NULL)
-		rc = record_author_set_bio(c.record, bio);
-	if (rc == 0) {
-		record_author v;
-		record_author_read(c.record, &v);
-		c.author.name = v.name;
-		c.author.bio = v.bio;
-		rc = documents_save_author(&c);
-	}
-	/* The name shows on every document of the author: the feeds, the
-	 * author page, each post's page and embed; and in /authors.json. */
-	if (rc == 0)
-		rc = rewrite_author_documents(&c, handle, ids, &stage);
-	if (rc == 0) {
-		stage = "authors.json";
-		rc = documents_write_authors_json(c.txn, c.ch, set->base_url, c.now);
-	}
-	if (rc == 0) {
-		stage = "outbox";
-		rc = enqueue_deliveries(c.txn, set, &ch, "author", handle, NULL, now_ms, NULL);
-	}
-done:
-	rc = txn_end(&c, rc, "editing author", stage, err, errlen);
-	if (rc == 0) {
-		*posts = json_array_size(ids);
-		log_info("publish: author %s edited (%zu post pages rewritten)", handle, *posts);
-	}
-	json_decref(ids);
-	return rc;
-}
-
-/* Deletes every record of the table whose key starts with prefix. */
-struct drop_prefix {
-	store_txn *txn;
-	enum store_table table;
-};
-
-static int drop_record(void *arg, const char *key, const void *record, size_t len)
-{
-	struct drop_prefix *d = arg;
-	(void)record;
-	(void)len;
-	return store_delete_record(d->txn, d->table, key);
-}
-
-int publish_author_remove(store *st, const publish_settings *set, const char *handle,
-                          int64_t now_ms, int (*in_txn)(void *arg, store_txn *txn), void *arg,
-                          publish_removed *out, char *err, size_t errlen)
-{
-	documents_changes ch = { 0 };
-	documents_author c = { 0 };
-	const char *stage = "begin";
-	json_t *ids = json_array();
-	char path[256], prefix[PUBLISH_HANDLE_MAX + 2];
-	publish_deleted del = { 0 };
-	size_t i;
-	json_t *id;
-	int rc, created;
-
-	memset(out, 0, sizeof(*out));
-	rc = ids == NULL ? -ENOMEM : txn_begin(st, set, now_ms, &ch, &c);
-	if (rc != 0)
-		goto done;
-	stage = "author";
-	rc = documents_load_author(&c, handle, 0, now_ms, &created);
-	if (rc == SAYIN_ENOTFOUND) {
-		snprintf(err, errlen, "no author '%s'", handle);
-		stage = NULL;
-		goto done;
-	}
-	if (rc == 0)
-		rc = store_author_posts(c.txn, handle, 0, collect_post_id, ids);
-	/* Each post as a deletion drops it, and a tombstone on its pages. */
-	json_array_foreach(ids, i, id) {
-		const char *pid = json_string_value(id);
-		const void *rec;
-		size_t len;
-		json_t *post = NULL;
-		record_view v;
-		if (rc != 0)
-			break;
-		stage = "post record";
-		rc = store_get_post(c.txn, pid, &rec, &len);
-		if (rc == 0) {
-			/* As in publish_delete: only author, seq and hashes are read. */
-			jsonstore_parse(rec, len, &post);
-			record_view_read(post, &v);
-			if (v.author == NULL || v.seq == 0)
-				rc = SAYIN_ECORRUPT;
-		}
-		if (rc == 0)
-			rc = drop_post(&c, pid, &v, &del, &stage);
-		if (rc == 0) {
-			stage = "tombstone";
-			rc = feed_path_post(path, sizeof(path), pid);
-		}
-		if (rc == 0)
-			rc = store_put_gone(c.txn, path, c.now);
-		json_decref(post);
-	}
-	out->posts = json_array_size(ids);
-	out->objects_deleted = del.objects_deleted;
-	out->objects_kept = del.objects_kept;
-	/* The author's own names: the head feed, every archive page, the
-	 * author page; then the tombstone that makes them all 410. */
-	if (rc == 0) {
-		stage = "feed";
-		rc = feed_path_feed(path, sizeof(path), handle);
-	}
-	if (rc == 0)
-		rc = documents_remove_named(c.txn, c.ch, path);
-	for (uint64_t k = 1; rc == 0 && k <= documents_newest_page(&c); k++) {
-		stage = "archive page";
-		rc = feed_path_page(path, sizeof(path), handle, k);
-		if (rc == 0)
-			rc = documents_remove_named(c.txn, c.ch, path);
-	}
-	if (rc == 0) {
-		stage = "author page";
-		rc = feed_path_author(path, sizeof(path), handle);
-	}
-	if (rc == 0)
-		rc = documents_remove_named(c.txn, c.ch, path);
-	if (rc == 0) {
-		stage = "tombstone";
-		snprintf(path, sizeof(path), "/u/%s", handle);
-		rc = store_put_gone(c.txn, path, c.now);
-	}
-	/* The record, then what hangs off it: idempotency keys, and whatever
-	 * the caller adds (the tokens: ingest's business, not publish's). */
-	if (rc == 0) {
-		stage = "author record";
-		rc = store_delete_record(c.txn, STORE_AUTHORS, handle);
-	}
-	if (rc == 0) {
-		struct drop_prefix d = { c.txn, STORE_IDEMPOTENCY };
-		stage = "idempotency keys";
-		snprintf(prefix, sizeof(prefix), "%s\n", handle);
-		rc = store_each_record(c.txn, STORE_IDEMPOTENCY, prefix, drop_record, &d);
-	}
-	if (rc == 0 && in_txn != NULL) {
-		stage = "tokens";
-		rc = in_txn(arg, c.txn);
-	}
-	if (rc == 0) {
-		stage = "authors.json";
-		rc = documents_write_authors_json(c.txn, c.ch, set->base_url, c.now);
-	}
-	if (rc == 0) {
-		stage = "outbox";
-		rc = enqueue_deliveries(c.txn, set, &ch, "remove", handle, NULL, now_ms, NULL);
-	}
-done:
-	rc = txn_end(&c, rc, "removing author", stage, err, errlen);
-	if (rc == 0)
-		log_info("publish: author %s removed (%zu posts, %u objects deleted, %u shared kept)",
-		         handle, out->posts, out->objects_deleted, out->objects_kept);
-	json_decref(ids);
 	return rc;
 }

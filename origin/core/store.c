@@ -294,6 +294,8 @@ int store_txn_begin(store *st, int write, store_txn **out)
 	if (t == NULL)
 		return -ENOMEM;
 	t->st = st;
+	t->reader = NULL;
+	t->next_free = NULL;
 	t->write = write;
 	t->declared = 0;
 	t->allocated = 0;
@@ -351,10 +353,85 @@ int store_txn_commit(store_txn *t)
 	return store__error(rc, "commit");
 }
 
+struct store_reader {
+	store *st;
+	store_txn *free; /* reset transactions, linked through next_free */
+	unsigned n_free, keep;
+};
+
+int store_reader_new(store *st, unsigned keep, store_reader **out)
+{
+	store_reader *r = calloc(1, sizeof(*r));
+
+	if (r == NULL)
+		return -ENOMEM;
+	r->st = st;
+	r->keep = keep;
+	*out = r;
+	return 0;
+}
+
+int store_reader_begin(store_reader *r, store_txn **out)
+{
+	store_txn *t = r->free;
+	int rc;
+
+	if (t != NULL) {
+		r->free = t->next_free;
+		r->n_free--;
+		t->next_free = NULL;
+		/* Counted before it holds the map, as in store_txn_begin. */
+		atomic_fetch_add(&r->st->open_txns, 1);
+		rc = mdb_txn_renew(t->txn);
+		if (rc == MDB_SUCCESS) {
+			*out = t;
+			return 0;
+		}
+		/* MDB_MAP_RESIZED (another process grew the map) or a failure:
+		 * a fresh begin adopts the new size or reports it. */
+		atomic_fetch_sub(&r->st->open_txns, 1);
+		mdb_txn_abort(t->txn);
+		free(t);
+	}
+	rc = store_txn_begin(r->st, 0, &t);
+	if (rc != 0)
+		return rc;
+	t->reader = r;
+	*out = t;
+	return 0;
+}
+
+void store_reader_free(store_reader *r)
+{
+	if (r == NULL)
+		return;
+	while (r->free != NULL) {
+		store_txn *t = r->free;
+		r->free = t->next_free;
+		mdb_txn_abort(t->txn);
+		free(t);
+	}
+	free(r);
+}
+
 void store_txn_abort(store_txn *t)
 {
+	store_reader *r;
+
 	if (t == NULL)
 		return;
+	r = t->reader;
+	if (r != NULL && r->n_free < r->keep) {
+		/* The snapshot goes; the slot and the memory stay for the next
+		 * begin. A reset transaction holds no page of the map, so it
+		 * does not count as open for a remap. */
+		mdb_txn_reset(t->txn);
+		atomic_fetch_sub(&t->st->open_txns, 1);
+		t->next_free = r->free;
+		r->free = t;
+		r->n_free++;
+		return;
+	}
 	mdb_txn_abort(t->txn);
 	atomic_fetch_sub(&t->st->open_txns, 1);
 	free(t);

@@ -81,8 +81,27 @@ int store_txn_begin(store *st, int write, store_txn **out);
  * final sync failed after it became visible returns 0 (it cannot be taken
  * back) and logs an error: its durability is unknown. */
 int store_txn_commit(store_txn *txn);
-/* Discards and frees txn. */
+/* Discards and frees txn (a reader's goes back to it, reset). */
 void store_txn_abort(store_txn *txn);
+
+/* A cache of read transactions for one thread, e.g. one event loop, which
+ * begins one per request. Ending one resets it (mdb_txn_reset: the
+ * snapshot is let go, the reader slot and the allocation are kept) and the
+ * next begin renews it (mdb_txn_renew) on the newest commit, instead of a
+ * malloc and a search of the reader table under its mutex each time. Slots
+ * of cached transactions count as used in store_readers.
+ *
+ * Every function of a reader, and store_txn_abort of its transactions,
+ * must be called on one thread. */
+typedef struct store_reader store_reader;
+
+/* keep: transactions kept for reuse at most (beyond, they are freed).
+ * Returns 0 or -ENOMEM. */
+int store_reader_new(store *st, unsigned keep, store_reader **out);
+/* As store_txn_begin(st, 0, out), through the cache. */
+int store_reader_begin(store_reader *r, store_txn **out);
+/* Frees the cache. Every transaction begun through r must have ended. */
+void store_reader_free(store_reader *r);
 
 typedef struct store_object {
 	uint8_t hash[STORE_HASH_LEN];

@@ -42,6 +42,8 @@ struct store {
 struct store_txn {
 	store *st;
 	MDB_txn *txn;
+	store_reader *reader;  /* a read transaction store_txn_abort resets into it */
+	store_txn *next_free;  /* in reader's cache */
 	int write;
 	uint64_t declared;  /* bytes this write transaction said it would add */
 	uint64_t allocated; /* file offset up to which blocks are known allocated */

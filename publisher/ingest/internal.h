@@ -177,6 +177,11 @@ void api__release_slot(struct req_state *rs);
  * left; else nothing. */
 void api__maybe_stopped(struct api *a);
 
+/* posts.c: the reads and the deletion; each answers req itself. */
+void api__get_post(struct api *a, http_request *req, const char *id);
+void api__list_posts(struct api *a, http_request *req);
+void api__delete_post(struct api *a, http_request *req, struct req_state *rs, const char *id);
+
 /* ---- upload.c: POST /v1/posts ---- */
 
 /* Headers in: authenticates, checks capacity, size and type, opens the

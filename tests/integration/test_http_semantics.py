@@ -5,7 +5,13 @@ Surrogate-Key), CORS, methods, pipelining, /metrics and the access log.
 
 The compression tests need the publisher to store gzip and brotli variants
 of feeds and pages (commit "publish: store gzip and brotli variants ..."):
-they fail, never skip, when a name has no variants."""
+they fail, never skip, when a name has no variants.
+
+Every test runs twice (the transport fixture, ids "http" and "https"): on a
+plain origin, and on an origin serving HTTPS with a certificate of the test
+CA (helpers/tlsca.py), where the raw client speaks the same bytes inside TLS.
+HTTPS itself (versions, ALPN, tickets, reload, handshake timeout) is
+test_tls.py's."""
 
 import datetime
 import email.utils
@@ -20,6 +26,7 @@ import pytest
 from helpers.http import OBJECT_CACHE, audio_path, page_path, parse_http_date, refused_and_closed
 from helpers.procs import tool_available
 from helpers.store import sha256_hex
+from helpers import tlsca
 
 ALLOWED = ["GET", "HEAD", "OPTIONS"]
 # Defaults of --name-max-age, --name-shared-max-age, --stale-while-revalidate
@@ -29,6 +36,35 @@ NAME_DEFAULTS = {"max-age": "60", "s-maxage": "86400", "stale-while-revalidate":
 
 
 FEED = "/u/alice/feed.json"
+
+
+@pytest.fixture(scope="session")
+def semantics_ca(tmp_path_factory):
+    """One test CA per test process (each test still gets a server
+    certificate of its own)."""
+    return tlsca.TestCA(tmp_path_factory.mktemp("semantics-ca"))
+
+
+@pytest.fixture(params=["http", "https"])
+def transport(request):
+    """The test CA whose certificate the origin serves HTTPS with, or None
+    for plain HTTP: pass it as start_origin(..., tls_ca=transport)."""
+    if request.param == "https":
+        return request.getfixturevalue("semantics_ca")
+    return None
+
+
+@pytest.fixture
+def served(sayin, store, short_wav, transport):
+    """A store with one post by alice and an origin serving it (over the
+    transport of the run). Shadows conftest.py's served for this module."""
+    post = sayin.post(store, "alice", short_wav, text="first post").json
+    origin = sayin.start_origin(store, tls_ca=transport)
+    if transport is not None:
+        # The parametrized run is only worth something if it really is HTTPS.
+        with origin.conn() as c:
+            assert c.tls is not None and c.tls.version() in ("TLSv1.2", "TLSv1.3")
+    return origin, post
 
 
 def directives(value):
@@ -520,12 +556,12 @@ def test_page_caching_headers(served):
     assert any(post["id"] in k for k in keys), r.headers
 
 
-def test_name_lifetimes_follow_the_settings(sayin, store, short_wav):
+def test_name_lifetimes_follow_the_settings(sayin, store, short_wav, transport):
     sayin.post(store, "alice", short_wav)
     origin = sayin.start_origin(store, args=["--name-max-age", "30",
                                              "--name-shared-max-age", "3600",
                                              "--stale-while-revalidate", "15",
-                                             "--stale-if-error", "600"])
+                                             "--stale-if-error", "600"], tls_ca=transport)
     r = origin.get(FEED)
     check_name_caching(r, {"max-age": "30", "s-maxage": "3600", "stale-while-revalidate": "15",
                            "stale-if-error": "600"})
@@ -690,9 +726,9 @@ def wait_for_lines(origin, n, timeout=3.0):
     return access_lines(origin)
 
 
-def test_access_log(sayin, store, short_wav):
+def test_access_log(sayin, store, short_wav, transport):
     post = sayin.post(store, "alice", short_wav).json
-    origin = sayin.start_origin(store, args=["--access-log", "on"])
+    origin = sayin.start_origin(store, args=["--access-log", "on"], tls_ca=transport)
     a = audio_path(post)
     assert origin.get(a, headers={"Range": "bytes=0-99"}).status == 206
     assert origin.get(FEED, headers={"Accept-Encoding": "br"}).status == 200

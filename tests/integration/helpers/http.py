@@ -1,13 +1,14 @@
 """Talking HTTP to the programs: a raw HTTP/1.1 client connection (keep-alive,
-pipelining and closing stay observable), the Response it reads, the header
-values and formats the origin serves, and small decoders (HTTP-date, brotli,
-Prometheus text, URL paths)."""
+pipelining and closing stay observable), plain or over TLS, the Response it
+reads, the header values and formats the origin serves, and small decoders
+(HTTP-date, brotli, Prometheus text, URL paths)."""
 
 import email.utils
 import json
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 
 import pytest
@@ -31,6 +32,28 @@ JSONFEED_VERSION = "https://jsonfeed.org/version/1.1"
 
 class ConnectionClosed(Exception):
     pass
+
+
+# What a read or write raises when the peer has closed the connection: a
+# reset, a write to a closed socket, and over TLS a close_notify
+# (SSLZeroReturnError) or a TCP close without one (SSLEOFError).
+CLOSED_ERRORS = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
+                 ssl.SSLZeroReturnError, ssl.SSLEOFError)
+
+
+def tls_client_context(cafile, alpn=None, minimum=None, maximum=None):
+    """An SSLContext for a test client: verifies the server's certificate
+    against cafile (the test CA's root) and its name or IP address.
+    alpn: protocols to offer (None: no ALPN extension); minimum/maximum:
+    ssl.TLSVersion bounds."""
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    if alpn is not None:
+        ctx.set_alpn_protocols(list(alpn))
+    if minimum is not None:
+        ctx.minimum_version = minimum
+    if maximum is not None:
+        ctx.maximum_version = maximum
+    return ctx
 
 
 class Response:
@@ -69,12 +92,32 @@ class Response:
 
 class HttpConn:
     """A raw HTTP/1.1 client connection: send bytes, read responses one at a
-    time (so keep-alive, pipelining and closing can be observed)."""
+    time (so keep-alive, pipelining and closing can be observed).
 
-    def __init__(self, port, timeout=5.0, host="127.0.0.1"):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    tls: an ssl.SSLContext (see tls_client_context) makes it an HTTPS
+    connection: the handshake is done in the constructor (an ssl.SSLError
+    there means the server refused it), verifying server_hostname (default:
+    host). session: an ssl.SSLSession of an earlier connection to resume."""
+
+    def __init__(self, port, timeout=5.0, host="127.0.0.1", tls=None, server_hostname=None,
+                 session=None):
+        sock = socket.create_connection((host, port), timeout=timeout)
+        if tls is not None:
+            try:
+                sock = tls.wrap_socket(sock, server_hostname=server_hostname or host,
+                                       session=session)
+            except BaseException:
+                sock.close()
+                raise
+        self.sock = sock
         self.buf = b""
         self.eof = False
+
+    @property
+    def tls(self):
+        """The ssl.SSLSocket of an HTTPS connection (version(), session,
+        session_reused, getpeercert(), selected_alpn_protocol()), else None."""
+        return self.sock if isinstance(self.sock, ssl.SSLSocket) else None
 
     def __enter__(self):
         return self
@@ -110,7 +153,7 @@ class HttpConn:
             return False
         try:
             data = self.sock.recv(65536)
-        except ConnectionResetError:
+        except CLOSED_ERRORS:
             data = b""
         if not data:
             self.eof = True
@@ -177,14 +220,14 @@ class HttpConn:
         return resp
 
     def closed_by_peer(self, timeout=3.0):
-        """True when the server closes the connection (EOF or reset) within
-        timeout without sending anything more."""
+        """True when the server closes the connection (EOF, reset, over TLS
+        also a close_notify) within timeout without sending anything more."""
         if self.buf:
             return False
         self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(4096)
-        except (ConnectionResetError, BrokenPipeError):
+        except CLOSED_ERRORS:
             return True
         except socket.timeout:
             return False

@@ -1,8 +1,8 @@
 """Running the two programs for a test: the Sayin instance that starts
 sayin-publisher and sayin-origin and remembers every process (its cleanup,
 see conftest.py, kills whatever is still running, also when the test
-failed), the running Origin, and process utilities: free ports, a clean
-environment, logs, exit codes, polling."""
+failed), the running Origin (plain HTTP or HTTPS), and process utilities:
+free ports, a clean environment, logs, exit codes, polling."""
 
 import http.client
 import json
@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from helpers.http import HttpConn, url_path
+from helpers.http import HttpConn, tls_client_context, url_path
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_STORE_FULL = 0, 1, 2, 3, 4
 
@@ -130,20 +130,26 @@ class Program:
 
 
 class Origin(Program):
-    """A running sayin-origin."""
+    """A running sayin-origin. tls: the client ssl.SSLContext (trusting the
+    test CA) when it serves HTTPS: conn(), request() and get() then go over
+    TLS. tls_cert, tls_key: the files given as --tls-cert and --tls-key (a
+    test may overwrite them and send SIGHUP)."""
 
-    def __init__(self, proc, port, data, log_path):
+    def __init__(self, proc, port, data, log_path, tls=None, tls_cert=None, tls_key=None):
         self.proc = proc
         self.port = port
         self.data = data
         self.log_path = log_path
+        self.tls = tls
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
 
     @property
     def base(self):
-        return "http://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % ("https" if self.tls else "http", self.port)
 
-    def conn(self, timeout=5.0):
-        return HttpConn(self.port, timeout=timeout)
+    def conn(self, timeout=5.0, session=None):
+        return HttpConn(self.port, timeout=timeout, tls=self.tls, session=session)
 
     def request(self, method, path, headers=None, body=b"", timeout=5.0):
         """One request on a fresh connection; returns the Response."""
@@ -237,11 +243,33 @@ class Sayin:
         self.procs.append(proc)
         return proc, log_path
 
+    def tls_files(self, tls_ca, name="origin", days=30):
+        """Issues a server certificate from tls_ca (helpers.tlsca.TestCA) and
+        copies it and its key to files of their own in the work directory,
+        the paths a server is configured with: (cert_path, key_path)."""
+        cert, key = tls_ca.server(name, days=days)
+        self._n += 1
+        d = os.path.join(self.workdir, "tls-%s-%d" % (name, self._n))
+        os.makedirs(d)
+        cert_path, key_path = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        shutil.copyfile(cert, cert_path)
+        shutil.copyfile(key, key_path)
+        os.chmod(key_path, 0o600)
+        return cert_path, key_path
+
     def start_origin(self, data, args=(), env=None, listen=True, port=None, wait=True,
-                     ready_timeout=15.0):
+                     ready_timeout=15.0, tls_ca=None, tls_days=30):
         """Starts sayin-origin on data and waits until /healthz answers 200.
         listen=True passes --listen 127.0.0.1:<free port>; listen=False leaves
-        the address to env/INI and port must then say where to poll."""
+        the address to env/INI and port must then say where to poll.
+        tls_ca (a helpers.tlsca.TestCA): serve HTTPS with a certificate it
+        issues (valid tls_days days), passed as --tls-cert and --tls-key;
+        /healthz is then polled over HTTPS, verified against tls_ca.root."""
+        tls = tls_cert = tls_key = None
+        if tls_ca is not None:
+            tls_cert, tls_key = self.tls_files(tls_ca, days=tls_days)
+            tls = tls_client_context(tls_ca.root)
+            args = ["--tls-cert", tls_cert, "--tls-key", tls_key] + list(args)
         last_log = ""
         for attempt in range(5):
             p = port
@@ -253,7 +281,7 @@ class Sayin:
                 argv += ["--listen", "127.0.0.1:%d" % p]
             argv += [str(a) for a in args]
             proc, log_path = self.spawn(argv, "origin", env)
-            origin = Origin(proc, p, data, log_path)
+            origin = Origin(proc, p, data, log_path, tls=tls, tls_cert=tls_cert, tls_key=tls_key)
             if not wait:
                 return origin
             status = wait_healthy(origin, ready_timeout)
@@ -293,22 +321,33 @@ class Sayin:
 def wait_healthy(server, timeout, method="GET", any_status=False, conn_timeout=1.0,
                  interval=0.02):
     """Polls METHOD /healthz on server.port until it answers 200 (any HTTP
-    status with any_status) while server.proc runs. Returns "ok", "exited N"
-    or "timeout"."""
+    status with any_status) while server.proc runs; over HTTPS when the
+    server has a tls client context (its attribute tls). Returns "ok",
+    "exited N" or "timeout" (then with the last error, e.g. a certificate
+    that did not verify, in parentheses)."""
+    tls = getattr(server, "tls", None)
     deadline = time.monotonic() + timeout
+    last_error = None
     while time.monotonic() < deadline:
         rc = server.proc.poll()
         if rc is not None:
             return "exited %d" % rc
         try:
-            c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=conn_timeout)
-            c.request(method, "/healthz")
-            r = c.getresponse()
-            r.read()
-            c.close()
+            if tls is not None:
+                c = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=conn_timeout,
+                                                context=tls)
+            else:
+                c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=conn_timeout)
+            try:
+                c.request(method, "/healthz")
+                r = c.getresponse()
+                r.read()
+            finally:
+                c.close()
             if any_status or r.status == 200:
                 return "ok"
-        except (OSError, http.client.HTTPException):
-            pass
+            last_error = "status %d" % r.status
+        except (OSError, http.client.HTTPException) as e:
+            last_error = repr(e)
         time.sleep(interval)
-    return "timeout"
+    return "timeout (last: %s)" % last_error if last_error else "timeout"

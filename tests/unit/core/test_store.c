@@ -788,6 +788,53 @@ static void test_readers_counts_read_transactions(void **state)
 	remove_dir(dir);
 }
 
+/* A reader's transactions are reset and renewed, not begun again: the same
+ * transaction comes back, on the newest commit, and beyond `keep` the
+ * extra ones are freed. */
+static void test_reader_renews_reset_transactions(void **state)
+{
+	(void)state;
+	char *dir = make_dir();
+	store *st = open_rw(dir, 0);
+	store_reader *rd = NULL;
+	store_txn *w, *r1, *r2, *r3, *again;
+	store_stats stats;
+	uint8_t h[STORE_HASH_LEN];
+	unsigned used = 0, max = 0;
+
+	assert_int_equal(store_reader_new(st, 1, &rd), 0);
+	assert_int_equal(store_reader_begin(rd, &r1), 0);
+	assert_int_equal(store_stats_get(r1, &stats), 0);
+	assert_int_equal(stats.objects, 0);
+	store_txn_abort(r1);
+
+	/* A commit after the reset is seen by the renewed transaction. */
+	assert_int_equal(store_txn_begin(st, 1, &w), 0);
+	assert_int_equal(store_put_object(w, "abc", 3, "text/plain", 100, h, NULL), 0);
+	assert_int_equal(store_txn_commit(w), 0);
+	assert_int_equal(store_reader_begin(rd, &again), 0);
+	assert_ptr_equal(again, r1);
+	assert_int_equal(store_stats_get(again, &stats), 0);
+	assert_int_equal(stats.objects, 1);
+
+	/* Two at once: the second is new; only one is kept when both end. */
+	assert_int_equal(store_reader_begin(rd, &r2), 0);
+	assert_ptr_not_equal(r2, again);
+	store_txn_abort(again);
+	store_txn_abort(r2);
+	assert_int_equal(store_reader_begin(rd, &r3), 0);
+	assert_ptr_equal(r3, again);
+	store_txn_abort(r3);
+	/* The kept one holds its slot (reset, without a snapshot). */
+	assert_int_equal(store_readers(st, &used, &max), 0);
+	assert_int_equal(used, 1);
+	store_reader_free(rd);
+	assert_int_equal(store_readers(st, &used, &max), 0);
+	assert_int_equal(used, 0);
+	store_close(st);
+	remove_dir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -810,6 +857,7 @@ int main(void)
 		cmocka_unit_test(test_big_objects_cost_no_memory),
 		cmocka_unit_test(test_full_disk_is_an_error),
 		cmocka_unit_test(test_readers_counts_read_transactions),
+		cmocka_unit_test(test_reader_renews_reset_transactions),
 	};
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
