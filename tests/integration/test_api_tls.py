@@ -18,23 +18,14 @@ import time
 
 import pytest
 
+from helpers import tlsca
 from helpers.api import author_add
-from helpers.http import HttpConn, parse_metrics
+from helpers.http import HttpConn, parse_metrics, tls_client_context
 from helpers.procs import EXIT_USAGE, TIME_SCALE, free_port, read_log
 from helpers.store import POST_ID_RE
-from helpers import tlsca
 
 BASE = "https://cdn.test"
 POST_KEYS = {"id", "url", "audio_url", "feed_url", "duration_in_seconds", "size_in_bytes"}
-
-
-class HttpsConn(HttpConn):
-    """helpers.http.HttpConn over TLS, verified against ca for server_name."""
-
-    def __init__(self, port, ca, timeout=5.0, host="127.0.0.1", server_name="127.0.0.1"):
-        super().__init__(port, timeout=timeout, host=host)
-        ctx = ssl.create_default_context(cafile=ca)
-        self.sock = ctx.wrap_socket(self.sock, server_hostname=server_name)
 
 
 class Serve:
@@ -45,18 +36,17 @@ class Serve:
         self.host = host
         self.port = port
         self.log_path = log_path
-        self.ca = ca  # None: plain HTTP
+        # None: plain HTTP; else the client context trusting the test CA.
+        self.tls = tls_client_context(ca) if ca is not None else None
 
     def log(self):
         return read_log(self.log_path)
 
     def conn(self, timeout=5.0):
-        connect = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
-        if self.host == "::":
-            connect = "::1"
-        if self.ca is None:
-            return HttpConn(self.port, timeout=timeout, host=connect)
-        return HttpsConn(self.port, self.ca, timeout=timeout, host=connect)
+        # A wildcard address is reached on loopback; the certificate names
+        # 127.0.0.1, ::1 and localhost.
+        connect = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return HttpConn(self.port, timeout=timeout, host=connect, tls=self.tls)
 
     def request(self, method, path, token=None, timeout=5.0):
         headers = [("Authorization", "Bearer " + token)] if token else None

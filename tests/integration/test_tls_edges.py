@@ -20,17 +20,15 @@ on its plain-HTTP --admin-listen, so scraping adds no TLS handshake.
 import json
 import os
 import re
-import signal
-import ssl
 import subprocess
 import time
 
 import pytest
 
+from helpers import tlsca
 from helpers.edges import CDN_CONFIG, NGINX_CONF, origin_content_requests, start_nginx
 from helpers.http import HttpConn, parse_metrics, url_path
-from helpers.procs import TIME_SCALE, find_program, free_port, read_log, wait_for
-from helpers import tlsca
+from helpers.procs import TIME_SCALE, find_program, free_port, wait_for
 
 HTTPS_ORIGIN_SITE = os.path.join(CDN_CONFIG, "nginx", "site-https-origin", "origin-tls.conf")
 # The name nginx checks in the origin's certificate (TestCA.server's SANs
@@ -39,38 +37,24 @@ HTTPS_ORIGIN_SITE = os.path.join(CDN_CONFIG, "nginx", "site-https-origin", "orig
 ORIGIN_NAME = "localhost"
 
 
-class HttpsConn(HttpConn):
-    """helpers.http.HttpConn over TLS: the origin's certificate verified
-    against ca (a PEM file) for server_name."""
-
-    def __init__(self, port, ca, timeout=5.0, server_name=ORIGIN_NAME):
-        super().__init__(port, timeout=timeout)
-        ctx = ssl.create_default_context(cafile=ca)
-        self.sock = ctx.wrap_socket(self.sock, server_hostname=server_name)
-
-
 class TlsOrigin:
-    """A running sayin-origin with --tls-cert/--tls-key on 127.0.0.1:port
-    and its plain-HTTP admin listener on admin_port (/metrics)."""
+    """sayin.start_origin's Origin with a certificate (HTTPS on port), and
+    its plain-HTTP admin listener on admin_port (/metrics)."""
 
-    def __init__(self, proc, port, admin_port, data, log_path, ca):
-        self.proc = proc
-        self.port = port
+    def __init__(self, origin, admin_port):
+        self.origin = origin
+        self.proc = origin.proc
+        self.port = origin.port
         self.admin_port = admin_port
-        self.data = data
-        self.log_path = log_path
-        self.ca = ca
 
     def log(self):
-        return read_log(self.log_path)
+        return self.origin.log()
 
-    def https_get(self, path, headers=None, timeout=5.0):
-        with HttpsConn(self.port, self.ca, timeout=timeout) as c:
-            c.request("GET", path, headers=headers)
-            return c.read_response()
+    def https_get(self, path, headers=None):
+        return self.origin.get(path, headers=headers)
 
     def get(self, path, **kw):
-        """GET on the admin listener (plain HTTP): /metrics, for
+        """GET on the admin listener: /metrics, for
         helpers.edges.origin_content_requests."""
         with HttpConn(self.admin_port, timeout=5.0) as c:
             c.request("GET", path, **kw)
@@ -81,39 +65,21 @@ class TlsOrigin:
         assert r.status == 200, r
         return parse_metrics(r.body.decode())
 
-    def metric(self, key):
-        return self.metrics().get(key, 0.0)
 
-
-def start_tls_origin(sayin, data, cert, key, ca, args=(), ready_timeout=15.0):
-    """sayin-origin --listen 127.0.0.1:P --tls-cert CERT --tls-key KEY
-    --admin-listen 127.0.0.1:A ARGS; ready once an HTTPS GET /healthz
-    verified against ca answers 200."""
-    last = ""
+def start_tls_origin(sayin, data, ca, args=(), days=30):
+    """sayin-origin with a certificate of ca (a TestCA) valid days days, on
+    127.0.0.1:<free port> (HTTPS) and --admin-listen 127.0.0.1:<free port>."""
     for attempt in range(5):
-        port, admin = free_port(), free_port()
-        argv = [sayin.origin_bin, "--data", str(data), "--listen", "127.0.0.1:%d" % port,
-                "--admin-listen", "127.0.0.1:%d" % admin, "--tls-cert", str(cert),
-                "--tls-key", str(key)] + [str(a) for a in args]
-        proc, log_path = sayin.spawn(argv, "origin")
-        origin = TlsOrigin(proc, port, admin, data, log_path, str(ca))
-        deadline = time.monotonic() + ready_timeout * TIME_SCALE
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if origin.https_get("/healthz", timeout=1.0).status == 200:
-                    return origin
-            except (OSError, ssl.SSLError):
-                pass
-            time.sleep(0.05)
-        last = origin.log()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        if "in use" in last.lower():
-            continue
-        break
-    raise AssertionError("sayin-origin %s did not answer HTTPS /healthz; its output:\n%s"
-                         % (" ".join(argv), last[-3000:]))
+        admin = free_port()
+        try:
+            origin = sayin.start_origin(data, args=["--admin-listen", "127.0.0.1:%d" % admin]
+                                        + list(args), tls_ca=ca, tls_days=days)
+        except AssertionError as e:
+            # The admin port may have been taken in between.
+            if "in use" in str(e).lower() and attempt < 4:
+                continue
+            raise
+        return TlsOrigin(origin, admin)
 
 
 def https_origin_site(ca_root, name=ORIGIN_NAME):
@@ -147,8 +113,7 @@ def tls_site(sayin, tmp_path, short_wav):
         data = tmp_path / "store"
         post = sayin.post(data, "fan_fav", short_wav, text="over https").json
         ca = tlsca.TestCA(tmp_path)
-        cert, key = ca.server("origin")
-        return start_tls_origin(sayin, data, cert, key, ca.root, args=origin_args), post, ca
+        return start_tls_origin(sayin, data, ca, args=origin_args), post, ca
     return make
 
 
@@ -407,8 +372,7 @@ def test_testssl_finds_nothing_of_medium_severity_or_worse(sayin, tmp_path, shor
     # 365 days, as a CA issues them: testssl rates a certificate expiring
     # within 60 days MEDIUM and within 30 days HIGH (TestCA's default
     # is 30 days).
-    cert, key = ca.server("origin", days=365)
-    origin = start_tls_origin(sayin, data, cert, key, ca.root)
+    origin = start_tls_origin(sayin, data, ca, days=365)
     findings, seconds, text = run_testssl(origin, ca.root, tmp_path)
     with capsys.disabled():
         print("\ntestssl.sh against sayin-origin: %.0f s, %d findings" % (seconds, len(findings)))
