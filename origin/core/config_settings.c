@@ -227,7 +227,7 @@ const config_kind config__kinds[] = {
 	{ "write-timeout-ms", CONFIG_K_NUMBER, 1, MAX_TIMEOUT_MS },
 	{ "shutdown-grace-ms", CONFIG_K_NUMBER, 0, MAX_TIMEOUT_MS },
 	{ "tls-handshake-timeout-ms", CONFIG_K_NUMBER, 1, MAX_TIMEOUT_MS },
-	{ "tls-ticket-rotate-s", CONFIG_K_NUMBER, 60, 604800 },
+	{ "tls-ticket-rotate-s", CONFIG_K_NUMBER, 1, 604800 },
 	{ "name-max-age", CONFIG_K_NUMBER, 0, MAX_CACHE_SECONDS },
 	{ "name-shared-max-age", CONFIG_K_NUMBER, 0, MAX_CACHE_SECONDS },
 	{ "stale-while-revalidate", CONFIG_K_NUMBER, 0, MAX_CACHE_SECONDS },

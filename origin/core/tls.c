@@ -202,10 +202,18 @@ static int64_t cert_not_after(SSL_CTX *ctx)
 	return (int64_t)timegm(&tm);
 }
 
+/* OpenSSL's error for a private key that is not the certificate's. */
+static int key_mismatch(unsigned long e)
+{
+	return ERR_GET_LIB(e) == ERR_LIB_X509 && (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
+	                                          ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH);
+}
+
 /* A context for ts's files; NULL with err set. */
 static SSL_CTX *context_build(tls_server *ts, int64_t *not_after, char *err, size_t errlen)
 {
 	SSL_CTX *ctx;
+	int key_ok;
 
 	if (file_readable(ts->cert_setting, ts->cert_file, err, errlen) != 0 ||
 	    file_readable(ts->key_setting, ts->key_file, err, errlen) != 0)
@@ -221,13 +229,15 @@ static SSL_CTX *context_build(tls_server *ts, int64_t *not_after, char *err, siz
 		         ts->cert_file, tls__ssl_reason());
 		goto fail;
 	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, ts->key_file, SSL_FILETYPE_PEM) != 1) {
-		snprintf(err, errlen, "%s %s: not a PEM private key (%s)", ts->key_setting,
-		         ts->key_file, tls__ssl_reason());
+	key_ok = SSL_CTX_use_PrivateKey_file(ctx, ts->key_file, SSL_FILETYPE_PEM) == 1;
+	if (!key_ok && !key_mismatch(ERR_peek_error())) {
+		snprintf(err, errlen, "%s %s: not a PEM private key (%s)", ts->key_setting, ts->key_file,
+		         tls__ssl_reason());
 		goto fail;
 	}
-	/* OpenSSL drops the certificate when the key does not match it. */
-	if (SSL_CTX_get0_certificate(ctx) == NULL || SSL_CTX_check_private_key(ctx) != 1) {
+	/* A key, but another certificate's (OpenSSL may also drop the
+	 * certificate and say nothing). */
+	if (!key_ok || SSL_CTX_get0_certificate(ctx) == NULL || SSL_CTX_check_private_key(ctx) != 1) {
 		snprintf(err, errlen, "%s %s does not match the certificate in %s %s",
 		         ts->key_setting, ts->key_file, ts->cert_setting, ts->cert_file);
 		goto fail;

@@ -506,16 +506,19 @@ def test_ticket_still_resumes_after_a_certificate_reload(site):
 
 
 def test_ticket_keys_rotate_and_the_previous_key_still_resumes(site):
-    """--tls-ticket-rotate-s 60 (its smallest value, so this test takes two
-    minutes, mostly asleep): a ticket still resumes 55 s after it was issued,
-    whatever the phase of the rotation (tickets taken 20 s apart, so a
-    rotation falls between issue and resumption for most of them: the
-    previous key must still be accepted), and no longer after 2 x 60 s."""
-    origin = site.start(["--tls-ticket-rotate-s", "60", "--threads", "2"])
+    """A ticket key rotates every --tls-ticket-rotate-s P; the previous key
+    still decrypts, so a ticket resumes for at least P - 1 s after it was
+    issued (the key's age is kept in whole seconds), whatever the phase of
+    the rotation (tickets taken P/3 apart, so a rotation falls between issue
+    and resumption for some of them: the previous key must be accepted), and
+    no longer once it is more than 2 P + 1 s old (its key is gone and the
+    session's lifetime, 2 P, is over)."""
+    period = max(4, int(round(4 * TIME_SCALE)))
+    origin = site.start(["--tls-ticket-rotate-s", str(period), "--threads", "2"])
     ctx = tls_client_context(site.ca.root)
-    young, old = 55.0, 125.0  # ages checked: under 1x, beyond 2x the rotation
+    young, old = period - 1.5, 2 * period + 2.0  # ages checked
     t0 = time.monotonic()
-    events = [(t0 + 20.0 * i, "take", i) for i in range(3)]
+    events = [(t0 + period / 3.0 * i, "take", i) for i in range(3)]
     tickets, results = {}, {}
     while events:
         events.sort()
@@ -524,14 +527,19 @@ def test_ticket_keys_rotate_and_the_previous_key_still_resumes(site):
         if what == "take":
             tickets[i] = (time.monotonic(), fresh_session(origin, ctx))
             events.append((tickets[i][0] + young, "young", i))
-            if i == 0:
-                events.append((tickets[i][0] + old, "old", i))
+            events.append((tickets[i][0] + old, "old", i))
         else:
             age = time.monotonic() - tickets[i][0]
             results[(what, i)] = (resumes(origin, ctx, tickets[i][1]), round(age, 1))
-    young_failed = [(i, age) for (what, i), (ok, age) in sorted(results.items())
+    # A resumption the machine made late is older than asked: judged by
+    # its age, it proves nothing, but most must be on time. The issue
+    # intervals cover more than one period, so one of them spans a
+    # rotation whichever its phase.
+    on_time = {k: v for k, v in results.items() if k[0] == "old" or v[1] < period - 1}
+    assert sum(1 for k in on_time if k[0] == "young") >= 2, results
+    young_failed = [(i, age) for (what, i), (ok, age) in sorted(on_time.items())
                     if what == "young" and not ok]
-    old_resumed = [(i, age) for (what, i), (ok, age) in sorted(results.items())
+    old_resumed = [(i, age) for (what, i), (ok, age) in sorted(on_time.items())
                    if what == "old" and ok]
     assert not young_failed, "tickets younger than the rotation did not resume: %s" % young_failed
     assert not old_resumed, "tickets older than 2 rotations still resumed: %s" % old_resumed
