@@ -202,6 +202,36 @@ static int64_t cert_not_after(SSL_CTX *ctx)
 	return (int64_t)timegm(&tm);
 }
 
+/* RFC 7919's ffdhe2048 group for the DHE suites, as Mozilla's
+ * intermediate profile names it (SSL_CTX_set_dh_auto would pick RFC 3526's
+ * group 14 instead). NULL on failure. */
+static EVP_PKEY *ffdhe2048(void)
+{
+	EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new_from_name(NULL, "DH", NULL);
+	EVP_PKEY *pkey = NULL;
+	OSSL_PARAM params[2];
+
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)"ffdhe2048",
+	                                             0);
+	params[1] = OSSL_PARAM_construct_end();
+	if (pctx == NULL || EVP_PKEY_paramgen_init(pctx) != 1 ||
+	    EVP_PKEY_CTX_set_params(pctx, params) != 1 || EVP_PKEY_paramgen(pctx, &pkey) != 1)
+		pkey = NULL;
+	EVP_PKEY_CTX_free(pctx);
+	return pkey;
+}
+
+/* 1 when ctx has the DHE group. */
+static int set_dh_group(SSL_CTX *ctx)
+{
+	EVP_PKEY *dh = ffdhe2048();
+
+	if (dh != NULL && SSL_CTX_set0_tmp_dh_pkey(ctx, dh) == 1)
+		return 1; /* ctx owns dh */
+	EVP_PKEY_free(dh);
+	return 0;
+}
+
 /* OpenSSL's error for a private key that is not the certificate's. */
 static int key_mismatch(unsigned long e)
 {
@@ -246,7 +276,7 @@ static SSL_CTX *context_build(tls_server *ts, int64_t *not_after, char *err, siz
 	    SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
 	    SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1 ||
 	    SSL_CTX_set_ciphersuites(ctx, TLS13_SUITES) != 1 ||
-	    SSL_CTX_set1_groups_list(ctx, TLS_GROUPS) != 1 || SSL_CTX_set_dh_auto(ctx, 1) != 1 ||
+	    SSL_CTX_set1_groups_list(ctx, TLS_GROUPS) != 1 || set_dh_group(ctx) != 1 ||
 	    SSL_CTX_set_num_tickets(ctx, 1) != 1 ||
 	    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key) != 1 ||
 	    SSL_CTX_set_ex_data(ctx, ex_index, ts) != 1) {

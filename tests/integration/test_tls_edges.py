@@ -361,6 +361,8 @@ def judge_testssl(findings, text=""):
     assert one("cipherlist_STRONG")["finding"] == "offered"
     assert one("cert_chain_of_trust")["severity"] == "OK", one("cert_chain_of_trust")
     assert one("ALPN")["finding"] == "http/1.1", one("ALPN")
+    # Mozilla's intermediate profile: DHE over RFC 7919's ffdhe2048 group.
+    assert "ffdhe2048" in one("DH_groups")["finding"], one("DH_groups")
 
 
 def test_testssl_finds_nothing_of_medium_severity_or_worse(sayin, tmp_path, short_wav, capsys):
