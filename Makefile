@@ -26,7 +26,7 @@ CC ?= cc
 PKG_CONFIG ?= pkg-config
 
 # The origin links only what it serves with; media libraries stay in the publisher.
-CORE_PKGS := libuv lmdb libcrypto inih libsystemd
+CORE_PKGS := libuv lmdb libssl libcrypto inih libsystemd
 PUBLISHER_PKGS := libcurl jansson opus ogg soxr zlib libbrotlienc libavformat libavcodec libavutil libebur128 libpng libseccomp
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(CORE_PKGS) $(PUBLISHER_PKGS) 2>/dev/null)
 CORE_LIBS := $(shell $(PKG_CONFIG) --libs $(CORE_PKGS) 2>/dev/null)

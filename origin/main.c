@@ -27,7 +27,12 @@
  *   serve_options go to each loop through its reload_async, and each loop
  *   copies them into its own handler between requests, so no request sees
  *   half of them and no connection is touched. Listening addresses, limits
- *   and threads take a restart; a change to them is logged as ignored. */
+ *   and threads take a restart; a change to them is logged as ignored.
+ * - With --tls-cert and --tls-key, --listen speaks HTTPS only (core/tls):
+ *   one TLS context, shared by every loop, so that a session ticket from
+ *   one loop resumes on another. SIGHUP reads the certificate and key
+ *   again; open connections keep theirs. --admin-listen stays plain HTTP
+ *   (a private address for Prometheus). */
 #include "core/accesslog.h"
 #include "core/clock.h"
 #include "core/config.h"
@@ -38,6 +43,7 @@
 #include "core/notify.h"
 #include "serve.h"
 #include "core/store.h"
+#include "core/tls.h"
 #include "core/version.h"
 
 #include <errno.h>
@@ -107,6 +113,7 @@ struct origin {
 	uint64_t watchdog_ms; /* ping interval, 0: no watchdog */
 	unsigned long long watchdog_ticks;
 	http_limits limits;
+	tls_server *tls; /* NULL: plain HTTP on --listen */
 	uint64_t grace_ms;
 	const char *listen;
 	const char *admin_listen;
@@ -131,7 +138,8 @@ struct origin {
 static const char *const origin_settings[] = {
 	"data", "listen", "threads", "admin-listen", "access-log", "max-header-bytes", "max-headers",
 	"max-uri", "max-connections", "idle-timeout-ms", "header-timeout-ms", "write-timeout-ms",
-	"shutdown-grace-ms", "name-max-age", "name-shared-max-age", "stale-while-revalidate",
+	"shutdown-grace-ms", "tls-cert", "tls-key", "tls-handshake-timeout-ms", "tls-ticket-rotate-s",
+	"name-max-age", "name-shared-max-age", "stale-while-revalidate",
 	"stale-if-error", "log-level", "client-ip-header", "trusted-edges", NULL
 };
 
@@ -175,7 +183,7 @@ static int read_lifetimes(const config *cfg, serve_options *opt, char *err, size
  * with the message in err. */
 static int read_settings(struct origin *o, uint64_t *threads, char *err, size_t errlen)
 {
-	uint64_t header_bytes, headers, uri, conns, idle, head_to, write_to;
+	uint64_t header_bytes, headers, uri, conns, idle, head_to, write_to, handshake_to;
 	const struct u64_setting numbers[] = {
 		{ "threads", threads },
 		{ "max-header-bytes", &header_bytes },
@@ -185,6 +193,7 @@ static int read_settings(struct origin *o, uint64_t *threads, char *err, size_t 
 		{ "idle-timeout-ms", &idle },
 		{ "header-timeout-ms", &head_to },
 		{ "write-timeout-ms", &write_to },
+		{ "tls-handshake-timeout-ms", &handshake_to },
 		{ "shutdown-grace-ms", &o->grace_ms },
 	};
 
@@ -210,7 +219,31 @@ static int read_settings(struct origin *o, uint64_t *threads, char *err, size_t 
 	o->limits.idle_timeout_ms = idle;
 	o->limits.header_timeout_ms = head_to;
 	o->limits.write_timeout_ms = write_to;
+	o->limits.handshake_timeout_ms = handshake_to;
 	return 0;
+}
+
+/* The TLS context when --tls-cert and --tls-key are set. Returns 0, or
+ * SAYIN_ECONFIG (one without the other, a bad file) with err set. */
+static int origin_tls(struct origin *o, char *err, size_t errlen)
+{
+	tls_options topt = { .cert_file = config_get(o->cfg, "tls-cert"),
+		             .key_file = config_get(o->cfg, "tls-key"),
+		             .cert_setting = "--tls-cert",
+		             .key_setting = "--tls-key" };
+
+	if (topt.cert_file == NULL && topt.key_file == NULL)
+		return 0;
+	if (topt.cert_file == NULL || topt.key_file == NULL) {
+		snprintf(err, errlen, "--tls-cert and --tls-key go together: %s is set, %s is not",
+		         topt.cert_file != NULL ? "--tls-cert" : "--tls-key",
+		         topt.cert_file != NULL ? "--tls-key" : "--tls-cert");
+		return SAYIN_ECONFIG;
+	}
+	if (config_get_ranged(o->cfg, "tls-ticket-rotate-s", &topt.ticket_rotate_s, err, errlen) !=
+	    0)
+		return SAYIN_ECONFIG;
+	return tls_server_new(&topt, &o->tls, err, errlen);
 }
 
 /* ---- scrape-time series ---- */
@@ -378,6 +411,11 @@ static int define_metrics(struct origin *o)
 	rc = store_metrics_define(o->reg, o->st);
 	if (rc != 0)
 		return rc;
+	if (o->tls != NULL) {
+		rc = tls_metrics_define(o->reg, o->tls);
+		if (rc != 0)
+			return rc;
+	}
 	return metrics_process_define(o->reg);
 }
 
@@ -613,7 +651,10 @@ static void origin_reload(struct origin *o)
 	}
 	if (read_lifetimes(cfg, &opt, err, sizeof(err)) != 0)
 		goto fail;
-	/* Last: it applies itself, and on failure leaves the old sink. */
+	/* These two apply themselves; each keeps what was in force when it
+	 * fails. The certificate comes from the files named at start. */
+	if (o->tls != NULL && tls_server_reload(o->tls, err, sizeof(err)) != 0)
+		goto fail;
 	rc = accesslog_configure("access-log", config_get(cfg, "access-log"), err, sizeof(err));
 	if (rc != 0)
 		goto fail;
@@ -701,8 +742,8 @@ static int worker_init(struct origin *o, struct worker *w, const char *addr)
 	rc = serve_create(o->st, &o->serve_opt, o->ids, w->shard, &w->sh);
 	if (rc != 0)
 		return rc;
-	return http_server_start(&w->loop, addr, 1, &o->limits, serve_http_handler(w->sh),
-	                         &w->server);
+	return http_server_start_tls(&w->loop, addr, 1, &o->limits, o->tls, serve_http_handler(w->sh),
+	                             &w->server);
 }
 
 /* "host:0" with the port the first worker got, so the others join it. */
@@ -775,6 +816,7 @@ static void origin_teardown(struct origin *o)
 	serve_metrics_free(o->ids);
 	metrics_destroy(o->reg);
 	store_close(o->st);
+	tls_server_free(o->tls);
 	config_free(o->cfg);
 }
 
@@ -920,6 +962,13 @@ int main(int argc, char **argv)
 		return rc == SAYIN_ECONFIG ? 2 : 1;
 	}
 	o.serve_opt.edges = o.edges;
+	rc = origin_tls(&o, err, sizeof(err));
+	if (rc != 0) {
+		fprintf(stderr, "sayin-origin: %s\n", rc == -ENOMEM ? "out of memory" : err);
+		accesslog_edges_free(o.edges);
+		config_free(o.cfg);
+		return rc == SAYIN_ECONFIG ? 2 : 1;
+	}
 	o.n_workers = threads > 0 ? (unsigned)threads : uv_available_parallelism();
 	if (o.n_workers == 0)
 		o.n_workers = 1;
@@ -964,9 +1013,9 @@ int main(int argc, char **argv)
 		origin_teardown(&o);
 		return 1;
 	}
-	log_info("origin: serving %s on http://%s with %u event loop(s) (read-only); "
+	log_info("origin: serving %s on %s://%s with %u event loop(s) (read-only); "
 	         "/metrics on %s",
-	         config_get(o.cfg, "data"), o.bound, o.n_workers,
+	         config_get(o.cfg, "data"), o.tls != NULL ? "https" : "http", o.bound, o.n_workers,
 	         o.admin_listen != NULL ? o.admin_listen : o.bound);
 	if (notify_watchdog_start(&o.loop, workers_healthy, &o, &o.watchdog) != 0)
 		log_warn("origin: the systemd watchdog is not pinged");

@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/tls.h"
 
 #include <llhttp.h>
 
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <netinet/tcp.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +27,7 @@
 #define DEFAULT_IDLE_TIMEOUT_MS 60000
 #define DEFAULT_HEADER_TIMEOUT_MS 10000
 #define DEFAULT_WRITE_TIMEOUT_MS 30000
+#define DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
 #define DEFAULT_MAX_STREAM_BODY (UINT64_C(1) << 30)
 
 #define LISTEN_BACKLOG 511
@@ -129,6 +132,10 @@ struct http_conn {
 		uv_stream_t stream;
 		uv_handle_t handle;
 	} sock;
+	/* With TLS the socket is the stream's instead, and sock is unused. */
+	tls_stream *tls;
+	tls_write tls_write_req;
+	int handshaking;       /* TLS: accepted, handshake not complete */
 	uv_timer_t timer;
 	uv_write_t write_req;
 	uv_shutdown_t shutdown_req;
@@ -236,6 +243,7 @@ struct http_server {
 	size_t spans_size;
 	http_handler *handler;
 	http_limits limits;
+	tls_server *tls; /* NULL: plain HTTP */
 	int port;
 	struct http_conn *conns;
 	size_t n_conns; /* allocated, including closed ones a handler still holds */
@@ -267,7 +275,6 @@ static const char oom_response[] = "HTTP/1.1 503 Service Unavailable\r\n"
 
 static void conn_close(struct http_conn *conn);
 static void conn_parse(struct http_conn *conn);
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
 static struct http_conn *conn_of(const http_request *req)
 {
@@ -277,6 +284,14 @@ static struct http_conn *conn_of(const http_request *req)
 /* ---- timers and reading ---- */
 
 static void on_conn_timer(uv_timer_t *timer);
+
+/* Bytes of the response still to leave (plaintext with TLS). */
+static size_t conn_write_queue_size(const struct http_conn *conn)
+{
+	if (conn->tls != NULL)
+		return tls_stream_write_queue_size(conn->tls);
+	return uv_stream_get_write_queue_size(&conn->sock.stream);
+}
 
 /* The current phase times out ms from now. Starts the timer only when it
  * would fire too late (or not at all); otherwise it fires early and
@@ -324,6 +339,14 @@ static void on_conn_timer(uv_timer_t *timer)
 	conn->deadline = 0;
 	switch (conn->phase) {
 	case PH_IDLE:
+		if (conn->handshaking) {
+			tls_server_count_timeout(conn->server->tls);
+			log_debug("http: TLS handshake timeout");
+		} else {
+			stat_add(&stats->timeouts_idle, 1);
+		}
+		conn_close(conn);
+		break;
 	case PH_BODY:
 		stat_add(&stats->timeouts_idle, 1);
 		conn_close(conn);
@@ -337,7 +360,7 @@ static void on_conn_timer(uv_timer_t *timer)
 		/* libuv reports no progress, so compare the queue with the last
 		 * check: a stall is detected between one and two periods after the
 		 * last byte left. An empty queue means the callback is due. */
-		queued = uv_stream_get_write_queue_size(&conn->sock.stream);
+		queued = conn_write_queue_size(conn);
 		if (queued == 0 || queued < conn->write_queue_seen) {
 			conn->write_queue_seen = queued;
 			conn_deadline(conn, conn->server->limits.write_timeout_ms);
@@ -423,11 +446,8 @@ static void server_free_bufs(http_server *server)
 	server->n_free_bufs = 0;
 }
 
-static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+static void conn_alloc(struct http_conn *conn, uv_buf_t *buf)
 {
-	struct http_conn *conn = handle->data;
-
-	(void)suggested;
 	if (conn->in == NULL && conn_bufs_get(conn) != 0) {
 		*buf = uv_buf_init(NULL, 0); /* read_cb gets UV_ENOBUFS */
 		return;
@@ -437,11 +457,41 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 	*buf = uv_buf_init(conn->in + conn->in_len, (unsigned)(IN_BUF_SIZE - conn->in_len));
 }
 
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+	(void)suggested;
+	conn_alloc(handle->data, buf);
+}
+
+static void on_tls_alloc(void *data, uv_buf_t *buf)
+{
+	conn_alloc(data, buf);
+}
+
+static void conn_on_read(struct http_conn *conn, ssize_t nread);
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+	(void)buf;
+	conn_on_read(stream->data, nread);
+}
+
+static void on_tls_read(void *data, ssize_t nread)
+{
+	conn_on_read(data, nread);
+}
+
 static void conn_read_start(struct http_conn *conn)
 {
+	int err;
+
 	if (conn->reading || conn->eof || conn->phase == PH_CLOSED)
 		return;
-	if (uv_read_start(&conn->sock.stream, on_alloc, on_read) != 0) {
+	if (conn->tls != NULL)
+		err = tls_stream_read_start(conn->tls, on_tls_alloc, on_tls_read);
+	else
+		err = uv_read_start(&conn->sock.stream, on_alloc, on_read);
+	if (err != 0) {
 		conn_close(conn);
 		return;
 	}
@@ -452,7 +502,10 @@ static void conn_read_stop(struct http_conn *conn)
 {
 	if (!conn->reading)
 		return;
-	uv_read_stop(&conn->sock.stream);
+	if (conn->tls != NULL)
+		tls_stream_read_stop(conn->tls);
+	else
+		uv_read_stop(&conn->sock.stream);
 	conn->reading = 0;
 }
 
@@ -554,10 +607,8 @@ static void conn_abort_body(struct http_conn *conn)
 		handler->on_abort(handler, &conn->req);
 }
 
-static void on_conn_handle_closed(uv_handle_t *handle)
+static void conn_handle_closed(struct http_conn *conn)
 {
-	struct http_conn *conn = handle->data;
-
 	/* A completion still due runs now, as libuv runs a finished write's
 	 * callback before the close callbacks. */
 	if (conn->write_done) {
@@ -573,6 +624,16 @@ static void on_conn_handle_closed(uv_handle_t *handle)
 		conn_free(conn);
 }
 
+static void on_conn_handle_closed(uv_handle_t *handle)
+{
+	conn_handle_closed(handle->data);
+}
+
+static void on_tls_closed(void *data)
+{
+	conn_handle_closed(data);
+}
+
 /* Closes the socket at once. A write in flight is cancelled; its callback
  * still runs (before the handle's close callback) and calls release. */
 static void conn_close(struct http_conn *conn)
@@ -581,18 +642,19 @@ static void conn_close(struct http_conn *conn)
 		return;
 	/* What is still queued never leaves: on_write reports the rest. */
 	if (conn->phase == PH_WRITE)
-		conn->write_queue_seen = uv_stream_get_write_queue_size(&conn->sock.stream);
+		conn->write_queue_seen = conn_write_queue_size(conn);
 	conn->phase = PH_CLOSED;
 	conn->reading = 0;
 	stat_sub(&conn->server->stats.connections_open, 1);
-	uv_close(&conn->sock.handle, on_conn_handle_closed);
+	if (conn->tls != NULL)
+		tls_stream_close(conn->tls, on_tls_closed);
+	else
+		uv_close(&conn->sock.handle, on_conn_handle_closed);
 	uv_close((uv_handle_t *)&conn->timer, on_conn_handle_closed);
 }
 
-static void on_shutdown(uv_shutdown_t *req, int status)
+static void conn_shutdown_done(struct http_conn *conn, int status)
 {
-	struct http_conn *conn = req->data;
-
 	if (conn->phase != PH_LINGER)
 		return; /* closed meanwhile */
 	if (status < 0 || conn->eof || conn->server->stopping) {
@@ -603,12 +665,28 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 	conn_read_start(conn);
 }
 
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+	conn_shutdown_done(req->data, status);
+}
+
+static void on_tls_shutdown(void *data, int status)
+{
+	conn_shutdown_done(data, status);
+}
+
 /* Graceful close after a complete response: FIN, then discard input. */
 static void conn_shutdown(struct http_conn *conn)
 {
 	conn->phase = PH_LINGER;
 	conn_no_deadline(conn);
 	conn->shutdown_req.data = conn;
+	if (conn->tls != NULL) {
+		/* close_notify, then FIN. */
+		if (tls_stream_shutdown(conn->tls, on_tls_shutdown) != 0)
+			conn_close(conn);
+		return;
+	}
 	if (uv_shutdown(&conn->shutdown_req, &conn->sock.stream, on_shutdown) != 0)
 		conn_close(conn);
 }
@@ -871,17 +949,59 @@ static int on_header_value_complete(llhttp_t *parser)
 
 static const char continue_response[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
-static void on_continue_written(uv_write_t *req, int status)
+static void continue_written(struct http_conn *conn, int status)
 {
-	struct http_conn *conn = req->data;
-
-	free(req);
 	if (status < 0) {
 		if (conn->phase != PH_CLOSED)
 			conn_close(conn);
 		return;
 	}
 	stat_add(&conn->server->stats.bytes_sent, sizeof(continue_response) - 1);
+}
+
+static void on_continue_written(uv_write_t *req, int status)
+{
+	struct http_conn *conn = req->data;
+
+	free(req);
+	continue_written(conn, status);
+}
+
+/* TLS: the request is allocated with the conn pointer behind it. */
+struct tls_continue {
+	tls_write w;
+	struct http_conn *conn;
+};
+
+static void on_tls_continue_written(void *data, int status)
+{
+	struct tls_continue *c = data;
+	struct http_conn *conn = c->conn;
+
+	free(c);
+	continue_written(conn, status);
+}
+
+static void conn_send_continue_tls(struct http_conn *conn)
+{
+	uv_buf_t buf = uv_buf_init((char *)(uintptr_t)continue_response,
+	                           sizeof(continue_response) - 1);
+	struct tls_continue *c = malloc(sizeof(*c));
+	int rc;
+
+	if (c == NULL) {
+		conn_close(conn);
+		return;
+	}
+	c->conn = conn;
+	rc = tls_stream_write(conn->tls, &c->w, &buf, 1, on_tls_continue_written, c);
+	if (rc == 0)
+		return;
+	free(c);
+	if (rc == 1)
+		stat_add(&conn->server->stats.bytes_sent, buf.len);
+	else
+		conn_close(conn);
 }
 
 /* The interim 100 after on_headers accepted a body the client holds back.
@@ -896,6 +1016,10 @@ static void conn_send_continue(struct http_conn *conn)
 	uv_write_t *req;
 	int n;
 
+	if (conn->tls != NULL) {
+		conn_send_continue_tls(conn);
+		return;
+	}
 	n = uv_try_write(stream, &buf, 1);
 	if (n == (int)buf.len) {
 		stat_add(&conn->server->stats.bytes_sent, buf.len);
@@ -1291,6 +1415,7 @@ static void out_u64(struct out_buf *out, uint64_t v)
 }
 
 static void on_write(uv_write_t *req, int status);
+static void on_tls_written(void *data, int status);
 
 /* Queues status line, headers and body. The caller has set release; on
  * failure nothing is queued and the caller releases and closes.
@@ -1399,6 +1524,25 @@ static int conn_send(struct http_conn *conn, int status, const http_header *head
 	conn->out_bytes = total;
 	conn->close_after_write = closing;
 
+	if (conn->tls != NULL) {
+		n = tls_stream_write(conn->tls, &conn->tls_write_req, bufs, n_bufs, on_tls_written, conn);
+		if (n == 1) {
+			conn->write_queue_seen = 0;
+			conn_done_add(conn, 0);
+		} else if (n == 0) {
+			conn->write_queue_seen = tls_stream_write_queue_size(conn->tls);
+		} else if (n == UV_EINVAL) {
+			conn->out_head = NULL;
+			err = n;
+			goto fail;
+		} else {
+			conn->write_queue_seen = total;
+			conn_done_add(conn, n);
+		}
+		conn->phase = PH_WRITE;
+		conn_deadline(conn, server->limits.write_timeout_ms);
+		return 0;
+	}
 	/* uv_try_write returns an int count. */
 	n = total <= INT32_MAX ? uv_try_write(&conn->sock.stream, bufs, n_bufs) : UV_EAGAIN;
 	if (n >= 0 && (size_t)n == total) {
@@ -1568,6 +1712,11 @@ static void conn_written(struct http_conn *conn, int status)
 static void on_write(uv_write_t *req, int status)
 {
 	conn_written(req->data, status);
+}
+
+static void on_tls_written(void *data, int status)
+{
+	conn_written(data, status);
 }
 
 int http_respond(http_request *req, int status, const http_header *headers, size_t n_headers,
@@ -1779,11 +1928,8 @@ static void conn_parse(struct http_conn *conn)
 		conn_read_stop(conn); /* full of pipelined requests: wait */
 }
 
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+static void conn_on_read(struct http_conn *conn, ssize_t nread)
 {
-	struct http_conn *conn = stream->data;
-
-	(void)buf;
 	if (nread == 0)
 		return;
 	if (nread < 0) {
@@ -1791,8 +1937,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 			conn_read_stop(conn); /* buffer full; resumed after the response */
 			return;
 		}
-		if (nread == UV_ENOBUFS) {
-			/* No input buffer could be allocated: say so, then close. */
+		if (nread == UV_ENOBUFS && conn->tls == NULL) {
+			/* No input buffer could be allocated: say so, then close.
+			 * (Over TLS the static answer cannot be sent: just close.) */
 			uv_buf_t b = uv_buf_init((char *)(uintptr_t)oom_response,
 			                         sizeof(oom_response) - 1);
 			log_error("http: out of memory for a connection's buffers: answered 503");
@@ -1902,7 +2049,9 @@ static void conn_refuse(http_server *server, int fd, int oom)
 			log_warn("http: over %u connections, refusing", server->limits.max_connections);
 		server->last_refuse_log = now;
 	}
-	(void)send(fd, answer, answer_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	/* A TLS client cannot read plain text: it only sees the close. */
+	if (server->tls == NULL)
+		(void)send(fd, answer, answer_len, MSG_DONTWAIT | MSG_NOSIGNAL);
 	if (r != NULL) {
 		r->drained = 0;
 		r->open = 2;
@@ -1955,10 +2104,46 @@ static struct http_conn *conn_new(http_server *server)
 /* The socket is open: wait for the first request. */
 static void conn_begin(struct http_conn *conn)
 {
-	conn->sock.handle.data = conn;
+	const http_limits *limits = &conn->server->limits;
+
+	if (conn->tls == NULL)
+		conn->sock.handle.data = conn;
 	stat_add(&conn->server->stats.connections_accepted, 1);
-	conn_deadline(conn, conn->server->limits.idle_timeout_ms);
+	/* TLS: the handshake has its own deadline, which bytes do not move
+	 * (a client trickling a ClientHello is cut off all the same). */
+	conn->handshaking = conn->tls != NULL;
+	conn_deadline(conn, conn->handshaking ? limits->handshake_timeout_ms
+	                                      : limits->idle_timeout_ms);
 	conn_read_start(conn);
+}
+
+static void on_tls_handshake(void *data, int status)
+{
+	struct http_conn *conn = data;
+
+	(void)status;
+	conn->handshaking = 0;
+	if (conn->phase == PH_IDLE)
+		conn_deadline(conn, conn->server->limits.idle_timeout_ms);
+}
+
+/* Serves fd over TLS: the stream owns fd from here on, also on failure.
+ * Returns 0, or an error after which the caller closes conn. */
+static int conn_open_tls(struct http_conn *conn, int fd, int tcp)
+{
+	int one = 1, err;
+
+	if (tcp)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	err = tls_stream_open(conn->server->tls, conn->server->loop, fd, conn, on_tls_handshake,
+	                      &conn->tls);
+	if (err != 0) {
+		/* conn_close closes sock: give it a handle that holds no fd. */
+		conn->tls = NULL;
+		uv_tcp_init(conn->server->loop, &conn->sock.tcp);
+		conn->sock.handle.data = conn;
+	}
+	return err;
 }
 
 static void on_listen_readable(uv_poll_t *poll, int status, int events);
@@ -2008,6 +2193,16 @@ static void conn_take(http_server *server, int fd)
 	conn = conn_new(server);
 	if (conn == NULL) {
 		conn_refuse(server, fd, 1);
+		return;
+	}
+	if (server->tls != NULL) {
+		err = conn_open_tls(conn, fd, 1);
+		if (err != 0) {
+			log_warn("http: cannot serve an accepted connection: %s", uv_strerror(err));
+			conn_close(conn);
+			return;
+		}
+		conn_begin(conn);
 		return;
 	}
 	uv_tcp_init(server->loop, &conn->sock.tcp);
@@ -2074,7 +2269,24 @@ int http_server_adopt(http_server *server, int fd)
 		return UV_ENOMEM;
 	/* libuv's TCP handle calls TCP-only options (nodelay, keepalive) on
 	 * its socket; a Unix socket gets the pipe handle. Both are streams. */
-	if (sa.ss_family == AF_UNIX) {
+	if (server->tls != NULL) {
+		/* The stream takes fd even when it fails: give the caller a
+		 * copy to keep, as the contract says fd stays theirs on error. */
+		int own = dup(fd);
+		if (own < 0) {
+			err = -errno;
+			uv_tcp_init(server->loop, &conn->sock.tcp);
+			conn->sock.handle.data = conn;
+			conn_close(conn);
+			return err;
+		}
+		err = conn_open_tls(conn, own, sa.ss_family != AF_UNIX);
+		if (err != 0) {
+			conn_close(conn);
+			return err;
+		}
+		close(fd);
+	} else if (sa.ss_family == AF_UNIX) {
 		uv_pipe_init(server->loop, &conn->sock.pipe, 0);
 		conn->sock.handle.data = conn;
 		err = uv_pipe_open(&conn->sock.pipe, fd);
@@ -2119,8 +2331,11 @@ const struct sockaddr_storage *http_request_peer(const http_request *req)
 
 	if (conn->peer_known == 0) {
 		conn->peer_known = -1;
-		if (uv_fileno(&conn->sock.handle, &fd) == 0 &&
-		    getpeername(fd, (struct sockaddr *)&conn->peer, &len) == 0)
+		if (conn->tls != NULL)
+			fd = tls_stream_fd(conn->tls);
+		else if (uv_fileno(&conn->sock.handle, &fd) != 0)
+			fd = -1;
+		if (fd >= 0 && getpeername(fd, (struct sockaddr *)&conn->peer, &len) == 0)
 			conn->peer_known = 1;
 	}
 	return conn->peer_known > 0 ? &conn->peer : NULL;
@@ -2278,6 +2493,19 @@ fail:
 	return err;
 }
 
+int http_listen_is_loopback(const char *listen_addr)
+{
+	struct sockaddr_storage sa;
+
+	if (parse_listen_addr(listen_addr, &sa) != 0)
+		return SAYIN_ECONFIG;
+	if (sa.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)&sa;
+		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+	}
+	return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&sa)->sin6_addr);
+}
+
 int http_listen_check(const char *listen_addr)
 {
 	struct sockaddr_storage sa;
@@ -2364,6 +2592,13 @@ static int llhttp_is_strict(void)
 int http_server_start(uv_loop_t *loop, const char *listen_addr, int reuseport,
                       const http_limits *limits, http_handler *handler, http_server **out)
 {
+	return http_server_start_tls(loop, listen_addr, reuseport, limits, NULL, handler, out);
+}
+
+int http_server_start_tls(uv_loop_t *loop, const char *listen_addr, int reuseport,
+                          const http_limits *limits, tls_server *tls, http_handler *handler,
+                          http_server **out)
+{
 	struct sockaddr_storage sa;
 	http_server *server;
 	int fd, port = 0, err;
@@ -2394,6 +2629,7 @@ int http_server_start(uv_loop_t *loop, const char *listen_addr, int reuseport,
 	with_default_ms(&server->limits.idle_timeout_ms, DEFAULT_IDLE_TIMEOUT_MS);
 	with_default_ms(&server->limits.header_timeout_ms, DEFAULT_HEADER_TIMEOUT_MS);
 	with_default_ms(&server->limits.write_timeout_ms, DEFAULT_WRITE_TIMEOUT_MS);
+	with_default_ms(&server->limits.handshake_timeout_ms, DEFAULT_HANDSHAKE_TIMEOUT_MS);
 	with_default_ms(&server->limits.max_stream_body, DEFAULT_MAX_STREAM_BODY);
 
 	fd = listen_socket(&sa, reuseport, &port);
@@ -2404,6 +2640,7 @@ int http_server_start(uv_loop_t *loop, const char *listen_addr, int reuseport,
 	}
 	server->loop = loop;
 	server->handler = handler;
+	server->tls = tls;
 	server->port = port;
 	err = uv_poll_init(loop, &server->listener, fd);
 	if (err != 0) {

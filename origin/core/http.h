@@ -84,6 +84,7 @@ typedef struct http_limits {
 	uint64_t idle_timeout_ms;     /* keep-alive idle: 60000 */
 	uint64_t header_timeout_ms;   /* first byte to end of headers: 10000 */
 	uint64_t write_timeout_ms;    /* a write making no progress: 30000 */
+	uint64_t handshake_timeout_ms; /* TLS: accept to handshake complete: 10000 */
 	/* Safety net for handlers with on_headers, which enforce their own cap:
 	 * body bytes the core passes to on_body for one request: 1 GiB. A body
 	 * accepted by on_headers with a larger Content-Length, or a chunked one
@@ -231,6 +232,20 @@ const char *http_status_text(int status);
  * without on_body) is returned, nothing is left open and *out is untouched. */
 int http_server_start(uv_loop_t *loop, const char *listen_addr, int reuseport,
                       const http_limits *limits, http_handler *handler, http_server **out);
+
+/* As http_server_start, serving HTTPS when tls is not NULL: every
+ * connection (accepted or adopted) is a TLS stream on that context (see
+ * core/tls.h), with limits.handshake_timeout_ms from accept to the end of
+ * the handshake. tls must outlive the server; it may be shared by servers
+ * on other loops. */
+struct tls_server;
+int http_server_start_tls(uv_loop_t *loop, const char *listen_addr, int reuseport,
+                          const http_limits *limits, struct tls_server *tls,
+                          http_handler *handler, http_server **out);
+
+/* 1 when listen_addr binds a loopback address only (127.0.0.0/8, ::1),
+ * 0 when not, SAYIN_ECONFIG when it is not an address. */
+int http_listen_is_loopback(const char *listen_addr);
 
 /* Fails with -EADDRINUSE if anything, even another process's SO_REUSEPORT
  * group, already listens on listen_addr (bind without SO_REUSEPORT, then

@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/notify.h"
+#include "core/tls.h"
 #include "deliver/delivery.h"
 #include "ingest/api.h"
 #include "pipeline.h"
@@ -31,7 +32,13 @@ static const char *const serve_settings[] = {
 	"bitrate", "loudness-target", "max-input-bytes", "max-duration", "decode-timeout-ms",
 	"decode-memory", "waveform-points", "aac-fallback", "aac-bitrate", "aac-coder", "feed-items",
 	"feed-page-items", "max-text", "shutdown-grace-ms", "log-level", "api-access-log",
-	"client-ip-header", "trusted-edges", NULL
+	"client-ip-header", "trusted-edges", "api-tls-cert", "api-tls-key",
+	"tls-handshake-timeout-ms", "tls-ticket-rotate-s", NULL
+};
+
+static const config_arg serve_args[] = {
+	{ "insecure-http", NULL,
+	  "serve plain HTTP on an --api-listen that is not loopback (a TLS proxy in front)", 1 },
 };
 
 static const cmd_spec serve_spec = {
@@ -43,6 +50,8 @@ static const cmd_spec serve_spec = {
 	         "SIGTERM finishes the work in flight, then exits. SIGHUP reloads the log\n"
 	         "level and the access log (--api-access-log, reopened).\n\n",
 	.settings = serve_settings,
+	.args = serve_args,
+	.nargs = sizeof(serve_args) / sizeof(serve_args[0]),
 };
 
 struct serve_state {
@@ -53,6 +62,7 @@ struct serve_state {
 	atomic_ullong reloads, reload_failures;
 	notify_watchdog *watchdog;
 	api *api;
+	tls_server *tls; /* NULL: plain HTTP */
 	delivery_thread *delivery;
 	uint64_t grace_ms;
 };
@@ -93,13 +103,17 @@ static void on_serve_reload(uv_signal_t *h, int signum)
 
 	(void)signum;
 	notify_reloading();
-	if (config_load(s->argc, s->argv, NULL, 0, &cfg, err, sizeof(err)) != 0)
+	if (config_load(s->argc, s->argv, serve_spec.args, serve_spec.nargs, &cfg, err,
+	                sizeof(err)) != 0)
 		goto fail;
 	if (log_parse_level(config_get(cfg, "log-level"), &level) != 0) {
 		snprintf(err, sizeof(err), "--log-level: '%s' is not error, warn, info or debug",
 		         config_get(cfg, "log-level"));
 		goto fail;
 	}
+	/* Both apply themselves, and keep what was in force when they fail. */
+	if (s->tls != NULL && tls_server_reload(s->tls, err, sizeof(err)) != 0)
+		goto fail;
 	if (accesslog_configure("api-access-log", config_get(cfg, "api-access-log"), err,
 	                        sizeof(err)) != 0)
 		goto fail;
@@ -200,6 +214,17 @@ int cmd_serve(int argc, char **argv)
 		code = rc == SAYIN_ECONFIG ? EXIT_USAGE : EXIT_FAIL;
 		goto done;
 	}
+	rc = api_tls_configure(cfg, config_get(cfg, "insecure-http") != NULL, &s.tls, err,
+	                       sizeof(err));
+	if (rc == 0)
+		rc = config_get_ranged(cfg, "tls-handshake-timeout-ms", &aopt.handshake_timeout_ms, err,
+		                       sizeof(err));
+	if (rc != 0) {
+		fprintf(stderr, "sayin-publisher serve: %s\n", rc == -ENOMEM ? "out of memory" : err);
+		code = rc == SAYIN_ECONFIG ? EXIT_USAGE : EXIT_FAIL;
+		goto done;
+	}
+	aopt.tls = s.tls;
 	code = EXIT_FAIL;
 	s.grace_ms = lim.grace_ms;
 	/* The API creates authors explicitly (author add): a token's author
@@ -215,6 +240,7 @@ int cmd_serve(int argc, char **argv)
 	setenv("UV_THREADPOOL_SIZE", threads, 1);
 	if (metrics_create(&reg) != 0 || define_reload_metrics(reg, &s) != 0 ||
 	    metrics_process_define(reg) != 0 || store_metrics_define(reg, st) != 0 ||
+	    (s.tls != NULL && tls_metrics_define(reg, s.tls) != 0) ||
 	    (pipe.publish.n_targets == 0 && delivery_outbox_metrics_define(reg, st) != 0) ||
 	    uv_loop_init(&s.loop) != 0) {
 		fprintf(stderr, "sayin-publisher serve: cannot make the metrics or the event loop\n");
@@ -236,6 +262,7 @@ int cmd_serve(int argc, char **argv)
 		}
 	}
 	aopt = (api_options){ .listen = config_get(cfg, "api-listen"), .upload_dir = upload_dir,
+		              .tls = aopt.tls, .handshake_timeout_ms = aopt.handshake_timeout_ms,
 		              .workers = (unsigned)lim.workers, .queue = (unsigned)lim.queue,
 		              .max_upload = pipe.media.max_input_bytes, .metrics = reg,
 		              .edges = edges,
@@ -260,8 +287,8 @@ int cmd_serve(int argc, char **argv)
 	uv_signal_start(&s.sighup, on_serve_reload, SIGHUP);
 	if (notify_watchdog_start(&s.loop, NULL, NULL, &s.watchdog) != 0)
 		log_warn("serve: the systemd watchdog is not pinged");
-	log_info("serve: ingest API on http://%s (port %d), %llu workers, queue %llu, uploads in %s",
-	         aopt.listen, api_port(s.api), (unsigned long long)lim.workers,
+	log_info("serve: ingest API on %s://%s (port %d), %llu workers, queue %llu, uploads in %s",
+	         s.tls != NULL ? "https" : "http", aopt.listen, api_port(s.api), (unsigned long long)lim.workers,
 	         (unsigned long long)lim.queue, upload_dir);
 	notify_ready("serving");
 	uv_run(&s.loop, UV_RUN_DEFAULT);
@@ -277,6 +304,7 @@ done:
 	metrics_destroy(reg);
 	accesslog_edges_free(edges);
 	store_close(st);
+	tls_server_free(s.tls);
 	config_free(cfg);
 	return code;
 }

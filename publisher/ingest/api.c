@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "core/jsonstore.h"
 #include "core/log.h"
+#include "core/tls.h"
 #include "deliver/crosspost.h"
 #include "deliver/outbox.h"
 #include "deliver/payload.h"
@@ -886,6 +887,7 @@ int api_start(uv_loop_t *loop, store *st, const pipeline *pipe, const api_option
 
 	if (a == NULL)
 		return -ENOMEM;
+	limits.handshake_timeout_ms = opt->handshake_timeout_ms;
 	a->handler.on_request = api_on_request;
 	a->handler.on_complete = api_on_complete;
 	a->handler.on_headers = api_on_headers;
@@ -946,7 +948,7 @@ int api_start(uv_loop_t *loop, store *st, const pipeline *pipe, const api_option
 			return -ENOMEM;
 		}
 	}
-	rc = http_server_start(loop, opt->listen, 0, &limits, &a->handler, &a->server);
+	rc = http_server_start_tls(loop, opt->listen, 0, &limits, opt->tls, &a->handler, &a->server);
 	if (rc != 0) {
 		snprintf(err, errlen, "cannot listen on %s: %s", opt->listen, sayin_strerror(rc));
 		free(a);
@@ -959,6 +961,41 @@ int api_start(uv_loop_t *loop, store *st, const pipeline *pipe, const api_option
 	uv_timer_start(&a->sweep_timer, on_sweep_timer, 1000, SWEEP_INTERVAL_MS);
 	*out = a;
 	return 0;
+}
+
+int api_tls_configure(const config *cfg, int insecure_http, struct tls_server **out, char *err,
+                      size_t errlen)
+{
+	const char *listen = config_get(cfg, "api-listen");
+	tls_options topt = { .cert_file = config_get(cfg, "api-tls-cert"),
+		             .key_file = config_get(cfg, "api-tls-key"),
+		             .cert_setting = "--api-tls-cert",
+		             .key_setting = "--api-tls-key" };
+	int loopback;
+
+	*out = NULL;
+	if (topt.cert_file == NULL && topt.key_file == NULL) {
+		loopback = http_listen_is_loopback(listen);
+		if (loopback == 0 && !insecure_http) {
+			snprintf(err, errlen,
+			         "--api-listen %s is not a loopback address, and bearer tokens must not "
+			         "cross a network in clear: give --api-tls-cert and --api-tls-key, or "
+			         "--insecure-http when a TLS proxy in front terminates HTTPS",
+			         listen);
+			return SAYIN_ECONFIG;
+		}
+		return 0; /* a bad address is reported where it is bound */
+	}
+	if (topt.cert_file == NULL || topt.key_file == NULL) {
+		snprintf(err, errlen,
+		         "--api-tls-cert and --api-tls-key go together: %s is set, %s is not",
+		         topt.cert_file != NULL ? "--api-tls-cert" : "--api-tls-key",
+		         topt.cert_file != NULL ? "--api-tls-key" : "--api-tls-cert");
+		return SAYIN_ECONFIG;
+	}
+	if (config_get_ranged(cfg, "tls-ticket-rotate-s", &topt.ticket_rotate_s, err, errlen) != 0)
+		return SAYIN_ECONFIG;
+	return tls_server_new(&topt, out, err, errlen);
 }
 
 int api_port(const api *a)

@@ -52,6 +52,9 @@ typedef struct api_options {
 	uint64_t rate_grace_ms;
 	uint64_t deadline_ms;     /* on top of Content-Length / min_rate */
 	metrics *metrics;         /* definitions are made by api_start */
+	/* HTTPS on listen when not NULL (core/tls); must outlive the api. */
+	struct tls_server *tls;
+	uint64_t handshake_timeout_ms; /* TLS: accept to handshake done; 0: 10000 */
 	/* Who may name the client in the access log (core/accesslog); NULL:
 	 * the socket's peer. Must outlive the api. */
 	const accesslog_edges *edges;
@@ -66,6 +69,13 @@ typedef struct api_options {
  * upload-rate-window-ms, upload-rate-grace-ms and upload-deadline-ms into
  * opt. Returns 0, or SAYIN_ECONFIG with err naming the bad setting. */
 int api_options_read_limits(const config *cfg, api_options *opt, char *err, size_t errlen);
+
+/* The TLS context for --api-tls-cert and --api-tls-key, or *out NULL when
+ * neither is set. A listen address that is not loopback without TLS is
+ * refused unless insecure_http: bearer tokens must not cross a network in
+ * clear. Returns 0, or SAYIN_ECONFIG with err naming the settings. */
+int api_tls_configure(const config *cfg, int insecure_http, struct tls_server **out, char *err,
+                      size_t errlen);
 
 /* Starts serving on loop. The store and pipeline must outlive the api.
  * Returns 0 and *out, or a negative errno / SAYIN_ECONFIG (bad address),
