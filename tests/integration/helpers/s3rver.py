@@ -311,3 +311,50 @@ def start_s3rver(base, bucket=BUCKET):
     stops it (s3.stop())."""
     os.makedirs(base, exist_ok=True)
     return S3rver(base, bucket).start()
+
+
+# ---------------------------------------------------------------- a Varnish edge on the bucket
+
+STORAGE_SITE_VCL = os.path.join(REPO, "cdn-config", "varnish", "storage-site.vcl")
+
+
+def storage_site_vcl(s3):
+    """cdn-config/varnish/storage-site.vcl for a test: the bucket's endpoint
+    (address, Host) and name; the rest as shipped."""
+    import re
+    with open(STORAGE_SITE_VCL) as f:
+        site = f.read()
+    for pattern, repl in ((r'\.port = "\d+";', '.port = "%d";' % s3.port),
+                          (r'x-sayin-bucket = "[^"]*";', 'x-sayin-bucket = "%s";' % s3.bucket),
+                          (r'http\.Host = "[^"]*";', 'http.Host = "127.0.0.1:%d";' % s3.port)):
+        site, n = re.subn(pattern, repl, site, count=1)
+        assert n == 1, "no %s in cdn-config/varnish/storage-site.vcl" % pattern
+    return site
+
+
+def start_storage_varnish(base, s3, ready_timeout=60.0, params=()):
+    """varnishd with cdn-config/varnish/sayin.vcl (copied unchanged) and
+    storage-site.vcl as its site.vcl, its backend the bucket of s3 (an
+    S3rver), the way helpers.edges.start_varnish runs it. The edge answers
+    the readiness probe (HEAD /healthz) itself: sayin.vcl refuses admin
+    paths with a 404 without asking the bucket."""
+    import shutil
+    from helpers.edges import VARNISH_VCL, VarnishEdge, _start_edge
+    from helpers.procs import find_program
+    varnishd = find_program("varnishd", "varnish")
+    os.makedirs(base, exist_ok=True)
+    vcl_path = os.path.join(base, "sayin.vcl")
+    shutil.copyfile(VARNISH_VCL, vcl_path)
+    with open(os.path.join(base, "site.vcl"), "w") as f:
+        f.write(storage_site_vcl(s3))
+
+    def make(port, attempt):
+        workdir = os.path.join(base, "vinst-%d" % attempt)
+        argv = [varnishd, "-F", "-j", "none", "-n", workdir, "-a", "127.0.0.1:%d" % port,
+                "-f", vcl_path, "-s", "malloc,64m", "-T", "none",
+                "-p", "http_gzip_support=off"]
+        for p in params:
+            argv += ["-p", p]
+        return argv, lambda proc, p, log: VarnishEdge(proc, p, base, log, workdir, vcl_path)
+
+    return _start_edge(make, base, ready_timeout)
