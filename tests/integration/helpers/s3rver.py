@@ -7,6 +7,7 @@ and one bucket, plus direct access to the bucket behind the publisher's back.
     ...publisher args: s3.publisher_args()
     s3.keys(), s3.get(key), s3.head(key), s3.put(key, body, ...), s3.delete(key)
     s3.gets(key)            GET requests s3rver received for key so far
+    s3.gets(key, unsigned=True)   only the unsigned ones (an edge's)
     s3.requests()           every request received: [(method, raw target)]
     s3.signature_errors()   signed requests whose SigV4 does not verify
     s3.stop(); s3.start()   down and up again on the same port and directory
@@ -241,13 +242,14 @@ class S3rver:
                 bad.append((method, target, why))
         return bad
 
-    def gets(self, key):
+    def gets(self, key, unsigned=False):
         """How many GET requests s3rver received for key (any query string;
-        HEAD is not counted)."""
-        target = self.key_path(key)
-        return sum(1 for m, t in self.requests()
-                   if m == "GET" and urllib.parse.unquote(t.partition("?")[0]) ==
-                   urllib.parse.unquote(target))
+        HEAD is not counted). unsigned: only those without an Authorization
+        (an edge's; the publisher's and this helper's are signed)."""
+        target = urllib.parse.unquote(self.key_path(key))
+        return sum(1 for m, t, h in self.requests(with_headers=True)
+                   if m == "GET" and urllib.parse.unquote(t.partition("?")[0]) == target
+                   and not (unsigned and any(k.lower() == "authorization" for k, _ in h)))
 
     # ------------------------------------------------------------ the bucket, directly
 
