@@ -254,6 +254,20 @@ def test_edge_maps_the_bucket_back_to_the_origins_answers(sayin, store, tmp_path
         assert s3.gets("/u/ann/feed.json") == feed_gets + 1
         assert edge.get("/authors.json").header("X-Cache") == "HIT"
 
+        # The edge's lifetime is the metadata's CDN-Cache-Control, not
+        # Cache-Control's s-maxage: a key written behind the publisher's
+        # back with a one-second CDN lifetime is fetched again after it.
+        s3.put("u/zed/feed.json", b'{"items": []}', "application/feed+json",
+               {"Cache-Control": "public, max-age=60, s-maxage=86400",
+                "x-amz-meta-cdn-cache-control": "max-age=1, stale-if-error=0",
+                "x-amz-meta-surrogate-key": "feed-zed"})
+        assert edge.get("/u/zed/feed.json").status == 200
+        assert edge.get("/u/zed/feed.json").header("X-Cache") == "HIT"
+        time.sleep(1.5)
+        r = edge.get("/u/zed/feed.json")
+        assert r.status == 200 and r.header("X-Cache") != "HIT", r
+        assert s3.gets("u/zed/feed.json", unsigned=True) == 2
+
         # No fan's request reaches a bucket listing.
         listing = re.compile(r"^/%s/?(\?.*)?$" % s3.bucket)
         n = len(storage_gets(s3))
@@ -471,3 +485,49 @@ def test_edges_serve_stale_while_the_storage_is_down(sayin, store, tmp_path, s3,
         assert wait_for(lambda: edge.get("/u/ann/feed.json").status == 200, timeout=5)
     finally:
         site.api.stop()
+
+
+# ---------------------------------------------------------------- CloudFront on the bucket
+
+CLOUDFRONT_STORAGE_CASES = [
+    # (uri, Accept-Encoding CloudFront forwards, the key's path sent to the bucket)
+    ("/u/ann/feed.json", "br,gzip", "/_br/u/ann/feed.json"),
+    ("/u/ann/feed.json", "br", "/_br/u/ann/feed.json"),
+    ("/u/ann/feed.json", "gzip", "/_gzip/u/ann/feed.json"),
+    ("/u/ann/feed.json", None, "/u/ann/feed.json"),
+    ("/u/ann/", "gzip", "/_gzip/u/ann/index.html"),
+    ("/u/ann/", None, "/u/ann/index.html"),
+    ("/", "br", "/_br/index.html"),
+    ("/", None, "/index.html"),
+    ("/a/%s.opus" % ("ab" * 32), "br,gzip", "/a/%s.opus" % ("ab" * 32)),
+    ("/p/01abc/embed", "gzip", "/_gzip/p/01abc/embed"),
+]
+
+
+def test_cloudfront_origin_request_function_maps_like_the_varnish_site(tmp_path):
+    """cdn-config/cloudfront/storage-origin-request.js (Lambda@Edge), run
+    with node: the same keys storage-site.vcl asks the bucket for, and never
+    a query string (no listing)."""
+    import os
+    import subprocess
+    from helpers.procs import find_program
+    from helpers.s3rver import REPO
+    node = find_program("node", "nodejs")
+    fn = os.path.join(REPO, "cdn-config", "cloudfront", "storage-origin-request.js")
+    script = tmp_path / "run.js"
+    script.write_text(
+        "const { handler } = require(%s);\n"
+        "(async () => {\n"
+        "  const out = [];\n"
+        "  for (const [uri, ae] of JSON.parse(%s)) {\n"
+        "    const headers = ae === null ? {} : {'accept-encoding': [{key: 'Accept-Encoding', value: ae}]};\n"
+        "    const req = {uri, querystring: 'list-type=2&prefix=', headers, method: 'GET'};\n"
+        "    const r = await handler({Records: [{cf: {request: req}}]});\n"
+        "    out.push([r.uri, r.querystring]);\n"
+        "  }\n"
+        "  console.log(JSON.stringify(out));\n"
+        "})();\n" % (json.dumps(fn), json.dumps(json.dumps(CLOUDFRONT_STORAGE_CASES))))
+    r = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for (uri, ae, want), got in zip(CLOUDFRONT_STORAGE_CASES, json.loads(r.stdout)):
+        assert got == [want, ""], (uri, ae, got)
