@@ -197,13 +197,13 @@ static void put_name(cdn_batch *b, const cdn_env *env, const struct s3 *s, store
 {
 	int e;
 	for (e = 0; e < STORE_ENC_COUNT; e++) {
-		store_object obj = *identity;
+		store_object obj;
 		struct name_meta meta = { NULL, name->surrogate_key };
 		if (e != STORE_ENC_IDENTITY && (name->encodings & (1u << e)) != 0 &&
 		    store_get_object(txn, name->variant[e], &obj) == 0)
 			meta.coding = variant_coding[e];
 		else
-			obj = *identity;
+			obj = *identity; /* identity, or a variant gone missing */
 		put(b, env, s, variant_prefix[e], path, obj.data, (size_t)obj.size,
 		    identity->content_type, &meta);
 	}

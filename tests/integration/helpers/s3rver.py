@@ -11,6 +11,7 @@ and one bucket, plus direct access to the bucket behind the publisher's back.
     s3.requests()           every request received: [(method, raw target)]
     s3.signature_errors()   signed requests whose SigV4 does not verify
     s3.stop(); s3.start()   down and up again on the same port and directory
+    s3.pause(); s3.resume() frozen (SIGSTOP) and going again
 
 s3rver is started through its JavaScript API by a few lines of node (below)
 rather than its CLI, for one reason: the script appends one line per request
@@ -187,6 +188,10 @@ class S3rver:
         if self.proc is None:
             return
         if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGCONT)  # were it paused
+            except OSError:
+                pass
             self.proc.terminate()
             try:
                 self.proc.wait(10)
@@ -201,6 +206,14 @@ class S3rver:
         except subprocess.TimeoutExpired:
             pass
         self.proc = None
+
+    def pause(self):
+        """Freezes s3rver (SIGSTOP): connections are accepted by the kernel
+        and wait, unanswered, until resume()."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
 
     def log(self):
         return read_log(self.log_path) if self.log_path else ""
