@@ -342,6 +342,8 @@ def test_post_reaches_both_edges_within_a_second_and_deletion_leaves(sayin, stor
                 assert edge.get(path).status == 404, (edge.port, path)
             for enc in CODINGS:
                 assert feed_ids(edge, encoding=enc)[0] == [], (edge.port, enc)
+        deletes = [t for m, t in s3.requests() if m == "DELETE"]
+        assert deletes and s3.signature_errors() == []
     finally:
         site.api.stop()
 

@@ -9,7 +9,13 @@ and one bucket, plus direct access to the bucket behind the publisher's back.
     s3.gets(key)            GET requests s3rver received for key so far
     s3.gets(key, unsigned=True)   only the unsigned ones (an edge's)
     s3.requests()           every request received: [(method, raw target)]
-    s3.signature_errors()   signed requests whose SigV4 does not verify
+    s3.signature_errors()   writes not signed, or whose SigV4 does not verify
+    start_storage_varnish(base, s3)   a Varnish edge whose backend is the bucket
+                            (cdn-config/varnish/storage-site.vcl as its site.vcl)
+
+A key is given as the bucket names it ("u/ann/feed.json") or as a URL path
+("/u/ann/feed.json"); a name's gzip and brotli variants are the keys
+"_gzip/" + key and "_br/" + key (publisher/deliver/cdn/s3.c).
     s3.stop(); s3.start()   down and up again on the same port and directory
     s3.pause(); s3.resume() frozen (SIGSTOP) and going again
 
@@ -237,8 +243,9 @@ class S3rver:
         return out
 
     def signature_errors(self):
-        """The signed requests whose AWS SigV4 Authorization does not verify
-        with s3rver's account: [(method, target, why)]. s3rver itself checks
+        """The writes (PUT, DELETE, POST) without a signature, and the signed
+        requests whose AWS SigV4 Authorization does not verify with
+        s3rver's account: [(method, target, why)]. s3rver itself checks
         only the access key of a SigV4 request, not its signature, so the
         tests check it here from the headers received (the body's hash is
         taken from x-amz-content-sha256, which s3rver does not check either:
@@ -247,6 +254,9 @@ class S3rver:
         bad = []
         for method, target, headers in self.requests(with_headers=True):
             if not any(k.lower() == "authorization" for k, _ in headers):
+                if method not in ("GET", "HEAD"):
+                    # s3rver takes anonymous writes; a real bucket would not.
+                    bad.append((method, target, ("AccessDenied", "not signed")))
                 continue
             sha = [v for k, v in headers if k.lower() == "x-amz-content-sha256"]
             why = sigv4_check(method, target, headers, ACCESS_KEY, SECRET_KEY, REGION, "s3",
