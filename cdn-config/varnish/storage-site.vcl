@@ -8,7 +8,8 @@
 # Varnish runs the bodies of a built-in subroutine defined twice in the
 # order they appear, and sayin.vcl includes this file before its own: so
 # vcl_backend_fetch, vcl_backend_response and vcl_backend_error here run
-# first, and fall through (no return) to sayin.vcl's, except where said.
+# first, and fall through (no return) to sayin.vcl's, except where said
+# (vcl_recv and vcl_synth for OPTIONS).
 #
 # What it does:
 # - the URL sent to the bucket is "/" BUCKET + the normalized path (no
@@ -28,6 +29,7 @@
 #   also when the bucket answers 403 (S3 does for a missing key when the
 #   reader may not list the bucket: a public-read bucket without
 #   s3:ListBucket, as it should be);
+# - OPTIONS (CORS preflight) is answered here as sayin-origin answers it;
 # - storage down or failing (connection refused, timeout, 5xx) is the
 #   origin down: sayin.vcl serves stale names for their stale-if-error
 #   time, and objects as long as they are cached.
@@ -62,6 +64,32 @@ acl purgers {
 sub sayin_storage_bucket {
     set bereq.http.x-sayin-bucket = "sayin-media";
     set bereq.http.Host = "127.0.0.1:4568";
+}
+
+sub vcl_recv {
+    # A bucket does not answer CORS preflights the way the origin does (S3
+    # only with a CORS configuration of its own): answered here, as
+    # sayin-origin answers OPTIONS, without asking the bucket.
+    if (req.method == "OPTIONS") {
+        return (synth(204, "No Content"));
+    }
+}
+
+sub vcl_synth {
+    if (req.method == "OPTIONS" && resp.status == 204) {
+        set resp.http.Allow = "GET, HEAD, OPTIONS";
+        set resp.http.Access-Control-Allow-Origin = "*";
+        if (req.http.Origin && req.http.Access-Control-Request-Method) {
+            set resp.http.Access-Control-Allow-Methods = "GET, HEAD, OPTIONS";
+            set resp.http.Access-Control-Allow-Headers = "Range, If-None-Match, If-Modified-Since, If-Range";
+            set resp.http.Access-Control-Max-Age = "86400";
+        }
+        set resp.http.Cache-Control = "no-store";
+        set resp.http.X-Cache = "SYNTH";
+        unset resp.http.Content-Type;
+        set resp.body = "";
+        return (deliver);
+    }
 }
 
 sub vcl_backend_fetch {

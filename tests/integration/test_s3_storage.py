@@ -268,6 +268,21 @@ def test_edge_maps_the_bucket_back_to_the_origins_answers(sayin, store, tmp_path
         assert r.status == 200 and r.header("X-Cache") != "HIT", r
         assert s3.gets("u/zed/feed.json", unsigned=True) == 2
 
+        # CORS preflights: answered as the origin answers them, without the
+        # bucket.
+        n = len(storage_gets(s3))
+        pre = {"Origin": "https://fans.example", "Access-Control-Request-Method": "GET",
+               "Access-Control-Request-Headers": "range"}
+        for headers in (pre, {}):
+            got = edge.request("OPTIONS", "/u/ann/feed.json", headers=headers)
+            want = site.origin.request("OPTIONS", "/u/ann/feed.json", headers=headers)
+            assert got.status == 204 == want.status, (got, want)
+            for h in ("Allow", "Access-Control-Allow-Origin", "Access-Control-Allow-Methods",
+                      "Access-Control-Allow-Headers", "Access-Control-Max-Age",
+                      "Cache-Control"):
+                assert got.header(h) == want.header(h), (headers, h, got.header(h))
+        assert len(storage_gets(s3)) == n and not [m for m, t in s3.requests() if m == "OPTIONS"]
+
         # No fan's request reaches a bucket listing.
         listing = re.compile(r"^/%s/?(\?.*)?$" % s3.bucket)
         n = len(storage_gets(s3))
