@@ -167,23 +167,42 @@ def assert_sent(kind, fake, jobs, extra=()):
     assert got == want, "requests differ from the jobs'\n got: %r\nwant: %r" % (got, want)
 
 
+# A name's gzip and brotli variants live under their own keys
+# (publisher/deliver/cdn/s3.c): "/_gzip" + key and "/_br" + key.
+S3_VARIANT_PREFIXES = {"": "identity", "/_gzip": "gzip", "/_br": "br"}
+
+
+def s3_key_origin(key):
+    """(origin path, Accept-Encoding) whose answer key holds."""
+    enc = "identity"
+    for prefix, coding in S3_VARIANT_PREFIXES.items():
+        if prefix and key.startswith(prefix + "/"):
+            key, enc = key[len(prefix):], coding
+    path = key[:-len("index.html")] if key.endswith("/index.html") else key
+    return path, enc
+
+
 def assert_bucket_mirrors_origin(bucket, origin, gone=()):
     """Every object and name in the bucket has the bytes, Content-Type and
-    Cache-Control the origin serves for it (identity encoding)."""
+    Cache-Control the origin serves for it (each variant key: the answer to
+    a client accepting that coding)."""
     assert bucket, "the bucket is empty"
     for key, (data, ctype, cache) in sorted(bucket.items()):
-        path = key[:-len("index.html")] if key.endswith("/index.html") else key
-        r = origin.get(path)
+        path, enc = s3_key_origin(key)
+        r = origin.get(path, headers={"Accept-Encoding": enc})
         assert r.status == 200, (path, r)
         assert data == r.body, "%s: bucket bytes differ from the origin's" % key
         assert ctype == r.header("Content-Type"), (key, ctype, r.header("Content-Type"))
         assert cache == r.header("Cache-Control"), (key, cache, r.header("Cache-Control"))
     for path in gone:
-        assert path not in bucket and path + "index.html" not in bucket, path
+        for prefix in S3_VARIANT_PREFIXES:
+            assert prefix + path not in bucket and prefix + path + "index.html" not in bucket, \
+                prefix + path
 
 
 def s3_keys_for(job):
     pl = job["payload"]
     keys = {o["path"] for o in pl["objects"]}
-    keys |= {p + "index.html" if p.endswith("/") else p for p in pl["paths"]}
+    keys |= {prefix + (p + "index.html" if p.endswith("/") else p)
+             for p in pl["paths"] for prefix in S3_VARIANT_PREFIXES}
     return keys
