@@ -16,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <netinet/tcp.h>
 #include <time.h>
 #include <unistd.h>
@@ -682,7 +683,9 @@ static void conn_shutdown(struct http_conn *conn)
 	conn_no_deadline(conn);
 	conn->shutdown_req.data = conn;
 	if (conn->tls != NULL) {
-		/* close_notify, then FIN. */
+		/* close_notify, then FIN: it may wait for the socket, so it has
+		 * the write timeout (on_conn_timer closes in PH_LINGER). */
+		conn_deadline(conn, conn->server->limits.write_timeout_ms);
 		if (tls_stream_shutdown(conn->tls, on_tls_shutdown) != 0)
 			conn_close(conn);
 		return;
@@ -2271,8 +2274,14 @@ int http_server_adopt(http_server *server, int fd)
 	 * its socket; a Unix socket gets the pipe handle. Both are streams. */
 	if (server->tls != NULL) {
 		/* The stream takes fd even when it fails: give the caller a
-		 * copy to keep, as the contract says fd stays theirs on error. */
-		int own = dup(fd);
+		 * copy to keep, as the contract says fd stays theirs on error.
+		 * The stream polls a non-blocking socket (uv_tcp_open would set
+		 * that too). */
+		int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		if (own >= 0 && fcntl(own, F_SETFL, fcntl(own, F_GETFL) | O_NONBLOCK) != 0) {
+			close(own);
+			own = -1;
+		}
 		if (own < 0) {
 			err = -errno;
 			uv_tcp_init(server->loop, &conn->sock.tcp);

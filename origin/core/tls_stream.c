@@ -49,6 +49,11 @@ struct tls_stream {
 	int write_wants_read; /* the last SSL_write/flush wanted to read */
 	int write_blocked;    /* the queue waits for the socket */
 	int ktls_send;
+	/* The last read wanted bytes the socket does not have yet: what
+	 * OpenSSL holds (SSL_has_pending) is then a partial record, which the
+	 * poll, not a kick, must complete. */
+	int need_socket;
+	int close_notify_sent;
 	int closing;
 	int failed;           /* a fatal TLS or socket error: no more I/O */
 	uint64_t bytes_written;
@@ -119,6 +124,7 @@ static int stream_flush(tls_stream *s)
 
 	if (BIO_wpending(wbio) == 0)
 		return 0;
+	errno = 0;
 	if (BIO_flush(wbio) == 1)
 		return 0;
 	if (BIO_should_retry(wbio)) {
@@ -303,16 +309,19 @@ static void stream_shutdown_step(tls_stream *s)
 {
 	int rc;
 
-	ERR_clear_error();
-	rc = SSL_shutdown(s->ssl);
-	if (rc < 0) {
-		int e = SSL_get_error(s->ssl, rc);
-		if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
-			s->write_wants_read = e == SSL_ERROR_WANT_READ;
+	/* close_notify is written once: a second SSL_shutdown would wait for
+	 * the peer's, while ours sits unflushed in the buffer. */
+	if (!s->close_notify_sent) {
+		ERR_clear_error();
+		rc = SSL_shutdown(s->ssl);
+		if (rc < 0 && SSL_get_error(s->ssl, rc) == SSL_ERROR_WANT_WRITE) {
+			/* The alert could not even be buffered: write it later. */
+			s->write_wants_read = 0;
 			s->write_blocked = 1;
 			stream_update_poll(s);
 			return;
 		}
+		s->close_notify_sent = 1; /* sent, or the session is past sending */
 	}
 	rc = stream_flush(s);
 	if (rc == -1) {
@@ -377,6 +386,7 @@ static int stream_read_error(tls_stream *s, int n)
 	switch (e) {
 	case SSL_ERROR_WANT_READ:
 		s->read_wants_write = 0;
+		s->need_socket = 1;
 		return 0;
 	case SSL_ERROR_WANT_WRITE:
 		s->read_wants_write = 1;
@@ -412,6 +422,7 @@ static void stream_reads(tls_stream *s)
 			n = SSL_do_handshake(s->ssl);
 			if (n == 1) {
 				s->read_wants_write = 0;
+				s->need_socket = 0;
 				stream_handshake_done(s);
 				continue;
 			}
@@ -439,6 +450,7 @@ static void stream_reads(tls_stream *s)
 		n = SSL_read(s->ssl, buf.base, (int)buf.len);
 		if (n > 0) {
 			s->read_wants_write = 0;
+			s->need_socket = 0;
 			s->read(s->data, n);
 			/* Nothing left in OpenSSL: the (level-triggered) poll says
 			 * when the socket has more, which saves the read(2) that
@@ -464,7 +476,7 @@ static void stream_reads(tls_stream *s)
 	if (s->closing)
 		return;
 	/* Out of turns with bytes left in OpenSSL: next loop turn. */
-	if (s->reading && !s->failed && SSL_has_pending(s->ssl))
+	if (s->reading && !s->failed && !s->need_socket && SSL_has_pending(s->ssl))
 		stream_kick(s);
 	stream_update_poll(s);
 }
@@ -498,7 +510,7 @@ int tls_stream_read_start(tls_stream *s, tls_alloc_cb alloc, tls_read_cb read)
 	s->reading = 1;
 	if (s->failed)
 		return 0;
-	if (s->handshake_done && SSL_has_pending(s->ssl))
+	if (s->handshake_done && !s->need_socket && SSL_has_pending(s->ssl))
 		stream_kick(s);
 	stream_update_poll(s);
 	return 0;

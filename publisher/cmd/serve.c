@@ -191,6 +191,9 @@ int cmd_serve(int argc, char **argv)
 	code = cmd_load_config(&serve_spec, argc, argv, &cfg);
 	if (code >= 0)
 		return code;
+	/* A client that resets mid-response must cost a write error, not the
+	 * process (libuv and OpenSSL's socket BIO both write(2)). */
+	signal(SIGPIPE, SIG_IGN);
 	code = EXIT_USAGE;
 	if (config_positional_count(cfg) != 0) {
 		fprintf(stderr, "sayin-publisher serve: unexpected argument '%s'\n",

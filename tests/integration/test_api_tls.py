@@ -12,6 +12,7 @@ against its root."""
 import http.client
 import json
 import signal
+import socket
 import ssl
 import subprocess
 import time
@@ -212,3 +213,31 @@ def test_plain_http_on_loopback_needs_no_flag(sayin, store_with_alice, host):
     r = api.request("GET", "/v1/posts?author=alice", token)
     assert r.status == 200, r
     assert "--insecure-http" not in api.log()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_a_client_resetting_mid_response_does_not_kill_serve(sayin, tmp_path, store_with_alice,
+                                                             tls):
+    """Pipelined requests, then an abrupt close: serve's write meets a
+    closed socket (EPIPE), which must be a write error, not SIGPIPE (it
+    killed the process, exit 141, before serve ignored the signal)."""
+    data, _ = store_with_alice
+    ca = tlsca.TestCA(tmp_path) if tls else None
+    args = []
+    if ca is not None:
+        cert, key = ca.server("api")
+        args = ["--api-tls-cert", cert, "--api-tls-key", key]
+    api = start_serve(sayin, data, args=args, ca=ca.root if ca else None)
+    ctx = tls_client_context(ca.root) if ca else None
+    for _ in range(5):
+        raw = socket.create_connection(("127.0.0.1", api.port), timeout=10)
+        s = ctx.wrap_socket(raw, server_hostname="127.0.0.1") if ctx else raw
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 100)
+        # Closed unread: the kernel answers the responses with a reset,
+        # and serve's next write meets EPIPE.
+        s.close()
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert api.proc.poll() is None, "serve died (exit %s):\n%s" % (api.proc.returncode,
+                                                                   api.log()[-2000:])
+    assert api.request("GET", "/healthz").status == 200

@@ -767,13 +767,20 @@ def start_fails(sayin, store, args):
 
 
 @pytest.mark.parametrize("case", ["cert-only", "key-only", "missing-cert", "missing-key",
-                                  "cert-not-pem", "key-not-pem", "key-mismatch"])
+                                  "cert-not-pem", "key-not-pem", "key-mismatch",
+                                  "cert-as-key", "encrypted-key"])
 def test_bad_tls_files_at_start_exit_2_naming_the_cause(sayin, site, tmp_path, case):
     cert, key = sayin.tls_files(site.ca)
     _, other_key = site.ca.server("other")
     junk = tmp_path / "junk.pem"
     junk.write_text("hello, I am not PEM\n")
     missing = str(tmp_path / "no-such-file.pem")
+    encrypted = str(tmp_path / "encrypted.key")
+    if case == "encrypted-key":
+        # The same key under a passphrase: refused, never prompted for.
+        r = subprocess.run(["openssl", "pkey", "-in", key, "-aes256", "-passout", "pass:x",
+                            "-out", encrypted], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
     args, named = {
         "cert-only": (["--tls-cert", cert], "--tls-key"),
         "key-only": (["--tls-key", key], "--tls-cert"),
@@ -782,6 +789,8 @@ def test_bad_tls_files_at_start_exit_2_naming_the_cause(sayin, site, tmp_path, c
         "cert-not-pem": (["--tls-cert", junk, "--tls-key", key], str(junk)),
         "key-not-pem": (["--tls-cert", cert, "--tls-key", junk], str(junk)),
         "key-mismatch": (["--tls-cert", cert, "--tls-key", other_key], other_key),
+        "cert-as-key": (["--tls-cert", cert, "--tls-key", cert], cert),
+        "encrypted-key": (["--tls-cert", cert, "--tls-key", encrypted], encrypted),
     }[case]
     rc, out = start_fails(sayin, site.store, args)
     assert rc == EXIT_USAGE, (rc, out)
@@ -793,6 +802,10 @@ def test_bad_tls_files_at_start_exit_2_naming_the_cause(sayin, site, tmp_path, c
         # certificate, not that it is no key.
         assert re.search(r"match", out, re.I), out
         assert not re.search(r"not a PEM", out, re.I), out
+    if case in ("key-not-pem", "cert-as-key"):
+        assert re.search(r"no PEM private key", out), out
+    if case == "encrypted-key":
+        assert re.search(r"encrypted", out) and "pass phrase" not in out.lower(), out
 
 
 # ---------------------------------------------------------------- metrics
@@ -856,3 +869,69 @@ def test_plain_http_on_the_tls_port_gets_no_response(site):
     assert got == b"" or got[:1] == b"\x15", got[:64]
     assert wait_counter_above(origin, HANDSHAKES, {"result": "failed"}, failed) == failed + 1
     assert origin.get("/healthz").status == 200
+
+
+# ---------------------------------------------------------------- regressions (issue 16 review)
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far, from /proc."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("stage", ["handshake", "request"])
+def test_a_partial_record_costs_no_cpu_while_it_waits(site, stage):
+    """OpenSSL holding the start of a record (read ahead) is not data to
+    read: the stream waits for the socket instead of polling itself (a
+    client sending 3 bytes once spun a loop at 100% CPU)."""
+    origin = site.start(["--threads", "1"])
+    raw = socket.create_connection(("127.0.0.1", origin.port), timeout=LIVE)
+    try:
+        if stage == "handshake":
+            raw.sendall(b"\x16\x03\x01")  # a handshake record's header, no more
+        else:
+            ctx = tls_client_context(site.ca.root)
+            inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = ctx.wrap_bio(inc, out, server_hostname="127.0.0.1")
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    raw.sendall(out.read())
+                    inc.write(raw.recv(65536))
+            raw.sendall(out.read())
+            tls.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            record = out.read()
+            raw.sendall(record[:-1])  # all of the request's record but its last byte
+        time.sleep(0.3)
+        before = cpu_seconds(origin.proc.pid)
+        time.sleep(2.0)
+        used = cpu_seconds(origin.proc.pid) - before
+        assert used < 0.3, "the origin used %.2f s of CPU in 2 s waiting for a record" % used
+        if stage == "request":
+            raw.sendall(record[-1:])
+            got = b""
+            while not got:  # the session ticket may come first
+                inc.write(raw.recv(65536))
+                try:
+                    got = tls.read(65536)
+                except ssl.SSLWantReadError:
+                    pass
+            assert got.startswith(b"HTTP/1.1 200 "), got[:200]
+    finally:
+        raw.close()
+
+
+def test_clients_that_close_without_speaking_are_not_failed_handshakes(site):
+    """A health check that connects and closes (no ClientHello) is neither
+    a failed handshake nor logged as one."""
+    origin = site.start()
+    failed = handshakes(origin, "failed")
+    for _ in range(3):
+        socket.create_connection(("127.0.0.1", origin.port), timeout=LIVE).close()
+    assert origin.get("/healthz").status == 200
+    assert handshakes(origin, "failed") == failed
+    assert "handshake failed" not in origin.log()
