@@ -228,6 +228,7 @@ bench: bootstrap all $(BIN)/bench_publish
 	scripts/bench/transcode
 	scripts/bench/publish
 	scripts/bench/tls
+	scripts/bench/edge
 
 # What make install puts where (make deb: scripts/deb/README.md): the
 # binaries of this build (build/release, or build/sanitize with SANITIZE=1),
