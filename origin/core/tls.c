@@ -332,7 +332,13 @@ static SSL_CTX *context_build(tls_server *ts, int64_t *not_after, char *err, siz
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
 	                             SSL_OP_ENABLE_KTLS | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 |
 	                             SSL_OP_IGNORE_UNEXPECTED_EOF);
-	SSL_CTX_clear_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
+	/* The server's order (AES-GCM first: the origin's clients are CDN
+	 * edges and the API's are phones, both with AES in hardware today),
+	 * except that a client that puts ChaCha20 first (no AES hardware) gets
+	 * it. Every suite offered is strong; an order is what scanners (and
+	 * testssl) expect. */
+	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA);
+	SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
 	/* Stateless tickets only: a server-side cache would not be shared
 	 * between loop threads or processes. */
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);

@@ -333,18 +333,11 @@ def judge_testssl(findings, text=""):
     #   test CA publishes no CRL and runs no OCSP responder; a real CA puts
     #   those URIs in the certificates it issues, and the origin serves the
     #   file it is given.
-    # - cipher_order "NOT a cipher order configured" (HIGH in testssl
-    #   3.0.8): Mozilla's intermediate profile (/tmp/tls-spec.md) lets the
-    #   client choose because every cipher it offers is strong; testssl 3.2
-    #   rates a missing order by the worst cipher offered instead (testssl.sh
-    #   issue 1311, pull request 2235). Excused only under that same rule:
-    #   no cipher below testssl's STRONG category (AEAD) is offered.
     weaker = ("cipherlist_NULL", "cipherlist_aNULL", "cipherlist_EXPORT", "cipherlist_LOW",
               "cipherlist_3DES_IDEA", "cipherlist_AVERAGE")
-    only_strong = all(one(i)["finding"] == "not offered" for i in weaker)
+    for i in weaker:
+        assert one(i)["finding"] == "not offered", one(i)
     excused = {("cert_revocation", "Neither CRL nor OCSP URI provided")}
-    if only_strong:
-        excused.add(("cipher_order", "NOT a cipher order configured"))
     bad = [f for f in findings if f["severity"] in ("MEDIUM", "HIGH", "CRITICAL")
            and (f["id"], f["finding"]) not in excused]
     assert not bad, "testssl findings of MEDIUM severity or worse:\n%s" % "\n".join(
