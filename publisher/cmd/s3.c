@@ -312,17 +312,14 @@ static int list_bucket(const struct bucket *b, struct verify *v, char *err, size
 		}
 		uv_loop_close(&loop);
 		if (rc != 0 || !l.done || l.error[0] != '\0') {
-			const char *why = l.error;
+			const char *why = "";
 			if (l.status == 404)
-				why = "no such bucket (HTTP 404 NoSuchBucket)";
+				why = "no such bucket: ";
 			else if (l.status == 403)
-				why = "access denied: check --aws-access-key-id, --aws-secret-access-key "
-				      "and --aws-region";
-			snprintf(err, errlen, "cannot list bucket '%s' at %s: %s%s%s", b->bucket, b->base,
-			         rc != 0 ? sayin_strerror(rc) : l.done ? why : "no answer",
-			         l.status == 403 ? " (" : "", l.status == 403 ? l.error : "");
-			if (l.status == 403)
-				snprintf(err + strlen(err), errlen - strlen(err), ")");
+				why = "access denied (check --aws-access-key-id, --aws-secret-access-key "
+				      "and --aws-region): ";
+			snprintf(err, errlen, "cannot list bucket '%s' at %s: %s%s", b->bucket, b->base,
+			         why, rc != 0 ? sayin_strerror(rc) : l.done ? l.error : "no answer");
 			free(l.body);
 			return -EIO;
 		}

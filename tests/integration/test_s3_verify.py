@@ -128,5 +128,11 @@ def test_unreachable_bucket_is_a_clear_error(sayin, store, s3, short_wav):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "access denied" in r.stderr, r.stderr
 
+    down = list(args)
+    down[down.index("--s3-endpoint") + 1] = "http://127.0.0.1:1"
+    r = run(sayin, store, ["s3", "verify"], down)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "cannot list bucket" in r.stderr and "127.0.0.1:1" in r.stderr, r.stderr
+
     r = run(sayin, store, ["s3", "frobnicate"], args)
     assert r.returncode == 2, r.stderr
