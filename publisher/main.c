@@ -32,6 +32,7 @@ static const struct command {
 	{ "config", "check the configuration (config check) or show it (config show)", cmd_config },
 	{ "backup", "write a verified snapshot of the live store (and send it to S3)", cmd_backup },
 	{ "restore", "install a snapshot as the store (never over one in use)", cmd_restore },
+	{ "s3", "compare the S3 bucket with the store (s3 verify), fix it (--repair)", cmd_s3 },
 	{ "fsck", "check every post's objects, names, index entries and references", cmd_fsck },
 	{ "help", "this text", cmd_help },
 };

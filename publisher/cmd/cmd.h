@@ -95,5 +95,6 @@ int cmd_site(int argc, char **argv);
 int cmd_rebuild(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_config(int argc, char **argv);
+int cmd_s3(int argc, char **argv);
 
 #endif
