@@ -49,6 +49,13 @@ struct store_txn {
 	uint64_t allocated; /* file offset up to which blocks are known allocated */
 };
 
+/* A thread's cache of reset read transactions (store_reader.c). */
+struct store_reader {
+	store *st;
+	store_txn *free; /* reset transactions, linked through next_free */
+	unsigned n_free, keep;
+};
+
 /* Translates an LMDB code at the module's edge, logging LMDB's own words. */
 int store__error(int rc, const char *what);
 
